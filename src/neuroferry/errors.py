@@ -1,0 +1,61 @@
+"""The one exception tree of neuroferry.
+
+Services raise these with the values involved and what to do next; only ``web/errors.py``
+turns them into HTTP responses and only ``cli/`` into exit codes. Leaves also subclass the
+matching builtin so that callers who do not know neuroferry can still catch them.
+"""
+
+from __future__ import annotations
+
+
+class FerryError(Exception):
+    """Base of every error neuroferry raises on purpose."""
+
+    #: HTTP status used by the web layer; 4xx for the caller's mistakes.
+    status_code = 500
+
+
+class ConfigError(FerryError, ValueError):
+    """The configuration (environment, ``ferry.toml``) is invalid."""
+
+    status_code = 500
+
+
+class InvalidInput(FerryError, ValueError):
+    """The caller sent something that is not allowed; the message says what is."""
+
+    status_code = 422
+
+
+class NotFound(FerryError, LookupError):
+    """A named thing (store path, job, document) does not exist."""
+
+    status_code = 404
+
+
+class StoreError(FerryError, OSError):
+    """A store could not be reached or refused an operation."""
+
+    status_code = 502
+
+
+class StoreNotFound(StoreError, NotFound):
+    """The source folder, bucket or prefix does not exist."""
+
+    status_code = 404
+
+
+class StoreAuthError(StoreError, PermissionError):
+    """The store rejected the credentials."""
+
+    status_code = 403
+
+
+class UnsafePath(InvalidInput):
+    """A path would escape its root (``..``, absolute, control characters, symlinks)."""
+
+
+class DatabaseError(FerryError, RuntimeError):
+    """The database could not be reached or migrated."""
+
+    status_code = 503

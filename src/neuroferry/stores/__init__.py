@@ -1,0 +1,36 @@
+"""Object stores (obstore), listings with checksums, and the transfer (sync) engine."""
+
+from neuroferry.stores._keys import check_key
+from neuroferry.stores._listing import RESERVED_PREFIX, Entry, Listing, list_store
+from neuroferry.stores._manifest import MANIFEST_KEY, ManifestEntry, load_manifest
+from neuroferry.stores._open import SCHEMES, Store, open_store
+from neuroferry.stores._sync import (
+    SyncOptions,
+    SyncProgress,
+    SyncReport,
+    matches,
+    memory_budget,
+    sync,
+    sync_async,
+)
+
+__all__ = [
+    "MANIFEST_KEY",
+    "RESERVED_PREFIX",
+    "SCHEMES",
+    "Entry",
+    "Listing",
+    "ManifestEntry",
+    "Store",
+    "SyncOptions",
+    "SyncProgress",
+    "SyncReport",
+    "check_key",
+    "list_store",
+    "load_manifest",
+    "matches",
+    "memory_budget",
+    "open_store",
+    "sync",
+    "sync_async",
+]

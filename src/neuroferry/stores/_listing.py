@@ -1,0 +1,134 @@
+"""Listing a store or a local folder: relative paths with sizes and version tags."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import obstore
+
+from neuroferry.errors import FerryError, UnsafePath
+from neuroferry.stores._errors import translate
+from neuroferry.stores._keys import check_key
+from neuroferry.stores._open import Store
+
+#: Objects neuroferry keeps for itself in a destination (the manifest); never synced.
+RESERVED_PREFIX = ".ferry/"
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One object: its path relative to the store root, size, and a tag that changes with it.
+
+    ``etag`` is the store's ETag (quotes removed); for local folders it is ``mtime:<ns>``.
+    """
+
+    path: str
+    size: int
+    etag: str | None
+
+
+@dataclass
+class Listing:
+    """The entries of a store, and the paths that could not be listed, with the reason."""
+
+    entries: dict[str, Entry] = field(default_factory=dict)
+    problems: dict[str, str] = field(default_factory=dict)
+
+
+def clean_etag(etag: str | None) -> str | None:
+    """An ETag without quotes or a weak prefix, so that list and put results compare."""
+    if etag is None:
+        return None
+    return etag.removeprefix("W/").strip('"')
+
+
+def _walk_local(root: Path, follow_symlinks: bool) -> Listing:
+    listing = Listing()
+    real_root = root.resolve()
+    seen_dirs = {real_root}
+
+    def visit(folder: Path, rel: str) -> None:
+        try:
+            items = list(os.scandir(folder))
+        except OSError as exc:
+            listing.problems[rel or "."] = f"cannot list folder: {exc.strerror or exc}"
+            return
+        for item in items:
+            key = f"{rel}{item.name}"
+            if key == RESERVED_PREFIX.rstrip("/"):
+                continue
+            try:
+                check_key(key)
+            except UnsafePath as exc:
+                listing.problems[key] = str(exc)
+                continue
+            try:
+                if item.is_symlink():
+                    target = Path(item.path).resolve()
+                    inside = target == real_root or real_root in target.parents
+                    if not target.exists():
+                        listing.problems[key] = f"broken symlink to {os.readlink(item.path)}"
+                        continue
+                    if not inside and not follow_symlinks:
+                        listing.problems[key] = (
+                            f"symlink to {target}, outside the source folder: refused "
+                            "(use --follow-symlinks to copy what it points to)"
+                        )
+                        continue
+                st = os.stat(item.path)
+            except OSError as exc:
+                listing.problems[key] = f"cannot read: {exc.strerror or exc}"
+                continue
+            if stat.S_ISDIR(st.st_mode):
+                real = Path(item.path).resolve()
+                if real in seen_dirs:
+                    listing.problems[key] = "symlink loop: folder already visited"
+                    continue
+                seen_dirs.add(real)
+                visit(Path(item.path), key + "/")
+            elif stat.S_ISREG(st.st_mode):
+                listing.entries[key] = Entry(key, st.st_size, f"mtime:{st.st_mtime_ns}")
+            else:
+                listing.problems[key] = "not a regular file (device, socket or pipe): skipped"
+
+    visit(root, "")
+    return listing
+
+
+async def _iter_store(store: Store) -> AsyncIterator[Entry]:
+    try:
+        async for chunk in obstore.list(store.raw, chunk_size=1000):
+            for meta in chunk:
+                yield Entry(meta["path"], meta["size"], clean_etag(meta["e_tag"]))
+    except FerryError:
+        raise
+    except Exception as exc:
+        raise translate(exc, store.url, "list objects") from exc
+
+
+async def list_store(store: Store, *, follow_symlinks: bool = False, local: bool = True) -> Listing:
+    """List every object below the store root, except neuroferry's own ``.ferry/`` objects.
+
+    A ``file://`` store is walked directly (unless ``local`` is false) so that symlinks
+    that leave the folder are refused, or followed with ``follow_symlinks``, and unreadable
+    entries are reported rather than fatal. Keys that are unsafe (``..``, control
+    characters) are reported as problems, never listed.
+    """
+    if local and store.local_root is not None:
+        return await asyncio.to_thread(_walk_local, store.local_root, follow_symlinks)
+    listing = Listing()
+    async for entry in _iter_store(store):
+        if entry.path.startswith(RESERVED_PREFIX):
+            continue
+        try:
+            check_key(entry.path)
+        except UnsafePath as exc:
+            listing.problems[entry.path] = str(exc)
+            continue
+        listing.entries[entry.path] = entry
+    return listing
