@@ -59,3 +59,9 @@ class DatabaseError(FerryError, RuntimeError):
     """The database could not be reached or migrated."""
 
     status_code = 503
+
+
+class ExecutorError(FerryError, RuntimeError):
+    """The Dask cluster could not be started or reached."""
+
+    status_code = 503

@@ -1,0 +1,16 @@
+"""Persistence: the SQLAlchemy engine (SQLite or PostgreSQL), tables and migrations."""
+
+from neuroferry.db._engine import make_engine, normalize_url, redact
+from neuroferry.db._migrate import current_revision, head_revision, upgrade
+from neuroferry.db._tables import meta, metadata
+
+__all__ = [
+    "current_revision",
+    "head_revision",
+    "make_engine",
+    "meta",
+    "metadata",
+    "normalize_url",
+    "redact",
+    "upgrade",
+]

@@ -1,0 +1,62 @@
+"""Where tasks run: an embedded Dask LocalCluster, or an existing scheduler."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from neuroferry.config import Settings
+from neuroferry.errors import ExecutorError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Executor:
+    """A Dask client and, for the embedded default, the LocalCluster it owns."""
+
+    client: Any
+    cluster: Any | None
+    kind: str
+
+    @classmethod
+    def start(cls, settings: Settings) -> Executor:
+        """Connect to ``FERRY_DASK_SCHEDULER`` or start an embedded LocalCluster on loopback."""
+        from distributed import Client, LocalCluster
+
+        try:
+            if settings.dask_scheduler:
+                client = Client(settings.dask_scheduler, timeout="10s")
+                return cls(client, None, "scheduler")
+            cluster = LocalCluster(
+                n_workers=settings.dask_workers,
+                threads_per_worker=settings.dask_threads_per_worker,
+                host="127.0.0.1",
+                dashboard_address=None,
+                processes=True,
+            )
+            return cls(Client(cluster), cluster, "local")
+        except (OSError, TimeoutError) as exc:
+            where = settings.dask_scheduler or "an embedded LocalCluster"
+            raise ExecutorError(f"cannot start or reach the Dask cluster ({where}): {exc}") from exc
+
+    def status(self) -> dict[str, Any]:
+        """What the health endpoint reports: reachable, address, workers and threads."""
+        try:
+            info = self.client.scheduler_info()
+        except Exception as exc:  # any failure to talk to the scheduler means "down"
+            return {"ok": False, "kind": self.kind, "error": str(exc)}
+        workers = info.get("workers", {})
+        return {
+            "ok": bool(workers),
+            "kind": self.kind,
+            "address": info.get("address"),
+            "workers": len(workers),
+            "threads": sum(w.get("nthreads", 0) for w in workers.values()),
+        }
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()

@@ -1,0 +1,66 @@
+"""What the running service holds: settings, database engine, default store, executor."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import obstore
+from sqlalchemy import Engine, text
+
+from neuroferry import __version__
+from neuroferry.config import Settings
+from neuroferry.db import current_revision, head_revision, redact
+from neuroferry.engine import Executor
+from neuroferry.stores import Store
+
+
+@dataclass
+class Services:
+    settings: Settings
+    engine: Engine
+    store: Store
+    executor: Executor | None
+
+    def _database(self) -> dict[str, Any]:
+        report: dict[str, Any] = {
+            "backend": self.engine.dialect.name,
+            "url": redact(self.settings.database_url),
+            "head": head_revision(),
+        }
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            report["revision"] = current_revision(self.engine)
+            report["ok"] = report["revision"] == report["head"]
+            if not report["ok"]:
+                report["error"] = "schema is not at the newest migration: run `ferry db upgrade`"
+        except Exception as exc:  # reported, never raised: health must always answer
+            report.update(ok=False, error=str(exc).splitlines()[0])
+        return report
+
+    async def _store(self) -> dict[str, Any]:
+        report: dict[str, Any] = {"url": self.store.url}
+        try:
+            await asyncio.wait_for(obstore.list_with_delimiter_async(self.store.raw), 10)
+            report["ok"] = True
+        except Exception as exc:  # reported, never raised
+            report.update(ok=False, error=str(exc).splitlines()[0] if str(exc) else repr(exc))
+        return report
+
+    async def health(self) -> dict[str, Any]:
+        """Database, store and executor status; ``status`` is ``ok`` only if all three are."""
+        database = await asyncio.to_thread(self._database)
+        store = await self._store()
+        if self.executor is None:
+            executor: dict[str, Any] = {"ok": False, "error": "not started"}
+        else:
+            executor = await asyncio.to_thread(self.executor.status)
+        parts = {"database": database, "store": store, "executor": executor}
+        return {
+            "status": "ok" if all(p["ok"] for p in parts.values()) else "degraded",
+            "version": __version__,
+            "mode": self.settings.mode,
+            **parts,
+        }

@@ -1,0 +1,10 @@
+"""REST API v2: one router module per resource."""
+
+from fastapi import APIRouter
+
+from neuroferry.web.api import health
+
+router = APIRouter(prefix="/api/v2")
+router.include_router(health.router)
+
+__all__ = ["router"]
