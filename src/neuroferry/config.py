@@ -73,6 +73,8 @@ class Settings(BaseSettings):
     """Address of an existing Dask scheduler; empty means an embedded LocalCluster."""
     dask_workers: int = Field(2, ge=1)
     dask_threads_per_worker: int = Field(2, ge=1)
+    dask_processes: bool = True
+    """Embedded cluster workers as processes (true) or threads in the service process."""
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

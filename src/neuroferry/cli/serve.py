@@ -17,18 +17,25 @@ def serve(
     """
     import uvicorn
 
+    from neuroferry import __version__
     from neuroferry.config import get_settings
     from neuroferry.db import redact
     from neuroferry.web import create_app
+    from neuroferry.web._services import Services
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = get_settings(**overrides)
-    executor = settings.dask_scheduler or f"embedded LocalCluster, {settings.dask_workers} workers"
+    services = Services.start(settings)  # errors here are one clear line, before listening
+    executor = services.executor.status() if services.executor else {}
+    base = f"http://{settings.host}:{settings.port}"
     typer.echo(
-        f"neuroferry serving on http://{settings.host}:{settings.port}\n"
+        f"neuroferry {__version__} on {base}\n"
         f"  database  {redact(settings.database_url)}\n"
-        f"  store     {settings.store_url}\n"
-        f"  executor  {executor}\n"
-        f"  health    http://{settings.host}:{settings.port}/api/v2/health"
+        f"  store     {services.store.url}\n"
+        f"  executor  {executor.get('kind')} Dask cluster at {executor.get('address')}, "
+        f"{executor.get('workers')} workers\n"
+        f"  health    {base}/api/v2/health, API docs {base}/docs"
     )
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    uvicorn.run(
+        create_app(settings, services), host=settings.host, port=settings.port, log_level=log_level
+    )

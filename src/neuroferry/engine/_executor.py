@@ -29,15 +29,21 @@ class Executor:
             if settings.dask_scheduler:
                 client = Client(settings.dask_scheduler, timeout="10s")
                 return cls(client, None, "scheduler")
+            # Worker processes listen on loopback only; thread workers talk in-process.
+            loopback: dict[str, Any] = (
+                {"host": "127.0.0.1", "preload": ["neuroferry.engine._worker_setup"]}
+                if settings.dask_processes
+                else {}
+            )
             cluster = LocalCluster(
                 n_workers=settings.dask_workers,
                 threads_per_worker=settings.dask_threads_per_worker,
-                host="127.0.0.1",
                 dashboard_address=None,
-                processes=True,
+                processes=settings.dask_processes,
+                **loopback,
             )
             return cls(Client(cluster), cluster, "local")
-        except (OSError, TimeoutError) as exc:
+        except Exception as exc:  # distributed raises OSError, TimeoutError, RuntimeError
             where = settings.dask_scheduler or "an embedded LocalCluster"
             raise ExecutorError(f"cannot start or reach the Dask cluster ({where}): {exc}") from exc
 

@@ -50,9 +50,8 @@ def clean_etag(etag: str | None) -> str | None:
 def _walk_local(root: Path, follow_symlinks: bool) -> Listing:
     listing = Listing()
     real_root = root.resolve()
-    seen_dirs = {real_root}
 
-    def visit(folder: Path, rel: str) -> None:
+    def visit(folder: Path, rel: str, ancestors: frozenset[Path]) -> None:
         try:
             items = list(os.scandir(folder))
         except OSError as exc:
@@ -86,17 +85,16 @@ def _walk_local(root: Path, follow_symlinks: bool) -> Listing:
                 continue
             if stat.S_ISDIR(st.st_mode):
                 real = Path(item.path).resolve()
-                if real in seen_dirs:
-                    listing.problems[key] = "symlink loop: folder already visited"
+                if real in ancestors:
+                    listing.problems[key] = "symlink loop: points to a folder that contains it"
                     continue
-                seen_dirs.add(real)
-                visit(Path(item.path), key + "/")
+                visit(Path(item.path), key + "/", ancestors | {real})
             elif stat.S_ISREG(st.st_mode):
                 listing.entries[key] = Entry(key, st.st_size, f"mtime:{st.st_mtime_ns}")
             else:
                 listing.problems[key] = "not a regular file (device, socket or pipe): skipped"
 
-    visit(root, "")
+    visit(root, "", frozenset({real_root}))
     return listing
 
 

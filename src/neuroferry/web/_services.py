@@ -11,9 +11,9 @@ from sqlalchemy import Engine, text
 
 from neuroferry import __version__
 from neuroferry.config import Settings
-from neuroferry.db import current_revision, head_revision, redact
+from neuroferry.db import current_revision, head_revision, make_engine, redact, upgrade
 from neuroferry.engine import Executor
-from neuroferry.stores import Store
+from neuroferry.stores import Store, open_store
 
 
 @dataclass
@@ -22,6 +22,23 @@ class Services:
     engine: Engine
     store: Store
     executor: Executor | None
+
+    @classmethod
+    def start(cls, settings: Settings, *, executor: bool = True) -> Services:
+        """Migrate the database, open the default store, start the executor."""
+        engine = make_engine(settings.database_url)
+        try:
+            upgrade(engine)
+            store = open_store(settings.store_url, create=True, settings=settings)
+            return cls(settings, engine, store, Executor.start(settings) if executor else None)
+        except BaseException:
+            engine.dispose()
+            raise
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.close()
+        self.engine.dispose()
 
     def _database(self) -> dict[str, Any]:
         report: dict[str, Any] = {

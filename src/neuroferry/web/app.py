@@ -11,9 +11,6 @@ from fastapi import FastAPI
 
 from neuroferry import __version__
 from neuroferry.config import Settings, get_settings
-from neuroferry.db import make_engine, upgrade
-from neuroferry.engine import Executor
-from neuroferry.stores import open_store
 from neuroferry.web import errors
 from neuroferry.web._services import Services
 from neuroferry.web.api import router
@@ -21,23 +18,22 @@ from neuroferry.web.api import router
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings | None = None, *, start_executor: bool = True) -> FastAPI:
-    """The service: migrates the database and starts the executor when it starts."""
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """The service. Unless ``services`` are given, starting it migrates the database, opens
+    the default store and starts the executor; stopping it closes what it holds.
+    """
     settings = settings or get_settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.database_url)
-        await asyncio.to_thread(upgrade, engine)
-        store = open_store(settings.store_url, create=True, settings=settings)
-        executor = await asyncio.to_thread(Executor.start, settings) if start_executor else None
-        app.state.services = Services(settings, engine, store, executor)
+        held = (
+            services if services is not None else await asyncio.to_thread(Services.start, settings)
+        )
+        app.state.services = held
         try:
             yield
         finally:
-            if executor is not None:
-                await asyncio.to_thread(executor.close)
-            engine.dispose()
+            await asyncio.to_thread(held.close)
 
     app = FastAPI(
         title="neuroferry",

@@ -1,0 +1,5 @@
+"""``python -m neuroferry`` is ``ferry``."""
+
+from neuroferry.cli import main
+
+main()

@@ -1,0 +1,41 @@
+import re
+
+import pytest
+from sqlalchemy import select
+
+from neuroferry.db import current_revision, head_revision, make_engine, meta, normalize_url, upgrade
+from neuroferry.errors import ConfigError, DatabaseError
+
+
+def test_upgrade_creates_the_schema_and_is_idempotent(database_url):
+    engine = make_engine(database_url)
+    assert current_revision(engine) is None
+    assert upgrade(engine) == head_revision() == "0001"
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(meta.c.key, meta.c.value)).all())
+    assert len(rows["instance_id"]) == 32
+    assert upgrade(engine) == "0001"  # a second run changes nothing
+    with engine.connect() as conn:
+        assert dict(conn.execute(select(meta.c.key, meta.c.value)).all()) == rows
+    engine.dispose()
+
+
+def test_postgresql_urls_use_psycopg3():
+    assert normalize_url("postgresql://u@h/db").startswith("postgresql+psycopg://")
+    assert normalize_url("sqlite:///x.db") == "sqlite:///x.db"
+
+
+def test_unsupported_database_is_a_config_error_naming_what_is_supported():
+    with pytest.raises(ConfigError, match=r"'mysql'.*supported: sqlite"):
+        make_engine("mysql://root@localhost/x")
+
+
+def test_malformed_database_url_is_a_config_error():
+    with pytest.raises(ConfigError, match="not a valid"):
+        make_engine("not a url")
+
+
+def test_unreachable_database_is_a_database_error():
+    engine = make_engine("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
+    with pytest.raises(DatabaseError, match=re.escape("127.0.0.1:1")):
+        upgrade(engine)

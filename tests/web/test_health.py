@@ -1,0 +1,47 @@
+import pytest
+from fastapi.testclient import TestClient
+
+from neuroferry.config import get_settings
+from neuroferry.web import create_app
+
+
+def _client(**overrides):
+    settings = get_settings(dask_processes=False, dask_workers=1, **overrides)
+    return TestClient(create_app(settings))
+
+
+def test_health_reports_database_store_and_executor(database_url, tmp_path):
+    with _client(database_url=database_url, store_url=(tmp_path / "lake").as_uri()) as client:
+        resp = client.get("/api/v2/health")
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["status"] == "ok"
+    assert body["database"]["ok"] and body["database"]["revision"] == "0001"
+    assert body["database"]["backend"] in ("sqlite", "postgresql")
+    assert body["store"] == {"url": (tmp_path / "lake").as_uri(), "ok": True}
+    assert body["executor"]["ok"] and body["executor"]["workers"] == 1
+    assert body["executor"]["address"].startswith(("tcp://127.0.0.1", "inproc://"))
+
+
+def test_health_is_503_and_names_the_part_that_is_down(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody-key")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nobody-secret")
+    with _client(
+        database_url=f"sqlite:///{tmp_path / 'f.db'}",
+        store_url="s3://lake/raw",
+        s3_endpoint_url="http://127.0.0.1:1",
+        store_retry_timeout=1,
+    ) as client:
+        resp = client.get("/api/v2/health")
+    assert resp.status_code == 503
+    body = resp.json()
+    assert body["status"] == "degraded"
+    assert body["store"]["ok"] is False and body["store"]["error"]
+    assert body["database"]["ok"] is True
+
+
+def test_password_is_not_shown(tmp_path):
+    app = create_app(get_settings(database_url="postgresql://postgres:hunter2@127.0.0.1:1/x"))
+    with pytest.raises(Exception, match=r"127\.0\.0\.1:1") as info, TestClient(app):
+        pass
+    assert "hunter2" not in str(info.value)
