@@ -45,6 +45,12 @@ class StoreNotFound(StoreError, NotFound):
     status_code = 404
 
 
+class StoreUnreachable(StoreError, ConnectionError):
+    """A store did not answer (connection refused, DNS, timeout)."""
+
+    status_code = 503
+
+
 class StoreAuthError(StoreError, PermissionError):
     """The store rejected the credentials."""
 

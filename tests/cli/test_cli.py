@@ -1,5 +1,6 @@
 """The ``ferry`` command as a user runs it: a real process, its output and exit code."""
 
+import contextlib
 import hashlib
 import json
 import os
@@ -190,3 +191,32 @@ def test_serve_on_embedded_defaults(tmp_path, monkeypatch):
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     assert "Traceback" not in out and "Finished server process" in out
+
+
+def test_progress_bar_on_a_terminal(tmp_path):
+    """On a terminal, stderr shows a live bar (files, bytes, rate); stdout the summary."""
+    import pty
+
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(3):
+        (src / f"chunk{i}.bin").write_bytes(os.urandom(20 * 1024 * 1024))
+    leader, follower = pty.openpty()
+    proc = subprocess.run(
+        [sys.executable, "-m", "neuroferry", "sync", str(src), str(tmp_path / "d"), "-j", "1"],
+        stdout=subprocess.PIPE,
+        stderr=follower,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+        timeout=120,
+    )
+    os.close(follower)
+    screen = b""
+    with contextlib.suppress(OSError):
+        while chunk := os.read(leader, 65536):
+            screen += chunk
+    os.close(leader)
+    assert proc.returncode == 0
+    assert b"copied: 3 files" in proc.stdout
+    text = screen.decode(errors="replace")
+    assert "0/3 files" in text, text[-2000:]  # files done of planned
+    assert "/62.9 MB" in text, text[-2000:]  # bytes done of 3 x 20 MiB

@@ -10,7 +10,7 @@ from obstore.exceptions import (
     UnauthenticatedError,
 )
 
-from neuroferry.errors import StoreAuthError, StoreError, StoreNotFound
+from neuroferry.errors import StoreAuthError, StoreError, StoreNotFound, StoreUnreachable
 
 _AUTH_CODES = {
     "InvalidAccessKeyId",
@@ -42,6 +42,14 @@ def translate(exc: BaseException, url: str, action: str) -> StoreError:
     if isinstance(exc, NotFoundError | FileNotFoundError) or code in _MISSING_CODES:
         what = f" ({code})" if code else ""
         return StoreNotFound(f"cannot {action}: {url} does not exist{what}")
+    if "invalid path" in line:
+        detail = line.split("invalid path:", 1)[-1].strip()
+        return StoreError(
+            f"{url} holds an object with an invalid path ({detail}), which cannot be copied "
+            "safely; nothing was copied: rename or remove it, or sync a prefix without it"
+        )
     if "error sending request" in line or "Connection refused" in line or "dns error" in line:
-        return StoreError(f"cannot reach {url} to {action}: check the endpoint and that it is up")
+        return StoreUnreachable(
+            f"cannot reach {url} to {action}: check the endpoint and that it is up"
+        )
     return StoreError(f"cannot {action} at {url}: {line}")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import obstore
 
-from neuroferry.errors import FerryError, UnsafePath
+from neuroferry.errors import UnsafePath
 from neuroferry.stores._errors import translate
 from neuroferry.stores._keys import check_key
 from neuroferry.stores._open import Store
@@ -24,7 +23,9 @@ RESERVED_PREFIX = ".ferry/"
 class Entry:
     """One object: its path relative to the store root, size, and a tag that changes with it.
 
-    ``etag`` is the store's ETag (quotes removed); for local folders it is ``mtime:<ns>``.
+    ``etag`` is the store's ETag (quotes removed); for local files it is made of the
+    modification and status-change times, so that a rewrite which restores the old
+    modification time (``cp -p``, ``tar``) still counts as a change.
     """
 
     path: str
@@ -90,7 +91,8 @@ def _walk_local(root: Path, follow_symlinks: bool) -> Listing:
                     continue
                 visit(Path(item.path), key + "/", ancestors | {real})
             elif stat.S_ISREG(st.st_mode):
-                listing.entries[key] = Entry(key, st.st_size, f"mtime:{st.st_mtime_ns}")
+                tag = f"mtime:{st.st_mtime_ns}:ctime:{st.st_ctime_ns}"
+                listing.entries[key] = Entry(key, st.st_size, tag)
             else:
                 listing.problems[key] = "not a regular file (device, socket or pipe): skipped"
 
@@ -98,13 +100,15 @@ def _walk_local(root: Path, follow_symlinks: bool) -> Listing:
     return listing
 
 
-async def _iter_store(store: Store) -> AsyncIterator[Entry]:
+def _list_objects(store: Store) -> list[Entry]:
+    # obstore's synchronous lister, run in a thread: its async stream can leave a runtime
+    # task behind that aborts the interpreter at exit.
     try:
-        async for chunk in obstore.list(store.raw, chunk_size=1000):
-            for meta in chunk:
-                yield Entry(meta["path"], meta["size"], clean_etag(meta["e_tag"]))
-    except FerryError:
-        raise
+        return [
+            Entry(meta["path"], meta["size"], clean_etag(meta["e_tag"]))
+            for chunk in obstore.list(store.raw, chunk_size=1000)
+            for meta in chunk
+        ]
     except Exception as exc:
         raise translate(exc, store.url, "list objects") from exc
 
@@ -120,7 +124,7 @@ async def list_store(store: Store, *, follow_symlinks: bool = False, local: bool
     if local and store.local_root is not None:
         return await asyncio.to_thread(_walk_local, store.local_root, follow_symlinks)
     listing = Listing()
-    async for entry in _iter_store(store):
+    for entry in await asyncio.to_thread(_list_objects, store):
         if entry.path.startswith(RESERVED_PREFIX):
             continue
         try:

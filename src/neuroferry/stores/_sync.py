@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
+import os
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
@@ -22,13 +25,20 @@ from typing import Any
 import obstore
 
 from neuroferry.config import Settings, get_settings
-from neuroferry.errors import FerryError, InvalidInput, StoreNotFound
+from neuroferry.errors import (
+    FerryError,
+    InvalidInput,
+    StoreAuthError,
+    StoreNotFound,
+    StoreUnreachable,
+)
 from neuroferry.stores._errors import translate
-from neuroferry.stores._listing import Entry, Listing, list_store
+from neuroferry.stores._listing import Entry, Listing, clean_etag, list_store
 from neuroferry.stores._manifest import ManifestEntry, load_manifest, save_manifest
 from neuroferry.stores._open import Store, open_store
 
 MiB = 1024 * 1024
+log = logging.getLogger(__name__)
 _HASH_IN_THREAD = MiB  # chunks larger than this are hashed off the event loop
 
 
@@ -156,14 +166,15 @@ class _Budget:
                 self._cond.notify_all()
 
 
-def _describe(exc: BaseException, store: Store, path: str) -> str:
+def _describe(exc: BaseException, store: Store, path: str) -> FerryError | str:
+    """The error of one file: a neuroferry error for store failures, else a reason."""
     if isinstance(exc, FerryError):
-        return str(exc)
+        return exc
     if isinstance(exc, PermissionError):
         return "permission denied reading the file"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
-    return str(translate(exc, store.url, f"write {path}"))
+    return translate(exc, store.url, f"write {path}")
 
 
 async def _hash_chunks(chunks: AsyncIterator[Any], hasher: Any) -> AsyncGenerator[Any]:
@@ -173,6 +184,23 @@ async def _hash_chunks(chunks: AsyncIterator[Any], hasher: Any) -> AsyncGenerato
         else:
             hasher.update(chunk)
         yield chunk
+
+
+_STAGING = re.compile(r"#\d+$")  # obstore writes a local file as "name#N", then renames it
+
+
+def _remove_partial_uploads(root: Path, paths: set[str]) -> int:
+    """Delete staging files that an interrupted run left in a local destination."""
+    removed = 0
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            if not _STAGING.search(name):
+                continue
+            full = Path(folder, name)
+            if _STAGING.sub("", full.relative_to(root).as_posix()) in paths:
+                full.unlink(missing_ok=True)
+                removed += 1
+    return removed
 
 
 def _read_small(path: Path) -> tuple[bytes, str]:
@@ -201,6 +229,8 @@ class _Sync:
         self.copied: dict[str, int] = {}
         self._dirty = False
         self._save_lock = asyncio.Lock()
+        self.stopped: FerryError | None = None
+        """Set when a store went away or refused the credentials mid-run."""
 
     # -- reading ----------------------------------------------------------------------
 
@@ -213,9 +243,12 @@ class _Sync:
             f.close()
 
     async def _store_chunks(self, store: Store, key: str) -> AsyncIterator[Any]:
-        result = await obstore.get_async(store.raw, key)
-        async for chunk in result.stream(min_chunk_size=self.part):
-            yield chunk
+        try:
+            result = await obstore.get_async(store.raw, key)
+            async for chunk in result.stream(min_chunk_size=self.part):
+                yield chunk
+        except Exception as exc:  # name the object read, not the store being written
+            raise translate(exc, f"{store.url}/{key}", "read the object") from exc
 
     def _source_chunks(self, entry: Entry) -> AsyncIterator[Any]:
         if self.src.local_root is not None:
@@ -244,8 +277,11 @@ class _Sync:
                 size = len(data)
                 put = await obstore.put_async(self.dest.raw, entry.path, data, use_multipart=False)
             else:
-                got = await obstore.get_async(self.src.raw, entry.path)
-                buf = await got.bytes_async()
+                try:
+                    got = await obstore.get_async(self.src.raw, entry.path)
+                    buf = await got.bytes_async()
+                except Exception as exc:
+                    raise translate(exc, f"{self.src.url}/{entry.path}", "read the object") from exc
                 size = len(buf)
                 sha = hashlib.sha256(memoryview(buf)).hexdigest()
                 put = await obstore.put_async(self.dest.raw, entry.path, buf, use_multipart=False)
@@ -270,7 +306,7 @@ class _Sync:
                     max_concurrency=self.parts_in_flight,
                 )
             sha = hasher.hexdigest()
-        return ManifestEntry(size, sha, put.get("e_tag"), entry.etag)
+        return ManifestEntry(size, sha, clean_etag(put.get("e_tag")), entry.etag)
 
     async def _same(self, entry: Entry, dest_entry: Entry) -> ManifestEntry | None:
         """Read both sides; the manifest entry if they hold the same bytes, else None."""
@@ -298,8 +334,11 @@ class _Sync:
             raise
         except Exception as exc:
             self.manifest.pop(entry.path, None)
-            self.report.failed[entry.path] = _describe(exc, self.dest, entry.path)
+            error = _describe(exc, self.dest, entry.path)
+            self.report.failed[entry.path] = str(error)
             self.progress.finished(entry.path, "failed")
+            if isinstance(error, StoreUnreachable | StoreAuthError) and self.stopped is None:
+                self.stopped = error  # every other file would fail the same way: stop
             return
         self.manifest[entry.path] = written
         self.copied[entry.path] = written.size
@@ -319,13 +358,19 @@ class _Sync:
     async def _checkpoints(self) -> None:
         while True:
             await asyncio.sleep(self.opts.checkpoint_seconds)
-            await self._save()
+            try:
+                await self._save()
+            except FerryError as exc:  # the store is away: try again at the next checkpoint
+                log.warning("cannot save the manifest checkpoint: %s", exc)
+                self._dirty = True
 
     async def _pool(self, jobs: list[Any], work: Callable[..., Any]) -> None:
         queue = iter(jobs)
 
         async def worker() -> None:
             for job in queue:
+                if self.stopped is not None:
+                    return
                 await work(*job)
 
         await asyncio.gather(*(worker() for _ in range(min(self.workers, len(jobs)))))
@@ -385,9 +430,18 @@ class _Sync:
             report.seconds = time.monotonic() - started
             return report
 
+        if self.dest is not None and self.dest.local_root is not None:
+            root = self.dest.local_root
+            if removed := await asyncio.to_thread(_remove_partial_uploads, root, set(entries)):
+                report.notes.append(f"removed {removed} partial uploads of an interrupted run")
         checkpoints = asyncio.create_task(self._checkpoints())
         try:
             await self._pool(jobs, self._transfer)
+            if self.stopped is not None:
+                raise type(self.stopped)(
+                    f"{self.stopped} ({len(self.copied)} files were copied before it stopped; "
+                    "run the same command again to send the rest)"
+                )
             await self._confirm(dest_listing)
             if self.opts.verify:
                 await self._verify(entries)
@@ -399,11 +453,13 @@ class _Sync:
                     )
                 else:
                     await self._delete(to_delete)
-        finally:
+        except BaseException:
             checkpoints.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await checkpoints
-            await self._save()
+            with contextlib.suppress(Exception):  # best effort: keep what is done for a rerun
+                await self._save()
+            raise
+        checkpoints.cancel()
+        await self._save()
         report.files_copied = len(self.copied)
         report.bytes_copied = sum(self.copied.values())
         report.seconds = time.monotonic() - started
