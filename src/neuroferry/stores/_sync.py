@@ -276,12 +276,9 @@ class _Sync:
                 data, sha = await asyncio.to_thread(_read_small, self.src.local_root / entry.path)
                 size = len(data)
                 put = await obstore.put_async(self.dest.raw, entry.path, data, use_multipart=False)
-            else:
-                try:
-                    got = await obstore.get_async(self.src.raw, entry.path)
-                    buf = await got.bytes_async()
-                except Exception as exc:
-                    raise translate(exc, f"{self.src.url}/{entry.path}", "read the object") from exc
+            else:  # one part at most: usually a single chunk
+                parts = [c async for c in self._store_chunks(self.src, entry.path)]
+                buf = parts[0] if len(parts) == 1 else b"".join(map(memoryview, parts))
                 size = len(buf)
                 sha = hashlib.sha256(memoryview(buf)).hexdigest()
                 put = await obstore.put_async(self.dest.raw, entry.path, buf, use_multipart=False)
