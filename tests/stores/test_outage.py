@@ -12,7 +12,7 @@ import pytest
 
 from conftest import free_port, run_s3_server
 from neuroferry.errors import StoreError, StoreUnreachable
-from neuroferry.stores import SyncOptions, SyncProgress, sync
+from neuroferry.stores import SyncOptions, SyncProgress, part_size_for, sync
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -113,3 +113,13 @@ def test_rewrite_that_restores_the_modification_time_is_noticed(tmp_path):
     report = sync(str(src), str(dest))
     assert (report.files_copied, report.files_skipped) == (1, 0)
     assert (dest / "trace.dat").read_bytes() == b"B" * 4096
+
+
+def test_part_size_grows_only_past_the_s3_limit_of_10000_parts():
+    mib = 1024 * 1024
+    assert part_size_for(1, 8 * mib) == 8 * mib
+    assert part_size_for(10_000 * 8 * mib, 8 * mib) == 8 * mib
+    assert part_size_for(10_000 * 8 * mib + 1, 8 * mib) == 9 * mib
+    big = 200 * 1024**3  # a 200 GiB acquisition
+    part = part_size_for(big, 8 * mib)
+    assert part % mib == 0 and -(-big // part) <= 10_000 and part == 21 * mib

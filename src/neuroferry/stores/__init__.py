@@ -10,6 +10,7 @@ from neuroferry.stores._sync import (
     SyncReport,
     matches,
     memory_budget,
+    part_size_for,
     sync,
     sync_async,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "matches",
     "memory_budget",
     "open_store",
+    "part_size_for",
     "sync",
     "sync_async",
 ]

@@ -38,6 +38,7 @@ from neuroferry.stores._manifest import ManifestEntry, load_manifest, save_manif
 from neuroferry.stores._open import Store, open_store
 
 MiB = 1024 * 1024
+MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload
 log = logging.getLogger(__name__)
 _HASH_IN_THREAD = MiB  # chunks larger than this are hashed off the event loop
 
@@ -74,6 +75,13 @@ class SyncOptions:
 def memory_budget(concurrency: int, part_size: int) -> int:
     """Most bytes of file data a sync holds in memory at once."""
     return max(concurrency, 3) * part_size
+
+
+def part_size_for(size: int, part_size: int) -> int:
+    """The part size for one file: ``part_size``, or larger (whole MiB) when the file would
+    otherwise need more than the 10,000 parts S3 allows in one upload."""
+    needed = -(-size // MAX_PARTS)
+    return max(part_size, -(-needed // MiB) * MiB)
 
 
 def matches(path: str, patterns: Iterable[str]) -> bool:
@@ -286,6 +294,7 @@ class _Sync:
         else:
             hasher = hashlib.sha256()
             size = 0
+            part = part_size_for(entry.size, self.part)
 
             async def stream() -> AsyncGenerator[Any]:
                 nonlocal size
@@ -299,7 +308,7 @@ class _Sync:
                     self.dest.raw,
                     entry.path,
                     chunks,
-                    chunk_size=self.part,
+                    chunk_size=part,
                     max_concurrency=self.parts_in_flight,
                 )
             sha = hasher.hexdigest()
@@ -316,7 +325,10 @@ class _Sync:
 
     async def _transfer(self, entry: Entry, dest_entry: Entry | None) -> None:
         assert self.dest is not None
-        hold = entry.size if entry.size <= self.part else (self.parts_in_flight + 2) * self.part
+        if entry.size <= self.part:
+            hold = entry.size
+        else:
+            hold = (self.parts_in_flight + 2) * part_size_for(entry.size, self.part)
         try:
             async with self.budget.hold(hold):
                 if dest_entry is not None and (same := await self._same(entry, dest_entry)):
