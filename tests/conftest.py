@@ -198,13 +198,24 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
 
 
+def use_s3_endpoint(
+    monkeypatch: pytest.MonkeyPatch, endpoint: str, *, retry_timeout: float | None = None
+) -> None:
+    """Point the AWS_* variables (test credentials) at ``endpoint``; optionally give up
+    on an unanswered store after ``retry_timeout`` seconds."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", S3_REGION)
+    if retry_timeout is not None:
+        monkeypatch.setenv("FERRY_STORE_RETRY_TIMEOUT", str(retry_timeout))
+        monkeypatch.setenv("FERRY_STORE_CONNECT_TIMEOUT", str(retry_timeout))
+
+
 @pytest.fixture
 def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> str:
     """Point the AWS_* variables at the test server; return ``s3://`` of a fresh bucket."""
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_server.endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_server.access_key)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_server.secret_key)
-    monkeypatch.setenv("AWS_REGION", s3_server.region)
+    use_s3_endpoint(monkeypatch, s3_server.endpoint)
     return f"s3://{s3_server.make_bucket()}"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, run_s3_server
+from conftest import free_port, run_s3_server, use_s3_endpoint
 from neuroferry.errors import StoreError, StoreUnreachable
 from neuroferry.stores import SyncOptions, SyncProgress, part_size_for, sync
 
@@ -32,11 +32,7 @@ def test_server_going_away_midway_then_the_rerun_completes(tmp_path, monkeypatch
     root = tmp_path / "s3root"
     (root / "lab").mkdir(parents=True)
     port, log = free_port(), tmp_path / "rclone.log"
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ferrytestkey")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "ferrytestsecret")
-    monkeypatch.setenv("FERRY_STORE_RETRY_TIMEOUT", "1")
-    monkeypatch.setenv("FERRY_STORE_CONNECT_TIMEOUT", "1")
+    use_s3_endpoint(monkeypatch, f"http://127.0.0.1:{port}", retry_timeout=1)
 
     done = threading.Event()
 

@@ -22,6 +22,7 @@ import obstore
 import pytest
 from obstore.exceptions import NotFoundError
 
+from conftest import use_s3_endpoint
 from neuroferry.errors import (
     InvalidInput,
     StoreAuthError,
@@ -179,14 +180,18 @@ def test_changed_and_new_files_are_copied_again(
         assert manifest[rel]["sha256"] == hashlib.sha256(data).hexdigest()
 
 
-@pytest.mark.parametrize("backend", ["memory", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture(params=["memory", pytest.param("s3", marks=pytest.mark.s3)])
+def source_url(request: pytest.FixtureRequest) -> str:
+    """An empty store to sync from: a memory store, or a prefix on the S3 server."""
+    if request.param == "memory":
+        return f"memory://src-{os.urandom(6).hex()}"
+    return str(request.getfixturevalue("s3_env")) + "/raw"
+
+
 def test_store_source_is_skipped_when_unchanged_and_copied_when_changed(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    source_url: str, tmp_path: Path
 ) -> None:
-    if backend == "memory":
-        source = f"memory://src-{os.urandom(6).hex()}"
-    else:
-        source = request.getfixturevalue("s3_env") + "/raw"
+    source = source_url
     store = open_store(source)
     for key, data in SOURCE.items():
         obstore.put(store.raw, key, data)
@@ -453,14 +458,10 @@ def test_file_that_vanishes_after_listing_is_reported(src: Path, tmp_path: Path)
     assert "sub/deeper/d.bin" not in manifest_files(dest.as_uri())
 
 
-@pytest.mark.parametrize("backend", ["memory", pytest.param("s3", marks=pytest.mark.s3)])
 def test_source_object_that_vanishes_is_reported_against_the_source(
-    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+    source_url: str, tmp_path: Path
 ) -> None:
-    if backend == "memory":
-        source = f"memory://src-{os.urandom(6).hex()}"
-    else:
-        source = request.getfixturevalue("s3_env")
+    source = source_url
     store = open_store(source)
     objects = {"keep.txt": b"keep", "small.txt": b"small", "large.bin": os.urandom(PART + 1)}
     for key, data in objects.items():
@@ -582,11 +583,7 @@ def test_unreachable_endpoint_raises_store_error_quickly(
     with socket.socket() as sock:  # bound but never listening: connections are refused
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ferrytestkey")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "ferrytestsecret")
-        monkeypatch.setenv("FERRY_STORE_RETRY_TIMEOUT", "2")
-        monkeypatch.setenv("FERRY_STORE_CONNECT_TIMEOUT", "2")
+        use_s3_endpoint(monkeypatch, f"http://127.0.0.1:{port}", retry_timeout=2)
         started = time.monotonic()
         with pytest.raises(StoreError) as info:
             sync(str(src), "s3://bucket/prefix")
@@ -679,10 +676,7 @@ def hostile_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, bytes]
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ferrytestkey")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "ferrytestsecret")
-    monkeypatch.setenv("FERRY_STORE_RETRY_TIMEOUT", "2")
+    use_s3_endpoint(monkeypatch, f"http://127.0.0.1:{server.server_address[1]}", retry_timeout=2)
     try:
         yield objects
     finally:
