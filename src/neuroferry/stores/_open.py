@@ -99,6 +99,9 @@ def _s3_store(bucket: str, prefix: str, settings: Settings) -> S3Store:
                 )
             allow_http = True
         config["endpoint"] = endpoint.rstrip("/")
+    # Over TLS the body need not be hashed a second time for the request signature (the
+    # sync hashes it already); plain http keeps the signed payload, as AWS's own tools do.
+    config["unsigned_payload"] = not allow_http
     region = settings.s3_region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
     if region:
         config["region"] = region
