@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote, urlsplit
 
+from obstore.exceptions import BaseError as ObstoreError
 from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 
 from neuroferry.config import Settings, get_settings
@@ -151,10 +152,14 @@ def open_store(url: str, *, create: bool = False, settings: Settings | None = No
     if not bucket:
         raise InvalidInput(f"store URL {url!r} names no bucket; write {scheme}://BUCKET/prefix")
     raw: ObjectStore
-    if scheme == "s3":
-        raw = _s3_store(bucket, prefix, settings)
-    elif scheme == "gs":
-        raw = GCSStore(bucket, prefix=prefix or None, retry_config=_retry_config(settings))
-    else:
-        raw = AzureStore(bucket, prefix=prefix or None, retry_config=_retry_config(settings))
+    try:
+        if scheme == "s3":
+            raw = _s3_store(bucket, prefix, settings)
+        elif scheme == "gs":
+            raw = GCSStore(bucket, prefix=prefix or None, retry_config=_retry_config(settings))
+        else:
+            raw = AzureStore(bucket, prefix=prefix or None, retry_config=_retry_config(settings))
+    except ObstoreError as exc:  # e.g. a key id without its secret
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot open {canonical}: {first}; check its credentials") from exc
     return Store(canonical, raw)
