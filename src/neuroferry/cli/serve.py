@@ -26,7 +26,7 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = get_settings(**overrides)
     services = Services.start(settings)  # errors here are one clear line, before listening
-    executor = services.executor.status() if services.executor else {}
+    executor = services.executor.status()
     base = f"http://{settings.host}:{settings.port}"
     typer.echo(
         f"neuroferry {__version__} on {base}\n"

@@ -389,6 +389,30 @@ class _Sync:
             return False
         return not matches(path, self.opts.exclude)
 
+    def _plan(self, entries: dict[str, Entry], dest: Listing) -> list[tuple[Entry, Entry | None]]:
+        """What to transfer: (entry, None) to copy, (entry, dest entry) to compare first.
+
+        Files whose size and tags match the manifest are counted as skipped, unread.
+        """
+        jobs: list[tuple[Entry, Entry | None]] = []
+        for path, entry in entries.items():
+            dest_entry = dest.entries.get(path)
+            known = self.manifest.get(path)
+            if dest_entry is None or dest_entry.size != entry.size:
+                jobs.append((entry, None))
+            elif (
+                known is not None
+                and known.size == entry.size
+                and known.source == entry.etag
+                and known.etag == dest_entry.etag
+            ):
+                self.report.files_skipped += 1
+                self.report.bytes_skipped += entry.size
+            else:
+                jobs.append((entry, dest_entry))
+        jobs.sort(key=lambda job: -job[0].size)  # large files first: they set the pace
+        return jobs
+
     async def run(self) -> SyncReport:
         started = time.monotonic()
         report = self.report
@@ -403,23 +427,7 @@ class _Sync:
             dest_listing = await list_store(self.dest, local=False)
             self.manifest = await load_manifest(self.dest)
 
-        jobs: list[tuple[Entry, Entry | None]] = []
-        for path, entry in entries.items():
-            dest_entry = dest_listing.entries.get(path)
-            known = self.manifest.get(path)
-            if dest_entry is None or dest_entry.size != entry.size:
-                jobs.append((entry, None))
-            elif (
-                known is not None
-                and known.size == entry.size
-                and known.source == entry.etag
-                and known.etag == dest_entry.etag
-            ):
-                report.files_skipped += 1
-                report.bytes_skipped += entry.size
-            else:
-                jobs.append((entry, dest_entry))
-        jobs.sort(key=lambda job: -job[0].size)  # large files first: they set the pace
+        jobs = self._plan(entries, dest_listing)
         to_delete = (
             sorted(p for p in dest_listing.entries if p not in entries and self._selected(p))
             if self.opts.delete
@@ -451,7 +459,7 @@ class _Sync:
                     f"{self.stopped} ({len(self.copied)} files were copied before it stopped; "
                     "run the same command again to send the rest)"
                 )
-            await self._confirm(dest_listing)
+            await self._confirm()
             if self.opts.verify:
                 await self._verify(entries)
             if to_delete:
@@ -474,7 +482,7 @@ class _Sync:
         report.seconds = time.monotonic() - started
         return report
 
-    async def _confirm(self, before: Listing) -> None:
+    async def _confirm(self) -> None:
         """Check every written object against a fresh listing; record the listed ETag."""
         assert self.dest is not None
         if not self.copied:

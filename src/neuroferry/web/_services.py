@@ -21,23 +21,22 @@ class Services:
     settings: Settings
     engine: Engine
     store: Store
-    executor: Executor | None
+    executor: Executor
 
     @classmethod
-    def start(cls, settings: Settings, *, executor: bool = True) -> Services:
+    def start(cls, settings: Settings) -> Services:
         """Migrate the database, open the default store, start the executor."""
         engine = make_engine(settings.database_url)
         try:
             upgrade(engine)
             store = open_store(settings.store_url, create=True, settings=settings)
-            return cls(settings, engine, store, Executor.start(settings) if executor else None)
+            return cls(settings, engine, store, Executor.start(settings))
         except BaseException:
             engine.dispose()
             raise
 
     def close(self) -> None:
-        if self.executor is not None:
-            self.executor.close()
+        self.executor.close()
         self.engine.dispose()
 
     def _database(self) -> dict[str, Any]:
@@ -60,7 +59,8 @@ class Services:
     async def _store(self) -> dict[str, Any]:
         report: dict[str, Any] = {"url": self.store.url}
         try:
-            await asyncio.wait_for(obstore.list_with_delimiter_async(self.store.raw), 10)
+            listing = asyncio.to_thread(obstore.list_with_delimiter, self.store.raw)
+            await asyncio.wait_for(listing, 10)
             report["ok"] = True
         except Exception as exc:  # reported, never raised
             report.update(ok=False, error=str(exc).splitlines()[0] if str(exc) else repr(exc))
@@ -70,10 +70,7 @@ class Services:
         """Database, store and executor status; ``status`` is ``ok`` only if all three are."""
         database = await asyncio.to_thread(self._database)
         store = await self._store()
-        if self.executor is None:
-            executor: dict[str, Any] = {"ok": False, "error": "not started"}
-        else:
-            executor = await asyncio.to_thread(self.executor.status)
+        executor = await asyncio.to_thread(self.executor.status)
         parts = {"database": database, "store": store, "executor": executor}
         return {
             "status": "ok" if all(p["ok"] for p in parts.values()) else "degraded",
