@@ -86,3 +86,17 @@ def test_key_id_without_its_secret_is_a_config_error(monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "lab-key")
     with pytest.raises(ConfigError, match=r"cannot open s3://lab-raw: .*check its credentials"):
         open_store("s3://lab-raw")
+
+
+def test_gcs_and_azure_urls_open_rooted_at_their_prefix(monkeypatch):
+    gcs = open_store("gs://lab-raw/ecephys")
+    assert (type(gcs.raw).__name__, gcs.raw.prefix, gcs.url) == (  # type: ignore[attr-defined]
+        "GCSStore",
+        "ecephys",
+        "gs://lab-raw/ecephys",
+    )
+    with pytest.raises(ConfigError, match=r"cannot open az://images/raw: .*Account"):
+        open_store("az://images/raw")  # no account configured
+    monkeypatch.setenv("AZURE_STORAGE_ACCOUNT_NAME", "labaccount")
+    azure = open_store("az://images/raw")
+    assert (type(azure.raw).__name__, azure.raw.prefix) == ("AzureStore", "raw")  # type: ignore[attr-defined]
