@@ -29,6 +29,7 @@ from neuroferry.errors import (
     FerryError,
     InvalidInput,
     StoreAuthError,
+    StoreError,
     StoreNotFound,
     StoreUnreachable,
 )
@@ -312,7 +313,17 @@ class _Sync:
                     max_concurrency=self.parts_in_flight,
                 )
             sha = hasher.hexdigest()
+            return ManifestEntry(size, sha, await self._stored_etag(entry.path, size), entry.etag)
         return ManifestEntry(size, sha, clean_etag(put.get("e_tag")), entry.etag)
+
+    async def _stored_etag(self, path: str, size: int) -> str | None:
+        """Check a multipart upload against the store: its size, and the ETag the store
+        lists (some servers list another ETag than the one completing the upload gave)."""
+        assert self.dest is not None
+        meta = await obstore.head_async(self.dest.raw, path)
+        if meta["size"] != size:
+            raise StoreError(f"destination holds {meta['size']} bytes after an upload of {size}")
+        return clean_etag(meta["e_tag"])
 
     async def _same(self, entry: Entry, dest_entry: Entry) -> ManifestEntry | None:
         """Read both sides; the manifest entry if they hold the same bytes, else None."""
@@ -459,7 +470,6 @@ class _Sync:
                     f"{self.stopped} ({len(self.copied)} files were copied before it stopped; "
                     "run the same command again to send the rest)"
                 )
-            await self._confirm()
             if self.opts.verify:
                 await self._verify(entries)
             if to_delete:
@@ -481,24 +491,6 @@ class _Sync:
         report.bytes_copied = sum(self.copied.values())
         report.seconds = time.monotonic() - started
         return report
-
-    async def _confirm(self) -> None:
-        """Check every written object against a fresh listing; record the listed ETag."""
-        assert self.dest is not None
-        if not self.copied:
-            return
-        after = await list_store(self.dest, local=False)
-        for path in list(self.copied):
-            listed, written = after.entries.get(path), self.manifest[path]
-            if listed is None or listed.size != written.size:
-                got = "nothing" if listed is None else f"{listed.size} bytes"
-                self.report.failed[path] = (
-                    f"destination holds {got} after the upload of {written.size} bytes"
-                )
-                del self.copied[path], self.manifest[path]
-            elif listed.etag != written.etag:
-                self.manifest[path] = replace(written, etag=listed.etag)
-                self._dirty = True
 
     async def _verify(self, entries: dict[str, Entry]) -> None:
         """Re-read every destination object of this sync and compare its sha256."""
