@@ -400,6 +400,15 @@ class _Sync:
             return False
         return not matches(path, self.opts.exclude)
 
+    async def _dest_state(self) -> tuple[Listing, dict[str, ManifestEntry]]:
+        """The destination's listing and manifest (empty for a folder not made yet)."""
+        if self.dest is None:
+            return Listing(), {}
+        listing, manifest = await asyncio.gather(
+            list_store(self.dest, local=False), load_manifest(self.dest)
+        )
+        return listing, manifest
+
     def _plan(self, entries: dict[str, Entry], dest: Listing) -> list[tuple[Entry, Entry | None]]:
         """What to transfer: (entry, None) to copy, (entry, dest entry) to compare first.
 
@@ -427,16 +436,13 @@ class _Sync:
     async def run(self) -> SyncReport:
         started = time.monotonic()
         report = self.report
-        src_listing = await list_store(self.src, follow_symlinks=self.opts.follow_symlinks)
+        src_listing, (dest_listing, self.manifest) = await asyncio.gather(
+            list_store(self.src, follow_symlinks=self.opts.follow_symlinks), self._dest_state()
+        )
         if not src_listing.entries and not src_listing.problems and self.src.local_root is None:
             raise StoreNotFound(f"source {self.src.url} holds no objects; check the URL")
         report.failed.update({p: e for p, e in src_listing.problems.items() if self._selected(p)})
         entries = {p: e for p, e in src_listing.entries.items() if self._selected(p)}
-
-        dest_listing = Listing()
-        if self.dest is not None:
-            dest_listing = await list_store(self.dest, local=False)
-            self.manifest = await load_manifest(self.dest)
 
         jobs = self._plan(entries, dest_listing)
         to_delete = (
