@@ -2,6 +2,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from neuroferry.config import get_settings
+from neuroferry.db import head_revision
 from neuroferry.web import create_app
 
 
@@ -16,7 +17,7 @@ def test_health_reports_database_store_and_executor(database_url, tmp_path):
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["status"] == "ok"
-    assert body["database"]["ok"] and body["database"]["revision"] == "0001"
+    assert body["database"]["ok"] and body["database"]["revision"] == head_revision()
     assert body["database"]["backend"] in ("sqlite", "postgresql")
     assert body["store"] == {"url": (tmp_path / "lake").as_uri(), "ok": True}
     assert body["executor"]["ok"] and body["executor"]["workers"] == 1
