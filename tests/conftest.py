@@ -24,6 +24,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import sqlalchemy
 
 IN_CI = os.environ.get("CI", "").strip().lower() == "true"
 
@@ -327,3 +328,25 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     fresh = request.getfixturevalue("fresh_postgres_database")
     with fresh() as url:
         yield url
+
+
+# -- a bare table of JSON documents, to compile catalog filters against ---------------------
+
+
+def docs_table(url: str) -> tuple[sqlalchemy.Engine, sqlalchemy.Table]:
+    """An engine on ``url`` (SQLite with the catalog's functions) and a fresh ``docs``
+    table of ``(id, body)``."""
+    from neuroferry.catalog._sql import register_sqlite_functions
+    from neuroferry.db import JSON_DOCUMENT, make_engine
+
+    engine = make_engine(url)
+    if engine.dialect.name == "sqlite":
+        sqlalchemy.event.listen(engine, "connect", register_sqlite_functions)
+    table = sqlalchemy.Table(
+        "docs",
+        sqlalchemy.MetaData(),
+        sqlalchemy.Column("id", sqlalchemy.Integer, primary_key=True),
+        sqlalchemy.Column("body", JSON_DOCUMENT, nullable=False),
+    )
+    table.metadata.create_all(engine)
+    return engine, table

@@ -71,3 +71,25 @@ class ExecutorError(FerryError, RuntimeError):
     """The Dask cluster could not be started or reached."""
 
     status_code = 503
+
+
+class QueryError(InvalidInput):
+    """A catalog filter, projection or sort that is malformed or not supported."""
+
+
+class Unauthorized(FerryError, PermissionError):
+    """No valid API token was given."""
+
+    status_code = 401
+
+
+class Forbidden(FerryError, PermissionError):
+    """The token is valid, but its user may not do this."""
+
+    status_code = 403
+
+
+class ServiceUnavailable(FerryError, ConnectionError):
+    """The neuroferry service could not be reached."""
+
+    status_code = 503

@@ -40,9 +40,10 @@ def _root(
 
 
 def _register() -> None:
-    from neuroferry.cli import db, serve, stores
+    from neuroferry.cli import catalog, db, serve, stores
 
     app.add_typer(db.app, name="db")
+    app.add_typer(catalog.app, name="catalog")
     app.command("serve")(serve.serve)
     app.command("sync", help=stores.SYNC_HELP)(stores.sync_command)
     app.command("ls")(stores.ls_command)

@@ -18,6 +18,7 @@ def serve(
     import uvicorn
 
     from neuroferry import __version__
+    from neuroferry.auth import ensure_first_admin
     from neuroferry.config import get_settings
     from neuroferry.db import redact
     from neuroferry.web import create_app
@@ -26,6 +27,11 @@ def serve(
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = get_settings(**overrides)
     services = Services.start(settings)  # errors here are one clear line, before listening
+    if token_file := ensure_first_admin(services.engine, settings.home):
+        typer.echo(
+            f"created the first user, 'admin'; its API token is in {token_file}, "
+            "where ferry commands find it"
+        )
     executor = services.executor.status()
     base = f"http://{settings.host}:{settings.port}"
     typer.echo(

@@ -2,10 +2,22 @@
 
 from neuroferry.db._engine import make_engine, normalize_url, redact
 from neuroferry.db._migrate import current_revision, head_revision, upgrade
-from neuroferry.db._tables import meta, metadata
+from neuroferry.db._tables import (
+    JSON_DOCUMENT,
+    api_tokens,
+    catalog_indexes,
+    documents,
+    meta,
+    metadata,
+    users,
+)
 
 __all__ = [
+    "JSON_DOCUMENT",
+    "api_tokens",
+    "catalog_indexes",
     "current_revision",
+    "documents",
     "head_revision",
     "make_engine",
     "meta",
@@ -13,4 +25,5 @@ __all__ = [
     "normalize_url",
     "redact",
     "upgrade",
+    "users",
 ]

@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import Column, DateTime, MetaData, String, Table, Text, func
+from sqlalchemy import (
+    JSON,
+    Column,
+    DateTime,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    func,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData(
     naming_convention={
@@ -21,4 +33,52 @@ meta = Table(
     Column("key", String(64), primary_key=True),
     Column("value", Text, nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+#: A JSON document: JSONB on PostgreSQL, JSON text (queried with JSON1) on SQLite.
+JSON_DOCUMENT = JSON().with_variant(JSONB(), "postgresql")
+
+#: The catalog: one JSON document per asset or result; ``body`` is the whole document.
+documents = Table(
+    "catalog_documents",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(512), nullable=False, unique=True),
+    Column("location", Text, nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("modified", DateTime(timezone=True), nullable=False),
+    Column("body", JSON_DOCUMENT, nullable=False),
+)
+
+#: Document paths that admins declared indexed.
+catalog_indexes = Table(
+    "catalog_indexes",
+    metadata,
+    Column("path", String(512), primary_key=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=True),
+)
+
+#: People and scripts that use the service; ``role`` is ``admin`` or ``user``.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("email", String(320), nullable=True),
+    Column("role", String(16), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+#: API tokens: only the sha256 of each token is kept; the token is shown once.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("label", String(128), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("expires", DateTime(timezone=True), nullable=True),
+    Column("revoked", DateTime(timezone=True), nullable=True),
 )

@@ -10,6 +10,7 @@ import obstore
 from sqlalchemy import Engine, text
 
 from neuroferry import __version__
+from neuroferry.catalog import Catalog
 from neuroferry.config import Settings
 from neuroferry.db import current_revision, head_revision, make_engine, redact, upgrade
 from neuroferry.engine import Executor
@@ -22,6 +23,7 @@ class Services:
     engine: Engine
     store: Store
     executor: Executor
+    catalog: Catalog
 
     @classmethod
     def start(cls, settings: Settings) -> Services:
@@ -30,7 +32,7 @@ class Services:
         try:
             upgrade(engine)
             store = open_store(settings.store_url, create=True, settings=settings)
-            return cls(settings, engine, store, Executor.start(settings))
+            return cls(settings, engine, store, Executor.start(settings), Catalog(engine))
         except BaseException:
             engine.dispose()
             raise

@@ -1,0 +1,266 @@
+"""The catalog's documents: insert, upsert by name, get, delete, find, count, distinct.
+
+Filters are compiled to SQL (see ``_sql.py``); only the projection of the documents found
+and the unwinding of ``distinct`` values happen in Python.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, event, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from neuroferry.catalog._filter import parse_filter, parse_sort
+from neuroferry.catalog._projection import parse_projection
+from neuroferry.catalog._sql import filter_clause, register_sqlite_functions, sort_clauses
+from neuroferry.db import documents
+from neuroferry.errors import InvalidInput, NotFound, QueryError
+
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+BATCH = 1000
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import did: documents inserted and documents replaced (same name)."""
+
+    inserted: int
+    updated: int
+
+
+def _check_json(value: Any, path: str) -> None:
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            where = f"{path}.{key}" if path else str(key)
+            if not isinstance(key, str) or not key or key.startswith("$") or "." in key:
+                raise InvalidInput(
+                    f"field name {key!r} at {path or 'the top level'} is not allowed: "
+                    "names must be non-empty and contain no '.' and not start with '$'"
+                )
+            _check_json(item, where)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_json(item, f"{path}.{i}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InvalidInput(f"{path}: {value} is not a JSON number")
+    elif value is not None and not isinstance(value, str | int | float | bool):
+        raise InvalidInput(f"{path}: {type(value).__name__} is not a JSON value")
+
+
+def _prepare(doc: Any) -> dict[str, Any]:
+    """Validate a document and return the row values (``body`` includes ``_id``)."""
+    if not isinstance(doc, Mapping):
+        raise InvalidInput(f"a document must be a JSON object, not {type(doc).__name__}")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 512:
+        raise InvalidInput("document field 'name' is required: a string of 1 to 512 characters")
+    if _CONTROL.search(name) or "/" in name or "\\" in name:
+        raise InvalidInput(
+            f"document name {name!r} may not contain '/', '\\' or control characters"
+        )
+    doc_id = doc.get("_id", uuid.uuid4().hex)
+    if not isinstance(doc_id, str) or not _ID.fullmatch(doc_id):
+        raise InvalidInput(
+            f"document _id {doc_id!r} must be 1 to 64 letters, digits, '_', '.', ':' or '-'"
+        )
+    location = doc.get("location")
+    if location is not None and not isinstance(location, str):
+        raise InvalidInput("document field 'location' must be a string (a store URL)")
+    body = {**doc, "_id": doc_id}
+    _check_json(body, "")
+    return {"id": doc_id, "name": name, "location": location, "body": body}
+
+
+def _check_page(skip: int, limit: int) -> None:
+    for label, value in (("skip", skip), ("limit", limit)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise QueryError(f"{label} must be a whole number of at least 0, got {value!r}")
+
+
+def _values_at(value: Any, parts: Sequence[str]) -> Iterator[Any]:
+    """The values at a dotted path, MongoDB's way: arrays along the path are traversed."""
+    if not parts:
+        yield value
+        return
+    head, rest = parts[0], parts[1:]
+    if isinstance(value, Mapping):
+        if head in value:
+            yield from _values_at(value[head], rest)
+    elif isinstance(value, list):
+        if head.isdigit() and int(head) < len(value):
+            yield from _values_at(value[int(head)], rest)
+        for item in value:
+            if isinstance(item, Mapping):
+                yield from _values_at(item, parts)
+
+
+class Catalog:
+    """The documents of the catalog, in the service's database."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        if self.dialect == "sqlite" and not event.contains(
+            engine, "connect", register_sqlite_functions
+        ):
+            # compiled filters call Python functions that every SQLite connection needs:
+            # register them, and drop the connections made before
+            event.listen(engine, "connect", register_sqlite_functions)
+            engine.dispose()
+
+    # -- writes ---------------------------------------------------------------------------
+
+    def insert(self, doc: Mapping[str, Any]) -> str:
+        """Add a new document; its ``name`` and ``_id`` must not be taken."""
+        row = _prepare(doc)
+        now = datetime.now(UTC)
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(insert(documents).values(**row, created=now, modified=now))
+        except IntegrityError as exc:
+            raise InvalidInput(
+                f"a document named {row['name']!r} or with _id {row['id']!r} already exists; "
+                "use upsert to replace it"
+            ) from exc
+        return str(row["id"])
+
+    def upsert(self, doc: Mapping[str, Any]) -> tuple[str, bool]:
+        """Insert the document, or replace the one with the same name; (id, inserted)."""
+        report, ids = self.upsert_many([doc])
+        return ids[0], bool(report.inserted)
+
+    def import_documents(self, docs: Iterable[Mapping[str, Any]]) -> ImportReport:
+        """Upsert many documents by name, in batches of 1,000 per transaction."""
+        inserted = updated = 0
+        batch: list[Mapping[str, Any]] = []
+        for doc in docs:
+            batch.append(doc)
+            if len(batch) == BATCH:
+                report, _ = self.upsert_many(batch)
+                inserted, updated = inserted + report.inserted, updated + report.updated
+                batch = []
+        if batch:
+            report, _ = self.upsert_many(batch)
+            inserted, updated = inserted + report.inserted, updated + report.updated
+        return ImportReport(inserted, updated)
+
+    def upsert_many(self, docs: Sequence[Mapping[str, Any]]) -> tuple[ImportReport, list[str]]:
+        """Upsert documents by name in one transaction; the report and each one's _id."""
+        rows = [_prepare(doc) for doc in docs]
+        by_name = {row["name"]: row for row in rows}  # the last of a name wins
+        now = datetime.now(UTC)
+        try:
+            new = self._store_rows(by_name, now)
+        except IntegrityError as exc:  # an _id taken by a document of another name
+            raise InvalidInput(
+                "a document's _id is already used by a document of another name; "
+                "leave _id out to have one assigned"
+            ) from exc
+        ids = [str(by_name[row["name"]]["id"]) for row in rows]
+        return ImportReport(new, len(by_name) - new), ids
+
+    def _store_rows(self, by_name: dict[str, dict[str, Any]], now: datetime) -> int:
+        with self.engine.begin() as conn:
+            existing = dict(
+                conn.execute(
+                    select(documents.c.name, documents.c.id).where(
+                        documents.c.name.in_(list(by_name))
+                    )
+                ).all()
+            )
+            new = [row for name, row in by_name.items() if name not in existing]
+            for name, row in by_name.items():
+                if name in existing:
+                    row["id"] = existing[name]
+                    row["body"]["_id"] = existing[name]
+                    conn.execute(
+                        update(documents)
+                        .where(documents.c.id == row["id"])
+                        .values(location=row["location"], body=row["body"], modified=now)
+                    )
+            if new:
+                conn.execute(
+                    insert(documents), [{**row, "created": now, "modified": now} for row in new]
+                )
+        return len(new)
+
+    def delete(self, doc_id: str) -> None:
+        """Remove a document; :class:`NotFound` if there is none with that id."""
+        with self.engine.begin() as conn:
+            gone = conn.execute(delete(documents).where(documents.c.id == doc_id)).rowcount
+        if not gone:
+            raise NotFound(f"no catalog document has _id {doc_id!r}")
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def get(self, doc_id: str) -> dict[str, Any]:
+        """The document with this id; :class:`NotFound` if there is none."""
+        with self.engine.connect() as conn:
+            body = conn.execute(
+                select(documents.c.body).where(documents.c.id == doc_id)
+            ).scalar_one_or_none()
+        if body is None:
+            raise NotFound(f"no catalog document has _id {doc_id!r}")
+        return dict(body)
+
+    def find(
+        self,
+        filter: Mapping[str, Any] | None = None,
+        projection: Mapping[str, Any] | None = None,
+        sort: Sequence[tuple[str, int]] | Mapping[str, int] | None = None,
+        skip: int = 0,
+        limit: int = 0,
+    ) -> list[dict[str, Any]]:
+        """The documents matching a MongoDB-style filter; ``limit`` 0 means no limit."""
+        _check_page(skip, limit)
+        shape = parse_projection(projection)
+        body = documents.c.body
+        stmt = select(body).where(filter_clause(parse_filter(filter), body, self.dialect))
+        stmt = stmt.order_by(*sort_clauses(parse_sort(sort), body, self.dialect), documents.c.id)
+        if skip:
+            stmt = stmt.offset(skip)
+        if limit:
+            stmt = stmt.limit(limit)
+        with self.engine.connect() as conn:
+            found = [dict(doc) for doc in conn.execute(stmt).scalars()]
+        return [shape.apply(doc) for doc in found] if shape else found
+
+    def count(self, filter: Mapping[str, Any] | None = None) -> int:
+        """How many documents match the filter."""
+        clause = filter_clause(parse_filter(filter), documents.c.body, self.dialect)
+        with self.engine.connect() as conn:
+            stmt = select(func.count()).select_from(documents).where(clause)
+            return int(conn.execute(stmt).scalar_one())
+
+    def distinct(self, field: str, filter: Mapping[str, Any] | None = None) -> list[Any]:
+        """The distinct values at a dotted path among the matching documents; array values
+        count element by element, as in MongoDB."""
+        if not isinstance(field, str) or not field or any(not p for p in field.split(".")):
+            raise QueryError(f"distinct needs a dotted field path, got {field!r}")
+        clause = filter_clause(parse_filter(filter), documents.c.body, self.dialect)
+        parts = field.split(".")
+        seen: dict[str, Any] = {}
+        with self.engine.connect() as conn:
+            for body in conn.execute(select(documents.c.body).where(clause)).scalars():
+                for value in _values_at(body, parts):
+                    for item in value if isinstance(value, list) else [value]:
+                        seen.setdefault(_identity(item), item)
+        return list(seen.values())
+
+
+def _identity(value: Any) -> str:
+    """A key under which equal JSON values (1 and 1.0, but not 1 and true) coincide."""
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return f"n:{float(value)!r}"
+    return json.dumps(value, sort_keys=True)

@@ -1,0 +1,101 @@
+"""/api/v2/catalog: find, count and distinct over JSON documents; admins write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, status
+from pydantic import BaseModel, Field
+
+from neuroferry.auth import User
+from neuroferry.catalog import Catalog
+from neuroferry.web._deps import admin_user, current_user, services
+from neuroferry.web._services import Services
+
+router = APIRouter(prefix="/catalog", tags=["catalog"])
+MAX_LIMIT = 10_000
+
+
+class FindRequest(BaseModel):
+    filter: dict[str, Any] = Field(
+        default_factory=dict, examples=[{"subject.subject_id": "774659"}]
+    )
+    projection: dict[str, Any] | None = None
+    sort: list[tuple[str, int]] | dict[str, int] | None = None
+    skip: int = Field(0, ge=0)
+    limit: int = Field(100, ge=1, le=MAX_LIMIT)
+
+
+class FindResponse(BaseModel):
+    documents: list[dict[str, Any]]
+    skip: int
+    limit: int
+
+
+class CountRequest(BaseModel):
+    filter: dict[str, Any] = Field(default_factory=dict)
+
+
+class DistinctRequest(BaseModel):
+    field: str
+    filter: dict[str, Any] = Field(default_factory=dict)
+
+
+class WriteResponse(BaseModel):
+    inserted: int
+    updated: int
+    ids: list[str]
+
+
+def _catalog(held: Services = Depends(services)) -> Catalog:
+    return held.catalog
+
+
+@router.post("/find", response_model=FindResponse, summary="Documents matching a filter")
+def find(
+    req: FindRequest, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+) -> FindResponse:
+    docs = catalog.find(req.filter, req.projection, req.sort, req.skip, req.limit)
+    return FindResponse(documents=docs, skip=req.skip, limit=req.limit)
+
+
+@router.post("/count", summary="How many documents match a filter")
+def count(
+    req: CountRequest, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+) -> dict[str, int]:
+    return {"count": catalog.count(req.filter)}
+
+
+@router.post("/distinct", summary="Distinct values of a field among matching documents")
+def distinct(
+    req: DistinctRequest, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+) -> dict[str, list[Any]]:
+    return {"values": catalog.distinct(req.field, req.filter)}
+
+
+@router.get("/{doc_id}", summary="One document by _id")
+def get(
+    doc_id: str, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+) -> dict[str, Any]:
+    return catalog.get(doc_id)
+
+
+@router.put(
+    "",
+    response_model=WriteResponse,
+    summary="Insert documents, or replace those with the same name (admins)",
+)
+def upsert(
+    docs: list[dict[str, Any]] = Body(..., max_length=MAX_LIMIT),
+    catalog: Catalog = Depends(_catalog),
+    _admin: User = Depends(admin_user),
+) -> WriteResponse:
+    report, ids = catalog.upsert_many(docs)
+    return WriteResponse(inserted=report.inserted, updated=report.updated, ids=ids)
+
+
+@router.delete("/{doc_id}", status_code=status.HTTP_204_NO_CONTENT, summary="Delete (admins)")
+def remove(
+    doc_id: str, catalog: Catalog = Depends(_catalog), _admin: User = Depends(admin_user)
+) -> None:
+    catalog.delete(doc_id)

@@ -1,0 +1,144 @@
+"""The catalog service on both databases: writes, reads, validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from neuroferry.catalog import Catalog
+from neuroferry.db import make_engine, upgrade
+from neuroferry.errors import InvalidInput, NotFound, QueryError
+
+SESSIONS = [
+    {
+        "name": "ecephys_774659_2025-03-01_10-00-00",
+        "location": "s3://lab-raw/ecephys_774659_2025-03-01_10-00-00",
+        "subject": {"subject_id": "774659", "sex": "Female"},
+        "data_description": {"project_name": "Ephys Platform", "modality": ["ecephys"]},
+        "procedures": {"injections": [{"virus": "AAV1", "volume": 100}]},
+    },
+    {
+        "name": "behavior_643634_2025-03-02_09-30-00",
+        "subject": {"subject_id": "643634", "sex": "Male"},
+        "data_description": {"project_name": "Ephys Platform", "modality": ["behavior", "fib"]},
+        "procedures": {"injections": [{"virus": "AAV9", "volume": 50}, {"virus": "AAV1"}]},
+    },
+    {
+        "name": "SPIM_700000_2025-03-03_08-00-00",
+        "subject": {"subject_id": "700000", "sex": "Male"},
+        "data_description": {"project_name": "Brain Atlas", "modality": ["SPIM"]},
+        "rating": 1.0,
+    },
+]
+
+
+@pytest.fixture
+def catalog(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield Catalog(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def filled(catalog):
+    report = catalog.import_documents(SESSIONS)
+    assert (report.inserted, report.updated) == (3, 0)
+    return catalog
+
+
+def _names(docs):
+    return sorted(d["name"] for d in docs)
+
+
+def test_insert_get_delete(catalog):
+    doc_id = catalog.insert({"name": "a", "x": {"y": [1, 2]}})
+    assert catalog.get(doc_id) == {"_id": doc_id, "name": "a", "x": {"y": [1, 2]}}
+    catalog.delete(doc_id)
+    with pytest.raises(NotFound, match=f"no catalog document has _id '{doc_id}'"):
+        catalog.get(doc_id)
+    with pytest.raises(NotFound):
+        catalog.delete(doc_id)
+
+
+def test_names_are_unique_and_upsert_replaces_keeping_the_id(catalog):
+    first = catalog.insert({"name": "asset", "v": 1})
+    with pytest.raises(InvalidInput, match="already exists; use upsert"):
+        catalog.insert({"name": "asset", "v": 2})
+    again, inserted = catalog.upsert({"name": "asset", "v": 3, "location": "s3://b/asset"})
+    assert (again, inserted) == (first, False)
+    assert catalog.get(first) == {"_id": first, "name": "asset", "v": 3, "location": "s3://b/asset"}
+
+
+def test_an_id_taken_under_another_name_is_refused(catalog):
+    catalog.insert({"_id": "fixed-1", "name": "one"})
+    with pytest.raises(InvalidInput, match="_id is already used"):
+        catalog.upsert({"_id": "fixed-1", "name": "two"})
+
+
+@pytest.mark.parametrize(
+    ("doc", "message"),
+    [
+        ({"x": 1}, "'name' is required"),
+        ({"name": ""}, "'name' is required"),
+        ({"name": "a/b"}, "may not contain '/'"),
+        ({"name": "a", "$set": 1}, "field name '\\$set'"),
+        ({"name": "a", "x": {"a.b": 1}}, "field name 'a.b' at x"),
+        ({"name": "a", "x": [1, float("nan")]}, "x.1: nan is not a JSON number"),
+        ({"name": "a", "_id": "../x"}, "_id '../x' must be 1 to 64"),
+        ({"name": "a", "location": 5}, "'location' must be a string"),
+        (["name"], "must be a JSON object"),
+    ],
+)
+def test_bad_documents_name_the_field(catalog, doc, message):
+    with pytest.raises(InvalidInput, match=message):
+        catalog.insert(doc)
+
+
+def test_find_with_filter_projection_sort_skip_limit(filled):
+    assert _names(filled.find({"subject.subject_id": "774659"})) == [SESSIONS[0]["name"]]
+    ephys = {
+        "data_description.project_name": "Ephys Platform",
+        "subject.subject_id": {"$in": ["643634", "774659"]},
+    }
+    assert filled.count(ephys) == 2
+    found = filled.find(ephys, {"subject.subject_id": 1, "_id": 0}, [("subject.subject_id", 1)])
+    assert found == [{"subject": {"subject_id": "643634"}}, {"subject": {"subject_id": "774659"}}]
+    page = filled.find({}, {"name": 1, "_id": 0}, {"name": 1}, skip=1, limit=1)
+    assert page == [{"name": sorted(d["name"] for d in SESSIONS)[1]}]
+    assert filled.count() == 3
+
+
+def test_distinct_unwinds_arrays_and_keeps_types_apart(filled):
+    assert sorted(filled.distinct("data_description.modality")) == [
+        "SPIM",
+        "behavior",
+        "ecephys",
+        "fib",
+    ]
+    assert sorted(filled.distinct("procedures.injections.virus")) == ["AAV1", "AAV9"]
+    assert filled.distinct("subject.sex", {"data_description.project_name": "Brain Atlas"}) == [
+        "Male"
+    ]
+    filled.insert({"name": "n1", "rating": 1})
+    filled.insert({"name": "n2", "rating": True})
+    values = filled.distinct("rating")
+    assert len(values) == 2 and True in values and any(v == 1 and v is not True for v in values)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"skip": -1}, "skip must be a whole number"),
+        ({"limit": "10"}, "limit must be a whole number"),
+        ({"filter": {"a": {"$foo": 1}}}, r"\$foo at a is not supported"),
+        ({"projection": {"a": 1, "b": 0}}, "mixes inclusion and exclusion"),
+    ],
+)
+def test_bad_queries_are_query_errors(filled, kwargs, message):
+    with pytest.raises(QueryError, match=message):
+        filled.find(**kwargs)
+
+
+def test_distinct_needs_a_field(filled):
+    with pytest.raises(QueryError, match="dotted field path"):
+        filled.distinct("a..b")

@@ -1,0 +1,110 @@
+"""/api/v2/catalog over HTTP: tokens, roles, and 4xx for every bad request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from fastapi.testclient import TestClient
+
+from neuroferry.auth import create_token, create_user
+from neuroferry.config import get_settings
+from neuroferry.web import create_app
+
+DOCS = [
+    {"name": "ecephys_774659", "subject": {"subject_id": "774659"}, "tags": ["a", "b"]},
+    {"name": "behavior_643634", "subject": {"subject_id": "643634"}, "tags": ["b"]},
+]
+
+
+@pytest.fixture
+def api(database_url, tmp_path):
+    settings = get_settings(
+        database_url=database_url, dask_processes=False, dask_workers=1, store_url=tmp_path.as_uri()
+    )
+    with TestClient(create_app(settings)) as client:
+        engine = client.app.state.services.engine
+        admin, user = (
+            {"Authorization": f"Bearer {create_token(engine, create_user(engine, name, role))}"}
+            for name, role in (("root-admin", "admin"), ("scientist", "user"))
+        )
+        yield Api(client, admin, user)
+
+
+@dataclass
+class Api:
+    http: TestClient
+    admin: dict[str, str]
+    user: dict[str, str]
+
+
+def test_reads_and_writes_need_a_token(api):
+    for method, path, body in [
+        ("POST", "/api/v2/catalog/find", {}),
+        ("POST", "/api/v2/catalog/count", {}),
+        ("GET", "/api/v2/catalog/x", None),
+        ("PUT", "/api/v2/catalog", DOCS),
+        ("DELETE", "/api/v2/catalog/x", None),
+    ]:
+        resp = api.http.request(method, path, json=body)
+        assert resp.status_code == 401, (method, path, resp.text)
+        assert "API token" in resp.json()["detail"]
+    resp = api.http.post(
+        "/api/v2/catalog/find", json={}, headers={"Authorization": "Bearer nf_wrong"}
+    )
+    assert resp.status_code == 401
+
+
+def test_only_admins_write(api):
+    resp = api.http.put("/api/v2/catalog", json=DOCS, headers=api.user)
+    assert resp.status_code == 403 and "only admins" in resp.json()["detail"]
+    resp = api.http.put("/api/v2/catalog", json=DOCS, headers=api.admin)
+    assert resp.status_code == 200, resp.text
+    assert (resp.json()["inserted"], resp.json()["updated"]) == (2, 0)
+    again = api.http.put("/api/v2/catalog", json=DOCS[:1], headers=api.admin).json()
+    assert (again["inserted"], again["updated"]) == (0, 1)
+    doc_id = again["ids"][0]
+    assert api.http.delete(f"/api/v2/catalog/{doc_id}", headers=api.user).status_code == 403
+    assert api.http.delete(f"/api/v2/catalog/{doc_id}", headers=api.admin).status_code == 204
+    assert api.http.get(f"/api/v2/catalog/{doc_id}", headers=api.user).status_code == 404
+
+
+def test_find_count_distinct_get(api):
+    ids = api.http.put("/api/v2/catalog", json=DOCS, headers=api.admin).json()["ids"]
+    user = api.user
+    body = {"filter": {"subject.subject_id": {"$in": ["774659"]}}, "projection": {"name": 1}}
+    found = api.http.post("/api/v2/catalog/find", json=body, headers=user).json()
+    assert found["documents"] == [{"_id": ids[0], "name": "ecephys_774659"}]
+    count = api.http.post("/api/v2/catalog/count", json={"filter": {"tags": "b"}}, headers=user)
+    assert count.json() == {"count": 2}
+    values = api.http.post("/api/v2/catalog/distinct", json={"field": "tags"}, headers=user).json()
+    assert sorted(values["values"]) == ["a", "b"]
+    doc = api.http.get(f"/api/v2/catalog/{ids[1]}", headers=user).json()
+    assert doc["name"] == "behavior_643634"
+    page = api.http.post(
+        "/api/v2/catalog/find", json={"sort": [["name", -1]], "limit": 1}, headers=user
+    ).json()
+    assert [d["name"] for d in page["documents"]] == ["ecephys_774659"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "message"),
+    [
+        ("/find", {"filter": {"a": {"$foo": 1}}}, 422, "$foo at a is not supported"),
+        ("/find", {"filter": {"$where": "1"}}, 422, "$where"),
+        ("/find", {"limit": 100000}, 422, "limit"),
+        ("/find", {"skip": -5}, 422, "skip"),
+        ("/find", {"filter": "not an object"}, 422, "filter"),
+        ("/find", {"projection": {"a": 1, "b": 0}}, 422, "mixes inclusion and exclusion"),
+        ("/distinct", {"field": ""}, 422, "dotted field path"),
+    ],
+)
+def test_bad_requests_are_4xx_and_say_why(api, path, body, status, message):
+    resp = api.http.post(f"/api/v2/catalog{path}", json=body, headers=api.user)
+    assert resp.status_code == status, resp.text
+    assert message in str(resp.json()["detail"])
+
+
+def test_bad_documents_are_422_naming_the_field(api):
+    resp = api.http.put("/api/v2/catalog", json=[{"nope": 1}], headers=api.admin)
+    assert resp.status_code == 422 and "'name' is required" in resp.json()["detail"]
