@@ -121,5 +121,15 @@ class Client:
         result: dict[str, Any] = self.request("PUT", "/catalog", list(docs))
         return result
 
+    def catalog_indexes(self) -> list[dict[str, Any]]:
+        indexes: list[dict[str, Any]] = self.request("GET", "/catalog/indexes")["indexes"]
+        return indexes
+
+    def catalog_create_index(self, path: str) -> bool:
+        return bool(self.request("PUT", f"/catalog/indexes/{quote(path, safe='')}")["created"])
+
+    def catalog_drop_index(self, path: str) -> None:
+        self.request("DELETE", f"/catalog/indexes/{quote(path, safe='')}")
+
     def close(self) -> None:
         self._http.close()

@@ -138,7 +138,7 @@ def test_users_cannot_import(loaded, tmp_path):
     lines.write_text(json.dumps({"name": "x"}) + "\n")
     env = {"FERRY_URL": url, "FERRY_TOKEN": token}
     proc = ferry(["catalog", "import", str(lines)], env=env, check=3)
-    assert "only admins may change the catalog" in proc.stderr and "HTTP 403" in proc.stderr
+    assert "only admins may PUT /api/v2/catalog" in proc.stderr and "HTTP 403" in proc.stderr
     assert ferry(["catalog", "count"], env=env, check=0).stdout == "3\n"  # reading is fine
 
 
@@ -170,3 +170,17 @@ def test_service_not_running(tmp_path):
     env = {"FERRY_URL": f"http://127.0.0.1:{free_port()}", "FERRY_TOKEN": "nf_x"}
     proc = ferry(["catalog", "count"], env=env, check=3)
     assert "cannot reach the neuroferry service" in proc.stderr
+
+
+def test_index_commands(loaded):
+    url, home = loaded
+    env = {"FERRY_URL": url, "FERRY_HOME": str(home)}
+    assert ferry(["catalog", "index", "add", "project"], env=env, check=0).stdout == (
+        "indexed project\n"
+    )
+    assert "was indexed already" in ferry(["catalog", "index", "add", "project"], env=env).stdout
+    assert ferry(["catalog", "index", "list"], env=env, check=0).stdout.startswith("project\t")
+    assert ferry(["catalog", "count", '{"project": "Ephys"}'], env=env).stdout == "2\n"
+    ferry(["catalog", "index", "drop", "project"], env=env, check=0)
+    proc = ferry(["catalog", "index", "drop", "project"], env=env, check=3)
+    assert "no catalog index on 'project'" in proc.stderr

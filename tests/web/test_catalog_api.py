@@ -108,3 +108,22 @@ def test_bad_requests_are_4xx_and_say_why(api, path, body, status, message):
 def test_bad_documents_are_422_naming_the_field(api):
     resp = api.http.put("/api/v2/catalog", json=[{"nope": 1}], headers=api.admin)
     assert resp.status_code == 422 and "'name' is required" in resp.json()["detail"]
+
+
+def test_indexes_are_declared_by_admins(api):
+    api.http.put("/api/v2/catalog", json=DOCS, headers=api.admin)
+    path = "/api/v2/catalog/indexes/subject.subject_id"
+    assert api.http.put(path, headers=api.user).status_code == 403
+    assert api.http.put(path, headers=api.admin).json() == {
+        "path": "subject.subject_id",
+        "created": True,
+    }
+    listed = api.http.get("/api/v2/catalog/indexes", headers=api.user).json()["indexes"]
+    assert [(i["path"], i["created_by"]) for i in listed] == [("subject.subject_id", "root-admin")]
+    body = {"filter": {"subject.subject_id": "643634"}, "projection": {"name": 1, "_id": 0}}
+    found = api.http.post("/api/v2/catalog/find", json=body, headers=api.user).json()
+    assert found["documents"] == [{"name": "behavior_643634"}]
+    bad = api.http.put("/api/v2/catalog/indexes/%24where", headers=api.admin)
+    assert bad.status_code == 422 and "dotted field path" in bad.json()["detail"]
+    assert api.http.delete(path, headers=api.admin).status_code == 204
+    assert api.http.delete(path, headers=api.admin).status_code == 404

@@ -10,18 +10,30 @@ import json
 import math
 import re
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, event, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    and_,
+    delete,
+    event,
+    func,
+    insert,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from neuroferry.catalog._filter import parse_filter, parse_sort
+from neuroferry.catalog._indexes import check_index_path, index_rows, prefilters, values_at
 from neuroferry.catalog._projection import parse_projection
 from neuroferry.catalog._sql import filter_clause, register_sqlite_functions, sort_clauses
-from neuroferry.db import documents
+from neuroferry.db import catalog_index_values, catalog_indexes, documents
 from neuroferry.errors import InvalidInput, NotFound, QueryError
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -86,23 +98,6 @@ def _check_page(skip: int, limit: int) -> None:
             raise QueryError(f"{label} must be a whole number of at least 0, got {value!r}")
 
 
-def _values_at(value: Any, parts: Sequence[str]) -> Iterator[Any]:
-    """The values at a dotted path, MongoDB's way: arrays along the path are traversed."""
-    if not parts:
-        yield value
-        return
-    head, rest = parts[0], parts[1:]
-    if isinstance(value, Mapping):
-        if head in value:
-            yield from _values_at(value[head], rest)
-    elif isinstance(value, list):
-        if head.isdigit() and int(head) < len(value):
-            yield from _values_at(value[int(head)], rest)
-        for item in value:
-            if isinstance(item, Mapping):
-                yield from _values_at(item, parts)
-
-
 class Catalog:
     """The documents of the catalog, in the service's database."""
 
@@ -126,6 +121,7 @@ class Catalog:
         try:
             with self.engine.begin() as conn:
                 conn.execute(insert(documents).values(**row, created=now, modified=now))
+                self._reindex(conn, [row])
         except IntegrityError as exc:
             raise InvalidInput(
                 f"a document named {row['name']!r} or with _id {row['id']!r} already exists; "
@@ -191,7 +187,64 @@ class Catalog:
                 conn.execute(
                     insert(documents), [{**row, "created": now, "modified": now} for row in new]
                 )
+            self._reindex(conn, list(by_name.values()))
         return len(new)
+
+    # -- indexes --------------------------------------------------------------------------
+
+    @staticmethod
+    def _indexed(conn: Connection) -> set[str]:
+        return set(conn.execute(select(catalog_indexes.c.path)).scalars())
+
+    def _reindex(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Bring the index values of freshly written documents up to date."""
+        paths = self._indexed(conn)
+        if not paths:
+            return
+        ids = [row["id"] for row in rows]
+        conn.execute(delete(catalog_index_values).where(catalog_index_values.c.doc_id.in_(ids)))
+        values = [v for row in rows for v in index_rows(row["id"], row["body"], paths)]
+        if values:
+            conn.execute(insert(catalog_index_values), values)
+
+    def create_index(self, path: str, created_by: str | None = None) -> bool:
+        """Declare an index on a dotted path and fill it; False if it was declared already."""
+        check_index_path(path)
+        with self.engine.begin() as conn:
+            if path in self._indexed(conn):
+                return False
+            conn.execute(
+                insert(catalog_indexes).values(
+                    path=path, created=datetime.now(UTC), created_by=created_by
+                )
+            )
+            rows = conn.execute(select(documents.c.id, documents.c.body)).yield_per(BATCH)
+            for batch in rows.partitions():
+                values = [v for doc_id, body in batch for v in index_rows(doc_id, body, [path])]
+                if values:
+                    conn.execute(insert(catalog_index_values), values)
+        return True
+
+    def drop_index(self, path: str) -> None:
+        """Forget an index; :class:`NotFound` if the path is not indexed."""
+        with self.engine.begin() as conn:
+            gone = conn.execute(
+                delete(catalog_indexes).where(catalog_indexes.c.path == path)
+            ).rowcount
+            conn.execute(delete(catalog_index_values).where(catalog_index_values.c.path == path))
+        if not gone:
+            raise NotFound(f"no catalog index on {path!r}")
+
+    def indexes(self) -> list[dict[str, Any]]:
+        """The declared index paths, with who declared them and when."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(catalog_indexes).order_by(catalog_indexes.c.path))
+            return [dict(row) for row in rows.mappings()]
+
+    def _where(self, filter: Mapping[str, Any] | None, conn: Connection) -> ColumnElement[bool]:
+        node = parse_filter(filter)
+        clause = filter_clause(node, documents.c.body, self.dialect)
+        return and_(*prefilters(node, self._indexed(conn), documents.c.id), clause)
 
     def delete(self, doc_id: str) -> None:
         """Remove a document; :class:`NotFound` if there is none with that id."""
@@ -224,21 +277,20 @@ class Catalog:
         _check_page(skip, limit)
         shape = parse_projection(projection)
         body = documents.c.body
-        stmt = select(body).where(filter_clause(parse_filter(filter), body, self.dialect))
-        stmt = stmt.order_by(*sort_clauses(parse_sort(sort), body, self.dialect), documents.c.id)
-        if skip:
-            stmt = stmt.offset(skip)
-        if limit:
-            stmt = stmt.limit(limit)
+        order = sort_clauses(parse_sort(sort), body, self.dialect)
         with self.engine.connect() as conn:
+            stmt = select(body).where(self._where(filter, conn)).order_by(*order, documents.c.id)
+            if skip:
+                stmt = stmt.offset(skip)
+            if limit:
+                stmt = stmt.limit(limit)
             found = [dict(doc) for doc in conn.execute(stmt).scalars()]
         return [shape.apply(doc) for doc in found] if shape else found
 
     def count(self, filter: Mapping[str, Any] | None = None) -> int:
         """How many documents match the filter."""
-        clause = filter_clause(parse_filter(filter), documents.c.body, self.dialect)
         with self.engine.connect() as conn:
-            stmt = select(func.count()).select_from(documents).where(clause)
+            stmt = select(func.count()).select_from(documents).where(self._where(filter, conn))
             return int(conn.execute(stmt).scalar_one())
 
     def distinct(self, field: str, filter: Mapping[str, Any] | None = None) -> list[Any]:
@@ -246,12 +298,12 @@ class Catalog:
         count element by element, as in MongoDB."""
         if not isinstance(field, str) or not field or any(not p for p in field.split(".")):
             raise QueryError(f"distinct needs a dotted field path, got {field!r}")
-        clause = filter_clause(parse_filter(filter), documents.c.body, self.dialect)
         parts = field.split(".")
         seen: dict[str, Any] = {}
         with self.engine.connect() as conn:
-            for body in conn.execute(select(documents.c.body).where(clause)).scalars():
-                for value in _values_at(body, parts):
+            found = conn.execute(select(documents.c.body).where(self._where(filter, conn)))
+            for body in found.scalars():
+                for value in values_at(body, parts):
                     for item in value if isinstance(value, list) else [value]:
                         seen.setdefault(_identity(item), item)
         return list(seen.values())

@@ -5,6 +5,7 @@ from neuroferry.db._migrate import current_revision, head_revision, upgrade
 from neuroferry.db._tables import (
     JSON_DOCUMENT,
     api_tokens,
+    catalog_index_values,
     catalog_indexes,
     documents,
     meta,
@@ -15,6 +16,7 @@ from neuroferry.db._tables import (
 __all__ = [
     "JSON_DOCUMENT",
     "api_tokens",
+    "catalog_index_values",
     "catalog_indexes",
     "current_revision",
     "documents",

@@ -22,7 +22,7 @@ def current_user(
     return authenticate(held.engine, token.strip() if scheme.lower() == "bearer" else None)
 
 
-def admin_user(user: User = Depends(current_user)) -> User:
+def admin_user(request: Request, user: User = Depends(current_user)) -> User:
     """The current user, who must be an admin (403 otherwise)."""
-    user.require_admin("change the catalog")
+    user.require_admin(f"{request.method} {request.url.path}")
     return user

@@ -73,6 +73,29 @@ def distinct(
     return {"values": catalog.distinct(req.field, req.filter)}
 
 
+@router.get("/indexes", summary="The declared index paths")
+def list_indexes(
+    catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+) -> dict[str, list[dict[str, Any]]]:
+    return {"indexes": catalog.indexes()}
+
+
+@router.put("/indexes/{path}", summary="Declare an index on a dotted path (admins)")
+def create_index(
+    path: str, catalog: Catalog = Depends(_catalog), admin: User = Depends(admin_user)
+) -> dict[str, Any]:
+    return {"path": path, "created": catalog.create_index(path, admin.name)}
+
+
+@router.delete(
+    "/indexes/{path}", status_code=status.HTTP_204_NO_CONTENT, summary="Drop an index (admins)"
+)
+def drop_index(
+    path: str, catalog: Catalog = Depends(_catalog), _admin: User = Depends(admin_user)
+) -> None:
+    catalog.drop_index(path)
+
+
 @router.get("/{doc_id}", summary="One document by _id")
 def get(
     doc_id: str, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)

@@ -1,0 +1,119 @@
+"""Declared index paths: same answers with and without them, kept up to date, used."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from neuroferry.catalog import Catalog
+from neuroferry.catalog._filter import parse_filter
+from neuroferry.catalog._indexes import prefilters
+from neuroferry.db import documents, make_engine, upgrade
+from neuroferry.errors import NotFound, QueryError
+
+SCALARS = st.none() | st.booleans() | st.integers(-3, 3) | st.sampled_from([1.0, 2.5, "a", "b"])
+VALUE = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("xy"), inner),
+    max_leaves=6,
+)
+DOCS = st.lists(st.dictionaries(st.sampled_from(["x", "y"]), VALUE, max_size=2), max_size=8)
+PATHS = ["x", "x.y", "x.0", "y.x.y"]
+FILTERS = st.one_of(
+    st.builds(lambda p, v: {p: v}, st.sampled_from(PATHS), SCALARS),
+    st.builds(lambda p, v: {p: {"$in": v}}, st.sampled_from(PATHS), st.lists(SCALARS, max_size=3)),
+    st.builds(
+        lambda p, op, v: {p: {op: v}},
+        st.sampled_from(PATHS),
+        st.sampled_from(["$gt", "$gte", "$lt", "$lte"]),
+        st.integers(-3, 3) | st.sampled_from([1.5, "a"]),
+    ),
+    st.builds(
+        lambda p, v, q, w: {"$and": [{p: v}, {q: {"$ne": w}}]},
+        st.sampled_from(PATHS),
+        SCALARS,
+        st.sampled_from(PATHS),
+        SCALARS,
+    ),
+)
+
+
+@pytest.fixture
+def catalog(database_url):
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield Catalog(engine)
+    engine.dispose()
+
+
+def _ids(catalog, filter):
+    return sorted(d["_id"] for d in catalog.find(filter))
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(docs=DOCS, filters=st.lists(FILTERS, min_size=1, max_size=4))
+def test_indexed_paths_give_the_same_answers(catalog, docs, filters):
+    with catalog.engine.begin() as conn:  # each example starts empty
+        conn.execute(text("DELETE FROM catalog_documents"))
+        conn.execute(text("DELETE FROM catalog_index_values"))
+        conn.execute(text("DELETE FROM catalog_indexes"))
+    catalog.import_documents([{**doc, "name": f"d{i}"} for i, doc in enumerate(docs)])
+    before = {repr(f): _ids(catalog, f) for f in filters}
+    for path in PATHS[:3]:
+        assert catalog.create_index(path, "tester")
+    assert {repr(f): _ids(catalog, f) for f in filters} == before
+    # writes after declaring keep the index current
+    catalog.import_documents([{**doc, "name": f"d{i}"} for i, doc in enumerate(reversed(docs))])
+    catalog.insert({"name": "late", "x": [{"y": 2}, 1, "a"]})
+    for f in filters:
+        plain = [d["_id"] for d in catalog.find(f)]
+        with catalog.engine.begin() as conn:
+            conn.execute(text("DELETE FROM catalog_indexes"))
+        assert sorted(d["_id"] for d in catalog.find(f)) == sorted(plain), f
+        for path in PATHS[:3]:
+            catalog.create_index(path)
+
+
+def test_declare_list_drop(catalog):
+    catalog.insert({"name": "s1", "subject": {"subject_id": "774659"}, "tags": ["a", "b"]})
+    assert catalog.create_index("subject.subject_id", "admin") is True
+    assert catalog.create_index("subject.subject_id") is False
+    assert [i["path"] for i in catalog.indexes()] == ["subject.subject_id"]
+    assert catalog.count({"subject.subject_id": "774659"}) == 1
+    catalog.drop_index("subject.subject_id")
+    assert catalog.indexes() == []
+    with pytest.raises(NotFound, match="no catalog index on 'tags'"):
+        catalog.drop_index("tags")
+    for bad in ("", "a..b", "$where", "a.$x"):
+        with pytest.raises(QueryError, match="must be a dotted field path"):
+            catalog.create_index(bad)
+
+
+def test_equality_on_an_indexed_path_uses_the_index(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'plan.db'}")
+    upgrade(engine)
+    catalog = Catalog(engine)
+    catalog.create_index("subject.subject_id")
+    catalog.insert({"name": "s1", "subject": {"subject_id": "774659"}})
+    node = parse_filter({"subject.subject_id": {"$in": ["774659", "643634"]}})
+    (pre,) = prefilters(node, {"subject.subject_id"}, documents.c.id)
+    stmt = documents.select().where(pre)
+    sql = str(stmt.compile(engine, compile_kwargs={"literal_binds": True}))
+    with engine.connect() as conn:
+        plan = " ".join(str(r) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "ix_catalog_index_values_text" in plan, plan
+    assert (
+        prefilters(
+            parse_filter({"subject.subject_id": {"$regex": "^7"}}),
+            {"subject.subject_id"},
+            documents.c.id,
+        )
+        == []
+    )
+    engine.dispose()
