@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -350,3 +351,15 @@ def docs_table(url: str) -> tuple[sqlalchemy.Engine, sqlalchemy.Table]:
     )
     table.metadata.create_all(engine)
     return engine, table
+
+
+@pytest.fixture
+def catalog(database_url: str) -> Iterator[Any]:
+    """The catalog service on an empty, migrated database (SQLite and PostgreSQL)."""
+    from neuroferry.catalog import Catalog
+    from neuroferry.db import make_engine, upgrade
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield Catalog(engine)
+    engine.dispose()

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from neuroferry.catalog import Catalog
-from neuroferry.db import make_engine, upgrade
 from neuroferry.errors import InvalidInput, NotFound, QueryError
 
 SESSIONS = [
@@ -29,14 +27,6 @@ SESSIONS = [
         "rating": 1.0,
     },
 ]
-
-
-@pytest.fixture
-def catalog(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
 
 
 @pytest.fixture

@@ -40,14 +40,6 @@ FILTERS = st.one_of(
 )
 
 
-@pytest.fixture
-def catalog(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
-
-
 def _ids(catalog, filter):
     return sorted(d["_id"] for d in catalog.find(filter))
 
