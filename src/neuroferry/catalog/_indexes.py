@@ -2,7 +2,7 @@
 
 For every declared path, each document's values there (arrays element by element, as in
 a MongoDB multikey index) are rows of ``catalog_index_values``. A filter that asks for
-equality, ``$in`` or a number range on such a path gets a pre-condition that the database
+equality or ``$in`` on such a path gets a pre-condition that the database
 answers from that table's B-tree indexes; the compiled filter still decides each match,
 so results are the same with or without the index.
 """
@@ -14,11 +14,9 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, or_, select
 
-from neuroferry.catalog._filter import And, Compare, Equals, Field, In, Node
+from neuroferry.catalog._filter import And, Equals, Field, In, Node
 from neuroferry.db import catalog_index_values as values_table
 from neuroferry.errors import QueryError
-
-_AT_LEAST = {"$gt": ">=", "$gte": ">=", "$lt": "<=", "$lte": "<="}
 
 
 def check_index_path(path: str) -> str:
@@ -81,23 +79,17 @@ def _match(path: str, wanted: list[Any]) -> ColumnElement[bool] | None:
     keys = [_key(v) for v in wanted]
     if not keys or any(k is None for k in keys):
         return None
-    tests = []
+    by_kind: dict[str, list[Any]] = {}
     for kind, num, text in (k for k in keys if k is not None):
-        column = values_table.c.text if kind == "s" else values_table.c.num
-        tests.append(and_(values_table.c.kind == kind, column == (text if kind == "s" else num)))
+        by_kind.setdefault(kind, []).append(text if kind == "s" else num)
+    tests = [
+        and_(
+            values_table.c.kind == kind,
+            (values_table.c.text if kind == "s" else values_table.c.num).in_(values),
+        )
+        for kind, values in by_kind.items()
+    ]
     return and_(values_table.c.path == path, or_(*tests))
-
-
-def _range(path: str, op: str, value: Any) -> ColumnElement[bool] | None:
-    if op not in _AT_LEAST or isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    # rounding to float never breaks "at least": x > y implies float(x) >= float(y)
-    bound = (
-        values_table.c.num >= float(value)
-        if _AT_LEAST[op] == ">="
-        else (values_table.c.num <= float(value))
-    )
-    return and_(values_table.c.path == path, values_table.c.kind == "n", bound)
 
 
 def _field_condition(field: Field) -> ColumnElement[bool] | None:
@@ -106,8 +98,6 @@ def _field_condition(field: Field) -> ColumnElement[bool] | None:
             found = _match(field.path, [cond.value])
         elif isinstance(cond, In) and not cond.negated:
             found = _match(field.path, list(cond.values))
-        elif isinstance(cond, Compare):
-            found = _range(field.path, cond.op, cond.value)
         else:
             found = None
         if found is not None:

@@ -1,0 +1,222 @@
+"""Catalog query benchmark: neuroferry on SQLite and PostgreSQL against mongomock and a
+plain Python scan of the same documents, with and without declared indexes.
+
+    python bench/catalog.py                 # 1,000,000 documents
+    python bench/catalog.py --docs 100000   # smaller
+
+Prints p50 query times in ms and neuroferry's ratio to each peer (≤ 1.00: at least as
+fast). PostgreSQL is the local server at 127.0.0.1:5432 (a scratch database is created
+and dropped); everything stays on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mongomock
+import psycopg
+
+from neuroferry.catalog import Catalog
+from neuroferry.catalog._indexes import values_at
+from neuroferry.db import make_engine, upgrade
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+PROJECTS = ["Ephys Platform", "Brain Atlas", "Behavior", "Cognitive flexibility", "Thalamus"]
+MODALITIES = ["ecephys", "behavior", "behavior-videos", "SPIM", "fib", "pophys"]
+VIRUSES = ["AAV1-hSyn-GCaMP6f", "AAV9-CAG-tdTomato", "AAVretro-Cre", "AAV5-ChR2"]
+
+QUERIES: dict[str, dict[str, Any]] = {
+    "equality": {"subject.subject_id": "774659"},
+    "$in": {"subject.subject_id": {"$in": ["643634", "774659", "700000"]}},
+    "range": {"subject.age_days": {"$gte": 400, "$lt": 402}},
+    "regex": {"name": {"$regex": "^ecephys_7746"}},
+    "$elemMatch": {
+        "procedures.injections": {"$elemMatch": {"virus": "AAV5-ChR2", "volume": {"$gte": 499}}}
+    },
+}
+INDEXED = ["subject.subject_id"]
+
+
+def make_docs(n: int, seed: int = 7) -> Iterator[dict[str, Any]]:
+    """Session-shaped metadata documents; subject 774659 appears a handful of times."""
+    rng = random.Random(seed)
+    for i in range(n):
+        subject = "774659" if i % 200_000 == 17 else str(100_000 + rng.randrange(900_000))
+        modality = rng.sample(MODALITIES, rng.randint(1, 3))
+        yield {
+            "name": f"{modality[0]}_{subject}_{i:07d}",
+            "location": f"s3://lab-raw/{modality[0]}_{subject}_{i:07d}",
+            "subject": {
+                "subject_id": subject,
+                "sex": rng.choice(["Male", "Female"]),
+                "age_days": rng.randint(50, 800),
+                "genotype": rng.choice(["wt/wt", "Pvalb-IRES-Cre/wt", "Sst-IRES-Cre/wt"]),
+            },
+            "data_description": {
+                "project_name": rng.choice(PROJECTS),
+                "modality": modality,
+                "institution": "AIND",
+            },
+            "procedures": {
+                "injections": [
+                    {"virus": rng.choice(VIRUSES), "volume": rng.randint(50, 500)}
+                    for _ in range(rng.randint(0, 3))
+                ]
+            },
+            "quality": {"passed": rng.random() > 0.1, "score": round(rng.random(), 3)},
+        }
+
+
+def p50_ms(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
+    result = fn()  # warm-up, and the answer to compare
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(times), result
+
+
+def python_scan(docs: list[dict[str, Any]], query: dict[str, Any]) -> Callable[[], int]:
+    """A hand-written scan for each benchmark query: the floor for any Python evaluator."""
+    ((path, cond),) = query.items()
+    parts = path.split(".")
+    if not isinstance(cond, dict):
+        test = lambda v: v == cond  # noqa: E731
+    elif "$in" in cond:
+        wanted = set(cond["$in"])
+        test = lambda v: v in wanted  # noqa: E731
+    elif "$gte" in cond:
+        test = lambda v: isinstance(v, int) and cond["$gte"] <= v < cond["$lt"]  # noqa: E731
+    elif "$regex" in cond:
+        import re
+
+        pattern = re.compile(cond["$regex"])
+        test = lambda v: isinstance(v, str) and bool(pattern.search(v))  # noqa: E731
+    else:
+        inner = cond["$elemMatch"]
+        test = lambda v: (  # noqa: E731
+            isinstance(v, dict)
+            and v.get("virus") == inner["virus"]
+            and v.get("volume", -1) >= inner["volume"]["$gte"]
+        )
+        parts = parts  # the array's elements are tested
+
+    def run() -> int:
+        found = 0
+        for doc in docs:
+            for value in values_at(doc, parts):
+                items = value if isinstance(value, list) else [value]
+                if any(test(item) for item in items):
+                    found += 1
+                    break
+        return found
+
+    return run
+
+
+@contextlib.contextmanager
+def scratch_postgres() -> Iterator[str]:
+    name = f"ferry_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def bench_catalog(label: str, url: str, n: int, repeat: int) -> dict[str, Any]:
+    engine = make_engine(url)
+    upgrade(engine)
+    catalog = Catalog(engine)
+    t0 = time.perf_counter()
+    catalog.import_documents(make_docs(n))
+    load = time.perf_counter() - t0
+    print(f"{label}: loaded {n} documents in {load:.0f} s", flush=True)
+    out: dict[str, Any] = {"load_seconds": round(load, 1), "plain": {}, "indexed": {}}
+    for name, query in QUERIES.items():  # full scans: a few runs are enough
+        ms, count = p50_ms(lambda q=query: catalog.count(q), min(repeat, 3))
+        out["plain"][name] = {"p50_ms": round(ms, 2), "count": count}
+        print(f"  {label} {name:11} unindexed p50 {ms:9.2f} ms  ({count} docs)", flush=True)
+    t0 = time.perf_counter()
+    for path in INDEXED:
+        catalog.create_index(path)
+    out["index_seconds"] = round(time.perf_counter() - t0, 1)
+    for name, query in QUERIES.items():
+        ms, count = p50_ms(lambda q=query: catalog.count(q), repeat)
+        out["indexed"][name] = {"p50_ms": round(ms, 2), "count": count}
+        print(f"  {label} {name:11} indexed   p50 {ms:9.2f} ms  ({count} docs)", flush=True)
+    engine.dispose()
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--docs", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=15, help="timed runs per query (ours)")
+    parser.add_argument("--peer-repeat", type=int, default=3, help="timed runs per peer query")
+    parser.add_argument("--out", type=Path, default=Path("bench/.data/catalog.json"))
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {"docs": args.docs, "queries": QUERIES, "indexed": INDEXED}
+    with tempfile.TemporaryDirectory() as tmp:
+        results["sqlite"] = bench_catalog(
+            "sqlite", f"sqlite:///{tmp}/bench.db", args.docs, args.repeat
+        )
+    with scratch_postgres() as url:
+        results["postgresql"] = bench_catalog("postgresql", url, args.docs, args.repeat)
+
+    docs = list(make_docs(args.docs))
+    collection = mongomock.MongoClient().db.docs
+    t0 = time.perf_counter()
+    collection.insert_many(docs)
+    print(f"mongomock: loaded in {time.perf_counter() - t0:.0f} s", flush=True)
+    results["mongomock"], results["python"] = {}, {}
+    for name, query in QUERIES.items():
+        ms, count = p50_ms(lambda q=query: collection.count_documents(q), args.peer_repeat)
+        results["mongomock"][name] = {"p50_ms": round(ms, 2), "count": count}
+        ms2, count2 = p50_ms(python_scan(docs, query), args.peer_repeat)
+        results["python"][name] = {"p50_ms": round(ms2, 2), "count": count2}
+        print(f"  peers {name:11} mongomock {ms:9.1f} ms  python {ms2:9.1f} ms", flush=True)
+
+    print(f"\n{args.docs:,} documents; p50 in ms; ratio = neuroferry / peer (≤ 1.00 faster)")
+    print(
+        "| query | db | unindexed | indexed | mongomock | python scan | ratio idx/mongomock"
+        " | ratio idx/python | same answers |"
+    )
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
+    for name in QUERIES:
+        for db in ("sqlite", "postgresql"):
+            plain, indexed = results[db]["plain"][name], results[db]["indexed"][name]
+            mongo, scan = results["mongomock"][name], results["python"][name]
+            same = plain["count"] == indexed["count"] == mongo["count"] == scan["count"]
+            print(
+                f"| {name} | {db} | {plain['p50_ms']:.2f} | {indexed['p50_ms']:.2f} | "
+                f"{mongo['p50_ms']:.0f} | {scan['p50_ms']:.0f} | "
+                f"{indexed['p50_ms'] / mongo['p50_ms']:.4f} | "
+                f"{indexed['p50_ms'] / scan['p50_ms']:.4f} | {'yes' if same else 'NO'} |"
+            )
+    for db in ("sqlite", "postgresql"):
+        print(
+            f"{db}: load {results[db]['load_seconds']} s, indexing {results[db]['index_seconds']} s"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"results: {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
