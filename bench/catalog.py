@@ -169,7 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=15, help="timed runs per query (ours)")
     parser.add_argument("--peer-repeat", type=int, default=3, help="timed runs per peer query")
     parser.add_argument("--out", type=Path, default=Path("bench/.data/catalog.json"))
+    parser.add_argument("--only", choices=["sqlite", "postgresql"], help="one database, no peers")
     args = parser.parse_args(argv)
+    if args.only:
+        url = f"sqlite:///{tempfile.mkdtemp()}/bench.db" if args.only == "sqlite" else None
+        with contextlib.ExitStack() as stack:
+            url = url or stack.enter_context(scratch_postgres())
+            print(json.dumps(bench_catalog(args.only, url, args.docs, args.repeat), indent=2))
+        return 0
     results: dict[str, Any] = {"docs": args.docs, "queries": QUERIES, "indexed": INDEXED}
     with tempfile.TemporaryDirectory() as tmp:
         results["sqlite"] = bench_catalog(

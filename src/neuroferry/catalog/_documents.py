@@ -25,6 +25,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    text,
     update,
 )
 from sqlalchemy.exc import IntegrityError
@@ -223,6 +224,8 @@ class Catalog:
                 values = [v for doc_id, body in batch for v in index_rows(doc_id, body, [path])]
                 if values:
                     conn.execute(insert(catalog_index_values), values)
+            # fresh statistics, or the planner may not see that the new rows are selective
+            conn.execute(text(f"ANALYZE {catalog_index_values.name}"))
         return True
 
     def drop_index(self, path: str) -> None:
