@@ -299,9 +299,8 @@ class _Sync:
 
             async def stream() -> AsyncGenerator[Any]:
                 nonlocal size
-                async for chunk in _hash_chunks(self._source_chunks(entry), hasher):
+                async for chunk in _hash_chunks(self._counted(self._source_chunks(entry)), hasher):
                     size += len(chunk)
-                    self.progress.advanced(len(chunk))
                     yield chunk
 
             async with contextlib.aclosing(stream()) as chunks:
