@@ -363,3 +363,6 @@ def catalog(database_url: str) -> Iterator[Any]:
     upgrade(engine)
     yield Catalog(engine)
     engine.dispose()
+
+
+from _smtp import smtp_server  # noqa: E402, F401  (the SMTP server fixture)

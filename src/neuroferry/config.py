@@ -75,6 +75,49 @@ class Settings(BaseSettings):
     dask_threads_per_worker: int = Field(2, ge=1)
     dask_processes: bool = True
     """Embedded cluster workers as processes (true) or threads in the service process."""
+    cluster: Literal["slurm", "pbs", "lsf"] | None = None
+    """Start Dask workers as batch jobs of this HPC scheduler (dask-jobqueue, adaptive)."""
+    cluster_queue: str | None = None
+    cluster_account: str | None = None
+    cluster_cores: int = Field(4, ge=1)
+    """Cores of one batch job (one Dask worker); also its ``cpus`` resource."""
+    cluster_memory: str = "16GB"
+    """Memory of one batch job; also its ``memory`` resource."""
+    cluster_walltime: str = "04:00:00"
+    cluster_max_jobs: int = Field(10, ge=1)
+    """Most batch jobs adaptive scaling may start at once."""
+    cluster_job_extra: list[str] = Field(default_factory=list)
+    """Extra scheduler directives, e.g. ``["--gres=gpu:1"]``."""
+    cluster_job_script_prologue: list[str] = Field(default_factory=list)
+    """Shell lines run before the worker starts (``module load``, activating an env)."""
+
+    # Jobs
+    orchestrator_lease: float = Field(15.0, ge=1)
+    """Seconds without a heartbeat after which an orchestrator counts as dead and the tasks
+    it was running are queued again."""
+    orchestrator_poll: float = Field(0.5, gt=0)
+    """Seconds between the orchestrator's looks at the database for new work."""
+    local_task_threads: int = Field(4, ge=1)
+    """Tasks that run inside the orchestrator (database and catalog work) at once."""
+    staging_dir: Path | None = None
+    """Where upload jobs stage metadata and transformed data; ``{home}/staging`` if empty.
+    Must be shared with the workers when they run on other machines."""
+    source_roots: list[Path] = Field(default_factory=list)
+    """Folders that upload sources must lie under; empty allows any readable folder."""
+    destinations: dict[str, str] = Field(default_factory=dict)
+    """Store URLs that jobs may name as their ``s3_bucket``; ``default`` is ``store_url``."""
+    container_runtime: Literal["apptainer", "singularity", "docker"] | None = None
+    """Runtime for ``command`` tasks that name an ``image``; without one they are refused."""
+
+    # E-mail
+    smtp_host: str | None = None
+    """SMTP server for job e-mails; without one, no e-mail is sent."""
+    smtp_port: int = Field(25, ge=1, le=65535)
+    smtp_security: Literal["none", "starttls", "ssl"] = "none"
+    smtp_user: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_from: str = "neuroferry@localhost"
+    smtp_timeout: float = Field(10.0, gt=0)
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
@@ -85,6 +128,9 @@ class Settings(BaseSettings):
             self.store_url = (self.home / "lake").as_uri()
         if not self.log_store_url:
             self.log_store_url = (self.home / "logs").as_uri()
+        if self.staging_dir is None:
+            self.staging_dir = self.home / "staging"
+        self.destinations.setdefault("default", self.store_url)
         return self
 
     @classmethod

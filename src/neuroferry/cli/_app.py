@@ -45,6 +45,7 @@ def _register() -> None:
     app.add_typer(db.app, name="db")
     app.add_typer(catalog.app, name="catalog")
     app.command("serve")(serve.serve)
+    app.command("orchestrator")(serve.orchestrator)
     app.command("sync", help=stores.SYNC_HELP)(stores.sync_command)
     app.command("ls")(stores.ls_command)
 

@@ -45,3 +45,36 @@ def serve(
     uvicorn.run(
         create_app(settings, services), host=settings.host, port=settings.port, log_level=log_level
     )
+
+
+def orchestrator() -> None:
+    """Run only the orchestrator: claim queued tasks and run them on the executor.
+
+    For larger deployments on PostgreSQL: any number of `ferry serve` and `ferry
+    orchestrator` processes share the work, and no task runs twice. Stops on Ctrl-C or
+    SIGTERM, giving its running tasks back to the queue.
+    """
+    import signal
+    import threading
+
+    from neuroferry.config import get_settings
+    from neuroferry.db import redact
+    from neuroferry.web._services import Services
+
+    settings = get_settings()
+    services = Services.start(settings)
+    assert services.orchestrator is not None
+    executor = services.executor.status()
+    typer.echo(
+        f"orchestrator {services.orchestrator.id}\n"
+        f"  database  {redact(settings.database_url)}\n"
+        f"  executor  {executor.get('kind')} Dask cluster at {executor.get('address')}"
+    )
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        stop.wait()
+    finally:
+        typer.echo("stopping: running tasks go back to the queue")
+        services.close()

@@ -8,8 +8,11 @@ from neuroferry.db._tables import (
     catalog_index_values,
     catalog_indexes,
     documents,
+    jobs,
     meta,
     metadata,
+    orchestrators,
+    tasks,
     users,
 )
 
@@ -21,11 +24,14 @@ __all__ = [
     "current_revision",
     "documents",
     "head_revision",
+    "jobs",
     "make_engine",
     "meta",
     "metadata",
     "normalize_url",
+    "orchestrators",
     "redact",
+    "tasks",
     "upgrade",
     "users",
 ]

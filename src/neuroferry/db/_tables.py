@@ -105,3 +105,71 @@ api_tokens = Table(
     Column("expires", DateTime(timezone=True), nullable=True),
     Column("revoked", DateTime(timezone=True), nullable=True),
 )
+
+#: Jobs of every kind: one unit of user work with its validated spec; its state is
+#: derived from its tasks'.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(512), nullable=False),
+    Column("owner_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("spec", JSON_DOCUMENT, nullable=False),
+    Column("summary", JSON_DOCUMENT, nullable=False),
+    Column("job_type", String(128), nullable=True),
+    Column("job_type_version", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+    Column("started", DateTime(timezone=True), nullable=True),
+    Column("finished", DateTime(timezone=True), nullable=True),
+    Column("cancel_requested", DateTime(timezone=True), nullable=True),
+    Index("ix_jobs_state", "state"),
+    Index("ix_jobs_created", "created"),
+    Index("ix_jobs_owner_created", "owner_id", "created"),
+    Index("ix_jobs_name", "name"),
+)
+
+#: Tasks: one row per step of a job, and one per instance of a mapped step
+#: (``map_index`` >= 0; the step's own row has -1).
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("map_index", Integer, nullable=False),
+    Column("item", String(256), nullable=True),
+    Column("placement", String(8), nullable=False),
+    Column("state", String(20), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("retries_left", Integer, nullable=False),
+    Column("params", JSON_DOCUMENT, nullable=False),
+    Column("result", JSON_DOCUMENT, nullable=True),
+    Column("saved_state", JSON_DOCUMENT, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("not_before", DateTime(timezone=True), nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("started", DateTime(timezone=True), nullable=True),
+    Column("finished", DateTime(timezone=True), nullable=True),
+    Column("claimed_by", String(64), nullable=True),
+    Column("worker", String(256), nullable=True),
+    Index("uq_tasks_instance", "job_id", "name", "map_index", unique=True),
+    Index("ix_tasks_runnable", "state", "not_before"),
+    Index("ix_tasks_claimed_by", "claimed_by"),
+)
+
+#: Running orchestrators and their heartbeats: a task claimed by one whose heartbeat is
+#: older than the lease is queued again.
+orchestrators = Table(
+    "orchestrators",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("host", String(256), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started", DateTime(timezone=True), nullable=False),
+    Column("heartbeat", DateTime(timezone=True), nullable=False),
+    Column("active", Integer, nullable=False),
+)

@@ -22,13 +22,30 @@ class Executor:
 
     @classmethod
     def start(cls, settings: Settings) -> Executor:
-        """Connect to ``FERRY_DASK_SCHEDULER`` or start an embedded LocalCluster on loopback."""
+        """Connect to ``FERRY_DASK_SCHEDULER``, start an adaptive ``FERRY_CLUSTER`` (SLURM,
+        PBS, LSF) cluster, or start an embedded LocalCluster on loopback."""
         from distributed import Client, LocalCluster
 
+        from neuroferry.errors import ConfigError, FerryError
+
+        if settings.dask_scheduler and settings.cluster:
+            raise ConfigError(
+                f"dask_scheduler ({settings.dask_scheduler}) and cluster ({settings.cluster}) "
+                "are both set; set one of them"
+            )
         try:
             if settings.dask_scheduler:
                 client = Client(settings.dask_scheduler, timeout="10s")
                 return cls(client, None, "scheduler")
+            if settings.cluster:
+                from neuroferry.engine._clusters import make_cluster
+
+                hpc = make_cluster(settings, adapt=True)
+                try:
+                    return cls(Client(hpc), hpc, settings.cluster)
+                except Exception:
+                    hpc.close()
+                    raise
             # Worker processes listen on loopback only; thread workers talk in-process.
             loopback: dict[str, Any] = (
                 {"host": "127.0.0.1", "preload": ["neuroferry.engine._worker_setup"]}
@@ -43,8 +60,14 @@ class Executor:
                 **loopback,
             )
             return cls(Client(cluster), cluster, "local")
+        except FerryError:
+            raise
         except Exception as exc:  # distributed raises OSError, TimeoutError, RuntimeError
-            where = settings.dask_scheduler or "an embedded LocalCluster"
+            where = (
+                settings.dask_scheduler
+                or (settings.cluster and f"a {settings.cluster} cluster")
+                or "an embedded LocalCluster"
+            )
             raise ExecutorError(f"cannot start or reach the Dask cluster ({where}): {exc}") from exc
 
     def status(self) -> dict[str, Any]:
@@ -55,7 +78,8 @@ class Executor:
             return {"ok": False, "kind": self.kind, "error": str(exc)}
         workers = info.get("workers", {})
         return {
-            "ok": bool(workers),
+            # an adaptive HPC cluster has no workers while there is no work
+            "ok": bool(workers) or self.kind in ("slurm", "pbs", "lsf"),
             "kind": self.kind,
             "address": info.get("address"),
             "workers": len(workers),

@@ -13,7 +13,7 @@ from neuroferry import __version__
 from neuroferry.catalog import Catalog
 from neuroferry.config import Settings
 from neuroferry.db import current_revision, head_revision, make_engine, redact, upgrade
-from neuroferry.engine import Executor
+from neuroferry.engine import Executor, Orchestrator
 from neuroferry.stores import Store, open_store
 
 
@@ -24,20 +24,36 @@ class Services:
     store: Store
     executor: Executor
     catalog: Catalog
+    log_store: Store
+    orchestrator: Orchestrator | None = None
 
     @classmethod
-    def start(cls, settings: Settings) -> Services:
-        """Migrate the database, open the default store, start the executor."""
+    def start(cls, settings: Settings, *, orchestrate: bool = True) -> Services:
+        """Migrate the database, open the stores, start the executor and, unless told not
+        to, the orchestrator that runs jobs."""
         engine = make_engine(settings.database_url)
         try:
             upgrade(engine)
             store = open_store(settings.store_url, create=True, settings=settings)
-            return cls(settings, engine, store, Executor.start(settings), Catalog(engine))
+            log_store = open_store(settings.log_store_url, create=True, settings=settings)
+            executor = Executor.start(settings)
         except BaseException:
             engine.dispose()
             raise
+        catalog = Catalog(engine)
+        services = cls(settings, engine, store, executor, catalog, log_store)
+        if orchestrate:
+            from neuroferry.notify import notify_job
+
+            services.orchestrator = Orchestrator(
+                settings, engine, executor, catalog=catalog, notifier=notify_job
+            )
+            services.orchestrator.start()
+        return services
 
     def close(self) -> None:
+        if self.orchestrator is not None:
+            self.orchestrator.stop()
         self.executor.close()
         self.engine.dispose()
 
@@ -74,6 +90,12 @@ class Services:
         store = await self._store()
         executor = await asyncio.to_thread(self.executor.status)
         parts = {"database": database, "store": store, "executor": executor}
+        if self.orchestrator is not None:
+            parts["orchestrator"] = {
+                "ok": True,
+                "id": self.orchestrator.id,
+                "role": "active" if self.orchestrator.active else "standby",
+            }
         return {
             "status": "ok" if all(p["ok"] for p in parts.values()) else "degraded",
             "version": __version__,

@@ -13,7 +13,7 @@ from neuroferry import __version__
 from neuroferry.config import Settings, get_settings
 from neuroferry.web import errors
 from neuroferry.web._services import Services
-from neuroferry.web.api import router
+from neuroferry.web.api import metrics, router
 
 log = logging.getLogger(__name__)
 
@@ -43,4 +43,5 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     errors.install(app)
     app.include_router(router)
+    app.include_router(metrics.router)
     return app

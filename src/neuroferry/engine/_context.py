@@ -1,0 +1,257 @@
+"""What a task function gets: its inputs, a log, cancellation and a subprocess runner."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import obstore
+
+from neuroferry.config import Settings
+from neuroferry.errors import FerryError
+from neuroferry.stores import Store
+
+LOG_LIMIT = 8 * 1024 * 1024  # a log keeps its first and last 4 MiB beyond this
+
+
+class Cancelled(Exception):
+    """Raised in a task when its job was cancelled. ``result`` is what it had done."""
+
+    def __init__(self, message: str = "cancelled", result: Any = None) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class TaskFailed(FerryError, RuntimeError):
+    """A task could not do its work; the message says what and where."""
+
+    status_code = 422
+
+
+@dataclass(frozen=True)
+class Reschedule:
+    """Return this from a task that waits on something outside (an HPC job, a file): the
+    task gives its worker back and is called again after ``after`` seconds, in the same
+    attempt, with ``state`` as ``ctx.state``."""
+
+    after: float = 30.0
+    state: Mapping[str, Any] = field(default_factory=dict)
+
+
+def log_key(job_id: int, task: str, map_index: int, attempt: int) -> str:
+    """Where a task instance's log for one attempt lies in the log store."""
+    instance = task if map_index < 0 else f"{task}/{map_index}"
+    return f"jobs/{job_id}/{instance}/attempt-{attempt}.log"
+
+
+def cancel_key(job_id: int) -> str:
+    """The marker object whose presence tells a job's running tasks to stop."""
+    return f"jobs/{job_id}/cancel"
+
+
+class TaskLog(logging.Handler):
+    """A task's log: kept in memory and written whole to the log store every few seconds
+    and at the end, so it can be read while the task runs (every put is atomic)."""
+
+    def __init__(self, store: Store, key: str, flush_every: float = 2.0) -> None:
+        super().__init__()
+        self.store = store
+        self.key = key
+        self.flush_every = flush_every
+        self._lines: list[str] = []
+        self._size = 0
+        self._dropped = 0
+        self._dirty = False
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+
+    def _append(self, entry: str) -> None:
+        with self._lock:
+            self._lines.append(entry)
+            self._size += len(entry)
+            while self._size > LOG_LIMIT and len(self._lines) > 2:
+                # keep the beginning and the newest lines; say how many were left out
+                self._size -= len(self._lines.pop(len(self._lines) // 2))
+                self._dropped += 1
+            self._dirty = True
+
+    def write(self, text: str) -> None:
+        """Add raw output (a command's), one timestamped line per line."""
+        stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S")
+        for line in text.splitlines() or [""]:
+            self._append(f"{stamp} {line}\n")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._append(self.format(record) + "\n")
+
+    def text(self) -> str:
+        with self._lock:
+            body = "".join(self._lines)
+            dropped = self._dropped
+        return (f"[{dropped} lines left out]\n" if dropped else "") + body
+
+    def flush(self) -> None:
+        with self._lock:
+            if not self._dirty:
+                return
+            self._dirty = False
+        try:
+            obstore.put(self.store.raw, self.key, self.text().encode())
+        except Exception:  # a log write must never fail the task; try again next time
+            with self._lock:
+                self._dirty = True
+
+    def start(self) -> None:
+        def loop() -> None:
+            while not self._stop.wait(self.flush_every):
+                self.flush()
+
+        self._thread = threading.Thread(target=loop, name=f"log {self.key}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.flush()
+        super().close()
+
+
+@dataclass
+class TaskContext:
+    """Everything a task function may use. Cluster tasks get this on a Dask worker;
+    local tasks get it in the orchestrator with ``db`` and ``catalog`` set."""
+
+    job_id: int
+    kind: str
+    name: str
+    """The job's name (the asset name for uploads)."""
+    summary: dict[str, Any]
+    """Facts the kind worked out when the job was submitted (destination, staging …)."""
+    task: str
+    map_index: int
+    item: str | None
+    attempt: int
+    spec: dict[str, Any]
+    """The job's validated spec, as JSON."""
+    params: dict[str, Any]
+    """This task's settings (the Task model: ``skip_task``, ``image``, ``job_settings`` …);
+    for a mapped instance, its item's settings."""
+    upstream: dict[str, Any]
+    """Results of the upstream tasks by name; a mapped task's are ``{item: result}``."""
+    config: Settings
+    log_store: Store
+    log: logging.Logger
+    state: dict[str, Any] = field(default_factory=dict)
+    """What the task kept when it last returned :class:`Reschedule`."""
+    db: Any = None
+    """Local tasks only: the SQLAlchemy engine."""
+    catalog: Any = None
+    """Local tasks only: the :class:`~neuroferry.catalog.Catalog`."""
+    submit_job: Callable[..., int] | None = None
+    """Local tasks only: ``submit_job(kind, spec_dict) -> job id`` starts another job
+    (owned by this job's owner)."""
+    deadline: float | None = None
+    """``time.monotonic()`` value after which the task is stopped (``time_limit``)."""
+    _last_check: float = 0.0
+    _cancelled: bool = False
+
+    @property
+    def job_settings(self) -> dict[str, Any]:
+        return dict(self.params.get("job_settings") or {})
+
+    def cancelled(self) -> bool:
+        """Whether the job was cancelled (looked up at most once a second)."""
+        if self._cancelled:
+            return True
+        now = time.monotonic()
+        if now - self._last_check >= 1.0:
+            self._last_check = now
+            try:
+                obstore.head(self.log_store.raw, cancel_key(self.job_id))
+                self._cancelled = True
+            except FileNotFoundError:
+                pass
+            except Exception as exc:  # the log store is briefly away: carry on
+                self.log.debug("cannot check for cancellation: %s", exc)
+        return self._cancelled
+
+    def check_cancelled(self, result: Any = None) -> None:
+        """Raise :class:`Cancelled` (carrying ``result``) if the job was cancelled, or
+        :class:`TaskFailed` if the task ran past its time limit."""
+        if self.cancelled():
+            raise Cancelled("cancelled while running", result)
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise TaskFailed(f"{self.task} ran past its time limit")
+
+    def run(
+        self,
+        command: Sequence[str],
+        *,
+        cwd: str | os.PathLike[str] | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        """Run a command, its output going to this task's log; stop it if the job is
+        cancelled or the time limit passes. A non-zero exit raises :class:`TaskFailed`."""
+        self.log.info("running: %s", subprocess.list2cmdline(list(command)))
+        handler = next((h for h in self.log.handlers if isinstance(h, TaskLog)), None)
+        try:
+            proc = subprocess.Popen(
+                list(command),
+                cwd=cwd,
+                env={**os.environ, **(env or {})},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise TaskFailed(f"cannot start {command[0]!r}: {exc}") from exc
+
+        def pump() -> None:
+            assert proc.stdout is not None
+            for raw in proc.stdout:
+                line = raw.decode(errors="replace").rstrip("\n")
+                if handler is not None:
+                    handler.write(line)
+                else:
+                    self.log.info("%s", line)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            while proc.poll() is None:
+                try:
+                    self.check_cancelled()
+                except BaseException:
+                    _stop(proc)
+                    raise
+                time.sleep(0.2)
+        finally:
+            reader.join(timeout=5)
+        if proc.returncode != 0:
+            raise TaskFailed(f"command exited with status {proc.returncode}: {command[0]}")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a command and everything it started: SIGTERM, then SIGKILL after 10 s."""
+    for sig, wait in ((signal.SIGTERM, 10.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue

@@ -1,0 +1,147 @@
+"""Job kinds: a spec model and a DAG of task definitions, registered by entry point.
+
+A pipeline (``upload``, ``ingest``, ``analysis``) is one :class:`JobKind`. The engine knows
+nothing else about it: new capabilities arrive as new kinds on the same engine.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from neuroferry.config import Settings
+from neuroferry.errors import ConfigError, InvalidInput
+
+ENTRY_POINT_GROUP = "neuroferry.job_kinds"
+
+
+@dataclass(frozen=True)
+class TaskDef:
+    """One step of a kind's pipeline.
+
+    ``fn`` is a ``module:function`` path, imported where the task runs, called with a
+    :class:`~neuroferry.engine.TaskContext` and returning a JSON-able result (or ``None``).
+    ``cluster`` tasks run on Dask workers and never open the database; ``local`` tasks run
+    in the orchestrator and get the database and catalog on their context.
+
+    A task with ``map_over`` is mapped: when the named upstream task succeeds, its result
+    (a mapping of item name to that item's settings) becomes one instance per item;
+    ``map_over="task.key"`` takes the mapping from that key of the task's result.
+    """
+
+    name: str
+    fn: str
+    upstream: tuple[str, ...] = ()
+    placement: Literal["cluster", "local"] = "cluster"
+    map_over: str | None = None
+    retries: int = 0
+    retry_delay: float = 30.0
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """What a kind makes of a validated spec: the job's display name (the asset name for
+    uploads) and the settings of each task (``skip_task``, ``retries``, ``retry_delay``,
+    ``image_resources``, ``job_settings`` … as the Task model has them)."""
+
+    name: str
+    task_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    summary: Mapping[str, Any] = field(default_factory=dict)
+    """Facts shown with the job (destination, asset name, e-mail)."""
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A kind of job: how to validate its spec and which tasks it runs."""
+
+    name: str
+    spec_model: type[BaseModel]
+    tasks: tuple[TaskDef, ...]
+    prepare: Callable[[BaseModel, Settings], PreparedJob]
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"job kind {self.name!r} defines a task twice: {names}")
+        seen: set[str] = set()
+        for t in self.tasks:  # tasks are listed in an order where upstream comes first
+            missing = [u for u in t.upstream if u not in seen]
+            if missing:
+                raise ConfigError(
+                    f"job kind {self.name!r}: task {t.name!r} depends on {missing}, "
+                    "which are not defined before it"
+                )
+            if t.map_over and t.map_over.split(".")[0] not in t.upstream:
+                raise ConfigError(f"task {t.name!r} maps over {t.map_over!r}: list it upstream")
+            seen.add(t.name)
+
+    def task(self, name: str) -> TaskDef:
+        for t in self.tasks:
+            if t.name == name:
+                return t
+        raise KeyError(name)
+
+
+_registered: dict[str, JobKind] = {}
+_installed: dict[str, JobKind | str] | None = None
+
+
+def register_kind(kind: JobKind) -> None:
+    """Make a kind available without an entry point (tests, plugins loaded by hand)."""
+    _registered[kind.name] = kind
+
+
+def _load_installed() -> dict[str, JobKind | str]:
+    """Kinds of the ``neuroferry.job_kinds`` entry points, loaded once; a kind that cannot
+    be loaded is kept as the reason, so that only its own jobs fail."""
+    global _installed
+    if _installed is None:
+        found: dict[str, JobKind | str] = {}
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                kind = ep.load()
+            except Exception as exc:  # a broken plugin must not stop the other kinds
+                found[ep.name] = f"cannot load {ep.value}: {type(exc).__name__}: {exc}"
+                continue
+            found[ep.name] = (
+                kind if isinstance(kind, JobKind) else f"entry point {ep.value} is not a JobKind"
+            )
+        _installed = found
+    return _installed
+
+
+def job_kinds() -> dict[str, JobKind]:
+    """Every kind: those installed under the ``neuroferry.job_kinds`` entry point group and
+    those registered with :func:`register_kind`."""
+    kinds = {k: v for k, v in _load_installed().items() if isinstance(v, JobKind)}
+    kinds.update(_registered)
+    return kinds
+
+
+def get_kind(name: str) -> JobKind:
+    if name in _registered:
+        return _registered[name]
+    found = _load_installed().get(name)
+    if isinstance(found, JobKind):
+        return found
+    if isinstance(found, str):
+        raise ConfigError(f"job kind {name!r} is installed but broken: {found}")
+    raise InvalidInput(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(job_kinds()))}")
+
+
+def import_function(path: str) -> Callable[..., Any]:
+    """The function named by ``module:function``."""
+    module, _, attr = path.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"cannot import task function {path!r}: {exc}") from exc
+    if not callable(fn):
+        raise ConfigError(f"task function {path!r} is not callable")
+    return fn  # type: ignore[no-any-return]

@@ -1,0 +1,312 @@
+"""The orchestrator: claims runnable tasks, sends them to the executor, records outcomes.
+
+It runs in a thread of ``ferry serve`` (or alone as ``ferry orchestrator``). It holds
+nothing that cannot be rebuilt from the database: a task it was running when it died is
+queued again by the next orchestrator that finds its heartbeat stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from sqlalchemy import Engine
+
+from neuroferry.config import Settings
+from neuroferry.engine._executor import Executor
+from neuroferry.engine._jobs import (
+    Claim,
+    NewJob,
+    Outcome,
+    Transition,
+    claim_tasks,
+    finish_task,
+    forget_orchestrators,
+    get_job,
+    heartbeat,
+    job_tasks,
+    list_orchestrators,
+    now_utc,
+    release_tasks,
+    requeue_orphans,
+    submit_jobs,
+)
+from neuroferry.engine._kinds import get_kind
+from neuroferry.engine._metrics import METRICS
+from neuroferry.engine._runner import TaskCall, run_task
+from neuroferry.engine._states import FAILED, UP_FOR_RETRY
+
+log = logging.getLogger(__name__)
+
+Notifier = Callable[[Settings, dict[str, Any], str], Any]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class Orchestrator:
+    """Moves jobs forward. ``start()`` runs it in a thread; ``stop()`` gives its running
+    tasks back to the queue so that a restart picks them up at once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        engine: Engine,
+        executor: Executor,
+        *,
+        catalog: Any = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.executor = executor
+        self.catalog = catalog
+        self.notifier = notifier
+        self.host = socket.gethostname()
+        self.pid = os.getpid()
+        self.id = f"{self.host}:{self.pid}:{uuid.uuid4().hex[:8]}"
+        self.exclusive = engine.dialect.name == "sqlite"
+        self.active = False
+        self._events: queue.Queue[tuple[Claim, Future[Any] | Any] | None] = queue.Queue()
+        self._inflight: dict[int, Claim] = {}
+        self._pool = ThreadPoolExecutor(settings.local_task_threads, "ferry-local-task")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._threads = 0
+        self._worker_resources: list[dict[str, float]] = []
+        self._threads_checked = 0.0
+        self._said_waiting = False
+
+    # -- life cycle -------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="ferry-orchestrator", daemon=True)
+        self._thread.start()
+
+    def wake(self) -> None:
+        """Look for work now (a job was just submitted in this process)."""
+        self._events.put(None)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stop.set()
+        self.wake()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        try:
+            release_tasks(self.engine, self.id)
+        except Exception as exc:  # the database is gone: the lease expiry will do it
+            log.warning("could not give running tasks back to the queue: %s", exc)
+
+    def _run(self) -> None:
+        last_beat = 0.0
+        while not self._stop.is_set():
+            try:
+                if time.monotonic() - last_beat >= self.settings.orchestrator_lease / 3:
+                    self._beat()
+                    last_beat = time.monotonic()
+                self._drain(wait=self.settings.orchestrator_poll)
+                if self.active and not self._stop.is_set():
+                    self._dispatch()
+            except Exception:
+                log.exception("orchestrator step failed; trying again")
+                self._stop.wait(min(self.settings.orchestrator_lease / 3, 5.0))
+
+    def _beat(self) -> None:
+        dead = [
+            o["id"]
+            for o in list_orchestrators(self.engine)
+            if o["host"] == self.host and o["id"] != self.id and not _pid_alive(o["pid"])
+        ]
+        forget_orchestrators(self.engine, dead)
+        was_active = self.active
+        self.active = heartbeat(
+            self.engine,
+            self.id,
+            self.host,
+            self.pid,
+            exclusive=self.exclusive,
+            lease=self.settings.orchestrator_lease,
+        )
+        if self.active and not was_active:
+            log.info("orchestrator %s is running jobs", self.id)
+        elif not self.active and not self._said_waiting:
+            self._said_waiting = True
+            log.info("another orchestrator holds the SQLite lease; %s waits", self.id)
+        if self.active and (requeued := requeue_orphans(self.engine)):
+            log.info("queued again %d tasks of an orchestrator that stopped", len(requeued))
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def _capacity(self) -> int:
+        now = time.monotonic()
+        if now - self._threads_checked > 5.0:
+            self._threads_checked = now
+            try:
+                workers = self.executor.client.scheduler_info().get("workers", {}).values()
+            except Exception as exc:  # scheduler away: keep the last figures
+                log.warning("cannot reach the Dask scheduler: %s", exc)
+                workers = []
+            if workers:
+                self._threads = sum(int(w.get("nthreads", 0)) for w in workers)
+                self._worker_resources = [dict(w.get("resources") or {}) for w in workers]
+            if self.settings.cluster:
+                self._threads = max(
+                    self._threads, self.settings.cluster_max_jobs * self.settings.cluster_cores
+                )
+        return max(self._threads, 1) + self.settings.local_task_threads
+
+    def _dispatch(self) -> None:
+        room = self._capacity() - len(self._inflight)
+        for claim in claim_tasks(self.engine, self.id, room, now_utc()):
+            self._inflight[claim.task_id] = claim
+            METRICS.observe_start(claim)
+            try:
+                self._submit(claim)
+            except Exception as exc:  # the executor refused it: record, do not lose it
+                log.warning("cannot start %s of job %d: %s", claim.name, claim.job_id, exc)
+                self._events.put((claim, {"state": FAILED, "error": f"cannot start: {exc}"}))
+
+    def _submit(self, claim: Claim) -> None:
+        kind = get_kind(claim.kind)
+        call = TaskCall(
+            job_id=claim.job_id,
+            kind=claim.kind,
+            job_name=claim.job_name,
+            summary=claim.summary,
+            spec=claim.spec,
+            task=claim.name,
+            map_index=claim.map_index,
+            item=claim.item,
+            attempt=claim.attempt,
+            fn=kind.task(claim.name).fn,
+            params=claim.params,
+            upstream=claim.upstream,
+            saved_state=claim.saved_state,
+            settings=self.settings,
+        )
+        if claim.placement == "local":
+            call.local = {
+                "db": self.engine,
+                "catalog": self.catalog,
+                "submit_job": self._submitter(claim.owner_id),
+            }
+            future: Future[Any] = self._pool.submit(run_task, call)
+        else:
+            resources = self._resources(claim.params.get("image_resources"))
+            future = self.executor.client.submit(
+                run_task,
+                call,
+                key=f"ferry-task-{claim.task_id}-{claim.attempt}-{uuid.uuid4().hex[:6]}",
+                pure=False,
+                resources=resources or None,
+            )
+        future.add_done_callback(partial(self._done, claim))
+
+    def _done(self, claim: Claim, future: Future[Any]) -> None:
+        self._events.put((claim, future))
+
+    def _resources(self, image_resources: Any) -> dict[str, float] | None:
+        """Dask resource restrictions for a task's ``image_resources`` when the workers
+        declare resources (HPC clusters, ``dask worker --resources``), else ``None``. A task
+        that no worker could take fails at once instead of waiting forever."""
+        from neuroferry.engine._clusters import resources_for, worker_resources
+
+        declared = [r for r in self._worker_resources if r]
+        if self.settings.cluster:
+            declared = declared or [worker_resources(self.settings)]
+        if not declared:
+            return None
+        largest = {k: max(r.get(k, 0.0) for r in declared) for k in set().union(*declared)}
+        return resources_for(image_resources, largest) or None
+
+    def _submitter(self, owner_id: int | None) -> Callable[..., int]:
+        def submit(kind: str, spec: dict[str, Any]) -> int:
+            new = NewJob(kind, spec)
+            job_id = submit_jobs(self.engine, [new], owner_id=owner_id, settings=self.settings)
+            self.wake()
+            return job_id[0]
+
+        return submit
+
+    # -- outcomes ---------------------------------------------------------------------
+
+    def _drain(self, wait: float) -> None:
+        try:
+            event = self._events.get(timeout=wait)
+        except queue.Empty:
+            return
+        while True:
+            if event is not None:
+                claim, done = event
+                self._record(claim, self._outcome(done))
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+
+    @staticmethod
+    def _outcome(done: Any) -> Outcome:
+        if isinstance(done, dict):
+            raw = done
+        else:
+            try:
+                raw = done.result()
+            except Exception as exc:  # the worker died too often, or Dask cancelled it
+                raw = {"state": FAILED, "error": f"{type(exc).__name__}: {exc}"}
+            finally:
+                if hasattr(done, "release"):
+                    done.release()
+        return Outcome(
+            state=raw["state"],
+            result=raw.get("result"),
+            error=raw.get("error"),
+            after=float(raw.get("after", 0.0)),
+            saved_state=raw.get("saved_state"),
+            worker=raw.get("worker"),
+        )
+
+    def _record(self, claim: Claim, outcome: Outcome) -> None:
+        self._inflight.pop(claim.task_id, None)
+        finished = finish_task(self.engine, claim, self.id, outcome, now_utc())
+        if finished is None:
+            log.info("%s of job %d was given to another orchestrator", claim.name, claim.job_id)
+            return
+        METRICS.observe_end(claim, finished.state, outcome.result)
+        if finished.state == UP_FOR_RETRY:
+            self._notify(claim.job_id, "retry")
+        if finished.transition is not None:
+            self._transition(finished.transition)
+
+    def _transition(self, t: Transition) -> None:
+        log.info("job %d: %s -> %s", t.job_id, t.old, t.new)
+        if t.new == FAILED:
+            self._notify(t.job_id, "fail")
+
+    def _notify(self, job_id: int, event: str) -> None:
+        if self.notifier is None:
+            return
+        notifier = self.notifier
+
+        def send() -> None:
+            job = get_job(self.engine, job_id)
+            job["tasks"] = job_tasks(self.engine, job_id)
+            notifier(self.settings, job, event)
+
+        self._pool.submit(send)

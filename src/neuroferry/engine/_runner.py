@@ -1,0 +1,136 @@
+"""Running one task instance, on a Dask worker or in the orchestrator."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+from neuroferry import __version__
+from neuroferry.config import Settings
+from neuroferry.engine._context import Cancelled, Reschedule, TaskContext, TaskLog, log_key
+from neuroferry.engine._kinds import import_function
+from neuroferry.errors import FerryError
+from neuroferry.stores import Store, open_store
+
+_log_stores: dict[str, Store] = {}
+
+
+@dataclass
+class TaskCall:
+    """Everything a worker needs to run one task instance (sent to it by Dask)."""
+
+    job_id: int
+    kind: str
+    job_name: str
+    summary: dict[str, Any]
+    spec: dict[str, Any]
+    task: str
+    map_index: int
+    item: str | None
+    attempt: int
+    fn: str
+    params: dict[str, Any]
+    upstream: dict[str, Any]
+    saved_state: dict[str, Any]
+    settings: Settings
+    local: dict[str, Any] = field(default_factory=dict)
+    """Local tasks only: ``db``, ``catalog`` and ``submit_job`` for the context."""
+
+
+def _log_store(settings: Settings) -> Store:
+    url = settings.log_store_url
+    if url not in _log_stores:
+        _log_stores[url] = open_store(url, create=True, settings=settings)
+    return _log_stores[url]
+
+
+def _time_limit(params: dict[str, Any]) -> float | None:
+    minutes = (params.get("image_resources") or {}).get("time_limit")
+    if isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0:
+        return float(minutes) * 60
+    return None
+
+
+def run_task(call: TaskCall) -> dict[str, Any]:
+    """Run one task instance and return its outcome as a small dict: ``state``
+    (succeeded, failed, cancelled, up_for_reschedule), ``result``, ``error``, ``after``,
+    ``saved_state``, ``worker``. Never raises for the task's own errors."""
+    worker = f"{socket.gethostname()}:{os.getpid()}"
+    store = _log_store(call.settings)
+    handler = TaskLog(store, log_key(call.job_id, call.task, call.map_index, call.attempt))
+    logger = logging.getLogger(f"neuroferry.task.{call.job_id}.{call.task}.{call.map_index}")
+    logger.handlers = [handler]
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    handler.start()
+    limit = _time_limit(call.params)
+    ctx = TaskContext(
+        job_id=call.job_id,
+        kind=call.kind,
+        name=call.job_name,
+        summary=call.summary,
+        task=call.task,
+        map_index=call.map_index,
+        item=call.item,
+        attempt=call.attempt,
+        spec=call.spec,
+        params=call.params,
+        upstream=call.upstream,
+        config=call.settings,
+        log_store=store,
+        log=logger,
+        state=dict(call.saved_state),
+        deadline=time.monotonic() + limit if limit else None,
+        **call.local,
+    )
+    instance = call.task + (f" [{call.item}]" if call.map_index >= 0 else "")
+    logger.info(
+        "%s of %s job %d (%s), attempt %d, on %s (neuroferry %s, Python %s)",
+        instance,
+        call.kind,
+        call.job_id,
+        call.job_name,
+        call.attempt,
+        worker,
+        __version__,
+        platform.python_version(),
+    )
+    logger.info("function %s with settings %s", call.fn, json.dumps(call.params, default=str))
+    started = time.monotonic()
+    outcome: dict[str, Any]
+    try:
+        ctx.check_cancelled()
+        fn = import_function(call.fn)
+        returned = fn(ctx)
+        if isinstance(returned, Reschedule):
+            logger.info("waiting; looking again in %.0f s", returned.after)
+            outcome = {
+                "state": "up_for_reschedule",
+                "after": returned.after,
+                "saved_state": dict(returned.state),
+            }
+        else:
+            json.dumps(returned)  # results are stored as JSON: fail here, not later
+            outcome = {"state": "succeeded", "result": returned}
+    except Cancelled as exc:
+        logger.info("stopped: the job was cancelled")
+        outcome = {"state": "cancelled", "result": exc.result, "error": "cancelled"}
+    except FerryError as exc:
+        logger.error("failed: %s", exc)
+        outcome = {"state": "failed", "error": str(exc)}
+    except Exception as exc:  # a task's own bug: keep the traceback in its log
+        logger.error("failed: %s: %s\n%s", type(exc).__name__, exc, traceback.format_exc())
+        outcome = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    finally:
+        logger.info("finished in %.2f s", time.monotonic() - started)
+        handler.close()
+        logger.handlers = []
+    outcome["worker"] = worker
+    return outcome

@@ -1,0 +1,108 @@
+"""A small job kind for engine tests: every step leaves a marker file per attempt, so a
+test can tell exactly which task ran how often. Importable by Dask worker processes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from neuroferry.config import Settings
+from neuroferry.engine import JobKind, PreparedJob, Reschedule, TaskContext, TaskDef, TaskFailed
+
+HERE = "ferry_toy_tasks"
+
+
+class ToySpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    dir: str
+    items: list[str] = ["a", "b", "c"]
+    skip_items: list[str] = []
+    fail_times: int = 0
+    retries: int = 0
+    wait: bool = False
+    slow: float = 0.0
+    nbytes: int = 0
+
+
+def _mark(ctx: TaskContext) -> Path:
+    name = ctx.task + (f"-{ctx.item}" if ctx.item else "") + f"-{ctx.attempt}"
+    path = Path(ctx.spec["dir"]) / name
+    path.touch(exist_ok=False)  # a second run of the same attempt would fail here
+    return path
+
+
+def record(ctx: TaskContext) -> dict[str, Any]:
+    _mark(ctx)
+    ctx.log.info("recorded %s", ctx.task)
+    return {"task": ctx.task, "item": ctx.item, "upstream": sorted(ctx.upstream)}
+
+
+def fan(ctx: TaskContext) -> dict[str, Any]:
+    _mark(ctx)
+    skip = set(ctx.spec["skip_items"])
+    return {"items": {i: {"letter": i, "skip_task": i in skip} for i in ctx.spec["items"]}}
+
+
+def each(ctx: TaskContext) -> dict[str, Any]:
+    _mark(ctx)
+    return {"letter": ctx.params["letter"].upper(), "bytes_copied": ctx.spec["nbytes"]}
+
+
+def flaky(ctx: TaskContext) -> dict[str, Any]:
+    _mark(ctx)
+    if ctx.attempt <= ctx.spec["fail_times"]:
+        raise TaskFailed(f"attempt {ctx.attempt} fails on purpose")
+    return {"attempt": ctx.attempt}
+
+
+def wait(ctx: TaskContext) -> Any:
+    polls = int(ctx.state.get("polls", 0)) + 1
+    if not (Path(ctx.spec["dir"]) / "go").exists():
+        return Reschedule(after=0.1, state={"polls": polls})
+    _mark(ctx)
+    return {"polls": polls}
+
+
+def slow(ctx: TaskContext) -> dict[str, Any]:
+    _mark(ctx)
+    (Path(ctx.spec["dir"]) / "slow-started").touch()
+    end = time.monotonic() + ctx.spec["slow"]
+    done = 0
+    while time.monotonic() < end:
+        ctx.check_cancelled(result={"steps": done})
+        time.sleep(0.05)
+        done += 1
+    return {"steps": done}
+
+
+def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
+    assert isinstance(spec, ToySpec)
+    return PreparedJob(
+        name=f"toy-{Path(spec.dir).name}",
+        task_settings={
+            "flaky": {"retries": spec.retries, "retry_delay": 0.05},
+            "wait": {"skip_task": not spec.wait},
+            "slow": {"skip_task": spec.slow == 0},
+        },
+        summary={"dir": spec.dir},
+    )
+
+
+KIND = JobKind(
+    name="toy",
+    spec_model=ToySpec,
+    prepare=prepare,
+    tasks=(
+        TaskDef("begin", f"{HERE}:record", placement="local"),
+        TaskDef("fan", f"{HERE}:fan", upstream=("begin",)),
+        TaskDef("each", f"{HERE}:each", upstream=("fan",), map_over="fan.items"),
+        TaskDef("flaky", f"{HERE}:flaky", upstream=("each",)),
+        TaskDef("wait", f"{HERE}:wait", upstream=("flaky",)),
+        TaskDef("slow", f"{HERE}:slow", upstream=("wait",)),
+        TaskDef("end", f"{HERE}:record", upstream=("slow",), placement="local"),
+    ),
+)

@@ -1,0 +1,326 @@
+"""The job engine against real databases (SQLite and PostgreSQL) and a real Dask cluster."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import ferry_toy_tasks
+import pytest
+from sqlalchemy import Engine, select, update
+
+from neuroferry.config import Settings, get_settings
+from neuroferry.db import make_engine, orchestrators, tasks, upgrade
+from neuroferry.engine import (
+    METRICS,
+    Executor,
+    Orchestrator,
+    cancel_job,
+    get_job,
+    job_tasks,
+    read_log,
+    register_kind,
+    retry_job,
+    submit_job,
+)
+from neuroferry.engine._jobs import claim_tasks, heartbeat, now_utc
+from neuroferry.errors import InvalidInput, NotFound
+from neuroferry.stores import Store, open_store
+
+register_kind(ferry_toy_tasks.KIND)
+
+
+class Rig:
+    """A database, a Dask cluster and an orchestrator, as ``ferry serve`` holds them."""
+
+    def __init__(self, settings: Settings, engine: Engine, executor: Executor) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.executor = executor
+        self.log_store: Store = open_store(settings.log_store_url, create=True)
+        self.orchestrators: list[Orchestrator] = []
+
+    def start(self) -> Orchestrator:
+        orch = Orchestrator(self.settings, self.engine, self.executor)
+        orch.start()
+        self.orchestrators.append(orch)
+        return orch
+
+    def submit(self, tmp: Path, **spec: Any) -> int:
+        tmp.mkdir(parents=True, exist_ok=True)
+        job_id = submit_job(
+            self.engine, "toy", {"dir": str(tmp), **spec}, owner_id=None, settings=self.settings
+        )
+        for orch in self.orchestrators:
+            orch.wake()
+        return job_id
+
+    def wait(
+        self,
+        job_id: int,
+        states: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
+        timeout: float = 60,
+    ) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = get_job(self.engine, job_id)
+            if job["state"] in states:
+                return job
+            time.sleep(0.05)
+        raise AssertionError(f"job {job_id} still {job['state']}: {self.tasks(job_id)}")
+
+    def tasks(self, job_id: int) -> dict[str, dict[str, Any]]:
+        return {
+            t["name"] + (f"[{t['item']}]" if t["map_index"] >= 0 else ""): t
+            for t in job_tasks(self.engine, job_id)
+        }
+
+
+@pytest.fixture
+def rig(database_url: str) -> Iterator[Rig]:
+    settings = get_settings(
+        database_url=database_url,
+        dask_processes=False,
+        dask_workers=1,
+        dask_threads_per_worker=4,
+        orchestrator_lease=3,
+        orchestrator_poll=0.05,
+    )
+    engine = make_engine(database_url)
+    upgrade(engine)
+    executor = Executor.start(settings)
+    r = Rig(settings, engine, executor)
+    yield r
+    for orch in r.orchestrators:
+        orch.stop()
+    executor.close()
+    engine.dispose()
+
+
+def markers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name not in ("go", "slow-started"))
+
+
+def test_a_job_runs_its_dag_with_mapped_and_skipped_tasks(rig: Rig, tmp_path: Path) -> None:
+    rig.start()
+    job_id = rig.submit(tmp_path / "j", skip_items=["b"], nbytes=1000)
+    job = rig.wait(job_id)
+    assert job["state"] == "succeeded", rig.tasks(job_id)
+    assert job["started"] is not None and job["finished"] >= job["started"]
+    got = rig.tasks(job_id)
+    assert {k: v["state"] for k, v in got.items()} == {
+        "begin": "succeeded",
+        "fan": "succeeded",
+        "each": "succeeded",
+        "each[a]": "succeeded",
+        "each[b]": "skipped",
+        "each[c]": "succeeded",
+        "flaky": "succeeded",
+        "wait": "skipped",
+        "slow": "skipped",
+        "end": "succeeded",
+    }
+    # each step ran once, in its first attempt; the skipped instance never ran
+    assert markers(tmp_path / "j") == [
+        "begin-1",
+        "each-a-1",
+        "each-c-1",
+        "end-1",
+        "fan-1",
+        "flaky-1",
+    ]
+    # a mapped task's result gathers its instances'; downstream sees every ancestor
+    assert got["each"]["result"] == {
+        "a": {"letter": "A", "bytes_copied": 1000},
+        "b": None,
+        "c": {"letter": "C", "bytes_copied": 1000},
+    }
+    assert got["end"]["result"]["upstream"] == ["begin", "each", "fan", "flaky", "slow", "wait"]
+    log = read_log(rig.engine, rig.log_store, job_id, "each", 0)
+    assert "each [a] of toy job" in log and "finished in" in log
+    assert "recorded end" in read_log(rig.engine, rig.log_store, job_id, "end")
+    metrics = METRICS.render(rig.engine)
+    assert 'ferry_jobs{state="succeeded"}' in metrics
+    assert "ferry_bytes_transferred_total" in metrics
+
+
+def test_retries_back_off_then_retry_job_resumes_from_the_failed_task(
+    rig: Rig, tmp_path: Path
+) -> None:
+    rig.start()
+    ok = rig.submit(tmp_path / "ok", fail_times=2, retries=2)
+    assert rig.wait(ok)["state"] == "succeeded"
+    flaky = rig.tasks(ok)["flaky"]
+    assert flaky["attempt"] == 3 and flaky["retries_left"] == 0
+    assert [m for m in markers(tmp_path / "ok") if m.startswith("flaky")] == [
+        "flaky-1",
+        "flaky-2",
+        "flaky-3",
+    ]
+    assert "fails on purpose" in read_log(rig.engine, rig.log_store, ok, "flaky", attempt=1)
+
+    bad = rig.submit(tmp_path / "bad", fail_times=3, retries=1)
+    job = rig.wait(bad)
+    assert job["state"] == "failed"
+    assert job["error"] == "flaky failed: attempt 2 fails on purpose"
+    assert rig.tasks(bad)["end"]["state"] == "pending"
+    with pytest.raises(InvalidInput, match="only unfinished jobs"):
+        cancel_job(rig.engine, rig.log_store, bad)
+
+    retry_job(rig.engine, rig.log_store, bad)
+    rig.orchestrators[0].wake()
+    assert rig.wait(bad)["state"] == "succeeded"
+    # the steps that had succeeded did not run again
+    assert markers(tmp_path / "bad") == [
+        "begin-1",
+        "each-a-1",
+        "each-b-1",
+        "each-c-1",
+        "end-1",
+        "fan-1",
+        "flaky-1",
+        "flaky-2",
+        "flaky-3",
+        "flaky-4",
+    ]
+
+
+def test_a_waiting_task_reschedules_without_using_attempts(rig: Rig, tmp_path: Path) -> None:
+    rig.start()
+    job_id = rig.submit(tmp_path / "w", wait=True)
+    deadline = time.monotonic() + 30
+    while rig.tasks(job_id)["wait"]["state"] != "up_for_reschedule":
+        assert time.monotonic() < deadline, rig.tasks(job_id)
+        time.sleep(0.01)
+    time.sleep(0.5)  # several looks, each giving the worker back
+    assert rig.tasks(job_id)["wait"]["attempt"] == 1
+    (tmp_path / "w" / "go").touch()
+    assert rig.wait(job_id)["state"] == "succeeded"
+    wait = rig.tasks(job_id)["wait"]
+    assert wait["attempt"] == 1 and wait["result"]["polls"] >= 2
+
+
+def test_cancel_stops_a_running_task_and_the_rest(rig: Rig, tmp_path: Path) -> None:
+    rig.start()
+    job_id = rig.submit(tmp_path / "c", slow=60)
+    deadline = time.monotonic() + 30
+    while not (tmp_path / "c" / "slow-started").exists():
+        assert time.monotonic() < deadline, rig.tasks(job_id)
+        time.sleep(0.05)
+    cancel_job(rig.engine, rig.log_store, job_id)
+    job = rig.wait(job_id, timeout=20)
+    assert job["state"] == "cancelled"
+    got = rig.tasks(job_id)
+    assert got["slow"]["state"] == "cancelled"
+    assert got["slow"]["result"]["steps"] >= 0  # what it had done is kept
+    assert got["end"]["state"] == "cancelled"
+    assert "end-1" not in markers(tmp_path / "c")
+    # a cancelled job can be run again; it starts from the cancelled task
+    retry_job(rig.engine, rig.log_store, job_id)
+    rig.orchestrators[0].wake()
+    assert get_job(rig.engine, job_id)["cancel_requested"] is None
+    cancel_job(rig.engine, rig.log_store, job_id)
+    assert rig.wait(job_id, timeout=20)["state"] == "cancelled"
+
+
+def test_tasks_of_a_dead_orchestrator_run_again_in_a_new_attempt(rig: Rig, tmp_path: Path) -> None:
+    job_id = rig.submit(tmp_path / "o")
+    # an orchestrator claims the first task and dies without a word
+    assert heartbeat(rig.engine, "dead", "elsewhere", 1, exclusive=False, lease=3)
+    [claim] = claim_tasks(rig.engine, "dead", 1, now_utc())
+    assert claim.name == "begin" and claim.attempt == 1
+    with rig.engine.begin() as conn:
+        conn.execute(update(orchestrators).values(heartbeat=now_utc().replace(year=2000)))
+    rig.start()
+    assert rig.wait(job_id)["state"] == "succeeded"
+    assert rig.tasks(job_id)["begin"]["attempt"] == 2
+    assert "begin-2" in markers(tmp_path / "o")
+
+
+@pytest.mark.postgres
+def test_several_orchestrators_never_run_a_task_twice(
+    fresh_postgres_database: Callable[[], Any], tmp_path: Path
+) -> None:
+    with fresh_postgres_database() as url:
+        settings = get_settings(
+            database_url=url,
+            dask_processes=False,
+            dask_workers=1,
+            dask_threads_per_worker=4,
+            orchestrator_poll=0.01,
+        )
+        engine = make_engine(url)
+        upgrade(engine)
+        executor = Executor.start(settings)
+        rig = Rig(settings, engine, executor)
+        try:
+            ids = [rig.submit(tmp_path / f"j{i}") for i in range(30)]
+            for _ in range(3):
+                rig.start()
+            for job_id in ids:
+                assert rig.wait(job_id)["state"] == "succeeded"
+            with engine.connect() as conn:
+                attempts = conn.execute(
+                    select(tasks.c.attempt).where(
+                        tasks.c.placement != "map", tasks.c.state != "skipped"
+                    )
+                )
+                assert {a for (a,) in attempts} == {1}
+            for i in range(30):  # a second run of any task would have failed on its marker
+                assert len(markers(tmp_path / f"j{i}")) == 7
+        finally:
+            for orch in rig.orchestrators:
+                orch.stop()
+            executor.close()
+            engine.dispose()
+
+
+def test_on_sqlite_one_orchestrator_holds_the_lease(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'lease.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    assert heartbeat(engine, "one", "h", 1, exclusive=True, lease=60)
+    assert not heartbeat(engine, "two", "h", 2, exclusive=True, lease=60)
+    assert heartbeat(engine, "one", "h", 1, exclusive=True, lease=60)
+    with engine.begin() as conn:  # "one" stops beating
+        conn.execute(
+            update(orchestrators)
+            .where(orchestrators.c.id == "one")
+            .values(heartbeat=now_utc().replace(year=2000))
+        )
+    assert heartbeat(engine, "two", "h", 2, exclusive=True, lease=60)
+    engine.dispose()
+
+
+def test_bad_specs_and_other_peoples_jobs(rig: Rig, tmp_path: Path) -> None:
+    with pytest.raises(InvalidInput, match=r"invalid toy job: fail_times: Input should be"):
+        submit_job(
+            rig.engine,
+            "toy",
+            {"dir": "x", "fail_times": "many"},
+            owner_id=None,
+            settings=rig.settings,
+        )
+    with pytest.raises(InvalidInput, match=r"unknown job kind 'nope'; known kinds: .*toy"):
+        submit_job(rig.engine, "nope", {}, owner_id=None, settings=rig.settings)
+    with pytest.raises(NotFound):
+        get_job(rig.engine, 12345)
+
+    class Someone:
+        def __init__(self, uid: int, admin: bool) -> None:
+            self.id, self.is_admin = uid, admin
+
+    from neuroferry.auth import create_user
+
+    owner = create_user(rig.engine, "owner")
+    job_id = submit_job(
+        rig.engine, "toy", {"dir": str(tmp_path)}, owner_id=owner.id, settings=rig.settings
+    )
+    assert get_job(rig.engine, job_id, owner)["id"] == job_id
+    assert get_job(rig.engine, job_id, Someone(999, True))["id"] == job_id
+    with pytest.raises(NotFound):
+        get_job(rig.engine, job_id, Someone(999, False))
+    with pytest.raises(NotFound):
+        cancel_job(rig.engine, rig.log_store, job_id, Someone(999, False))
