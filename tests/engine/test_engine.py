@@ -9,17 +9,14 @@ from typing import Any
 
 import ferry_toy_tasks
 import pytest
-from sqlalchemy import Engine, select, update
+from sqlalchemy import select, update
 
-from neuroferry.config import Settings, get_settings
+from _rig import Rig, running_rig
 from neuroferry.db import make_engine, orchestrators, tasks, upgrade
 from neuroferry.engine import (
     METRICS,
-    Executor,
-    Orchestrator,
     cancel_job,
     get_job,
-    job_tasks,
     read_log,
     register_kind,
     retry_job,
@@ -27,76 +24,14 @@ from neuroferry.engine import (
 )
 from neuroferry.engine._jobs import claim_tasks, heartbeat, now_utc
 from neuroferry.errors import InvalidInput, NotFound
-from neuroferry.stores import Store, open_store
 
 register_kind(ferry_toy_tasks.KIND)
 
 
-class Rig:
-    """A database, a Dask cluster and an orchestrator, as ``ferry serve`` holds them."""
-
-    def __init__(self, settings: Settings, engine: Engine, executor: Executor) -> None:
-        self.settings = settings
-        self.engine = engine
-        self.executor = executor
-        self.log_store: Store = open_store(settings.log_store_url, create=True)
-        self.orchestrators: list[Orchestrator] = []
-
-    def start(self) -> Orchestrator:
-        orch = Orchestrator(self.settings, self.engine, self.executor)
-        orch.start()
-        self.orchestrators.append(orch)
-        return orch
-
-    def submit(self, tmp: Path, **spec: Any) -> int:
-        tmp.mkdir(parents=True, exist_ok=True)
-        job_id = submit_job(
-            self.engine, "toy", {"dir": str(tmp), **spec}, owner_id=None, settings=self.settings
-        )
-        for orch in self.orchestrators:
-            orch.wake()
-        return job_id
-
-    def wait(
-        self,
-        job_id: int,
-        states: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
-        timeout: float = 60,
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            job = get_job(self.engine, job_id)
-            if job["state"] in states:
-                return job
-            time.sleep(0.05)
-        raise AssertionError(f"job {job_id} still {job['state']}: {self.tasks(job_id)}")
-
-    def tasks(self, job_id: int) -> dict[str, dict[str, Any]]:
-        return {
-            t["name"] + (f"[{t['item']}]" if t["map_index"] >= 0 else ""): t
-            for t in job_tasks(self.engine, job_id)
-        }
-
-
 @pytest.fixture
 def rig(database_url: str) -> Iterator[Rig]:
-    settings = get_settings(
-        database_url=database_url,
-        dask_processes=False,
-        dask_workers=1,
-        dask_threads_per_worker=4,
-        orchestrator_lease=3,
-        orchestrator_poll=0.05,
-    )
-    engine = make_engine(database_url)
-    upgrade(engine)
-    executor = Executor.start(settings)
-    r = Rig(settings, engine, executor)
-    yield r
-    for orch in r.orchestrators:
-        orch.stop()
-    executor.close()
-    engine.dispose()
+    with running_rig(database_url) as r:
+        yield r
 
 
 def markers(folder: Path) -> list[str]:
@@ -105,7 +40,7 @@ def markers(folder: Path) -> list[str]:
 
 def test_a_job_runs_its_dag_with_mapped_and_skipped_tasks(rig: Rig, tmp_path: Path) -> None:
     rig.start()
-    job_id = rig.submit(tmp_path / "j", skip_items=["b"], nbytes=1000)
+    job_id = rig.submit_toy(tmp_path / "j", skip_items=["b"], nbytes=1000)
     job = rig.wait(job_id)
     assert job["state"] == "succeeded", rig.tasks(job_id)
     assert job["started"] is not None and job["finished"] >= job["started"]
@@ -150,7 +85,7 @@ def test_retries_back_off_then_retry_job_resumes_from_the_failed_task(
     rig: Rig, tmp_path: Path
 ) -> None:
     rig.start()
-    ok = rig.submit(tmp_path / "ok", fail_times=2, retries=2)
+    ok = rig.submit_toy(tmp_path / "ok", fail_times=2, retries=2)
     assert rig.wait(ok)["state"] == "succeeded"
     flaky = rig.tasks(ok)["flaky"]
     assert flaky["attempt"] == 3 and flaky["retries_left"] == 0
@@ -161,7 +96,7 @@ def test_retries_back_off_then_retry_job_resumes_from_the_failed_task(
     ]
     assert "fails on purpose" in read_log(rig.engine, rig.log_store, ok, "flaky", attempt=1)
 
-    bad = rig.submit(tmp_path / "bad", fail_times=3, retries=1)
+    bad = rig.submit_toy(tmp_path / "bad", fail_times=3, retries=1)
     job = rig.wait(bad)
     assert job["state"] == "failed"
     assert job["error"] == "flaky failed: attempt 2 fails on purpose"
@@ -170,7 +105,7 @@ def test_retries_back_off_then_retry_job_resumes_from_the_failed_task(
         cancel_job(rig.engine, rig.log_store, bad)
 
     retry_job(rig.engine, rig.log_store, bad)
-    rig.orchestrators[0].wake()
+    rig.wake()
     assert rig.wait(bad)["state"] == "succeeded"
     # the steps that had succeeded did not run again
     assert markers(tmp_path / "bad") == [
@@ -189,7 +124,7 @@ def test_retries_back_off_then_retry_job_resumes_from_the_failed_task(
 
 def test_a_waiting_task_reschedules_without_using_attempts(rig: Rig, tmp_path: Path) -> None:
     rig.start()
-    job_id = rig.submit(tmp_path / "w", wait=True)
+    job_id = rig.submit_toy(tmp_path / "w", wait=True)
     deadline = time.monotonic() + 30
     while rig.tasks(job_id)["wait"]["state"] != "up_for_reschedule":
         assert time.monotonic() < deadline, rig.tasks(job_id)
@@ -204,7 +139,7 @@ def test_a_waiting_task_reschedules_without_using_attempts(rig: Rig, tmp_path: P
 
 def test_cancel_stops_a_running_task_and_the_rest(rig: Rig, tmp_path: Path) -> None:
     rig.start()
-    job_id = rig.submit(tmp_path / "c", slow=60)
+    job_id = rig.submit_toy(tmp_path / "c", slow=60)
     deadline = time.monotonic() + 30
     while not (tmp_path / "c" / "slow-started").exists():
         assert time.monotonic() < deadline, rig.tasks(job_id)
@@ -219,14 +154,14 @@ def test_cancel_stops_a_running_task_and_the_rest(rig: Rig, tmp_path: Path) -> N
     assert "end-1" not in markers(tmp_path / "c")
     # a cancelled job can be run again; it starts from the cancelled task
     retry_job(rig.engine, rig.log_store, job_id)
-    rig.orchestrators[0].wake()
+    rig.wake()
     assert get_job(rig.engine, job_id)["cancel_requested"] is None
     cancel_job(rig.engine, rig.log_store, job_id)
     assert rig.wait(job_id, timeout=20)["state"] == "cancelled"
 
 
 def test_tasks_of_a_dead_orchestrator_run_again_in_a_new_attempt(rig: Rig, tmp_path: Path) -> None:
-    job_id = rig.submit(tmp_path / "o")
+    job_id = rig.submit_toy(tmp_path / "o")
     # an orchestrator claims the first task and dies without a word
     assert heartbeat(rig.engine, "dead", "elsewhere", 1, exclusive=False, lease=3)
     [claim] = claim_tasks(rig.engine, "dead", 1, now_utc())
@@ -243,38 +178,21 @@ def test_tasks_of_a_dead_orchestrator_run_again_in_a_new_attempt(rig: Rig, tmp_p
 def test_several_orchestrators_never_run_a_task_twice(
     fresh_postgres_database: Callable[[], Any], tmp_path: Path
 ) -> None:
-    with fresh_postgres_database() as url:
-        settings = get_settings(
-            database_url=url,
-            dask_processes=False,
-            dask_workers=1,
-            dask_threads_per_worker=4,
-            orchestrator_poll=0.01,
-        )
-        engine = make_engine(url)
-        upgrade(engine)
-        executor = Executor.start(settings)
-        rig = Rig(settings, engine, executor)
-        try:
-            ids = [rig.submit(tmp_path / f"j{i}") for i in range(30)]
-            for _ in range(3):
-                rig.start()
-            for job_id in ids:
-                assert rig.wait(job_id)["state"] == "succeeded"
-            with engine.connect() as conn:
-                attempts = conn.execute(
-                    select(tasks.c.attempt).where(
-                        tasks.c.placement != "map", tasks.c.state != "skipped"
-                    )
+    with fresh_postgres_database() as url, running_rig(url, orchestrator_poll=0.01) as rig:
+        ids = [rig.submit_toy(tmp_path / f"j{i}") for i in range(30)]
+        for _ in range(3):
+            rig.start()
+        for job_id in ids:
+            assert rig.wait(job_id)["state"] == "succeeded"
+        with rig.engine.connect() as conn:
+            attempts = conn.execute(
+                select(tasks.c.attempt).where(
+                    tasks.c.placement != "map", tasks.c.state != "skipped"
                 )
-                assert {a for (a,) in attempts} == {1}
-            for i in range(30):  # a second run of any task would have failed on its marker
-                assert len(markers(tmp_path / f"j{i}")) == 7
-        finally:
-            for orch in rig.orchestrators:
-                orch.stop()
-            executor.close()
-            engine.dispose()
+            )
+            assert {a for (a,) in attempts} == {1}
+        for i in range(30):  # a second run of any task would have failed on its marker
+            assert len(markers(tmp_path / f"j{i}")) == 7
 
 
 def test_on_sqlite_one_orchestrator_holds_the_lease(tmp_path: Path) -> None:

@@ -55,7 +55,10 @@ class Executor:
             cluster = LocalCluster(
                 n_workers=settings.dask_workers,
                 threads_per_worker=settings.dask_threads_per_worker,
-                dashboard_address=None,
+                # Dask's HTTP server (health, metrics) would otherwise listen on every
+                # interface at :8787 even with the dashboard off
+                dashboard_address="127.0.0.1:0",
+                scheduler_kwargs={"dashboard": False},
                 processes=settings.dask_processes,
                 **loopback,
             )
