@@ -112,6 +112,9 @@ class TaskLog(logging.Handler):
                 self._dirty = True
 
     def start(self) -> None:
+        """Write what is logged so far at once, then every ``flush_every`` seconds."""
+        self.flush()
+
         def loop() -> None:
             while not self._stop.wait(self.flush_every):
                 self.flush()

@@ -69,7 +69,6 @@ def run_task(call: TaskCall) -> dict[str, Any]:
     logger.handlers = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    handler.start()
     limit = _time_limit(call.params)
     ctx = TaskContext(
         job_id=call.job_id,
@@ -103,6 +102,7 @@ def run_task(call: TaskCall) -> dict[str, Any]:
         platform.python_version(),
     )
     logger.info("function %s with settings %s", call.fn, json.dumps(call.params, default=str))
+    handler.start()
     started = time.monotonic()
     outcome: dict[str, Any]
     try:

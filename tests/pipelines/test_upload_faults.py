@@ -1,0 +1,224 @@
+"""Durability of upload jobs under `ferry serve`: kill -9 the service, or one of its Dask
+workers, in the middle of an upload to the real S3 server; the job still completes with
+every object identical to the source, and no object that was already stored is sent again.
+
+"Sent again" is checked on the S3 server's own files: an object stored before the kill
+keeps its inode and modification time to the nanosecond, which a second PUT would change.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from _session import ASSET, make_session, tree, upload_spec
+from conftest import free_port
+from neuroferry.config import get_settings
+from neuroferry.db import make_engine
+from neuroferry.engine import get_job, job_tasks, read_log, submit_job
+from neuroferry.stores import open_store
+
+pytestmark = pytest.mark.s3
+
+FILES = 300
+
+
+def big_session(root: Path) -> Path:
+    session = make_session(root)
+    many = session / "ecephys" / "chunks"
+    many.mkdir()
+    for i in range(FILES):
+        (many / f"chunk_{i:04d}.bin").write_bytes(os.urandom(64 * 1024))
+    return session
+
+
+class Service:
+    """``ferry serve`` in its own process group, on a free port."""
+
+    def __init__(self, home: Path, env: dict[str, str]) -> None:
+        self.home = home
+        self.env = env
+        self.proc: subprocess.Popen[str] | None = None
+        self.log = home / "serve.log"
+
+    def start(self) -> None:
+        port = free_port()
+        with self.log.open("a") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "neuroferry", "serve", "--port", str(port)],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + 90
+        while True:
+            assert self.proc.poll() is None, self.log.read_text()
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v2/health", timeout=5).is_success:
+                    return
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, self.log.read_text()
+            time.sleep(0.3)
+
+    def children(self) -> list[int]:
+        assert self.proc is not None
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+    def kill(self) -> None:
+        """kill -9 the service process alone; wait until its worker processes are gone."""
+        assert self.proc is not None
+        children = self.children()
+        self.proc.kill()
+        self.proc.wait()
+        deadline = time.monotonic() + 60
+        while any(_alive(p) for p in children):
+            assert time.monotonic() < deadline, f"worker processes outlived the service: {children}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in _status(pid)
+
+
+def _status(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
+def stored(folder: Path) -> dict[str, tuple[int, int]]:
+    """Objects the S3 server holds under ``folder``: key -> (inode, mtime in ns)."""
+    out = {}
+    for p in folder.rglob("*"):
+        if p.is_file():
+            st = p.stat()
+            out[p.relative_to(folder).as_posix()] = (st.st_ino, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture
+def setup(tmp_path: Path, s3_server: Any, s3_env: str, monkeypatch: pytest.MonkeyPatch) -> Any:
+    bucket = s3_env.removeprefix("s3://")
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("FERRY_HOME", str(home))
+    monkeypatch.setenv("FERRY_DESTINATIONS", json.dumps({"lab": f"{s3_env}/raw"}))
+    monkeypatch.setenv("FERRY_ORCHESTRATOR_LEASE", "2")
+    monkeypatch.setenv("FERRY_ORCHESTRATOR_POLL", "0.1")
+    monkeypatch.setenv("FERRY_SYNC_CONCURRENCY", "1")  # slow enough to be caught mid-way
+    service = Service(home, dict(os.environ))
+    session = big_session(tmp_path / "session")
+    settings = get_settings()
+    engine = make_engine(settings.database_url)
+    try:
+        yield service, session, settings, engine, s3_server.root / bucket / "raw" / ASSET
+    finally:
+        service.stop()
+        engine.dispose()
+
+
+def upload_task(engine: Any, job_id: int) -> dict[str, Any]:
+    return next(t for t in job_tasks(engine, job_id) if t["name"] == "upload_data_to_s3")
+
+
+def wait_mid_upload(engine: Any, job_id: int, objects: Path) -> None:
+    deadline = time.monotonic() + 120
+    while True:
+        running = upload_task(engine, job_id)["state"] == "running"
+        chunks = objects / "ecephys" / "chunks"
+        done = len(list(chunks.iterdir())) if chunks.exists() else 0
+        if running and done >= 20:
+            assert done < FILES, "the upload finished before it could be interrupted"
+            return
+        assert time.monotonic() < deadline, get_job(engine, job_id)
+        time.sleep(0.02)
+
+
+def wait_done(engine: Any, job_id: int) -> dict[str, Any]:
+    deadline = time.monotonic() + 180
+    while (job := get_job(engine, job_id))["state"] not in ("succeeded", "failed", "cancelled"):
+        assert time.monotonic() < deadline, job_tasks(engine, job_id)
+        time.sleep(0.2)
+    return job
+
+
+def check_objects(objects: Path, session: Path, before: dict[str, tuple[int, int]]) -> None:
+    after = stored(objects)
+    for modality in ("ecephys", "behavior", "behavior-videos"):
+        for rel, sha in tree(session / modality).items():
+            key = f"{modality}/{rel}"
+            assert hashlib.sha256((objects / key).read_bytes()).hexdigest() == sha, key
+    sent_again = [k for k, v in before.items() if after.get(k) != v and not k.startswith(".ferry")]
+    assert not sent_again, f"{len(sent_again)} objects were sent twice: {sent_again[:5]}"
+
+
+def test_kill_9_of_the_service_mid_upload_loses_nothing(setup: Any) -> None:
+    service, session, settings, engine, objects = setup
+    service.start()
+    job_id = submit_job(
+        engine, "upload", upload_spec(session, "lab"), owner_id=None, settings=settings
+    )
+    wait_mid_upload(engine, job_id, objects)
+    service.kill()
+    before = stored(objects)
+    assert upload_task(engine, job_id)["state"] == "running"  # as the dead service left it
+
+    service.start()
+    job = wait_done(engine, job_id)
+    assert job["state"] == "succeeded", job_tasks(engine, job_id)
+    check_objects(objects, session, before)
+    upload = upload_task(engine, job_id)
+    assert upload["attempt"] == 2
+    kept = sum(1 for k in before if k.startswith("ecephys/chunks/"))
+    assert upload["result"]["files_skipped"] >= kept
+    log_store = open_store(settings.log_store_url)
+    assert "attempt 2" in read_log(engine, log_store, job_id, "upload_data_to_s3")
+    assert "attempt 1" in read_log(engine, log_store, job_id, "upload_data_to_s3", attempt=1)
+
+
+def test_kill_9_of_a_dask_worker_mid_upload_loses_nothing(setup: Any) -> None:
+    service, session, settings, engine, objects = setup
+    service.start()
+    job_id = submit_job(
+        engine, "upload", upload_spec(session, "lab"), owner_id=None, settings=settings
+    )
+    wait_mid_upload(engine, job_id, objects)
+    log_store = open_store(settings.log_store_url)
+    header = read_log(engine, log_store, job_id, "upload_data_to_s3").splitlines()[0]
+    pid = int(header.split(" on ", 1)[1].split(":")[1].split()[0].rstrip(","))
+    assert pid in service.children()
+    os.kill(pid, signal.SIGKILL)
+    before = stored(objects)
+
+    job = wait_done(engine, job_id)
+    assert job["state"] == "succeeded", job_tasks(engine, job_id)
+    check_objects(objects, session, before)
+    assert service.proc is not None and service.proc.poll() is None  # the service lived on
