@@ -40,3 +40,18 @@ def test_unreachable_database_is_a_database_error():
     engine = make_engine("postgresql://postgres@127.0.0.1:1/none?connect_timeout=2")
     with pytest.raises(DatabaseError, match=re.escape("127.0.0.1:1")):
         upgrade(engine)
+
+
+def test_migrations_build_exactly_the_declared_tables(database_url):
+    """Every table, column, index and type in ``db/_tables.py`` comes from a migration."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from neuroferry.db import metadata
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, metadata) == []
+    engine.dispose()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import pytest
 
 from _rig import running_rig
 from _session import ASSET, PROCEDURES, SUBJECT, make_session, tree, upload_spec
-from neuroferry.engine import read_log
+from neuroferry.engine import cancel_job, read_log, retry_job
 
 
 def tasks_result(rig: Any, job_id: int, name: str) -> Any:
@@ -116,3 +118,66 @@ def test_bad_input_fails_early_naming_what_and_where(tmp_path: Path) -> None:
         missing = rig.wait(rig.submit("upload", spec))
         assert missing["state"] == "failed"
         assert "behavior" in missing["error"] and str(session / "nowhere") in missing["error"]
+
+
+@pytest.mark.s3
+def test_cancel_mid_upload_reports_the_partial_upload_and_retry_finishes(
+    tmp_path: Path, s3_server: Any, s3_env: str, smtp_server: Any
+) -> None:
+    session = make_session(tmp_path / "session")
+    chunks = session / "ecephys" / "chunks"
+    chunks.mkdir()
+    for i in range(1000):  # small files: many requests, so the upload takes a few seconds
+        (chunks / f"{i:04d}.bin").write_bytes(os.urandom(8 * 1024))
+    stored = s3_server.root / s3_env.removeprefix("s3://") / "raw" / ASSET / "ecephys" / "chunks"
+    with running_rig(
+        f"sqlite:///{tmp_path / 'ferry.db'}",
+        destinations={"lab": f"{s3_env}/raw"},
+        sync_concurrency=1,
+        smtp_host=smtp_server.host,
+        smtp_port=smtp_server.port,
+    ) as rig:
+        rig.start()
+        job_id = rig.submit("upload", upload_spec(session, "lab"))
+        deadline = time.monotonic() + 60
+        while not (stored.exists() and len(list(stored.iterdir())) >= 10):
+            assert time.monotonic() < deadline, rig.states(job_id)
+            time.sleep(0.02)
+        cancel_job(rig.engine, rig.log_store, job_id)
+        job = rig.wait(job_id)
+        assert job["state"] == "cancelled", rig.states(job_id)
+        tasks = rig.tasks(job_id)
+        upload = tasks["upload_data_to_s3"]
+        assert upload["state"] == "cancelled"
+        partial = upload["result"]
+        assert partial["interrupted"]["part"] == "ecephys"
+        assert 10 <= partial["interrupted"]["files_copied"] < 1000
+        assert tasks["register_data_asset"]["state"] == "cancelled"
+        assert rig.catalog.find({"name": ASSET}) == []
+
+        retry_job(rig.engine, rig.log_store, job_id)
+        rig.wake()
+        assert rig.wait(job_id, timeout=120)["state"] == "succeeded", rig.states(job_id)
+        upload = rig.tasks(job_id)["upload_data_to_s3"]
+        assert upload["attempt"] == 2
+        assert upload["result"]["files_skipped"] >= partial["interrupted"]["files_copied"]
+        assert len(list(stored.iterdir())) == 1000
+        assert rig.catalog.find({"name": ASSET}) != []
+
+
+def test_a_failed_job_sends_the_fail_e_mail(tmp_path: Path, smtp_server: Any) -> None:
+    session = make_session(tmp_path / "session")
+    (session / "metadata" / "procedures.json").write_text("[1, 2")
+    with running_rig(
+        f"sqlite:///{tmp_path / 'ferry.db'}", smtp_host=smtp_server.host, smtp_port=smtp_server.port
+    ) as rig:
+        rig.start()
+        job = rig.wait(rig.submit("upload", upload_spec(session)))
+        assert job["state"] == "failed"
+        deadline = time.monotonic() + 10
+        while len(smtp_server.messages) < 2:  # begin, then fail
+            assert time.monotonic() < deadline, [m["Subject"] for m in smtp_server.messages]
+            time.sleep(0.05)
+        fail = smtp_server.messages[-1]
+        assert "failed" in str(fail["Subject"])
+        assert "procedures.json" in fail.get_content()

@@ -1,0 +1,53 @@
+"""Fixtures of the upload pipeline's tests: a generated session and a job harness."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from neuroferry.config import get_settings
+from neuroferry.pipelines.upload import UploadJobSpec, prepare
+
+from .helpers import PROCEDURES, SESSION, SUBJECT, Harness, MakeTree, Session
+
+
+@pytest.fixture
+def session(tmp_path: Path, make_tree: MakeTree) -> Session:
+    root = tmp_path / "rig" / "session_123456_2024-06-19"
+    files: dict[str, dict[str, bytes]] = {
+        "ecephys": {
+            "Record Node 101/continuous.dat": secrets.token_bytes(20_000),
+            "Record Node 101/events.npy": secrets.token_bytes(300),
+            "settings.xml": b"<SETTINGS/>\n",
+        },
+        "behavior": {"trials.csv": b"trial,outcome\n1,hit\n2,miss\n"},
+        "behavior-videos": {"face camera.avi": secrets.token_bytes(9_000)},
+        "metadata": {
+            "subject.json": json.dumps(SUBJECT).encode(),
+            "procedures.json": json.dumps(PROCEDURES).encode(),
+            "session.json": json.dumps(SESSION).encode(),
+            "notes.txt": b"not metadata: stays behind\n",
+            "old/rig.json": b"{}",
+        },
+        "derivatives": {"sorting/units.csv": b"unit,depth\n1,200\n"},
+    }
+    for name, tree in files.items():
+        make_tree(root / name, tree)
+    return Session(root, files)
+
+
+@pytest.fixture
+def harness() -> Callable[..., Harness]:
+    """Prepare a job from a spec (with settings overrides) and return its harness."""
+
+    def make(spec: dict[str, Any], **settings: Any) -> Harness:
+        config = get_settings(**settings)
+        validated = UploadJobSpec.model_validate(spec)
+        return Harness(config, validated.model_dump(mode="json"), prepare(validated, config))
+
+    return make

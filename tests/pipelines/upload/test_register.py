@@ -1,0 +1,212 @@
+"""``register_data_asset`` and ``run_analyses``: the catalog document of the asset, and the
+analysis jobs a job asks for."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+
+from neuroferry.catalog import Catalog
+from neuroferry.config import Settings
+from neuroferry.db import make_engine, upgrade
+from neuroferry.engine import JobKind, PreparedJob, TaskDef, TaskFailed, _kinds
+from neuroferry.errors import InvalidInput
+
+from .helpers import PROCEDURES, SUBJECT, Harness, Session
+
+MakeHarness = Callable[..., Harness]
+ASSET = "ecephys_123456_2024-06-19_10-00-00"
+
+
+@pytest.fixture
+def catalog(tmp_path: Path) -> Iterator[Catalog]:
+    engine = make_engine(f"sqlite:///{tmp_path / 'ferry.db'}")
+    upgrade(engine)
+    yield Catalog(engine)
+    engine.dispose()
+
+
+class AnalysisSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    query: dict[str, Any]
+    analysis: str
+    parameters: dict[str, Any] = {}
+
+
+def _prepare_analysis(spec: BaseModel, settings: Settings) -> PreparedJob:
+    return PreparedJob(name="analysis")
+
+
+ANALYSIS = JobKind(
+    "analysis",
+    AnalysisSpec,
+    (TaskDef("run", "neuroferry.pipelines.upload._tasks:run_analyses"),),
+    _prepare_analysis,
+)
+
+
+@pytest.fixture
+def analysis_kind(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An ``analysis`` kind installed for one test."""
+    monkeypatch.setitem(_kinds._registered, "analysis", ANALYSIS)
+
+
+class Submitted:
+    """The jobs a task submitted, validated by their kind as the engine validates them."""
+
+    def __init__(self) -> None:
+        self.jobs: list[tuple[str, dict[str, Any]]] = []
+
+    def __call__(self, kind: str, spec: dict[str, Any]) -> int:
+        try:
+            _kinds.get_kind(kind).spec_model.model_validate(spec)
+        except ValueError as exc:
+            raise InvalidInput(str(exc)) from exc
+        self.jobs.append((kind, spec))
+        return 100 + len(self.jobs)
+
+
+def with_analyses(session: Session, analyses: dict[str, Any]) -> dict[str, Any]:
+    spec = session.spec()
+    spec["tasks"]["analysis_settings"] = analyses
+    return spec
+
+
+def test_the_catalog_document_is_read_back_from_the_destination(
+    session: Session, harness: MakeHarness, catalog: Catalog
+) -> None:
+    job = harness(session.spec())
+    job.catalog = catalog
+    job.run_until("upload_data_to_s3")
+    result = job.run("register_data_asset")
+    assert result["name"] == ASSET and result["location"] == job.destination
+    document = catalog.get(result["id"])
+    assert set(document) - {"_id"} == {
+        "name",
+        "location",
+        "data_description",
+        "subject",
+        "procedures",
+        "session",
+        "processing",
+    }
+    assert document["subject"] == SUBJECT and document["procedures"] == PROCEDURES
+    assert document["data_description"]["name"] == ASSET
+
+    # registered again (a rerun): the same document, replaced
+    again = job.run("register_data_asset")
+    assert again["id"] == result["id"]
+    assert catalog.count({"name": ASSET}) == 1
+
+
+def test_registration_needs_the_uploaded_metadata(
+    session: Session, harness: MakeHarness, catalog: Catalog
+) -> None:
+    job = harness(session.spec())
+    job.catalog = catalog
+    job.run_until("gather_final_metadata")  # nothing uploaded yet
+    with pytest.raises(TaskFailed) as info:
+        job.call("register_data_asset")
+    assert str(info.value) == (
+        f"{job.destination}/data_description.json was not found: the upload did not finish; "
+        "run upload_data_to_s3 again"
+    )
+    # the folder exists, but the metadata is not there
+    (Path(job.destination.removeprefix("file://")) / "ecephys").mkdir(parents=True)
+    with pytest.raises(TaskFailed, match="was not found: the upload did not finish"):
+        job.call("register_data_asset")
+
+
+def test_a_metadata_file_whose_name_cannot_be_a_field_is_left_out(
+    session: Session, harness: MakeHarness, catalog: Catalog
+) -> None:
+    (session.folder("metadata") / "rig.v2.json").write_text(json.dumps({"rig_id": "7"}))
+    job = harness(session.spec())
+    job.catalog = catalog
+    job.run_until("upload_data_to_s3")
+    document = catalog.get(job.run("register_data_asset")["id"])
+    assert "session" in document and not any(k.startswith("rig") for k in document)
+
+
+def test_analyses_are_started_for_the_registered_asset(
+    session: Session, harness: MakeHarness, catalog: Catalog, analysis_kind: None
+) -> None:
+    analyses = {
+        "ECEPHYS": {"job_settings": {"analysis": "unit-quality", "parameters": {"cutoff": 0.5}}},
+        "behavior": {"job_settings": {"analysis": "licks"}, "skip_task": True},
+    }
+    job = harness(with_analyses(session, analyses))
+    job.catalog = catalog
+    job.submit_job = submitted = Submitted()
+    results = job.run_until("run_analyses")
+    assert set(results["register_data_asset"]["analyses"]) == {"ecephys", "behavior"}
+    assert results["run_analyses"] == {
+        "ecephys": {"modality": "ecephys", "job_id": 101},
+        "behavior": None,  # skipped
+    }
+    assert submitted.jobs == [
+        (
+            "analysis",
+            {"analysis": "unit-quality", "parameters": {"cutoff": 0.5}, "query": {"name": ASSET}},
+        )
+    ]
+
+
+def test_an_analysis_that_selects_its_own_data(
+    session: Session, harness: MakeHarness, catalog: Catalog, analysis_kind: None
+) -> None:
+    query = {"subject.subject_id": "123456"}
+    job = harness(
+        with_analyses(session, {"ecephys": {"job_settings": {"analysis": "a", "query": query}}})
+    )
+    job.catalog = catalog
+    job.submit_job = submitted = Submitted()
+    job.run_until("run_analyses")
+    assert submitted.jobs[0][1]["query"] == query
+
+
+def test_without_the_analysis_kind_the_task_says_what_to_install(
+    session: Session, harness: MakeHarness, catalog: Catalog
+) -> None:
+    job = harness(with_analyses(session, {"ecephys": {"job_settings": {"analysis": "a"}}}))
+    job.catalog = catalog
+    job.submit_job = Submitted()
+    job.run_until("register_data_asset")
+    with pytest.raises(TaskFailed) as info:
+        job.run("run_analyses")
+    message = str(info.value)
+    assert "the analysis for ecephys cannot start: no 'analysis' job kind is installed" in message
+    assert "tasks.analysis_settings.ecephys.skip_task: true" in message
+
+
+def test_an_analysis_spec_its_kind_refuses(
+    session: Session, harness: MakeHarness, catalog: Catalog, analysis_kind: None
+) -> None:
+    job = harness(with_analyses(session, {"ecephys": {"job_settings": {"colour": "red"}}}))
+    job.catalog = catalog
+    job.submit_job = Submitted()
+    job.run_until("register_data_asset")
+    with pytest.raises(TaskFailed) as info:
+        job.run("run_analyses")
+    message = str(info.value)
+    assert message.startswith("the analysis job for ecephys was refused: ")
+    assert "fix tasks.analysis_settings.ecephys.job_settings" in message
+
+
+def test_code_ocean_pipelines_are_skipped(
+    session: Session, harness: MakeHarness, catalog: Catalog
+) -> None:
+    code_ocean = {"pipeline_monitor_settings": {"run_params": {"pipeline_id": "123-456"}}}
+    spec = session.spec()
+    spec["tasks"]["codeocean_pipeline_settings"] = {"ecephys": {"job_settings": code_ocean}}
+    job = harness(spec)
+    job.catalog = catalog
+    results = job.run_until("run_analyses")
+    assert results["run_analyses"] == {"ecephys": None}
+    assert "Code Ocean" in job.summary["notes"][0]
