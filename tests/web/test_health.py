@@ -46,3 +46,14 @@ def test_password_is_not_shown(tmp_path):
     with pytest.raises(Exception, match=r"127\.0\.0\.1:1") as info, TestClient(app):
         pass
     assert "hunter2" not in str(info.value)
+
+
+def test_a_web_only_process_runs_no_executor(tmp_path):
+    from neuroferry.web._services import Services
+
+    settings = get_settings(database_url=f"sqlite:///{tmp_path / 'f.db'}")
+    services = Services.start(settings, orchestrate=False)
+    with TestClient(create_app(settings, services)) as client:
+        body = client.get("/api/v2/health").json()
+    assert body["status"] == "ok"
+    assert "executor" not in body and "orchestrator" not in body

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from neuroferry.web._services import Services
+
+
+def _describe_executor(services: Services) -> str:
+    if services.executor is None:
+        return "none here: jobs run in `ferry orchestrator` processes"
+    status = services.executor.status()
+    return (
+        f"{status.get('kind')} Dask cluster at {status.get('address')}, "
+        f"{status.get('workers')} workers"
+    )
 
 
 def serve(
     host: str | None = typer.Option(None, help="Address to listen on (default 127.0.0.1)."),
     port: int | None = typer.Option(None, min=1, max=65535, help="Port (default 8000)."),
     log_level: str = typer.Option("info", help="uvicorn log level."),
+    orchestrate: bool = typer.Option(
+        True,
+        "--orchestrator/--no-orchestrator",
+        help="Also run jobs here (default), or serve the web only and leave the jobs to "
+        "`ferry orchestrator` processes (PostgreSQL).",
+    ),
 ) -> None:
     """Run the service: REST API, database migrations at start-up, embedded Dask cluster.
 
@@ -26,20 +47,19 @@ def serve(
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = get_settings(**overrides)
-    services = Services.start(settings)  # errors here are one clear line, before listening
+    # errors here are one clear line, before listening
+    services = Services.start(settings, orchestrate=orchestrate)
     if token_file := ensure_first_admin(services.engine, settings.home):
         typer.echo(
             f"created the first user, 'admin'; its API token is in {token_file}, "
             "where ferry commands find it"
         )
-    executor = services.executor.status()
     base = f"http://{settings.host}:{settings.port}"
     typer.echo(
         f"neuroferry {__version__} on {base}\n"
         f"  database  {redact(settings.database_url)}\n"
         f"  store     {services.store.url}\n"
-        f"  executor  {executor.get('kind')} Dask cluster at {executor.get('address')}, "
-        f"{executor.get('workers')} workers\n"
+        f"  executor  {_describe_executor(services)}\n"
         f"  health    {base}/api/v2/health, API docs {base}/docs"
     )
     uvicorn.run(
@@ -64,11 +84,10 @@ def orchestrator() -> None:
     settings = get_settings()
     services = Services.start(settings)
     assert services.orchestrator is not None
-    executor = services.executor.status()
     typer.echo(
         f"orchestrator {services.orchestrator.id}\n"
         f"  database  {redact(settings.database_url)}\n"
-        f"  executor  {executor.get('kind')} Dask cluster at {executor.get('address')}"
+        f"  executor  {_describe_executor(services)}"
     )
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

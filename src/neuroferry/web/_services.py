@@ -1,4 +1,5 @@
-"""What the running service holds: settings, database engine, default store, executor."""
+"""What the running service holds: settings, database engine, stores, and (unless it is a
+web-only process) the executor and the orchestrator."""
 
 from __future__ import annotations
 
@@ -22,27 +23,27 @@ class Services:
     settings: Settings
     engine: Engine
     store: Store
-    executor: Executor
+    executor: Executor | None
     catalog: Catalog
     log_store: Store
     orchestrator: Orchestrator | None = None
 
     @classmethod
     def start(cls, settings: Settings, *, orchestrate: bool = True) -> Services:
-        """Migrate the database, open the stores, start the executor and, unless told not
-        to, the orchestrator that runs jobs."""
+        """Migrate the database, open the stores and, unless told not to, start the
+        executor and the orchestrator that runs jobs."""
         engine = make_engine(settings.database_url)
         try:
             upgrade(engine)
             store = open_store(settings.store_url, create=True, settings=settings)
             log_store = open_store(settings.log_store_url, create=True, settings=settings)
-            executor = Executor.start(settings)
+            executor = Executor.start(settings) if orchestrate else None
         except BaseException:
             engine.dispose()
             raise
         catalog = Catalog(engine)
         services = cls(settings, engine, store, executor, catalog, log_store)
-        if orchestrate:
+        if executor is not None:
             from neuroferry.notify import notify_job
 
             services.orchestrator = Orchestrator(
@@ -54,7 +55,8 @@ class Services:
     def close(self) -> None:
         if self.orchestrator is not None:
             self.orchestrator.stop()
-        self.executor.close()
+        if self.executor is not None:
+            self.executor.close()
         self.engine.dispose()
 
     def _database(self) -> dict[str, Any]:
@@ -85,11 +87,13 @@ class Services:
         return report
 
     async def health(self) -> dict[str, Any]:
-        """Database, store and executor status; ``status`` is ``ok`` only if all three are."""
+        """Database, store and (where this process runs jobs) executor and orchestrator
+        status; ``status`` is ``ok`` only if every part is."""
         database = await asyncio.to_thread(self._database)
         store = await self._store()
-        executor = await asyncio.to_thread(self.executor.status)
-        parts = {"database": database, "store": store, "executor": executor}
+        parts = {"database": database, "store": store}
+        if self.executor is not None:
+            parts["executor"] = await asyncio.to_thread(self.executor.status)
         if self.orchestrator is not None:
             parts["orchestrator"] = {
                 "ok": True,
