@@ -115,10 +115,11 @@ def _status(pid: int) -> str:
 
 
 def stored(folder: Path) -> dict[str, tuple[int, int]]:
-    """Objects the S3 server holds under ``folder``: key -> (inode, mtime in ns)."""
+    """Objects the S3 server holds under ``folder``: key -> (inode, mtime in ns); the
+    server's own temporary files of PUTs in flight are not objects."""
     out = {}
     for p in folder.rglob("*"):
-        if p.is_file():
+        if p.is_file() and ".rclone_temp" not in p.name:
             st = p.stat()
             out[p.relative_to(folder).as_posix()] = (st.st_ino, st.st_mtime_ns)
     return out

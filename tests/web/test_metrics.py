@@ -6,9 +6,9 @@ import re
 import time
 from pathlib import Path
 
-import ferry_toy_tasks
 from fastapi.testclient import TestClient
 
+import ferry_toy_tasks
 from neuroferry.config import get_settings
 from neuroferry.engine import get_job, register_kind, submit_job
 from neuroferry.web import create_app

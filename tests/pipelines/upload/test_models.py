@@ -336,3 +336,13 @@ def test_validate_upload_job_names_every_bad_field() -> None:
     message = str(info.value)
     assert message.startswith("invalid upload job: ")
     assert "subject_id: " in message and "project_name: Field required" in message
+
+
+def test_the_spec_has_a_json_schema() -> None:
+    schema = UploadJobSpec.model_json_schema()
+    assert schema["required"] == ["project_name", "modalities", "subject_id", "acq_datetime"]
+    assert schema["additionalProperties"] is False
+    tasks = schema["$defs"]["UploadTasks"]["properties"]
+    assert tasks["modality_transformation_settings"]["additionalProperties"] == {
+        "$ref": "#/$defs/Task"
+    }

@@ -116,7 +116,7 @@ def test_destination_that_holds_objects_is_refused(session: Session, harness: Ma
     with pytest.raises(TaskFailed) as info:
         job.call("check_s3_folder_exists")
     message = str(info.value)
-    assert f"the destination {job.destination} already holds 1 objects" in message
+    assert f"the destination {job.destination} already holds 1 object " in message
     assert "ecephys/old.dat" in message
     assert "force_cloud_sync: true" in message and "skip_task: true" in message
 
@@ -402,7 +402,7 @@ def test_a_source_folder_that_changed_since_the_upload_is_kept(
         job.run("remove_source_folders")
     message = str(info.value)
     assert f"behavior: {session.folder('behavior')} holds 2 files" in message
-    assert "1 files" in message and "it is kept" in message
+    assert "but 1 file (" in message and "it is kept" in message
     assert (session.folder("behavior") / "late.csv").exists()
     assert not session.folder("ecephys").exists()  # the others were removed
 

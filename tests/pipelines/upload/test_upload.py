@@ -57,7 +57,7 @@ def test_files_that_cannot_be_sent_are_named_and_the_rest_is_sent(
     with pytest.raises(TaskFailed) as info:
         job.run("upload_data_to_s3")
     message = str(info.value)
-    assert message.startswith(f"1 files could not be uploaded to {job.destination}: ")
+    assert message.startswith(f"1 file could not be uploaded to {job.destination}: ")
     assert "ecephys/link.dat: symlink to" in message and "outside the source folder" in message
     assert "a retry sends only what is missing" in message
     uploaded = tree(Path(open_store(job.destination).local_root or ""))

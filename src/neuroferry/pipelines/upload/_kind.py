@@ -1,0 +1,219 @@
+"""The ``upload`` job kind: its task DAG and how a spec becomes the tasks' settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from neuroferry.config import Settings
+from neuroferry.engine import JobKind, PreparedJob, TaskDef
+from neuroferry.errors import ConfigError, InvalidInput
+from neuroferry.pipelines.upload._models import Task, UploadJobSpec, transformation_of
+from neuroferry.pipelines.upload._paths import check_source_path, staging_root
+from neuroferry.stores import SCHEMES
+
+_MODULE = "neuroferry.pipelines.upload._tasks"
+
+
+def _task(name: str, *upstream: str, **options: Any) -> TaskDef:
+    return TaskDef(name, f"{_MODULE}:{name}", upstream=upstream, **options)
+
+
+TASKS: tuple[TaskDef, ...] = (
+    _task("send_job_start_email", placement="local"),
+    _task("check_s3_folder_exists", "send_job_start_email"),
+    _task("check_source_folders_exist", "send_job_start_email"),
+    _task("create_staging_folder", "check_s3_folder_exists", "check_source_folders_exist"),
+    _task("gather_preliminary_metadata", "create_staging_folder"),
+    _task("check_metadata_files", "gather_preliminary_metadata"),
+    _task("copy_derivatives_folder", "create_staging_folder"),
+    _task("modality_transformation_settings", "create_staging_folder"),
+    _task(
+        "compress_data",
+        "modality_transformation_settings",
+        map_over="modality_transformation_settings",
+    ),
+    _task("gather_final_metadata", "check_metadata_files", "compress_data"),
+    _task(
+        "upload_data_to_s3",
+        "gather_final_metadata",
+        "copy_derivatives_folder",
+        retries=2,
+        retry_delay=60.0,
+    ),
+    _task("register_data_asset", "upload_data_to_s3", placement="local"),
+    _task(
+        "run_analyses",
+        "register_data_asset",
+        placement="local",
+        map_over="register_data_asset.analyses",
+    ),
+    _task("remove_staging_folder", "register_data_asset"),
+    _task("remove_source_folders", "register_data_asset"),
+    _task(
+        "send_job_end_email",
+        "run_analyses",
+        "remove_staging_folder",
+        "remove_source_folders",
+        placement="local",
+    ),
+)
+"""The upload's tasks, each after the tasks it depends on."""
+
+TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
+
+DEFAULT_TASK_SETTINGS: dict[str, Task] = {"remove_source_folders": Task(skip_task=True)}
+"""Settings used for a task the request does not configure (otherwise ``Task()``)."""
+
+CODE_OCEAN_SETTINGS = frozenset({"pipeline_monitor_settings", "capsule_id", "pipeline_id"})
+"""Keys of the original service's Code Ocean pipeline settings, which neuroferry does not run."""
+
+
+def destination_base(name: str | None, settings: Settings) -> str:
+    """The store URL of the destination named ``name`` (``s3_bucket``; empty: ``default``)."""
+    chosen = name or "default"
+    base = settings.destinations.get(chosen)
+    if base is None:
+        raise InvalidInput(
+            f"s3_bucket: {chosen!r} is not a destination of this service; "
+            f"allowed: {', '.join(sorted(settings.destinations))}"
+        )
+    scheme = base.split("://", 1)[0] if "://" in base else "file"
+    if scheme not in SCHEMES:
+        raise ConfigError(
+            f"destination {chosen!r} is {base!r}, whose scheme {scheme!r} is not a store; "
+            f"fix FERRY_DESTINATIONS (allowed: {', '.join(s + '://' for s in SCHEMES)})"
+        )
+    return base.rstrip("/")
+
+
+def _settings(task: Task | None, default: Task | None = None) -> dict[str, Any]:
+    chosen = task or default or Task()
+    return chosen.model_dump(mode="json")
+
+
+def _with_job_settings(settings: dict[str, Any], **values: Any) -> dict[str, Any]:
+    return {**settings, "job_settings": {**(settings.get("job_settings") or {}), **values}}
+
+
+def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
+    """The job's name (the asset name), each task's settings and the job's summary.
+
+    A task the request configures gets the request's settings, whole; other tasks get
+    the defaults. The folders the job reads and the data description are then written
+    into the settings of the tasks that use them.
+    """
+    job = (
+        spec if isinstance(spec, UploadJobSpec) else UploadJobSpec.model_validate(spec.model_dump())
+    )
+    asset = job.asset_name
+    location = f"{destination_base(job.s3_bucket, settings)}/{asset}"
+    staging = staging_root(settings) / asset
+
+    sources = job.input_sources()
+    metadata_dir = job.metadata_folder()
+    derivatives_dir = job.derivatives_folder()
+    for abbreviation, path in sources.items():
+        check_source_path(f"modality {abbreviation}: input_source", path, settings)
+    if metadata_dir:
+        check_source_path("metadata_dir", metadata_dir, settings)
+    if derivatives_dir:
+        check_source_path("derivatives_dir", derivatives_dir, settings)
+
+    unmapped = [t.name for t in TASKS if t.map_over is None]
+    task_settings: dict[str, dict[str, Any]] = {
+        name: _settings(job.tasks.get(name), DEFAULT_TASK_SETTINGS.get(name)) for name in unmapped
+    }
+    if job.force_cloud_sync:
+        task_settings["check_s3_folder_exists"]["skip_task"] = True
+    task_settings["check_source_folders_exist"] = _with_job_settings(
+        task_settings["check_source_folders_exist"],
+        modalities=sources,
+        metadata_dir=metadata_dir,
+        derivatives_dir=derivatives_dir,
+    )
+    task_settings["gather_preliminary_metadata"] = _with_job_settings(
+        task_settings["gather_preliminary_metadata"],
+        metadata_dir=metadata_dir,
+        data_description={
+            "name": asset,
+            "subject_id": job.subject_id,
+            "creation_time": job.acq_datetime.isoformat(),
+            "modalities": [
+                {"name": m.name, "abbreviation": m.abbreviation} for m in job.modalities
+            ],
+            "project_name": job.project_name,
+            "platform": job.platform.model_dump() if job.platform else None,
+            "data_level": "raw",
+        },
+    )
+    derivatives = _with_job_settings(
+        task_settings["copy_derivatives_folder"], input_source=derivatives_dir
+    )
+    if derivatives_dir is None:
+        derivatives["skip_task"] = True
+    task_settings["copy_derivatives_folder"] = derivatives
+
+    transformations: dict[str, Any] = {}
+    for modality in job.modalities:
+        abbreviation = modality.abbreviation
+        task = job.tasks.modality_transformation_settings.get(abbreviation)
+        transformations[abbreviation] = _with_job_settings(
+            _settings(task),
+            input_source=sources[abbreviation],
+            transformation=transformation_of(task),
+        )
+    task_settings["modality_transformation_settings"] = _with_job_settings(
+        task_settings["modality_transformation_settings"], **transformations
+    )
+
+    notes: list[str] = []
+    if asset != job.computed_asset_name:
+        notes.append(
+            f"s3_prefix {asset!r} is used as the asset's name instead of "
+            f"{job.computed_asset_name!r} (made of platform, subject_id and acq_datetime)"
+        )
+    analyses: dict[str, Any] = {}
+    for abbreviation, task in job.tasks.analysis_settings.items():
+        item = _settings(task)
+        code_ocean = sorted(CODE_OCEAN_SETTINGS & set(item.get("job_settings") or {}))
+        if code_ocean and not item["skip_task"]:
+            item["skip_task"] = True
+            notes.append(
+                f"tasks.analysis_settings.{abbreviation}: Code Ocean settings "
+                f"({', '.join(code_ocean)}) are not run by neuroferry; give the settings "
+                "of an analysis job instead"
+            )
+        analyses[abbreviation] = item
+    task_settings["register_data_asset"] = _with_job_settings(
+        task_settings["register_data_asset"], analyses=analyses
+    )
+
+    summary: dict[str, Any] = {
+        "asset_name": asset,
+        "destination": location,
+        "destination_name": job.s3_bucket or "default",
+        "staging": str(staging),
+        "user_email": job.user_email,
+        "project_name": job.project_name,
+        "subject_id": job.subject_id,
+        "modalities": list(sources),
+        "job_type": job.job_type,
+    }
+    if notes:
+        summary["notes"] = notes
+    return PreparedJob(name=asset, task_settings=task_settings, summary=summary)
+
+
+KIND = JobKind(
+    name="upload",
+    spec_model=UploadJobSpec,
+    tasks=TASKS,
+    prepare=prepare,
+    description=(
+        "Upload a session's modality folders and metadata to a destination store, "
+        "register the asset in the catalog and start the analyses it asks for."
+    ),
+)
+"""The upload job kind (entry point ``neuroferry.job_kinds: upload``)."""

@@ -1,0 +1,612 @@
+"""The upload's task functions, one per task, each called with a
+:class:`~neuroferry.engine.TaskContext` and returning a small JSON-able result.
+
+Every function can run again after a crash: it overwrites what it wrote, skips what is
+already done, and removes only what it made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import obstore
+from obstore.exceptions import NotFoundError
+
+from neuroferry import __version__
+from neuroferry.engine import TaskContext, TaskFailed, job_kinds
+from neuroferry.errors import FerryError, InvalidInput, StoreNotFound
+from neuroferry.notify import notify_job
+from neuroferry.pipelines.upload._command import (
+    command_words,
+    image_reference,
+    in_container,
+    starts_own_container,
+)
+from neuroferry.pipelines.upload._metadata import (
+    DATA_DESCRIPTION,
+    PROCESSING,
+    copy_file,
+    json_problem,
+    metadata_files,
+    read_json_object,
+    write_json,
+)
+from neuroferry.pipelines.upload._paths import is_source_root, source_folder
+from neuroferry.pipelines.upload._transfer import Part, count, upload_parts
+from neuroferry.stores import list_store, open_store
+
+ANALYSIS_KIND = "analysis"
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _fact(ctx: TaskContext, key: str) -> str:
+    value = ctx.summary.get(key)
+    if not isinstance(value, str) or not value:
+        raise TaskFailed(f"the job's summary has no {key!r}; submit the job again")
+    return value
+
+
+def _staging(ctx: TaskContext) -> Path:
+    return Path(_fact(ctx, "staging"))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _walk(folder: Path) -> Iterator[Path]:
+    for root, _dirs, files in os.walk(folder):
+        for name in files:
+            yield Path(root, name)
+
+
+def _notify(ctx: TaskContext, event: str, state: str, **facts: Any) -> dict[str, Any]:
+    job = {
+        "id": ctx.job_id,
+        "name": ctx.name,
+        "kind": ctx.kind,
+        "state": state,
+        "spec": ctx.spec,
+        "summary": {**ctx.summary, **facts},
+        "error": None,
+    }
+    try:
+        sent = bool(notify_job(ctx.config, job, event))
+    except (FerryError, OSError) as exc:  # an e-mail that cannot be sent never fails the job
+        ctx.log.warning("the %s e-mail could not be sent: %s", event, exc)
+        return {"sent": False, "error": str(exc)}
+    if sent:
+        ctx.log.info("sent the %s e-mail to %s", event, ctx.spec.get("user_email"))
+    else:
+        ctx.log.info("no %s e-mail: not asked for, or no SMTP server configured", event)
+    return {"sent": sent}
+
+
+def _modality_settings(ctx: TaskContext) -> dict[str, dict[str, Any]]:
+    """Each modality's settings, as ``modality_transformation_settings`` returned them."""
+    found = ctx.upstream.get("modality_transformation_settings") or {}
+    return {str(k): v for k, v in found.items() if isinstance(v, dict)}
+
+
+def _position(order: list[str], name: str) -> tuple[int, str]:
+    return (order.index(name) if name in order else len(order), name)
+
+
+def _input_source(settings: dict[str, Any]) -> str | None:
+    value = (settings.get("job_settings") or {}).get("input_source")
+    return value if isinstance(value, str) and value else None
+
+
+# -- the tasks, in the order they run -------------------------------------------------------
+
+
+def send_job_start_email(ctx: TaskContext) -> dict[str, Any]:
+    """E-mail the job's owner that the job started, if they asked for ``begin`` e-mails."""
+    return _notify(ctx, "begin", "running")
+
+
+def check_s3_folder_exists(ctx: TaskContext) -> dict[str, Any]:
+    """Fail if the destination already holds objects under the asset's name, unless the
+    job has ``force_cloud_sync``."""
+    location = _fact(ctx, "destination")
+    if ctx.spec.get("force_cloud_sync"):
+        ctx.log.info("force_cloud_sync: not checking %s", location)
+        return {"location": location, "checked": False}
+    try:
+        store = open_store(location, settings=ctx.config)
+    except StoreNotFound:  # a local folder not made yet: nothing is there
+        return {"location": location, "checked": True, "empty": True}
+    listing = asyncio.run(list_store(store, local=False))
+    found = sorted(listing.entries) + sorted(listing.problems)
+    if found:
+        raise TaskFailed(
+            f"the destination {location} already holds {count(len(found), 'object')} "
+            f"(for example {found[0]}): an asset of this name was uploaded before. "
+            "To upload anyway, set force_cloud_sync: true (or "
+            "tasks.check_s3_folder_exists.skip_task: true); objects of the same name are "
+            "then overwritten and none are deleted"
+        )
+    ctx.log.info("%s holds no objects", location)
+    return {"location": location, "checked": True, "empty": True}
+
+
+def check_source_folders_exist(ctx: TaskContext) -> dict[str, Any]:
+    """Fail, naming each one, if a modality's folder, the metadata folder or the
+    derivatives folder is missing, not a folder, unreadable or outside the allowed
+    source folders."""
+    settings = ctx.job_settings
+    folders = [
+        (f"modality {abbreviation}: input_source", str(path))
+        for abbreviation, path in (settings.get("modalities") or {}).items()
+    ]
+    for key in ("metadata_dir", "derivatives_dir"):
+        if settings.get(key):
+            folders.append((key, str(settings[key])))
+    problems: list[str] = []
+    checked: dict[str, str] = {}
+    for label, path in folders:
+        try:
+            checked[label] = str(source_folder(label, path, ctx.config))
+        except TaskFailed as exc:
+            problems.append(str(exc))
+    if problems:
+        raise TaskFailed("; ".join(problems))
+    for label, path in checked.items():
+        ctx.log.info("%s: %s", label, path)
+    return {"folders": checked}
+
+
+def create_staging_folder(ctx: TaskContext) -> dict[str, Any]:
+    """Make the job's staging folder (``{staging_dir}/{asset}``)."""
+    staging = _staging(ctx)
+    try:
+        staging.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TaskFailed(
+            f"cannot make the staging folder {staging}: {exc.strerror or exc}; "
+            "check FERRY_STAGING_DIR"
+        ) from exc
+    return {"staging": str(staging)}
+
+
+def gather_preliminary_metadata(ctx: TaskContext) -> dict[str, Any]:
+    """Write ``data_description.json`` to the staging folder and copy every ``*.json`` of
+    the metadata folder (``subject.json``, ``procedures.json`` …) next to it.
+
+    A ``data_description.json`` in the metadata folder is kept, with the fields the job
+    knows (name, subject, time, modalities, project, platform, data level) set from the job.
+    """
+    staging = _staging(ctx)
+    settings = ctx.job_settings
+    description = dict(settings.get("data_description") or {})
+    if not description:
+        raise TaskFailed("the task's settings have no data_description; submit the job again")
+    metadata_dir = settings.get("metadata_dir")
+    copied: list[str] = []
+    if metadata_dir:
+        folder = source_folder("metadata_dir", str(metadata_dir), ctx.config)
+        for path in metadata_files(folder):
+            if path.name == DATA_DESCRIPTION:
+                given = read_json_object(path)
+                replaced = sorted(
+                    k for k in description if k in given and given[k] != description[k]
+                )
+                if replaced:
+                    ctx.log.info("%s: the job sets %s", path, ", ".join(replaced))
+                description = {**given, **description}
+                continue
+            copy_file(path, staging / path.name)
+            copied.append(path.name)
+        for expected in ("subject.json", "procedures.json"):
+            if expected not in copied:
+                ctx.log.warning("%s has no %s", folder, expected)
+    write_json(staging / DATA_DESCRIPTION, description)
+    ctx.log.info("wrote %s; copied %s", DATA_DESCRIPTION, ", ".join(copied) or "nothing")
+    return {
+        "staging": str(staging),
+        "metadata_dir": metadata_dir,
+        "copied": copied,
+        "files": sorted([DATA_DESCRIPTION, *copied]),
+    }
+
+
+def check_metadata_files(ctx: TaskContext) -> dict[str, Any]:
+    """Fail unless ``data_description.json`` is in the staging folder and every ``*.json``
+    there is a JSON object; the error names each file, line and column."""
+    staging = _staging(ctx)
+    if not (staging / DATA_DESCRIPTION).is_file():
+        raise TaskFailed(
+            f"{staging / DATA_DESCRIPTION} is missing; gather_preliminary_metadata writes "
+            "it (was that task skipped?)"
+        )
+    gathered = ctx.upstream.get("gather_preliminary_metadata") or {}
+    metadata_dir = gathered.get("metadata_dir")
+    from_metadata_dir = set(gathered.get("copied") or ())
+    problems: list[str] = []
+    files: list[str] = []
+    for path in metadata_files(staging):
+        problem = json_problem(path)
+        if problem is None:
+            files.append(path.name)
+        elif metadata_dir and path.name in from_metadata_dir:
+            problems.append(problem.replace(str(path), str(Path(metadata_dir, path.name)), 1))
+        else:
+            problems.append(problem)
+    if problems:
+        raise TaskFailed("metadata files are not valid: " + "; ".join(problems))
+    ctx.log.info("metadata files: %s", ", ".join(files))
+    return {"files": files}
+
+
+def copy_derivatives_folder(ctx: TaskContext) -> dict[str, Any] | None:
+    """Check the derivatives folder and note its size; ``upload_data_to_s3`` uploads it
+    from where it is to the asset's ``derivatives/`` (it is not copied to staging)."""
+    path = ctx.job_settings.get("input_source")
+    if not path:
+        ctx.log.info("no derivatives folder")
+        return None
+    folder = source_folder("derivatives_dir", str(path), ctx.config)
+    sizes = [p.stat().st_size for p in _walk(folder)]
+    ctx.log.info("%s: %d files, %d bytes", folder, len(sizes), sum(sizes))
+    return {"input_source": str(folder), "files": len(sizes), "bytes": sum(sizes)}
+
+
+def modality_transformation_settings(ctx: TaskContext) -> dict[str, Any]:
+    """Each modality's transformation settings by abbreviation: the items of
+    ``compress_data``."""
+    settings = ctx.job_settings
+    for abbreviation, item in settings.items():
+        if not isinstance(item, dict) or not _input_source(item):
+            raise TaskFailed(f"the settings of modality {abbreviation} name no input_source")
+        ctx.log.info(
+            "%s: %s from %s",
+            abbreviation,
+            (item.get("job_settings") or {}).get("transformation", "copy"),
+            _input_source(item),
+        )
+    return settings
+
+
+def compress_data(ctx: TaskContext) -> dict[str, Any]:
+    """Transform one modality's folder. ``copy`` leaves it as it is (the upload reads it
+    from where it is); ``ome-zarr`` does the same for now; ``command`` runs the
+    ``command_script`` writing to the staging folder and returns its processing record."""
+    modality = ctx.item or "modality"
+    settings = ctx.job_settings
+    source = _input_source(ctx.params)
+    if source is None:
+        raise TaskFailed(f"the settings of modality {modality} name no input_source")
+    folder = source_folder(f"modality {modality}: input_source", source, ctx.config)
+    transformation = settings.get("transformation", "copy")
+    result: dict[str, Any] = {
+        "modality": modality,
+        "transformation": transformation,
+        "output_location": str(folder),
+        "processing": None,
+    }
+    if transformation == "copy":
+        ctx.log.info("%s: uploaded from %s as it is", modality, folder)
+        return result
+    if transformation == "ome-zarr":
+        ctx.log.info(
+            "%s: OME-Zarr conversion is not done by upload jobs yet; %s is uploaded as it is "
+            "(an ingest job converts image stacks to OME-Zarr)",
+            modality,
+            folder,
+        )
+        return result
+    if transformation != "command":
+        raise TaskFailed(
+            f"modality {modality}: unknown transformation {transformation!r}; "
+            "allowed: copy, ome-zarr, command"
+        )
+    return {**result, **_run_command(ctx, modality, folder)}
+
+
+def _run_command(ctx: TaskContext, modality: str, source: Path) -> dict[str, Any]:
+    where = f"tasks.modality_transformation_settings.{modality}"
+    script = ctx.params.get("command_script")
+    if not script:
+        raise TaskFailed(f"{where}: the command transformation needs a command_script")
+    output = _staging(ctx) / modality
+    if output.exists():  # what a crashed attempt left: start again from nothing
+        shutil.rmtree(output)
+    output.mkdir(parents=True)
+    image = ctx.params.get("image")
+    version = ctx.params.get("image_version")
+    job_settings = ctx.job_settings
+    values = {
+        "INPUT_SOURCE": str(source),
+        "OUTPUT_LOCATION": str(output),
+        "JOB_SETTINGS": json.dumps(job_settings, separators=(",", ":")),
+        "IMAGE": image or "",
+        "IMAGE_VERSION": version or "",
+        "S3_LOCATION": _fact(ctx, "destination"),
+    }
+    words = command_words(str(script), values, where)
+    if image and not starts_own_container(words):
+        runtime = ctx.config.container_runtime
+        if runtime is None:
+            raise TaskFailed(
+                f"{where} runs in the image {image}, but no container runtime is configured: "
+                "set FERRY_CONTAINER_RUNTIME to apptainer, singularity or docker"
+            )
+        words = in_container(
+            runtime,
+            image_reference(runtime, str(image), version),
+            words,
+            read_only=[str(source)],
+            writable=[str(output)],
+            workdir=str(output),
+        )
+    started = _now()
+    ctx.run(words, cwd=output)
+    ended = _now()
+    if not any(True for _ in _walk(output)):
+        raise TaskFailed(
+            f"{where}: the command wrote nothing to %OUTPUT_LOCATION ({output}); "
+            "it must write the modality's data there"
+        )
+    return {
+        "output_location": str(output),
+        "processing": {
+            "name": job_settings.get("process_name") or "Compression",
+            "code_url": image or words[0],
+            "code_version": version,
+            "parameters": job_settings,
+            "start_date_time": started,
+            "end_date_time": ended,
+            "input_location": str(source),
+            "output_location": str(output),
+        },
+    }
+
+
+def gather_final_metadata(ctx: TaskContext) -> dict[str, Any]:
+    """Write ``processing.json`` to the staging folder: the processing steps of the
+    metadata folder's ``processing.json`` (if any) followed by each transformation's."""
+    staging = _staging(ctx)
+    results = ctx.upstream.get("compress_data") or {}
+    order = list(_modality_settings(ctx))
+    steps = [
+        r["processing"]
+        for _, r in sorted(results.items(), key=lambda kv: _position(order, kv[0]))
+        if isinstance(r, dict) and isinstance(r.get("processing"), dict)
+    ]
+    gathered = ctx.upstream.get("gather_preliminary_metadata") or {}
+    base: dict[str, Any] = {}
+    metadata_dir = gathered.get("metadata_dir")
+    if metadata_dir and (Path(metadata_dir) / PROCESSING).is_file():
+        base = read_json_object(Path(metadata_dir) / PROCESSING)
+    pipeline = dict(base.get("processing_pipeline") or {})
+    earlier = list(pipeline.get("data_processes") or [])
+    pipeline["data_processes"] = earlier + steps
+    pipeline.setdefault("processor_full_name", ctx.spec.get("user_email") or "neuroferry")
+    pipeline.setdefault("pipeline_version", f"neuroferry {__version__}")
+    document = {
+        **base,
+        "processing_pipeline": pipeline,
+        "upload_job": {
+            "id": ctx.job_id,
+            "job_type": ctx.spec.get("job_type"),
+            "destination": ctx.summary.get("destination"),
+        },
+    }
+    write_json(staging / PROCESSING, document)
+    ctx.log.info("wrote %s with %d processing steps", PROCESSING, len(pipeline["data_processes"]))
+    return {"file": str(staging / PROCESSING), "data_processes": len(pipeline["data_processes"])}
+
+
+def upload_data_to_s3(ctx: TaskContext) -> dict[str, Any]:
+    """Upload each modality's output to ``{dest}/{asset}/{modality}/``, the derivatives to
+    ``{dest}/{asset}/derivatives/`` and, last, the staging folder's metadata files to
+    ``{dest}/{asset}/``. Only what is missing or differs is sent, so a retry resumes."""
+    location = _fact(ctx, "destination")
+    outputs = ctx.upstream.get("compress_data") or {}
+    parts: list[Part] = []
+    for modality, settings in _modality_settings(ctx).items():
+        result = outputs.get(modality)
+        if isinstance(result, dict) and result.get("output_location"):
+            source = str(result["output_location"])
+        else:  # its transformation was skipped: the folder goes up as it is
+            source = str(_input_source(settings))
+            ctx.log.info("%s: no transformation ran; uploading %s as it is", modality, source)
+        if result is None or result.get("transformation") != "command":
+            source = str(source_folder(f"modality {modality}: input_source", source, ctx.config))
+        parts.append(Part(modality, source, f"{location}/{modality}"))
+    derivatives = ctx.upstream.get("copy_derivatives_folder")
+    if isinstance(derivatives, dict) and derivatives.get("input_source"):
+        folder = source_folder("derivatives_dir", str(derivatives["input_source"]), ctx.config)
+        parts.append(Part("derivatives", str(folder), f"{location}/derivatives"))
+    parts.append(
+        Part("metadata", str(_staging(ctx)), location, include=("*.json",), exclude=("*/*",))
+    )
+    return upload_parts(ctx, location, parts)
+
+
+def _read_metadata(store: Any, location: str, name: str) -> dict[str, Any] | None:
+    try:
+        data = bytes(obstore.get(store, name).bytes())
+    except (FileNotFoundError, NotFoundError):
+        return None
+    except Exception as exc:
+        raise TaskFailed(f"cannot read {location}/{name}: {exc}") from exc
+    try:
+        value = json.loads(data)
+    except ValueError as exc:
+        raise TaskFailed(f"{location}/{name} is not valid JSON: {exc}") from exc
+    if not isinstance(value, dict):
+        raise TaskFailed(f"{location}/{name} holds a JSON {type(value).__name__}, not an object")
+    return value
+
+
+def register_data_asset(ctx: TaskContext) -> dict[str, Any]:
+    """Record the asset in the catalog: a document named by the asset with its location
+    and the metadata files read back from the destination (``data_description``,
+    ``subject``, ``procedures``, ``processing`` …). Returns the analyses the job asks for."""
+    if ctx.catalog is None:
+        raise TaskFailed("register_data_asset must run in the service (placement local)")
+    name = _fact(ctx, "asset_name")
+    location = _fact(ctx, "destination")
+    missing = TaskFailed(
+        f"{location}/{DATA_DESCRIPTION} was not found: the upload did not finish; "
+        "run upload_data_to_s3 again"
+    )
+    try:
+        store = open_store(location, settings=ctx.config)
+    except StoreNotFound as exc:
+        raise missing from exc
+    except FerryError as exc:
+        raise TaskFailed(f"cannot open the uploaded asset at {location}: {exc}") from exc
+    checked = ctx.upstream.get("check_metadata_files") or {}
+    files = list(checked.get("files") or [DATA_DESCRIPTION, "subject.json", "procedures.json"])
+    if PROCESSING not in files:
+        files.append(PROCESSING)
+    document: dict[str, Any] = {"name": name, "location": location}
+    for file in files:
+        key = file.removesuffix(".json")
+        if not key or "." in key or key.startswith("$") or key in document:
+            ctx.log.warning("%s is not registered: its name cannot be a document field", file)
+            continue
+        value = _read_metadata(store.raw, location, file)
+        if value is not None:
+            document[key] = value
+    if "data_description" not in document:
+        raise missing
+    try:
+        doc_id, inserted = ctx.catalog.upsert(document)
+    except InvalidInput as exc:
+        raise TaskFailed(f"the catalog refused the document of {name}: {exc}") from exc
+    ctx.log.info("%s %s in the catalog (%s)", "registered" if inserted else "updated", name, doc_id)
+    analyses = ctx.job_settings.get("analyses") or {}
+    return {"name": name, "location": location, "id": doc_id, "analyses": analyses}
+
+
+def analysis_spec(asset: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """The spec of the analysis job started for an asset: the item's ``job_settings``,
+    selecting the asset by name unless they select data themselves (``query``)."""
+    spec = dict(settings.get("job_settings") or {})
+    spec.setdefault("query", {"name": asset})
+    return spec
+
+
+def run_analyses(ctx: TaskContext) -> dict[str, Any]:
+    """Start the analysis job one modality asks for (the item's ``job_settings`` are the
+    analysis job's spec)."""
+    modality = ctx.item or "asset"
+    if ctx.submit_job is None:
+        raise TaskFailed("run_analyses must run in the service (placement local)")
+    if ANALYSIS_KIND not in job_kinds():
+        raise TaskFailed(
+            f"the analysis for {modality} cannot start: no {ANALYSIS_KIND!r} job kind is "
+            "installed (entry point group neuroferry.job_kinds); install it, or set "
+            f"tasks.analysis_settings.{modality}.skip_task: true"
+        )
+    registered = ctx.upstream.get("register_data_asset") or {}
+    asset = str(registered.get("name") or _fact(ctx, "asset_name"))
+    spec = analysis_spec(asset, ctx.params)
+    try:
+        job_id = ctx.submit_job(ANALYSIS_KIND, spec)
+    except InvalidInput as exc:
+        raise TaskFailed(
+            f"the analysis job for {modality} was refused: {exc}; "
+            f"fix tasks.analysis_settings.{modality}.job_settings"
+        ) from exc
+    ctx.log.info("started analysis job %s for %s", job_id, modality)
+    return {"modality": modality, "job_id": job_id}
+
+
+def remove_staging_folder(ctx: TaskContext) -> dict[str, Any]:
+    """Remove the job's staging folder."""
+    staging = _staging(ctx)
+    if staging.name != _fact(ctx, "asset_name"):
+        raise TaskFailed(f"refusing to remove {staging}: it is not this job's staging folder")
+    existed = staging.exists()
+    if existed:
+        shutil.rmtree(staging)
+        ctx.log.info("removed %s", staging)
+    return {"staging": str(staging), "removed": existed}
+
+
+def _file_totals(folder: Path) -> tuple[int, int]:
+    sizes = [p.stat().st_size for p in _walk(folder)]
+    return len(sizes), sum(sizes)
+
+
+def remove_source_folders(ctx: TaskContext) -> dict[str, Any]:
+    """Remove each modality folder and the derivatives folder whose upload succeeded. A
+    folder uploaded as it is must still hold what was uploaded (as many files and bytes),
+    or it is kept and the task fails."""
+    upload = ctx.upstream.get("upload_data_to_s3")
+    if not isinstance(upload, dict):
+        ctx.log.info("the upload did not run: nothing is removed")
+        return {"removed": []}
+    parts: dict[str, Any] = upload.get("parts") or {}
+    outputs = ctx.upstream.get("compress_data") or {}
+    folders: dict[str, str] = {}
+    for modality, settings in _modality_settings(ctx).items():
+        if source := _input_source(settings):
+            folders[modality] = source
+    derivatives = ctx.upstream.get("copy_derivatives_folder")
+    if isinstance(derivatives, dict) and derivatives.get("input_source"):
+        folders["derivatives"] = str(derivatives["input_source"])
+
+    removed: list[str] = []
+    problems: list[str] = []
+    for name, path in folders.items():
+        part = parts.get(name)
+        folder = Path(path)
+        if not isinstance(part, dict) or not part.get("ok"):
+            problems.append(f"{name}: {path} was not uploaded; kept")
+            continue
+        if not folder.exists():
+            removed.append(path)  # removed by an earlier attempt
+            continue
+        source_folder(name, path, ctx.config)
+        if is_source_root(folder, ctx.config):
+            problems.append(f"{name}: {path} is an allowed source folder itself; kept")
+            continue
+        output = outputs.get(name) if name != "derivatives" else None
+        uploaded_as_is = not (
+            isinstance(output, dict) and output.get("transformation") == "command"
+        )
+        if uploaded_as_is:
+            expected = (
+                int(part["files_copied"]) + int(part["files_skipped"]),
+                int(part["bytes_copied"]) + int(part["bytes_skipped"]),
+            )
+            found = _file_totals(folder)
+            if found != expected:
+                problems.append(
+                    f"{name}: {path} holds {count(found[0], 'file')} ({found[1]} bytes) "
+                    f"but {count(expected[0], 'file')} ({expected[1]} bytes) were uploaded; "
+                    "it changed since, so it is kept"
+                )
+                continue
+        shutil.rmtree(folder)
+        ctx.log.info("removed %s", path)
+        removed.append(path)
+    if problems:
+        raise TaskFailed("; ".join(problems))
+    return {"removed": removed}
+
+
+def send_job_end_email(ctx: TaskContext) -> dict[str, Any]:
+    """E-mail the job's owner that the job ended, if they asked for ``end`` e-mails."""
+    upload = ctx.upstream.get("upload_data_to_s3") or {}
+    return _notify(
+        ctx,
+        "end",
+        "succeeded",
+        files_copied=upload.get("files_copied", 0),
+        bytes_copied=upload.get("bytes_copied", 0),
+    )
