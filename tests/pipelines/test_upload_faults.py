@@ -74,9 +74,17 @@ class Service:
             time.sleep(0.3)
 
     def children(self) -> list[int]:
+        """The service's child processes (its Dask workers among them), from /proc."""
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
-        return [int(p) for p in out.stdout.split()]
+        found = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == self.proc.pid:
+                found.append(int(stat.parent.name))
+        return found
 
     def kill(self) -> None:
         """kill -9 the service process alone; wait until its worker processes are gone."""
