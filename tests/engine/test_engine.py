@@ -7,10 +7,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import ferry_toy_tasks
 import pytest
 from sqlalchemy import select, update
 
+import ferry_toy_tasks
 from _rig import Rig, running_rig
 from neuroferry.db import make_engine, orchestrators, tasks, upgrade
 from neuroferry.engine import (
@@ -242,3 +242,48 @@ def test_bad_specs_and_other_peoples_jobs(rig: Rig, tmp_path: Path) -> None:
         get_job(rig.engine, job_id, Someone(999, False))
     with pytest.raises(NotFound):
         cancel_job(rig.engine, rig.log_store, job_id, Someone(999, False))
+
+
+@pytest.mark.postgres
+def test_a_database_outage_while_a_task_runs_loses_nothing(
+    fresh_postgres_database: Callable[[], Any],
+    pg_admin_url: str,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    def allow(name: str, yes: bool) -> None:
+        admin = make_url(pg_admin_url).set(drivername="postgresql").render_as_string(False)
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                    sql.Identifier(name), sql.SQL("true" if yes else "false")
+                )
+            )
+            if not yes:
+                conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                    (name,),
+                )
+
+    with fresh_postgres_database() as url, running_rig(url) as rig:
+        name = make_url(url).database
+        assert name
+        rig.start()
+        job_id = rig.submit_toy(tmp_path / "db", slow=1.5)
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "db" / "slow-started").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        allow(name, False)  # the task finishes while the database is away
+        try:
+            time.sleep(3)
+        finally:
+            allow(name, True)
+        assert rig.wait(job_id)["state"] == "succeeded", rig.states(job_id)
+        assert rig.tasks(job_id)["slow"]["attempt"] == 1
+        assert markers(tmp_path / "db").count("slow-1") == 1
+    assert "orchestrator step failed (database error" in caplog.text

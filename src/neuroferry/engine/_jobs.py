@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -174,25 +174,14 @@ def _retries(params: Mapping[str, Any], default: int) -> int:
     return value
 
 
-class _transaction:
+@contextlib.contextmanager
+def _transaction(engine: Engine) -> Iterator[Connection]:
     """``engine.begin()`` whose database errors become :class:`DatabaseError`."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._cm: Any = None
-
-    def __enter__(self) -> Connection:
-        try:
-            self._cm = self.engine.begin()
-            return self._cm.__enter__()  # type: ignore[no-any-return]
-        except SQLAlchemyError as exc:
-            raise DatabaseError(f"database unavailable: {str(exc).splitlines()[0]}") from exc
-
-    def __exit__(self, *exc_info: Any) -> None:
-        try:
-            self._cm.__exit__(*exc_info)
-        except SQLAlchemyError as exc:
-            raise DatabaseError(f"database error: {str(exc).splitlines()[0]}") from exc
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"database error: {str(exc).splitlines()[0]}") from exc
 
 
 # -- advancing a job ------------------------------------------------------------------

@@ -44,6 +44,7 @@ from neuroferry.engine._kinds import get_kind
 from neuroferry.engine._metrics import METRICS
 from neuroferry.engine._runner import TaskCall, run_task
 from neuroferry.engine._states import FAILED, UP_FOR_RETRY
+from neuroferry.errors import FerryError
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,9 @@ class Orchestrator:
                 self._drain(wait=self.settings.orchestrator_poll)
                 if self.active and not self._stop.is_set():
                     self._dispatch()
+            except FerryError as exc:  # the database or the scheduler is away
+                log.warning("orchestrator step failed (%s); trying again", exc)
+                self._stop.wait(min(self.settings.orchestrator_lease / 3, 5.0))
             except Exception:
                 log.exception("orchestrator step failed; trying again")
                 self._stop.wait(min(self.settings.orchestrator_lease / 3, 5.0))
@@ -255,7 +259,12 @@ class Orchestrator:
         while True:
             if event is not None:
                 claim, done = event
-                self._record(claim, self._outcome(done))
+                outcome = self._outcome(done)
+                try:
+                    self._record(claim, outcome)
+                except Exception:  # the database is away: keep the outcome for the next try
+                    self._events.put((claim, outcome))
+                    raise
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
@@ -263,6 +272,8 @@ class Orchestrator:
 
     @staticmethod
     def _outcome(done: Any) -> Outcome:
+        if isinstance(done, Outcome):
+            return done
         if isinstance(done, dict):
             raw = done
         else:
