@@ -287,3 +287,16 @@ def test_a_database_outage_while_a_task_runs_loses_nothing(
         assert rig.tasks(job_id)["slow"]["attempt"] == 1
         assert markers(tmp_path / "db").count("slow-1") == 1
     assert "orchestrator step failed (database error" in caplog.text
+
+
+def test_a_claim_takes_at_most_its_limit(database_url: str, tmp_path: Path) -> None:
+    """Also with planner statistics in place (the claim's locking sub-select must not run
+    once per row, which with SKIP LOCKED would take more tasks than asked)."""
+    with running_rig(database_url) as rig:
+        for i in range(200):
+            rig.submit_toy(tmp_path / f"j{i}")
+        with rig.engine.begin() as conn:
+            conn.exec_driver_sql("ANALYZE")
+        assert heartbeat(rig.engine, "one", "h", 1, exclusive=False, lease=60)
+        sizes = [len(claim_tasks(rig.engine, "one", 3, now_utc())) for _ in range(5)]
+        assert sizes == [3] * 5

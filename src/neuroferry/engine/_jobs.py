@@ -216,10 +216,17 @@ def _map_items(result: Any, source: str) -> dict[str, Any] | str:
     return {str(k): dict(v) if isinstance(v, Mapping) else {"value": v} for k, v in value.items()}
 
 
-def _advance(conn: Connection, kind: JobKind, job_id: int, now: datetime) -> Transition | None:
+def _advance(
+    conn: Connection,
+    kind: JobKind,
+    job_id: int,
+    now: datetime,
+    job: Mapping[str, Any] | None = None,
+) -> Transition | None:
     """Queue the tasks whose upstream is done, expand mapped tasks, settle finished mapped
-    tasks, and derive the job's state. The caller holds the job's lock."""
-    job = _lock_job(conn, job_id, now)
+    tasks, and derive the job's state. ``job`` is the row if the caller already locked it."""
+    if job is None:
+        job = _lock_job(conn, job_id, now)
     rows = {
         (r["name"], r["map_index"]): dict(r)
         for r in conn.execute(select(tasks).where(tasks.c.job_id == job_id)).mappings()
@@ -340,8 +347,10 @@ class Claim:
 def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime) -> list[Claim]:
     """Mark up to ``limit`` runnable tasks as running by this orchestrator and return them.
 
-    On PostgreSQL the candidates are locked with ``FOR UPDATE SKIP LOCKED``, so service
-    processes that claim at the same moment never get the same task."""
+    On PostgreSQL the candidates are first locked with ``FOR UPDATE SKIP LOCKED``, so
+    service processes that claim at the same moment never get the same task. (Locking them
+    inside the UPDATE's own sub-select is not enough: PostgreSQL may run that sub-select
+    again for every row, and with SKIP LOCKED each run finds new rows, past the limit.)"""
     if limit <= 0:
         return []
     candidates = (
@@ -353,13 +362,19 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
         )
         .order_by(tasks.c.id)
         .limit(limit)
-        .with_for_update(skip_locked=True)
     )
     with _transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            locked = conn.execute(candidates.with_for_update(skip_locked=True)).scalars().all()
+            if not locked:
+                return []
+            chosen = tasks.c.id.in_(locked)
+        else:  # one writer at a time: the UPDATE takes the write lock before it reads
+            chosen = tasks.c.id.in_(candidates.scalar_subquery())
         ids = (
             conn.execute(
                 update(tasks)
-                .where(tasks.c.id.in_(candidates.scalar_subquery()), tasks.c.state.in_(WAITING))
+                .where(chosen, tasks.c.state.in_(WAITING))
                 .values(
                     # a rescheduled task carries on in the same attempt
                     attempt=tasks.c.attempt
@@ -398,18 +413,19 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
         job_ids = {r["job_id"] for r in rows}
         done = (
             conn.execute(
-                select(
-                    tasks.c.job_id, tasks.c.name, tasks.c.map_index, tasks.c.item, tasks.c.result
-                ).where(tasks.c.job_id.in_(job_ids), tasks.c.state.in_(DONE_OK))
+                # by job only: a filter on state would let the planner scan every
+                # finished task of every job
+                select(tasks.c.job_id, tasks.c.name, tasks.c.state, tasks.c.result).where(
+                    tasks.c.job_id.in_(job_ids), tasks.c.map_index == -1
+                )
             )
             .mappings()
             .all()
         )
     results: dict[int, dict[str, Any]] = {}
     for r in done:
-        per_job = results.setdefault(r["job_id"], {})
-        if r["map_index"] < 0:
-            per_job.setdefault(r["name"], r["result"])
+        if r["state"] in DONE_OK:
+            results.setdefault(r["job_id"], {})[r["name"]] = r["result"]
     claims = []
     for r in rows:
         kind = get_kind(r["kind"])
@@ -516,7 +532,7 @@ def finish_task(
             values.update(result=_json_safe(outcome.result), error=outcome.error, finished=now)
         values["state"] = state
         conn.execute(update(tasks).where(tasks.c.id == claim.task_id).values(**values))
-        transition = _advance(conn, kind, claim.job_id, now)
+        transition = _advance(conn, kind, claim.job_id, now, job)
     return Finished(state, transition)
 
 

@@ -174,7 +174,8 @@ class Orchestrator:
                 self._threads = max(
                     self._threads, self.settings.cluster_max_jobs * self.settings.cluster_cores
                 )
-        return max(self._threads, 1) + self.settings.local_task_threads
+        # twice the threads: a worker finds its next task waiting when it finishes one
+        return 2 * max(self._threads, 1) + self.settings.local_task_threads
 
     def _dispatch(self) -> None:
         room = self._capacity() - len(self._inflight)
@@ -252,23 +253,42 @@ class Orchestrator:
     # -- outcomes ---------------------------------------------------------------------
 
     def _drain(self, wait: float) -> None:
+        """Record every outcome that has arrived (waiting up to ``wait`` for the first)."""
         try:
-            event = self._events.get(timeout=wait)
+            events = [self._events.get(timeout=wait)]
         except queue.Empty:
             return
         while True:
-            if event is not None:
-                claim, done = event
-                outcome = self._outcome(done)
-                try:
-                    self._record(claim, outcome)
-                except Exception:  # the database is away: keep the outcome for the next try
-                    self._events.put((claim, outcome))
-                    raise
             try:
-                event = self._events.get_nowait()
+                events.append(self._events.get_nowait())
             except queue.Empty:
-                return
+                break
+        outcomes = self._outcomes([e for e in events if e is not None])
+        for i, (claim, outcome) in enumerate(outcomes):
+            try:
+                self._record(claim, outcome)
+            except Exception:  # the database is away: keep the outcomes for the next try
+                for kept in outcomes[i:]:
+                    self._events.put(kept)
+                raise
+
+    def _outcomes(self, events: list[tuple[Claim, Any]]) -> list[tuple[Claim, Outcome]]:
+        """The outcomes of finished task runs; results of Dask futures that finished are
+        fetched from the workers in one round trip."""
+        finished = [d for _, d in events if getattr(d, "status", None) == "finished"]
+        fetched: dict[int, Any] = {}
+        if finished:
+            try:
+                values = self.executor.client.gather(finished)
+                fetched = {id(f): v for f, v in zip(finished, values, strict=True)}
+            except Exception as exc:  # fall back to fetching them one by one
+                log.warning("cannot fetch task results together: %s", exc)
+        out = []
+        for claim, done in events:
+            out.append((claim, self._outcome(fetched.get(id(done), done))))
+            if hasattr(done, "release"):
+                done.release()
+        return out
 
     @staticmethod
     def _outcome(done: Any) -> Outcome:
@@ -281,9 +301,6 @@ class Orchestrator:
                 raw = done.result()
             except Exception as exc:  # the worker died too often, or Dask cancelled it
                 raw = {"state": FAILED, "error": f"{type(exc).__name__}: {exc}"}
-            finally:
-                if hasattr(done, "release"):
-                    done.release()
         return Outcome(
             state=raw["state"],
             result=raw.get("result"),
