@@ -131,5 +131,11 @@ class Client:
     def catalog_drop_index(self, path: str) -> None:
         self.request("DELETE", f"/catalog/indexes/{quote(path, safe='')}")
 
+    # -- jobs (submit, list, show, logs, cancel, retry) ------------------------------
+
+    # -- job types, projects, modalities and platforms ---------------------------------
+
+    # -- accounts (users and tokens) ----------------------------------------------------
+
     def close(self) -> None:
         self._http.close()

@@ -64,6 +64,9 @@ class JobKind:
     tasks: tuple[TaskDef, ...]
     prepare: Callable[[BaseModel, Settings], PreparedJob]
     description: str = ""
+    check_preset: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
+    """Validates a job type's task settings for this kind (raising InvalidInput naming
+    the task and field) and returns them normalised; ``None``: the kind has no presets."""
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tasks]
