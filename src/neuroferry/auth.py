@@ -8,10 +8,11 @@ import os
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, func, insert, select, update
+from sqlalchemy import ColumnElement, Engine, Row, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from neuroferry.db import api_tokens, users
@@ -19,7 +20,11 @@ from neuroferry.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 
 ROLES = ("admin", "user")
 TOKEN_PREFIX = "nf_"
+MAX_LABEL = 128
+MAX_EXPIRY_DAYS = 3650
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -41,19 +46,75 @@ class User:
             raise Forbidden(f"only admins may {action}; {self.name!r} is a {self.role}")
 
 
+@dataclass(frozen=True)
+class UserSummary:
+    """A user as listed: who, since when, and how many tokens can still be used."""
+
+    name: str
+    role: str
+    email: str | None
+    created: datetime
+    active_tokens: int
+
+
+@dataclass(frozen=True)
+class TokenInfo:
+    """An API token as listed: never the token itself, which only its owner saw once."""
+
+    id: int
+    user: str
+    label: str
+    created: datetime
+    expires: datetime | None
+    revoked: datetime | None
+
+    @property
+    def state(self) -> str:
+        """``active``, ``expired`` or ``revoked``."""
+        if self.revoked is not None:
+            return "revoked"
+        if self.expires is not None and self.expires <= datetime.now(UTC):
+            return "expired"
+        return "active"
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Datetimes come back from SQLite without their zone; they were written in UTC."""
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def hash_token(token: str) -> str:
     """The stored form of a token. Tokens are 256 random bits, so one sha256 suffices."""
     return hashlib.sha256(token.encode()).hexdigest()
 
 
+def check_user_name(name: str) -> str:
+    """``name`` if it may name a user; :class:`InvalidInput` naming the field otherwise."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        raise InvalidInput(
+            f"name: {name!r} is not allowed; a user name must be 1 to 128 letters, digits, "
+            "'_', '.', '@' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def _check_email(email: str | None) -> str | None:
+    email = email.strip() if isinstance(email, str) else email
+    if not email:
+        return None
+    if len(email) > 320 or not _EMAIL.fullmatch(email) or _CONTROL.search(email):
+        raise InvalidInput(f"email: {email!r} is not an e-mail address")
+    return email
+
+
 def create_user(engine: Engine, name: str, role: str = "user", email: str | None = None) -> User:
     """Add a user; names are 1-128 letters, digits, '_', '.', '@' or '-'."""
-    if not _NAME.fullmatch(name):
-        raise InvalidInput(
-            f"user name {name!r} must be 1 to 128 letters, digits, '_', '.', '@' or '-'"
-        )
+    check_user_name(name)
     if role not in ROLES:
-        raise InvalidInput(f"role {role!r} is not allowed; allowed: {', '.join(ROLES)}")
+        raise InvalidInput(f"role: {role!r} is not allowed; allowed: {', '.join(ROLES)}")
+    email = _check_email(email)
     try:
         with engine.begin() as conn:
             user_id = conn.execute(
@@ -62,34 +123,168 @@ def create_user(engine: Engine, name: str, role: str = "user", email: str | None
                 .returning(users.c.id)
             ).scalar_one()
     except IntegrityError as exc:
-        raise InvalidInput(f"a user named {name!r} already exists") from exc
+        raise InvalidInput(f"name: a user named {name!r} already exists") from exc
     return User(user_id, name, role, email)
 
 
 def get_user(engine: Engine, name: str) -> User:
-    with engine.connect() as conn:
-        row = conn.execute(select(users).where(users.c.name == name)).mappings().first()
+    """The user named ``name``; :class:`NotFound` if there is none."""
+    row = None
+    if isinstance(name, str) and _NAME.fullmatch(name):  # others cannot exist (nor be queried)
+        with engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.name == name)).mappings().first()
     if row is None:
-        raise NotFound(f"no user is named {name!r}")
+        raise NotFound(f"no user is named {name!r}; `ferry users list` shows who there is")
     return User(row["id"], row["name"], row["role"], row["email"])
+
+
+def _live(now: datetime) -> ColumnElement[bool]:
+    return api_tokens.c.revoked.is_(None) & (
+        api_tokens.c.expires.is_(None) | (api_tokens.c.expires > now)
+    )
+
+
+def list_users(engine: Engine, name: str | None = None) -> list[UserSummary]:
+    """Every user (or only the one named ``name``), by name, with their live token count."""
+    live = (
+        select(func.count())
+        .select_from(api_tokens)
+        .where(api_tokens.c.user_id == users.c.id, _live(datetime.now(UTC)))
+        .scalar_subquery()
+    )
+    query = select(users, live.label("active_tokens")).order_by(users.c.name)
+    if name is not None:
+        query = query.where(users.c.name == name)
+    with engine.connect() as conn:
+        rows = conn.execute(query).mappings().all()
+    return [
+        UserSummary(
+            r["name"], r["role"], r["email"], _utc(r["created"]) or r["created"], r["active_tokens"]
+        )
+        for r in rows
+    ]
+
+
+def user_summary(engine: Engine, name: str) -> UserSummary:
+    """One user as :func:`list_users` shows them; :class:`NotFound` if there is none."""
+    found = list_users(engine, name)
+    if not found:
+        raise NotFound(f"no user is named {name!r}; `ferry users list` shows who there is")
+    return found[0]
+
+
+def delete_user(engine: Engine, name: str, by: User) -> None:
+    """Remove a user and their tokens (admins only; never oneself). Their jobs stay,
+    without an owner."""
+    by.require_admin("remove users")
+    if name == by.name:
+        raise InvalidInput(
+            f"name: {name!r} is you; an admin cannot remove themselves (ask another admin)"
+        )
+    user = get_user(engine, name)
+    try:
+        with engine.begin() as conn:
+            conn.execute(delete(api_tokens).where(api_tokens.c.user_id == user.id))
+            conn.execute(delete(users).where(users.c.id == user.id))
+    except IntegrityError as exc:
+        raise InvalidInput(
+            f"name: {name!r} is still referred to ({type(exc.orig).__name__}); "
+            "revoke their tokens instead"
+        ) from exc
+
+
+def _insert_token(
+    engine: Engine, user: User, label: str, expires: datetime | None
+) -> tuple[int, str, datetime]:
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    created = datetime.now(UTC)
+    with engine.begin() as conn:
+        token_id = conn.execute(
+            insert(api_tokens)
+            .values(
+                user_id=user.id,
+                hash=hash_token(token),
+                label=label[:MAX_LABEL],
+                created=created,
+                expires=expires,
+            )
+            .returning(api_tokens.c.id)
+        ).scalar_one()
+    return token_id, token, created
 
 
 def create_token(
     engine: Engine, user: User, label: str = "", expires: datetime | None = None
 ) -> str:
     """A new API token for ``user``; only its hash is stored, so show it now or never."""
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    with engine.begin() as conn:
-        conn.execute(
-            insert(api_tokens).values(
-                user_id=user.id,
-                hash=hash_token(token),
-                label=label[:128],
-                created=datetime.now(UTC),
-                expires=expires,
+    return _insert_token(engine, user, label, expires)[1]
+
+
+def issue_token(
+    engine: Engine, user: User, label: str = "", expires_in_days: int | None = None
+) -> tuple[TokenInfo, str]:
+    """A new API token for ``user``, valid for ``expires_in_days`` (or until revoked):
+    what it is, and the token itself, which is not stored and cannot be shown again."""
+    label = (label or "").strip()
+    if len(label) > MAX_LABEL:
+        raise InvalidInput(f"label: {len(label)} characters is too long; at most {MAX_LABEL}")
+    if _CONTROL.search(label):
+        raise InvalidInput(f"label: {label!r} contains control characters")
+    expires = None
+    if expires_in_days is not None:
+        if not 1 <= expires_in_days <= MAX_EXPIRY_DAYS:
+            raise InvalidInput(
+                f"expires_in_days: {expires_in_days} is not allowed; "
+                f"give 1 to {MAX_EXPIRY_DAYS} days, or none for a token that does not expire"
             )
-        )
-    return token
+        expires = datetime.now(UTC) + timedelta(days=expires_in_days)
+    token_id, token, created = _insert_token(engine, user, label, expires)
+    return TokenInfo(token_id, user.name, label, created, expires, None), token
+
+
+def _token_query() -> Select[Any]:
+    return (
+        select(api_tokens, users.c.name.label("user_name"))
+        .join(users, users.c.id == api_tokens.c.user_id)
+        .order_by(api_tokens.c.id)
+    )
+
+
+def _token_info(row: Row[Any]) -> TokenInfo:
+    r = row._mapping
+    return TokenInfo(
+        r["id"],
+        r["user_name"],
+        r["label"],
+        _utc(r["created"]) or r["created"],
+        _utc(r["expires"]),
+        _utc(r["revoked"]),
+    )
+
+
+def list_tokens(engine: Engine, user: User) -> list[TokenInfo]:
+    """The tokens of ``user``, oldest first, revoked and expired ones included."""
+    with engine.connect() as conn:
+        rows = conn.execute(_token_query().where(api_tokens.c.user_id == user.id)).all()
+    return [_token_info(r) for r in rows]
+
+
+def revoke_token(engine: Engine, token_id: int, by: User) -> TokenInfo:
+    """Revoke one token: one's own, or (admins) anyone's. Revoking a revoked token
+    changes nothing. :class:`NotFound` if no such token is visible to ``by``."""
+    query = _token_query().where(api_tokens.c.id == token_id)
+    if not by.is_admin:
+        query = query.where(api_tokens.c.user_id == by.id)
+    with engine.begin() as conn:
+        row = conn.execute(query).first()
+        if row is None:
+            raise NotFound(f"you have no token with id {token_id}; `ferry tokens list` shows yours")
+        info = _token_info(row)
+        if info.revoked is None:
+            now = datetime.now(UTC)
+            conn.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(revoked=now))
+            info = TokenInfo(info.id, info.user, info.label, info.created, info.expires, now)
+    return info
 
 
 def revoke_tokens(engine: Engine, user: User) -> int:
@@ -119,12 +314,21 @@ def authenticate(engine: Engine, token: str | None) -> User:
         )
     if row is None or row["revoked"] is not None:
         raise Unauthorized("the API token is not valid (unknown or revoked)")
-    expires = row["expires"]
-    if expires is not None:
-        expires = expires if expires.tzinfo else expires.replace(tzinfo=UTC)
-        if expires <= datetime.now(UTC):
-            raise Unauthorized("the API token has expired; create a new one")
+    expires = _utc(row["expires"])
+    if expires is not None and expires <= datetime.now(UTC):
+        raise Unauthorized("the API token has expired; create a new one")
     return User(row["id"], row["name"], row["role"], row["email"])
+
+
+def first_admin(engine: Engine) -> User | None:
+    """The oldest admin, if there is one."""
+    with engine.connect() as conn:
+        row = (
+            conn.execute(select(users).where(users.c.role == "admin").order_by(users.c.id))
+            .mappings()
+            .first()
+        )
+    return None if row is None else User(row["id"], row["name"], row["role"], row["email"])
 
 
 def ensure_first_admin(engine: Engine, home: Path) -> Path | None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -76,18 +76,38 @@ class Client:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
-    def request(self, method: str, path: str, body: Any = None) -> Any:
-        """Call the API; errors come back as neuroferry errors with the service's message."""
-        try:
-            response = self._http.request(method, f"/api/v2{path}", json=body)
-        except httpx.TransportError as exc:
-            raise ServiceUnavailable(
-                f"cannot reach the neuroferry service at {self.url} ({type(exc).__name__}): "
-                "is `ferry serve` running there? Set FERRY_URL to point elsewhere"
-            ) from exc
+    def _unavailable(self, exc: Exception) -> ServiceUnavailable:
+        return ServiceUnavailable(
+            f"cannot reach the neuroferry service at {self.url} ({type(exc).__name__}): "
+            "is `ferry serve` running there? Set FERRY_URL to point elsewhere"
+        )
+
+    @staticmethod
+    def _check(response: httpx.Response) -> httpx.Response:
         if response.status_code >= 400:
             kind = _BY_STATUS.get(response.status_code, FerryError)
+            problems = None
+            if kind is InvalidInput:
+                try:
+                    problems = response.json().get("problems")
+                except (ValueError, AttributeError):
+                    problems = None
+                raise InvalidInput(f"{_detail(response)} (HTTP {response.status_code})", problems)
             raise kind(f"{_detail(response)} (HTTP {response.status_code})")
+        return response
+
+    def send(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        """Call the API and return the response; errors come back as neuroferry errors
+        with the service's message (422 problems in ``InvalidInput.problems``)."""
+        try:
+            response = self._http.request(method, f"/api/v2{path}", **kwargs)
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+        return self._check(response)
+
+    def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:
+        """Call the API with a JSON body; the JSON answer."""
+        response = self.send(method, path, json=body, **kwargs)
         return response.json() if response.content else None
 
     # catalog ----------------------------------------------------------------------------
@@ -133,9 +153,252 @@ class Client:
 
     # -- jobs (submit, list, show, logs, cancel, retry) ------------------------------
 
+    def submit_jobs(self, request: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Submit a ``SubmitJobRequestV2`` body; the new jobs (id, name, url)."""
+        jobs: list[dict[str, Any]] = self.request("POST", "/submit_jobs", request)["data"]["jobs"]
+        return jobs
+
+    def validate_jobs(self, request: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Check a ``SubmitJobRequestV2`` body; the jobs as they would run."""
+        jobs: list[dict[str, Any]] = self.request("POST", "/validate_json", request)["data"]["jobs"]
+        return jobs
+
+    def validate_sheet(self, path: Path) -> list[dict[str, Any]]:
+        """Check a CSV or XLSX job spreadsheet; the jobs with their row numbers."""
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InvalidInput(f"cannot read {path}: {exc.strerror or exc}") from exc
+        response = self.send("POST", "/validate_csv", files={"file": (path.name, data)})
+        jobs: list[dict[str, Any]] = response.json()["data"]["jobs"]
+        return jobs
+
+    def job_upload_template(self) -> bytes:
+        """The service's .xlsx job spreadsheet template, with its lists."""
+        return self.send("GET", "/job_upload_template").content
+
+    def jobs(self, **filters: Any) -> dict[str, Any]:
+        """One page of jobs: ``state``, ``kind``, ``job_type`` (lists), ``owner``, ``name``,
+        ``submitted_after``, ``submitted_before``, ``sort``, ``limit``, ``offset``."""
+        params = {k: v for k, v in filters.items() if v not in (None, [], ())}
+        page: dict[str, Any] = self.request("GET", "/jobs", params=params)
+        return page
+
+    def job(self, job_id: int) -> dict[str, Any]:
+        job: dict[str, Any] = self.request("GET", f"/jobs/{job_id}")
+        return job
+
+    def job_tasks(self, job_id: int) -> list[dict[str, Any]]:
+        tasks: list[dict[str, Any]] = self.request("GET", f"/jobs/{job_id}/tasks")
+        return tasks
+
+    def job_log(
+        self, job_id: int, task: str, map_index: int = -1, attempt: int | None = None
+    ) -> str:
+        params: dict[str, Any] = {"map_index": map_index}
+        if attempt is not None:
+            params["attempt"] = attempt
+        return self.send("GET", f"/jobs/{job_id}/tasks/{quote(task)}/logs", params=params).text
+
+    def follow_job_log(self, job_id: int, task: str, map_index: int = -1) -> Iterator[str]:
+        """A task's log as it grows, until the task ends."""
+        path = f"/api/v2/jobs/{job_id}/tasks/{quote(task)}/logs"
+        params: dict[str, Any] = {"map_index": map_index, "follow": "true"}
+        try:
+            with self._http.stream("GET", path, params=params, timeout=None) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                yield from response.iter_text()
+        except httpx.TransportError as exc:
+            raise self._unavailable(exc) from exc
+
+    def cancel_job(self, job_id: int) -> dict[str, Any]:
+        job: dict[str, Any] = self.request("POST", f"/jobs/{job_id}/cancel")
+        return job
+
+    def retry_job(self, job_id: int) -> dict[str, Any]:
+        job: dict[str, Any] = self.request("POST", f"/jobs/{job_id}/retry")
+        return job
+
     # -- job types, projects, modalities and platforms ---------------------------------
 
+    def job_types_list(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """The current version of every job type (of ``kind``, if given)."""
+        params = {"kind": kind} if kind else {}
+        found: list[dict[str, Any]] = self.request("GET", "/job_types", params=params)["job_types"]
+        return found
+
+    def job_types_get(
+        self, name: str, version: int | None = None, kind: str = "upload"
+    ) -> dict[str, Any]:
+        """A job type: its current version, or the given ``version``."""
+        params: dict[str, Any] = {"kind": kind}
+        if version is not None:
+            params["version"] = version
+        found: dict[str, Any] = self.request(
+            "GET", f"/job_types/{quote(name, safe='')}", params=params
+        )
+        return found
+
+    def job_types_put(
+        self,
+        name: str,
+        settings: Mapping[str, Any],
+        comment: str | None = None,
+        kind: str = "upload",
+    ) -> dict[str, Any]:
+        """Save ``settings`` as the next version (admins); ``changed`` is false when they
+        were the current version's."""
+        saved: dict[str, Any] = self.request(
+            "PUT",
+            f"/job_types/{quote(name, safe='')}",
+            {"settings": dict(settings), "comment": comment},
+            params={"kind": kind},
+        )
+        return saved
+
+    def job_types_delete(
+        self, name: str, comment: str | None = None, kind: str = "upload"
+    ) -> dict[str, Any]:
+        """Delete a job type (admins): a new version marked deleted."""
+        params = {"kind": kind} | ({"comment": comment} if comment else {})
+        deleted: dict[str, Any] = self.request(
+            "DELETE", f"/job_types/{quote(name, safe='')}", params=params
+        )
+        return deleted
+
+    def job_types_history(self, name: str, kind: str = "upload") -> list[dict[str, Any]]:
+        """Every version of a job type, oldest first."""
+        path = f"/job_types/{quote(name, safe='')}/history"
+        versions: list[dict[str, Any]] = self.request("GET", path, params={"kind": kind})[
+            "versions"
+        ]
+        return versions
+
+    def job_types_diff(
+        self,
+        name: str,
+        from_version: int | None = None,
+        to_version: int | None = None,
+        kind: str = "upload",
+    ) -> dict[str, Any]:
+        """The changes between two versions (default: the newest and the one before)."""
+        params: dict[str, Any] = {"kind": kind}
+        if from_version is not None:
+            params["from"] = from_version
+        if to_version is not None:
+            params["to"] = to_version
+        diff: dict[str, Any] = self.request(
+            "GET", f"/job_types/{quote(name, safe='')}/diff", params=params
+        )
+        return diff
+
+    def job_types_rollback(
+        self, name: str, version: int, comment: str | None = None, kind: str = "upload"
+    ) -> dict[str, Any]:
+        """Make ``version``'s settings current again, as a new version (admins)."""
+        saved: dict[str, Any] = self.request(
+            "POST",
+            f"/job_types/{quote(name, safe='')}/rollback",
+            {"version": version, "comment": comment},
+            params={"kind": kind},
+        )
+        return saved
+
+    def projects_list(self) -> list[dict[str, Any]]:
+        """The project names uploads may give (none: any name)."""
+        found: list[dict[str, Any]] = self.request("GET", "/projects")["projects"]
+        return found
+
+    def projects_add(self, name: str) -> dict[str, Any]:
+        """Add a project name (admins)."""
+        added: dict[str, Any] = self.request("POST", "/projects", {"name": name})
+        return added
+
+    def projects_remove(self, name: str) -> None:
+        """Remove a project name (admins)."""
+        self.request("DELETE", f"/projects/{quote(name, safe='')}")
+
+    def modalities_list(self) -> list[dict[str, Any]]:
+        """The modalities uploads may name."""
+        found: list[dict[str, Any]] = self.request("GET", "/modalities")["modalities"]
+        return found
+
+    def modalities_put(
+        self, abbreviation: str, name: str, legacy_names: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Add or rename a modality (admins)."""
+        body = {"name": name, "legacy_names": list(legacy_names)}
+        term: dict[str, Any] = self.request(
+            "PUT", f"/modalities/{quote(abbreviation, safe='')}", body
+        )
+        return term
+
+    def modalities_delete(self, abbreviation: str) -> None:
+        """Remove a modality (admins)."""
+        self.request("DELETE", f"/modalities/{quote(abbreviation, safe='')}")
+
+    def platforms_list(self) -> list[dict[str, Any]]:
+        """The platforms uploads may name."""
+        found: list[dict[str, Any]] = self.request("GET", "/platforms")["platforms"]
+        return found
+
+    def platforms_put(
+        self, abbreviation: str, name: str, legacy_names: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Add or rename a platform (admins)."""
+        body = {"name": name, "legacy_names": list(legacy_names)}
+        term: dict[str, Any] = self.request(
+            "PUT", f"/platforms/{quote(abbreviation, safe='')}", body
+        )
+        return term
+
+    def platforms_delete(self, abbreviation: str) -> None:
+        """Remove a platform (admins)."""
+        self.request("DELETE", f"/platforms/{quote(abbreviation, safe='')}")
+
     # -- accounts (users and tokens) ----------------------------------------------------
+
+    def users_list(self) -> list[dict[str, Any]]:
+        """Every user (admins)."""
+        found: list[dict[str, Any]] = self.request("GET", "/users")
+        return found
+
+    def users_add(self, name: str, email: str | None = None, role: str = "user") -> dict[str, Any]:
+        """Add a user (admins)."""
+        user: dict[str, Any] = self.request(
+            "POST", "/users", {"name": name, "email": email, "role": role}
+        )
+        return user
+
+    def users_remove(self, name: str) -> None:
+        """Remove a user and their tokens (admins)."""
+        self.request("DELETE", f"/users/{quote(name, safe='')}")
+
+    def users_me(self) -> dict[str, Any]:
+        """The user behind this client's token."""
+        me: dict[str, Any] = self.request("GET", "/users/me")
+        return me
+
+    def tokens_list(self, user: str | None = None) -> list[dict[str, Any]]:
+        """Your tokens, or (admins) ``user``'s; never the secrets."""
+        query = f"?user={quote(user, safe='')}" if user else ""
+        found: list[dict[str, Any]] = self.request("GET", f"/tokens{query}")
+        return found
+
+    def tokens_create(
+        self, label: str = "", expires_in_days: int | None = None, user: str | None = None
+    ) -> dict[str, Any]:
+        """A new token for yourself, or (admins) for ``user``; its ``token`` is shown once."""
+        body = {"label": label, "expires_in_days": expires_in_days}
+        path = f"/users/{quote(user, safe='')}/tokens" if user else "/tokens"
+        made: dict[str, Any] = self.request("POST", path, body)
+        return made
+
+    def tokens_revoke(self, token_id: int) -> None:
+        """Revoke a token: your own, or (admins) anyone's."""
+        self.request("DELETE", f"/tokens/{int(token_id)}")
 
     def close(self) -> None:
         self._http.close()

@@ -106,6 +106,8 @@ class Settings(BaseSettings):
     """Folders that upload sources must lie under; empty allows any readable folder."""
     destinations: dict[str, str] = Field(default_factory=dict)
     """Store URLs that jobs may name as their ``s3_bucket``; ``default`` is ``store_url``."""
+    max_jobs_per_request: int = Field(50, ge=1, le=10_000)
+    """Most upload jobs one ``submit_jobs`` request (or spreadsheet) may hold."""
     container_runtime: Literal["apptainer", "singularity", "docker"] | None = None
     """Runtime for ``command`` tasks that name an ``image``; without one they are refused."""
 

@@ -7,6 +7,8 @@ matching builtin so that callers who do not know neuroferry can still catch them
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class FerryError(Exception):
     """Base of every error neuroferry raises on purpose."""
@@ -22,9 +24,16 @@ class ConfigError(FerryError, ValueError):
 
 
 class InvalidInput(FerryError, ValueError):
-    """The caller sent something that is not allowed; the message says what is."""
+    """The caller sent something that is not allowed; the message says what is.
+
+    ``problems`` lists each problem separately when there are several (``job``, ``row``,
+    ``field``, ``message``), for callers that show them next to the input."""
 
     status_code = 422
+
+    def __init__(self, message: str, problems: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.problems = problems or []
 
 
 class NotFound(FerryError, LookupError):

@@ -44,10 +44,24 @@ def _register() -> None:
 
     app.add_typer(db.app, name="db")
     app.add_typer(catalog.app, name="catalog")
+    from neuroferry.cli import jobs
+
+    app.add_typer(jobs.app, name="jobs")
+    app.command("template")(jobs.template_command)
     app.command("serve")(serve.serve)
     app.command("orchestrator")(serve.orchestrator)
     app.command("sync", help=stores.SYNC_HELP)(stores.sync_command)
     app.command("ls")(stores.ls_command)
+
+    from neuroferry.cli import accounts
+
+    app.add_typer(accounts.users_app, name="users")
+    app.add_typer(accounts.tokens_app, name="tokens")
+
+    from neuroferry.cli import job_types
+
+    app.add_typer(job_types.app, name="job-types")
+    app.add_typer(job_types.projects_app, name="projects")
 
 
 _register()

@@ -30,6 +30,12 @@ def serve(
         help="Also run jobs here (default), or serve the web only and leave the jobs to "
         "`ferry orchestrator` processes (PostgreSQL).",
     ),
+    demo: bool = typer.Option(
+        False,
+        "--demo",
+        help="Also create a sample session under FERRY_HOME/demo and a ready-to-submit "
+        "upload job for it, and say how to run it.",
+    ),
 ) -> None:
     """Run the service: REST API, database migrations at start-up, embedded Dask cluster.
 
@@ -62,6 +68,15 @@ def serve(
         f"  executor  {_describe_executor(services)}\n"
         f"  health    {base}/api/v2/health, API docs {base}/docs"
     )
+    if demo:
+        from neuroferry.demo import seed_demo
+
+        try:
+            info = seed_demo(services, settings)
+        except BaseException:
+            services.close()
+            raise
+        typer.echo(info.instructions(base))
     uvicorn.run(
         create_app(settings, services), host=settings.host, port=settings.port, log_level=log_level
     )

@@ -8,12 +8,15 @@ from neuroferry.db._tables import (
     catalog_index_values,
     catalog_indexes,
     documents,
+    job_types,
     jobs,
     meta,
     metadata,
     orchestrators,
+    projects,
     tasks,
     users,
+    vocab_terms,
 )
 
 __all__ = [
@@ -24,14 +27,17 @@ __all__ = [
     "current_revision",
     "documents",
     "head_revision",
+    "job_types",
     "jobs",
     "make_engine",
     "meta",
     "metadata",
     "normalize_url",
     "orchestrators",
+    "projects",
     "redact",
     "tasks",
     "upgrade",
     "users",
+    "vocab_terms",
 ]

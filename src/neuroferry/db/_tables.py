@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     Column,
     DateTime,
     Float,
@@ -172,4 +173,47 @@ orchestrators = Table(
     Column("started", DateTime(timezone=True), nullable=False),
     Column("heartbeat", DateTime(timezone=True), nullable=False),
     Column("active", Integer, nullable=False),
+)
+
+#: Job types: named, versioned presets of task settings per job kind. Every change is a
+#: new row (nothing is overwritten); the current version is the highest; a deletion is a
+#: version with ``deleted`` set, so history keeps it and a later change revives it.
+job_types = Table(
+    "job_types",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("kind", String(32), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("settings", JSON_DOCUMENT, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=True),
+    Column("comment", Text, nullable=True),
+    Column("deleted", Boolean, nullable=False),
+    Index("uq_job_types_version", "kind", "name", "version", unique=True),
+)
+
+#: Project names an upload may give; none listed means any name is allowed.
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(256), nullable=False, unique=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=True),
+)
+
+#: The modalities and platforms uploads may name (``list`` is ``modality`` or
+#: ``platform``), seeded from the package's lists on first read.
+vocab_terms = Table(
+    "vocab_terms",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("list", String(16), nullable=False),
+    Column("abbreviation", String(128), nullable=False),
+    Column("name", String(256), nullable=False),
+    Column("legacy_names", JSON_DOCUMENT, nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=True),
+    Index("uq_vocab_terms_term", "list", "abbreviation", unique=True),
 )

@@ -20,13 +20,14 @@ from sqlalchemy import Connection, Engine, case, func, insert, or_, select, upda
 from sqlalchemy.exc import SQLAlchemyError
 
 from neuroferry.config import Settings
-from neuroferry.db import jobs, orchestrators, tasks
+from neuroferry.db import jobs, orchestrators, tasks, users
 from neuroferry.engine._context import cancel_key, log_key
 from neuroferry.engine._kinds import JobKind, get_kind
 from neuroferry.engine._states import (
     CANCELLED,
     DONE_OK,
     FAILED,
+    JOB_STATES,
     MAP,
     PENDING,
     QUEUED,
@@ -659,7 +660,7 @@ def _visible(job: Mapping[str, Any], viewer: Viewer | None, action: str) -> None
 def get_job(engine: Engine, job_id: int, viewer: Viewer | None = None) -> dict[str, Any]:
     """One job's row; users see only their own jobs, admins every job."""
     with engine.connect() as conn:
-        row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        row = conn.execute(_with_owner().where(jobs.c.id == job_id)).mappings().first()
     if row is None:
         raise NotFound(f"job {job_id} does not exist")
     job = _job_dict(row)
@@ -683,25 +684,83 @@ def job_tasks(engine: Engine, job_id: int, viewer: Viewer | None = None) -> list
     return rows
 
 
+SORTABLE = (
+    "id",
+    "kind",
+    "name",
+    "state",
+    "job_type",
+    "owner",
+    "created",
+    "updated",
+    "started",
+    "finished",
+)
+
+
+@dataclass(frozen=True)
+class JobQuery:
+    """Which jobs to list, in which order, which page. ``sort`` is a column name, with a
+    leading ``-`` for descending order."""
+
+    states: tuple[str, ...] = ()
+    kinds: tuple[str, ...] = ()
+    job_types: tuple[str, ...] = ()
+    owner: str | None = None
+    name_contains: str | None = None
+    submitted_after: datetime | None = None
+    submitted_before: datetime | None = None
+    sort: str = "-created"
+    limit: int = 50
+    offset: int = 0
+
+
+def _with_owner() -> Any:
+    return select(jobs, users.c.name.label("owner")).outerjoin(users, users.c.id == jobs.c.owner_id)
+
+
 def list_jobs(
-    engine: Engine,
-    viewer: Viewer | None = None,
-    *,
-    state: str | None = None,
-    kind: str | None = None,
-    limit: int = 50,
-    offset: int = 0,
-) -> list[dict[str, Any]]:
-    """Jobs newest first; users see only their own."""
-    query = select(jobs).order_by(jobs.c.created.desc(), jobs.c.id.desc())
+    engine: Engine, viewer: Viewer | None = None, query: JobQuery | None = None
+) -> tuple[list[dict[str, Any]], int]:
+    """One page of the jobs that ``viewer`` may see (users their own, admins all) and how
+    many match in all."""
+    q = query or JobQuery()
+    column = q.sort.removeprefix("-")
+    if column not in SORTABLE:
+        raise InvalidInput(f"sort: cannot sort by {column!r}; allowed: {', '.join(SORTABLE)}")
+    conditions = []
     if viewer is not None and not viewer.is_admin:
-        query = query.where(jobs.c.owner_id == viewer.id)
-    if state:
-        query = query.where(jobs.c.state == state)
-    if kind:
-        query = query.where(jobs.c.kind == kind)
+        conditions.append(jobs.c.owner_id == viewer.id)
+    if q.states:
+        unknown = sorted(set(q.states) - set(JOB_STATES))
+        if unknown:
+            raise InvalidInput(f"state: {unknown} unknown; allowed: {', '.join(JOB_STATES)}")
+        conditions.append(jobs.c.state.in_(q.states))
+    if q.kinds:
+        conditions.append(jobs.c.kind.in_(q.kinds))
+    if q.job_types:
+        conditions.append(jobs.c.job_type.in_(q.job_types))
+    if q.owner:
+        conditions.append(users.c.name == q.owner)
+    if q.name_contains:
+        conditions.append(jobs.c.name.icontains(q.name_contains, autoescape=True))
+    if q.submitted_after is not None:
+        conditions.append(jobs.c.created >= q.submitted_after)
+    if q.submitted_before is not None:
+        conditions.append(jobs.c.created < q.submitted_before)
+    order = users.c.name if column == "owner" else jobs.c[column]
+    ordering = [order.desc() if q.sort.startswith("-") else order.asc()]
+    ordering.append(jobs.c.id.desc() if q.sort.startswith("-") else jobs.c.id.asc())
+    page = _with_owner().where(*conditions).order_by(*ordering).limit(q.limit).offset(q.offset)
+    counted = (
+        select(func.count())
+        .select_from(jobs.outerjoin(users, users.c.id == jobs.c.owner_id))
+        .where(*conditions)
+    )
     with engine.connect() as conn:
-        return [_job_dict(r) for r in conn.execute(query.limit(limit).offset(offset)).mappings()]
+        rows = [_job_dict(r) for r in conn.execute(page).mappings()]
+        total = int(conn.execute(counted).scalar_one())
+    return rows, total
 
 
 def read_log(

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from neuroferry.errors import FerryError
+from neuroferry.errors import FerryError, InvalidInput
 
 
 async def _ferry_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, FerryError)
-    return JSONResponse(
-        status_code=exc.status_code,
-        content={"detail": str(exc), "error": type(exc).__name__},
-    )
+    content: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
+    if isinstance(exc, InvalidInput) and exc.problems:
+        content["problems"] = exc.problems
+    return JSONResponse(status_code=exc.status_code, content=content)
 
 
 def install(app: FastAPI) -> None:

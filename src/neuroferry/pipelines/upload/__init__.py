@@ -22,6 +22,19 @@ from neuroferry.pipelines.upload._models import (
     transformation_of,
     validate_upload_job,
 )
+from neuroferry.pipelines.upload._sheets import (
+    SheetError,
+    SheetJob,
+    SheetNote,
+    SheetResult,
+    parse_job_sheet,
+)
+from neuroferry.pipelines.upload._submit import (
+    CheckedJob,
+    check_upload_jobs,
+    submit_upload_jobs,
+)
+from neuroferry.pipelines.upload._template import job_upload_template
 from neuroferry.pipelines.upload._vocab import (
     MODALITIES,
     PLATFORMS,
@@ -40,17 +53,26 @@ __all__ = [
     "TASKS",
     "TASK_NAMES",
     "TRANSFORMATIONS",
+    "CheckedJob",
     "Modality",
     "Platform",
+    "SheetError",
+    "SheetJob",
+    "SheetNote",
+    "SheetResult",
     "Task",
     "Term",
     "UploadJobSpec",
     "UploadTasks",
     "asset_name",
+    "check_upload_jobs",
     "destination_base",
     "find_modality",
     "find_platform",
+    "job_upload_template",
+    "parse_job_sheet",
     "prepare",
+    "submit_upload_jobs",
     "transformation_of",
     "validate_upload_job",
 ]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 
@@ -88,21 +91,48 @@ _MODALITY_INDEX = _index(MODALITIES, _LEGACY_MODALITIES)
 _PLATFORM_INDEX = _index(PLATFORMS, {})
 
 
+_ACTIVE: ContextVar[tuple[dict[str, Term], dict[str, Term]] | None] = ContextVar(
+    "upload_vocabulary", default=None
+)
+
+
+@contextmanager
+def vocabulary(
+    modalities: Sequence[tuple[str, str, Sequence[str]]],
+    platforms: Sequence[tuple[str, str, Sequence[str]]],
+) -> Iterator[None]:
+    """Check names against these lists (``(name, abbreviation, legacy names)``, e.g. the
+    service's database lists that admins edit) instead of the package's, within the block."""
+
+    def index(terms: Sequence[tuple[str, str, Sequence[str]]]) -> dict[str, Term]:
+        made = tuple(Term(name, abbreviation) for name, abbreviation, _ in terms)
+        legacy = {old: abbreviation for _, abbreviation, olds in terms for old in olds}
+        return _index(made, legacy)
+
+    token = _ACTIVE.set((index(modalities), index(platforms)))
+    try:
+        yield
+    finally:
+        _ACTIVE.reset(token)
+
+
+def _lookup(value: str, which: int, default: dict[str, Term], what: str) -> Term:
+    active = _ACTIVE.get()
+    index = active[which] if active else default
+    found = index.get(_fold(value))
+    if found is None:
+        allowed = dict.fromkeys(t.abbreviation for t in index.values())
+        raise ValueError(f"{value!r} is not a known {what}; allowed: {', '.join(allowed)}")
+    return found
+
+
 def find_modality(value: str) -> Term:
     """The modality named by an abbreviation or name, in any case (``ECEPHYS``,
     ``behavior_videos``, ``Behavior videos``); ``ValueError`` lists the allowed ones."""
-    term = _MODALITY_INDEX.get(_fold(value))
-    if term is None:
-        allowed = ", ".join(t.abbreviation for t in MODALITIES)
-        raise ValueError(f"{value!r} is not a known modality; allowed: {allowed}")
-    return term
+    return _lookup(value, 0, _MODALITY_INDEX, "modality")
 
 
 def find_platform(value: str) -> Term:
     """The platform named by an abbreviation or name, in any case; ``ValueError`` lists
     the allowed ones."""
-    term = _PLATFORM_INDEX.get(_fold(value))
-    if term is None:
-        allowed = ", ".join(t.abbreviation for t in PLATFORMS)
-        raise ValueError(f"{value!r} is not a known platform; allowed: {allowed}")
-    return term
+    return _lookup(value, 1, _PLATFORM_INDEX, "platform")

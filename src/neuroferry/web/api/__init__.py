@@ -2,10 +2,14 @@
 
 from fastapi import APIRouter
 
-from neuroferry.web.api import catalog, health
+from neuroferry.web.api import accounts, catalog, health, job_types, jobs, lists
 
 router = APIRouter(prefix="/api/v2")
 router.include_router(health.router)
+router.include_router(accounts.router)
 router.include_router(catalog.router)
+router.include_router(jobs.router)
+router.include_router(job_types.router)
+router.include_router(lists.router)
 
 __all__ = ["router"]

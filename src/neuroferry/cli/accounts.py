@@ -1,0 +1,203 @@
+"""``ferry users`` and ``ferry tokens``: accounts, roles and API tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import typer
+
+from neuroferry.cli._output import print_json
+
+users_app = typer.Typer(
+    help="Users and their roles (admins add and remove them).", no_args_is_help=True
+)
+tokens_app = typer.Typer(
+    help="API tokens: create, list and revoke them. A token is shown once, when created.",
+    no_args_is_help=True,
+)
+
+FORMATS = ("table", "json")
+TOKEN = typer.Option(None, "--token", help="API token (default: FERRY_TOKEN, token.json).")
+FORMAT = typer.Option("table", "--format", "-f", help="table or json.")
+
+
+def _client(token: str | None) -> Any:
+    from neuroferry.client import Client
+
+    return Client(token=token)
+
+
+def _format(value: str) -> str:
+    if value not in FORMATS:
+        raise typer.BadParameter(f"{value!r} is not a format; allowed: {', '.join(FORMATS)}")
+    return value
+
+
+def _when(value: Any) -> str:
+    if not value:
+        return ""
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return str(value)
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _print_users(found: list[dict[str, Any]]) -> None:
+    _table(
+        ["name", "role", "email", "created", "active tokens"],
+        [
+            [
+                u["name"],
+                u["role"],
+                u.get("email") or "",
+                _when(u.get("created")),
+                str(u.get("active_tokens", "")),
+            ]
+            for u in found
+        ],
+    )
+
+
+def _print_token(made: dict[str, Any]) -> None:
+    """The token alone on stdout (so that scripts can capture it), the rest on stderr."""
+    expires = f", expires {_when(made['expires'])}" if made.get("expires") else ""
+    label = f" {made['label']!r}" if made.get("label") else ""
+    typer.echo(
+        f"API token{label} of {made['user']} (id {made['id']}{expires}); it is shown only "
+        "now: keep it, e.g. in token.json or FERRY_TOKEN",
+        err=True,
+    )
+    typer.echo(made["token"])
+
+
+# -- users --------------------------------------------------------------------------------
+
+
+@users_app.command("add")
+def users_add_command(
+    name: str = typer.Argument(..., help="Letters, digits, '.', '-', '_' or '@'."),
+    email: str | None = typer.Option(None, "--email", help="Where the user's job e-mails go."),
+    role: str = typer.Option("user", "--role", help="user or admin."),
+    no_token: bool = typer.Option(
+        False, "--no-token", help="Do not create the user's first API token."
+    ),
+    fmt: str = FORMAT,
+    token: str | None = TOKEN,
+) -> None:
+    """Add a user (admins) and print their first API token, once."""
+    fmt = _format(fmt)
+    client = _client(token)
+    user = client.users_add(name, email, role)
+    made = None if no_token else client.tokens_create("first token", user=user["name"])
+    if fmt == "json":
+        print_json({"user": user, "token": made})
+        return
+    typer.echo(f"added user {user['name']!r} ({user['role']})")
+    if made is not None:
+        _print_token(made)
+
+
+@users_app.command("list")
+def users_list_command(fmt: str = FORMAT, token: str | None = TOKEN) -> None:
+    """List the users (admins)."""
+    fmt = _format(fmt)
+    found = _client(token).users_list()
+    if fmt == "json":
+        print_json(found)
+    else:
+        _print_users(found)
+
+
+@users_app.command("remove")
+def users_remove_command(
+    name: str = typer.Argument(..., help="The user to remove."), token: str | None = TOKEN
+) -> None:
+    """Remove a user and revoke their tokens (admins). Their jobs stay."""
+    _client(token).users_remove(name)
+    typer.echo(f"removed user {name!r}")
+
+
+@users_app.command("me")
+def users_me_command(fmt: str = FORMAT, token: str | None = TOKEN) -> None:
+    """Show who the API token belongs to."""
+    fmt = _format(fmt)
+    me = _client(token).users_me()
+    if fmt == "json":
+        print_json(me)
+    else:
+        _print_users([me])
+
+
+# -- tokens -------------------------------------------------------------------------------
+
+
+@tokens_app.command("create")
+def tokens_create_command(
+    label: str = typer.Option("", "--label", help="What the token is for, e.g. 'laptop'."),
+    expires_days: int | None = typer.Option(
+        None, "--expires-days", min=1, max=3650, help="Valid for N days (default: until revoked)."
+    ),
+    user: str | None = typer.Option(
+        None, "--user", help="Create it for another user, e.g. for a script (admins)."
+    ),
+    fmt: str = FORMAT,
+    token: str | None = TOKEN,
+) -> None:
+    """Create an API token and print it, once (only the token goes to stdout)."""
+    fmt = _format(fmt)
+    made = _client(token).tokens_create(label, expires_days, user)
+    if fmt == "json":
+        print_json(made)
+    else:
+        _print_token(made)
+
+
+@tokens_app.command("list")
+def tokens_list_command(
+    user: str | None = typer.Option(None, "--user", help="Another user's tokens (admins)."),
+    fmt: str = FORMAT,
+    token: str | None = TOKEN,
+) -> None:
+    """List your tokens (never the tokens themselves), revoked and expired ones too."""
+    fmt = _format(fmt)
+    found = _client(token).tokens_list(user)
+    if fmt == "json":
+        print_json(found)
+        return
+    _table(
+        ["id", "user", "label", "created", "expires", "state"],
+        [
+            [
+                str(t["id"]),
+                t["user"],
+                t.get("label") or "",
+                _when(t.get("created")),
+                _when(t.get("expires")) or "never",
+                t["state"],
+            ]
+            for t in found
+        ],
+    )
+
+
+@tokens_app.command("revoke")
+def tokens_revoke_command(
+    token_id: int = typer.Argument(
+        ..., metavar="ID", help="The token's id (see `ferry tokens list`)."
+    ),
+    token: str | None = TOKEN,
+) -> None:
+    """Revoke a token: your own, or (admins) anyone's. It stops working at once."""
+    _client(token).tokens_revoke(token_id)
+    typer.echo(f"revoked token {token_id}")

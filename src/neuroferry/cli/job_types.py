@@ -1,0 +1,273 @@
+"""``ferry job-types`` (versioned presets of task settings) and ``ferry projects``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    help="Job types: named, versioned presets of task settings (admins change them).",
+    no_args_is_help=True,
+)
+projects_app = typer.Typer(
+    help="Project names uploads may give; none listed means any name (admins change them).",
+    no_args_is_help=True,
+)
+
+FORMATS = ("table", "json")
+TOKEN = typer.Option(None, "--token", help="API token (default: FERRY_TOKEN, token.json).")
+FORMAT = typer.Option("table", "--format", "-f", help="table or json.")
+KIND = typer.Option("upload", "--kind", help="The job kind the job type belongs to.")
+COMMENT = typer.Option(None, "--comment", "-m", help="Why (kept in the history).")
+
+
+def _client(token: str | None) -> Any:
+    from neuroferry.client import Client
+
+    return Client(token=token)
+
+
+def _format(value: str) -> str:
+    if value not in FORMATS:
+        raise typer.BadParameter(f"{value!r} is not a format; allowed: {', '.join(FORMATS)}")
+    return value
+
+
+def _json_out(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def _when(value: Any) -> str:
+    if not value:
+        return ""
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return str(value)
+
+
+def _cell(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= 60 else text[:59] + "…"
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+
+
+def _read_settings(file: Path) -> dict[str, Any]:
+    """A JSON object from ``file`` (``-``: standard input); errors name the file."""
+    try:
+        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise typer.BadParameter(f"cannot read {file}: {exc.strerror or exc}") from exc
+    try:
+        settings = json.loads(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{file} is not valid JSON: {exc}") from exc
+    if not isinstance(settings, dict):
+        raise typer.BadParameter(
+            f"{file} must hold a JSON object of task name to task settings, "
+            f"not {type(settings).__name__}"
+        )
+    return settings
+
+
+def _saved(result: dict[str, Any], verb: str) -> None:
+    name, version = result["name"], result["version"]
+    if result.get("changed", True):
+        typer.echo(f"{verb} job type {name} ({result['kind']}): version {version}")
+    else:
+        typer.echo(f"job type {name} ({result['kind']}) unchanged: version {version} has them")
+
+
+@app.command("list")
+def list_command(
+    kind: str | None = typer.Option(None, "--kind", help="Only job types of this kind."),
+    fmt: str = FORMAT,
+    token: str | None = TOKEN,
+) -> None:
+    """List the job types (their current versions)."""
+    found = _client(token).job_types_list(kind)
+    if _format(fmt) == "json":
+        _json_out(found)
+        return
+    _table(
+        ["kind", "name", "version", "saved", "by", "comment"],
+        [
+            [
+                t["kind"],
+                t["name"],
+                str(t["version"]),
+                _when(t["created"]),
+                t.get("created_by") or "",
+                _cell(t.get("comment") or ""),
+            ]
+            for t in found
+        ],
+    )
+
+
+@app.command("show")
+def show_command(
+    name: str = typer.Argument(..., help="The job type."),
+    version: int | None = typer.Option(None, "--version", "-v", min=1, help="Default: current."),
+    kind: str = KIND,
+    fmt: str = FORMAT,
+    token: str | None = TOKEN,
+) -> None:
+    """Print a job type's settings (the current version, or --version)."""
+    found = _client(token).job_types_get(name, version, kind)
+    if _format(fmt) == "json":
+        _json_out(found)
+        return
+    by = f" by {found['created_by']}" if found.get("created_by") else ""
+    note = f": {found['comment']}" if found.get("comment") else ""
+    deleted = " (deleted)" if found.get("deleted") else ""
+    typer.echo(
+        f"# {found['name']} ({found['kind']}) version {found['version']}{deleted}, "
+        f"saved {_when(found['created'])}{by}{note}",
+        err=True,
+    )
+    _json_out(found["settings"])
+
+
+@app.command("set")
+def set_command(
+    name: str = typer.Argument(..., help="The job type (new or existing)."),
+    file: Path = typer.Argument(
+        ..., help="JSON object of task name to task settings; - reads stdin."
+    ),
+    comment: str | None = COMMENT,
+    kind: str = KIND,
+    token: str | None = TOKEN,
+) -> None:
+    """Save FILE as the next version of a job type (admins)."""
+    settings = _read_settings(file)
+    _saved(_client(token).job_types_put(name, settings, comment, kind), "saved")
+
+
+@app.command("history")
+def history_command(
+    name: str = typer.Argument(..., help="The job type."),
+    kind: str = KIND,
+    fmt: str = FORMAT,
+    token: str | None = TOKEN,
+) -> None:
+    """List every version of a job type, oldest first."""
+    versions = _client(token).job_types_history(name, kind)
+    if _format(fmt) == "json":
+        _json_out(versions)
+        return
+    _table(
+        ["version", "saved", "by", "comment", "deleted"],
+        [
+            [
+                str(v["version"]),
+                _when(v["created"]),
+                v.get("created_by") or "",
+                _cell(v.get("comment") or ""),
+                "deleted" if v.get("deleted") else "",
+            ]
+            for v in versions
+        ],
+    )
+
+
+@app.command("diff")
+def diff_command(
+    name: str = typer.Argument(..., help="The job type."),
+    old: int | None = typer.Argument(None, min=0, help="From version (default: before NEW)."),
+    new: int | None = typer.Argument(None, min=0, help="To version (default: the newest)."),
+    kind: str = KIND,
+    fmt: str = FORMAT,
+    token: str | None = TOKEN,
+) -> None:
+    """Show what changed between two versions of a job type (0: empty settings)."""
+    diff = _client(token).job_types_diff(name, old, new, kind)
+    if _format(fmt) == "json":
+        _json_out(diff)
+        return
+    changes = diff["changes"]
+    typer.echo(
+        f"{diff['name']}: version {diff['from']} → {diff['to']}: {len(changes)} changes", err=True
+    )
+    for change in changes:
+        path, what = change["path"], change["change"]
+        if what == "added":
+            typer.echo(f"+ {path}: {json.dumps(change['new'], default=str)}")
+        elif what == "removed":
+            typer.echo(f"- {path}: {json.dumps(change['old'], default=str)}")
+        else:
+            old_value = json.dumps(change["old"], default=str)
+            new_value = json.dumps(change["new"], default=str)
+            typer.echo(f"~ {path}: {old_value} → {new_value}")
+
+
+@app.command("rollback")
+def rollback_command(
+    name: str = typer.Argument(..., help="The job type."),
+    version: int = typer.Argument(..., min=1, help="The version to make current again."),
+    comment: str | None = COMMENT,
+    kind: str = KIND,
+    token: str | None = TOKEN,
+) -> None:
+    """Make an old version's settings current again, as a new version (admins)."""
+    _saved(_client(token).job_types_rollback(name, version, comment, kind), "rolled back")
+
+
+@app.command("delete")
+def delete_command(
+    name: str = typer.Argument(..., help="The job type."),
+    comment: str | None = COMMENT,
+    kind: str = KIND,
+    token: str | None = TOKEN,
+) -> None:
+    """Delete a job type (admins); its history stays, and `set` or `rollback` revive it."""
+    result = _client(token).job_types_delete(name, comment, kind)
+    typer.echo(f"deleted job type {result['name']} ({result['kind']}): version {result['version']}")
+
+
+@projects_app.command("list")
+def projects_list_command(fmt: str = FORMAT, token: str | None = TOKEN) -> None:
+    """List the project names uploads may give."""
+    found = _client(token).projects_list()
+    if _format(fmt) == "json":
+        _json_out(found)
+        return
+    if not found:
+        typer.echo("no projects listed: uploads may give any project name", err=True)
+        return
+    _table(
+        ["name", "added", "by"],
+        [[p["name"], _when(p["created"]), p.get("created_by") or ""] for p in found],
+    )
+
+
+@projects_app.command("add")
+def projects_add_command(
+    name: str = typer.Argument(..., help="The project's name."), token: str | None = TOKEN
+) -> None:
+    """Add a project name (admins); once one is listed, uploads must give a listed one."""
+    added = _client(token).projects_add(name)
+    typer.echo(f"added project {added['name']}")
+
+
+@projects_app.command("remove")
+def projects_remove_command(
+    name: str = typer.Argument(..., help="The project's name."), token: str | None = TOKEN
+) -> None:
+    """Remove a project name (admins)."""
+    _client(token).projects_remove(name)
+    typer.echo(f"removed project {name}")

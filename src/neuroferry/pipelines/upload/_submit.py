@@ -1,0 +1,189 @@
+"""Checking and submitting upload requests (``SubmitJobRequestV2``): every job validated,
+its preset applied, duplicates refused, then all created at once or none."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+from sqlalchemy import Engine, select
+
+from neuroferry.config import Settings
+from neuroferry.db import jobs
+from neuroferry.engine import AllowedTerms, NewJob, allowed_terms, apply_job_type, submit_jobs
+from neuroferry.engine._states import ACTIVE, PENDING
+from neuroferry.errors import InvalidInput
+from neuroferry.pipelines.upload._kind import prepare
+from neuroferry.pipelines.upload._models import UploadJobSpec
+from neuroferry.pipelines.upload._vocab import vocabulary
+
+KIND = "upload"
+
+
+@dataclass(frozen=True)
+class CheckedJob:
+    """One job of a request that passed every check."""
+
+    index: int
+    row: int | None
+    spec: UploadJobSpec
+    name: str
+    job_type: str | None
+    job_type_version: int | None
+
+    def as_new_job(self) -> NewJob:
+        return NewJob(KIND, self.spec, self.job_type, self.job_type_version)
+
+
+def _where(index: int, row: int | None) -> str:
+    return f"job {index + 1}" + (f" (row {row})" if row is not None else "")
+
+
+def _problems(index: int, row: int | None, exc: Exception) -> list[dict[str, Any]]:
+    """One problem per field of a validation error, or one for the whole job."""
+    if isinstance(exc, ValidationError):
+        return [
+            {
+                "job": index + 1,
+                "row": row,
+                "field": ".".join(str(p) for p in err["loc"]) or None,
+                "message": err["msg"].removeprefix("Value error, "),
+            }
+            for err in exc.errors()
+        ]
+    field, sep, message = str(exc).partition(": ")
+    if not sep or " " in field:
+        field, message = "", str(exc)
+    return [{"job": index + 1, "row": row, "field": field or None, "message": message}]
+
+
+def _active_names(engine: Engine, names: Sequence[str]) -> set[str]:
+    if not names:
+        return set()
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(jobs.c.name).where(
+                jobs.c.kind == KIND,
+                jobs.c.name.in_(names),
+                jobs.c.state.in_(ACTIVE | {PENDING}),
+            )
+        ).scalars()
+        return set(found)
+
+
+def _check_one(
+    engine: Engine,
+    settings: Settings,
+    allowed: AllowedTerms,
+    job: dict[str, Any],
+    index: int,
+    row: int | None,
+) -> CheckedJob | list[dict[str, Any]]:
+    """One job of a request, checked; or its problems."""
+    try:
+        job, _name, version = apply_job_type(engine, job)
+        spec = UploadJobSpec.model_validate(job)
+        allowed.check_project(spec.project_name)
+        name = prepare(spec, settings).name
+    except (ValidationError, InvalidInput) as exc:
+        return _problems(index, row, exc)
+    job_type = spec.job_type if version is not None else None
+    return CheckedJob(index, row, spec, name, job_type, version)
+
+
+def check_upload_jobs(
+    engine: Engine,
+    settings: Settings,
+    request: Mapping[str, Any],
+    rows: Sequence[int | None] | None = None,
+) -> list[CheckedJob]:
+    """Check every job of a ``SubmitJobRequestV2`` body without creating anything.
+
+    The request's own ``user_email`` and ``email_notification_types`` apply to jobs that
+    do not set them. Raises :class:`InvalidInput` listing every problem (``problems``:
+    job number, spreadsheet row if given, field and message)."""
+    upload_jobs = request.get("upload_jobs")
+    if not isinstance(upload_jobs, list) or not upload_jobs:
+        raise InvalidInput("upload_jobs: give a list of at least one upload job")
+    limit = settings.max_jobs_per_request
+    if len(upload_jobs) > limit:
+        raise InvalidInput(
+            f"upload_jobs: {len(upload_jobs)} jobs in one request; at most {limit} are allowed "
+            "(FERRY_MAX_JOBS_PER_REQUEST); split the request"
+        )
+    defaults = {
+        k: request[k]
+        for k in ("user_email", "email_notification_types")
+        if request.get(k) is not None
+    }
+    rows = list(rows) if rows is not None else [None] * len(upload_jobs)
+    problems: list[dict[str, Any]] = []
+    checked: list[CheckedJob] = []
+    allowed = allowed_terms(engine)
+    terms = vocabulary(
+        [(t.name, t.abbreviation, t.legacy_names) for t in allowed.modalities],
+        [(t.name, t.abbreviation, t.legacy_names) for t in allowed.platforms],
+    )
+    with terms:
+        for index, raw in enumerate(upload_jobs):
+            if not isinstance(raw, Mapping):
+                problems.extend(_problems(index, rows[index], InvalidInput("must be an object")))
+                continue
+            job = {**defaults, **{k: v for k, v in raw.items() if v is not None}}
+            outcome = _check_one(engine, settings, allowed, job, index, rows[index])
+            if isinstance(outcome, CheckedJob):
+                checked.append(outcome)
+            else:
+                problems.extend(outcome)
+
+    seen: dict[str, CheckedJob] = {}
+    for c in checked:
+        if c.name in seen:
+            first = _where(seen[c.name].index, seen[c.name].row)
+            problems.append(
+                {
+                    "job": c.index + 1,
+                    "row": c.row,
+                    "field": "subject_id",
+                    "message": f"the same asset {c.name} as {first}; each asset once",
+                }
+            )
+        seen.setdefault(c.name, c)
+    for name in sorted(_active_names(engine, list(seen))):
+        c = seen[name]
+        problems.append(
+            {
+                "job": c.index + 1,
+                "row": c.row,
+                "field": "subject_id",
+                "message": f"asset {name} is already being uploaded by a queued or running job",
+            }
+        )
+    if problems:
+        problems.sort(key=lambda p: p["job"])
+        lines = [
+            f"{_where(p['job'] - 1, p['row'])}: "
+            + (f"{p['field']}: " if p["field"] else "")
+            + p["message"]
+            for p in problems
+        ]
+        raise InvalidInput("; ".join(lines), problems)
+    return checked
+
+
+def submit_upload_jobs(
+    engine: Engine,
+    settings: Settings,
+    request: Mapping[str, Any],
+    owner_id: int | None,
+    rows: Sequence[int | None] | None = None,
+) -> list[tuple[int, str]]:
+    """Check a ``SubmitJobRequestV2`` body and create all its jobs (or none); the new jobs'
+    ids and asset names."""
+    checked = check_upload_jobs(engine, settings, request, rows)
+    ids = submit_jobs(
+        engine, [c.as_new_job() for c in checked], owner_id=owner_id, settings=settings
+    )
+    return [(job_id, c.name) for job_id, c in zip(ids, checked, strict=True)]

@@ -1,0 +1,330 @@
+"""Upload requests (``submit_jobs``, ``validate_json``, ``validate_csv``) and the jobs of
+every kind: list, show, tasks, logs, cancel, retry."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi.responses import PlainTextResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from neuroferry.auth import User
+from neuroferry.engine import (
+    SORTABLE,
+    JobQuery,
+    cancel_job,
+    get_job,
+    job_tasks,
+    list_jobs,
+    read_log,
+    retry_job,
+)
+from neuroferry.engine._states import TERMINAL
+from neuroferry.errors import InvalidInput
+from neuroferry.pipelines.upload import check_upload_jobs, submit_upload_jobs
+from neuroferry.web._deps import current_user, services
+from neuroferry.web._services import Services
+
+router = APIRouter(tags=["jobs"])
+MAX_SHEET_BYTES = 10 * 1024 * 1024
+
+
+class SubmitJobRequestV2(BaseModel):
+    """The original service's request: upload jobs and, for all of them, whom to e-mail."""
+
+    model_config = ConfigDict(extra="allow")
+
+    user_email: str | None = None
+    email_notification_types: list[str] | None = None
+    upload_jobs: list[dict[str, Any]] = Field(
+        ..., description="Upload jobs (SubmitJobRequestV2 entries); see docs/upload.md"
+    )
+
+
+class SubmittedJob(BaseModel):
+    id: int
+    name: str
+    url: str
+
+
+class SubmitResponse(BaseModel):
+    message: str
+    data: dict[str, list[SubmittedJob]]
+
+
+class ValidatedJob(BaseModel):
+    name: str
+    row: int | None = None
+    job: dict[str, Any]
+
+
+class ValidateResponse(BaseModel):
+    message: str
+    data: dict[str, list[ValidatedJob]]
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    name: str
+    state: str
+    owner: str | None
+    job_type: str | None
+    job_type_version: int | None
+    error: str | None
+    created: datetime
+    updated: datetime
+    started: datetime | None
+    finished: datetime | None
+    cancel_requested: datetime | None
+    summary: dict[str, Any]
+
+
+class JobDetail(JobOut):
+    spec: dict[str, Any]
+
+
+class JobPage(BaseModel):
+    jobs: list[JobOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class TaskOut(BaseModel):
+    name: str
+    map_index: int
+    item: str | None
+    placement: str
+    state: str
+    attempt: int
+    retries_left: int
+    error: str | None
+    result: Any
+    created: datetime
+    started: datetime | None
+    finished: datetime | None
+    not_before: datetime | None
+    worker: str | None
+
+
+def _job_url(request: Request, job_id: int) -> str:
+    return str(request.url_for("show_job", job_id=job_id))
+
+
+@router.post("/submit_jobs", response_model=SubmitResponse, summary="Submit upload jobs")
+def submit(
+    body: SubmitJobRequestV2,
+    request: Request,
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> SubmitResponse:
+    """Create every upload job of the request, or none: each is validated, its job type's
+    preset applied, and refused if the same asset is already queued or running."""
+    created = submit_upload_jobs(
+        held.engine, held.settings, body.model_dump(exclude_none=True), owner_id=user.id
+    )
+    if held.orchestrator is not None:
+        held.orchestrator.wake()
+    jobs = [SubmittedJob(id=i, name=n, url=_job_url(request, i)) for i, n in created]
+    return SubmitResponse(message=f"submitted {len(jobs)} jobs", data={"jobs": jobs})
+
+
+def _validated(checked: list[Any]) -> ValidateResponse:
+    jobs = [
+        ValidatedJob(name=c.name, row=c.row, job=c.spec.model_dump(mode="json", exclude_none=True))
+        for c in checked
+    ]
+    return ValidateResponse(message=f"{len(jobs)} valid jobs", data={"jobs": jobs})
+
+
+@router.post("/validate_json", response_model=ValidateResponse, summary="Check upload jobs")
+def validate_json(
+    body: SubmitJobRequestV2,
+    held: Services = Depends(services),
+    _user: User = Depends(current_user),
+) -> ValidateResponse:
+    """What ``submit_jobs`` would check, without creating anything: the jobs as they would
+    run, or 422 with every problem by job and field."""
+    return _validated(
+        check_upload_jobs(held.engine, held.settings, body.model_dump(exclude_none=True))
+    )
+
+
+@router.post("/validate_csv", response_model=ValidateResponse, summary="Check a job spreadsheet")
+async def validate_csv(
+    file: UploadFile = File(..., description="A .csv or .xlsx job spreadsheet"),
+    held: Services = Depends(services),
+    _user: User = Depends(current_user),
+) -> ValidateResponse:
+    """Parse a spreadsheet (one upload job per row) and check its jobs: the jobs, or 422
+    with every problem by row and column."""
+    from neuroferry.pipelines.upload import parse_job_sheet
+
+    data = await file.read(MAX_SHEET_BYTES + 1)
+    name = file.filename or "upload"
+    if len(data) > MAX_SHEET_BYTES:
+        raise InvalidInput(f"file: {name} is larger than {MAX_SHEET_BYTES // 2**20} MiB")
+    sheet = await asyncio.to_thread(parse_job_sheet, data, name)
+    if sheet.errors:
+        problems = [
+            {"job": None, "row": e.row, "field": e.column, "message": e.message}
+            for e in sheet.errors
+        ]
+        lines = [
+            f"row {e.row}: " + (f"{e.column}: " if e.column else "") + e.message
+            for e in sheet.errors
+        ]
+        raise InvalidInput(f"{name}: " + "; ".join(lines), problems)
+    request = {"upload_jobs": [j.job for j in sheet.jobs]}
+    checked = await asyncio.to_thread(
+        check_upload_jobs, held.engine, held.settings, request, [j.row for j in sheet.jobs]
+    )
+    return _validated(checked)
+
+
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@router.get(
+    "/job_upload_template",
+    summary="The job spreadsheet template (.xlsx)",
+    response_class=Response,
+    responses={200: {"content": {XLSX: {}}}},
+)
+def template(held: Services = Depends(services), _user: User = Depends(current_user)) -> Response:
+    """An .xlsx template for upload jobs: the columns, example rows, and drop-down lists of
+    this service's modalities, platforms, job types and projects."""
+    from neuroferry.engine import allowed_terms, list_job_types
+    from neuroferry.pipelines.upload import job_upload_template
+
+    allowed = allowed_terms(held.engine)
+    data = job_upload_template(
+        modalities=[t.abbreviation for t in allowed.modalities],
+        platforms=[t.abbreviation for t in allowed.platforms],
+        job_types=[t.name for t in list_job_types(held.engine, "upload")],
+        projects=list(allowed.projects),
+    )
+    return Response(
+        data,
+        media_type=XLSX,
+        headers={"Content-Disposition": 'attachment; filename="job_upload_template.xlsx"'},
+    )
+
+
+@router.get("/jobs", response_model=JobPage, summary="Jobs, filtered, sorted and paged")
+def jobs_page(
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+    state: list[str] = Query([], description="Any of these states"),
+    kind: list[str] = Query([], description="Any of these kinds"),
+    job_type: list[str] = Query([], description="Any of these job types"),
+    owner: str | None = Query(None, description="Jobs of this user (admins)"),
+    name: str | None = Query(None, description="The asset name contains this"),
+    submitted_after: datetime | None = None,
+    submitted_before: datetime | None = None,
+    sort: str = Query("-created", description=f"One of {', '.join(SORTABLE)}; '-' descending"),
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+) -> JobPage:
+    """The jobs the caller may see (users their own, admins every job), newest first."""
+    query = JobQuery(
+        states=tuple(state),
+        kinds=tuple(kind),
+        job_types=tuple(job_type),
+        owner=owner,
+        name_contains=name,
+        submitted_after=submitted_after,
+        submitted_before=submitted_before,
+        sort=sort,
+        limit=limit,
+        offset=offset,
+    )
+    rows, total = list_jobs(held.engine, user, query)
+    return JobPage(
+        jobs=[JobOut.model_validate(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/jobs/{job_id}", response_model=JobDetail, summary="One job", name="show_job")
+def show_job(
+    job_id: int, held: Services = Depends(services), user: User = Depends(current_user)
+) -> JobDetail:
+    return JobDetail.model_validate(get_job(held.engine, job_id, user))
+
+
+@router.get("/jobs/{job_id}/tasks", response_model=list[TaskOut], summary="A job's tasks")
+def show_tasks(
+    job_id: int, held: Services = Depends(services), user: User = Depends(current_user)
+) -> list[TaskOut]:
+    """In pipeline order; a mapped task's instances follow its own row."""
+    return [TaskOut.model_validate(t) for t in job_tasks(held.engine, job_id, user)]
+
+
+@router.get(
+    "/jobs/{job_id}/tasks/{task}/logs",
+    response_class=PlainTextResponse,
+    summary="A task's log",
+    responses={200: {"content": {"text/plain": {}}}},
+)
+async def task_log(
+    job_id: int,
+    task: str,
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+    map_index: int = Query(-1, ge=-1, description="The instance of a mapped task"),
+    attempt: int | None = Query(None, ge=1, description="Default: the latest"),
+    offset: int = Query(0, ge=0, description="Skip this many bytes"),
+    follow: bool = Query(False, description="Keep sending new lines until the task ends"),
+) -> Any:
+    """The log of one attempt of a task, while it runs and after; with ``follow`` the
+    response streams new lines until the task has ended."""
+
+    def read() -> str:
+        return read_log(held.engine, held.log_store, job_id, task, map_index, attempt, viewer=user)
+
+    text = await asyncio.to_thread(read)
+    if not follow:
+        return PlainTextResponse(text.encode()[offset:].decode(errors="replace"))
+
+    def finished() -> bool:
+        rows = job_tasks(held.engine, job_id, user)
+        mine = [t for t in rows if t["name"] == task and t["map_index"] == map_index]
+        return not mine or mine[0]["state"] in TERMINAL
+
+    async def stream() -> AsyncIterator[bytes]:
+        sent = offset
+        while True:
+            done = await asyncio.to_thread(finished)
+            data = (await asyncio.to_thread(read)).encode()
+            if len(data) > sent:
+                yield data[sent:]
+                sent = len(data)
+            if done:
+                return
+            await asyncio.sleep(1.0)
+
+    return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobDetail, summary="Cancel a job")
+def cancel(
+    job_id: int, held: Services = Depends(services), user: User = Depends(current_user)
+) -> JobDetail:
+    """Tasks not started are cancelled; running ones stop and report what they did."""
+    return JobDetail.model_validate(cancel_job(held.engine, held.log_store, job_id, user))
+
+
+@router.post("/jobs/{job_id}/retry", response_model=JobDetail, summary="Retry a job")
+def retry(
+    job_id: int, held: Services = Depends(services), user: User = Depends(current_user)
+) -> JobDetail:
+    """Run a failed or cancelled job again from the tasks that did not succeed."""
+    job = retry_job(held.engine, held.log_store, job_id, user)
+    if held.orchestrator is not None:
+        held.orchestrator.wake()
+    return JobDetail.model_validate(job)
