@@ -51,7 +51,14 @@ def test_migrations_build_exactly_the_declared_tables(database_url):
 
     engine = make_engine(database_url)
     upgrade(engine)
+
+    def include(obj, name, type_, reflected, compare_to):
+        # indexes declared for PostgreSQL alone (``ddl_if``) do not exist elsewhere
+        only_pg = type_ == "index" and obj.dialect_options["postgresql"]["using"]
+        return not (only_pg and engine.dialect.name != "postgresql")
+
     with engine.connect() as conn:
-        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        opts = {"compare_type": True, "include_object": include}
+        context = MigrationContext.configure(conn, opts=opts)
         assert compare_metadata(context, metadata) == []
     engine.dispose()

@@ -1,7 +1,7 @@
 """Persistence: the SQLAlchemy engine (SQLite or PostgreSQL), tables and migrations."""
 
 from neuroferry.db._engine import make_engine, normalize_url, redact
-from neuroferry.db._migrate import current_revision, head_revision, upgrade
+from neuroferry.db._migrate import current_revision, head_revision, refresh_statistics, upgrade
 from neuroferry.db._tables import (
     JSON_DOCUMENT,
     api_tokens,
@@ -36,6 +36,7 @@ __all__ = [
     "orchestrators",
     "projects",
     "redact",
+    "refresh_statistics",
     "tasks",
     "upgrade",
     "users",

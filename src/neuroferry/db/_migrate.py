@@ -52,3 +52,13 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str | None:
             f"cannot migrate {redact(str(engine.url))}: {str(exc).splitlines()[0]}"
         ) from exc
     return current_revision(engine)
+
+
+def refresh_statistics(engine: Engine) -> None:
+    """Give SQLite's query planner fresh table statistics (it keeps none by itself, and
+    without them picks poor indexes once tables grow); PostgreSQL's autovacuum does this."""
+    if engine.dialect.name != "sqlite":
+        return
+    with engine.begin() as conn:
+        conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+        conn.exec_driver_sql("ANALYZE")

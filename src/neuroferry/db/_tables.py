@@ -127,10 +127,17 @@ jobs = Table(
     Column("started", DateTime(timezone=True), nullable=True),
     Column("finished", DateTime(timezone=True), nullable=True),
     Column("cancel_requested", DateTime(timezone=True), nullable=True),
-    Index("ix_jobs_state", "state"),
+    Index("ix_jobs_state_created", "state", "created"),
     Index("ix_jobs_created", "created"),
     Index("ix_jobs_owner_created", "owner_id", "created"),
     Index("ix_jobs_name", "name"),
+    # "the asset name contains …" on PostgreSQL (pg_trgm); SQLite has no such index
+    Index(
+        "ix_jobs_name_trgm",
+        "name",
+        postgresql_using="gin",
+        postgresql_ops={"name": "gin_trgm_ops"},
+    ).ddl_if(dialect="postgresql"),
 )
 
 #: Tasks: one row per step of a job, and one per instance of a mapped step

@@ -715,8 +715,10 @@ class JobQuery:
     offset: int = 0
 
 
-def _with_owner() -> Any:
-    return select(jobs, users.c.name.label("owner")).outerjoin(users, users.c.id == jobs.c.owner_id)
+def _with_owner(*columns: Any) -> Any:
+    return select(*(columns or (jobs,)), users.c.name.label("owner")).outerjoin(
+        users, users.c.id == jobs.c.owner_id
+    )
 
 
 def list_jobs(
@@ -740,8 +742,9 @@ def list_jobs(
         conditions.append(jobs.c.kind.in_(q.kinds))
     if q.job_types:
         conditions.append(jobs.c.job_type.in_(q.job_types))
-    if q.owner:
-        conditions.append(users.c.name == q.owner)
+    if q.owner:  # by id, so that counting needs no join
+        owner_id = select(users.c.id).where(users.c.name == q.owner).scalar_subquery()
+        conditions.append(jobs.c.owner_id == owner_id)
     if q.name_contains:
         conditions.append(jobs.c.name.icontains(q.name_contains, autoescape=True))
     if q.submitted_after is not None:
@@ -751,12 +754,11 @@ def list_jobs(
     order = users.c.name if column == "owner" else jobs.c[column]
     ordering = [order.desc() if q.sort.startswith("-") else order.asc()]
     ordering.append(jobs.c.id.desc() if q.sort.startswith("-") else jobs.c.id.asc())
-    page = _with_owner().where(*conditions).order_by(*ordering).limit(q.limit).offset(q.offset)
-    counted = (
-        select(func.count())
-        .select_from(jobs.outerjoin(users, users.c.id == jobs.c.owner_id))
-        .where(*conditions)
+    listed = [c for c in jobs.c if c.name != "spec"]  # the list never shows the spec
+    page = (
+        _with_owner(*listed).where(*conditions).order_by(*ordering).limit(q.limit).offset(q.offset)
     )
+    counted = select(func.count()).select_from(jobs).where(*conditions)
     with engine.connect() as conn:
         rows = [_job_dict(r) for r in conn.execute(page).mappings()]
         total = int(conn.execute(counted).scalar_one())

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from neuroferry.config import Settings
+from neuroferry.db import refresh_statistics
 from neuroferry.engine._executor import Executor
 from neuroferry.engine._jobs import (
     Claim,
@@ -47,6 +48,9 @@ from neuroferry.engine._states import FAILED, UP_FOR_RETRY
 from neuroferry.errors import FerryError
 
 log = logging.getLogger(__name__)
+
+STATISTICS_EVERY = 3600.0
+"""Seconds between refreshes of the database's planner statistics (SQLite)."""
 
 Notifier = Callable[[Settings, dict[str, Any], str], Any]
 
@@ -93,6 +97,7 @@ class Orchestrator:
         self._worker_resources: list[dict[str, float]] = []
         self._threads_checked = 0.0
         self._said_waiting = False
+        self._analysed = time.monotonic()  # the service refreshed them as it started
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -153,6 +158,9 @@ class Orchestrator:
         elif not self.active and not self._said_waiting:
             self._said_waiting = True
             log.info("another orchestrator holds the SQLite lease; %s waits", self.id)
+        if self.active and time.monotonic() - self._analysed > STATISTICS_EVERY:
+            self._analysed = time.monotonic()
+            refresh_statistics(self.engine)
         if self.active and (requeued := requeue_orphans(self.engine)):
             log.info("queued again %d tasks of an orchestrator that stopped", len(requeued))
 

@@ -13,7 +13,14 @@ from sqlalchemy import Engine, text
 from neuroferry import __version__
 from neuroferry.catalog import Catalog
 from neuroferry.config import Settings
-from neuroferry.db import current_revision, head_revision, make_engine, redact, upgrade
+from neuroferry.db import (
+    current_revision,
+    head_revision,
+    make_engine,
+    redact,
+    refresh_statistics,
+    upgrade,
+)
 from neuroferry.engine import Executor, Orchestrator
 from neuroferry.stores import Store, open_store
 
@@ -35,6 +42,7 @@ class Services:
         engine = make_engine(settings.database_url)
         try:
             upgrade(engine)
+            refresh_statistics(engine)
             store = open_store(settings.store_url, create=True, settings=settings)
             log_store = open_store(settings.log_store_url, create=True, settings=settings)
             executor = Executor.start(settings) if orchestrate else None
