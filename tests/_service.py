@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -95,3 +97,16 @@ def _status(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().lower()
     except OSError:
         return "zombie"
+
+
+@contextlib.contextmanager
+def running_service(home: Path, *args: str, **env: str) -> Iterator[Service]:
+    """``ferry serve`` (with ``args``) on ``home``, nothing from the outside environment's
+    FERRY_* or AWS_* settings but ``env``; stopped on exit."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "AWS_"))}
+    service = Service(home, {**base, "FERRY_HOME": str(home), **env}, *args)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.stop()

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
-import httpx
 import pytest
 
+from _service import running_service
 from conftest import free_port
 
 
@@ -20,33 +18,8 @@ def service(tmp_path_factory):
     """A running `ferry serve` (web only: accounts need no executor) and its FERRY_HOME,
     where the first admin's token.json is."""
     home = tmp_path_factory.mktemp("accounts-home")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "AWS_"))} | {
-        "FERRY_HOME": str(home)
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "neuroferry", "serve", "--no-orchestrator", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/api/v2/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"ferry serve did not come up:\n{proc.communicate()[0]}")
-    try:
-        yield {"FERRY_URL": url, "FERRY_HOME": str(home)}
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+    with running_service(home, "--no-orchestrator") as svc:
+        yield {"FERRY_URL": svc.url, "FERRY_HOME": str(home)}
 
 
 def ferry(args, *, env, check=None):

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from _service import running_service
 from conftest import free_port
 from neuroferry.auth import create_token, create_user
 from neuroferry.db import make_engine
@@ -28,35 +26,8 @@ DOCS = [
 def service(tmp_path_factory):
     """A running `ferry serve` (SQLite, thread workers) and its first admin's token."""
     home = tmp_path_factory.mktemp("service-home")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "AWS_"))} | {
-        "FERRY_HOME": str(home),
-        "FERRY_DASK_PROCESSES": "false",
-        "FERRY_DASK_WORKERS": "1",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "neuroferry", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(f"{url}/api/v2/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            time.sleep(0.2)
-    else:
-        proc.kill()
-        pytest.fail(f"ferry serve did not come up:\n{proc.communicate()[0]}")
-    try:
-        yield url, home
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
+    with running_service(home, FERRY_DASK_PROCESSES="false", FERRY_DASK_WORKERS="1") as svc:
+        yield svc.url, home
 
 
 def ferry(args, *, env, cwd=None, check=None):

@@ -4,7 +4,6 @@ wait for them, list, show, logs, cancel and retry; bad files and an absent servi
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -13,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from _service import Service
+from _service import Service, running_service
 from _session import make_session, upload_spec
 from conftest import free_port
 
@@ -21,14 +20,8 @@ from conftest import free_port
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     home = tmp_path_factory.mktemp("jobs-cli-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "AWS_"))}
-    env.update(FERRY_HOME=str(home), FERRY_DASK_WORKERS="1", FERRY_ORCHESTRATOR_POLL="0.1")
-    svc = Service(home, env)
-    svc.start()
-    try:
+    with running_service(home, FERRY_DASK_WORKERS="1", FERRY_ORCHESTRATOR_POLL="0.1") as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def ferry(

@@ -12,23 +12,16 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from _service import Service
+from _service import Service, running_service
 
 EXAMPLES = int(os.environ.get("FERRY_TEST_EXAMPLES", "25"))
 
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    home = tmp_path_factory.mktemp("schema-home")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "AWS_"))}
     # web only: fuzzed jobs stay queued instead of touching the machine's folders
-    env.update(FERRY_HOME=str(home))
-    svc = Service(home, env, "--no-orchestrator")
-    svc.start()
-    try:
+    with running_service(tmp_path_factory.mktemp("schema-home"), "--no-orchestrator") as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def test_no_request_makes_a_server_error(service: Service) -> None:
