@@ -102,7 +102,7 @@ class DemoInfo:
             f"                 (the same job as a JSON request: {self.job_file})",
             "  follow it      ferry jobs list",
             f"  its metadata   ferry catalog find '{query}'",
-            f"  in a browser   {url.rstrip('/')}/",
+            f"  the API        {url.rstrip('/')}/docs",
         ]
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
