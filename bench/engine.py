@@ -32,7 +32,6 @@ import pstats
 import secrets
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,34 +51,12 @@ from neuroferry.config import Settings, get_settings
 from neuroferry.db import jobs, make_engine, tasks, upgrade
 from neuroferry.engine import Executor, NewJob, Orchestrator, register_kind, submit_jobs
 from neuroferry.engine import _orchestrator as orchestrator_module
+from sync import git_commit
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 STEPS = _engine_tasks.STEPS
 DONE = ("succeeded", "failed", "cancelled")
 WARMUP_JOBS = 20
-
-
-def git_commit() -> str:
-    """The commit of the checkout being measured, with ``+dirty`` for local changes."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(here), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(here.parent), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return head + ("+dirty" if dirty else "")
 
 
 def machine() -> dict[str, Any]:

@@ -211,7 +211,7 @@ def _version(cmd: list[str]) -> str:
     return text.splitlines()[0] if text else "unknown"
 
 
-def _git_commit() -> str:
+def git_commit() -> str:
     """The commit of the checkout being measured, with ``+dirty`` for local changes."""
     try:
         head = subprocess.run(
@@ -309,7 +309,7 @@ def find_tools(work: Path) -> Tools:
         "s5cmd": _version([tools.s5cmd, "version"]) if tools.s5cmd else "not available",
         "aws": _version([*aws, "--version"]) if aws else "not available",
         "cp": _version(["cp", "--version"]),
-        "neuroferry_commit": _git_commit(),
+        "neuroferry_commit": git_commit(),
     }
     return tools
 
