@@ -1,12 +1,17 @@
-"""Users with roles and their API tokens (stored as sha256 hashes, shown once)."""
+"""Users with roles, their API tokens (stored as sha256 hashes, shown once), their
+passwords (scrypt hashes) and web sessions (short-lived tokens made at sign-in)."""
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
+import hmac
 import json
 import os
 import re
 import secrets
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -25,6 +30,15 @@ MAX_EXPIRY_DAYS = 3650
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+MIN_PASSWORD = 8
+MAX_PASSWORD = 1024
+#: What every failed sign-in says, whether the user exists or not.
+SIGN_IN_FAILED = "wrong user name, password or token"
+#: The label of every token made by signing in to the web pages starts with this.
+SESSION_LABEL = "web sign-in"
+_SCRYPT = (2**14, 8, 1)  # n, r, p: about 50 ms and 16 MiB per hash
+_SCRYPT_MAX_MEM = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -55,6 +69,7 @@ class UserSummary:
     email: str | None
     created: datetime
     active_tokens: int
+    has_password: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,11 @@ class TokenInfo:
     created: datetime
     expires: datetime | None
     revoked: datetime | None
+
+    @property
+    def is_session(self) -> bool:
+        """Whether this token was made by signing in to the web pages."""
+        return self.label.startswith(SESSION_LABEL + " (")
 
     @property
     def state(self) -> str:
@@ -109,17 +129,33 @@ def _check_email(email: str | None) -> str | None:
     return email
 
 
-def create_user(engine: Engine, name: str, role: str = "user", email: str | None = None) -> User:
-    """Add a user; names are 1-128 letters, digits, '_', '.', '@' or '-'."""
+def create_user(
+    engine: Engine,
+    name: str,
+    role: str = "user",
+    email: str | None = None,
+    password: str | None = None,
+) -> User:
+    """Add a user; names are 1-128 letters, digits, '_', '.', '@' or '-'. With a
+    ``password`` (see :func:`check_password_policy`) they can sign in to the web pages."""
     check_user_name(name)
     if role not in ROLES:
         raise InvalidInput(f"role: {role!r} is not allowed; allowed: {', '.join(ROLES)}")
     email = _check_email(email)
+    hashed = None
+    if password is not None:
+        hashed = hash_password(check_password_policy(password, name))
     try:
         with engine.begin() as conn:
             user_id = conn.execute(
                 insert(users)
-                .values(name=name, role=role, email=email, created=datetime.now(UTC))
+                .values(
+                    name=name,
+                    role=role,
+                    email=email,
+                    created=datetime.now(UTC),
+                    password_hash=hashed,
+                )
                 .returning(users.c.id)
             ).scalar_one()
     except IntegrityError as exc:
@@ -159,7 +195,12 @@ def list_users(engine: Engine, name: str | None = None) -> list[UserSummary]:
         rows = conn.execute(query).mappings().all()
     return [
         UserSummary(
-            r["name"], r["role"], r["email"], _utc(r["created"]) or r["created"], r["active_tokens"]
+            r["name"],
+            r["role"],
+            r["email"],
+            _utc(r["created"]) or r["created"],
+            r["active_tokens"],
+            r["password_hash"] is not None,
         )
         for r in rows
     ]
@@ -269,6 +310,13 @@ def list_tokens(engine: Engine, user: User) -> list[TokenInfo]:
     return [_token_info(r) for r in rows]
 
 
+def token_info(engine: Engine, token: str) -> TokenInfo | None:
+    """What a token is (by the token itself), or None if there is no such token."""
+    with engine.connect() as conn:
+        row = conn.execute(_token_query().where(api_tokens.c.hash == hash_token(token))).first()
+    return None if row is None else _token_info(row)
+
+
 def revoke_token(engine: Engine, token_id: int, by: User) -> TokenInfo:
     """Revoke one token: one's own, or (admins) anyone's. Revoking a revoked token
     changes nothing. :class:`NotFound` if no such token is visible to ``by``."""
@@ -345,3 +393,155 @@ def ensure_first_admin(engine: Engine, home: Path) -> Path | None:
     with os.fdopen(fd, "w") as f:
         json.dump({"user": admin.name, "token": token}, f)
     return path
+
+
+# -- passwords ----------------------------------------------------------------------------
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).decode().rstrip("=")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
+    # NFC: the same password typed on two keyboards may arrive composed or decomposed
+    secret = unicodedata.normalize("NFC", password).encode()
+    return hashlib.scrypt(secret, salt=salt, n=n, r=r, p=p, maxmem=_SCRYPT_MAX_MEM, dklen=32)
+
+
+def check_password_policy(password: str, name: str | None = None) -> str:
+    """``password`` if it may be used (8 to 1024 characters, no control characters, not
+    the user's name); :class:`InvalidInput` naming the field and the rule otherwise."""
+    if not isinstance(password, str):
+        raise InvalidInput("password: a password must be text")
+    if len(password) < MIN_PASSWORD:
+        raise InvalidInput(
+            f"password: {len(password)} characters is too short; "
+            f"use at least {MIN_PASSWORD} (a few words make a good one)"
+        )
+    if len(password) > MAX_PASSWORD:
+        raise InvalidInput(
+            f"password: {len(password)} characters is too long; at most {MAX_PASSWORD}"
+        )
+    if _CONTROL.search(password):
+        raise InvalidInput("password: control characters (tabs, newlines …) are not allowed")
+    if name is not None and password.strip().casefold() == name.casefold():
+        raise InvalidInput("password: must not be the user name")
+    return password
+
+
+def hash_password(password: str) -> str:
+    """The stored form of a password: ``scrypt$n$r$p$salt$hash`` with a random salt."""
+    n, r, p = _SCRYPT
+    salt = secrets.token_bytes(16)
+    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(_scrypt(password, salt, n, r, p))}"
+
+
+def verify_password(password: str, stored: str | None) -> bool:
+    """Whether ``password`` matches the stored form (compared in constant time). A
+    missing or malformed stored form matches nothing."""
+    try:
+        scheme, n_, r_, p_, salt_, hash_ = (stored or "").split("$")
+        n, r, p = int(n_), int(r_), int(p_)
+        salt, expected = _unb64(salt_), _unb64(hash_)
+    except ValueError:
+        return False
+    if scheme != "scrypt" or not (2 <= n <= 2**20 and 1 <= r <= 32 and 1 <= p <= 16):
+        return False
+    try:
+        actual = _scrypt(password, salt, n, r, p)
+    except (ValueError, MemoryError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+@functools.cache
+def _decoy_hash() -> str:
+    return hash_password(secrets.token_urlsafe(12))
+
+
+def _password_row(engine: Engine, name: str) -> Any:
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
+        return None
+    with engine.connect() as conn:
+        return conn.execute(select(users).where(users.c.name == name)).mappings().first()
+
+
+def check_password(engine: Engine, name: str, password: str) -> User:
+    """The user ``name`` if ``password`` is theirs; :class:`Unauthorized` with the same
+    message (and about the same delay) whether the user is unknown, has no password, or
+    gave a wrong one."""
+    row = _password_row(engine, name)
+    stored = row["password_hash"] if row is not None else None
+    matched = verify_password(password or "", stored or _decoy_hash())
+    if row is None or stored is None or not matched:
+        raise Unauthorized(SIGN_IN_FAILED)
+    return User(row["id"], row["name"], row["role"], row["email"])
+
+
+def set_password(
+    engine: Engine,
+    name: str,
+    password: str,
+    by: User,
+    current: str | None = None,
+    keep_token: str | None = None,
+) -> None:
+    """Set the password of ``name``: one's own (giving the ``current`` one, if there is
+    one) or, for admins, anyone else's. Ends the user's web sessions, except the one
+    whose token is ``keep_token``; their API tokens keep working."""
+    if name != by.name:
+        by.require_admin("set another user's password")
+    row = _password_row(engine, name)
+    if row is None:
+        raise NotFound(f"no user is named {name!r}; `ferry users list` shows who there is")
+    if name == by.name and row["password_hash"] is not None:
+        if not current:
+            raise InvalidInput(
+                "current_password: give your current password to change it "
+                "(an admin can reset a forgotten one)"
+            )
+        if not verify_password(current, row["password_hash"]):
+            raise Forbidden(
+                "current_password: that is not your current password "
+                "(an admin can reset a forgotten one)"
+            )
+    hashed = hash_password(check_password_policy(password, name))
+    sessions = api_tokens.c.label.startswith(SESSION_LABEL + " (", autoescape=True)
+    end = update(api_tokens).where(
+        api_tokens.c.user_id == row["id"], api_tokens.c.revoked.is_(None), sessions
+    )
+    if keep_token:
+        end = end.where(api_tokens.c.hash != hash_token(keep_token))
+    with engine.begin() as conn:
+        conn.execute(update(users).where(users.c.id == row["id"]).values(password_hash=hashed))
+        conn.execute(end.values(revoked=datetime.now(UTC)))
+
+
+# -- web sessions -------------------------------------------------------------------------
+
+
+def start_session(
+    engine: Engine, user: User, hours: float, client: str = "browser"
+) -> tuple[TokenInfo, str]:
+    """A token for a web session of ``user`` that expires after ``hours``, labelled
+    ``web sign-in (client)``; what it is, and the token (kept by the browser only)."""
+    client = _CONTROL.sub("", client).strip()[:64] or "browser"
+    label = f"{SESSION_LABEL} ({client})"
+    expires = datetime.now(UTC) + timedelta(hours=hours)
+    token_id, token, created = _insert_token(engine, user, label, expires)
+    return TokenInfo(token_id, user.name, label, created, expires, None), token
+
+
+def end_session(engine: Engine, token: str) -> bool:
+    """Revoke the token of a web session (any token, in fact); whether it was live."""
+    with engine.begin() as conn:
+        done = conn.execute(
+            update(api_tokens)
+            .where(api_tokens.c.hash == hash_token(token), api_tokens.c.revoked.is_(None))
+            .values(revoked=datetime.now(UTC))
+        ).rowcount
+    return bool(done)

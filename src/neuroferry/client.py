@@ -365,12 +365,20 @@ class Client:
         found: list[dict[str, Any]] = self.request("GET", "/users")
         return found
 
-    def users_add(self, name: str, email: str | None = None, role: str = "user") -> dict[str, Any]:
-        """Add a user (admins)."""
-        user: dict[str, Any] = self.request(
-            "POST", "/users", {"name": name, "email": email, "role": role}
-        )
+    def users_add(
+        self, name: str, email: str | None = None, role: str = "user", password: str | None = None
+    ) -> dict[str, Any]:
+        """Add a user (admins), with a password for the web pages if one is given."""
+        body = {"name": name, "email": email, "role": role}
+        if password is not None:
+            body["password"] = password
+        user: dict[str, Any] = self.request("POST", "/users", body)
         return user
+
+    def users_passwd(self, name: str, password: str, current: str | None = None) -> None:
+        """Set a password: your own (with your ``current`` one, if set) or (admins) anyone's."""
+        body = {"password": password, "current_password": current}
+        self.request("PUT", f"/users/{quote(name, safe='')}/password", body)
 
     def users_remove(self, name: str) -> None:
         """Remove a user and their tokens (admins)."""
@@ -399,6 +407,29 @@ class Client:
     def tokens_revoke(self, token_id: int) -> None:
         """Revoke a token: your own, or (admins) anyone's."""
         self.request("DELETE", f"/tokens/{int(token_id)}")
+
+    # -- ingest (image stacks to OME-Zarr) ----------------------------------------------
+
+    def ingest_create(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """Submit an ingest config (or a Boss ingest client config); the new job's id,
+        name, volume URL and status URL."""
+        created: dict[str, Any] = self.request("POST", "/ingest", dict(config))
+        return created
+
+    def ingest_status(self, job_id: int) -> dict[str, Any]:
+        """An ingest job's progress: shards and chunks per level, bytes, rates, errors."""
+        found: dict[str, Any] = self.request("GET", f"/ingest/{int(job_id)}")
+        return found
+
+    def ingest_cancel(self, job_id: int) -> dict[str, Any]:
+        """Cancel an ingest job (or clean up a stopped one): the job and what was removed."""
+        done: dict[str, Any] = self.request("POST", f"/ingest/{int(job_id)}/cancel")
+        return done
+
+    def cluster(self) -> dict[str, Any]:
+        """The Dask scheduler that runs the service's tasks (address, workers, threads)."""
+        found: dict[str, Any] = self.request("GET", "/cluster")
+        return found
 
     def close(self) -> None:
         self._http.close()

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     log_store_url: str = ""
     """Where task logs go; empty means ``file://{home}/logs``."""
 
+    session_hours: float = Field(12.0, gt=0, le=24 * 90)
+    """Hours a web sign-in lasts; then the pages ask to sign in again."""
+
     # Object stores (S3 and S3-compatible servers). The usual AWS_* variables apply too.
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
@@ -110,6 +113,12 @@ class Settings(BaseSettings):
     """Most upload jobs one ``submit_jobs`` request (or spreadsheet) may hold."""
     container_runtime: Literal["apptainer", "singularity", "docker"] | None = None
     """Runtime for ``command`` tasks that name an ``image``; without one they are refused."""
+    ingest_memory_budget: int = Field(256 * 1024 * 1024, ge=1)
+    """Bytes of full-resolution data one ingest work unit holds (at least one shard)."""
+    ingest_reader_paths: bool | None = None
+    """Whether an ingest config may name its reader by a ``package.module:Class`` path
+    (which imports that module in the service and on the workers). Unset: allowed in
+    development mode, refused in production, where readers come from entry points."""
 
     # E-mail
     smtp_host: str | None = None

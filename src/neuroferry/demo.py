@@ -100,6 +100,7 @@ class DemoInfo:
             f"demo: a sample session (ecephys and behavior, with metadata) is in {self.session}",
             f"  submit it      ferry jobs submit {self.csv_file} --wait",
             f"                 (the same job as a JSON request: {self.job_file})",
+            f"                 or upload the CSV on {url.rstrip('/')}/submit",
             "  follow it      ferry jobs list",
             f"  its metadata   ferry catalog find '{query}'",
             f"  the API        {url.rstrip('/')}/docs",

@@ -1,7 +1,8 @@
-"""``ferry users`` and ``ferry tokens``: accounts, roles and API tokens."""
+"""``ferry users`` and ``ferry tokens``: accounts, roles, passwords and API tokens."""
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ import typer
 from neuroferry.cli._output import print_json
 
 users_app = typer.Typer(
-    help="Users and their roles (admins add and remove them).", no_args_is_help=True
+    help="Users, their roles and passwords (admins add and remove them).", no_args_is_help=True
 )
 tokens_app = typer.Typer(
     help="API tokens: create, list and revoke them. A token is shown once, when created.",
@@ -20,6 +21,11 @@ tokens_app = typer.Typer(
 FORMATS = ("table", "json")
 TOKEN = typer.Option(None, "--token", help="API token (default: FERRY_TOKEN, token.json).")
 FORMAT = typer.Option("table", "--format", "-f", help="table or json.")
+PASSWORD_STDIN = typer.Option(
+    False,
+    "--password-stdin",
+    help="Read the password from the first line of stdin instead of asking (for scripts).",
+)
 
 
 def _client(token: str | None) -> Any:
@@ -81,6 +87,23 @@ def _print_token(made: dict[str, Any]) -> None:
     typer.echo(made["token"])
 
 
+def _stdin_line(what: str) -> str:
+    line = sys.stdin.readline()
+    if not line:
+        raise typer.BadParameter(f"--password-stdin: stdin ended before the {what}")
+    return line.rstrip("\r\n")
+
+
+def _new_password(name: str, from_stdin: bool) -> str:
+    """The new password: the next line of stdin, or asked twice without echo."""
+    if from_stdin:
+        return _stdin_line("new password")
+    password: str = typer.prompt(
+        f"New password for {name}", hide_input=True, confirmation_prompt=True
+    )
+    return password
+
+
 # -- users --------------------------------------------------------------------------------
 
 
@@ -92,13 +115,18 @@ def users_add_command(
     no_token: bool = typer.Option(
         False, "--no-token", help="Do not create the user's first API token."
     ),
+    password: bool = typer.Option(
+        False, "--password", help="Ask for a first password, to sign in to the web pages."
+    ),
+    password_stdin: bool = PASSWORD_STDIN,
     fmt: str = FORMAT,
     token: str | None = TOKEN,
 ) -> None:
     """Add a user (admins) and print their first API token, once."""
     fmt = _format(fmt)
+    secret = _new_password(name, password_stdin) if password or password_stdin else None
     client = _client(token)
-    user = client.users_add(name, email, role)
+    user = client.users_add(name, email, role, secret)
     made = None if no_token else client.tokens_create("first token", user=user["name"])
     if fmt == "json":
         print_json({"user": user, "token": made})
@@ -126,6 +154,32 @@ def users_remove_command(
     """Remove a user and revoke their tokens (admins). Their jobs stay."""
     _client(token).users_remove(name)
     typer.echo(f"removed user {name!r}")
+
+
+@users_app.command("passwd")
+def users_passwd_command(
+    name: str = typer.Argument(..., help="Whose password: yours, or (admins) anyone's."),
+    password_stdin: bool = typer.Option(
+        False,
+        "--password-stdin",
+        help="Read the new password from stdin's first line instead of asking; for your "
+        "own password, when you have one, the current one comes first, on its own line.",
+    ),
+    token: str | None = TOKEN,
+) -> None:
+    """Set the password someone signs in to the web pages with: your own (you are asked
+    for the current one, if you have one) or, as an admin, anyone else's. Their web
+    sign-ins end; their API tokens keep working."""
+    client = _client(token)
+    me = client.users_me()
+    current = None
+    if me["name"] == name and me.get("has_password"):
+        if password_stdin:
+            current = _stdin_line("current password")
+        else:
+            current = typer.prompt("Current password", hide_input=True)
+    client.users_passwd(name, _new_password(name, password_stdin), current)
+    typer.echo(f"the password of {name!r} is set")
 
 
 @users_app.command("me")

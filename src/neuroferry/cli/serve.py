@@ -66,6 +66,8 @@ def serve(
         f"  database  {redact(settings.database_url)}\n"
         f"  store     {services.store.url}\n"
         f"  executor  {_describe_executor(services)}\n"
+        f"  web pages {base}/ (sign in with a password, set by `ferry users passwd NAME`,"
+        " or an API token)\n"
         f"  health    {base}/api/v2/health, API docs {base}/docs"
     )
     if demo:

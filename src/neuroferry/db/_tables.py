@@ -92,6 +92,8 @@ users = Table(
     Column("email", String(320), nullable=True),
     Column("role", String(16), nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
+    # ``scrypt$n$r$p$salt$hash`` (see ``auth.hash_password``); none: token sign-in only
+    Column("password_hash", String(256), nullable=True),
 )
 
 #: API tokens: only the sha256 of each token is kept; the token is shown once.

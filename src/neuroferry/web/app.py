@@ -8,10 +8,11 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from neuroferry import __version__
 from neuroferry.config import Settings, get_settings
-from neuroferry.web import errors
+from neuroferry.web import errors, pages
 from neuroferry.web._services import Services
 from neuroferry.web.api import metrics, router
 
@@ -44,4 +45,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     errors.install(app)
     app.include_router(router)
     app.include_router(metrics.router)
+    app.include_router(pages.router)
+    app.mount("/static", StaticFiles(directory=pages.STATIC), name="static")
     return app

@@ -1,23 +1,121 @@
-"""The one place that maps FerryError to HTTP responses."""
+"""The one place that maps FerryError to HTTP responses.
+
+The API (``/api/…``, ``/metrics``, ``/openapi.json``, ``/docs``) answers with JSON. The
+pages answer with an HTML page that says what went wrong and where to go; a page that
+needs a signed-in user sends the browser to the sign-in page instead of a 401.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neuroferry.errors import FerryError, InvalidInput
 
+#: Paths that belong to the API and machines, never to the pages.
+NOT_PAGES = ("/api/", "/metrics", "/openapi.json", "/docs", "/redoc", "/static/")
 
-async def _ferry_error(_request: Request, exc: Exception) -> JSONResponse:
+_TITLES = {
+    400: "Bad request",
+    403: "Not allowed",
+    404: "Not found",
+    405: "Not possible here",
+    409: "Conflict",
+    422: "Not accepted",
+    500: "Something went wrong",
+    502: "A store failed",
+    503: "Unavailable",
+}
+
+
+def is_page(request: Request) -> bool:
+    """Whether ``request`` is for a page (HTML) rather than the API (JSON)."""
+    path = request.url.path
+    return not any(path == p.rstrip("/") or path.startswith(p) for p in NOT_PAGES)
+
+
+async def error_page(
+    request: Request, status: int, message: str, problems: list[str] | None = None
+) -> Response:
+    """The HTML page for an error: its title, the message and a way back."""
+    from neuroferry.web.pages._render import identify, render
+
+    held = getattr(request.app.state, "services", None)
+    if held is not None:
+        await run_in_threadpool(identify, request, held.engine)
+    title = _TITLES.get(status, "Error" if status >= 400 else "Notice")
+    return render(
+        request,
+        "error.html",
+        status,
+        title=title,
+        code=status,
+        message=message,
+        problems=problems or [],
+    )
+
+
+def _sign_in_redirect(request: Request) -> Response:
+    from neuroferry.web._deps import SESSION_COOKIE
+    from neuroferry.web.pages._render import sign_in_url
+
+    response = RedirectResponse(sign_in_url(request), status_code=303)
+    if SESSION_COOKIE in request.cookies:  # expired or revoked: forget it
+        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
+    return response
+
+
+async def _ferry_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, FerryError)
+    problems = exc.problems if isinstance(exc, InvalidInput) else []
+    if is_page(request):
+        if exc.status_code == 401:
+            return _sign_in_redirect(request)
+        lines = [
+            " ".join(f"{k} {p[k]}:" for k in ("job", "row", "field") if p.get(k) is not None)
+            + f" {p.get('message', '')}"
+            for p in problems
+        ]
+        return await error_page(request, exc.status_code, str(exc), [s.strip() for s in lines])
     content: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
-    if isinstance(exc, InvalidInput) and exc.problems:
-        content["problems"] = exc.problems
+    if problems:
+        content["problems"] = problems
     return JSONResponse(status_code=exc.status_code, content=content)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    if not is_page(request):
+        return await http_exception_handler(request, exc)
+    if exc.status_code == 404:
+        message = f"There is no page at {request.url.path}."
+    else:
+        message = str(exc.detail)
+    return await error_page(request, exc.status_code, message)
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    if not is_page(request):
+        return await request_validation_exception_handler(request, exc)
+    problems = [
+        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+        for e in exc.errors()
+    ]
+    return await error_page(request, 422, "Part of the request is not valid:", problems)
 
 
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(FerryError, _ferry_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)

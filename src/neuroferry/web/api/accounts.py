@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, Depends, Query, status
+from fastapi import APIRouter, Depends, Query, Request, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from neuroferry.auth import (
     MAX_EXPIRY_DAYS,
     MAX_LABEL,
+    MAX_PASSWORD,
+    MIN_PASSWORD,
     ROLES,
     TokenInfo,
     User,
@@ -21,6 +23,7 @@ from neuroferry.auth import (
     list_tokens,
     list_users,
     revoke_token,
+    set_password,
     user_summary,
 )
 from neuroferry.web._deps import admin_user, current_user, services
@@ -37,6 +40,25 @@ class NewUser(BaseModel):
     )
     email: str | None = Field(None, examples=["jdoe@lab.example.org"])
     role: str = Field("user", description=f"one of: {', '.join(ROLES)}")
+    password: str | None = Field(
+        None,
+        max_length=MAX_PASSWORD,
+        description=f"to sign in to the web pages; at least {MIN_PASSWORD} characters",
+    )
+
+
+class NewPassword(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    password: str = Field(
+        ..., max_length=MAX_PASSWORD, description=f"at least {MIN_PASSWORD} characters"
+    )
+    current_password: str | None = Field(
+        None,
+        max_length=MAX_PASSWORD,
+        description="one's own current password, if one is set (admins setting another "
+        "user's password leave it out)",
+    )
 
 
 class UserOut(BaseModel):
@@ -45,6 +67,7 @@ class UserOut(BaseModel):
     email: str | None
     created: datetime
     active_tokens: int = Field(description="tokens that are neither revoked nor expired")
+    has_password: bool = Field(False, description="whether they can sign in with a password")
 
     @classmethod
     def of(cls, user: UserSummary) -> UserOut:
@@ -54,6 +77,7 @@ class UserOut(BaseModel):
             email=user.email,
             created=user.created,
             active_tokens=user.active_tokens,
+            has_password=user.has_password,
         )
 
 
@@ -115,7 +139,7 @@ def users_list(
 def users_add(
     req: NewUser, held: Services = Depends(services), _admin: User = Depends(admin_user)
 ) -> UserOut:
-    user = create_user(held.engine, req.name, req.role, req.email)
+    user = create_user(held.engine, req.name, req.role, req.email, req.password)
     return UserOut.of(user_summary(held.engine, user.name))
 
 
@@ -133,6 +157,28 @@ def users_remove(
     name: str, held: Services = Depends(services), admin: User = Depends(admin_user)
 ) -> None:
     delete_user(held.engine, name, admin)
+
+
+@router.put(
+    "/users/{name}/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    summary="Set a password: your own (with the current one, if set) or (admins) anyone's",
+)
+def users_password(
+    name: str,
+    req: NewPassword,
+    request: Request,
+    held: Services = Depends(services),
+    me: User = Depends(current_user),
+) -> None:
+    set_password(
+        held.engine,
+        name,
+        req.password,
+        me,
+        current=req.current_password,
+        keep_token=getattr(request.state, "session", None),
+    )
 
 
 @router.post(

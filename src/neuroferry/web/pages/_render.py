@@ -1,0 +1,219 @@
+"""Rendering pages: the Jinja2 environment, ``render()``, who is signed in, and paging."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode, urlsplit
+
+import jinja2
+from fastapi import Depends, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from markupsafe import Markup
+
+from neuroferry import __version__
+from neuroferry.auth import User, authenticate
+from neuroferry.errors import Unauthorized
+from neuroferry.web._deps import CSRF_FIELD, csrf_token, current_user, services, session_token
+from neuroferry.web._services import Services
+from neuroferry.web.pages import _format
+
+TEMPLATES = Path(__file__).parent / "templates"
+#: Served at ``/static``: ferry.css, ferry.js and each page's own script.
+STATIC = Path(__file__).parent / "static"
+
+#: The header's navigation: (path, label); a page under a path marks it current.
+NAV = (
+    ("/submit", "Submit"),
+    ("/jobs", "Jobs"),
+    ("/job-types", "Job types"),
+    ("/catalog", "Catalog"),
+    ("/help", "Help"),
+)
+
+#: Every page's headers: no external resources, no inline scripts or style attributes,
+#: no framing, and no caching of pages that show a user's data.
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+        "frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+@functools.cache
+def environment() -> jinja2.Environment:
+    """The pages' Jinja2 environment over ``pages/templates`` (autoescaped, strict)."""
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        when=_format.time_tag,
+        time=_format.format_time,
+        ago=_format.format_ago,
+        duration=_format.format_duration,
+        bytes=_format.format_bytes,
+        state_class=_format.state_class,
+        state=_format.state_badge,
+    )
+    env.globals.update(elapsed=_format.elapsed, version=__version__)
+    return env
+
+
+def local_path(target: str | None, default: str = "/jobs") -> str:
+    """``target`` if it is a path on this site (``/jobs?state=running``), else ``default``:
+    never another host (``//evil.example``, ``https://…``, ``/\\evil``)."""
+    if (
+        not target
+        or not target.startswith("/")
+        or target.startswith("//")
+        or "\\" in target
+        or any(ord(c) < 0x20 or ord(c) == 0x7F for c in target)
+    ):
+        return default
+    parts = urlsplit(target)
+    return default if parts.scheme or parts.netloc else target
+
+
+def url_with(request: Request, **params: Any) -> str:
+    """The current page's path and query with ``params`` replaced (``None`` removes one, a
+    list repeats it); repeated parameters such as ``state`` are kept, ``partial`` never."""
+    items = [
+        (k, v) for k, v in request.query_params.multi_items() if k not in params and k != "partial"
+    ]
+    for key, value in params.items():
+        if value is None or value == "":
+            continue
+        values = value if isinstance(value, list | tuple) else [value]
+        items.extend((key, str(v)) for v in values)
+    return request.url.path + (f"?{urlencode(items)}" if items else "")
+
+
+def sign_in_url(request: Request) -> str:
+    """The sign-in page, coming back to this page (for GET) afterwards."""
+    back = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":
+        back = request.headers.get("referer", "")
+        back = urlsplit(back).path if back else "/jobs"
+    return f"/sign-in?next={quote(local_path(back), safe='')}"
+
+
+@dataclass(frozen=True)
+class Pager:
+    """Where one page of a long list is: rows ``offset`` to ``offset + shown`` of
+    ``total``, with the links to the pages before and after."""
+
+    offset: int
+    limit: int
+    total: int
+    shown: int
+    prev_url: str | None
+    next_url: str | None
+
+    @property
+    def summary(self) -> str:
+        if not self.total:
+            return "nothing found"
+        return f"{self.offset + 1:,} to {self.offset + self.shown:,} of {self.total:,}"
+
+
+def pager(request: Request, total: int, offset: int, limit: int, shown: int) -> Pager:
+    """The :class:`Pager` of this page; its links keep the query and change ``offset``."""
+    prev_url = None
+    if offset > 0:
+        prev_url = url_with(request, offset=max(0, offset - limit) or None)
+    next_url = url_with(request, offset=offset + limit) if offset + shown < total else None
+    return Pager(offset, limit, total, shown, prev_url, next_url)
+
+
+def identify(request: Request, engine: Any) -> User | None:
+    """The user of the request's session cookie, or None; sets ``request.state``."""
+    if (user := getattr(request.state, "user", None)) is not None:
+        return user  # type: ignore[no-any-return]
+    session = session_token(request)
+    if session is None:
+        return None
+    try:
+        user = authenticate(engine, session)
+    except Unauthorized:
+        return None
+    request.state.user, request.state.session = user, session
+    return user
+
+
+def page_user(request: Request, user: User = Depends(current_user)) -> User:
+    """The signed-in user of a page; not signed in, the page redirects to the sign-in
+    page (303), which comes back here afterwards."""
+    return user
+
+
+def admin_page_user(request: Request, user: User = Depends(page_user)) -> User:
+    """The signed-in user, who must be an admin: others get the 403 page."""
+    user.require_admin(f"open {request.url.path}")
+    return user
+
+
+def optional_page_user(request: Request, held: Services = Depends(services)) -> User | None:
+    """The signed-in user, or None for a page that anyone may see."""
+    return identify(request, held.engine)
+
+
+def render(
+    request: Request,
+    template: str,
+    status: int = 200,
+    *,
+    headers: Mapping[str, str] | None = None,
+    **context: Any,
+) -> HTMLResponse:
+    """The page ``template`` with ``context`` and what every page shows: ``user``,
+    ``csrf_token`` (and ``csrf_field()``), ``nav``, ``version``, ``path``,
+    ``url_with(**params)``."""
+    user: User | None = getattr(request.state, "user", None)
+    session: str | None = getattr(request.state, "session", None)
+    csrf = csrf_token(session) if session else None
+    path = request.url.path
+    nav = [
+        {"href": href, "label": label, "current": path == href or path.startswith(href + "/")}
+        for href, label in NAV
+    ]
+    html = (
+        environment()
+        .get_template(template)
+        .render(
+            {
+                "request": request,
+                "user": user,
+                "csrf_token": csrf,
+                "csrf_field": lambda: _csrf_field(csrf),
+                "nav": nav,
+                "path": path,
+                "url_with": functools.partial(url_with, request),
+                **context,
+            }
+        )
+    )
+    return HTMLResponse(html, status_code=status, headers={**SECURITY_HEADERS, **(headers or {})})
+
+
+def _csrf_field(csrf: str | None) -> Markup:
+    if not csrf:
+        return Markup("")
+    return Markup('<input type="hidden" name="{}" value="{}">').format(CSRF_FIELD, csrf)
+
+
+def redirect(url: str) -> RedirectResponse:
+    """303 See Other to a path of this site: where a form POST sends the browser next."""
+    return RedirectResponse(local_path(url, "/"), status_code=303, headers=SECURITY_HEADERS)

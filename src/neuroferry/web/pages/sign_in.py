@@ -1,0 +1,136 @@
+"""/sign-in and /sign-out: a web session is an API token in an HttpOnly cookie."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from neuroferry.auth import (
+    SIGN_IN_FAILED,
+    User,
+    authenticate,
+    check_password,
+    end_session,
+    start_session,
+)
+from neuroferry.errors import Forbidden, Unauthorized
+from neuroferry.web._deps import CSRF_FIELD, SESSION_COOKIE, csrf_token, services, session_token
+from neuroferry.web._services import Services
+from neuroferry.web.pages._render import (
+    local_path,
+    optional_page_user,
+    redirect,
+    render,
+)
+from neuroferry.web.pages._throttle import Throttle
+
+router = APIRouter()
+MAX_FIELD = 4096
+_BROWSERS = (
+    ("Edg/", "Edge"),
+    ("Firefox/", "Firefox"),
+    ("Chrome/", "Chrome"),
+    ("Safari/", "Safari"),
+)
+_SYSTEMS = (
+    ("Windows", "Windows"),
+    ("Mac OS X", "macOS"),
+    ("Android", "Android"),
+    ("Linux", "Linux"),
+)
+
+
+def client_name(user_agent: str) -> str:
+    """``Firefox on Linux``: enough of the User-Agent to tell one's sessions apart."""
+    browser = next((name for mark, name in _BROWSERS if mark in user_agent), "browser")
+    system = next((name for mark, name in _SYSTEMS if mark in user_agent), "")
+    return f"{browser} on {system}" if system else browser
+
+
+def _throttle(request: Request) -> Throttle:
+    found: Throttle | None = getattr(request.app.state, "sign_in_throttle", None)
+    if found is None:
+        found = request.app.state.sign_in_throttle = Throttle()
+    return found
+
+
+def _secure(request: Request, held: Services) -> bool:
+    return request.url.scheme == "https" or held.settings.mode == "production"
+
+
+@router.get("/sign-in")
+def sign_in_page(
+    request: Request,
+    next_: str = Query("/jobs", alias="next"),
+    signed_out: bool = False,
+    me: User | None = Depends(optional_page_user),
+) -> Response:
+    """The sign-in form; someone already signed in goes on to ``next``."""
+    target = local_path(next_)
+    if me is not None and not signed_out:
+        return redirect(target)
+    notice = "You are signed out." if signed_out else None
+    return render(request, "sign_in.html", next=target, name="", error=None, notice=notice)
+
+
+@router.post("/sign-in")
+async def sign_in(request: Request, held: Services = Depends(services)) -> Response:
+    """Check a user name and password, or a token; start a session or say, always the
+    same way, that it failed (401), after a wait that grows with recent failures."""
+    form = await request.form()
+    fields: dict[str, str] = {
+        k: v[:MAX_FIELD] if isinstance(v, str) else "" for k, v in form.items()
+    }
+    name, password = fields.get("name", "").strip(), fields.get("password", "")
+    token, target = fields.get("token", "").strip(), local_path(fields.get("next"))
+    address = request.client.host if request.client else ""
+    key = ("token" if token else name.casefold(), address)
+    throttle = _throttle(request)
+    await asyncio.sleep(throttle.delay(key))
+    try:
+        if token:
+            user = await run_in_threadpool(authenticate, held.engine, token)
+        else:
+            user = await run_in_threadpool(check_password, held.engine, name, password)
+    except Unauthorized:
+        throttle.failed(key)
+        context: dict[str, Any] = {"next": target, "name": name, "notice": None}
+        return render(request, "sign_in.html", 401, error=SIGN_IN_FAILED, **context)
+    throttle.succeeded(key)
+    hours = held.settings.session_hours
+    client = client_name(request.headers.get("user-agent", ""))
+    _info, session = await run_in_threadpool(start_session, held.engine, user, hours, client)
+    response = redirect(target)
+    response.set_cookie(
+        SESSION_COOKIE,
+        session,
+        max_age=int(hours * 3600),
+        path="/",
+        secure=_secure(request, held),
+        httponly=True,
+        samesite="lax",
+    )
+    return response
+
+
+@router.post("/sign-out")
+async def sign_out(request: Request, held: Services = Depends(services)) -> Response:
+    """End the session (its token is revoked) and forget the cookie."""
+    session = session_token(request)
+    if session is not None:
+        form = await request.form()
+        sent = form.get(CSRF_FIELD)
+        sent = sent if isinstance(sent, str) else request.headers.get("x-csrf-token", "")
+        if not hmac.compare_digest(sent.encode(), csrf_token(session).encode()):
+            raise Forbidden("the sign-out form has expired; reload the page and sign out again")
+        await run_in_threadpool(end_session, held.engine, session)
+    response = redirect("/sign-in?signed_out=1")
+    response.delete_cookie(
+        SESSION_COOKIE, path="/", secure=_secure(request, held), httponly=True, samesite="lax"
+    )
+    return response
