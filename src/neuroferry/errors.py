@@ -102,3 +102,15 @@ class ServiceUnavailable(FerryError, ConnectionError):
     """The neuroferry service could not be reached."""
 
     status_code = 503
+
+
+class SourceDataError(InvalidInput):
+    """Source data (an image, a tile, a TIFF, an array) is missing, unreadable or not as
+    configured; ``path`` names the file and ``index`` the position (``t``, ``z``, ``row``…)."""
+
+    def __init__(
+        self, message: str, path: str | None = None, index: dict[str, int] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.path = path
+        self.index = dict(index or {})

@@ -63,6 +63,10 @@ def _register() -> None:
     app.add_typer(job_types.app, name="job-types")
     app.add_typer(job_types.projects_app, name="projects")
 
+    from neuroferry.cli import ingest
+
+    app.add_typer(ingest.app, name="ingest")
+
 
 _register()
 

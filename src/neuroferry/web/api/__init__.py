@@ -2,7 +2,7 @@
 
 from fastapi import APIRouter
 
-from neuroferry.web.api import accounts, catalog, health, job_types, jobs, lists
+from neuroferry.web.api import accounts, catalog, health, ingest, job_types, jobs, lists
 
 router = APIRouter(prefix="/api/v2")
 router.include_router(health.router)
@@ -11,5 +11,6 @@ router.include_router(catalog.router)
 router.include_router(jobs.router)
 router.include_router(job_types.router)
 router.include_router(lists.router)
+router.include_router(ingest.router)
 
 __all__ = ["router"]

@@ -1,0 +1,438 @@
+"""``ferry ingest``: image stacks to OME-Zarr volumes: create, join, status, cancel."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import typer
+
+from neuroferry.cli._output import human_bytes, is_terminal, print_json
+
+app = typer.Typer(
+    help="Ingest image stacks into OME-Zarr volumes: create, join, status, cancel.",
+    no_args_is_help=True,
+)
+
+TOKEN = typer.Option(None, "--token", help="API token (default: FERRY_TOKEN, token.json).")
+JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
+PROCESSES = typer.Option(
+    0, "--processes", "-p", min=0, help="Dask worker processes to add on this machine."
+)
+THREADS = typer.Option(1, "--threads", min=1, help="Threads of each worker process.")
+FINAL = ("succeeded", "failed", "cancelled")
+POLL = 1.0
+PLAIN_EVERY = 5.0
+WORKER_PRELOAD = "neuroferry.pipelines.ingest._join_worker"
+RETIRE_WAIT = 60.0
+
+
+def _client(token: str | None) -> Any:
+    from neuroferry.client import Client
+
+    return Client(token=token)
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """The config file as a mapping (JSON, or YAML); the service validates it."""
+    from neuroferry.errors import InvalidInput
+
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise InvalidInput(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(f"{path}: not a text file (not UTF-8)") from exc
+    import yaml
+
+    try:
+        data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+    except (ValueError, yaml.YAMLError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInput(f"{path} is not valid JSON or YAML: {first}") from exc
+    if not isinstance(data, dict):
+        raise InvalidInput(
+            f"{path}: an ingest config is a mapping of fields (name, source, extent, …), "
+            f"not {type(data).__name__}"
+        )
+    return data
+
+
+def _show_problems(exc: Any) -> None:
+    for p in getattr(exc, "problems", None) or []:
+        field = p.get("field") or ""
+        typer.echo(f"  {field + ': ' if field else ''}{p.get('message')}", err=True)
+
+
+# -- progress --------------------------------------------------------------------------------
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-:--:--"
+    return str(timedelta(seconds=round(seconds)))
+
+
+def _line(status: dict[str, Any]) -> str:
+    return (
+        f"{status['shards_done']}/{status['shards_total']} shards, "
+        f"{status['chunks_done']}/{status['chunks_total']} chunks, "
+        f"{status['chunks_per_second']:.1f} chunks/s, "
+        f"{status['bytes_per_second'] / 1e6:.1f} MB/s, ETA {_eta(status['eta_seconds'])}"
+    )
+
+
+def follow(client: Any, job_id: int, workers: WorkerGroup | None = None) -> dict[str, Any]:
+    """Show an ingest job's progress until it ends (a bar on a terminal, a line every few
+    seconds otherwise); its last status."""
+    status: dict[str, Any] = client.ingest_status(job_id)
+    if status["state"] in FINAL:
+        return status
+    if is_terminal():
+        from rich.console import Console
+        from rich.progress import BarColumn, Progress, TextColumn
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[line]}"),
+        )
+        with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+            task = bar.add_task(f"job {job_id}", total=max(status["chunks_total"], 1), line="")
+            while True:
+                bar.update(
+                    task,
+                    completed=status["chunks_done"],
+                    description=f"job {job_id} {status['state']}",
+                    line=_line(status),
+                )
+                if status["state"] in FINAL:
+                    return status
+                _watch(workers)
+                time.sleep(POLL)
+                status = client.ingest_status(job_id)
+    said = 0.0
+    last = ""
+    while True:
+        text = f"job {job_id} {status['state']}: {_line(status)}"
+        head = text.split(",", 1)[0]
+        if status["state"] in FINAL or time.monotonic() - said >= PLAIN_EVERY or head != last:
+            typer.echo(text, err=True)
+            said, last = time.monotonic(), head
+        if status["state"] in FINAL:
+            return status
+        _watch(workers)
+        time.sleep(POLL)
+        status = client.ingest_status(job_id)
+
+
+def _watch(workers: WorkerGroup | None) -> None:
+    if workers is not None and workers.all_gone() and not workers.warned:
+        workers.warned = True
+        typer.secho(
+            f"the worker processes of this machine stopped: {workers.last_words()}",
+            fg="yellow",
+            err=True,
+        )
+
+
+def summary(status: dict[str, Any]) -> None:
+    """The final summary of an ingest job, on stdout."""
+    job = status["job"]
+    typer.echo(f"job {status['id']} {status['name']}: {status['state']}")
+    typer.echo(f"  volume   {status['volume']}")
+    shape = job["summary"].get("shape")
+    if shape:
+        typer.echo(
+            f"  shape    {tuple(shape)} (t, c, z, y, x), {job['summary'].get('dtype')}, "
+            f"{len(status['levels'])} levels"
+        )
+    seconds = job.get("seconds") or status.get("seconds") or 0.0
+    rate = status["bytes_done"] / seconds / 1e6 if seconds else 0.0
+    typer.echo(
+        f"  shards   {status['shards_done']}/{status['shards_total']}, "
+        f"{status['chunks_done']}/{status['chunks_total']} chunks; "
+        f"{human_bytes(status['bytes_stored'])} stored "
+        f"({human_bytes(status['bytes_written'])} written by this run)"
+    )
+    typer.echo(
+        f"  time     {seconds:.1f} s, {human_bytes(status['bytes_done'])} of "
+        f"{human_bytes(status['bytes_total'])} at full resolution, {rate:.1f} MB/s"
+    )
+    for error in status["errors"][:10]:
+        typer.echo(f"  error    {error}")
+
+
+# -- workers of this machine ----------------------------------------------------------------------
+
+
+def _memory() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the join command dies (Linux), so that no worker
+    outlives it."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+class WorkerGroup:
+    """Dask worker processes on this machine, connected to the service's scheduler."""
+
+    def __init__(self, scheduler: str, processes: int, threads: int) -> None:
+        self.scheduler = scheduler
+        self.processes = processes
+        self.threads = threads
+        self.prefix = f"ferry-join-{socket.gethostname()}-{os.getpid()}"
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
+        self.warned = False
+        self._folder = tempfile.TemporaryDirectory(prefix="ferry-join-")
+
+    def command(self, index: int) -> list[str]:
+        memory = _memory() // max(self.processes, 1)
+        host = urlsplit(self.scheduler).hostname or ""
+        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        return [
+            sys.executable,
+            "-m",
+            "distributed.cli.dask_worker",
+            self.scheduler,
+            "--name",
+            f"{self.prefix}-{index}",
+            "--nthreads",
+            str(self.threads),
+            "--no-nanny",
+            "--no-dashboard",
+            "--memory-limit",
+            str(memory),
+            "--resources",
+            f"cpus={self.threads},memory={memory}",
+            "--preload",
+            WORKER_PRELOAD,
+            "--death-timeout",
+            "60",
+            *(["--host", "127.0.0.1"] if loopback else []),
+        ]
+
+    def start(self) -> None:
+        for i in range(self.processes):
+            log = Path(self._folder.name) / f"worker-{i}.log"
+            with log.open("wb") as out:
+                self.procs.append(
+                    subprocess.Popen(
+                        self.command(i),
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # Ctrl-C is the join command's to handle
+                        preexec_fn=_die_with_parent,
+                    )
+                )
+            self.logs.append(log)
+
+    def all_gone(self) -> bool:
+        return bool(self.procs) and all(p.poll() is not None for p in self.procs)
+
+    def last_words(self) -> str:
+        for log in self.logs:
+            with contextlib.suppress(OSError):
+                lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+                if lines:
+                    return lines[-1].strip()[:300]
+        return "no output"
+
+    def stop(self) -> None:
+        """Retire the workers gracefully (their running tasks go to other workers), then
+        make sure they are gone."""
+        for p in self.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + RETIRE_WAIT
+        for sig in (None, signal.SIGTERM, signal.SIGKILL):
+            for p in self.procs:
+                if p.poll() is None and sig is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        p.send_signal(sig)
+            for p in self.procs:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    p.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            if all(p.poll() is not None for p in self.procs):
+                break
+            deadline = time.monotonic() + 10
+        self._folder.cleanup()
+
+
+def _join(client: Any, job_id: int, processes: int, threads: int) -> dict[str, Any]:
+    """Add ``processes`` workers to the service's cluster while the job runs; its last
+    status."""
+    status: dict[str, Any] = client.ingest_status(job_id)
+    if status["state"] in FINAL or processes < 1:
+        return follow(client, job_id)
+    cluster = client.cluster()
+    workers = WorkerGroup(cluster["scheduler"], processes, threads)
+    typer.echo(
+        f"adding {processes} worker processes ({threads} threads each) to {cluster['scheduler']}",
+        err=True,
+    )
+    workers.start()
+    try:
+        return follow(client, job_id, workers)
+    finally:
+        typer.echo("retiring this machine's workers", err=True)
+        workers.stop()
+
+
+def _exit_for(status: dict[str, Any]) -> None:
+    if status["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+@app.command("create")
+def create_command(
+    config: Path = typer.Argument(..., help="An ingest config (JSON or YAML) or a Boss config."),
+    processes: int = PROCESSES,
+    threads: int = THREADS,
+    wait: bool = typer.Option(False, "--wait", help="Show progress until the job ends."),
+    as_json: bool = JSON,
+    token: str | None = TOKEN,
+) -> None:
+    """Submit an ingest job and print its id (first, on its own line). With -p, also add
+    worker processes of this machine until the job ends; with --wait (or -p), show its
+    progress and exit 1 unless it succeeds."""
+    from neuroferry.errors import InvalidInput
+
+    client = _client(token)
+    body = _read_config(config)
+    try:
+        created = client.ingest_create(body)
+    except InvalidInput as exc:
+        _show_problems(exc)
+        raise
+    if as_json:
+        print_json(created)
+    else:
+        typer.echo(str(created["id"]))
+        typer.echo(f"submitted ingest job {created['id']}: {created['name']}", err=True)
+        typer.echo(f"  volume {created['volume']}", err=True)
+    sys.stdout.flush()
+    if not (wait or processes):
+        return
+    status = _join(client, created["id"], processes, threads)
+    if as_json:
+        print_json(status)
+    else:
+        summary(status)
+    _exit_for(status)
+
+
+@app.command("join")
+def join_command(
+    job_id: int = typer.Argument(..., help="The ingest job's id."),
+    processes: int = typer.Option(
+        1, "--processes", "-p", min=1, help="Dask worker processes to add on this machine."
+    ),
+    threads: int = THREADS,
+    as_json: bool = JSON,
+    token: str | None = TOKEN,
+) -> None:
+    """Add worker processes of this machine to the service's cluster while the job runs,
+    showing its progress; they retire when it ends (or on Ctrl-C), their running tasks
+    going to other workers. Exit 1 unless the job succeeds."""
+    client = _client(token)
+    status = _join(client, job_id, processes, threads)
+    if as_json:
+        print_json(status)
+    else:
+        summary(status)
+    _exit_for(status)
+
+
+@app.command("status")
+def status_command(
+    job_id: int = typer.Argument(..., help="The ingest job's id."),
+    follow_it: bool = typer.Option(
+        False,
+        "--follow",
+        "-f",
+        help="Show progress until the job ends (exit 1 unless it succeeds).",
+    ),
+    as_json: bool = JSON,
+    token: str | None = TOKEN,
+) -> None:
+    """An ingest job's progress: shards done per level, bytes, rate, time left, errors."""
+    client = _client(token)
+    status = follow(client, job_id) if follow_it else client.ingest_status(job_id)
+    if as_json:
+        print_json(status)
+    else:
+        typer.echo(f"job {status['id']} {status['name']}: {status['state']}")
+        typer.echo(f"  volume {status['volume']}")
+        for level in status["levels"]:
+            typer.echo(
+                f"  level {level['level']}: {level['shards_done']}/{level['shards']} shards, "
+                f"{level['chunks_done']}/{level['chunks']} chunks, shape {tuple(level['shape'])}"
+            )
+        units = status["units"]
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(units.items()) if s != "total")
+        typer.echo(f"  units  {units['total']} ({counts or 'not planned yet'})")
+        typer.echo(f"  {_line(status)}")
+        typer.echo(
+            f"  bytes  {human_bytes(status['bytes_done'])} of {human_bytes(status['bytes_total'])}"
+            f" read, {human_bytes(status['bytes_stored'])} stored"
+        )
+        for error in status["errors"][:10]:
+            typer.echo(f"  error  {error}")
+    if follow_it:
+        _exit_for(status)
+
+
+@app.command("cancel")
+def cancel_command(
+    job_id: int = typer.Argument(..., help="The ingest job's id."),
+    as_json: bool = JSON,
+    token: str | None = TOKEN,
+) -> None:
+    """Stop an ingest job: shards recorded as written stay (creating the same config again
+    resumes), what was not recorded is removed from the volume."""
+    done = _client(token).ingest_cancel(job_id)
+    if as_json:
+        print_json(done)
+        return
+    job = done["job"]
+    typer.echo(f"job {job['id']} {job['name']}: {job['state']}")
+    cleanup = done["cleanup"]
+    if cleanup is None:
+        typer.echo(
+            f"  its tasks are still stopping; run `ferry ingest cancel {job_id}` again to "
+            "remove what they did not record"
+        )
+    elif cleanup.get("error"):
+        typer.secho(f"  not cleaned up: {cleanup['error']}", fg="yellow")
+    else:
+        typer.echo(
+            f"  kept {cleanup.get('kept', 0)} recorded shards; removed "
+            f"{cleanup.get('removed', 0)} unrecorded shards and "
+            f"{cleanup.get('staging_removed', 0)} temporary files"
+        )

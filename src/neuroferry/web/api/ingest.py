@@ -1,0 +1,119 @@
+"""Ingest jobs (image stacks to OME-Zarr): submit a config, follow, cancel; and the Dask
+scheduler that ``ferry ingest join`` adds workers to."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, Request
+from pydantic import BaseModel
+
+from neuroferry.auth import User
+from neuroferry.errors import NotFound
+from neuroferry.web._deps import current_user, services
+from neuroferry.web._services import Services
+
+router = APIRouter(tags=["ingest"])
+
+
+class IngestCreated(BaseModel):
+    id: int
+    name: str
+    volume: str
+    url: str
+
+
+class IngestCancelled(BaseModel):
+    job: dict[str, Any]
+    cleanup: dict[str, Any] | None
+    """What was removed from the volume; ``None`` while running tasks are still stopping
+    (cancel again to clean up)."""
+
+
+class Cluster(BaseModel):
+    scheduler: str
+    kind: str
+    workers: int
+    threads: int
+
+
+@router.post(
+    "/ingest", status_code=201, response_model=IngestCreated, summary="Submit an ingest job"
+)
+def create(
+    request: Request,
+    config: dict[str, Any] = Body(
+        ..., description="An ingest config, or a Boss ingest client config (v0.1, v0.2)"
+    ),
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> IngestCreated:
+    """Validate the config and create its job; 422 with every problem by field."""
+    from neuroferry.pipelines.ingest._service import submit_ingest
+
+    job_id, checked = submit_ingest(held.engine, held.settings, config, user)
+    if held.orchestrator is not None:
+        held.orchestrator.wake()
+    from neuroferry.engine import get_job
+
+    job = get_job(held.engine, job_id)
+    return IngestCreated(
+        id=job_id,
+        name=checked.name,
+        volume=str(job["summary"].get("volume", "")),
+        url=str(request.url_for("ingest_status", job_id=job_id)),
+    )
+
+
+@router.get("/ingest/{job_id}", summary="An ingest job's progress", name="ingest_status")
+def status(
+    job_id: int, held: Services = Depends(services), user: User = Depends(current_user)
+) -> dict[str, Any]:
+    """Shards and chunks done per level, bytes, rates, time left, units and errors."""
+    from neuroferry.pipelines.ingest._service import ingest_status
+
+    return ingest_status(held.engine, job_id, user, settings=held.settings)
+
+
+@router.post(
+    "/ingest/{job_id}/cancel", response_model=IngestCancelled, summary="Cancel an ingest job"
+)
+def cancel(
+    job_id: int, held: Services = Depends(services), user: User = Depends(current_user)
+) -> IngestCancelled:
+    """Stop the job; keep every shard that is recorded as written and remove the rest of
+    what it left in the volume. A stopped job is only cleaned up."""
+    from neuroferry.pipelines.ingest._service import cancel_ingest
+
+    done = cancel_ingest(held.engine, held.log_store, held.settings, job_id, user)
+    return IngestCancelled.model_validate(done)
+
+
+@router.get("/cluster", response_model=Cluster, summary="The Dask scheduler that runs tasks")
+def cluster(held: Services = Depends(services), _user: User = Depends(current_user)) -> Cluster:
+    """Where workers connect to add themselves to the cluster (``ferry ingest join``)."""
+    if held.executor is None:
+        if held.settings.dask_scheduler:
+            return Cluster(
+                scheduler=held.settings.dask_scheduler, kind="scheduler", workers=0, threads=0
+            )
+        raise NotFound(
+            "this service process runs no Dask cluster (it was started with "
+            "--no-orchestrator); ask the service process that runs jobs"
+        )
+    info = held.executor.status()
+    address = str(info.get("address") or "")
+    if not info.get("ok", False) and not address:
+        raise NotFound(f"the Dask scheduler cannot be reached: {info.get('error', 'no answer')}")
+    if not address.startswith(("tcp://", "tls://", "ws://", "wss://")):
+        raise NotFound(
+            f"the service's Dask workers run as threads in its process ({address or 'no address'});"
+            " workers of other processes cannot join. Set dask_processes = true, or use a "
+            "Dask scheduler (FERRY_DASK_SCHEDULER)"
+        )
+    return Cluster(
+        scheduler=address,
+        kind=str(info.get("kind", "")),
+        workers=int(info.get("workers", 0)),
+        threads=int(info.get("threads", 0)),
+    )
