@@ -37,8 +37,9 @@ def web(held):
         yield client
 
 
-def sign_in(client, name="alice", password=PASSWORD, **extra):
-    return client.post("/sign-in", data={"name": name, "password": password, **extra})
+def sign_in(client, name="alice", password=PASSWORD, headers=None, **extra):
+    data = {"name": name, "password": password, **extra}
+    return client.post("/sign-in", data=data, headers=headers)
 
 
 def session_of(client):
@@ -81,6 +82,14 @@ def test_next_only_goes_to_a_path_of_this_site(web):
         ("", "/jobs"),
     ]:
         assert sign_in(web, next=target).headers["location"] == lands, target
+
+
+def test_a_sign_in_form_sent_from_another_site_is_refused(web):
+    for site in ("cross-site", "same-site"):
+        answer = sign_in(web, headers={"sec-fetch-site": site})
+        assert answer.status_code == 403 and "ferry_session" not in web.cookies
+        assert "sign in on the sign-in page of this site" in answer.text
+    assert sign_in(web, headers={"sec-fetch-site": "same-origin"}).status_code == 303
 
 
 def test_failed_sign_ins_are_generic_401_pages_and_set_nothing(web):

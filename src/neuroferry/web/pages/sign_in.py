@@ -81,7 +81,11 @@ def sign_in_page(
 @router.post("/sign-in")
 async def sign_in(request: Request, held: Services = Depends(services)) -> Response:
     """Check a user name and password, or a token; start a session or say, always the
-    same way, that it failed (401), after a wait that grows with recent failures."""
+    same way, that it failed (401), after a wait that grows with recent failures. A form
+    sent from another site is refused, so no other site can sign a browser in to an account
+    of its choosing."""
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+        raise Forbidden("sign in on the sign-in page of this site")
     form = await request.form()
     fields: dict[str, str] = {
         k: v[:MAX_FIELD] if isinstance(v, str) else "" for k, v in form.items()
