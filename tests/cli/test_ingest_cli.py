@@ -23,6 +23,7 @@ from pipelines.ingest._stacks import make_volume, write_image_folder
 
 TESTS = Path(__file__).resolve().parents[1]
 SLOW = "ingest.test_ingest_engine:SlowReader"
+_TEXT: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 120}
 
 
 @pytest.fixture(scope="module")
@@ -269,3 +270,23 @@ def test_the_cluster_endpoint_names_the_scheduler(service: Service) -> None:
     assert cluster["workers"] == 1 and cluster["threads"] >= 1
     with pytest.raises(Unauthorized):
         Client(service.url, "not-a-token").cluster()
+
+
+def test_check_reads_a_config_without_a_service_and_checks_the_source(tmp_path, stack):
+    volume, slices = stack
+    config = write_config(tmp_path / "c.json", slices, tmp_path / "lake", "lab/checked")
+    env = {"PATH": "", "HOME": str(tmp_path), "COLUMNS": "250", "FERRY_HOME": str(tmp_path)}
+    run = [sys.executable, "-m", "neuroferry", "ingest", "check"]
+    done = subprocess.run([*run, str(config), "--source", "--json"], env=env, **_TEXT)
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)
+    assert plan["config"]["name"] == "lab/checked" and plan["source_checked"]
+    assert [v["shape"] for v in plan["levels"]] == [[1, 1, 12, 40, 50], [1, 1, 6, 20, 25]]
+    assert plan["bytes"] == volume.nbytes
+    text = subprocess.run([*run, str(config)], env=env, **_TEXT)
+    assert text.returncode == 0 and "a valid ingest config for volume lab/checked" in text.stdout
+
+    (slices / "slice_0007.tif").unlink()
+    missing = subprocess.run([*run, str(config), "--source"], env=env, **_TEXT)
+    assert missing.returncode == 2 and "Traceback" not in missing.stderr
+    assert "slice_0007.tif" in missing.stderr and "z" in missing.stderr

@@ -21,7 +21,7 @@ import typer
 from neuroferry.cli._output import human_bytes, is_terminal, print_json
 
 app = typer.Typer(
-    help="Ingest image stacks into OME-Zarr volumes: create, join, status, cancel.",
+    help="Ingest image stacks into OME-Zarr volumes: check, create, join, status, cancel.",
     no_args_is_help=True,
 )
 
@@ -345,6 +345,55 @@ def create_command(
     else:
         summary(status)
     _exit_for(status)
+
+
+@app.command("check")
+def check_command(
+    config: Path = typer.Argument(..., help="An ingest config (JSON or YAML) or a Boss config."),
+    source: bool = typer.Option(
+        False, "--source", help="Also check the source data (files on this machine)."
+    ),
+    as_json: bool = JSON,
+) -> None:
+    """Validate a config without a service: print it as neuroferry reads it (a Boss config
+    mapped to ours) and the volume it makes: levels, shapes, shards, work units."""
+    from neuroferry.config import get_settings
+    from neuroferry.errors import InvalidInput
+    from neuroferry.pipelines.ingest import (
+        Layout,
+        load_config,
+        open_reader,
+        plan_units,
+        shard_totals,
+    )
+
+    try:
+        parsed = load_config(config)
+        reader = open_reader(parsed)
+        if source:
+            reader.check()
+    except InvalidInput as exc:
+        _show_problems(exc)
+        raise
+    layout = Layout.of(parsed)
+    plan = {
+        "config": parsed.model_dump(mode="json"),
+        **shard_totals(layout),
+        "units": len(plan_units(layout, get_settings().ingest_memory_budget)),
+        "source_checked": source,
+    }
+    if as_json:
+        print_json(plan)
+        return
+    typer.echo(f"{config}: a valid ingest config for volume {parsed.name}")
+    typer.echo(f"  reads   {parsed.source.plugin} {json.dumps(parsed.source.params)}")
+    for level in plan["levels"]:
+        shape = " x ".join(map(str, level["shape"]))
+        typer.echo(f"  level {level['level']}  {shape} (t, c, z, y, x): {level['shards']} shards")
+    typer.echo(
+        f"  {human_bytes(plan['bytes'])} of {parsed.dtype} in {plan['units']} work units"
+        + ("; the source data are complete" if source else "")
+    )
 
 
 @app.command("join")
