@@ -60,6 +60,12 @@ class Services:
             services.orchestrator.start()
         return services
 
+    def wake(self) -> None:
+        """Tell this process's orchestrator, if it runs one, that there is new work, so that
+        it does not wait for its next poll; other processes' orchestrators find it then."""
+        if self.orchestrator is not None:
+            self.orchestrator.wake()
+
     def close(self) -> None:
         if self.orchestrator is not None:
             self.orchestrator.stop()

@@ -52,8 +52,7 @@ def create(
     from neuroferry.pipelines.ingest._service import submit_ingest
 
     job_id, checked = submit_ingest(held.engine, held.settings, config, user)
-    if held.orchestrator is not None:
-        held.orchestrator.wake()
+    held.wake()
     from neuroferry.engine import get_job
 
     job = get_job(held.engine, job_id)

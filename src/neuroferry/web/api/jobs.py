@@ -128,8 +128,7 @@ def submit(
     created = submit_upload_jobs(
         held.engine, held.settings, body.model_dump(exclude_none=True), owner_id=user.id
     )
-    if held.orchestrator is not None:
-        held.orchestrator.wake()
+    held.wake()
     jobs = [SubmittedJob(id=i, name=n, url=_job_url(request, i)) for i, n in created]
     return SubmitResponse(message=f"submitted {len(jobs)} jobs", data={"jobs": jobs})
 
@@ -325,6 +324,5 @@ def retry(
 ) -> JobDetail:
     """Run a failed or cancelled job again from the tasks that did not succeed."""
     job = retry_job(held.engine, held.log_store, job_id, user)
-    if held.orchestrator is not None:
-        held.orchestrator.wake()
+    held.wake()
     return JobDetail.model_validate(job)

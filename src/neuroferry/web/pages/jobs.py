@@ -581,6 +581,5 @@ def job_retry(
         retry_job(held.engine, held.log_store, job_id, me)
     except InvalidInput as exc:
         return _job_page(request, held, me, job_id, exc.status_code, str(exc))
-    if held.orchestrator is not None:
-        held.orchestrator.wake()
+    held.wake()
     return redirect(f"/jobs/{job_id}?done=retry")

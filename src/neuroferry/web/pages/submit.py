@@ -481,6 +481,5 @@ def submit_jobs(
     except InvalidInput as exc:
         preview = build_preview(held, filename, sheet_jobs, defaults=defaults)
         return _page(request, held, me, 422, preview=preview, submit_error=str(exc), **form)
-    if held.orchestrator is not None:
-        held.orchestrator.wake()
+    held.wake()
     return redirect("/submit?submitted=" + ",".join(str(job_id) for job_id, _name in created))
