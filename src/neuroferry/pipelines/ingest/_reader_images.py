@@ -73,6 +73,28 @@ def _raise_missing(
     raise source_error(path, index, f"{what} is missing{count}{more}{hint}")
 
 
+def check_dtype(path: Path, index: dict[str, int], info: PlaneInfo, dtype: np.dtype[Any]) -> None:
+    """Refuse an image whose pixels are not of the config's data type."""
+    if not same_kind(info.dtype, dtype):
+        raise source_error(
+            path,
+            index,
+            f"the data type is {info.dtype}, but the config says dtype {dtype}; "
+            f"set dtype: {info.dtype} (or convert the files)",
+        )
+
+
+def check_within(path: Path, index: dict[str, int], info: PlaneInfo, y: Range, x: Range) -> None:
+    """Refuse a region that does not lie inside the image."""
+    if y[1] > info.height or x[1] > info.width:
+        raise source_error(
+            path,
+            index,
+            f"the region {shown_range('y', y)}, {shown_range('x', x)} lies beyond the "
+            f"image ({info.height}x{info.width} pixels); check extent.y and extent.x",
+        )
+
+
 class _PlaneReader(Reader):
     """Shared checks of 2-D image files against the config."""
 
@@ -80,13 +102,7 @@ class _PlaneReader(Reader):
         return 1 if per_channel else self.config.channels
 
     def _check_info(self, path: Path, index: dict[str, int], info: PlaneInfo, samples: int) -> None:
-        if not same_kind(info.dtype, self.dtype):
-            raise source_error(
-                path,
-                index,
-                f"the data type is {info.dtype}, but the config says dtype {self.dtype}; "
-                f"set dtype: {info.dtype} (or convert the files)",
-            )
+        check_dtype(path, index, info, self.dtype)
         if info.samples != samples:
             if samples == 1 and info.samples > 1:
                 hint = f"; set channels: {info.samples} to read its samples as channels"
@@ -231,13 +247,7 @@ class ImageFolderReader(_PlaneReader):
                 f"the image is {info.height}x{info.width} pixels, but the first slice of the "
                 f"extent is {first.height}x{first.width}; every slice must have the same size",
             )
-        if y[1] > info.height or x[1] > info.width:
-            raise source_error(
-                path,
-                index,
-                f"the region {shown_range('y', y)}, {shown_range('x', x)} lies beyond the "
-                f"image ({info.height}x{info.width} pixels); check extent.y and extent.x",
-            )
+        check_within(path, index, info, y, x)
 
     def read(self, t: int, z: Range, y: Range, x: Range) -> np.ndarray:
         out = self.new_block(z, y, x)

@@ -21,11 +21,15 @@ from neuroferry.pipelines.ingest._imageio import (
     crop_plane,
     page_info,
     read_page,
-    same_kind,
 )
 from neuroferry.pipelines.ingest._params import MultipageTiffParams, TiffParams
 from neuroferry.pipelines.ingest._pattern import Template
-from neuroferry.pipelines.ingest._reader_images import _raise_missing, missing_files
+from neuroferry.pipelines.ingest._reader_images import (
+    _raise_missing,
+    check_dtype,
+    check_within,
+    missing_files,
+)
 from neuroferry.pipelines.ingest._readers import Range, Reader, shown_range, source_error
 
 
@@ -56,20 +60,8 @@ def open_tiff(path: Path, index: dict[str, int]) -> Iterator[tifffile.TiffFile]:
 def _check_plane(
     path: Path, index: dict[str, int], info: PlaneInfo, dtype: np.dtype[Any], y: Range, x: Range
 ) -> None:
-    if not same_kind(info.dtype, dtype):
-        raise source_error(
-            path,
-            index,
-            f"the data type is {info.dtype}, but the config says dtype {dtype}; set dtype: "
-            f"{info.dtype} (or convert the files)",
-        )
-    if y[1] > info.height or x[1] > info.width:
-        raise source_error(
-            path,
-            index,
-            f"the region {shown_range('y', y)}, {shown_range('x', x)} lies beyond the image "
-            f"({info.height}x{info.width} pixels); check extent.y and extent.x",
-        )
+    check_dtype(path, index, info, dtype)
+    check_within(path, index, info, y, x)
 
 
 class MultipageTiffReader(Reader):
