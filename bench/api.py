@@ -95,10 +95,20 @@ def free_port() -> int:
 class Service:
     """``ferry serve`` as a process of its own (own process group), on a free port."""
 
-    def __init__(self, home: Path, url: str, *args: str) -> None:
+    def __init__(
+        self, home: Path, url: str, *args: str, env: Mapping[str, str] | None = None
+    ) -> None:
+        """On the database ``url`` (empty: its home's SQLite file), in ``env`` (default:
+        this process's environment without its FERRY_* settings)."""
         self.home, self.args = home, args
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
-        self.env.update(FERRY_HOME=str(home), FERRY_DATABASE_URL=url)
+        self.env = dict(
+            env
+            if env is not None
+            else {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+        )
+        self.env["FERRY_HOME"] = str(home)
+        if url:
+            self.env["FERRY_DATABASE_URL"] = url
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log = home / "serve.log"

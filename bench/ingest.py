@@ -31,7 +31,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,6 +47,7 @@ import psutil
 
 import _ingest_peers as peers
 from _ingest_peers import Plan
+from api import Service
 from sync import busy_cpu_seconds, git_commit, wait_for_quiet
 
 HERE = Path(__file__).resolve().parent
@@ -157,12 +157,6 @@ def _pss(pid: int) -> int:
 # -- ferry serve ------------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def ferry_env(home: Path, url: str = "") -> dict[str, str]:
     """The environment without this user's FERRY_*/AWS_* settings or proxies."""
     env = {
@@ -174,52 +168,6 @@ def ferry_env(home: Path, url: str = "") -> dict[str, str]:
     if url:
         env["FERRY_URL"] = url
     return env
-
-
-class Service:
-    """``ferry serve`` (embedded SQLite and Dask cluster) in its own process group."""
-
-    def __init__(self, home: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.home = home
-        self.extra_env = extra_env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
-        self.log = home / "serve.log"
-
-    def __enter__(self) -> Service:
-        self.home.mkdir(parents=True, exist_ok=True)
-        port = free_port()
-        self.url = f"http://127.0.0.1:{port}"
-        with self.log.open("ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "neuroferry", "serve", "--port", str(port)],
-                env={**ferry_env(self.home), **self.extra_env},
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 120
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"ferry serve exited:\n{self.log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{self.url}/api/v2/health", timeout=5).is_success:
-                    break
-            if time.monotonic() > deadline:
-                self.__exit__()
-                raise RuntimeError(f"ferry serve did not answer:\n{self.log.read_text()[-3000:]}")
-            time.sleep(0.2)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
 
 
 def ferry_command() -> list[str]:
@@ -629,7 +577,8 @@ class Bench:
                 home = self.work / "ferry-home"
                 shutil.rmtree(home, ignore_errors=True)
                 say(f"[{run + 1}/{self.repeats}] starting ferry serve ...")
-                with Service(home, self.args.ferry_env) as service:
+                env = {**ferry_env(home), **self.args.ferry_env}
+                with Service(home, "", env=env) as service:
                     self.warm_up_ferry(service)
                     for tool in runnable:
                         say(f"[{run + 1}/{self.repeats}] {LABELS[tool]} ...")
