@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,6 +34,17 @@ def config_path() -> Path:
     if path := os.environ.get("FERRY_CONFIG"):
         return Path(path).expanduser()
     return default_home() / "ferry.toml"
+
+
+class Grant(BaseModel):
+    """What an admin allows one user beyond what every user may reach (``[grants.NAME]``
+    in ``ferry.toml``): their own source folders, which upload jobs may also remove with
+    ``remove_source_folders``, and store prefixes they may read."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source_roots: list[Path] = Field(default_factory=list)
+    store_prefixes: list[str] = Field(default_factory=list)
 
 
 class Settings(BaseSettings):
@@ -106,7 +117,13 @@ class Settings(BaseSettings):
     """Where upload jobs stage metadata and transformed data; ``{home}/staging`` if empty.
     Must be shared with the workers when they run on other machines."""
     source_roots: list[Path] = Field(default_factory=list)
-    """Folders that upload sources must lie under; empty allows any readable folder."""
+    """Folders every user may read sources from (read only). Empty: users read nothing
+    but their own grants; admins read any folder but the service's own files."""
+    store_prefixes: list[str] = Field(default_factory=list)
+    """Store URL prefixes every user may read (ingest and analysis sources), besides the
+    destinations' own stores."""
+    grants: dict[str, Grant] = Field(default_factory=dict)
+    """Per user name: what that user may reach beyond ``source_roots``/``store_prefixes``."""
     destinations: dict[str, str] = Field(default_factory=dict)
     """Store URLs that jobs may name as their ``s3_bucket``; ``default`` is ``store_url``."""
     max_jobs_per_request: int = Field(50, ge=1, le=10_000)

@@ -5,6 +5,7 @@ from neuroferry.db._migrate import current_revision, head_revision, refresh_stat
 from neuroferry.db._tables import (
     JSON_DOCUMENT,
     api_tokens,
+    asset_locks,
     catalog_index_values,
     catalog_indexes,
     documents,
@@ -14,6 +15,7 @@ from neuroferry.db._tables import (
     metadata,
     orchestrators,
     projects,
+    sign_in_attempts,
     tasks,
     users,
     vocab_terms,
@@ -22,6 +24,7 @@ from neuroferry.db._tables import (
 __all__ = [
     "JSON_DOCUMENT",
     "api_tokens",
+    "asset_locks",
     "catalog_index_values",
     "catalog_indexes",
     "current_revision",
@@ -37,6 +40,7 @@ __all__ = [
     "projects",
     "redact",
     "refresh_statistics",
+    "sign_in_attempts",
     "tasks",
     "upgrade",
     "users",

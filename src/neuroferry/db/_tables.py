@@ -51,6 +51,9 @@ documents = Table(
     Column("created", DateTime(timezone=True), nullable=False),
     Column("modified", DateTime(timezone=True), nullable=False),
     Column("body", JSON_DOCUMENT, nullable=False),
+    # who registered it: only they (or an admin) may overwrite it; NULL for documents
+    # written by admins' tools or before owners were recorded
+    Column("owner_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
 )
 
 #: Document paths that admins declared indexed.
@@ -225,4 +228,27 @@ vocab_terms = Table(
     Column("created", DateTime(timezone=True), nullable=False),
     Column("created_by", String(128), nullable=True),
     Index("uq_vocab_terms_term", "list", "abbreviation", unique=True),
+)
+
+#: One unfinished job per asset: a row per (kind-neutral) asset key, inserted when a job
+#: that writes the asset is submitted or retried and deleted when it ends. The primary key
+#: makes two jobs for one asset impossible, whatever the timing of their requests.
+asset_locks = Table(
+    "asset_locks",
+    metadata,
+    Column("key", String(600), primary_key=True),
+    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Index("ix_asset_locks_job", "job_id"),
+)
+
+#: Failed sign-ins per (user name, address), shared by every service process: an attempt
+#: must first move ``next_at`` forward, so parallel guesses wait their turn.
+sign_in_attempts = Table(
+    "sign_in_attempts",
+    metadata,
+    Column("key", String(512), primary_key=True),
+    Column("failures", Integer, nullable=False),
+    Column("next_at", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
 )
