@@ -403,7 +403,7 @@ def bench_submit(rig: Rig, n: int, clients: int, concurrent: int) -> dict[str, A
     def service_call() -> float:
         body = request_for(rig.session, rig.subjects.take())
         t0 = time.perf_counter()
-        submit_upload_jobs(rig.engine, rig.settings, body, owner_id=rig.user.id)
+        submit_upload_jobs(rig.engine, rig.settings, body, rig.user)
         return time.perf_counter() - t0
 
     def engine_call() -> float:

@@ -117,7 +117,7 @@ def test_the_demo_job_uploads_to_the_default_store(tmp_path, read_store):
             sheet = parse_job_sheet(info.csv_file.read_bytes(), info.csv_file.name)
             assert sheet.ok, sheet.errors
             request = {"upload_jobs": [sheet.jobs[0].job]}
-            [(job_id, _)] = submit_upload_jobs(rig.engine, rig.settings, request, owner_id=None)
+            [(job_id, _)] = submit_upload_jobs(rig.engine, rig.settings, request, None)
             rig.wake()
         job = rig.wait(job_id, timeout=120)
         assert job["state"] == "succeeded", rig.states(job_id)

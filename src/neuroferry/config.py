@@ -7,10 +7,19 @@ config file is ``$FERRY_HOME/ferry.toml`` unless ``FERRY_CONFIG`` names another 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -19,6 +28,8 @@ from pydantic_settings import (
 )
 
 from neuroferry.errors import ConfigError
+
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def default_home() -> Path:
@@ -130,6 +141,10 @@ class Settings(BaseSettings):
     """Most upload jobs one ``submit_jobs`` request (or spreadsheet) may hold."""
     container_runtime: Literal["apptainer", "singularity", "docker"] | None = None
     """Runtime for ``command`` tasks that name an ``image``; without one they are refused."""
+    command_environment: list[str] = Field(default_factory=list)
+    """Names of variables of the service's (or worker's) environment that ``command``
+    tasks get besides PATH, LANG, LC_*, TZ (and HOME/TMPDIR, which point into the task's
+    own scratch folder), e.g. ``["DOCKER_HOST"]``. Commands never get anything else."""
     ingest_memory_budget: int = Field(256 * 1024 * 1024, ge=1)
     """Bytes of full-resolution data one ingest work unit holds (at least one shard)."""
     ingest_reader_paths: bool | None = None
@@ -146,6 +161,17 @@ class Settings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_from: str = "neuroferry@localhost"
     smtp_timeout: float = Field(10.0, gt=0)
+
+    @field_validator("command_environment")
+    @classmethod
+    def _variable_names(cls, names: list[str]) -> list[str]:
+        for name in names:
+            if not _VARIABLE_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not an environment variable name (letters, digits and "
+                    "'_', not starting with a digit)"
+                )
+        return names
 
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:

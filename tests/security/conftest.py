@@ -12,6 +12,8 @@
 * ``d.home``: the service's FERRY_HOME (database, token.json, ferry.toml, lake, logs);
 * ``d.wait(job_id, who)``: waits for a job to end and returns its detail.
 
+A test module's ``SERVICE_ENV`` dict (if any) adds to the service's environment.
+
 A probe must show that the attack is refused (a 4xx naming the field) or harmless (and
 check that nothing outside the grant was read, written, removed or run).
 """
@@ -102,6 +104,7 @@ def hostile(
             "FERRY_ORCHESTRATOR_POLL": "0.1",
             "FERRY_DASK_WORKERS": "1",
             "FERRY_DASK_THREADS_PER_WORKER": "2",
+            **getattr(request.module, "SERVICE_ENV", {}),
         }
         with running_service(home, **env) as service:
             yield Deployment(

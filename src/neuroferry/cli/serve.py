@@ -48,11 +48,13 @@ def serve(
     from neuroferry.auth import ensure_first_admin
     from neuroferry.config import get_settings
     from neuroferry.db import redact
+    from neuroferry.redaction import install_log_redaction
     from neuroferry.web import create_app
     from neuroferry.web._services import Services
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = get_settings(**overrides)
+    install_log_redaction(settings)
     # errors here are one clear line, before listening
     services = Services.start(settings, orchestrate=orchestrate)
     if token_file := ensure_first_admin(services.engine, settings.home):
@@ -96,9 +98,11 @@ def orchestrator() -> None:
 
     from neuroferry.config import get_settings
     from neuroferry.db import redact
+    from neuroferry.redaction import install_log_redaction
     from neuroferry.web._services import Services
 
     settings = get_settings()
+    install_log_redaction(settings)
     services = Services.start(settings)
     assert services.orchestrator is not None
     typer.echo(

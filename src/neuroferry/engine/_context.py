@@ -6,9 +6,10 @@ import logging
 import os
 import signal
 import subprocess
+import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,9 @@ from typing import Any
 import obstore
 
 from neuroferry.config import Settings
+from neuroferry.engine._environment import command_environment
 from neuroferry.errors import FerryError
+from neuroferry.redaction import redact, secret_values
 from neuroferry.stores import Store
 
 LOG_LIMIT = 8 * 1024 * 1024  # a log keeps its first and last 4 MiB beyond this
@@ -59,13 +62,17 @@ def cancel_key(job_id: int) -> str:
 
 class TaskLog(logging.Handler):
     """A task's log: kept in memory and written whole to the log store every few seconds
-    and at the end, so it can be read while the task runs (every put is atomic)."""
+    and at the end, so it can be read while the task runs (every put is atomic). Every
+    line has ``secrets`` and API tokens replaced by ``[redacted]`` before it is kept."""
 
-    def __init__(self, store: Store, key: str, flush_every: float = 2.0) -> None:
+    def __init__(
+        self, store: Store, key: str, flush_every: float = 2.0, secrets: Iterable[str] = ()
+    ) -> None:
         super().__init__()
         self.store = store
         self.key = key
         self.flush_every = flush_every
+        self.secrets = frozenset(secrets)
         self._lines: list[str] = []
         self._size = 0
         self._dropped = 0
@@ -76,6 +83,7 @@ class TaskLog(logging.Handler):
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     def _append(self, entry: str) -> None:
+        entry = redact(entry, self.secrets)
         with self._lock:
             self._lines.append(entry)
             self._size += len(entry)
@@ -203,16 +211,30 @@ class TaskContext:
         *,
         cwd: str | os.PathLike[str] | None = None,
         env: Mapping[str, str] | None = None,
+        scratch: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Run a command, its output going to this task's log; stop it if the job is
-        cancelled or the time limit passes. A non-zero exit raises :class:`TaskFailed`."""
+        """Run a command, its output going to this task's log (secrets redacted); stop it
+        if the job is cancelled or the time limit passes. A non-zero exit raises
+        :class:`TaskFailed`.
+
+        The command gets a scrubbed environment (see :func:`command_environment`): HOME
+        and TMPDIR are ``scratch`` (a temporary folder if not given), plus ``env``."""
+        if scratch is None:
+            with tempfile.TemporaryDirectory(prefix="ferry-task-") as folder:
+                self.run(command, cwd=cwd, env=env, scratch=folder)
+            return
+        variables = {
+            **command_environment(scratch, self.config.command_environment),
+            **(env or {}),
+        }
+        secrets = secret_values(self.config)
         self.log.info("running: %s", subprocess.list2cmdline(list(command)))
         handler = next((h for h in self.log.handlers if isinstance(h, TaskLog)), None)
         try:
             proc = subprocess.Popen(
                 list(command),
                 cwd=cwd,
-                env={**os.environ, **(env or {})},
+                env=variables,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -224,7 +246,7 @@ class TaskContext:
         def pump() -> None:
             assert proc.stdout is not None
             for raw in proc.stdout:
-                line = raw.decode(errors="replace").rstrip("\n")
+                line = redact(raw.decode(errors="replace").rstrip("\n"), secrets)
                 if handler is not None:
                     handler.write(line)
                 else:

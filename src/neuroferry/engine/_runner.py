@@ -17,6 +17,7 @@ from neuroferry.config import Settings
 from neuroferry.engine._context import Cancelled, Reschedule, TaskContext, TaskLog, log_key
 from neuroferry.engine._kinds import import_function
 from neuroferry.errors import FerryError
+from neuroferry.redaction import redact, secret_values
 from neuroferry.stores import Store, open_store
 
 _log_stores: dict[str, Store] = {}
@@ -64,7 +65,9 @@ def run_task(call: TaskCall) -> dict[str, Any]:
     ``saved_state``, ``worker``. Never raises for the task's own errors."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
     store = _log_store(call.settings)
-    handler = TaskLog(store, log_key(call.job_id, call.task, call.map_index, call.attempt))
+    secrets = secret_values(call.settings)
+    key = log_key(call.job_id, call.task, call.map_index, call.attempt)
+    handler = TaskLog(store, key, secrets=secrets)
     logger = logging.getLogger(f"neuroferry.task.{call.job_id}.{call.task}.{call.map_index}")
     logger.handlers = [handler]
     logger.setLevel(logging.INFO)
@@ -132,5 +135,7 @@ def run_task(call: TaskCall) -> dict[str, Any]:
         logger.info("finished in %.2f s", time.monotonic() - started)
         handler.close()
         logger.handlers = []
+    if isinstance(outcome.get("error"), str):  # shown to the job's owner: no secrets
+        outcome["error"] = redact(outcome["error"], secrets)
     outcome["worker"] = worker
     return outcome

@@ -458,7 +458,11 @@ class UploadJobSpec(BaseModel):
                 f"transformation; allowed: {', '.join(TRANSFORMATIONS)}"
             )
         if transformation == "command" and not (task and task.command_script):
-            raise _error(f"{where}: the command transformation needs a command_script")
+            raise _error(
+                f"{where}: the command transformation needs a command_script, and commands "
+                "come from job types defined by admins: choose a job type (job_type) that "
+                f"defines one for {abbreviation}"
+            )
 
     def _same_folder(self, field: str, value: str | None, task_name: str, key: str) -> None:
         task = self.tasks.get(task_name)

@@ -86,6 +86,48 @@ def check_preset(settings: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+COMMAND_FIELDS: tuple[str, ...] = ("command_script", "image", "image_version")
+"""Task settings that say what runs; only admins (through job types) may give them."""
+
+ADMIN_DEFINED = (
+    "only admins may give a command or an image: commands and images come from job types "
+    "defined by admins; leave it out, or choose a job type (job_type) that defines it"
+)
+
+
+def _task_settings(tasks: UploadTasks) -> dict[str, Task]:
+    """Each task's settings by where they sit (``tasks.NAME`` or ``tasks.NAME.MODALITY``)."""
+    found: dict[str, Task] = {}
+    for name in UploadTasks.model_fields:
+        value = getattr(tasks, name)
+        if isinstance(value, Task):
+            found[f"tasks.{name}"] = value
+        elif isinstance(value, dict):
+            for key, task in value.items():
+                found[f"tasks.{name}.{key}"] = task
+    return found
+
+
+def _given(value: Any) -> bool:
+    return value is not None and not (isinstance(value, str) and not value.strip())
+
+
+def commands_not_from_preset(tasks: UploadTasks, preset: UploadTasks) -> list[str]:
+    """The fields of ``tasks`` (a job's tasks, its job type's preset applied) that give a
+    command or image other than the one ``preset`` (the job type's own task settings for
+    the job) gives at the same place, as dotted paths
+    (``tasks.modality_transformation_settings.ecephys.command_script``)."""
+    defined = _task_settings(preset)
+    refused: list[str] = []
+    for where, task in _task_settings(tasks).items():
+        base = defined.get(where)
+        for field in COMMAND_FIELDS:
+            value = getattr(task, field)
+            if _given(value) and (base is None or getattr(base, field) != value):
+                refused.append(f"{where}.{field}")
+    return refused
+
+
 def _abbreviation(value: Any) -> str | None:
     """The abbreviation of the modality ``value`` names, if it names one."""
     if isinstance(value, Mapping):

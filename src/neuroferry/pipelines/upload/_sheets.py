@@ -67,6 +67,7 @@ _IGNORED: dict[str, str] = {
 _MODALITY_COLUMN = re.compile(r"modality[\s_-]*(\d*)(?:\s*\.(.*))?", re.IGNORECASE)
 _SOURCE_KEYS = frozenset({"input_source", "source"})
 _CODE_OCEAN_KEYS = {"capsule_id": "capsule_id", "process_capsule_id": "capsule_id"}
+_COMMAND_KEYS = frozenset({"command_script", "image", "image_version"})
 _TRUE = frozenset({"true", "t", "yes", "y", "1"})
 _FALSE = frozenset({"false", "f", "no", "n", "0"})
 _US_FORMATS = (US_DATETIME, "%m/%d/%Y %I:%M %p", "%m/%d/%Y %H:%M:%S", "%m/%d/%Y %H:%M")
@@ -338,6 +339,11 @@ def _classify(index: int, name: str) -> _Column | str:
         parts = tuple(p.strip().replace("-", "_") for p in sub.split("."))
         if not all(parts):
             return f"{name!r} has an empty part between its dots; name settings like modality0.a.b"
+        if key in _COMMAND_KEYS:
+            return (
+                f"{name!r}: a job sheet cannot give a command or an image; commands and images "
+                "come from job types defined by admins: choose one in the job_type column"
+            )
         return _Column(index, name, "setting", group, parts)
     key = _normal(name)
     if key in _FIELDS:

@@ -10,13 +10,15 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Engine, select
 
+from neuroferry.auth import User
 from neuroferry.config import Settings
 from neuroferry.db import jobs
 from neuroferry.engine import AllowedTerms, NewJob, allowed_terms, apply_job_type, submit_jobs
 from neuroferry.engine._states import ACTIVE, PENDING
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload._kind import prepare
-from neuroferry.pipelines.upload._models import UploadJobSpec
+from neuroferry.pipelines.upload._models import UploadJobSpec, UploadTasks
+from neuroferry.pipelines.upload._presets import ADMIN_DEFINED, commands_not_from_preset
 from neuroferry.pipelines.upload._vocab import vocabulary
 
 KIND = "upload"
@@ -73,6 +75,23 @@ def _active_names(engine: Engine, names: Sequence[str]) -> set[str]:
         return set(found)
 
 
+def _foreign_commands(
+    engine: Engine, request: Mapping[str, Any], merged: Mapping[str, Any]
+) -> list[str]:
+    """The command and image fields of a job (``merged``: the ``request`` with its job
+    type applied) that its job type's preset does not give, as dotted paths."""
+    try:
+        tasks = UploadTasks.model_validate(merged.get("tasks") or {})
+    except ValidationError:
+        return []  # the spec's validation names what is wrong
+    preset_job, _name, _version = apply_job_type(engine, {**request, "tasks": {}})
+    try:
+        preset = UploadTasks.model_validate(preset_job.get("tasks") or {})
+    except ValidationError:
+        preset = UploadTasks()
+    return commands_not_from_preset(tasks, preset)
+
+
 def _check_one(
     engine: Engine,
     settings: Settings,
@@ -80,11 +99,19 @@ def _check_one(
     job: dict[str, Any],
     index: int,
     row: int | None,
+    user: User | None,
 ) -> CheckedJob | list[dict[str, Any]]:
     """One job of a request, checked; or its problems."""
     try:
-        job, _name, version = apply_job_type(engine, job)
-        spec = UploadJobSpec.model_validate(job)
+        merged, _name, version = apply_job_type(engine, job)
+        if user is not None and not user.is_admin:
+            refused = _foreign_commands(engine, job, merged)
+            if refused:
+                return [
+                    {"job": index + 1, "row": row, "field": where, "message": ADMIN_DEFINED}
+                    for where in refused
+                ]
+        spec = UploadJobSpec.model_validate(merged)
         allowed.check_project(spec.project_name)
         name = prepare(spec, settings).name
     except (ValidationError, InvalidInput) as exc:
@@ -98,12 +125,18 @@ def check_upload_jobs(
     settings: Settings,
     request: Mapping[str, Any],
     rows: Sequence[int | None] | None = None,
+    *,
+    user: User | None,
 ) -> list[CheckedJob]:
-    """Check every job of a ``SubmitJobRequestV2`` body without creating anything.
+    """Check every job of a ``SubmitJobRequestV2`` body, sent by ``user``, without
+    creating anything.
 
     The request's own ``user_email`` and ``email_notification_types`` apply to jobs that
-    do not set them. Raises :class:`InvalidInput` listing every problem (``problems``:
-    job number, spreadsheet row if given, field and message)."""
+    do not set them. Only admins may give a command or image (``command_script``,
+    ``image``, ``image_version``) other than what the job type's preset gives for that
+    task; ``user`` None is the service itself (as trusted as an admin). Raises
+    :class:`InvalidInput` listing every problem (``problems``: job number, spreadsheet
+    row if given, field and message)."""
     upload_jobs = request.get("upload_jobs")
     if not isinstance(upload_jobs, list) or not upload_jobs:
         raise InvalidInput("upload_jobs: give a list of at least one upload job")
@@ -132,7 +165,7 @@ def check_upload_jobs(
                 problems.extend(_problems(index, rows[index], InvalidInput("must be an object")))
                 continue
             job = {**defaults, **{k: v for k, v in raw.items() if v is not None}}
-            outcome = _check_one(engine, settings, allowed, job, index, rows[index])
+            outcome = _check_one(engine, settings, allowed, job, index, rows[index], user)
             if isinstance(outcome, CheckedJob):
                 checked.append(outcome)
             else:
@@ -177,12 +210,14 @@ def submit_upload_jobs(
     engine: Engine,
     settings: Settings,
     request: Mapping[str, Any],
-    owner_id: int | None,
+    user: User | None,
     rows: Sequence[int | None] | None = None,
 ) -> list[tuple[int, str]]:
-    """Check a ``SubmitJobRequestV2`` body and create all its jobs (or none); the new jobs'
-    ids and asset names."""
-    checked = check_upload_jobs(engine, settings, request, rows)
+    """Check a ``SubmitJobRequestV2`` body sent by ``user`` (see
+    :func:`check_upload_jobs`) and create all its jobs (or none), owned by ``user``; the
+    new jobs' ids and asset names. ``user`` None: the service itself, no owner."""
+    checked = check_upload_jobs(engine, settings, request, rows, user=user)
+    owner_id = user.id if user is not None else None
     ids = submit_jobs(
         engine, [c.as_new_job() for c in checked], owner_id=owner_id, settings=settings
     )

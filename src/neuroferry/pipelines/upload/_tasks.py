@@ -43,6 +43,9 @@ from neuroferry.pipelines.upload._transfer import Part, count, upload_parts
 from neuroferry.stores import list_store, open_store
 
 ANALYSIS_KIND = "analysis"
+SCRATCH = ".scratch"
+"""The staging folder's sub-folder of the commands' HOME and TMPDIR folders (one per
+modality; never uploaded)."""
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -318,9 +321,11 @@ def _run_command(ctx: TaskContext, modality: str, source: Path) -> dict[str, Any
     if not script:
         raise TaskFailed(f"{where}: the command transformation needs a command_script")
     output = _staging(ctx) / modality
-    if output.exists():  # what a crashed attempt left: start again from nothing
-        shutil.rmtree(output)
-    output.mkdir(parents=True)
+    scratch = _staging(ctx) / SCRATCH / modality  # the command's HOME and TMPDIR
+    for folder in (output, scratch):
+        if folder.exists():  # what a crashed attempt left: start again from nothing
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
     image = ctx.params.get("image")
     version = ctx.params.get("image_version")
     job_settings = ctx.job_settings
@@ -349,7 +354,10 @@ def _run_command(ctx: TaskContext, modality: str, source: Path) -> dict[str, Any
             workdir=str(output),
         )
     started = _now()
-    ctx.run(words, cwd=output)
+    try:
+        ctx.run(words, cwd=output, scratch=scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     ended = _now()
     if not any(True for _ in _walk(output)):
         raise TaskFailed(

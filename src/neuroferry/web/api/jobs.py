@@ -126,7 +126,7 @@ def submit(
     """Create every upload job of the request, or none: each is validated, its job type's
     preset applied, and refused if the same asset is already queued or running."""
     created = submit_upload_jobs(
-        held.engine, held.settings, body.model_dump(exclude_none=True), owner_id=user.id
+        held.engine, held.settings, body.model_dump(exclude_none=True), user
     )
     held.wake()
     jobs = [SubmittedJob(id=i, name=n, url=_job_url(request, i)) for i, n in created]
@@ -145,20 +145,19 @@ def _validated(checked: list[Any]) -> ValidateResponse:
 def validate_json(
     body: SubmitJobRequestV2,
     held: Services = Depends(services),
-    _user: User = Depends(current_user),
+    user: User = Depends(current_user),
 ) -> ValidateResponse:
     """What ``submit_jobs`` would check, without creating anything: the jobs as they would
     run, or 422 with every problem by job and field."""
-    return _validated(
-        check_upload_jobs(held.engine, held.settings, body.model_dump(exclude_none=True))
-    )
+    request = body.model_dump(exclude_none=True)
+    return _validated(check_upload_jobs(held.engine, held.settings, request, user=user))
 
 
 @router.post("/validate_csv", response_model=ValidateResponse, summary="Check a job spreadsheet")
 async def validate_csv(
     file: UploadFile = File(..., description="A .csv or .xlsx job spreadsheet"),
     held: Services = Depends(services),
-    _user: User = Depends(current_user),
+    user: User = Depends(current_user),
 ) -> ValidateResponse:
     """Parse a spreadsheet (one upload job per row) and check its jobs: the jobs, or 422
     with every problem by row and column."""
@@ -180,8 +179,9 @@ async def validate_csv(
         ]
         raise InvalidInput(f"{name}: " + "; ".join(lines), problems)
     request = {"upload_jobs": [j.job for j in sheet.jobs]}
+    rows = [j.row for j in sheet.jobs]
     checked = await asyncio.to_thread(
-        check_upload_jobs, held.engine, held.settings, request, [j.row for j in sheet.jobs]
+        lambda: check_upload_jobs(held.engine, held.settings, request, rows, user=user)
     )
     return _validated(checked)
 

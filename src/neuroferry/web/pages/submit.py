@@ -302,14 +302,14 @@ class _Builder:
 
 
 def _check(
-    held: Services, jobs: Sequence[SheetJob], defaults: Mapping[str, Any]
+    held: Services, user: User, jobs: Sequence[SheetJob], defaults: Mapping[str, Any]
 ) -> tuple[list[CheckedJob], list[dict[str, Any]], str | None]:
     """The checked jobs, the problems by job, and a problem of the whole request."""
     settings: Settings = held.settings
     request = {"upload_jobs": [j.job for j in jobs], **defaults}
     rows = [j.row for j in jobs]
     try:
-        return check_upload_jobs(held.engine, settings, request, rows), [], None
+        return check_upload_jobs(held.engine, settings, request, rows, user=user), [], None
     except InvalidInput as exc:
         if not exc.problems:
             return [], [], str(exc)
@@ -325,6 +325,7 @@ def _check(
                 settings,
                 {**request, "upload_jobs": [j.job for j in good]},
                 [j.row for j in good],
+                user=user,
             )
         except InvalidInput:
             checked = []
@@ -333,6 +334,7 @@ def _check(
 
 def build_preview(
     held: Services,
+    user: User,
     filename: str,
     jobs: Sequence[SheetJob],
     errors: Sequence[Any] = (),
@@ -348,7 +350,7 @@ def build_preview(
     for error in errors:
         build.add(error.row, _sheet_column(error.column), error.column, error.message, error.value)
     if jobs:
-        checked, problems, general = _check(held, jobs, defaults or {})
+        checked, problems, general = _check(held, user, jobs, defaults or {})
         for c in checked:
             if c.row is not None:
                 build.row(c.row).checked = c
@@ -427,7 +429,7 @@ async def submit_check(
     except InvalidInput as exc:
         return _page(request, held, me, 422, error=str(exc))
     preview = await asyncio.to_thread(
-        build_preview, held, filename, sheet.jobs, sheet.errors, sheet.notes
+        build_preview, held, me, filename, sheet.jobs, sheet.errors, sheet.notes
     )
     return _page(request, held, me, 200 if preview.ok else 422, preview=preview)
 
@@ -476,10 +478,10 @@ def submit_jobs(
     body = {"upload_jobs": [j.job for j in sheet_jobs], **defaults}
     try:
         created = submit_upload_jobs(
-            held.engine, held.settings, body, me.id, [j.row for j in sheet_jobs]
+            held.engine, held.settings, body, me, [j.row for j in sheet_jobs]
         )
     except InvalidInput as exc:
-        preview = build_preview(held, filename, sheet_jobs, defaults=defaults)
+        preview = build_preview(held, me, filename, sheet_jobs, defaults=defaults)
         return _page(request, held, me, 422, preview=preview, submit_error=str(exc), **form)
     held.wake()
     return redirect("/submit?submitted=" + ",".join(str(job_id) for job_id, _name in created))
