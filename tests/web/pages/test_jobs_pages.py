@@ -356,12 +356,16 @@ def test_others_neither_see_nor_open_a_users_jobs(portal, history, new_page, sig
 def test_cancel_a_running_job_after_confirming_then_retry_it(portal, page_as, shot, tmp_path):
     session = make_session(tmp_path / "session")
     subject = f"736{secrets.randbelow(1000):03d}"
-    spec = upload_spec(session, subject_id=subject)
-    spec["tasks"] = {
-        "modality_transformation_settings": {
-            "ecephys": {"command_script": "sh -c 'echo converting %INPUT_SOURCE; sleep 120'"}
-        }
-    }
+    # commands come from job types that admins define; alice chooses one
+    slow = {"command_script": "sh -c 'echo converting %INPUT_SOURCE; sleep 120'"}
+    saved = portal.api(
+        "PUT",
+        "/job_types/slow-convert",
+        "admin",
+        json={"settings": {"modality_transformation_settings": {"ecephys": slow}}},
+    )
+    assert saved.status_code == 200, saved.text
+    spec = upload_spec(session, subject_id=subject, job_type="slow-convert")
     job_id = submit(portal, "alice", spec)
 
     page = page_as("alice")
