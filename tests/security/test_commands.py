@@ -7,6 +7,9 @@ from __future__ import annotations
 import copy
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +126,28 @@ def test_the_submit_page_refuses_a_command_too(hostile: Deployment) -> None:
     )
     assert r.status_code == 422, r.text
     assert "tasks.modality_transformation_settings.ecephys.command_script" in r.text
+    _no_jobs(hostile, "alice", job["subject_id"])
+
+
+def test_the_cli_refuses_a_command_too(hostile: Deployment, tmp_path: Path) -> None:
+    job = _job(hostile, tasks=copy.deepcopy(PLACEMENTS[0][0]))
+    path = tmp_path / "jobs.json"
+    path.write_text(json.dumps({"upload_jobs": [job]}))
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "AWS_"))}
+    env = {**base, "FERRY_URL": hostile.url, "FERRY_TOKEN": hostile.tokens["alice"]}
+    env["FERRY_HOME"] = str(tmp_path / "cli-home")
+    for command in ("validate", "submit"):
+        done = subprocess.run(
+            [sys.executable, "-m", "neuroferry", "jobs", command, str(path)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode != 0, done.stdout
+        out = done.stdout + done.stderr
+        assert "tasks.modality_transformation_settings.ecephys.command_script" in out, out
+        assert "Traceback" not in out
     _no_jobs(hostile, "alice", job["subject_id"])
 
 
