@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,16 @@ def test_secrets_in_a_commands_output_are_redacted_in_its_log(hostile: Deploymen
     for secret in (*SECRETS, admin_token):
         assert secret not in log, log
     assert "key [redacted] smtp [redacted] token [redacted]" in log, log
+
+
+def test_the_service_log_shows_no_secrets_or_tokens(hostile: Deployment) -> None:
+    """A token or secret in a request's URL (as access logs record it) is redacted."""
+    admin_token = hostile.tokens["admin"]
+    for value in (admin_token, S3_SECRET):
+        r = hostile.api("GET", "/jobs", "alice", params={"name": f"marker-{value}"})
+        assert r.status_code == 200, r.text
+    time.sleep(0.5)  # the access log line is written after the response
+    log = hostile.service.log.read_text()
+    assert "/api/v2/jobs?name=marker-" in log  # the requests were logged
+    assert admin_token not in log and S3_SECRET not in log
+    assert "name=marker-%5Bredacted%5D" in log or "name=marker-[redacted]" in log
