@@ -13,6 +13,7 @@ from neuroferry.auth import (
     get_user,
     hash_token,
     revoke_tokens,
+    start_session,
 )
 from neuroferry.db import api_tokens, make_engine, upgrade
 from neuroferry.errors import Forbidden, InvalidInput, NotFound, Unauthorized
@@ -54,7 +55,7 @@ def test_revoked_and_expired_tokens_are_refused(engine):
 
 
 def test_roles_and_names_are_checked(engine):
-    with pytest.raises(InvalidInput, match="allowed: admin, user"):
+    with pytest.raises(InvalidInput, match="allowed: admin, user, worker"):
         create_user(engine, "carol", "root")
     with pytest.raises(InvalidInput, match="must be 1 to 128 letters"):
         create_user(engine, "../etc")
@@ -76,3 +77,14 @@ def test_first_admin_is_created_once_with_a_private_token_file(engine, tmp_path)
     assert (admin.name, admin.is_admin, saved["user"]) == ("admin", True, "admin")
     assert ensure_first_admin(engine, tmp_path) is None  # users exist: nothing happens
     assert json.loads(path.read_text()) == saved
+
+
+def test_a_worker_account_is_neither_admin_nor_user_and_cannot_sign_in(engine):
+    rig = create_user(engine, "rig-3", "worker", password="rig-3-long-secret")
+    assert rig.is_worker and not rig.is_admin
+    assert authenticate(engine, create_token(engine, rig)) == rig
+    with pytest.raises(Forbidden, match="only admins may"):
+        rig.require_admin("add users")
+    with pytest.raises(Forbidden, match="worker account: it joins the Dask cluster"):
+        start_session(engine, rig, 1)
+    assert not create_user(engine, "frank").is_worker

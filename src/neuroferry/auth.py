@@ -23,7 +23,10 @@ from sqlalchemy.exc import IntegrityError
 from neuroferry.db import api_tokens, users
 from neuroferry.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 
-ROLES = ("admin", "user")
+ROLES = ("admin", "user", "worker")
+#: A ``worker`` is a machine that adds Dask workers to the service's cluster (``ferry
+#: ingest join``): its token reads the cluster's address and TLS credentials, nothing else.
+WORKER = "worker"
 TOKEN_PREFIX = "nf_"
 MAX_LABEL = 128
 MAX_EXPIRY_DAYS = 3650
@@ -53,6 +56,11 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def is_worker(self) -> bool:
+        """A machine's account for joining the Dask cluster, not a person's."""
+        return self.role == WORKER
 
     def require_admin(self, action: str) -> None:
         """Raise :class:`Forbidden` unless this user is an admin."""
@@ -528,7 +536,13 @@ def start_session(
     engine: Engine, user: User, hours: float, client: str = "browser"
 ) -> tuple[TokenInfo, str]:
     """A token for a web session of ``user`` that expires after ``hours``, labelled
-    ``web sign-in (client)``; what it is, and the token (kept by the browser only)."""
+    ``web sign-in (client)``; what it is, and the token (kept by the browser only).
+    A worker account (a machine's) cannot sign in (:class:`Forbidden`)."""
+    if user.is_worker:
+        raise Forbidden(
+            f"{user.name!r} is a worker account: it joins the Dask cluster with an API "
+            "token and cannot sign in to the web pages"
+        )
     client = _CONTROL.sub("", client).strip()[:64] or "browser"
     label = f"{SESSION_LABEL} ({client})"
     expires = datetime.now(UTC) + timedelta(hours=hours)

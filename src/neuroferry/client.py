@@ -426,9 +426,11 @@ class Client:
         done: dict[str, Any] = self.request("POST", f"/ingest/{int(job_id)}/cancel")
         return done
 
-    def cluster(self) -> dict[str, Any]:
-        """The Dask scheduler that runs the service's tasks (address, workers, threads)."""
-        found: dict[str, Any] = self.request("GET", "/cluster")
+    def cluster(self, job: int | None = None) -> dict[str, Any]:
+        """The Dask scheduler that runs the service's tasks (address, workers, threads) and
+        its TLS credentials (admins and worker accounts); with ``job``, that job's state."""
+        params = {} if job is None else {"job": int(job)}
+        found: dict[str, Any] = self.request("GET", "/cluster", params=params)
         return found
 
     def close(self) -> None:

@@ -96,6 +96,17 @@ class Settings(BaseSettings):
     # Execution
     dask_scheduler: str | None = None
     """Address of an existing Dask scheduler; empty means an embedded LocalCluster."""
+    dask_tls_ca_file: Path | None = None
+    """PEM file of the CA that signed the Dask cluster's certificates (external scheduler
+    or HPC cluster); the embedded cluster makes temporary certificates instead."""
+    dask_tls_cert_file: Path | None = None
+    """PEM certificate the service (and the workers ``ferry ingest join`` starts) present
+    to the Dask scheduler; an HPC cluster's scheduler and workers use it too."""
+    dask_tls_key_file: Path | None = None
+    """PEM private key of ``dask_tls_cert_file``."""
+    dask_allow_insecure: bool = False
+    """Allow a plain ``tcp://`` ``dask_scheduler`` in production mode (anyone who reaches
+    it can run code on the workers and the scheduler)."""
     dask_workers: int = Field(2, ge=1)
     dask_threads_per_worker: int = Field(2, ge=1)
     dask_processes: bool = True

@@ -16,13 +16,15 @@ import numpy as np
 import pytest
 import zarr
 
+import neuroferry
 from _service import Service, running_service
 from neuroferry.client import Client
-from neuroferry.errors import InvalidInput, NotFound, Unauthorized
+from neuroferry.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from pipelines.ingest._stacks import make_volume, write_image_folder
 
 TESTS = Path(__file__).resolve().parents[1]
 SLOW = "ingest.test_ingest_engine:SlowReader"
+SRC = Path(neuroferry.__file__).resolve().parents[1]  # the neuroferry under test
 _TEXT: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 120}
 
 
@@ -36,7 +38,7 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         FERRY_INGEST_MEMORY_BUDGET="4096",  # a unit is one shard: 12 units a volume
         FERRY_TEST_READ_DELAY="1.0",
         # the slow test reader must be importable by the service and its workers
-        PYTHONPATH=f"{TESTS / 'pipelines'}:{TESTS}",
+        PYTHONPATH=f"{TESTS / 'pipelines'}:{TESTS}:{SRC}",
     ) as svc:
         yield svc
 
@@ -266,10 +268,70 @@ def test_users_write_only_inside_the_service_destinations(
 
 def test_the_cluster_endpoint_names_the_scheduler(service: Service) -> None:
     cluster = admin(service).cluster()
-    assert cluster["scheduler"].startswith("tcp://127.0.0.1:")
+    assert cluster["scheduler"].startswith("tls://127.0.0.1:")
     assert cluster["workers"] == 1 and cluster["threads"] >= 1
+    tls = cluster["tls"]
+    assert tls["ca"].startswith("-----BEGIN CERTIFICATE-----")
+    assert tls["cert"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "PRIVATE KEY-----" in tls["key"]
+    assert cluster["job"] is None
     with pytest.raises(Unauthorized):
         Client(service.url, "not-a-token").cluster()
+    admin(service).users_add("cleo", role="user")
+    cleo = Client(service.url, admin(service).tokens_create(user="cleo")["token"])
+    with pytest.raises(Forbidden, match="only admins and worker accounts"):
+        cleo.cluster()
+
+
+def test_a_worker_account_joins_a_job_over_tls(service: Service, tmp_path: Path) -> None:
+    added = ferry(service, "users", "add", "rig-1", "--role", "worker", "--format", "json")
+    assert added.returncode == 0, added.stderr
+    worker_token = json.loads(added.stdout)["token"]["token"]
+    assert json.loads(added.stdout)["user"]["role"] == "worker"
+
+    volume = make_volume((48, 64, 64), "uint8", seed=5)  # 48 slow units: time to join
+    write_image_folder(tmp_path / "slices", volume)
+    lake = tmp_path / "lake"
+    extent = {"x": [0, 64], "y": [0, 64], "z": [0, 48]}
+    config = write_config(
+        tmp_path / "slow.json", tmp_path / "slices", lake, "cli/joined", plugin=SLOW, extent=extent
+    )
+    created = ferry(service, "ingest", "create", str(config))
+    assert created.returncode == 0, created.stderr
+    job_id = int(created.stdout.splitlines()[0])
+    env = {**service.env, "FERRY_URL": service.url, "COLUMNS": "250"}
+    command = ["ingest", "join", str(job_id), "-p", "1", "--token", worker_token]
+    join = subprocess.Popen(
+        [sys.executable, "-m", "neuroferry", *command],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    client = admin(service)
+    seen = 0  # the joined worker connects over TLS: the scheduler counts it
+    while join.poll() is None and seen < 2:
+        seen = max(seen, client.cluster()["workers"])
+        time.sleep(0.2)
+    out, err = join.communicate(timeout=240)
+    assert join.returncode == 0, out + err
+    assert seen == 2, f"the joined worker never connected: {err}"
+    assert f"job {job_id}: succeeded" in out  # a worker token sees the state only
+    assert "to tls://127.0.0.1:" in err and "retiring this machine's workers" in err
+    assert "worker processes of this machine stopped" not in err  # none failed to connect
+    group = zarr.open_group(str(lake / "cli" / "joined.ome.zarr"), mode="r")
+    np.testing.assert_array_equal(group["0"][0, 0], volume)
+
+    # the worker token reads where the cluster is, and nothing else
+    worker = Client(service.url, worker_token)
+    assert worker.cluster(job_id)["job"] == {"id": job_id, "state": "succeeded"}
+    for call in (
+        lambda: worker.ingest_status(job_id),
+        lambda: worker.ingest_create(json.loads(config.read_text())),
+        lambda: worker.job_tasks(job_id),
+    ):
+        with pytest.raises(Forbidden, match="worker account"):
+            call()
 
 
 def test_check_reads_a_config_without_a_service_and_checks_the_source(tmp_path, stack):

@@ -5,10 +5,12 @@ and its scheduler on 127.0.0.1, and is closed before the test ends.
 """
 
 import sys
+from pathlib import Path
 
 import dask
 import dask_jobqueue
 import pytest
+from test_dask_tls import write_tls_files
 
 from neuroferry.config import get_settings
 from neuroferry.engine._clusters import make_cluster, resources_for, worker_resources
@@ -94,9 +96,10 @@ def test_job_script_has_every_setting(kind, extra, expected, monkeypatch, tmp_pa
     monkeypatch.setenv("LSF_ENVDIR", str(tmp_path))
     monkeypatch.delenv("LSF_CONFDIR", raising=False)
 
-    cluster = make_cluster(_settings(kind, extra), adapt=False, host="127.0.0.1")
+    settings = _settings(kind, extra, staging_dir=tmp_path / "staging")
+    cluster = make_cluster(settings, adapt=False, host="127.0.0.1")
     try:
-        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
         script = cluster.job_script()
         header = script.splitlines()
         for line in expected:
@@ -107,11 +110,42 @@ def test_job_script_has_every_setting(kind, extra, expected, monkeypatch, tmp_pa
         assert f"-m distributed.cli.dask_worker {cluster.scheduler_address} " in worker
         assert "--nthreads 8 " in worker
         assert "--nworkers" not in worker  # one worker per batch job
-        assert worker.endswith("--resources cpus=8,memory=64000000000")
+        assert "--resources cpus=8,memory=64000000000 " in worker
+        assert_tls_worker(worker, tmp_path / "staging" / ".dask-tls")
         assert cluster.workers == {}
     finally:
         cluster.close()
     assert no_submit == []
+
+
+def assert_tls_worker(worker: str, folder) -> None:
+    """The batch job's worker speaks TLS with the temporary certificates that the service
+    wrote to ``folder``, which only the service's user can read."""
+    options = worker.split()
+    assert options[options.index("--protocol") + 1] == "tls://"
+    assert folder.stat().st_mode & 0o777 == 0o700
+    pems = {}
+    for option in ("--tls-ca-file", "--tls-cert", "--tls-key"):
+        path = Path(options[options.index(option) + 1])
+        assert path.parent == folder and path.stat().st_mode & 0o077 == 0
+        pems[option] = path.read_text()
+    assert pems["--tls-ca-file"].startswith("-----BEGIN CERTIFICATE-----")
+    assert "PRIVATE KEY-----" in pems["--tls-key"]
+
+
+def test_job_scripts_use_the_admins_certificate_files(tmp_path, no_submit):
+    files = write_tls_files(tmp_path)
+    settings = get_settings(cluster="pbs", staging_dir=tmp_path / "staging", **files)
+    cluster = make_cluster(settings, adapt=False, host="127.0.0.1")
+    try:
+        worker = cluster.job_script().splitlines()[-1]
+        assert cluster.scheduler_address.startswith("tls://127.0.0.1:")
+    finally:
+        cluster.close()
+    assert f"--tls-ca-file {files['dask_tls_ca_file']} " in worker
+    assert f"--tls-cert {files['dask_tls_cert_file']} " in worker
+    assert worker.endswith(f"--tls-key {files['dask_tls_key_file']}")
+    assert not (tmp_path / "staging" / ".dask-tls").exists()  # no temporary certificates
 
 
 def test_optional_directives_are_left_out(no_submit):
@@ -230,7 +264,8 @@ def test_executor_starts_an_adaptive_cluster_without_submitting(no_submit):
     try:
         assert executor.kind == "slurm"
         assert isinstance(executor.cluster, dask_jobqueue.SLURMCluster)
-        assert executor.cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        assert executor.cluster.scheduler_address.startswith("tls://127.0.0.1:")
+        assert executor.credentials() is not None
         adaptive = executor.cluster._adaptive
         assert (adaptive.minimum, adaptive.maximum) == (0, 5)
         status = executor.status()

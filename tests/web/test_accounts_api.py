@@ -229,3 +229,55 @@ def test_names_no_user_can_have_are_not_found(api):
         assert api.http.delete(path, headers=api.admin).status_code == 404
     resp = api.http.get("/api/v2/tokens", params={"user": "a\x00b"}, headers=api.admin)
     assert resp.status_code == 404
+
+
+def test_a_worker_account_reads_the_cluster_and_nothing_else(database_url, tmp_path):
+    from distributed.security import Security
+
+    made = Security.temporary()
+    files = {}
+    for setting, pem in (
+        ("dask_tls_ca_file", made.tls_ca_file),
+        ("dask_tls_cert_file", made.tls_client_cert),
+        ("dask_tls_key_file", made.tls_client_key),
+    ):
+        (tmp_path / f"{setting}.pem").write_text(pem)
+        files[setting] = str(tmp_path / f"{setting}.pem")
+    settings = get_settings(
+        database_url=database_url,
+        store_url=tmp_path.as_uri(),
+        dask_scheduler="tls://127.0.0.1:8786",  # a web-only process names it, never connects
+        **files,
+    )
+    held = Services.start(settings, orchestrate=False)
+    with TestClient(create_app(settings, held)) as http:
+        admin = bearer(create_token(held.engine, create_user(held.engine, "root-admin", "admin")))
+        user = bearer(create_token(held.engine, create_user(held.engine, "scientist", "user")))
+        added = http.post("/api/v2/users", json={"name": "rig-9", "role": "worker"}, headers=admin)
+        assert added.status_code == 201 and added.json()["role"] == "worker"
+        made_token = http.post("/api/v2/users/rig-9/tokens", json={}, headers=admin)
+        worker = bearer(made_token.json()["token"])
+
+        found = http.get("/api/v2/cluster", headers=worker)
+        assert found.status_code == 200, found.text
+        assert found.json()["scheduler"] == "tls://127.0.0.1:8786"
+        assert found.json()["tls"] == {
+            "ca": made.tls_ca_file,
+            "cert": made.tls_client_cert,
+            "key": made.tls_client_key,
+        }
+        assert http.get("/api/v2/cluster", headers=admin).status_code == 200
+        refused = http.get("/api/v2/cluster", headers=user)
+        assert refused.status_code == 403
+        assert "scientist" in refused.json()["detail"] and "8786" not in refused.text
+
+        for method, path, body in [
+            ("GET", "/api/v2/users/me", None),
+            ("GET", "/api/v2/tokens", None),
+            ("POST", "/api/v2/tokens", {}),
+            ("GET", "/api/v2/jobs", None),
+            ("POST", "/api/v2/catalog/find", {"filter": {}}),
+        ]:
+            resp = http.request(method, path, json=body, headers=worker)
+            assert resp.status_code == 403, (method, path, resp.text)
+            assert "worker account" in resp.json()["detail"]

@@ -111,7 +111,11 @@ def _new_password(name: str, from_stdin: bool) -> str:
 def users_add_command(
     name: str = typer.Argument(..., help="Letters, digits, '.', '-', '_' or '@'."),
     email: str | None = typer.Option(None, "--email", help="Where the user's job e-mails go."),
-    role: str = typer.Option("user", "--role", help="user or admin."),
+    role: str = typer.Option(
+        "user",
+        "--role",
+        help="user, admin, or worker (a machine that runs `ferry ingest join`).",
+    ),
     no_token: bool = typer.Option(
         False, "--no-token", help="Do not create the user's first API token."
     ),

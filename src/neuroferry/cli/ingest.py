@@ -149,6 +149,9 @@ def _watch(workers: WorkerGroup | None) -> None:
 
 def summary(status: dict[str, Any]) -> None:
     """The final summary of an ingest job, on stdout."""
+    if "job" not in status:  # only the state: what a worker token may read
+        typer.echo(f"job {status['id']}: {status['state']}")
+        return
     job = status["job"]
     typer.echo(f"job {status['id']} {status['name']}: {status['state']}")
     typer.echo(f"  volume   {status['volume']}")
@@ -196,7 +199,13 @@ def _die_with_parent() -> None:
 class WorkerGroup:
     """Dask worker processes on this machine, connected to the service's scheduler."""
 
-    def __init__(self, scheduler: str, processes: int, threads: int) -> None:
+    def __init__(
+        self,
+        scheduler: str,
+        processes: int,
+        threads: int,
+        tls: dict[str, str] | None = None,
+    ) -> None:
         self.scheduler = scheduler
         self.processes = processes
         self.threads = threads
@@ -204,7 +213,24 @@ class WorkerGroup:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
         self.warned = False
-        self._folder = tempfile.TemporaryDirectory(prefix="ferry-join-")
+        self._folder = tempfile.TemporaryDirectory(prefix="ferry-join-")  # mode 0700
+        self.tls_args = self._write_tls(tls) if tls else []
+
+    def _write_tls(self, tls: dict[str, str]) -> list[str]:
+        """The cluster's TLS credentials as files only this user can read, and the
+        ``dask worker`` options that name them."""
+        args = []
+        for option, field in (
+            ("--tls-ca-file", "ca"),
+            ("--tls-cert", "cert"),
+            ("--tls-key", "key"),
+        ):
+            path = Path(self._folder.name) / f"{field}.pem"
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as out:
+                out.write(tls[field])
+            args += [option, str(path)]
+        return args
 
     def command(self, index: int) -> list[str]:
         memory = _memory() // max(self.processes, 1)
@@ -230,6 +256,7 @@ class WorkerGroup:
             "--death-timeout",
             "60",
             *(["--host", "127.0.0.1"] if loopback else []),
+            *self.tls_args,
         ]
 
     def start(self) -> None:
@@ -283,22 +310,55 @@ class WorkerGroup:
 
 def _join(client: Any, job_id: int, processes: int, threads: int) -> dict[str, Any]:
     """Add ``processes`` workers to the service's cluster while the job runs; its last
-    status."""
-    status: dict[str, Any] = client.ingest_status(job_id)
-    if status["state"] in FINAL or processes < 1:
+    status (in full if this token may read the job, else only its state: a worker token)."""
+    if processes < 1:
         return follow(client, job_id)
-    cluster = client.cluster()
-    workers = WorkerGroup(cluster["scheduler"], processes, threads)
+    progress = _progress(client, job_id)
+    cluster = client.cluster(job_id)  # admins and worker accounts only
+    if cluster["job"]["state"] in FINAL:
+        return follow(client, job_id) if progress else _state_only(cluster["job"])
+    workers = WorkerGroup(cluster["scheduler"], processes, threads, cluster.get("tls"))
     typer.echo(
         f"adding {processes} worker processes ({threads} threads each) to {cluster['scheduler']}",
         err=True,
     )
     workers.start()
     try:
-        return follow(client, job_id, workers)
+        if progress:
+            return follow(client, job_id, workers)
+        return follow_state(client, job_id, workers)
     finally:
         typer.echo("retiring this machine's workers", err=True)
         workers.stop()
+
+
+def _progress(client: Any, job_id: int) -> bool:
+    """Whether this token may read the job's progress (a worker token may not)."""
+    from neuroferry.errors import Forbidden
+
+    try:
+        client.ingest_status(job_id)
+    except Forbidden:
+        return False
+    return True
+
+
+def _state_only(job: dict[str, Any]) -> dict[str, Any]:
+    return {"id": job["id"], "state": job["state"]}
+
+
+def follow_state(client: Any, job_id: int, workers: WorkerGroup) -> dict[str, Any]:
+    """Wait for the job to end, knowing only its state (what a worker token may read)."""
+    last = ""
+    while True:
+        job = client.cluster(job_id)["job"]
+        if job["state"] != last:
+            typer.echo(f"job {job_id} {job['state']}", err=True)
+            last = job["state"]
+        if job["state"] in FINAL:
+            return _state_only(job)
+        _watch(workers)
+        time.sleep(POLL)
 
 
 def _exit_for(status: dict[str, Any]) -> None:
@@ -318,9 +378,9 @@ def create_command(
     as_json: bool = JSON,
     token: str | None = TOKEN,
 ) -> None:
-    """Submit an ingest job and print its id (first, on its own line). With -p, also add
-    worker processes of this machine until the job ends; with --wait (or -p), show its
-    progress and exit 1 unless it succeeds."""
+    """Submit an ingest job and print its id (first, on its own line). With -p (admins),
+    also add worker processes of this machine until the job ends; with --wait (or -p),
+    show its progress and exit 1 unless it succeeds."""
     from neuroferry.errors import InvalidInput
 
     client = _client(token)
@@ -408,7 +468,8 @@ def join_command(
 ) -> None:
     """Add worker processes of this machine to the service's cluster while the job runs,
     showing its progress; they retire when it ends (or on Ctrl-C), their running tasks
-    going to other workers. Exit 1 unless the job succeeds."""
+    going to other workers. Exit 1 unless the job succeeds. Needs an admin's token or a
+    worker account's (`ferry users add NAME --role worker`), which shows only the state."""
     client = _client(token)
     status = _join(client, job_id, processes, threads)
     if as_json:

@@ -10,6 +10,7 @@ from neuroferry.engine._context import (
     cancel_key,
     log_key,
 )
+from neuroferry.engine._dask_tls import Credentials, scheduler_credentials
 from neuroferry.engine._executor import Executor
 from neuroferry.engine._job_types import (
     DEFAULT_JOB_TYPE,
@@ -77,6 +78,7 @@ __all__ = [
     "AllowedTerms",
     "Cancelled",
     "Change",
+    "Credentials",
     "Executor",
     "JobKind",
     "JobQuery",
@@ -126,6 +128,7 @@ __all__ = [
     "resources_for",
     "retry_job",
     "rollback_job_type",
+    "scheduler_credentials",
     "submit_job",
     "submit_jobs",
     "worker_resources",

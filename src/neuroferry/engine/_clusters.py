@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from neuroferry.config import Settings
+from neuroferry.engine._dask_tls import file_security, private_folder, temporary_security
 from neuroferry.errors import ConfigError, ExecutorError, InvalidInput
 
 if TYPE_CHECKING:
@@ -138,9 +139,10 @@ def make_cluster(
 
     The scheduler runs in this process and listens on this host (on ``host`` if given, else
     on the interface that Dask's ``jobqueue`` config names, else on every interface), so
-    that workers on compute nodes can reach it. With ``adapt`` the cluster submits between
-    0 and ``cluster_max_jobs`` batch jobs as work comes and goes; without it, nothing is
-    ever submitted (``job_script()`` shows what would be).
+    that workers on compute nodes can reach it, over Dask TLS (see ``_dask_tls``). With
+    ``adapt`` the cluster submits between 0 and ``cluster_max_jobs`` batch jobs as work
+    comes and goes; without it, nothing is ever submitted (``job_script()`` shows what
+    would be).
     """
     if settings.cluster is None:
         raise ConfigError("no HPC scheduler configured; set cluster to slurm, pbs or lsf")
@@ -177,6 +179,15 @@ def make_cluster(
         scheduler_options.pop("interface", None)
         scheduler_options["host"] = host
 
+    # Dask TLS: the admin's certificate files, else temporary certificates that the batch
+    # jobs read from a folder on the shared staging_dir only the service's user can read
+    security = file_security(settings)
+    shared: dict[str, Any] = {}
+    if security is None:
+        security = temporary_security()
+        assert settings.staging_dir is not None
+        shared["shared_temp_directory"] = str(private_folder(settings.staging_dir / ".dask-tls"))
+
     try:
         cluster = cluster_cls(
             cores=settings.cluster_cores,
@@ -189,6 +200,9 @@ def make_cluster(
             job_script_prologue=list(settings.cluster_job_script_prologue),
             worker_extra_args=["--resources", _resources_arg(resources)],
             scheduler_options=scheduler_options,
+            security=security,
+            protocol="tls://",
+            **shared,
             **options,
         )
     except ValueError as exc:

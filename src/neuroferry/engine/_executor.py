@@ -7,6 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from neuroferry.config import Settings
+from neuroferry.engine._dask_tls import (
+    Credentials,
+    credentials,
+    scheduler_security,
+    temporary_security,
+)
 from neuroferry.errors import ExecutorError
 
 log = logging.getLogger(__name__)
@@ -19,11 +25,15 @@ class Executor:
     client: Any
     cluster: Any | None
     kind: str
+    security: Any | None = None
+    """The ``distributed.security.Security`` the cluster's peers authenticate with (TLS),
+    or None where nothing listens (thread workers) or an insecure scheduler is allowed."""
 
     @classmethod
     def start(cls, settings: Settings) -> Executor:
         """Connect to ``FERRY_DASK_SCHEDULER``, start an adaptive ``FERRY_CLUSTER`` (SLURM,
-        PBS, LSF) cluster, or start an embedded LocalCluster on loopback."""
+        PBS, LSF) cluster, or start an embedded LocalCluster on loopback; every cluster
+        that listens on a network speaks Dask TLS."""
         from distributed import Client, LocalCluster
 
         from neuroferry.errors import ConfigError, FerryError
@@ -35,23 +45,33 @@ class Executor:
             )
         try:
             if settings.dask_scheduler:
-                client = Client(settings.dask_scheduler, timeout="10s")
-                return cls(client, None, "scheduler")
+                security = scheduler_security(settings)
+                client = Client(settings.dask_scheduler, timeout="10s", security=security)
+                return cls(client, None, "scheduler", security)
             if settings.cluster:
                 from neuroferry.engine._clusters import make_cluster
 
                 hpc = make_cluster(settings, adapt=True)
                 try:
-                    return cls(Client(hpc), hpc, settings.cluster)
+                    return cls(
+                        Client(hpc, security=hpc.security), hpc, settings.cluster, hpc.security
+                    )
                 except Exception:
                     hpc.close()
                     raise
-            # Worker processes listen on loopback only; thread workers talk in-process.
-            loopback: dict[str, Any] = (
-                {"host": "127.0.0.1", "preload": ["neuroferry.engine._worker_setup"]}
-                if settings.dask_processes
-                else {}
-            )
+            if not settings.dask_processes:
+                # thread workers talk in-process (inproc://): nothing listens for peers
+                cluster = LocalCluster(
+                    n_workers=settings.dask_workers,
+                    threads_per_worker=settings.dask_threads_per_worker,
+                    dashboard_address="127.0.0.1:0",
+                    scheduler_kwargs={"dashboard": False},
+                    processes=False,
+                )
+                return cls(Client(cluster), cluster, "local")
+            # Worker processes and the scheduler listen on loopback only, and only peers
+            # holding this process's temporary certificates may connect.
+            security = temporary_security()
             cluster = LocalCluster(
                 n_workers=settings.dask_workers,
                 threads_per_worker=settings.dask_threads_per_worker,
@@ -59,10 +79,17 @@ class Executor:
                 # interface at :8787 even with the dashboard off
                 dashboard_address="127.0.0.1:0",
                 scheduler_kwargs={"dashboard": False},
-                processes=settings.dask_processes,
-                **loopback,
+                processes=True,
+                host="127.0.0.1",
+                protocol="tls://",
+                security=security,
+                preload=["neuroferry.engine._worker_setup"],
             )
-            return cls(Client(cluster), cluster, "local")
+            try:
+                return cls(Client(cluster, security=security), cluster, "local", security)
+            except Exception:
+                cluster.close()
+                raise
         except FerryError:
             raise
         except Exception as exc:  # distributed raises OSError, TimeoutError, RuntimeError
@@ -72,6 +99,10 @@ class Executor:
                 or "an embedded LocalCluster"
             )
             raise ExecutorError(f"cannot start or reach the Dask cluster ({where}): {exc}") from exc
+
+    def credentials(self) -> Credentials | None:
+        """What a worker needs to join this cluster over TLS (PEM texts), or None."""
+        return credentials(self.security)
 
     def status(self) -> dict[str, Any]:
         """What the health endpoint reports: reachable, address, workers and threads."""

@@ -61,15 +61,16 @@ async def _form_csrf(request: Request) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def current_user(
+def signed_in(
     request: Request,
     authorization: str | None = Header(None, description="Bearer <API token>"),
     form_csrf: str | None = Depends(_form_csrf),
     held: Services = Depends(services),
 ) -> User:
-    """The user whose token came in ``Authorization: Bearer …`` or, failing that, in the
-    session cookie (with the CSRF token unless the method is safe); 401 or 403 otherwise.
-    Also sets ``request.state.user`` and, for a cookie, ``request.state.session``."""
+    """The account whose token came in ``Authorization: Bearer …`` or, failing that, in
+    the session cookie (with the CSRF token unless the method is safe), whatever its role;
+    401 or 403 otherwise. Also sets ``request.state.user`` and, for a cookie,
+    ``request.state.session``. Routes use :func:`current_user` or :func:`cluster_user`."""
     token = _bearer(authorization)
     session = None
     if token is None and (session := session_token(request)):
@@ -86,6 +87,29 @@ def current_user(
     request.state.user = user
     request.state.session = session
     return user
+
+
+def current_user(request: Request, account: User = Depends(signed_in)) -> User:
+    """The signed-in user (an admin or a user); a ``worker`` account is refused (403):
+    it may only read where the Dask cluster is (:func:`cluster_user`)."""
+    if account.is_worker:
+        raise Forbidden(
+            f"{account.name!r} is a worker account: it may only read /api/v2/cluster "
+            f"(to join the Dask cluster), not {request.method} {request.url.path}"
+        )
+    return account
+
+
+def cluster_user(request: Request, account: User = Depends(signed_in)) -> User:
+    """An admin or a ``worker`` account: who may learn the Dask scheduler's address and
+    credentials (403 for everyone else)."""
+    if not (account.is_admin or account.is_worker):
+        raise Forbidden(
+            f"only admins and worker accounts may {request.method} {request.url.path} "
+            f"(the Dask cluster's address and credentials); {account.name!r} is a "
+            f"{account.role}. Ask an admin for a worker token to add workers"
+        )
+    return account
 
 
 def admin_user(request: Request, user: User = Depends(current_user)) -> User:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+import neuroferry
 from _service import Service, running_service
 from neuroferry.client import Client
 
@@ -26,6 +27,7 @@ from ._stacks import make_volume, write_image_folder
 
 TESTS = Path(__file__).resolve().parents[2]
 SLOW = "ingest.test_ingest_engine:SlowReader"
+SRC = Path(neuroferry.__file__).resolve().parents[1]  # the neuroferry under test
 SHAPE = (16, 64, 64)  # 4 x 2 x 2 = 16 full-resolution shards of (4, 32, 32)
 
 
@@ -36,7 +38,7 @@ def environment(**more: str) -> dict[str, str]:
         "FERRY_ORCHESTRATOR_POLL": "0.1",
         "FERRY_INGEST_MEMORY_BUDGET": "4096",  # one shard a unit
         # the slow test reader must be importable by the service and every worker
-        "PYTHONPATH": f"{TESTS / 'pipelines'}:{TESTS}",
+        "PYTHONPATH": f"{TESTS / 'pipelines'}:{TESTS}:{SRC}",
         **more,
     }
 

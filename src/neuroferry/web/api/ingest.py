@@ -1,16 +1,16 @@
 """Ingest jobs (image stacks to OME-Zarr): submit a config, follow, cancel; and the Dask
-scheduler that ``ferry ingest join`` adds workers to."""
+scheduler that ``ferry ingest join`` adds workers to (admins and worker accounts only)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request
-from pydantic import BaseModel
+from fastapi import APIRouter, Body, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
 
 from neuroferry.auth import User
 from neuroferry.errors import NotFound
-from neuroferry.web._deps import current_user, services
+from neuroferry.web._deps import cluster_user, current_user, services
 from neuroferry.web._services import Services
 
 router = APIRouter(tags=["ingest"])
@@ -30,11 +30,33 @@ class IngestCancelled(BaseModel):
     (cancel again to clean up)."""
 
 
+class ClusterTLS(BaseModel):
+    """Dask TLS credentials, as PEM text: what ``dask worker --tls-ca-file/--tls-cert/
+    --tls-key`` (or a ``distributed.security.Security``) needs to connect."""
+
+    ca: str = Field(description="the CA that signed the cluster's certificates (PEM)")
+    cert: str = Field(description="a certificate the CA signed, for a worker (PEM)")
+    key: str = Field(description="that certificate's private key (PEM)")
+
+
+class ClusterJob(BaseModel):
+    id: int
+    state: str
+
+
 class Cluster(BaseModel):
     scheduler: str
     kind: str
     workers: int
     threads: int
+    tls: ClusterTLS | None = Field(
+        None, description="credentials to connect with; none for a plain tcp:// scheduler"
+    )
+    job: ClusterJob | None = Field(
+        None,
+        description="the state of the job asked about (?job=ID), so that joined "
+        "workers know when to leave",
+    )
 
 
 @router.post(
@@ -88,13 +110,37 @@ def cancel(
     return IngestCancelled.model_validate(done)
 
 
-@router.get("/cluster", response_model=Cluster, summary="The Dask scheduler that runs tasks")
-def cluster(held: Services = Depends(services), _user: User = Depends(current_user)) -> Cluster:
-    """Where workers connect to add themselves to the cluster (``ferry ingest join``)."""
+@router.get(
+    "/cluster",
+    response_model=Cluster,
+    summary="The Dask scheduler that runs tasks, and its credentials (admins and workers)",
+)
+def cluster(
+    response: Response,
+    job: int | None = Query(
+        None, description="also report this job's state (only its state)", ge=1
+    ),
+    held: Services = Depends(services),
+    _account: User = Depends(cluster_user),
+) -> Cluster:
+    """Where workers connect to add themselves to the cluster (``ferry ingest join``), and
+    the TLS credentials they connect with. Only admins and worker accounts may ask: whoever
+    holds them can run code on the workers and in the service's process."""
+    response.headers["Cache-Control"] = "no-store"
+    from neuroferry.engine import get_job, scheduler_credentials
+
+    state = None
+    if job is not None:
+        state = ClusterJob(id=job, state=str(get_job(held.engine, job)["state"]))
     if held.executor is None:
         if held.settings.dask_scheduler:
             return Cluster(
-                scheduler=held.settings.dask_scheduler, kind="scheduler", workers=0, threads=0
+                scheduler=held.settings.dask_scheduler,
+                kind="scheduler",
+                workers=0,
+                threads=0,
+                tls=_tls(scheduler_credentials(held.settings)),
+                job=state,
             )
         raise NotFound(
             "this service process runs no Dask cluster (it was started with "
@@ -115,4 +161,10 @@ def cluster(held: Services = Depends(services), _user: User = Depends(current_us
         kind=str(info.get("kind", "")),
         workers=int(info.get("workers", 0)),
         threads=int(info.get("threads", 0)),
+        tls=_tls(held.executor.credentials()),
+        job=state,
     )
+
+
+def _tls(found: Any) -> ClusterTLS | None:
+    return None if found is None else ClusterTLS(ca=found.ca, cert=found.cert, key=found.key)

@@ -149,6 +149,8 @@ def identify(request: Request, engine: Any) -> User | None:
         user = authenticate(engine, session)
     except Unauthorized:
         return None
+    if user.is_worker:  # a machine's account, for the Dask cluster only
+        return None
     request.state.user, request.state.session = user, session
     return user
 
