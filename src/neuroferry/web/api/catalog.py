@@ -1,4 +1,7 @@
-"""/api/v2/catalog: find, count and distinct over JSON documents; admins write."""
+"""/api/v2/catalog: find, count and distinct over JSON documents; admins write.
+
+Users read only the documents they own (the assets their jobs registered); admins read
+every document."""
 
 from __future__ import annotations
 
@@ -53,24 +56,24 @@ def _catalog(held: Services = Depends(services)) -> Catalog:
 
 @router.post("/find", response_model=FindResponse, summary="Documents matching a filter")
 def find(
-    req: FindRequest, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+    req: FindRequest, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
 ) -> FindResponse:
-    docs = catalog.find(req.filter, req.projection, req.sort, req.skip, req.limit)
+    docs = catalog.find(req.filter, req.projection, req.sort, req.skip, req.limit, viewer=user)
     return FindResponse(documents=docs, skip=req.skip, limit=req.limit)
 
 
 @router.post("/count", summary="How many documents match a filter")
 def count(
-    req: CountRequest, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+    req: CountRequest, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
 ) -> dict[str, int]:
-    return {"count": catalog.count(req.filter)}
+    return {"count": catalog.count(req.filter, viewer=user)}
 
 
 @router.post("/distinct", summary="Distinct values of a field among matching documents")
 def distinct(
-    req: DistinctRequest, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+    req: DistinctRequest, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
 ) -> dict[str, list[Any]]:
-    return {"values": catalog.distinct(req.field, req.filter)}
+    return {"values": catalog.distinct(req.field, req.filter, viewer=user)}
 
 
 @router.get("/indexes", summary="The declared index paths")
@@ -98,9 +101,9 @@ def drop_index(
 
 @router.get("/{doc_id}", summary="One document by _id")
 def get(
-    doc_id: str, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+    doc_id: str, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
 ) -> dict[str, Any]:
-    return catalog.get(doc_id)
+    return catalog.get(doc_id, viewer=user)
 
 
 @router.put(
