@@ -1,6 +1,6 @@
 """The job engine: states, the orchestrator and executors (the only code importing distributed)."""
 
-from neuroferry.engine._assets import check_job_assets, lock_key, owner_of_job
+from neuroferry.engine._assets import check_asset_owners, lock_key, owner_of_job
 from neuroferry.engine._clusters import make_cluster, resources_for, worker_resources
 from neuroferry.engine._context import (
     Cancelled,
@@ -100,7 +100,7 @@ __all__ = [
     "apply_job_type",
     "cancel_job",
     "cancel_key",
-    "check_job_assets",
+    "check_asset_owners",
     "check_job_type_name",
     "delete_job_type",
     "delete_project",

@@ -36,6 +36,11 @@ def lock_key(url: str) -> str:
     return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
 
 
+def catalog_key(name: str) -> str:
+    """The lock key of a catalog document's name (store URLs always hold ``://``)."""
+    return lock_key(f"catalog:{name}")
+
+
 def claims_to_summary(claims: Iterable[AssetClaim]) -> list[dict[str, Any]]:
     """The claims as the job's summary keeps them."""
     return [{"key": c.key, "field": c.field, "catalog_name": c.catalog_name} for c in claims]
@@ -55,13 +60,27 @@ def check_distinct(claims_by_job: Sequence[Sequence[AssetClaim]]) -> None:
     """Refuse a request whose jobs write the same asset twice (InvalidInput naming both)."""
     seen: dict[str, int] = {}
     for i, claims in enumerate(claims_by_job):
-        for claim in claims:
-            first = seen.setdefault(claim.key, i)
+        for key, claim in _keys(claims).items():
+            first = seen.setdefault(key, i)
             if first != i:
                 raise InvalidInput(
                     f"job {i + 1}: {claim.field}: job {first + 1} of this request writes the "
-                    f"same asset ({claim.key}); give each job its own asset"
+                    f"same asset ({_shown(key)}); give each job its own asset"
                 )
+
+
+def _keys(claims: Iterable[AssetClaim]) -> dict[str, AssetClaim]:
+    """The lock keys of claims: each one's store URL and catalog name."""
+    keys: dict[str, AssetClaim] = {}
+    for c in claims:
+        keys[c.key] = c
+        if c.catalog_name:
+            keys[catalog_key(c.catalog_name)] = c
+    return keys
+
+
+def _shown(key: str) -> str:
+    return key.removeprefix("catalog:")
 
 
 def job_owner(conn: Connection, owner_id: int | None) -> Owner | None:
@@ -92,9 +111,10 @@ def check_owners(conn: Connection, claims: Sequence[AssetClaim], owner_id: int |
 
 
 def take_locks(conn: Connection, job_id: int, claims: Sequence[AssetClaim], now: datetime) -> None:
-    """Insert the job's ``asset_locks`` rows; :class:`Conflict` naming the asset and the
-    job that holds it if another unfinished job writes one of them."""
-    wanted = {c.key: c for c in claims}
+    """Insert the job's ``asset_locks`` rows (one per store URL and one per catalog name
+    it writes); :class:`Conflict` naming the asset and the job that holds it if another
+    unfinished job writes one of them."""
+    wanted = _keys(claims)
     if not wanted:
         return
     held = conn.execute(
@@ -102,7 +122,7 @@ def take_locks(conn: Connection, job_id: int, claims: Sequence[AssetClaim], now:
     ).all()
     for key, holder in held:
         if holder != job_id:
-            raise _busy(wanted[key], holder, conn)
+            raise _busy(wanted[key], key, holder, conn)
     mine = {key for key, _ in held}
     rows = [{"key": k, "job_id": job_id, "created": now} for k in wanted if k not in mine]
     if not rows:
@@ -121,7 +141,7 @@ def take_locks(conn: Connection, job_id: int, claims: Sequence[AssetClaim], now:
                     f"{claims[0].field}: another job for the asset {claims[0].key} was "
                     "submitted at the same moment; wait for it to end, then submit again"
                 ) from exc
-            raise _busy(wanted[found.key], found.job_id, other) from exc
+            raise _busy(wanted[found.key], found.key, found.job_id, other) from exc
 
 
 def release_locks(conn: Connection, job_id: int) -> None:
@@ -129,12 +149,12 @@ def release_locks(conn: Connection, job_id: int) -> None:
     conn.execute(delete(asset_locks).where(asset_locks.c.job_id == job_id))
 
 
-def _busy(claim: AssetClaim, holder: int, conn: Connection) -> Conflict:
+def _busy(claim: AssetClaim, key: str, holder: int, conn: Connection) -> Conflict:
     state = conn.execute(select(jobs.c.state).where(jobs.c.id == holder)).scalar()
     return Conflict(
         f"{claim.field}: job {holder} ({state or 'unfinished'}) is writing the same asset "
-        f"({claim.key}); one unfinished job per asset. Wait for job {holder} to end, or "
-        "cancel it (its owner or an admin), then submit again"
+        f"({_shown(key)}); one unfinished job per asset. Wait for job {holder} to end, or "
+        "have it cancelled (by its owner or an admin), then submit again"
     )
 
 
@@ -150,11 +170,11 @@ def claim_assets(
     check_owners(conn, claims, owner_id)
 
 
-def check_job_assets(engine: Engine, summary: Mapping[str, Any], owner_id: int | None) -> None:
+def check_asset_owners(engine: Engine, claims: Sequence[AssetClaim], owner_id: int | None) -> None:
     """At run time, before a job writes: :class:`Forbidden` if one of its assets now
     belongs to another user (see :func:`check_owners`)."""
     with engine.connect() as conn:
-        check_owners(conn, claims_of(summary), owner_id)
+        check_owners(conn, claims, owner_id)
 
 
 def owner_of_job(engine: Engine, owner_id: int | None) -> Owner | None:

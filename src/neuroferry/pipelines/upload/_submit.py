@@ -98,12 +98,16 @@ def check_upload_jobs(
     settings: Settings,
     request: Mapping[str, Any],
     rows: Sequence[int | None] | None = None,
+    *,
+    busy: bool = True,
 ) -> list[CheckedJob]:
     """Check every job of a ``SubmitJobRequestV2`` body without creating anything.
 
     The request's own ``user_email`` and ``email_notification_types`` apply to jobs that
     do not set them. Raises :class:`InvalidInput` listing every problem (``problems``:
-    job number, spreadsheet row if given, field and message)."""
+    job number, spreadsheet row if given, field and message). ``busy``: also name the
+    assets that a queued or running job is uploading (a look, for the validating pages;
+    submitting relies on the database's asset locks instead, which answer 409)."""
     upload_jobs = request.get("upload_jobs")
     if not isinstance(upload_jobs, list) or not upload_jobs:
         raise InvalidInput("upload_jobs: give a list of at least one upload job")
@@ -151,7 +155,7 @@ def check_upload_jobs(
                 }
             )
         seen.setdefault(c.name, c)
-    for name in sorted(_active_names(engine, list(seen))):
+    for name in sorted(_active_names(engine, list(seen)) if busy else ()):
         c = seen[name]
         problems.append(
             {
@@ -182,7 +186,7 @@ def submit_upload_jobs(
 ) -> list[tuple[int, str]]:
     """Check a ``SubmitJobRequestV2`` body and create all its jobs (or none); the new jobs'
     ids and asset names."""
-    checked = check_upload_jobs(engine, settings, request, rows)
+    checked = check_upload_jobs(engine, settings, request, rows, busy=False)
     ids = submit_jobs(
         engine, [c.as_new_job() for c in checked], owner_id=owner_id, settings=settings
     )

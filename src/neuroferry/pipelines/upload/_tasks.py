@@ -21,9 +21,10 @@ from obstore.exceptions import NotFoundError
 
 from neuroferry import __version__
 from neuroferry.engine import (
+    AssetClaim,
     TaskContext,
     TaskFailed,
-    check_job_assets,
+    check_asset_owners,
     job_kinds,
     owner_of_job,
 )
@@ -136,11 +137,12 @@ def check_asset_owner(ctx: TaskContext) -> dict[str, Any]:
     engine = ctx.db if ctx.db is not None else getattr(ctx.catalog, "engine", None)
     if engine is None:
         raise TaskFailed("check_asset_owner must run in the service (placement local)")
+    name = _fact(ctx, "asset_name")
+    claim = AssetClaim(_fact(ctx, "destination"), "s3_prefix", catalog_name=name)
     try:
-        check_job_assets(engine, ctx.summary, ctx.owner_id)
+        check_asset_owners(engine, [claim], ctx.owner_id)
     except Forbidden as exc:
         raise TaskFailed(f"{exc}; nothing was written") from exc
-    name = _fact(ctx, "asset_name")
     ctx.log.info("%s is this job's owner's to write", name)
     return {"asset_name": name}
 
