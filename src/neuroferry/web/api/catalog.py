@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, status
+from fastapi import APIRouter, Body, Depends, Query, status
 from pydantic import BaseModel, Field
 
-from neuroferry.auth import User
-from neuroferry.catalog import Catalog
+from neuroferry.auth import User, get_user
+from neuroferry.catalog import Catalog, Owner
 from neuroferry.web._deps import admin_user, current_user, services
 from neuroferry.web._services import Services
 
@@ -113,10 +113,18 @@ def get(
 )
 def upsert(
     docs: list[dict[str, Any]] = Body(..., max_length=MAX_LIMIT),
+    owner: str | None = Query(
+        None,
+        description="The user whose documents new ones become (and replaced ones without "
+        "an owner); without it they have no owner, and only admins see them",
+    ),
     catalog: Catalog = Depends(_catalog),
+    held: Services = Depends(services),
     _admin: User = Depends(admin_user),
 ) -> WriteResponse:
-    report, ids = catalog.upsert_many(docs)
+    # written with an admin's powers (anyone's document may be replaced) on behalf of owner
+    on_behalf = None if owner is None else Owner(get_user(held.engine, owner).id, is_admin=True)
+    report, ids = catalog.upsert_many(docs, on_behalf)
     return WriteResponse(inserted=report.inserted, updated=report.updated, ids=ids)
 
 
