@@ -156,3 +156,32 @@ def test_an_asset_of_another_user_is_refused(engine: Engine, users: dict[str, in
     cancel_job(engine, open_store("memory://x", settings=get_settings()), mine, None)
     assert submit(engine, users["admin"], asset="alices")  # admins may
     assert submit(engine, users["admin"], asset="nobodys")
+
+
+def test_a_job_created_before_its_kind_gained_a_task_carries_on(engine: Engine) -> None:
+    """Upload jobs gained ``check_asset_owner``: a job submitted by an earlier version has
+    no row for it, and runs on as if it had been skipped."""
+    from neuroferry.engine._jobs import Outcome, claim_tasks, finish_task, get_kind, now_utc
+
+    def kind(*tasks: TaskDef) -> JobKind:
+        return JobKind(name="growing", spec_model=AssetSpec, prepare=_prepare, tasks=tasks)
+
+    first = TaskDef("first", "ferry_toy_tasks:record", placement="local")
+    register_kind(kind(first, TaskDef("last", "ferry_toy_tasks:record", upstream=("first",))))
+    job_id = submit_job(engine, "growing", {"asset": "g"}, owner_id=None, settings=get_settings())
+    register_kind(
+        kind(
+            first,
+            TaskDef("gained", "ferry_toy_tasks:record", upstream=("first",), placement="local"),
+            TaskDef("last", "ferry_toy_tasks:record", upstream=("gained",)),
+        )
+    )
+    assert [t.name for t in get_kind("growing").tasks] == ["first", "gained", "last"]
+    [claim] = claim_tasks(engine, "orchestrator-1", 10, now_utc())
+    assert claim.name == "first"
+    finish_task(engine, claim, "orchestrator-1", Outcome("succeeded"), now_utc())
+    [claim] = claim_tasks(engine, "orchestrator-1", 10, now_utc())
+    assert (claim.job_id, claim.name) == (job_id, "last")
+    finish_task(engine, claim, "orchestrator-1", Outcome("succeeded"), now_utc())
+    assert get_job(engine, job_id)["state"] == "succeeded"
+    assert locks(engine) == {}  # and its asset was given back

@@ -301,12 +301,6 @@ class Catalog:
         mine = [] if owned is None else [owned]
         return and_(*mine, *prefilters(node, self._indexed(conn), documents.c.id), clause)
 
-    def owner_of(self, name: str) -> tuple[bool, int | None]:
-        """Whether a document of this name exists, and its owner's id."""
-        with self.engine.connect() as conn:
-            row = conn.execute(select(documents.c.owner_id).where(documents.c.name == name)).first()
-        return (False, None) if row is None else (True, row.owner_id)
-
     def delete(self, doc_id: str) -> None:
         """Remove a document; :class:`NotFound` if there is none with that id."""
         with self.engine.begin() as conn:

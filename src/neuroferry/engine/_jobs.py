@@ -258,9 +258,11 @@ def _advance(
 
     cancelling = job["cancel_requested"] is not None
     for t in kind.tasks:
-        row = rows[(t.name, -1)]
+        row = rows.get((t.name, -1))
+        if row is None:  # a task its kind gained after the job was created: not run
+            continue
         if row["state"] == PENDING and not cancelling:
-            ups = [rows[(u, -1)]["state"] for u in t.upstream]
+            ups = [rows[(u, -1)]["state"] if (u, -1) in rows else SKIPPED for u in t.upstream]
             if not all(s in DONE_OK for s in ups):
                 continue
             if row["params"].get("skip_task"):
