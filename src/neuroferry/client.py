@@ -137,8 +137,11 @@ class Client:
         doc: dict[str, Any] = self.request("GET", f"/catalog/{quote(doc_id, safe='')}")
         return doc
 
-    def catalog_upsert(self, docs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        result: dict[str, Any] = self.request("PUT", "/catalog", list(docs))
+    def catalog_upsert(
+        self, docs: Sequence[Mapping[str, Any]], owner: str | None = None
+    ) -> dict[str, Any]:
+        params = {"owner": owner} if owner else None
+        result: dict[str, Any] = self.request("PUT", "/catalog", list(docs), params=params)
         return result
 
     def catalog_indexes(self) -> list[dict[str, Any]]:

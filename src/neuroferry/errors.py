@@ -98,6 +98,13 @@ class Forbidden(FerryError, PermissionError):
     status_code = 403
 
 
+class Conflict(FerryError, RuntimeError):
+    """The request clashes with the current state of something (an asset another
+    unfinished job is writing); the message says which and what to do."""
+
+    status_code = 409
+
+
 class ServiceUnavailable(FerryError, ConnectionError):
     """The neuroferry service could not be reached."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from neuroferry.errors import InvalidInput, NotFound, QueryError
+from neuroferry.errors import Forbidden, InvalidInput, NotFound, QueryError
 
 SESSIONS = [
     {
@@ -132,3 +132,38 @@ def test_bad_queries_are_query_errors(filled, kwargs, message):
 def test_distinct_needs_a_field(filled):
     with pytest.raises(QueryError, match="dotted field path"):
         filled.distinct("a..b")
+
+
+# -- owners ---------------------------------------------------------------------------------
+
+
+def test_users_read_only_their_own_documents(catalog):
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Owner
+
+    alice, bob = (Owner(create_user(catalog.engine, name).id) for name in ("alice", "bob"))
+    admin = Owner(create_user(catalog.engine, "admin", "admin").id, is_admin=True)
+    a = catalog.upsert({"name": "a", "subject": {"id": "1"}}, alice)[0]
+    catalog.upsert({"name": "b", "subject": {"id": "2"}}, bob)
+    catalog.upsert({"name": "imported", "subject": {"id": "3"}})  # no owner: admins only
+    assert _names(catalog.find({}, viewer=alice)) == ["a"]
+    assert _names(catalog.find({"name": {"$in": ["a", "b"]}}, viewer=bob)) == ["b"]
+    assert catalog.count({}, viewer=bob) == 1
+    assert catalog.distinct("subject.id", viewer=alice) == ["1"]
+    assert _names(catalog.find({}, viewer=admin)) == ["a", "b", "imported"]
+    assert _names(catalog.find({})) == ["a", "b", "imported"]  # the service itself
+    assert catalog.get(a, viewer=alice)["name"] == "a"
+    with pytest.raises(NotFound):
+        catalog.get(a, viewer=bob)
+
+    # bob may not replace alice's document, nor one without an owner; nothing is written
+    with pytest.raises(Forbidden, match="'a' belongs to another user"):
+        catalog.upsert_many([{"name": "new-of-bob"}, {"name": "a", "forged": True}], bob)
+    with pytest.raises(Forbidden, match="'imported'"):
+        catalog.upsert({"name": "imported", "forged": True}, bob)
+    assert catalog.count({"name": "new-of-bob"}) == 0
+    assert "forged" not in catalog.get(a)
+    # alice replaces her own; an admin replaces anyone's, which keeps its owner
+    catalog.upsert({"name": "a", "v": 2}, alice)
+    catalog.upsert({"name": "a", "v": 3}, admin)
+    assert [d["v"] for d in catalog.find({"name": "a"}, viewer=alice)] == [3]

@@ -110,7 +110,13 @@ def test_users_cannot_import(loaded, tmp_path):
     env = {"FERRY_URL": url, "FERRY_TOKEN": token}
     proc = ferry(["catalog", "import", str(lines)], env=env, check=3)
     assert "only admins may PUT /api/v2/catalog" in proc.stderr and "HTTP 403" in proc.stderr
-    assert ferry(["catalog", "count"], env=env, check=0).stdout == "3\n"  # reading is fine
+    # reading is fine, but the admin's import (no --owner) is not theirs to see
+    assert ferry(["catalog", "count"], env=env, check=0).stdout == "0\n"
+    # imported for them with --owner, they see it
+    admin = {"FERRY_URL": url, "FERRY_HOME": str(home)}
+    ferry(["catalog", "import", str(lines), "--owner", "scientist"], env=admin, check=0)
+    assert ferry(["catalog", "count"], env=env, check=0).stdout == "1\n"
+    assert ferry(["catalog", "count"], env=admin, check=0).stdout == "4\n"
 
 
 @pytest.mark.parametrize(

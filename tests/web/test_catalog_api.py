@@ -69,8 +69,31 @@ def test_only_admins_write(api):
     assert api.http.get(f"/api/v2/catalog/{doc_id}", headers=api.user).status_code == 404
 
 
-def test_find_count_distinct_get(api):
+def test_documents_without_an_owner_are_the_admins_alone(api):
     ids = api.http.put("/api/v2/catalog", json=DOCS, headers=api.admin).json()["ids"]
+    user = api.user
+    assert api.http.post("/api/v2/catalog/find", json={}, headers=user).json()["documents"] == []
+    assert api.http.post("/api/v2/catalog/count", json={}, headers=user).json() == {"count": 0}
+    assert api.http.get(f"/api/v2/catalog/{ids[0]}", headers=user).status_code == 404
+    assert api.http.post("/api/v2/catalog/count", json={}, headers=api.admin).json() == {"count": 2}
+    # imported again for the scientist: theirs from now on (they keep their ids)
+    again = api.http.put(
+        "/api/v2/catalog", json=DOCS, params={"owner": "scientist"}, headers=api.admin
+    )
+    assert again.json()["ids"] == ids
+    assert api.http.post("/api/v2/catalog/count", json={}, headers=user).json() == {"count": 2}
+    unknown = api.http.put(
+        "/api/v2/catalog", json=DOCS, params={"owner": "nobody"}, headers=api.admin
+    )
+    assert unknown.status_code == 404 and "nobody" in unknown.json()["detail"]
+
+
+def test_find_count_distinct_get(api):
+    # users see only the documents they own: the admin imports these for the scientist
+    put = api.http.put(
+        "/api/v2/catalog", json=DOCS, params={"owner": "scientist"}, headers=api.admin
+    )
+    ids = put.json()["ids"]
     user = api.user
     body = {"filter": {"subject.subject_id": {"$in": ["774659"]}}, "projection": {"name": 1}}
     found = api.http.post("/api/v2/catalog/find", json=body, headers=user).json()
@@ -111,7 +134,7 @@ def test_bad_documents_are_422_naming_the_field(api):
 
 
 def test_indexes_are_declared_by_admins(api):
-    api.http.put("/api/v2/catalog", json=DOCS, headers=api.admin)
+    api.http.put("/api/v2/catalog", json=DOCS, params={"owner": "scientist"}, headers=api.admin)
     path = "/api/v2/catalog/indexes/subject.subject_id"
     assert api.http.put(path, headers=api.user).status_code == 403
     assert api.http.put(path, headers=api.admin).json() == {

@@ -1,6 +1,6 @@
 """The catalog: JSON documents queried with MongoDB-style filters compiled to SQL."""
 
-from neuroferry.catalog._documents import Catalog, ImportReport
+from neuroferry.catalog._documents import Catalog, ImportReport, Owner, Person
 from neuroferry.catalog._filter import SUPPORTED_OPERATORS, parse_filter, parse_sort
 from neuroferry.catalog._projection import Projection, parse_projection
 
@@ -8,6 +8,8 @@ __all__ = [
     "SUPPORTED_OPERATORS",
     "Catalog",
     "ImportReport",
+    "Owner",
+    "Person",
     "Projection",
     "parse_filter",
     "parse_projection",

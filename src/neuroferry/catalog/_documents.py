@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import (
     ColumnElement,
@@ -35,11 +35,37 @@ from neuroferry.catalog._indexes import check_index_path, index_rows, prefilters
 from neuroferry.catalog._projection import parse_projection
 from neuroferry.catalog._sql import filter_clause, register_sqlite_functions, sort_clauses
 from neuroferry.db import catalog_index_values, catalog_indexes, documents
-from neuroferry.errors import InvalidInput, NotFound, QueryError
+from neuroferry.errors import Forbidden, InvalidInput, NotFound, QueryError
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 BATCH = 1000
+
+
+class Person(Protocol):
+    """Who reads or writes: a user's id and whether they are an admin."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def is_admin(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Owner:
+    """A user as the catalog needs them (a job's owner, say)."""
+
+    id: int
+    is_admin: bool = False
+
+
+def _owned_by(person: Person | None) -> ColumnElement[bool] | None:
+    """The condition on documents that ``person`` may see: users their own, admins (and
+    the service itself, ``None``) every document."""
+    if person is None or person.is_admin:
+        return None
+    return documents.c.owner_id == person.id
 
 
 @dataclass(frozen=True)
@@ -130,9 +156,10 @@ class Catalog:
             ) from exc
         return str(row["id"])
 
-    def upsert(self, doc: Mapping[str, Any]) -> tuple[str, bool]:
-        """Insert the document, or replace the one with the same name; (id, inserted)."""
-        report, ids = self.upsert_many([doc])
+    def upsert(self, doc: Mapping[str, Any], owner: Person | None = None) -> tuple[str, bool]:
+        """Insert the document, or replace the one with the same name; (id, inserted).
+        ``owner``: see :meth:`upsert_many`."""
+        report, ids = self.upsert_many([doc], owner)
         return ids[0], bool(report.inserted)
 
     def import_documents(self, docs: Iterable[Mapping[str, Any]]) -> ImportReport:
@@ -150,13 +177,20 @@ class Catalog:
             inserted, updated = inserted + report.inserted, updated + report.updated
         return ImportReport(inserted, updated)
 
-    def upsert_many(self, docs: Sequence[Mapping[str, Any]]) -> tuple[ImportReport, list[str]]:
-        """Upsert documents by name in one transaction; the report and each one's _id."""
+    def upsert_many(
+        self, docs: Sequence[Mapping[str, Any]], owner: Person | None = None
+    ) -> tuple[ImportReport, list[str]]:
+        """Upsert documents by name in one transaction; the report and each one's _id.
+
+        With an ``owner``, new documents are theirs, and a user (not an admin) may replace
+        only their own documents (:class:`Forbidden` names the first other one, and
+        nothing is written); a replaced document keeps its owner. Without one (the
+        service's own tools), new documents have no owner: only admins see them."""
         rows = [_prepare(doc) for doc in docs]
         by_name = {row["name"]: row for row in rows}  # the last of a name wins
         now = datetime.now(UTC)
         try:
-            new = self._store_rows(by_name, now)
+            new = self._store_rows(by_name, now, owner)
         except IntegrityError as exc:  # an _id taken by a document of another name
             raise InvalidInput(
                 "a document's _id is already used by a document of another name; "
@@ -165,28 +199,42 @@ class Catalog:
         ids = [str(by_name[row["name"]]["id"]) for row in rows]
         return ImportReport(new, len(by_name) - new), ids
 
-    def _store_rows(self, by_name: dict[str, dict[str, Any]], now: datetime) -> int:
+    def _store_rows(
+        self, by_name: dict[str, dict[str, Any]], now: datetime, owner: Person | None
+    ) -> int:
         with self.engine.begin() as conn:
-            existing = dict(
-                conn.execute(
-                    select(documents.c.name, documents.c.id).where(
-                        documents.c.name.in_(list(by_name))
-                    )
-                ).all()
-            )
+            found = conn.execute(
+                select(documents.c.name, documents.c.id, documents.c.owner_id).where(
+                    documents.c.name.in_(list(by_name))
+                )
+            ).all()
+            existing = {name: (doc_id, owner_id) for name, doc_id, owner_id in found}
+            if owner is not None and not owner.is_admin:
+                for name, (_doc_id, owner_id) in existing.items():
+                    if owner_id != owner.id:
+                        raise Forbidden(
+                            f"the asset {name!r} belongs to another user; only they or an "
+                            "admin may overwrite it: choose another name"
+                        )
             new = [row for name, row in by_name.items() if name not in existing]
             for name, row in by_name.items():
                 if name in existing:
-                    row["id"] = existing[name]
-                    row["body"]["_id"] = existing[name]
-                    conn.execute(
-                        update(documents)
-                        .where(documents.c.id == row["id"])
-                        .values(location=row["location"], body=row["body"], modified=now)
-                    )
+                    doc_id, owner_id = existing[name]
+                    row["id"] = doc_id
+                    row["body"]["_id"] = doc_id
+                    values: dict[str, Any] = {
+                        "location": row["location"],
+                        "body": row["body"],
+                        "modified": now,
+                    }
+                    if owner_id is None and owner is not None:
+                        values["owner_id"] = owner.id
+                    conn.execute(update(documents).where(documents.c.id == doc_id).values(**values))
             if new:
+                owner_id = owner.id if owner is not None else None
                 conn.execute(
-                    insert(documents), [{**row, "created": now, "modified": now} for row in new]
+                    insert(documents),
+                    [{**row, "owner_id": owner_id, "created": now, "modified": now} for row in new],
                 )
             self._reindex(conn, list(by_name.values()))
         return len(new)
@@ -244,10 +292,14 @@ class Catalog:
             rows = conn.execute(select(catalog_indexes).order_by(catalog_indexes.c.path))
             return [dict(row) for row in rows.mappings()]
 
-    def _where(self, filter: Mapping[str, Any] | None, conn: Connection) -> ColumnElement[bool]:
+    def _where(
+        self, filter: Mapping[str, Any] | None, conn: Connection, viewer: Person | None
+    ) -> ColumnElement[bool]:
         node = parse_filter(filter)
         clause = filter_clause(node, documents.c.body, self.dialect)
-        return and_(*prefilters(node, self._indexed(conn), documents.c.id), clause)
+        owned = _owned_by(viewer)
+        mine = [] if owned is None else [owned]
+        return and_(*mine, *prefilters(node, self._indexed(conn), documents.c.id), clause)
 
     def delete(self, doc_id: str) -> None:
         """Remove a document; :class:`NotFound` if there is none with that id."""
@@ -258,12 +310,15 @@ class Catalog:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def get(self, doc_id: str) -> dict[str, Any]:
-        """The document with this id; :class:`NotFound` if there is none."""
+    def get(self, doc_id: str, viewer: Person | None = None) -> dict[str, Any]:
+        """The document with this id; :class:`NotFound` if there is none (that ``viewer``
+        may see: users see their own documents, admins every one)."""
+        owned = _owned_by(viewer)
+        stmt = select(documents.c.body).where(documents.c.id == doc_id)
+        if owned is not None:
+            stmt = stmt.where(owned)
         with self.engine.connect() as conn:
-            body = conn.execute(
-                select(documents.c.body).where(documents.c.id == doc_id)
-            ).scalar_one_or_none()
+            body = conn.execute(stmt).scalar_one_or_none()
         if body is None:
             raise NotFound(f"no catalog document has _id {doc_id!r}")
         return dict(body)
@@ -275,14 +330,17 @@ class Catalog:
         sort: Sequence[tuple[str, int]] | Mapping[str, int] | None = None,
         skip: int = 0,
         limit: int = 0,
+        viewer: Person | None = None,
     ) -> list[dict[str, Any]]:
-        """The documents matching a MongoDB-style filter; ``limit`` 0 means no limit."""
+        """The documents matching a MongoDB-style filter; ``limit`` 0 means no limit.
+        With a ``viewer``, only the documents they may see (users: their own)."""
         _check_page(skip, limit)
         shape = parse_projection(projection)
         body = documents.c.body
         order = sort_clauses(parse_sort(sort), body, self.dialect)
         with self.engine.connect() as conn:
-            stmt = select(body).where(self._where(filter, conn)).order_by(*order, documents.c.id)
+            where = self._where(filter, conn, viewer)
+            stmt = select(body).where(where).order_by(*order, documents.c.id)
             if skip:
                 stmt = stmt.offset(skip)
             if limit:
@@ -290,21 +348,25 @@ class Catalog:
             found = [dict(doc) for doc in conn.execute(stmt).scalars()]
         return [shape.apply(doc) for doc in found] if shape else found
 
-    def count(self, filter: Mapping[str, Any] | None = None) -> int:
-        """How many documents match the filter."""
+    def count(self, filter: Mapping[str, Any] | None = None, viewer: Person | None = None) -> int:
+        """How many documents (that ``viewer`` may see) match the filter."""
         with self.engine.connect() as conn:
-            stmt = select(func.count()).select_from(documents).where(self._where(filter, conn))
+            where = self._where(filter, conn, viewer)
+            stmt = select(func.count()).select_from(documents).where(where)
             return int(conn.execute(stmt).scalar_one())
 
-    def distinct(self, field: str, filter: Mapping[str, Any] | None = None) -> list[Any]:
-        """The distinct values at a dotted path among the matching documents; array values
-        count element by element, as in MongoDB."""
+    def distinct(
+        self, field: str, filter: Mapping[str, Any] | None = None, viewer: Person | None = None
+    ) -> list[Any]:
+        """The distinct values at a dotted path among the matching documents (that
+        ``viewer`` may see); array values count element by element, as in MongoDB."""
         if not isinstance(field, str) or not field or any(not p for p in field.split(".")):
             raise QueryError(f"distinct needs a dotted field path, got {field!r}")
         parts = field.split(".")
         seen: dict[str, Any] = {}
         with self.engine.connect() as conn:
-            found = conn.execute(select(documents.c.body).where(self._where(filter, conn)))
+            where = self._where(filter, conn, viewer)
+            found = conn.execute(select(documents.c.body).where(where))
             for body in found.scalars():
                 for value in values_at(body, parts):
                     for item in value if isinstance(value, list) else [value]:

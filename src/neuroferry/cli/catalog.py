@@ -118,9 +118,15 @@ def get_command(
 @app.command("import")
 def import_command(
     file: Path = typer.Argument(..., help="JSON lines: one document per line."),
+    owner: str | None = typer.Option(
+        None,
+        "--owner",
+        help="The user whose documents they become; without it only admins see them.",
+    ),
     token: str | None = TOKEN,
 ) -> None:
-    """Insert documents, replacing those with the same name (admins only)."""
+    """Insert documents, replacing those with the same name (admins only). Users see only
+    the documents they own: give ``--owner`` to import documents for a user."""
     docs: list[Any] = []
     try:
         lines = file.read_text(encoding="utf-8-sig").splitlines()
@@ -136,7 +142,7 @@ def import_command(
     client = _client(token)
     inserted = updated = 0
     for start in range(0, len(docs), 1000):
-        result = client.catalog_upsert(docs[start : start + 1000])
+        result = client.catalog_upsert(docs[start : start + 1000], owner)
         inserted, updated = inserted + result["inserted"], updated + result["updated"]
     typer.echo(f"imported {file}: {inserted} inserted, {updated} replaced")
 

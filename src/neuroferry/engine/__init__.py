@@ -1,5 +1,6 @@
 """The job engine: states, the orchestrator and executors (the only code importing distributed)."""
 
+from neuroferry.engine._assets import check_asset_owners, lock_key, owner_of_job
 from neuroferry.engine._clusters import make_cluster, resources_for, worker_resources
 from neuroferry.engine._context import (
     Cancelled,
@@ -57,6 +58,7 @@ from neuroferry.engine._jobs import (
     submit_jobs,
 )
 from neuroferry.engine._kinds import (
+    AssetClaim,
     JobKind,
     PreparedJob,
     TaskDef,
@@ -76,6 +78,7 @@ __all__ = [
     "TASK_STATES",
     "VOCAB_LISTS",
     "AllowedTerms",
+    "AssetClaim",
     "Cancelled",
     "Change",
     "Credentials",
@@ -99,6 +102,7 @@ __all__ = [
     "apply_job_type",
     "cancel_job",
     "cancel_key",
+    "check_asset_owners",
     "check_job_type_name",
     "delete_job_type",
     "delete_project",
@@ -116,8 +120,10 @@ __all__ = [
     "list_jobs",
     "list_projects",
     "list_terms",
+    "lock_key",
     "log_key",
     "make_cluster",
+    "owner_of_job",
     "put_job_type",
     "put_term",
     "read_log",

@@ -169,6 +169,8 @@ class TaskContext:
     """Local tasks only: the SQLAlchemy engine."""
     catalog: Any = None
     """Local tasks only: the :class:`~neuroferry.catalog.Catalog`."""
+    owner_id: int | None = None
+    """Local tasks only: the id of the job's owner (``None``: the job has none)."""
     submit_job: Callable[..., int] | None = None
     """Local tasks only: ``submit_job(kind, spec_dict) -> job id`` starts another job
     (owned by this job's owner)."""

@@ -21,8 +21,16 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from neuroferry.config import Settings
 from neuroferry.db import jobs, orchestrators, tasks, users
+from neuroferry.engine._assets import (
+    SUMMARY_KEY,
+    check_distinct,
+    claim_assets,
+    claims_of,
+    claims_to_summary,
+    release_locks,
+)
 from neuroferry.engine._context import cancel_key, log_key
-from neuroferry.engine._kinds import JobKind, get_kind
+from neuroferry.engine._kinds import JobKind, PreparedJob, get_kind
 from neuroferry.engine._states import (
     CANCELLED,
     DONE_OK,
@@ -110,6 +118,7 @@ def submit_jobs(
         except InvalidInput as exc:
             raise type(exc)(f"{where}{exc}") from exc
         prepared.append((kind, job, spec.model_dump(mode="json"), plan))
+    check_distinct([plan.assets for *_, plan in prepared])
 
     ids = []
     now = now_utc()
@@ -123,7 +132,7 @@ def submit_jobs(
                     owner_id=owner_id,
                     state=QUEUED,
                     spec=spec_json,
-                    summary=dict(plan.summary),
+                    summary=_summary(plan),
                     job_type=job.job_type,
                     job_type_version=job.job_type_version,
                     created=now,
@@ -149,9 +158,18 @@ def submit_jobs(
                     }
                 )
             conn.execute(insert(tasks), rows)
+            claim_assets(conn, job_id, plan.assets, owner_id, now)
             _advance(conn, kind, job_id, now)
             ids.append(job_id)
     return ids
+
+
+def _summary(plan: PreparedJob) -> dict[str, Any]:
+    """The job's summary, with the assets it writes (taken again by a retry)."""
+    summary = dict(plan.summary)
+    if plan.assets:
+        summary[SUMMARY_KEY] = claims_to_summary(plan.assets)
+    return summary
 
 
 def submit_job(
@@ -240,9 +258,11 @@ def _advance(
 
     cancelling = job["cancel_requested"] is not None
     for t in kind.tasks:
-        row = rows[(t.name, -1)]
+        row = rows.get((t.name, -1))
+        if row is None:  # a task its kind gained after the job was created: not run
+            continue
         if row["state"] == PENDING and not cancelling:
-            ups = [rows[(u, -1)]["state"] for u in t.upstream]
+            ups = [rows[(u, -1)]["state"] if (u, -1) in rows else SKIPPED for u in t.upstream]
             if not all(s in DONE_OK for s in ups):
                 continue
             if row["params"].get("skip_task"):
@@ -298,6 +318,7 @@ def _advance(
     if started and job["started"] is None:
         job_values["started"] = now
     if new_state in TERMINAL:
+        release_locks(conn, job_id)
         job_values["finished"] = job["finished"] or now
         if new_state == FAILED:
             job_values["error"] = _job_error(rows.values())
@@ -847,6 +868,7 @@ def retry_job(
     now = now_utc()
     with _transaction(engine) as conn:
         _lock_job(conn, job_id, now)
+        claim_assets(conn, job_id, claims_of(job["summary"]), job["owner_id"], now)
         conn.execute(
             update(jobs)
             .where(jobs.c.id == job_id)

@@ -44,6 +44,20 @@ class TaskDef:
 
 
 @dataclass(frozen=True)
+class AssetClaim:
+    """An asset a job writes, declared by its kind so that the engine can keep one
+    unfinished job per asset and protect other users' assets.
+
+    ``key`` is the normalised store URL the job writes (two jobs with the same key never
+    run at once); ``field`` names the spec field that chose it, for messages; ``catalog_name``
+    is the catalog document the job registers for it (owned by the job's owner), if any."""
+
+    key: str
+    field: str
+    catalog_name: str | None = None
+
+
+@dataclass(frozen=True)
 class PreparedJob:
     """What a kind makes of a validated spec: the job's display name (the asset name for
     uploads) and the settings of each task (``skip_task``, ``retries``, ``retry_delay``,
@@ -53,6 +67,8 @@ class PreparedJob:
     task_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     summary: Mapping[str, Any] = field(default_factory=dict)
     """Facts shown with the job (destination, asset name, e-mail)."""
+    assets: tuple[AssetClaim, ...] = ()
+    """The assets the job writes (see :class:`AssetClaim`)."""
 
 
 @dataclass(frozen=True)

@@ -219,6 +219,7 @@ class Orchestrator:
                 "db": self.engine,
                 "catalog": self.catalog,
                 "submit_job": self._submitter(claim.owner_id),
+                "owner_id": claim.owner_id,
             }
             future: Future[Any] = self._pool.submit(run_task, call)
         else:

@@ -269,3 +269,44 @@ def test_json_schema() -> None:
     assert schema["title"] == "neuroferry ingest config, version 1"
     assert {"name", "source", "extent", "dtype", "voxel_size"} <= set(schema["required"])
     assert schema["properties"]["version"]["const"] == 1
+
+
+def test_an_ingest_declares_the_volume_it_writes(database_url: str, tmp_path: Path) -> None:
+    """The volume's URL and catalog name are the job's asset: one unfinished ingest per
+    volume, and a volume registered by another user is refused."""
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Catalog, Owner
+    from neuroferry.config import get_settings
+    from neuroferry.db import make_engine, upgrade
+    from neuroferry.engine import submit_job
+    from neuroferry.errors import Conflict, Forbidden
+    from neuroferry.pipelines.ingest._kind import prepare
+
+    lake = (tmp_path / "lake").as_uri()
+    spec = {
+        "name": "lab/mouse12/em",
+        "destination": lake,
+        "source": {"plugin": "images", "params": {"path": str(tmp_path), "pattern": "{z}.tif"}},
+        "extent": {"x": [0, 4], "y": [0, 4], "z": [0, 1]},
+        "dtype": "uint8",
+        "voxel_size": {"x": 1, "y": 1, "z": 1},
+        "levels": 1,
+    }
+    settings = get_settings()
+    [claim] = prepare(load_config(spec), settings).assets
+    assert (claim.key, claim.field, claim.catalog_name) == (
+        f"{lake}/lab/mouse12/em.ome.zarr",
+        "name",
+        "lab:mouse12:em",
+    )
+    engine = make_engine(database_url)
+    upgrade(engine)
+    alice, bob = (create_user(engine, name).id for name in ("alice", "bob"))
+    first = submit_job(engine, "ingest", spec, owner_id=alice, settings=settings)
+    with pytest.raises(Conflict, match=f"name: job {first} "):
+        submit_job(engine, "ingest", spec, owner_id=alice, settings=settings)
+    other = {**spec, "name": "lab/mouse13/em"}
+    Catalog(engine).upsert({"name": "lab:mouse13:em"}, Owner(alice))
+    with pytest.raises(Forbidden, match="name: the asset 'lab:mouse13:em' belongs to another"):
+        submit_job(engine, "ingest", other, owner_id=bob, settings=settings)
+    engine.dispose()

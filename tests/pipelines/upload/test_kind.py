@@ -17,6 +17,8 @@ from .submitted_jobs import FULL_JOBS, MINIMAL_JOB
 
 SEED_ORDER = [
     "send_job_start_email",
+    # not in the original: the asset's owner is checked before anything is written
+    "check_asset_owner",
     "check_s3_folder_exists",
     "check_source_folders_exist",
     "create_staging_folder",
@@ -49,6 +51,7 @@ def test_tasks_in_the_original_order_with_placements_and_mapping() -> None:
     local = {t.name for t in KIND.tasks if t.placement == "local"}
     assert local == {
         "send_job_start_email",
+        "check_asset_owner",
         "register_data_asset",
         "run_analyses",
         "send_job_end_email",
@@ -75,12 +78,17 @@ def test_prepare_the_full_submitted_job() -> None:
     assert prepared.name == asset
     assert prepared.summary["destination"] == f"s3://open-data/raw/{asset}"
     assert prepared.summary["destination_name"] == "open"
-    assert prepared.summary["staging"] == str(Path(settings.home, "staging", asset))
+    # each job stages in its own folder under staging_dir (by job id, see _tasks)
+    assert prepared.summary["staging_dir"] == str(Path(settings.home, "staging"))
+    assert [(a.key, a.field, a.catalog_name) for a in prepared.assets] == [
+        (f"s3://open-data/raw/{asset}", "s3_prefix", asset)
+    ]
     assert prepared.summary["user_email"] == "scientist@example.org"
     assert prepared.summary["modalities"] == ["ecephys", "behavior-videos"]
     ts = prepared.task_settings
 
     assert ts["check_s3_folder_exists"]["skip_task"] is True  # as the request asks
+    assert ts["check_asset_owner"]["skip_task"] is False  # whatever the request asks
     assert ts["remove_source_folders"]["skip_task"] is True  # the default
     assert ts["copy_derivatives_folder"]["job_settings"] == {
         "input_source": "/data/rig/s700001/derivatives"

@@ -223,6 +223,18 @@ def test_s3_prefix_other_than_the_asset_name() -> None:
     assert where == ""
 
 
+@pytest.mark.parametrize("value", [".", "..", "/", "./", ".hidden", "-x", "_", "a/b", "a..b"])
+def test_an_s3_prefix_that_is_no_plain_name_is_refused(value: str) -> None:
+    _where, message = error_of(job(s3_prefix=value))
+    assert "s3_prefix" in message and "starts with a letter or digit" in message, message
+
+
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_s3_prefix_is_refused(value: str) -> None:
+    where, message = error_of(job(s3_prefix=value))
+    assert where == "s3_prefix" and "leave s3_prefix out" in message
+
+
 # -- other fields ------------------------------------------------------------------------
 
 

@@ -105,6 +105,45 @@ def test_the_catalog_document_is_read_back_from_the_destination(
     assert catalog.count({"name": ASSET}) == 1
 
 
+def test_an_asset_another_user_registered_meanwhile_is_not_written(
+    session: Session, harness: MakeHarness, catalog: Catalog
+) -> None:
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Owner
+
+    alice, bob = (create_user(catalog.engine, name).id for name in ("alice", "bob"))
+    job = harness(session.spec())
+    job.catalog, job.owner_id = catalog, bob
+    job.run_until("upload_data_to_s3")
+    assert job.results["check_asset_owner"] == {"asset_name": ASSET}  # nobody's yet
+    # alice registers the name after bob's job was submitted: his job stops before writing
+    catalog.upsert({"name": ASSET, "location": "s3://alices"}, Owner(alice))
+    with pytest.raises(TaskFailed, match=r"belongs to another user.*nothing was written"):
+        job.call("check_asset_owner")
+    # and were it to reach registration, her document would not be replaced
+    with pytest.raises(TaskFailed, match=r"the catalog refused .* belongs to another user"):
+        job.call("register_data_asset")
+    assert catalog.find({"name": ASSET})[0]["location"] == "s3://alices"
+    # alice's own job (and an admin's) may go on
+    job.owner_id = alice
+    assert job.call("check_asset_owner") == {"asset_name": ASSET}
+
+
+def test_registration_records_the_jobs_owner(
+    session: Session, harness: MakeHarness, catalog: Catalog
+) -> None:
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Owner
+
+    alice, bob = (create_user(catalog.engine, name).id for name in ("alice", "bob"))
+    job = harness(session.spec())
+    job.catalog, job.owner_id = catalog, alice
+    job.run_until("upload_data_to_s3")
+    doc_id = job.run("register_data_asset")["id"]
+    assert catalog.get(doc_id, viewer=Owner(alice))["name"] == ASSET
+    assert catalog.count({}, viewer=Owner(bob)) == 0
+
+
 def test_registration_needs_the_uploaded_metadata(
     session: Session, harness: MakeHarness, catalog: Catalog
 ) -> None:

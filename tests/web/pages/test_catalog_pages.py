@@ -84,8 +84,9 @@ def test_bad_filters_say_what_is_wrong(text, message):
 # -- the pages ------------------------------------------------------------------------------
 
 
-def register(portal, count: int = 3) -> list[dict]:
-    """Assets of a new subject, registered through the catalog API (as an admin)."""
+def register(portal, owner: str, count: int = 3) -> list[dict]:
+    """Assets of a new subject, registered through the catalog API by an admin for
+    ``owner`` (users see only their own assets)."""
     subject = f"8{secrets.randbelow(10**6):06d}"
     docs = []
     for i in range(count):
@@ -109,7 +110,7 @@ def register(portal, count: int = 3) -> list[dict]:
                 "procedures": {"subject_procedures": [{"procedure_type": "Perfusion"}]},
             }
         )
-    answer = portal.api("PUT", "/catalog", json=docs)
+    answer = portal.api("PUT", "/catalog", json=docs, params={"owner": owner})
     assert answer.status_code == 200, answer.text
     return docs
 
@@ -127,7 +128,7 @@ def names(page) -> list[str]:
 
 
 def test_searching_by_json_and_by_terms_sorting_and_a_bad_filter(portal, page_as, shot):
-    docs = register(portal)
+    docs = register(portal, "alice")
     subject = docs[0]["data_description"]["subject_id"]
     page = page_as("alice")
     page.goto("/catalog")
@@ -155,6 +156,11 @@ def test_searching_by_json_and_by_terms_sorting_and_a_bad_filter(portal, page_as
 
     search(page, f"subject={subject} acquired<2024-02-01")
     assert names(page) == [docs[0]["name"]]
+    # another user's search finds none of alice's assets
+    other = page_as("bob")
+    other.goto("/catalog")
+    search(other, f"subject={subject}")
+    assert names(other) == []
 
     # a bad filter is named in words, with the filter kept to fix it
     for bad, says in [
@@ -170,7 +176,7 @@ def test_searching_by_json_and_by_terms_sorting_and_a_bad_filter(portal, page_as
 
 
 def test_an_assets_page_shows_its_documents_and_where_it_lies(portal, page_as, shot):
-    doc = register(portal, 1)[0]
+    doc = register(portal, "bob", 1)[0]
     page = page_as("bob")
     page.goto("/catalog")
     search(page, doc["data_description"]["subject_id"])  # a word: names that contain it

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel
 
 from neuroferry.config import Settings
-from neuroferry.engine import JobKind, PreparedJob, TaskDef
+from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key
 from neuroferry.errors import ConfigError, InvalidInput
 from neuroferry.pipelines.ingest._config import IngestConfig
 from neuroferry.pipelines.ingest._plan import shard_totals
@@ -144,7 +144,10 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
         "shards": totals["shards"],
         "bytes": totals["bytes"],
     }
-    return PreparedJob(name=config.name, summary=summary)
+    claim = AssetClaim(
+        lock_key(summary["volume"]), "name", catalog_name=config.name.replace("/", ":")
+    )
+    return PreparedJob(name=config.name, summary=summary, assets=(claim,))
 
 
 KIND = JobKind(

@@ -11,8 +11,8 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from neuroferry.engine import Cancelled, TaskContext, TaskFailed
-from neuroferry.errors import FerryError, InvalidInput
+from neuroferry.engine import Cancelled, TaskContext, TaskFailed, owner_of_job
+from neuroferry.errors import FerryError, Forbidden, InvalidInput
 from neuroferry.pipelines.ingest._config import IngestConfig
 from neuroferry.pipelines.ingest._plan import Unit, plan_units, shard_totals
 from neuroferry.pipelines.ingest._writer import (
@@ -315,8 +315,10 @@ def register(ctx: TaskContext) -> dict[str, Any]:
         },
     }
     try:
-        doc_id, inserted = ctx.catalog.upsert(document)
-    except InvalidInput as exc:
+        doc_id, inserted = ctx.catalog.upsert(
+            document, owner_of_job(ctx.catalog.engine, ctx.owner_id)
+        )
+    except (InvalidInput, Forbidden) as exc:
         raise TaskFailed(f"the catalog refused the document of {config.name}: {exc}") from exc
     ctx.log.info(
         "%s %s in the catalog (%s)",

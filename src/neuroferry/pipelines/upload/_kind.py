@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from neuroferry.config import Settings
-from neuroferry.engine import JobKind, PreparedJob, TaskDef
+from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key
 from neuroferry.errors import ConfigError, InvalidInput
 from neuroferry.pipelines.upload._models import Task, UploadJobSpec, transformation_of
 from neuroferry.pipelines.upload._paths import check_source_path, staging_root
@@ -23,8 +23,9 @@ def _task(name: str, *upstream: str, **options: Any) -> TaskDef:
 
 TASKS: tuple[TaskDef, ...] = (
     _task("send_job_start_email", placement="local"),
-    _task("check_s3_folder_exists", "send_job_start_email"),
-    _task("check_source_folders_exist", "send_job_start_email"),
+    _task("check_asset_owner", "send_job_start_email", placement="local"),
+    _task("check_s3_folder_exists", "check_asset_owner"),
+    _task("check_source_folders_exist", "check_asset_owner"),
     _task("create_staging_folder", "check_s3_folder_exists", "check_source_folders_exist"),
     _task("gather_preliminary_metadata", "create_staging_folder"),
     _task("check_metadata_files", "gather_preliminary_metadata"),
@@ -110,7 +111,6 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
     )
     asset = job.asset_name
     location = f"{destination_base(job.s3_bucket, settings)}/{asset}"
-    staging = staging_root(settings) / asset
 
     sources = job.input_sources()
     metadata_dir = job.metadata_folder()
@@ -126,6 +126,8 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
     task_settings: dict[str, dict[str, Any]] = {
         name: _settings(job.tasks.get(name), DEFAULT_TASK_SETTINGS.get(name)) for name in unmapped
     }
+    # the owner check runs whatever the request says: it is not the request's to skip
+    task_settings["check_asset_owner"] = Task().model_dump(mode="json")
     if job.force_cloud_sync:
         task_settings["check_s3_folder_exists"]["skip_task"] = True
     task_settings["check_source_folders_exist"] = _with_job_settings(
@@ -195,7 +197,7 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
         "asset_name": asset,
         "destination": location,
         "destination_name": job.s3_bucket or "default",
-        "staging": str(staging),
+        "staging_dir": str(staging_root(settings)),
         "user_email": job.user_email,
         "project_name": job.project_name,
         "subject_id": job.subject_id,
@@ -204,7 +206,8 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
     }
     if notes:
         summary["notes"] = notes
-    return PreparedJob(name=asset, task_settings=task_settings, summary=summary)
+    claim = AssetClaim(lock_key(location), "s3_prefix", catalog_name=asset)
+    return PreparedJob(name=asset, task_settings=task_settings, summary=summary, assets=(claim,))
 
 
 KIND = JobKind(

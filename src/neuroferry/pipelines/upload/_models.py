@@ -79,6 +79,12 @@ def _check_keys(data: Any, allowed: tuple[str, ...], what: str) -> None:
             raise _error(f"unknown field {unknown[0]!r} in {what}; allowed: {', '.join(allowed)}")
 
 
+def _asset_name_ok(name: str) -> bool:
+    """Whether ``name`` may name an asset: a plain folder name that is neither hidden nor
+    ``.``/``..`` (it becomes a prefix in the store and a folder)."""
+    return bool(_SAFE_NAME.fullmatch(name)) and name[0].isalnum() and ".." not in name
+
+
 def _blank_to_none(value: Any) -> Any:
     """Spreadsheet cells arrive as strings; an empty one means "not given"."""
     if isinstance(value, str):
@@ -325,11 +331,19 @@ class UploadJobSpec(BaseModel):
         _check_keys(data, tuple(cls.model_fields), "an upload job")
         return data
 
-    @field_validator(
-        "user_email", "s3_bucket", "s3_prefix", "metadata_dir", "derivatives_dir", mode="before"
-    )
+    @field_validator("user_email", "s3_bucket", "metadata_dir", "derivatives_dir", mode="before")
     @classmethod
     def _optional_text(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+    @field_validator("s3_prefix", mode="before")
+    @classmethod
+    def _s3_prefix(cls, value: Any) -> Any:
+        if isinstance(value, str) and not value.strip():
+            raise _error(
+                "an empty name is not an asset name; leave s3_prefix out to use the name "
+                "made of platform, subject_id and acq_datetime"
+            )
         return _blank_to_none(value)
 
     @field_validator("platform", mode="before")
@@ -423,13 +437,11 @@ class UploadJobSpec(BaseModel):
         computed = self.computed_asset_name
         if self.s3_prefix is None:
             self.s3_prefix = computed
-        elif self.s3_prefix != computed and (
-            not _SAFE_NAME.fullmatch(self.s3_prefix) or ".." in self.s3_prefix
-        ):
+        elif self.s3_prefix != computed and not _asset_name_ok(self.s3_prefix):
             raise _error(
                 f"s3_prefix: {self.s3_prefix!r} is neither the asset name {computed!r} nor a "
-                "name of 1 to 128 letters, digits, '-', '_' or '.' (no '/', no '..'); "
-                "leave it out to use the asset name"
+                "name of 1 to 128 letters, digits, '-', '_' or '.' that starts with a letter "
+                "or digit (no '/', no '..'); leave it out to use the asset name"
             )
         return self
 

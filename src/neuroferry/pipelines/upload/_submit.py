@@ -127,6 +127,7 @@ def check_upload_jobs(
     rows: Sequence[int | None] | None = None,
     *,
     user: User | None,
+    busy: bool = True,
 ) -> list[CheckedJob]:
     """Check every job of a ``SubmitJobRequestV2`` body, sent by ``user``, without
     creating anything.
@@ -136,7 +137,9 @@ def check_upload_jobs(
     ``image``, ``image_version``) other than what the job type's preset gives for that
     task; ``user`` None is the service itself (as trusted as an admin). Raises
     :class:`InvalidInput` listing every problem (``problems``: job number, spreadsheet
-    row if given, field and message)."""
+    row if given, field and message). ``busy``: also name the assets that a queued or
+    running job is uploading (a look, for the validating pages; submitting relies on the
+    database's asset locks instead, which answer 409)."""
     upload_jobs = request.get("upload_jobs")
     if not isinstance(upload_jobs, list) or not upload_jobs:
         raise InvalidInput("upload_jobs: give a list of at least one upload job")
@@ -184,7 +187,7 @@ def check_upload_jobs(
                 }
             )
         seen.setdefault(c.name, c)
-    for name in sorted(_active_names(engine, list(seen))):
+    for name in sorted(_active_names(engine, list(seen)) if busy else ()):
         c = seen[name]
         problems.append(
             {
@@ -216,7 +219,7 @@ def submit_upload_jobs(
     """Check a ``SubmitJobRequestV2`` body sent by ``user`` (see
     :func:`check_upload_jobs`) and create all its jobs (or none), owned by ``user``; the
     new jobs' ids and asset names. ``user`` None: the service itself, no owner."""
-    checked = check_upload_jobs(engine, settings, request, rows, user=user)
+    checked = check_upload_jobs(engine, settings, request, rows, user=user, busy=False)
     owner_id = user.id if user is not None else None
     ids = submit_jobs(
         engine, [c.as_new_job() for c in checked], owner_id=owner_id, settings=settings

@@ -20,8 +20,15 @@ import obstore
 from obstore.exceptions import NotFoundError
 
 from neuroferry import __version__
-from neuroferry.engine import TaskContext, TaskFailed, job_kinds
-from neuroferry.errors import FerryError, InvalidInput, StoreNotFound
+from neuroferry.engine import (
+    AssetClaim,
+    TaskContext,
+    TaskFailed,
+    check_asset_owners,
+    job_kinds,
+    owner_of_job,
+)
+from neuroferry.errors import FerryError, Forbidden, InvalidInput, StoreNotFound
 from neuroferry.notify import notify_job
 from neuroferry.pipelines.upload._command import (
     command_words,
@@ -59,7 +66,17 @@ def _fact(ctx: TaskContext, key: str) -> str:
 
 
 def _staging(ctx: TaskContext) -> Path:
+    """The job's own staging folder, ``{staging_dir}/job-{id}``: never shared with
+    another job (jobs submitted by earlier versions kept theirs in ``staging``)."""
+    root = ctx.summary.get("staging_dir")
+    if isinstance(root, str) and root:
+        return Path(root) / staging_name(ctx.job_id)
     return Path(_fact(ctx, "staging"))
+
+
+def staging_name(job_id: int) -> str:
+    """The name of a job's staging folder."""
+    return f"job-{job_id}"
 
 
 def _now() -> str:
@@ -117,6 +134,22 @@ def send_job_start_email(ctx: TaskContext) -> dict[str, Any]:
     return _notify(ctx, "begin", "running")
 
 
+def check_asset_owner(ctx: TaskContext) -> dict[str, Any]:
+    """Fail before anything is written if the asset now belongs to another user (its
+    catalog document was registered by them since the job was submitted)."""
+    engine = ctx.db if ctx.db is not None else getattr(ctx.catalog, "engine", None)
+    if engine is None:
+        raise TaskFailed("check_asset_owner must run in the service (placement local)")
+    name = _fact(ctx, "asset_name")
+    claim = AssetClaim(_fact(ctx, "destination"), "s3_prefix", catalog_name=name)
+    try:
+        check_asset_owners(engine, [claim], ctx.owner_id)
+    except Forbidden as exc:
+        raise TaskFailed(f"{exc}; nothing was written") from exc
+    ctx.log.info("%s is this job's owner's to write", name)
+    return {"asset_name": name}
+
+
 def check_s3_folder_exists(ctx: TaskContext) -> dict[str, Any]:
     """Fail if the destination already holds objects under the asset's name, unless the
     job has ``force_cloud_sync``."""
@@ -169,7 +202,7 @@ def check_source_folders_exist(ctx: TaskContext) -> dict[str, Any]:
 
 
 def create_staging_folder(ctx: TaskContext) -> dict[str, Any]:
-    """Make the job's staging folder (``{staging_dir}/{asset}``)."""
+    """Make the job's staging folder (``{staging_dir}/job-{id}``)."""
     staging = _staging(ctx)
     try:
         staging.mkdir(parents=True, exist_ok=True)
@@ -491,8 +524,10 @@ def register_data_asset(ctx: TaskContext) -> dict[str, Any]:
     if "data_description" not in document:
         raise missing
     try:
-        doc_id, inserted = ctx.catalog.upsert(document)
-    except InvalidInput as exc:
+        doc_id, inserted = ctx.catalog.upsert(
+            document, owner_of_job(ctx.catalog.engine, ctx.owner_id)
+        )
+    except (InvalidInput, Forbidden) as exc:
         raise TaskFailed(f"the catalog refused the document of {name}: {exc}") from exc
     ctx.log.info("%s %s in the catalog (%s)", "registered" if inserted else "updated", name, doc_id)
     analyses = ctx.job_settings.get("analyses") or {}
@@ -536,7 +571,7 @@ def run_analyses(ctx: TaskContext) -> dict[str, Any]:
 def remove_staging_folder(ctx: TaskContext) -> dict[str, Any]:
     """Remove the job's staging folder."""
     staging = _staging(ctx)
-    if staging.name != _fact(ctx, "asset_name"):
+    if staging.name not in (staging_name(ctx.job_id), _fact(ctx, "asset_name")):
         raise TaskFailed(f"refusing to remove {staging}: it is not this job's staging folder")
     existed = staging.exists()
     if existed:

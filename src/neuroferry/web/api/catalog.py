@@ -1,14 +1,17 @@
-"""/api/v2/catalog: find, count and distinct over JSON documents; admins write."""
+"""/api/v2/catalog: find, count and distinct over JSON documents; admins write.
+
+Users read only the documents they own (the assets their jobs registered); admins read
+every document."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, status
+from fastapi import APIRouter, Body, Depends, Query, status
 from pydantic import BaseModel, Field
 
-from neuroferry.auth import User
-from neuroferry.catalog import Catalog
+from neuroferry.auth import User, get_user
+from neuroferry.catalog import Catalog, Owner
 from neuroferry.web._deps import admin_user, current_user, services
 from neuroferry.web._services import Services
 
@@ -53,24 +56,24 @@ def _catalog(held: Services = Depends(services)) -> Catalog:
 
 @router.post("/find", response_model=FindResponse, summary="Documents matching a filter")
 def find(
-    req: FindRequest, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+    req: FindRequest, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
 ) -> FindResponse:
-    docs = catalog.find(req.filter, req.projection, req.sort, req.skip, req.limit)
+    docs = catalog.find(req.filter, req.projection, req.sort, req.skip, req.limit, viewer=user)
     return FindResponse(documents=docs, skip=req.skip, limit=req.limit)
 
 
 @router.post("/count", summary="How many documents match a filter")
 def count(
-    req: CountRequest, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+    req: CountRequest, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
 ) -> dict[str, int]:
-    return {"count": catalog.count(req.filter)}
+    return {"count": catalog.count(req.filter, viewer=user)}
 
 
 @router.post("/distinct", summary="Distinct values of a field among matching documents")
 def distinct(
-    req: DistinctRequest, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+    req: DistinctRequest, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
 ) -> dict[str, list[Any]]:
-    return {"values": catalog.distinct(req.field, req.filter)}
+    return {"values": catalog.distinct(req.field, req.filter, viewer=user)}
 
 
 @router.get("/indexes", summary="The declared index paths")
@@ -98,9 +101,9 @@ def drop_index(
 
 @router.get("/{doc_id}", summary="One document by _id")
 def get(
-    doc_id: str, catalog: Catalog = Depends(_catalog), _user: User = Depends(current_user)
+    doc_id: str, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
 ) -> dict[str, Any]:
-    return catalog.get(doc_id)
+    return catalog.get(doc_id, viewer=user)
 
 
 @router.put(
@@ -110,10 +113,18 @@ def get(
 )
 def upsert(
     docs: list[dict[str, Any]] = Body(..., max_length=MAX_LIMIT),
+    owner: str | None = Query(
+        None,
+        description="The user whose documents new ones become (and replaced ones without "
+        "an owner); without it they have no owner, and only admins see them",
+    ),
     catalog: Catalog = Depends(_catalog),
+    held: Services = Depends(services),
     _admin: User = Depends(admin_user),
 ) -> WriteResponse:
-    report, ids = catalog.upsert_many(docs)
+    # written with an admin's powers (anyone's document may be replaced) on behalf of owner
+    on_behalf = None if owner is None else Owner(get_user(held.engine, owner).id, is_admin=True)
+    report, ids = catalog.upsert_many(docs, on_behalf)
     return WriteResponse(inserted=report.inserted, updated=report.updated, ids=ids)
 
 

@@ -260,15 +260,15 @@ def catalog_page(
     sort: str = Query(DEFAULT_SORT),
     offset: int = Query(0, ge=0),
     held: Services = Depends(services),
-    _me: User = Depends(page_user),
+    me: User = Depends(page_user),
 ) -> Response:
-    """The assets a filter selects, sorted, one page at a time."""
+    """The assets a filter selects (among those ``me`` may see), sorted, one page at a time."""
     catalog: Catalog = held.catalog
     sort, order = _sort(sort)
     try:
         query = parse_query(q)
-        total = catalog.count(query)
-        found = catalog.find(query, sort=order, skip=offset, limit=PAGE_SIZE)
+        total = catalog.count(query, viewer=me)
+        found = catalog.find(query, sort=order, skip=offset, limit=PAGE_SIZE, viewer=me)
     except InvalidInput as exc:  # QueryError too: the filter's mistake, named
         return render(
             request,
@@ -309,7 +309,7 @@ def asset_page(
     me: User = Depends(page_user),
 ) -> Response:
     """One asset: its metadata documents, where its data lies, and the jobs that made it."""
-    found = held.catalog.find({"name": name}, limit=1)
+    found = held.catalog.find({"name": name}, limit=1, viewer=me)
     if not found:
         raise NotFound(f"no asset named {name!r} in the catalog; search for it on the catalog page")
     asset = Asset(found[0])

@@ -21,7 +21,7 @@ from starlette.datastructures import UploadFile
 from neuroferry.auth import User
 from neuroferry.config import Settings
 from neuroferry.engine import get_job
-from neuroferry.errors import FerryError, InvalidInput
+from neuroferry.errors import Conflict, FerryError, Forbidden, InvalidInput
 from neuroferry.pipelines.upload import (
     NOTIFICATION_TYPES,
     CheckedJob,
@@ -480,8 +480,9 @@ def submit_jobs(
         created = submit_upload_jobs(
             held.engine, held.settings, body, me, [j.row for j in sheet_jobs]
         )
-    except InvalidInput as exc:
+    except (InvalidInput, Conflict, Forbidden) as exc:  # an asset busy or another user's
         preview = build_preview(held, me, filename, sheet_jobs, defaults=defaults)
-        return _page(request, held, me, 422, preview=preview, submit_error=str(exc), **form)
+        status = exc.status_code
+        return _page(request, held, me, status, preview=preview, submit_error=str(exc), **form)
     held.wake()
     return redirect("/submit?submitted=" + ",".join(str(job_id) for job_id, _name in created))

@@ -1,0 +1,183 @@
+"""The assets a job writes: who owns them, and one unfinished job per asset.
+
+A job's :class:`~neuroferry.engine.AssetClaim` keys become rows of ``asset_locks`` in the
+transaction that creates (or retries) the job, and are deleted when the job ends; the
+table's primary key makes a second unfinished job for an asset impossible, however the
+requests are timed. An asset's catalog document belongs to the user whose job registered
+it: another user's job naming it is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from neuroferry.catalog import Owner
+from neuroferry.db import asset_locks, documents, jobs, users
+from neuroferry.engine._kinds import AssetClaim
+from neuroferry.errors import Conflict, Forbidden, InvalidInput
+
+MAX_KEY = 600
+SUMMARY_KEY = "assets"
+"""Where a job's summary keeps its claims, so that a retry can take them again."""
+
+
+def lock_key(url: str) -> str:
+    """The lock key of the store URL a job writes: without a trailing ``/``; a key longer
+    than the column is replaced by its hash."""
+    key = url.rstrip("/") or url
+    if len(key) <= MAX_KEY:
+        return key
+    return "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def catalog_key(name: str) -> str:
+    """The lock key of a catalog document's name (store URLs always hold ``://``)."""
+    return lock_key(f"catalog:{name}")
+
+
+def claims_to_summary(claims: Iterable[AssetClaim]) -> list[dict[str, Any]]:
+    """The claims as the job's summary keeps them."""
+    return [{"key": c.key, "field": c.field, "catalog_name": c.catalog_name} for c in claims]
+
+
+def claims_of(summary: Mapping[str, Any] | None) -> list[AssetClaim]:
+    """The claims a job's summary kept (none for jobs submitted before there were any)."""
+    kept = (summary or {}).get(SUMMARY_KEY) or []
+    return [
+        AssetClaim(str(c["key"]), str(c.get("field") or "asset"), c.get("catalog_name"))
+        for c in kept
+        if isinstance(c, Mapping) and c.get("key")
+    ]
+
+
+def check_distinct(claims_by_job: Sequence[Sequence[AssetClaim]]) -> None:
+    """Refuse a request whose jobs write the same asset twice (InvalidInput naming both)."""
+    seen: dict[str, int] = {}
+    for i, claims in enumerate(claims_by_job):
+        for key, claim in _keys(claims).items():
+            first = seen.setdefault(key, i)
+            if first != i:
+                raise InvalidInput(
+                    f"job {i + 1}: {claim.field}: job {first + 1} of this request writes the "
+                    f"same asset ({_shown(key)}); give each job its own asset"
+                )
+
+
+def _keys(claims: Iterable[AssetClaim]) -> dict[str, AssetClaim]:
+    """The lock keys of claims: each one's store URL and catalog name."""
+    keys: dict[str, AssetClaim] = {}
+    for c in claims:
+        keys[c.key] = c
+        if c.catalog_name:
+            keys[catalog_key(c.catalog_name)] = c
+    return keys
+
+
+def _shown(key: str) -> str:
+    return key.removeprefix("catalog:")
+
+
+def job_owner(conn: Connection, owner_id: int | None) -> Owner | None:
+    """The job's owner as the catalog needs them; ``None`` for jobs without an owner."""
+    if owner_id is None:
+        return None
+    role = conn.execute(select(users.c.role).where(users.c.id == owner_id)).scalar()
+    return Owner(owner_id, role == "admin")
+
+
+def check_owners(conn: Connection, claims: Sequence[AssetClaim], owner_id: int | None) -> None:
+    """Refuse (:class:`Forbidden`, naming the field) a job of a user that would write an
+    asset whose catalog document another user owns, or that has no owner (admins only)."""
+    names = {c.catalog_name: c for c in claims if c.catalog_name}
+    owner = job_owner(conn, owner_id)
+    if not names or owner is None or owner.is_admin:
+        return
+    found = conn.execute(
+        select(documents.c.name, documents.c.owner_id).where(documents.c.name.in_(list(names)))
+    ).all()
+    for name, holder in found:
+        if holder != owner.id:
+            field = names[name].field
+            raise Forbidden(
+                f"{field}: the asset {name!r} belongs to another user; only they or an admin "
+                f"may overwrite it. Choose another {field}"
+            )
+
+
+def take_locks(conn: Connection, job_id: int, claims: Sequence[AssetClaim], now: datetime) -> None:
+    """Insert the job's ``asset_locks`` rows (one per store URL and one per catalog name
+    it writes); :class:`Conflict` naming the asset and the job that holds it if another
+    unfinished job writes one of them."""
+    wanted = _keys(claims)
+    if not wanted:
+        return
+    held = conn.execute(
+        select(asset_locks.c.key, asset_locks.c.job_id).where(asset_locks.c.key.in_(list(wanted)))
+    ).all()
+    for key, holder in held:
+        if holder != job_id:
+            raise _busy(wanted[key], key, holder, conn)
+    mine = {key for key, _ in held}
+    rows = [{"key": k, "job_id": job_id, "created": now} for k in wanted if k not in mine]
+    if not rows:
+        return
+    try:
+        conn.execute(insert(asset_locks), rows)
+    except IntegrityError as exc:  # another request took it since the look above
+        with conn.engine.connect() as other:  # this transaction may be aborted (PostgreSQL)
+            found = other.execute(
+                select(asset_locks.c.key, asset_locks.c.job_id).where(
+                    asset_locks.c.key.in_(list(wanted))
+                )
+            ).first()
+            if found is None:
+                raise Conflict(
+                    f"{claims[0].field}: another job for the asset {claims[0].key} was "
+                    "submitted at the same moment; wait for it to end, then submit again"
+                ) from exc
+            raise _busy(wanted[found.key], found.key, found.job_id, other) from exc
+
+
+def release_locks(conn: Connection, job_id: int) -> None:
+    """Give back the assets of a job that ended."""
+    conn.execute(delete(asset_locks).where(asset_locks.c.job_id == job_id))
+
+
+def _busy(claim: AssetClaim, key: str, holder: int, conn: Connection) -> Conflict:
+    state = conn.execute(select(jobs.c.state).where(jobs.c.id == holder)).scalar()
+    return Conflict(
+        f"{claim.field}: job {holder} ({state or 'unfinished'}) is writing the same asset "
+        f"({_shown(key)}); one unfinished job per asset. Wait for job {holder} to end, or "
+        "have it cancelled (by its owner or an admin), then submit again"
+    )
+
+
+def claim_assets(
+    conn: Connection,
+    job_id: int,
+    claims: Sequence[AssetClaim],
+    owner_id: int | None,
+    now: datetime,
+) -> None:
+    """Check the owners of the job's assets and take their locks (see the module's doc)."""
+    take_locks(conn, job_id, claims, now)
+    check_owners(conn, claims, owner_id)
+
+
+def check_asset_owners(engine: Engine, claims: Sequence[AssetClaim], owner_id: int | None) -> None:
+    """At run time, before a job writes: :class:`Forbidden` if one of its assets now
+    belongs to another user (see :func:`check_owners`)."""
+    with engine.connect() as conn:
+        check_owners(conn, claims, owner_id)
+
+
+def owner_of_job(engine: Engine, owner_id: int | None) -> Owner | None:
+    """A job's owner as the catalog needs them (``None``: the job has no owner)."""
+    with engine.connect() as conn:
+        return job_owner(conn, owner_id)
