@@ -17,6 +17,7 @@ import obstore
 
 from neuroferry.config import Settings
 from neuroferry.errors import FerryError
+from neuroferry.grants import Access, internal_access
 from neuroferry.stores import Store
 
 LOG_LIMIT = 8 * 1024 * 1024  # a log keeps its first and last 4 MiB beyond this
@@ -166,8 +167,18 @@ class TaskContext:
     (owned by this job's owner)."""
     deadline: float | None = None
     """``time.monotonic()`` value after which the task is stopped (``time_limit``)."""
+    access: Access | None = None
+    """What the job's owner may touch; ``None``: a job of the service itself."""
     _last_check: float = 0.0
     _cancelled: bool = False
+
+    @property
+    def grants(self) -> Access:
+        """What this task may read, write and remove: its job owner's grants (tasks check
+        the real paths against them before reading)."""
+        if self.access is None:
+            self.access = internal_access(self.config)
+        return self.access
 
     @property
     def job_settings(self) -> dict[str, Any]:

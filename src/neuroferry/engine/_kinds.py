@@ -53,6 +53,13 @@ class PreparedJob:
     task_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     summary: Mapping[str, Any] = field(default_factory=dict)
     """Facts shown with the job (destination, asset name, e-mail)."""
+    reads: tuple[tuple[str, str], ...] = ()
+    """What the job reads, as (field, folder or store URL): checked against the owner's
+    grants when the job is submitted (the tasks check the real paths again)."""
+    writes: tuple[tuple[str, str], ...] = ()
+    """Store URLs the job writes to, as (field, URL)."""
+    removes: tuple[tuple[str, str], ...] = ()
+    """Folders the job removes when it succeeds, as (field, folder)."""
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,10 @@ class _ArrayReader(Reader):
         p: ZarrParams | N5Params = self.params  # type: ignore[assignment]
         return [] if _is_url(p.path) else [("source.params.path", p.path.removeprefix("file://"))]
 
+    def source_urls(self) -> list[tuple[str, str]]:
+        p: ZarrParams | N5Params = self.params  # type: ignore[assignment]
+        return [("source.params.path", p.path)] if _is_url(p.path) else []
+
     @property
     def label(self) -> str:
         """The array's location, for messages."""
@@ -177,8 +181,9 @@ class ZarrReader(_ArrayReader):
         if _is_url(p.path):
             from neuroferry.stores import open_store
 
+            url = self.store_url("source.params.path", p.path)
             try:
-                store = open_store(p.path, settings=self.settings)
+                store = open_store(url, settings=self.settings)
             except FerryError as exc:
                 raise source_error(p.path, {}, f"cannot open the store: {exc}") from None
             return ObjectStore(store.raw, read_only=True)

@@ -12,9 +12,18 @@ from sqlalchemy import Engine, select
 
 from neuroferry.config import Settings
 from neuroferry.db import jobs
-from neuroferry.engine import AllowedTerms, NewJob, allowed_terms, apply_job_type, submit_jobs
+from neuroferry.engine import (
+    AllowedTerms,
+    NewJob,
+    allowed_terms,
+    apply_job_type,
+    check_access,
+    owner_access,
+    submit_jobs,
+)
 from neuroferry.engine._states import ACTIVE, PENDING
-from neuroferry.errors import InvalidInput
+from neuroferry.errors import Forbidden, InvalidInput
+from neuroferry.grants import Access
 from neuroferry.pipelines.upload._kind import prepare
 from neuroferry.pipelines.upload._models import UploadJobSpec
 from neuroferry.pipelines.upload._vocab import vocabulary
@@ -80,14 +89,18 @@ def _check_one(
     job: dict[str, Any],
     index: int,
     row: int | None,
+    access: Access | None,
 ) -> CheckedJob | list[dict[str, Any]]:
-    """One job of a request, checked; or its problems."""
+    """One job of a request, checked (against ``access`` if given); or its problems."""
     try:
         job, _name, version = apply_job_type(engine, job)
         spec = UploadJobSpec.model_validate(job)
         allowed.check_project(spec.project_name)
-        name = prepare(spec, settings).name
-    except (ValidationError, InvalidInput) as exc:
+        plan = prepare(spec, settings)
+        if access is not None:
+            check_access(plan, access)
+        name = plan.name
+    except (ValidationError, InvalidInput, Forbidden) as exc:
         return _problems(index, row, exc)
     job_type = spec.job_type if version is not None else None
     return CheckedJob(index, row, spec, name, job_type, version)
@@ -98,8 +111,10 @@ def check_upload_jobs(
     settings: Settings,
     request: Mapping[str, Any],
     rows: Sequence[int | None] | None = None,
+    access: Access | None = None,
 ) -> list[CheckedJob]:
-    """Check every job of a ``SubmitJobRequestV2`` body without creating anything.
+    """Check every job of a ``SubmitJobRequestV2`` body without creating anything; with
+    ``access``, also that the folders and stores each job names are granted.
 
     The request's own ``user_email`` and ``email_notification_types`` apply to jobs that
     do not set them. Raises :class:`InvalidInput` listing every problem (``problems``:
@@ -132,7 +147,7 @@ def check_upload_jobs(
                 problems.extend(_problems(index, rows[index], InvalidInput("must be an object")))
                 continue
             job = {**defaults, **{k: v for k, v in raw.items() if v is not None}}
-            outcome = _check_one(engine, settings, allowed, job, index, rows[index])
+            outcome = _check_one(engine, settings, allowed, job, index, rows[index], access)
             if isinstance(outcome, CheckedJob):
                 checked.append(outcome)
             else:
@@ -181,9 +196,14 @@ def submit_upload_jobs(
     rows: Sequence[int | None] | None = None,
 ) -> list[tuple[int, str]]:
     """Check a ``SubmitJobRequestV2`` body and create all its jobs (or none); the new jobs'
-    ids and asset names."""
-    checked = check_upload_jobs(engine, settings, request, rows)
+    ids and asset names. Each job may touch only what its owner was granted."""
+    access = owner_access(engine, owner_id, settings)
+    checked = check_upload_jobs(engine, settings, request, rows, access)
     ids = submit_jobs(
-        engine, [c.as_new_job() for c in checked], owner_id=owner_id, settings=settings
+        engine,
+        [c.as_new_job() for c in checked],
+        owner_id=owner_id,
+        settings=settings,
+        access=access,
     )
     return [(job_id, c.name) for job_id, c in zip(ids, checked, strict=True)]

@@ -25,6 +25,7 @@ from neuroferry.engine import (
 )
 from neuroferry.engine._states import TERMINAL
 from neuroferry.errors import InvalidInput
+from neuroferry.grants import access_for
 from neuroferry.pipelines.upload import check_upload_jobs, submit_upload_jobs
 from neuroferry.web._deps import current_user, services
 from neuroferry.web._services import Services
@@ -145,12 +146,15 @@ def _validated(checked: list[Any]) -> ValidateResponse:
 def validate_json(
     body: SubmitJobRequestV2,
     held: Services = Depends(services),
-    _user: User = Depends(current_user),
+    user: User = Depends(current_user),
 ) -> ValidateResponse:
     """What ``submit_jobs`` would check, without creating anything: the jobs as they would
     run, or 422 with every problem by job and field."""
+    access = access_for(held.settings, user.name, user.role)
     return _validated(
-        check_upload_jobs(held.engine, held.settings, body.model_dump(exclude_none=True))
+        check_upload_jobs(
+            held.engine, held.settings, body.model_dump(exclude_none=True), access=access
+        )
     )
 
 
@@ -158,7 +162,7 @@ def validate_json(
 async def validate_csv(
     file: UploadFile = File(..., description="A .csv or .xlsx job spreadsheet"),
     held: Services = Depends(services),
-    _user: User = Depends(current_user),
+    user: User = Depends(current_user),
 ) -> ValidateResponse:
     """Parse a spreadsheet (one upload job per row) and check its jobs: the jobs, or 422
     with every problem by row and column."""
@@ -180,8 +184,9 @@ async def validate_csv(
         ]
         raise InvalidInput(f"{name}: " + "; ".join(lines), problems)
     request = {"upload_jobs": [j.job for j in sheet.jobs]}
+    access = access_for(held.settings, user.name, user.role)
     checked = await asyncio.to_thread(
-        check_upload_jobs, held.engine, held.settings, request, [j.row for j in sheet.jobs]
+        check_upload_jobs, held.engine, held.settings, request, [j.row for j in sheet.jobs], access
     )
     return _validated(checked)
 
