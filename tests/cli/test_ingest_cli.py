@@ -5,6 +5,7 @@ naming the field, without a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from neuroferry.client import Client
 from neuroferry.errors import InvalidInput, NotFound, Unauthorized
 from pipelines.ingest._stacks import make_volume, write_image_folder
 
+_PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 TESTS = Path(__file__).resolve().parents[1]
 SLOW = "ingest.test_ingest_engine:SlowReader"
 _TEXT: dict[str, Any] = {"capture_output": True, "text": True, "timeout": 120}
@@ -35,8 +37,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         FERRY_ORCHESTRATOR_POLL="0.1",
         FERRY_INGEST_MEMORY_BUDGET="4096",  # a unit is one shard: 12 units a volume
         FERRY_TEST_READ_DELAY="1.0",
+        # the tests' stacks lie in their tmp_path folders: every user may read them
+        FERRY_SOURCE_ROOTS=json.dumps([str(tmp_path_factory.getbasetemp())]),
         # the slow test reader must be importable by the service and its workers
-        PYTHONPATH=f"{TESTS / 'pipelines'}:{TESTS}",
+        PYTHONPATH=os.pathsep.join([str(TESTS / "pipelines"), str(TESTS), *_PYTHONPATH]),
     ) as svc:
         yield svc
 

@@ -10,6 +10,7 @@ inode and modification time to the nanosecond, which a second put would change.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from neuroferry.client import Client
 
 from ._stacks import make_volume, write_image_folder
 
+_PYTHONPATH = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
 TESTS = Path(__file__).resolve().parents[2]
 SLOW = "ingest.test_ingest_engine:SlowReader"
 SHAPE = (16, 64, 64)  # 4 x 2 x 2 = 16 full-resolution shards of (4, 32, 32)
@@ -36,7 +38,7 @@ def environment(**more: str) -> dict[str, str]:
         "FERRY_ORCHESTRATOR_POLL": "0.1",
         "FERRY_INGEST_MEMORY_BUDGET": "4096",  # one shard a unit
         # the slow test reader must be importable by the service and every worker
-        "PYTHONPATH": f"{TESTS / 'pipelines'}:{TESTS}",
+        "PYTHONPATH": os.pathsep.join([str(TESTS / "pipelines"), str(TESTS), *_PYTHONPATH]),
         **more,
     }
 
