@@ -22,6 +22,7 @@ from neuroferry.auth import User
 from neuroferry.config import Settings
 from neuroferry.engine import get_job
 from neuroferry.errors import FerryError, InvalidInput
+from neuroferry.grants import Access, access_for
 from neuroferry.pipelines.upload import (
     NOTIFICATION_TYPES,
     CheckedJob,
@@ -302,14 +303,18 @@ class _Builder:
 
 
 def _check(
-    held: Services, jobs: Sequence[SheetJob], defaults: Mapping[str, Any]
+    held: Services,
+    jobs: Sequence[SheetJob],
+    defaults: Mapping[str, Any],
+    access: Access | None = None,
 ) -> tuple[list[CheckedJob], list[dict[str, Any]], str | None]:
-    """The checked jobs, the problems by job, and a problem of the whole request."""
+    """The checked jobs (against ``access``, the submitter's grants, if given), the
+    problems by job, and a problem of the whole request."""
     settings: Settings = held.settings
     request = {"upload_jobs": [j.job for j in jobs], **defaults}
     rows = [j.row for j in jobs]
     try:
-        return check_upload_jobs(held.engine, settings, request, rows), [], None
+        return check_upload_jobs(held.engine, settings, request, rows, access), [], None
     except InvalidInput as exc:
         if not exc.problems:
             return [], [], str(exc)
@@ -325,6 +330,7 @@ def _check(
                 settings,
                 {**request, "upload_jobs": [j.job for j in good]},
                 [j.row for j in good],
+                access,
             )
         except InvalidInput:
             checked = []
@@ -338,6 +344,7 @@ def build_preview(
     errors: Sequence[Any] = (),
     notes: Sequence[SheetNote] = (),
     defaults: Mapping[str, Any] | None = None,
+    access: Access | None = None,
 ) -> Preview:
     """Check a spreadsheet's jobs as ``validate_csv`` does and lay out the preview: the
     rows that could not be read (``errors``: SheetErrors) with their problems, and the jobs
@@ -348,7 +355,7 @@ def build_preview(
     for error in errors:
         build.add(error.row, _sheet_column(error.column), error.column, error.message, error.value)
     if jobs:
-        checked, problems, general = _check(held, jobs, defaults or {})
+        checked, problems, general = _check(held, jobs, defaults or {}, access)
         for c in checked:
             if c.row is not None:
                 build.row(c.row).checked = c
@@ -426,8 +433,9 @@ async def submit_check(
         sheet = await asyncio.to_thread(parse_job_sheet, data, filename)
     except InvalidInput as exc:
         return _page(request, held, me, 422, error=str(exc))
+    access = access_for(held.settings, me.name, me.role)
     preview = await asyncio.to_thread(
-        build_preview, held, filename, sheet.jobs, sheet.errors, sheet.notes
+        build_preview, held, filename, sheet.jobs, sheet.errors, sheet.notes, None, access
     )
     return _page(request, held, me, 200 if preview.ok else 422, preview=preview)
 
@@ -479,7 +487,8 @@ def submit_jobs(
             held.engine, held.settings, body, me.id, [j.row for j in sheet_jobs]
         )
     except InvalidInput as exc:
-        preview = build_preview(held, filename, sheet_jobs, defaults=defaults)
+        access = access_for(held.settings, me.name, me.role)
+        preview = build_preview(held, filename, sheet_jobs, defaults=defaults, access=access)
         return _page(request, held, me, 422, preview=preview, submit_error=str(exc), **form)
     held.wake()
     return redirect("/submit?submitted=" + ",".join(str(job_id) for job_id, _name in created))
