@@ -878,3 +878,32 @@ def test_the_services_own_files_are_never_a_source(tmp_path: Path) -> None:
         config = config_for("zarr", {"path": str(path)}, (1, 1, 2, 6, 6), "uint8")
         with pytest.raises(Forbidden, match="the service's own"):
             open_reader(config, settings=settings, access=access_for(settings, "root", "admin"))
+
+
+@pytest.mark.parametrize("kind", ["zarr", "n5"])
+def test_a_chunk_that_is_a_symlink_out_of_the_granted_folder_is_refused(
+    tmp_path: Path, kind: str
+) -> None:
+    granted, outside = tmp_path / "granted", tmp_path / "outside"
+    vol = make_volume((4, 8, 8), "uint8", seed=5)
+    if kind == "zarr":
+        path = write_zarr(granted / "v.zarr", vol, zarr_format=2, chunks=(2, 8, 8))
+        chunk, params = path / "1.0.0", {"path": str(path)}
+    else:
+        path = write_n5(granted / "v.n5", vol, block=(2, 8, 8), compression="raw")
+        chunk, params = path / "0" / "0" / "1", {"path": str(path)}
+    outside.mkdir()
+    stolen = outside / "secret"
+    stolen.write_bytes(chunk.read_bytes())  # a valid chunk, but not the user's
+    chunk.unlink()
+    chunk.symlink_to(stolen)
+    settings = get_settings(home=tmp_path / "home", grants={"alice": {"source_roots": [granted]}})
+    config = config_for(kind, params, (1, 1, 4, 8, 8), "uint8")
+    reader = open_reader(config, settings=settings, access=access_for(settings, "alice", "user"))
+    np.testing.assert_array_equal(reader.read(0, (0, 2), (0, 8), (0, 8))[0], vol[0:2])
+    with pytest.raises((Forbidden, SourceDataError), match=r"which is .*outside/secret"):
+        reader.read(0, (2, 4), (0, 8), (0, 8))
+    # the service's own jobs (and admins) may follow it
+    np.testing.assert_array_equal(
+        open_reader(config, settings=settings).read(0, (2, 4), (0, 8), (0, 8))[0], vol[2:4]
+    )
