@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +112,37 @@ def test_a_symlink_out_of_a_granted_folder_is_not_uploaded(hostile: Deployment) 
     assert not any(part in data for data in uploaded for part in leaked)
     staged = hostile.home / "staging" / job["name"]
     assert not (staged / "subject.json").exists()
+
+
+def _first_attempt(d: Deployment, job_id: int, task: str, limit: float = 120) -> Any:
+    """The task once its first attempt ended (uploads are tried again after a minute)."""
+    deadline = time.monotonic() + limit
+    while True:
+        tasks = d.api("GET", f"/jobs/{job_id}/tasks", "alice").json()
+        found = next(t for t in tasks if t["name"] == task)
+        if found["error"] or found["state"] in ("succeeded", "failed", "cancelled", "skipped"):
+            return found
+        assert time.monotonic() < deadline, found
+        time.sleep(0.3)
+
+
+def test_a_symlinked_file_in_a_modality_folder_is_not_uploaded(hostile: Deployment) -> None:
+    secret = hostile.outside / f"secret-{secrets.token_hex(4)}.dat"
+    secret.write_bytes(secrets.token_bytes(64))
+    session = make_session(hostile.own["alice"] / f"s-{secrets.token_hex(4)}")
+    (session / "ecephys" / "leak.dat").symlink_to(secret)
+    (session / "ecephys" / "home").symlink_to(hostile.home)
+    response = _submit(hostile, "alice", _spec(session))
+    assert response.status_code == 200, response.text
+    [job] = response.json()["data"]["jobs"]
+    upload = _first_attempt(hostile, job["id"], "upload_data_to_s3")
+    assert upload["state"] in ("up_for_retry", "failed"), upload
+    assert "leak.dat" in upload["error"] and "outside the source folder" in upload["error"]
+    hostile.api("POST", f"/jobs/{job['id']}/cancel", "alice")  # no need to try again
+    lake = hostile.home / "lake" / job["name"]
+    uploaded = [p for p in lake.rglob("*") if p.is_file()] if lake.exists() else []
+    assert not any(secret.read_bytes() in p.read_bytes() for p in uploaded)
+    assert not any(p.name in ("ferry.db", "ferry.toml") for p in uploaded)
 
 
 # -- removing folders ----------------------------------------------------------------------
