@@ -204,6 +204,7 @@ def test_real_paths_follow_symlinks(world: dict[str, Path]) -> None:
         ("alice", "bob/s1", False),
         ("admin", "shared/s1", True),
         ("admin", "shared", False),
+        ("admin", "", False),  # holds the source roots
         ("admin", "home/demo/s1", True),
         ("admin", "home/x", False),
     ],
@@ -213,7 +214,7 @@ def test_who_removes_which_folder(
 ) -> None:
     settings = _settings(world)
     access = access_for(settings, who, "admin" if who == "admin" else "user")
-    path = f"{world['home'].parent}/{where}"
+    path = f"{world['home'].parent}/{where}".rstrip("/")
     if allowed:
         assert access.check_removal("input_source", path) == Path(path)
     else:
@@ -267,3 +268,17 @@ def test_access_travels_to_workers_and_settings_errors_are_named(world: dict[str
     bad = get_settings(home=world["home"], store_prefixes=["s3://b/../.."])
     with pytest.raises(ConfigError, match="store_prefixes"):
         access_for(bad, "alice", "user")
+
+
+def test_no_one_removes_a_folder_that_holds_a_source_root(tmp_path: Path) -> None:
+    settings = get_settings(
+        home=tmp_path / "home",
+        source_roots=[tmp_path / "data" / "shared"],
+        grants={"alice": {"source_roots": [tmp_path / "data" / "alice"]}},
+    )
+    admin = access_for(settings, "root", "admin")
+    with pytest.raises(Forbidden, match="holds a source root"):
+        admin.check_removal("input_source", str(tmp_path / "data"))
+    with pytest.raises(Forbidden, match="is a source root itself"):
+        admin.check_removal("input_source", str(tmp_path / "data" / "alice"))
+    assert admin.check_removal("f", str(tmp_path / "data" / "x")) == tmp_path / "data" / "x"

@@ -244,14 +244,15 @@ class Access:
         return candidates[0]
 
     def check_removal(self, label: str, path: str, *, real: bool = False) -> Path:
-        """The folder at ``path`` if this user's job may remove it: readable, not a source
-        root itself, and for users inside one of their own granted folders (never the
-        shared ones)."""
+        """The folder at ``path`` if this user's job may remove it: readable, neither a
+        source root nor holding one, and for users inside one of their own granted folders
+        (never the shared ones)."""
         folder = self.check_folder(label, path, real=real)
         roots = {p for r in self.roots for p in _both(r)}
-        if folder in roots:
+        if any(folder == root or folder in root.parents for root in roots):
+            what = "a source root itself" if folder in roots else "holds a source root"
             raise Forbidden(
-                f"{label}: {path} is a source root itself; it is never removed "
+                f"{label}: {path} is {what}; it is never removed "
                 "(remove_source_folders removes folders inside one)"
             )
         if self.is_admin:
