@@ -183,6 +183,8 @@ class Access:
     """The service's own files and folders, each with what it is; never reachable."""
     exempt: tuple[Path, ...] = ()
     """Folders inside a protected one that stay reachable (the demo's session)."""
+    every_root: tuple[Path, ...] = ()
+    """Every configured source root (shared, and every user's): never removed."""
 
     @property
     def who(self) -> str:
@@ -248,7 +250,7 @@ class Access:
         source root nor holding one, and for users inside one of their own granted folders
         (never the shared ones)."""
         folder = self.check_folder(label, path, real=real)
-        roots = {p for r in self.roots for p in _both(r)}
+        roots = {p for r in (*self.roots, *self.every_root) for p in _both(r)}
         if any(folder == root or folder in root.parents for root in roots):
             what = "a source root itself" if folder in roots else "holds a source root"
             raise Forbidden(
@@ -380,6 +382,11 @@ def access_for(settings: Settings, name: str | None, role: str) -> Access:
         prefixes += [_canonical(p, f"grants.{name}.store_prefixes") for p in grant.store_prefixes]
     destinations = [_canonical(u, "destinations") for u in settings.destinations.values()]
     roots = tuple(dict.fromkeys(p for r in [*shared, *own] for p in _both(r)))
+    every = [
+        _folder(r, f"grants.{user}.source_roots")
+        for user, g in settings.grants.items()
+        for r in g.source_roots
+    ]
     return Access(
         user=name,
         is_admin=name is None or role == "admin",
@@ -389,6 +396,7 @@ def access_for(settings: Settings, name: str | None, role: str) -> Access:
         destinations=tuple(dict.fromkeys(destinations)),
         protected=protected_paths(settings),
         exempt=tuple(dict.fromkeys(_both(settings.home / "demo"))),
+        every_root=tuple(dict.fromkeys([*shared, *every])),
     )
 
 
