@@ -26,6 +26,8 @@ class ToySpec(BaseModel):
     wait: bool = False
     slow: float = 0.0
     nbytes: int = 0
+    reads: list[str] = []
+    """Folders the job declares it reads (checked against its owner's grants)."""
 
 
 def _mark(ctx: TaskContext) -> Path:
@@ -38,13 +40,22 @@ def _mark(ctx: TaskContext) -> Path:
 def record(ctx: TaskContext) -> dict[str, Any]:
     _mark(ctx)
     ctx.log.info("recorded %s", ctx.task)
-    return {"task": ctx.task, "item": ctx.item, "upstream": sorted(ctx.upstream)}
+    return {
+        "task": ctx.task,
+        "item": ctx.item,
+        "upstream": sorted(ctx.upstream),
+        "owner": ctx.grants.user,
+        "readable": [str(r) for r in ctx.grants.roots],
+    }
 
 
 def fan(ctx: TaskContext) -> dict[str, Any]:
     _mark(ctx)
     skip = set(ctx.spec["skip_items"])
-    return {"items": {i: {"letter": i, "skip_task": i in skip} for i in ctx.spec["items"]}}
+    return {
+        "items": {i: {"letter": i, "skip_task": i in skip} for i in ctx.spec["items"]},
+        "owner": ctx.grants.user,  # the owner's grants reach the workers
+    }
 
 
 def each(ctx: TaskContext) -> dict[str, Any]:
@@ -89,6 +100,7 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
             "slow": {"skip_task": spec.slow == 0},
         },
         summary={"dir": spec.dir},
+        reads=tuple(("reads", r) for r in spec.reads),
     )
 
 

@@ -267,12 +267,6 @@ def seed_demo(services: Services, settings: Settings) -> DemoInfo:
     _write_if_changed(csv_file, _csv_bytes(job))
 
     job_type, project, notes = _seed_presets(services.engine)
-    roots = [Path(r).expanduser().resolve() for r in settings.source_roots]
-    if roots and not any(root == session or root in session.parents for root in roots):
-        notes.append(
-            f"{folder} is not under FERRY_SOURCE_ROOTS ({', '.join(map(str, roots))}), "
-            "so the demo job will be refused: add it there to try it"
-        )
     return DemoInfo(
         folder=folder,
         session=session,

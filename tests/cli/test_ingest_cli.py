@@ -37,6 +37,8 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
         FERRY_ORCHESTRATOR_POLL="0.1",
         FERRY_INGEST_MEMORY_BUDGET="4096",  # a unit is one shard: 12 units a volume
         FERRY_TEST_READ_DELAY="1.0",
+        # the tests' stacks lie in their tmp_path folders: every user may read them
+        FERRY_SOURCE_ROOTS=json.dumps([str(tmp_path_factory.getbasetemp())]),
         # the slow test reader must be importable by the service and its workers
         PYTHONPATH=f"{TESTS / 'pipelines'}:{TESTS}:{SRC}",
     ) as svc:

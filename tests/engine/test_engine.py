@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -172,6 +173,28 @@ def test_tasks_of_a_dead_orchestrator_run_again_in_a_new_attempt(rig: Rig, tmp_p
     assert rig.wait(job_id)["state"] == "succeeded"
     assert rig.tasks(job_id)["begin"]["attempt"] == 2
     assert "begin-2" in markers(tmp_path / "o")
+
+
+def test_jobs_touch_only_what_their_owner_was_granted(database_url: str, tmp_path: Path) -> None:
+    from neuroferry.auth import create_user
+    from neuroferry.errors import Forbidden
+
+    granted, other, home = tmp_path / "granted", tmp_path / "other", tmp_path / "home"
+    name = f"ana-{secrets.token_hex(4)}"
+    grants = {name: {"source_roots": [granted]}}
+    with running_rig(database_url, home=home, grants=grants) as rig:
+        ana = create_user(rig.engine, name)
+        with pytest.raises(Forbidden, match=r"^reads: .*other is not under a folder user"):
+            rig.submit("toy", {"dir": str(tmp_path), "reads": [str(other)]}, owner_id=ana.id)
+        with pytest.raises(Forbidden, match=r"^reads: .*the service's own home folder"):
+            rig.submit("toy", {"dir": str(tmp_path), "reads": [str(home)]})
+        rig.start()
+        job_id = rig.submit("toy", {"dir": str(tmp_path), "reads": [str(granted)]}, ana.id)
+        assert rig.wait(job_id)["state"] == "succeeded", rig.states(job_id)
+        tasks = rig.tasks(job_id)
+        assert tasks["begin"]["result"]["owner"] == name  # in the orchestrator
+        assert tasks["begin"]["result"]["readable"] == [str(granted)]
+        assert tasks["fan"]["result"]["owner"] == name  # on a Dask worker
 
 
 @pytest.mark.postgres

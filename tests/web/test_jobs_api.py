@@ -48,6 +48,8 @@ def _start(tmp: Path, *args: str) -> tuple[Service, dict[str, str]]:
     home.mkdir(parents=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
     env.update(FERRY_HOME=str(home), FERRY_ORCHESTRATOR_POLL="0.1", FERRY_DASK_WORKERS="1")
+    # the sessions the tests make lie beside the home: every user may read them
+    env["FERRY_SOURCE_ROOTS"] = json.dumps([str(tmp)])
     service = Service(home, env, *args)
     service.start()
     engine = make_engine(f"sqlite:///{home / 'ferry.db'}")

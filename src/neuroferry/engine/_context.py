@@ -19,6 +19,7 @@ import obstore
 from neuroferry.config import Settings
 from neuroferry.engine._environment import command_environment
 from neuroferry.errors import FerryError
+from neuroferry.grants import Access, internal_access
 from neuroferry.redaction import redact, secret_values
 from neuroferry.stores import Store
 
@@ -176,8 +177,18 @@ class TaskContext:
     (owned by this job's owner)."""
     deadline: float | None = None
     """``time.monotonic()`` value after which the task is stopped (``time_limit``)."""
+    access: Access | None = None
+    """What the job's owner may touch; ``None``: a job of the service itself."""
     _last_check: float = 0.0
     _cancelled: bool = False
+
+    @property
+    def grants(self) -> Access:
+        """What this task may read, write and remove: its job owner's grants (tasks check
+        the real paths against them before reading)."""
+        if self.access is None:
+            self.access = internal_access(self.config)
+        return self.access
 
     @property
     def job_settings(self) -> dict[str, Any]:

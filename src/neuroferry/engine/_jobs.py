@@ -48,6 +48,7 @@ from neuroferry.engine._states import (
     job_state,
 )
 from neuroferry.errors import DatabaseError, Forbidden, InvalidInput, NotFound
+from neuroferry.grants import Access, access_for, internal_access
 from neuroferry.stores import Store
 
 MAX_RETRY_DELAY = 3600.0
@@ -95,10 +96,42 @@ class NewJob:
     job_type_version: int | None = None
 
 
+def owner_access(engine: Engine, owner_id: int | None, settings: Settings) -> Access:
+    """What the jobs of the user ``owner_id`` may touch, by their name and role now; jobs
+    without an owner are the service's own (admin-like, its own files still refused)."""
+    if owner_id is None:
+        return internal_access(settings)
+    with _transaction(engine) as conn:
+        row = conn.execute(select(users.c.name, users.c.role).where(users.c.id == owner_id)).first()
+    if row is None:  # no such user: nothing is granted
+        return access_for(settings, f"#{owner_id} (no such user)", "user")
+    return access_for(settings, row.name, row.role)
+
+
+def check_access(plan: PreparedJob, access: Access) -> None:
+    """Refuse a prepared job that reads, writes or removes what ``access`` does not allow
+    (:class:`Forbidden` or :class:`InvalidInput` naming the field)."""
+    for label, value in plan.reads:
+        access.check_read(label, value)
+    for label, value in plan.writes:
+        access.check_write_url(label, value)
+    for label, value in plan.removes:
+        access.check_removal(label, value)
+
+
 def submit_jobs(
-    engine: Engine, new: Sequence[NewJob], *, owner_id: int | None, settings: Settings
+    engine: Engine,
+    new: Sequence[NewJob],
+    *,
+    owner_id: int | None,
+    settings: Settings,
+    access: Access | None = None,
 ) -> list[int]:
-    """Validate every job, then create them all (or none) and queue their first tasks."""
+    """Validate every job, check that its owner may touch what it reads, writes and
+    removes (``access``; by default the owner's grants), then create them all (or none)
+    and queue their first tasks."""
+    if access is None:
+        access = owner_access(engine, owner_id, settings)
     prepared = []
     for i, job in enumerate(new):
         kind = get_kind(job.kind)
@@ -115,7 +148,8 @@ def submit_jobs(
             raise InvalidInput(_validation_message(kind.name, exc, where)) from exc
         try:
             plan = kind.prepare(spec, settings)
-        except InvalidInput as exc:
+            check_access(plan, access)
+        except (InvalidInput, Forbidden) as exc:
             raise type(exc)(f"{where}{exc}") from exc
         prepared.append((kind, job, spec.model_dump(mode="json"), plan))
     check_distinct([plan.assets for *_, plan in prepared])

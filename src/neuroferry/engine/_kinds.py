@@ -69,6 +69,13 @@ class PreparedJob:
     """Facts shown with the job (destination, asset name, e-mail)."""
     assets: tuple[AssetClaim, ...] = ()
     """The assets the job writes (see :class:`AssetClaim`)."""
+    reads: tuple[tuple[str, str], ...] = ()
+    """What the job reads, as (field, folder or store URL): checked against the owner's
+    grants when the job is submitted (the tasks check the real paths again)."""
+    writes: tuple[tuple[str, str], ...] = ()
+    """Store URLs the job writes to, as (field, URL)."""
+    removes: tuple[tuple[str, str], ...] = ()
+    """Folders the job removes when it succeeds, as (field, folder)."""
 
 
 @dataclass(frozen=True)

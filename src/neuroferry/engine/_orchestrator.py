@@ -37,6 +37,7 @@ from neuroferry.engine._jobs import (
     job_tasks,
     list_orchestrators,
     now_utc,
+    owner_access,
     release_tasks,
     requeue_orphans,
     submit_jobs,
@@ -213,6 +214,7 @@ class Orchestrator:
             upstream=claim.upstream,
             saved_state=claim.saved_state,
             settings=self.settings,
+            access=owner_access(self.engine, claim.owner_id, self.settings),
         )
         if claim.placement == "local":
             call.local = {

@@ -17,6 +17,7 @@ from neuroferry.config import Settings
 from neuroferry.engine._context import Cancelled, Reschedule, TaskContext, TaskLog, log_key
 from neuroferry.engine._kinds import import_function
 from neuroferry.errors import FerryError
+from neuroferry.grants import Access
 from neuroferry.redaction import redact, secret_values
 from neuroferry.stores import Store, open_store
 
@@ -41,6 +42,8 @@ class TaskCall:
     upstream: dict[str, Any]
     saved_state: dict[str, Any]
     settings: Settings
+    access: Access | None = None
+    """What the job's owner may touch (``None``: a job of the service itself)."""
     local: dict[str, Any] = field(default_factory=dict)
     """Local tasks only: ``db``, ``catalog`` and ``submit_job`` for the context."""
 
@@ -90,6 +93,7 @@ def run_task(call: TaskCall) -> dict[str, Any]:
         log=logger,
         state=dict(call.saved_state),
         deadline=time.monotonic() + limit if limit else None,
+        access=call.access,
         **call.local,
     )
     instance = call.task + (f" [{call.item}]" if call.map_index >= 0 else "")

@@ -14,7 +14,8 @@ import pytest
 from pydantic import BaseModel
 
 from neuroferry.config import get_settings
-from neuroferry.errors import InvalidInput, SourceDataError
+from neuroferry.errors import Forbidden, InvalidInput, SourceDataError
+from neuroferry.grants import access_for
 from neuroferry.pipelines.ingest import (
     BUILTIN_READERS,
     IngestConfig,
@@ -825,29 +826,84 @@ def test_readers_survive_pickling_after_use(tmp_path: Path) -> None:
         )
 
 
-def test_sources_outside_the_allowed_folders_are_refused(tmp_path: Path) -> None:
+def test_sources_outside_the_granted_folders_are_refused(tmp_path: Path) -> None:
     allowed, other = tmp_path / "allowed", tmp_path / "other"
     vol = make_volume((2, 6, 6), "uint8", seed=31)
     write_image_folder(other / "stack", vol)
-    settings = get_settings(source_roots=[allowed])
+    settings = get_settings(home=tmp_path / "home", source_roots=[allowed])
+    alice = access_for(settings, "alice", "user")
     config = config_for("image-folder", {"path": str(other / "stack")}, (1, 1, 2, 6, 6), "uint8")
-    with pytest.raises(
-        InvalidInput, match=r"source\.params\.path: .* is not under an allowed source folder"
-    ):
-        open_reader(config, settings=settings)
+    with pytest.raises(Forbidden, match=r"source\.params\.path: .* is not under a folder user"):
+        open_reader(config, settings=settings, access=alice)
     for name, params in [
         ("zarr", {"path": str(other / "v.zarr")}),
+        ("zarr", {"path": "s3://other-bucket/v.zarr"}),
         ("tiff", {"path": str(other / "x_{i}.tif"), "t_per_file": 2}),
         ("multipage-tiff", {"files": {"z_0": str(allowed / "a.tif"), "z_1": str(other / "b.tif")}}),
     ]:
-        with pytest.raises(InvalidInput, match="not under an allowed source folder"):
-            open_reader(config_for(name, params, (1, 1, 2, 6, 6), "uint8"), settings=settings)
-    # a symlink inside an allowed folder that leads out of it
+        with pytest.raises(Forbidden, match="is not under a"):
+            open_reader(config_for(name, params, (1, 1, 2, 6, 6), "uint8"), access=alice)
+    # a store prefix granted to every user, spelled differently
+    shared = get_settings(home=tmp_path / "home", store_prefixes=["S3://Lab-Data/shared/"])
+    url = "s3://lab-data//shared/./mouse/v.zarr"
+    open_reader(
+        config_for("zarr", {"path": url}, (1, 1, 2, 6, 6), "uint8"),
+        settings=shared,
+        access=access_for(shared, "alice", "user"),
+    )
+    for escape in ("s3://lab-data/shared/%2e%2e/private/v.zarr", "s3://lab-data/sharedx/v.zarr"):
+        with pytest.raises(Forbidden):
+            open_reader(
+                config_for("zarr", {"path": escape}, (1, 1, 2, 6, 6), "uint8"),
+                settings=shared,
+                access=access_for(shared, "alice", "user"),
+            )
+    # a symlink inside a granted folder that leads out of it
     allowed.mkdir()
     os.symlink(other / "stack", allowed / "link")
     config = config_for("image-folder", {"path": str(allowed / "link")}, (1, 1, 2, 6, 6), "uint8")
-    reader = open_reader(config, settings=settings)
-    with pytest.raises(InvalidInput, match=r"link \(which is .*other/stack\) is not under"):
+    reader = open_reader(config, settings=settings, access=alice)
+    with pytest.raises(Forbidden, match=r"link \(which is .*other/stack\) is not under"):
         reader.check()
     inside = config_for("image-folder", {"path": str(other / "stack")}, (1, 1, 2, 6, 6), "uint8")
-    open_reader(inside, settings=get_settings(source_roots=[other])).check()
+    granted = get_settings(home=tmp_path / "home", grants={"alice": {"source_roots": [other]}})
+    open_reader(inside, settings=granted, access=access_for(granted, "alice", "user")).check()
+    open_reader(inside, settings=settings).check()  # the service's own jobs read it
+
+
+def test_the_services_own_files_are_never_a_source(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    settings = get_settings(home=home, source_roots=[tmp_path])
+    for path in (home / "lake", home / "ferry.db", tmp_path):
+        config = config_for("zarr", {"path": str(path)}, (1, 1, 2, 6, 6), "uint8")
+        with pytest.raises(Forbidden, match="the service's own"):
+            open_reader(config, settings=settings, access=access_for(settings, "root", "admin"))
+
+
+@pytest.mark.parametrize("kind", ["zarr", "n5"])
+def test_a_chunk_that_is_a_symlink_out_of_the_granted_folder_is_refused(
+    tmp_path: Path, kind: str
+) -> None:
+    granted, outside = tmp_path / "granted", tmp_path / "outside"
+    vol = make_volume((4, 8, 8), "uint8", seed=5)
+    if kind == "zarr":
+        path = write_zarr(granted / "v.zarr", vol, zarr_format=2, chunks=(2, 8, 8))
+        chunk, params = path / "1.0.0", {"path": str(path)}
+    else:
+        path = write_n5(granted / "v.n5", vol, block=(2, 8, 8), compression="raw")
+        chunk, params = path / "0" / "0" / "1", {"path": str(path)}
+    outside.mkdir()
+    stolen = outside / "secret"
+    stolen.write_bytes(chunk.read_bytes())  # a valid chunk, but not the user's
+    chunk.unlink()
+    chunk.symlink_to(stolen)
+    settings = get_settings(home=tmp_path / "home", grants={"alice": {"source_roots": [granted]}})
+    config = config_for(kind, params, (1, 1, 4, 8, 8), "uint8")
+    reader = open_reader(config, settings=settings, access=access_for(settings, "alice", "user"))
+    np.testing.assert_array_equal(reader.read(0, (0, 2), (0, 8), (0, 8))[0], vol[0:2])
+    with pytest.raises((Forbidden, SourceDataError), match=r"which is .*outside/secret"):
+        reader.read(0, (2, 4), (0, 8), (0, 8))
+    # the service's own jobs (and admins) may follow it
+    np.testing.assert_array_equal(
+        open_reader(config, settings=settings).read(0, (2, 4), (0, 8), (0, 8))[0], vol[2:4]
+    )

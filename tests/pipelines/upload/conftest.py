@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from neuroferry.config import get_settings
+from neuroferry.grants import access_for
 from neuroferry.pipelines.upload import UploadJobSpec, prepare
 
 from .helpers import PROCEDURES, SESSION, SUBJECT, Harness, MakeTree, Session
@@ -45,9 +46,13 @@ def session(tmp_path: Path, make_tree: MakeTree) -> Session:
 def harness() -> Callable[..., Harness]:
     """Prepare a job from a spec (with settings overrides) and return its harness."""
 
-    def make(spec: dict[str, Any], **settings: Any) -> Harness:
+    def make(spec: dict[str, Any], *, user: str | None = None, **settings: Any) -> Harness:
+        """``user``: the job's owner, an ordinary user of that name (default: no owner)."""
         config = get_settings(**settings)
         validated = UploadJobSpec.model_validate(spec)
-        return Harness(config, validated.model_dump(mode="json"), prepare(validated, config))
+        access = access_for(config, user, "user") if user else None
+        job = Harness(config, validated.model_dump(mode="json"), prepare(validated, config))
+        job.access = access
+        return job
 
     return make

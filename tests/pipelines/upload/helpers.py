@@ -13,6 +13,7 @@ from typing import Any
 from neuroferry.config import Settings
 from neuroferry.engine import PreparedJob, TaskContext
 from neuroferry.engine._kinds import import_function
+from neuroferry.grants import Access
 from neuroferry.pipelines.upload import KIND
 from neuroferry.stores import open_store
 
@@ -80,6 +81,8 @@ class Harness:
     submit_job: Callable[..., int] | None = None
     results: dict[str, Any] = field(default_factory=dict)
     log_store_url: str = field(default_factory=lambda: f"memory://logs-{secrets.token_hex(6)}")
+    access: Access | None = None
+    """The job owner's grants (``None``: a job of the service itself)."""
 
     @property
     def summary(self) -> dict[str, Any]:
@@ -129,6 +132,7 @@ class Harness:
             db=self.catalog.engine if local and self.catalog is not None else None,
             owner_id=self.owner_id if local else None,
             submit_job=self.submit_job if local else None,
+            access=self.access,
         )
 
     def call(

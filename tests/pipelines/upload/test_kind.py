@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from neuroferry.config import get_settings
-from neuroferry.engine import get_kind
-from neuroferry.errors import ConfigError, InvalidInput
+from neuroferry.engine import check_access, get_kind
+from neuroferry.errors import ConfigError, Forbidden, InvalidInput
+from neuroferry.grants import access_for
 from neuroferry.pipelines.upload import KIND, TASK_NAMES, UploadJobSpec, prepare
 
 from .submitted_jobs import FULL_JOBS, MINIMAL_JOB
@@ -180,18 +181,46 @@ def test_relative_source_folder_is_refused_at_submission() -> None:
     )
 
 
-def test_source_outside_the_allowed_folders_is_refused_at_submission(tmp_path: Path) -> None:
-    settings = get_settings(source_roots=[tmp_path / "rigs"])
+def test_source_outside_the_granted_folders_is_refused_at_submission(tmp_path: Path) -> None:
+    settings = get_settings(home=tmp_path / "home", source_roots=[tmp_path / "rigs"])
     data = copy.deepcopy(MINIMAL_JOB)
     data["metadata_dir"] = str(tmp_path / "rigs" / "s1" / "metadata")
+    outside = str(tmp_path / "rigs" / ".." / "elsewhere")
     data["tasks"]["modality_transformation_settings"]["ecephys"]["job_settings"] = {
-        "input_source": str(tmp_path / "rigs" / ".." / "elsewhere")
+        "input_source": outside
     }
-    with pytest.raises(InvalidInput) as info:
-        prepare(spec_of(data), settings)
+    prepared = prepare(spec_of(data), settings)
+    assert ("modality ecephys: input_source", outside) in prepared.reads
+    assert ("metadata_dir", data["metadata_dir"]) in prepared.reads
+    assert prepared.removes == ()  # remove_source_folders is skipped by default
+    with pytest.raises(Forbidden) as info:
+        check_access(prepared, access_for(settings, "alice", "user"))
     message = str(info.value)
     assert "modality ecephys: input_source" in message
-    assert "is not under an allowed source folder" in message and "FERRY_SOURCE_ROOTS" in message
+    assert f"(which is {tmp_path / 'elsewhere'}) is not under a folder" in message
+    assert "[grants.alice]" in message
+    check_access(prepared, access_for(settings, "admin", "admin"))  # admins read anywhere
+
+
+def test_removed_source_folders_must_be_the_users_own(tmp_path: Path) -> None:
+    rigs, own = tmp_path / "rigs", tmp_path / "alice"
+    settings = get_settings(
+        home=tmp_path / "home", source_roots=[rigs], grants={"alice": {"source_roots": [own]}}
+    )
+    alice = access_for(settings, "alice", "user")
+    data = copy.deepcopy(MINIMAL_JOB)
+    data["tasks"]["remove_source_folders"] = {"skip_task": False}
+    for folder, allowed in ((own / "s1", True), (rigs / "s1", False), (own, False)):
+        data["tasks"]["modality_transformation_settings"]["ecephys"]["job_settings"] = {
+            "input_source": str(folder)
+        }
+        prepared = prepare(spec_of(data), settings)
+        assert prepared.removes == (("modality ecephys: input_source", str(folder)),)
+        if allowed:
+            check_access(prepared, alice)
+        else:
+            with pytest.raises(Forbidden, match="modality ecephys: input_source"):
+                check_access(prepared, alice)
 
 
 def test_an_s3_prefix_other_than_the_asset_name_is_noted() -> None:

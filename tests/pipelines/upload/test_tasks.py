@@ -164,7 +164,7 @@ def test_missing_and_wrong_source_folders_are_each_named(
 def test_source_folders_under_the_allowed_roots(
     session: Session, harness: MakeHarness, tmp_path: Path
 ) -> None:
-    job = harness(session.spec(), source_roots=[session.root])
+    job = harness(session.spec(), user="alice", source_roots=[session.root])
     checked = job.call("check_source_folders_exist")["folders"]
     assert checked["modality ecephys: input_source"] == str(session.folder("ecephys"))
     assert checked["metadata_dir"] == str(session.folder("metadata"))
@@ -178,11 +178,11 @@ def test_source_folders_under_the_allowed_roots(
     spec["tasks"]["modality_transformation_settings"]["behavior"]["job_settings"][
         "input_source"
     ] = str(session.root / "sneaky")
-    job = harness(spec, source_roots=[session.root])
+    job = harness(spec, user="alice", source_roots=[session.root])
     with pytest.raises(TaskFailed) as info:
         job.call("check_source_folders_exist")
     assert f"(which is {outside})" in str(info.value)
-    assert "is not under an allowed source folder" in str(info.value)
+    assert "is not under a folder user 'alice' may read" in str(info.value)
 
 
 # -- staging and metadata ----------------------------------------------------------------

@@ -20,6 +20,7 @@ Without playwright or chromium the tests skip, saying why; with ``CI=true`` they
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -96,6 +97,8 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
         "FERRY_ORCHESTRATOR_POLL": "0.1",
         "FERRY_DASK_WORKERS": "1",
         "FERRY_DASK_THREADS_PER_WORKER": "2",
+        # the tests' sessions lie in their tmp_path folders: every user may read them
+        "FERRY_SOURCE_ROOTS": json.dumps([str(tmp_path_factory.getbasetemp())]),
     }
     with running_service(home, **env) as service:
         yield Portal(service.url, home, service, accounts)

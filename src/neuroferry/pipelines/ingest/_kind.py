@@ -9,7 +9,8 @@ from pydantic import BaseModel
 
 from neuroferry.config import Settings
 from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key
-from neuroferry.errors import ConfigError, InvalidInput
+from neuroferry.errors import ConfigError, InvalidInput, UnsafePath
+from neuroferry.grants import normalise_url
 from neuroferry.pipelines.ingest._config import IngestConfig
 from neuroferry.pipelines.ingest._plan import shard_totals
 from neuroferry.pipelines.ingest._writer import progress_url
@@ -95,19 +96,19 @@ def destination_of(config: IngestConfig, settings: Settings) -> tuple[str, str |
             f"destination: {value!r} names no bucket or a host; write {shown}",
             [{"field": "destination", "message": f"write {shown}"}],
         )
-    return _normal(value), None
+    return normalise_url("destination", value), None
 
 
 def under_destination(url: str, settings: Settings) -> bool:
     """Whether a store URL lies in (or is) one of the service's destinations."""
     try:
-        target = urlsplit(_normal(url))
-    except ValueError:  # e.g. an unclosed '[' in the host
+        target = urlsplit(normalise_url("destination", url))
+    except (ValueError, UnsafePath):  # e.g. an unclosed '[' in the host
         return False
     for base in settings.destinations.values():
         try:
-            root = urlsplit(_normal(base))
-        except ValueError:
+            root = urlsplit(normalise_url("destination", base))
+        except (ValueError, UnsafePath):
             continue
         if (target.scheme, target.netloc) != (root.scheme, root.netloc):
             continue
@@ -147,7 +148,16 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
     claim = AssetClaim(
         lock_key(summary["volume"]), "name", catalog_name=config.name.replace("/", ":")
     )
-    return PreparedJob(name=config.name, summary=summary, assets=(claim,))
+    from neuroferry.pipelines.ingest._readers import open_reader
+
+    reader = open_reader(config, settings=settings)
+    return PreparedJob(
+        name=config.name,
+        summary=summary,
+        assets=(claim,),
+        reads=(*reader.source_paths(), *reader.source_urls()),
+        writes=(("destination", base),),
+    )
 
 
 KIND = JobKind(

@@ -13,7 +13,7 @@ import lzma
 import math
 import struct
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +61,12 @@ def _decompress(kind: str, data: bytes) -> bytes:
 class N5Dataset:
     """One N5 dataset: shape and block shape in C order, dtype, and region reads."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, check_file: Callable[[Path], object] | None = None) -> None:
         self.root = root
+        self.check_file = check_file
+        """Called with each file's path before it is read (refuses what may not be)."""
         meta_path = root / "attributes.json"
+        self._check(meta_path)
         try:
             meta = json.loads(meta_path.read_text())
         except FileNotFoundError:
@@ -97,6 +100,10 @@ class N5Dataset:
         self.compression = kind
         self.attributes: dict[str, Any] = meta
 
+    def _check(self, path: Path) -> None:
+        if self.check_file is not None:
+            self.check_file(path)
+
     def block_path(self, grid: Sequence[int]) -> Path:
         """The file of the block at ``grid`` (C order)."""
         return self.root.joinpath(*(str(g) for g in reversed(grid)))
@@ -104,6 +111,7 @@ class N5Dataset:
     def read_block(self, grid: Sequence[int]) -> np.ndarray | None:
         """The block at ``grid`` (C order), or None if it was never written."""
         path = self.block_path(grid)
+        self._check(path)
         try:
             raw = path.read_bytes()
         except FileNotFoundError:

@@ -24,6 +24,35 @@ def _is_url(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
+_checked_stores: dict[type, type] = {}
+
+
+def _checked_store_class(base: type) -> Any:
+    """A subclass of zarr's ``LocalStore`` whose reads first pass each file's path to
+    ``check_file`` (which refuses a symlink that leads out of the granted folders)."""
+    if base not in _checked_stores:
+
+        class CheckedLocalStore(base):  # type: ignore[valid-type,misc]
+            check_file: Any = None
+
+            def _check(self, key: str) -> None:
+                if self.check_file is not None:
+                    self.check_file(self.root / key)
+
+            async def get(self, key: str, *args: Any, **kwargs: Any) -> Any:
+                self._check(key)
+                return await super().get(key, *args, **kwargs)
+
+            async def get_partial_values(self, prototype: Any, key_ranges: Any) -> Any:
+                key_ranges = list(key_ranges)
+                for key, _ in key_ranges:
+                    self._check(key)
+                return await super().get_partial_values(prototype, key_ranges)
+
+        _checked_stores[base] = CheckedLocalStore
+    return _checked_stores[base]
+
+
 def _named_axes(names: Any) -> str | None:
     """Axes from metadata names (``["z", "y", "x"]``), if they are valid ones."""
     if not isinstance(names, list | tuple) or not all(isinstance(n, str) and n for n in names):
@@ -54,6 +83,10 @@ class _ArrayReader(Reader):
     def source_paths(self) -> list[tuple[str, str]]:
         p: ZarrParams | N5Params = self.params  # type: ignore[assignment]
         return [] if _is_url(p.path) else [("source.params.path", p.path.removeprefix("file://"))]
+
+    def source_urls(self) -> list[tuple[str, str]]:
+        p: ZarrParams | N5Params = self.params  # type: ignore[assignment]
+        return [("source.params.path", p.path)] if _is_url(p.path) else []
 
     @property
     def label(self) -> str:
@@ -177,8 +210,9 @@ class ZarrReader(_ArrayReader):
         if _is_url(p.path):
             from neuroferry.stores import open_store
 
+            url = self.store_url("source.params.path", p.path)
             try:
-                store = open_store(p.path, settings=self.settings)
+                store = open_store(url, settings=self.settings)
             except FerryError as exc:
                 raise source_error(p.path, {}, f"cannot open the store: {exc}") from None
             return ObjectStore(store.raw, read_only=True)
@@ -186,7 +220,9 @@ class ZarrReader(_ArrayReader):
         if not local.is_dir():
             what = "is not a folder" if local.exists() else "does not exist"
             raise source_error(local, {}, f"the Zarr store {what}")
-        return LocalStore(local, read_only=True)
+        store = _checked_store_class(LocalStore)(local, read_only=True)
+        store.check_file = self.local_file
+        return store
 
     def _open(self) -> tuple[Any, str | None]:
         import zarr
@@ -262,7 +298,7 @@ class N5Reader(_ArrayReader):
             raise source_error(container, {}, f"the N5 container {what}")
         root = self.local_file(container / p.dataset) if p.dataset else container
         try:
-            dataset = N5Dataset(root)
+            dataset = N5Dataset(root, check_file=self.local_file)
         except N5Error as exc:
             raise source_error(exc.path, {}, str(exc)) from None
         names = dataset.attributes.get("axes")

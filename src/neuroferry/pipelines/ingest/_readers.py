@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from neuroferry.config import Settings, get_settings
 from neuroferry.errors import InvalidInput, SourceDataError
+from neuroferry.grants import Access, internal_access
 from neuroferry.pipelines.ingest._config import IngestConfig, config_problems
 
 ENTRY_POINT_GROUP = "neuroferry.ingest_readers"
@@ -67,7 +68,10 @@ class Reader(ABC):
         self.params = params
         self.config = config
         self.settings: Settings | None = None
-        """The service's settings (source folders, store credentials); set by open_reader."""
+        """The service's settings (store credentials); set by open_reader."""
+        self.access: Access | None = None
+        """What the job's owner may read; set by open_reader (``None``: the service's own
+        job, which may read anything but the service's own files)."""
 
     @property
     def dtype(self) -> np.dtype[Any]:
@@ -89,7 +93,12 @@ class Reader(ABC):
 
     def source_paths(self) -> list[tuple[str, str]]:
         """The local files and folders (or path templates) the parameters name, each with
-        the parameter's name; they must lie under the allowed source folders."""
+        the parameter's name; they must lie under the folders the job's owner may read."""
+        return []
+
+    def source_urls(self) -> list[tuple[str, str]]:
+        """The store URLs the parameters name, each with the parameter's name; they must
+        lie under the store prefixes the job's owner may read."""
         return []
 
     # -- helpers for readers --------------------------------------------------------------
@@ -112,26 +121,23 @@ class Reader(ABC):
             )
         return Path(path)
 
-    def allowed_roots(self) -> list[Path]:
-        """The folders sources must lie under (``FERRY_SOURCE_ROOTS``); empty allows any."""
-        roots = self.settings.source_roots if self.settings is not None else []
-        return [Path(r).expanduser().resolve() for r in roots]
+    def grants(self) -> Access:
+        """What this reader may read: the job owner's grants (set by open_reader)."""
+        if self.access is None:
+            self.access = internal_access(
+                self.settings if self.settings is not None else get_settings()
+            )
+        return self.access
 
     def local_file(self, path: str | Path) -> Path:
-        """``path``, if it lies under the allowed source folders after following symlinks;
-        InvalidInput otherwise."""
-        given = Path(path)
-        roots = self.allowed_roots()
-        if roots:
-            real = Path(os.path.realpath(given))
-            if not _inside(real, roots):
-                shown = f"{given} (which is {real})" if real != given else str(given)
-                raise InvalidInput(
-                    f"{shown} is not under an allowed source folder "
-                    f"({', '.join(map(str, roots))}); ask an administrator to add its folder "
-                    "to FERRY_SOURCE_ROOTS"
-                )
-        return given
+        """``path``, if its real path (symlinks followed) is one the job's owner may read;
+        Forbidden (or InvalidInput for a malformed path) otherwise."""
+        self.grants().check_folder("source", str(path), real=True)
+        return Path(path)
+
+    def store_url(self, label: str, url: str) -> str:
+        """The canonical form of a source store URL the job's owner may read."""
+        return self.grants().check_read_url(label, url)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -150,10 +156,6 @@ def check_region(z: Range, y: Range, x: Range) -> None:
     for name, (start, stop) in (("z", z), ("y", y), ("x", x)):
         if start < 0 or stop <= start:
             raise ValueError(f"{name} range [{start}, {stop}) is empty or negative")
-
-
-def _inside(path: Path, roots: list[Path]) -> bool:
-    return any(path == root or root in path.parents for root in roots)
 
 
 # -- the registry ------------------------------------------------------------------------
@@ -220,10 +222,13 @@ def reader_class(plugin: str) -> type[Reader]:
     return cls
 
 
-def open_reader(config: IngestConfig, *, settings: Settings | None = None) -> Reader:
+def open_reader(
+    config: IngestConfig, *, settings: Settings | None = None, access: Access | None = None
+) -> Reader:
     """The reader of ``config.source``, its parameters validated. Touches no file (that is
-    :meth:`Reader.check`'s job), but refuses sources outside the allowed source folders
-    (``settings.source_roots``; the settings are read when not given)."""
+    :meth:`Reader.check`'s job), but refuses sources (folders by their spelling, store
+    URLs) that ``access`` does not allow (default: the service's own access, which refuses
+    only its own files; the settings are read when not given)."""
     settings = settings if settings is not None else get_settings()
     plugin = config.source.plugin
     if plugin not in BUILTIN_READERS and plugin not in _entry_points():
@@ -247,13 +252,7 @@ def open_reader(config: IngestConfig, *, settings: Settings | None = None) -> Re
         raise InvalidInput(f"invalid reader parameters: {lines}", problems) from exc
     reader = cls(params, config)
     reader.settings = settings
-    roots = reader.allowed_roots()
-    for label, path in reader.source_paths():
-        if roots and not _inside(Path(os.path.normpath(path)), roots):
-            raise InvalidInput(
-                f"{label}: {path} is not under an allowed source folder "
-                f"({', '.join(map(str, roots))}); ask an administrator to add its folder to "
-                "FERRY_SOURCE_ROOTS",
-                [{"field": label, "message": "not under an allowed source folder"}],
-            )
+    reader.access = access if access is not None else internal_access(settings)
+    for label, value in [*reader.source_paths(), *reader.source_urls()]:
+        reader.access.check_read(label, value)
     return reader

@@ -12,7 +12,7 @@ from sqlalchemy import Engine, select
 
 from neuroferry.config import Settings
 from neuroferry.db import jobs
-from neuroferry.engine import cancel_job, get_job, job_tasks, submit_job
+from neuroferry.engine import cancel_job, get_job, job_tasks, owner_access, submit_job
 from neuroferry.engine._states import ACTIVE, PENDING, SUCCEEDED, TERMINAL
 from neuroferry.errors import FerryError, InvalidInput, NotFound
 from neuroferry.pipelines.ingest._config import IngestConfig, load_config
@@ -65,7 +65,9 @@ def check_ingest(
         )
     from neuroferry.pipelines.ingest._readers import open_reader
 
-    open_reader(config, settings=settings)
+    access = owner_access(engine, viewer.id if viewer is not None else None, settings)
+    access.check_write_url("destination", base)
+    open_reader(config, settings=settings, access=access)
     with engine.connect() as conn:
         busy = conn.execute(
             select(jobs.c.id).where(

@@ -77,7 +77,7 @@ def _units(ctx: TaskContext) -> list[Unit]:
 def _reader(config: IngestConfig, ctx: TaskContext) -> Any:
     from neuroferry.pipelines.ingest._readers import open_reader
 
-    return open_reader(config, settings=ctx.config)
+    return open_reader(config, settings=ctx.config, access=ctx.grants)
 
 
 # -- the tasks, in the order they run -----------------------------------------------------------

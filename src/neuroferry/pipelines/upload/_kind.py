@@ -115,12 +115,13 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
     sources = job.input_sources()
     metadata_dir = job.metadata_folder()
     derivatives_dir = job.derivatives_folder()
-    for abbreviation, path in sources.items():
-        check_source_path(f"modality {abbreviation}: input_source", path, settings)
+    reads = [(f"modality {abbreviation}: input_source", p) for abbreviation, p in sources.items()]
     if metadata_dir:
-        check_source_path("metadata_dir", metadata_dir, settings)
+        reads.append(("metadata_dir", metadata_dir))
     if derivatives_dir:
-        check_source_path("derivatives_dir", derivatives_dir, settings)
+        reads.append(("derivatives_dir", derivatives_dir))
+    for label, path in reads:
+        check_source_path(label, path)
 
     unmapped = [t.name for t in TASKS if t.map_over is None]
     task_settings: dict[str, dict[str, Any]] = {
@@ -207,7 +208,18 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
     if notes:
         summary["notes"] = notes
     claim = AssetClaim(lock_key(location), "s3_prefix", catalog_name=asset)
-    return PreparedJob(name=asset, task_settings=task_settings, summary=summary, assets=(claim,))
+    removes = []
+    if not task_settings["remove_source_folders"].get("skip_task"):
+        removes = [r for r in reads if r[0] != "metadata_dir"]
+    return PreparedJob(
+        name=asset,
+        task_settings=task_settings,
+        summary=summary,
+        assets=(claim,),
+        reads=tuple(reads),
+        writes=(("s3_prefix", location),),
+        removes=tuple(removes),
+    )
 
 
 KIND = JobKind(

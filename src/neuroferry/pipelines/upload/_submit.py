@@ -13,9 +13,18 @@ from sqlalchemy import Engine, select
 from neuroferry.auth import User
 from neuroferry.config import Settings
 from neuroferry.db import jobs
-from neuroferry.engine import AllowedTerms, NewJob, allowed_terms, apply_job_type, submit_jobs
+from neuroferry.engine import (
+    AllowedTerms,
+    NewJob,
+    allowed_terms,
+    apply_job_type,
+    check_access,
+    owner_access,
+    submit_jobs,
+)
 from neuroferry.engine._states import ACTIVE, PENDING
-from neuroferry.errors import InvalidInput
+from neuroferry.errors import Forbidden, InvalidInput
+from neuroferry.grants import Access, access_for
 from neuroferry.pipelines.upload._kind import prepare
 from neuroferry.pipelines.upload._models import UploadJobSpec, UploadTasks
 from neuroferry.pipelines.upload._presets import ADMIN_DEFINED, commands_not_from_preset
@@ -100,8 +109,9 @@ def _check_one(
     index: int,
     row: int | None,
     user: User | None,
+    access: Access | None,
 ) -> CheckedJob | list[dict[str, Any]]:
-    """One job of a request, checked; or its problems."""
+    """One job of a request, checked (against ``access`` if given); or its problems."""
     try:
         merged, _name, version = apply_job_type(engine, job)
         if user is not None and not user.is_admin:
@@ -113,8 +123,11 @@ def _check_one(
                 ]
         spec = UploadJobSpec.model_validate(merged)
         allowed.check_project(spec.project_name)
-        name = prepare(spec, settings).name
-    except (ValidationError, InvalidInput) as exc:
+        plan = prepare(spec, settings)
+        if access is not None:
+            check_access(plan, access)
+        name = plan.name
+    except (ValidationError, InvalidInput, Forbidden) as exc:
         return _problems(index, row, exc)
     job_type = spec.job_type if version is not None else None
     return CheckedJob(index, row, spec, name, job_type, version)
@@ -128,9 +141,11 @@ def check_upload_jobs(
     *,
     user: User | None,
     busy: bool = True,
+    access: Access | None = None,
 ) -> list[CheckedJob]:
     """Check every job of a ``SubmitJobRequestV2`` body, sent by ``user``, without
-    creating anything.
+    creating anything; also that the folders and stores each job names are granted to
+    ``user`` (or to ``access``, when given).
 
     The request's own ``user_email`` and ``email_notification_types`` apply to jobs that
     do not set them. Only admins may give a command or image (``command_script``,
@@ -140,6 +155,8 @@ def check_upload_jobs(
     row if given, field and message). ``busy``: also name the assets that a queued or
     running job is uploading (a look, for the validating pages; submitting relies on the
     database's asset locks instead, which answer 409)."""
+    if access is None and user is not None:
+        access = access_for(settings, user.name, user.role)
     upload_jobs = request.get("upload_jobs")
     if not isinstance(upload_jobs, list) or not upload_jobs:
         raise InvalidInput("upload_jobs: give a list of at least one upload job")
@@ -168,7 +185,7 @@ def check_upload_jobs(
                 problems.extend(_problems(index, rows[index], InvalidInput("must be an object")))
                 continue
             job = {**defaults, **{k: v for k, v in raw.items() if v is not None}}
-            outcome = _check_one(engine, settings, allowed, job, index, rows[index], user)
+            outcome = _check_one(engine, settings, allowed, job, index, rows[index], user, access)
             if isinstance(outcome, CheckedJob):
                 checked.append(outcome)
             else:
@@ -218,10 +235,18 @@ def submit_upload_jobs(
 ) -> list[tuple[int, str]]:
     """Check a ``SubmitJobRequestV2`` body sent by ``user`` (see
     :func:`check_upload_jobs`) and create all its jobs (or none), owned by ``user``; the
-    new jobs' ids and asset names. ``user`` None: the service itself, no owner."""
-    checked = check_upload_jobs(engine, settings, request, rows, user=user, busy=False)
+    new jobs' ids and asset names. ``user`` None: the service itself, no owner. Each job
+    may touch only what its owner was granted."""
     owner_id = user.id if user is not None else None
+    access = owner_access(engine, owner_id, settings)
+    checked = check_upload_jobs(
+        engine, settings, request, rows, user=user, busy=False, access=access
+    )
     ids = submit_jobs(
-        engine, [c.as_new_job() for c in checked], owner_id=owner_id, settings=settings
+        engine,
+        [c.as_new_job() for c in checked],
+        owner_id=owner_id,
+        settings=settings,
+        access=access,
     )
     return [(job_id, c.name) for job_id, c in zip(ids, checked, strict=True)]

@@ -45,7 +45,7 @@ from neuroferry.pipelines.upload._metadata import (
     read_json_object,
     write_json,
 )
-from neuroferry.pipelines.upload._paths import is_source_root, source_folder
+from neuroferry.pipelines.upload._paths import removable_folder, source_file, source_folder
 from neuroferry.pipelines.upload._transfer import Part, count, upload_parts
 from neuroferry.stores import list_store, open_store
 
@@ -191,7 +191,7 @@ def check_source_folders_exist(ctx: TaskContext) -> dict[str, Any]:
     checked: dict[str, str] = {}
     for label, path in folders:
         try:
-            checked[label] = str(source_folder(label, path, ctx.config))
+            checked[label] = str(source_folder(label, path, ctx.grants))
         except TaskFailed as exc:
             problems.append(str(exc))
     if problems:
@@ -229,8 +229,9 @@ def gather_preliminary_metadata(ctx: TaskContext) -> dict[str, Any]:
     metadata_dir = settings.get("metadata_dir")
     copied: list[str] = []
     if metadata_dir:
-        folder = source_folder("metadata_dir", str(metadata_dir), ctx.config)
+        folder = source_folder("metadata_dir", str(metadata_dir), ctx.grants)
         for path in metadata_files(folder):
+            source_file("metadata_dir", path, ctx.grants)  # a symlink out is refused
             if path.name == DATA_DESCRIPTION:
                 given = read_json_object(path)
                 replaced = sorted(
@@ -290,7 +291,7 @@ def copy_derivatives_folder(ctx: TaskContext) -> dict[str, Any] | None:
     if not path:
         ctx.log.info("no derivatives folder")
         return None
-    folder = source_folder("derivatives_dir", str(path), ctx.config)
+    folder = source_folder("derivatives_dir", str(path), ctx.grants)
     sizes = [p.stat().st_size for p in _walk(folder)]
     ctx.log.info("%s: %d files, %d bytes", folder, len(sizes), sum(sizes))
     return {"input_source": str(folder), "files": len(sizes), "bytes": sum(sizes)}
@@ -321,7 +322,7 @@ def compress_data(ctx: TaskContext) -> dict[str, Any]:
     source = _input_source(ctx.params)
     if source is None:
         raise TaskFailed(f"the settings of modality {modality} name no input_source")
-    folder = source_folder(f"modality {modality}: input_source", source, ctx.config)
+    folder = source_folder(f"modality {modality}: input_source", source, ctx.grants)
     transformation = settings.get("transformation", "copy")
     result: dict[str, Any] = {
         "modality": modality,
@@ -427,7 +428,9 @@ def gather_final_metadata(ctx: TaskContext) -> dict[str, Any]:
     base: dict[str, Any] = {}
     metadata_dir = gathered.get("metadata_dir")
     if metadata_dir and (Path(metadata_dir) / PROCESSING).is_file():
-        base = read_json_object(Path(metadata_dir) / PROCESSING)
+        base = read_json_object(
+            source_file("metadata_dir", Path(metadata_dir) / PROCESSING, ctx.grants)
+        )
     pipeline = dict(base.get("processing_pipeline") or {})
     earlier = list(pipeline.get("data_processes") or [])
     pipeline["data_processes"] = earlier + steps
@@ -462,11 +465,11 @@ def upload_data_to_s3(ctx: TaskContext) -> dict[str, Any]:
             source = str(_input_source(settings))
             ctx.log.info("%s: no transformation ran; uploading %s as it is", modality, source)
         if result is None or result.get("transformation") != "command":
-            source = str(source_folder(f"modality {modality}: input_source", source, ctx.config))
+            source = str(source_folder(f"modality {modality}: input_source", source, ctx.grants))
         parts.append(Part(modality, source, f"{location}/{modality}"))
     derivatives = ctx.upstream.get("copy_derivatives_folder")
     if isinstance(derivatives, dict) and derivatives.get("input_source"):
-        folder = source_folder("derivatives_dir", str(derivatives["input_source"]), ctx.config)
+        folder = source_folder("derivatives_dir", str(derivatives["input_source"]), ctx.grants)
         parts.append(Part("derivatives", str(folder), f"{location}/derivatives"))
     parts.append(
         Part("metadata", str(_staging(ctx)), location, include=("*.json",), exclude=("*/*",))
@@ -614,9 +617,10 @@ def remove_source_folders(ctx: TaskContext) -> dict[str, Any]:
         if not folder.exists():
             removed.append(path)  # removed by an earlier attempt
             continue
-        source_folder(name, path, ctx.config)
-        if is_source_root(folder, ctx.config):
-            problems.append(f"{name}: {path} is an allowed source folder itself; kept")
+        try:
+            removable_folder(name, path, ctx.grants)
+        except TaskFailed as exc:
+            problems.append(f"{exc}; kept")
             continue
         output = outputs.get(name) if name != "derivatives" else None
         uploaded_as_is = not (

@@ -304,7 +304,8 @@ class _Builder:
 def _check(
     held: Services, user: User, jobs: Sequence[SheetJob], defaults: Mapping[str, Any]
 ) -> tuple[list[CheckedJob], list[dict[str, Any]], str | None]:
-    """The checked jobs, the problems by job, and a problem of the whole request."""
+    """The checked jobs (against the submitter's grants), the problems by job, and a
+    problem of the whole request."""
     settings: Settings = held.settings
     request = {"upload_jobs": [j.job for j in jobs], **defaults}
     rows = [j.row for j in jobs]
