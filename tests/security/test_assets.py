@@ -200,7 +200,12 @@ def test_one_job_per_asset_whatever_the_timing(hostile: Deployment) -> None:
 def test_cancel_gives_the_asset_back_and_retry_takes_it_again(hostile: Deployment) -> None:
     session = small_session(hostile.shared / "cancel-session", "cancel")
     subject = "730001"
-    first = submit(hostile, "bob", session, subject_id=subject)
+    # a job type whose command runs until cancelled, so that the job is still unfinished
+    slow = {"command_script": "sh -c 'sleep 120'"}
+    settings = {"modality_transformation_settings": {"ecephys": slow}}
+    saved = hostile.api("PUT", "/job_types/slow-convert", "admin", json={"settings": settings})
+    assert saved.status_code == 200, saved.text
+    first = submit(hostile, "bob", session, subject_id=subject, job_type="slow-convert")
     assert first.status_code == 200, first.text
     [job] = first.json()["data"]["jobs"]
     busy = submit(hostile, "bob", session, subject_id=subject)
