@@ -16,7 +16,7 @@ from neuroferry.auth import (
     start_session,
 )
 from neuroferry.db import api_tokens, make_engine, upgrade
-from neuroferry.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from neuroferry.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 
 
 @pytest.fixture
@@ -88,3 +88,36 @@ def test_a_worker_account_is_neither_admin_nor_user_and_cannot_sign_in(engine):
     with pytest.raises(Forbidden, match="worker account: it joins the Dask cluster"):
         start_session(engine, rig, 1)
     assert not create_user(engine, "frank").is_worker
+
+
+def test_a_user_with_unfinished_jobs_is_not_removed(engine):
+    from neuroferry.auth import delete_user
+    from neuroferry.db import jobs
+
+    admin = create_user(engine, "root-admin", "admin")
+    bob = create_user(engine, "bob", "user")
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        for state in ("running", "succeeded"):
+            conn.execute(
+                jobs.insert().values(
+                    kind="upload",
+                    name=f"job-{state}",
+                    owner_id=bob.id,
+                    state=state,
+                    spec={},
+                    summary={},
+                    created=now,
+                    updated=now,
+                )
+            )
+    with pytest.raises(Conflict, match=r"'bob' still has unfinished jobs \(1\); cancel them"):
+        delete_user(engine, "bob", admin)
+    assert get_user(engine, "bob") == bob  # still there, jobs still owned
+    with engine.begin() as conn:
+        conn.execute(jobs.update().where(jobs.c.state == "running").values(state="cancelled"))
+    delete_user(engine, "bob", admin)
+    with pytest.raises(NotFound):
+        get_user(engine, "bob")
+    with engine.connect() as conn:
+        assert set(conn.execute(select(jobs.c.owner_id)).scalars()) == {None}

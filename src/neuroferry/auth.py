@@ -20,9 +20,11 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, Row, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from neuroferry.db import api_tokens, users
-from neuroferry.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from neuroferry.db import api_tokens, jobs, users
+from neuroferry.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
 
+#: Job states after which nothing runs (the engine's terminal states).
+_FINISHED = ("succeeded", "failed", "skipped", "cancelled")
 ROLES = ("admin", "user", "worker")
 #: A ``worker`` is a machine that adds Dask workers to the service's cluster (``ferry
 #: ingest join``): its token reads the cluster's address and TLS credentials, nothing else.
@@ -223,8 +225,9 @@ def user_summary(engine: Engine, name: str) -> UserSummary:
 
 
 def delete_user(engine: Engine, name: str, by: User) -> None:
-    """Remove a user and their tokens (admins only; never oneself). Their jobs stay,
-    without an owner."""
+    """Remove a user and their tokens (admins only; never oneself). Their finished jobs
+    stay, without an owner; a user with unfinished jobs is not removed, since a job
+    without an owner would run with the service's own rights instead of the user's."""
     by.require_admin("remove users")
     if name == by.name:
         raise InvalidInput(
@@ -233,6 +236,17 @@ def delete_user(engine: Engine, name: str, by: User) -> None:
     user = get_user(engine, name)
     try:
         with engine.begin() as conn:
+            unfinished = conn.execute(
+                select(jobs.c.id)
+                .where(jobs.c.owner_id == user.id, jobs.c.state.not_in(_FINISHED))
+                .order_by(jobs.c.id)
+                .limit(10)
+            ).scalars()
+            if ids := list(unfinished):
+                raise Conflict(
+                    f"name: {name!r} still has unfinished jobs ({', '.join(map(str, ids))}); "
+                    "cancel them or wait until they end, then remove the user"
+                )
             conn.execute(delete(api_tokens).where(api_tokens.c.user_id == user.id))
             conn.execute(delete(users).where(users.c.id == user.id))
     except IntegrityError as exc:

@@ -13,6 +13,7 @@ import httpx
 
 from neuroferry.config import Settings, get_settings
 from neuroferry.errors import (
+    Conflict,
     FerryError,
     Forbidden,
     InvalidInput,
@@ -26,7 +27,7 @@ _BY_STATUS: dict[int, type[FerryError]] = {
     401: Unauthorized,
     403: Forbidden,
     404: NotFound,
-    409: InvalidInput,
+    409: Conflict,
     422: InvalidInput,
 }
 
