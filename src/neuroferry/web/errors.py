@@ -7,6 +7,7 @@ needs a signed-in user sends the browser to the sign-in page instead of a 401.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,6 +20,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from neuroferry.db import UNAVAILABLE, unavailable
 from neuroferry.errors import FerryError, InvalidInput
 
 #: Paths that belong to the API and machines, never to the pages.
@@ -51,7 +53,8 @@ async def error_page(
 
     held = getattr(request.app.state, "services", None)
     if held is not None:
-        await run_in_threadpool(identify, request, held.engine)
+        with contextlib.suppress(Exception):  # the database is away: no user, still a page
+            await run_in_threadpool(identify, request, held.engine)
     title = _TITLES.get(status, "Error" if status >= 400 else "Notice")
     return render(
         request,
@@ -74,7 +77,8 @@ def _sign_in_redirect(request: Request) -> Response:
     return response
 
 
-async def _ferry_error(request: Request, exc: Exception) -> Response:
+async def ferry_error(request: Request, exc: Exception) -> Response:
+    """The response for a :class:`FerryError`: JSON for the API, a page for the pages."""
     assert isinstance(exc, FerryError)
     problems = exc.problems if isinstance(exc, InvalidInput) else []
     if is_page(request):
@@ -114,8 +118,21 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return await error_page(request, 422, "Part of the request is not valid:", problems)
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    return await ferry_error(request, unavailable(exc))
+
+
+async def _overflow(request: Request, exc: Exception) -> Response:
+    # a whole number (path, query or body) the database cannot hold
+    message = "a number in the request is too large: whole numbers lie within ±(2^63-1)"
+    return await ferry_error(request, InvalidInput(message))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
-    app.add_exception_handler(FerryError, _ferry_error)
+    app.add_exception_handler(FerryError, ferry_error)
+    for database_error in UNAVAILABLE:
+        app.add_exception_handler(database_error, _database_error)
+    app.add_exception_handler(OverflowError, _overflow)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
