@@ -64,13 +64,12 @@ class Throttle:
         """Seconds between attempts after ``failures`` recent failures."""
         return min(self.most, self.step * failures)
 
-    def _insert(self, conn: Connection, key: str, now: datetime) -> int:
+    def _insert(self, conn: Connection, key: str, now: datetime) -> bool:
+        """Insert ``key``'s row, holding its turn; False if it exists already."""
         values = {"key": key, "failures": 0, "next_at": now + self._hold, "updated": now}
-        if conn.dialect.name == "postgresql":
-            pg = postgresql.insert(attempts).values(**values).on_conflict_do_nothing()
-            return conn.execute(pg).rowcount
-        lite = sqlite.insert(attempts).values(**values).on_conflict_do_nothing()
-        return conn.execute(lite).rowcount
+        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        statement = insert(attempts).values(**values).on_conflict_do_nothing()
+        return conn.execute(statement.returning(attempts.c.key)).first() is not None
 
     @property
     def _hold(self) -> timedelta:
