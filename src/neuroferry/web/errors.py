@@ -18,6 +18,7 @@ from fastapi.exception_handlers import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neuroferry.db import UNAVAILABLE, unavailable
@@ -128,11 +129,19 @@ async def _overflow(request: Request, exc: Exception) -> Response:
     return await ferry_error(request, InvalidInput(message))
 
 
+async def _data_error(request: Request, exc: Exception) -> Response:
+    # a value the database refuses to store or compare (out of range, a NUL in text)
+    cause = str(getattr(exc, "orig", None) or exc).splitlines()
+    message = f"a value in the request does not fit the database: {cause[0] if cause else ''}"
+    return await ferry_error(request, InvalidInput(message.rstrip(": ")))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
     app.add_exception_handler(FerryError, ferry_error)
     for database_error in UNAVAILABLE:
         app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(OverflowError, _overflow)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
