@@ -179,6 +179,10 @@ def test_serve_on_embedded_defaults(tmp_path, monkeypatch):
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 resp = httpx.get(f"http://127.0.0.1:{port}/api/v2/health", timeout=5)
+                assert resp.json()["status"] == "ok"  # strangers learn nothing more
+                token = json.loads((tmp_path / "home" / "token.json").read_text())["token"]
+                admin = {"Authorization": f"Bearer {token}"}  # the first admin's details
+                resp = httpx.get(f"http://127.0.0.1:{port}/api/v2/health", headers=admin)
                 body = resp.json()
                 break
             except httpx.TransportError:
