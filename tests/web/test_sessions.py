@@ -195,18 +195,21 @@ def test_throttle_turns_are_shared_grow_with_failures_and_are_forgotten(held):
     throttle = Throttle(held.engine, step=0.5, most=2.0, hold=30, window=60)
     other = Throttle(held.engine, step=0.5, most=2.0)  # another process, same database
     keys = sign_in_keys(" Alice ", "10.0.0.1")
-    assert keys == ["address:10.0.0.1", "user:alice"]
+    assert keys == ["user:alice", "address:10.0.0.1"]  # names first, in every process
     assert sign_in_keys("alice", "10.0.0.1", token=True) == ["address:10.0.0.1"]
     throttle.take(keys)
     with pytest.raises(Busy) as busy:  # the turn is held while the password is checked
         other.take(sign_in_keys("ALICE", "10.0.0.2"))
-    assert 29 < busy.value.wait <= 30
+    assert 29 < busy.value.wait <= 30 and busy.value.held and busy.value.key == "user:alice"
+    with pytest.raises(Busy) as busy:  # another name from the same address: held too
+        other.take(sign_in_keys("carol", "10.0.0.1"))
+    assert busy.value.held and busy.value.key == "address:10.0.0.1"
     other.take(sign_in_keys("bob", "10.0.0.2"))  # other names and addresses are free
     for expected in (0.5, 1.0, 1.5, 2.0, 2.0):
         throttle.failed(keys)
         with pytest.raises(Busy) as busy:
             other.take(keys)
-        assert expected - 0.2 < busy.value.wait <= expected
+        assert expected - 0.2 < busy.value.wait <= expected and not busy.value.held
         time.sleep(expected)
         throttle.take(keys)
     throttle.succeeded(keys)  # the name's failures are forgotten, the address's turn freed

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,6 +26,8 @@ LOST_MESSAGE = (
 )
 #: How old a sign-in throttle row must be before the health check's write removes it.
 FORGET_ATTEMPTS_AFTER = timedelta(days=1)
+#: Seconds for which the answer of the health check's write is kept.
+WRITE_CHECK_EVERY = 2.0
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -47,6 +50,7 @@ class DatabaseWatch:
         self.identity = _identity(self.path) if self.path is not None else None
         self._lost: str | None = None
         self._lock = threading.Lock()
+        self._written: tuple[float, str | None] = (-WRITE_CHECK_EVERY, None)
 
     @property
     def lost(self) -> bool:
@@ -82,14 +86,22 @@ class DatabaseWatch:
 
     def check_writes(self) -> str | None:
         """Write to the database (forget day-old sign-in throttle rows) and say why that
-        failed, or None if it worked."""
+        failed, or None if it worked. The answer is kept for :data:`WRITE_CHECK_EVERY`
+        seconds, so that frequent health checks do not each write."""
         if problem := self.problem():
             return problem
+        with self._lock:
+            checked, answer = self._written
+        if time.monotonic() - checked < WRITE_CHECK_EVERY:
+            return answer
         cutoff = datetime.now(UTC) - FORGET_ATTEMPTS_AFTER
+        answer = None
         try:
             with self.engine.begin() as conn:
                 conn.execute(delete(sign_in_attempts).where(sign_in_attempts.c.updated < cutoff))
         except UNAVAILABLE as exc:
             cause = str(getattr(exc, "orig", None) or exc).splitlines()
-            return f"the database cannot be written: {cause[0] if cause else type(exc).__name__}"
-        return self.problem()
+            answer = f"the database cannot be written: {cause[0] if cause else type(exc).__name__}"
+        with self._lock:
+            self._written = (time.monotonic(), answer)
+        return answer or self.problem()

@@ -3,9 +3,9 @@ it: each sign-in attempt must first take its turn for its user name and for its 
 
 Taking a turn is one atomic write per key (``UPDATE … WHERE key = ? AND next_at <= now``,
 or inserting the key's row): of attempts that arrive together, one gets the turn and the
-others are refused without their password being checked. A failed attempt sets the key's
-next turn ``step`` seconds later per recent failure (up to ``most``); a success forgets the
-user name's failures and frees the address's turn.
+others wait for theirs or are refused, without their password being checked. A failed
+attempt sets the key's next turn ``step`` seconds later per recent failure (up to
+``most``); a success forgets the user name's failures and frees the address's turn.
 """
 
 from __future__ import annotations
@@ -28,19 +28,30 @@ def sign_in_keys(name: str, address: str, *, token: bool = False) -> list[str]:
     keys = [f"address:{address}"[:MAX_KEY]]
     if not token:
         keys.append(f"user:{name.strip().casefold()}"[:MAX_KEY])
-    return sorted(keys)
+    return _ordered(keys)
 
 
 def _utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-class Busy(Exception):
-    """Another attempt has the turn, or the next turn is ``wait`` seconds away."""
+def _order(key: str) -> tuple[bool, str]:
+    return (not key.startswith("user:"), key)
 
-    def __init__(self, wait: float) -> None:
-        super().__init__(f"the next sign-in attempt may start in {wait:.1f} s")
-        self.wait = wait
+
+def _ordered(keys: Iterable[str]) -> list[str]:
+    """User names first, then addresses: one order everywhere, so no deadlocks, and an
+    attempt on a name being tried right now is told so whatever its address."""
+    return sorted(keys, key=_order)
+
+
+class Busy(Exception):
+    """``key``'s next turn is ``wait`` seconds away; ``held``: another attempt holds it
+    (its password is being checked)."""
+
+    def __init__(self, key: str, wait: float, held: bool) -> None:
+        super().__init__(f"the next sign-in attempt for {key} may start in {wait:.1f} s")
+        self.key, self.wait, self.held = key, wait, held
 
 
 class Throttle:
@@ -81,7 +92,7 @@ class Throttle:
         now = datetime.now(UTC)
         forgotten = now - timedelta(seconds=self.window)
         with self.engine.begin() as conn:
-            for key in sorted(keys):  # one order everywhere: no deadlocks
+            for key in _ordered(keys):
                 taken = conn.execute(
                     update(attempts)
                     .where(attempts.c.key == key, attempts.c.next_at <= now)
@@ -97,14 +108,15 @@ class Throttle:
                     next_at = conn.execute(
                         select(attempts.c.next_at).where(attempts.c.key == key)
                     ).scalar()
-                    wait = (_utc(next_at) - now).total_seconds() if next_at else 0.0
-                    raise Busy(max(wait, 0.1))  # rolls back the turns taken so far
+                    wait = max((_utc(next_at) - now).total_seconds() if next_at else 0.0, 0.1)
+                    # raising rolls back the turns taken so far
+                    raise Busy(key, wait, held=wait > self.most)
 
     def failed(self, keys: Iterable[str]) -> None:
         """Count a failed attempt: each key's next turn comes after its delay."""
         now = datetime.now(UTC)
         with self.engine.begin() as conn:
-            for key in sorted(keys):
+            for key in _ordered(keys):
                 failures = conn.execute(
                     select(attempts.c.failures).where(attempts.c.key == key)
                 ).scalar()
@@ -121,7 +133,7 @@ class Throttle:
         """A successful attempt: the user name's failures are forgotten; the address's
         turn is free again (its failures stay until ``window`` passes without any)."""
         now = datetime.now(UTC)
-        keys = sorted(keys)
+        keys = _ordered(keys)
         with self.engine.begin() as conn:
             users = [k for k in keys if k.startswith("user:")]
             if users:
@@ -133,7 +145,7 @@ class Throttle:
     def release(self, keys: Iterable[str]) -> None:
         """Give the turn back unused (the attempt ended before its password was checked)."""
         with self.engine.begin() as conn:
-            self._free(conn, sorted(keys), datetime.now(UTC))
+            self._free(conn, _ordered(keys), datetime.now(UTC))
 
     @staticmethod
     def _free(conn: Connection, keys: list[str], now: datetime) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import math
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -61,20 +62,23 @@ def _throttle(request: Request, held: Services) -> Throttle:
 
 
 async def _take_turn(throttle: Throttle, keys: list[str]) -> float | None:
-    """Take the attempt's turn, waiting for it once if it comes soon; None when taken,
-    else the seconds until the next turn."""
-    try:
-        await run_in_threadpool(throttle.take, keys)
-        return None
-    except Busy as busy:
-        if busy.wait > throttle.most:
-            return busy.wait
-        await asyncio.sleep(busy.wait)
-    try:
-        await run_in_threadpool(throttle.take, keys)
-        return None
-    except Busy as busy:
-        return busy.wait
+    """Take the attempt's turn; None when taken, else the seconds until the next turn.
+    A name whose password is being checked right now refuses at once (parallel guesses);
+    otherwise the attempt waits for its turn if it comes within ``throttle.most`` seconds
+    (after recent failures, or behind another user's attempt from the same address)."""
+    deadline = time.monotonic() + throttle.most + 1.0
+    while True:
+        try:
+            await run_in_threadpool(throttle.take, keys)
+            return None
+        except Busy as busy:
+            wait = min(busy.wait, throttle.most)
+            if busy.held and busy.key.startswith("user:"):
+                return wait
+            pause = 0.25 if busy.held else busy.wait
+            if pause > deadline - time.monotonic():
+                return wait
+            await asyncio.sleep(pause)
 
 
 def _secure(request: Request, held: Services) -> bool:
