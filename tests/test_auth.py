@@ -76,6 +76,9 @@ def test_first_admin_is_created_once_with_a_private_token_file(engine, tmp_path)
     assert (admin.name, admin.is_admin, saved["user"]) == ("admin", True, "admin")
     assert ensure_first_admin(engine, tmp_path) is None  # users exist: nothing happens
     assert json.loads(path.read_text()) == saved
+    path.chmod(0o644)  # a copy others may read is made private again at the next start
+    assert ensure_first_admin(engine, tmp_path) is None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and json.loads(path.read_text()) == saved
 
 
 def test_first_admin_never_overwrites_a_token_file_of_a_lost_database(engine, tmp_path):

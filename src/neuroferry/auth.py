@@ -384,10 +384,11 @@ def ensure_first_admin(engine: Engine, home: Path) -> Path | None:
     ``{home}/token.json`` (created, never overwritten, readable by its owner only); the
     file, or None if users exist. :class:`ConfigError` if there are no users but the file
     exists: the database it belonged to may have been lost."""
+    path = home / "token.json"
     with engine.connect() as conn:
         if conn.execute(select(func.count()).select_from(users)).scalar_one():
+            _make_private(path)
             return None
-    path = home / "token.json"
     home.mkdir(parents=True, exist_ok=True)
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -403,6 +404,15 @@ def ensure_first_admin(engine: Engine, home: Path) -> Path | None:
         path.unlink(missing_ok=True)
         raise
     return path
+
+
+def _make_private(path: Path) -> None:
+    """A token file others may read (an older version, a copy) becomes owner-only."""
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:  # absent, or not ours: nothing to do here
+        pass
 
 
 def lost_database_message(token_file: Path) -> str:
