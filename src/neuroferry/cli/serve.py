@@ -122,6 +122,7 @@ def orchestrator() -> None:
     from neuroferry.web._services import Services
 
     settings = get_settings()
+    _refuse_a_lost_database(settings)
     services = Services.start(settings)
     assert services.orchestrator is not None
     typer.echo(
