@@ -146,7 +146,7 @@ def test_parallel_password_guesses_are_mostly_refused_unchecked(hostile: Deploym
 
 
 @pytest.mark.postgres
-def test_the_throttle_holds_across_service_processes(hostile: Deployment, tmp_path: Path) -> None:
+def test_the_throttle_holds_across_service_processes(hostile: Deployment) -> None:
     if hostile.database != "postgresql":
         pytest.skip("more than one service process needs PostgreSQL")
     env = {k: v for k, v in hostile.service.env.items() if k.startswith("FERRY_")}
