@@ -3,6 +3,7 @@ client sends, the answer is never a server error (5xx)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Iterator
@@ -43,11 +44,20 @@ HOSTILE: list[Any] = [
 ]
 
 
-@pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def service(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Service]:
     # web only: fuzzed jobs stay queued instead of touching the machine's folders
-    with running_service(tmp_path_factory.mktemp("schema-home"), "--no-orchestrator") as svc:
-        yield svc
+    home = tmp_path_factory.mktemp("schema-home")
+    with contextlib.ExitStack() as stack:
+        env = {}
+        if request.param == "postgresql":  # PostgreSQL refuses values SQLite keeps
+            fresh = request.getfixturevalue("fresh_postgres_database")
+            env["FERRY_DATABASE_URL"] = stack.enter_context(fresh())
+        yield stack.enter_context(running_service(home, "--no-orchestrator", **env))
 
 
 def test_no_request_makes_a_server_error(service: Service) -> None:
