@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from neuroferry.web._body import MAX_DEPTH, BodyError, check_json
@@ -46,3 +48,21 @@ def test_acceptable_bodies_are_parsed_as_json() -> None:
     value = check_json(body)
     assert value["emoji"] == "\U0001f600" and value["big"] == 2**63 - 1
     assert value["f"] == 1.5e300 and value["brackets"] == "[" * 200
+
+
+def test_the_checks_stay_cheap_on_hostile_bodies() -> None:
+    import time
+
+    bodies = [
+        b"[" * 65 + b'"' + b'\\"' * 500_000,  # a string that never ends, after deep nesting
+        b"[" * 200_000 + b"]" * 200_000,  # far deeper than any parser should recurse
+        b"[" * 60 + b'"[",' * 250_000 + b'"]"' + b"]" * 60,  # many brackets inside strings
+    ]
+    for body in bodies:
+        started = time.perf_counter()
+        with contextlib.suppress(BodyError):
+            check_json(body)
+        assert time.perf_counter() - started < 1.0, body[:80]
+    with pytest.raises(BodyError) as refused:
+        check_json(bodies[1])
+    assert refused.value.where == "line 1, column 65"

@@ -128,17 +128,23 @@ def check_json(body: bytes) -> Any:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BodyError("the body is not UTF-8 text", f"byte {exc.start}") from exc
-    if (deep := _depth(body)) is not None:
-        where = _position(text, len(body[:deep].decode("utf-8")))
-        raise BodyError(f"the body nests arrays or objects deeper than {MAX_DEPTH} levels", where)
+    deep = f"the body nests arrays or objects deeper than {MAX_DEPTH} levels"
     try:
         value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
     except _Number as exc:
         raise BodyError(exc.message, _locate(text, exc.token)) from exc
     except json.JSONDecodeError as exc:
         raise BodyError(f"the body is not valid JSON: {exc.msg}", _position(text, exc.pos)) from exc
-    except (ValueError, RecursionError) as exc:
+    except RecursionError as exc:  # far deeper: where, if no string comes before
+        quote = body.find(b'"')
+        offset = _depth(body if quote < 0 else body[:quote])
+        where = "in the body" if offset is None else _position(text, offset)
+        raise BodyError(deep, where) from exc
+    except ValueError as exc:
         raise BodyError(f"the body is not valid JSON: {exc}", "in the body") from exc
+    # valid JSON from here on: every string ends, so one pass finds the depth
+    if (offset := _depth(body)) is not None:
+        raise BodyError(deep, _position(text, len(body[:offset].decode("utf-8"))))
     if _SURROGATE_ESCAPE.search(body) and (path := _surrogate(value)):
         raise BodyError(
             "a string holds an unpaired surrogate (\\ud800-\\udfff), which is not text", path
