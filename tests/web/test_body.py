@@ -25,6 +25,7 @@ from neuroferry.web._body import MAX_DEPTH, BodyError, check_json
         (b'{"a": "\xff"}', "not UTF-8", "byte 7"),
         (b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1), "deeper than 64", "column 65"),
         (b'{"a": 1,}', "not valid JSON", "line 1, column 9"),
+        (b'{"label": ' + b"[" * 5000 + b"]" * 5000 + b"}", "deeper than 64", "line 1, column 74"),
     ],
 )
 def test_refused_bodies_say_what_and_where(body: bytes, message: str, where: str) -> None:
@@ -55,6 +56,7 @@ def test_the_checks_stay_cheap_on_hostile_bodies() -> None:
 
     bodies = [
         b"[" * 65 + b'"' + b'\\"' * 500_000,  # a string that never ends, after deep nesting
+        b'"' + b"[" * 100_000 + b'"\\' * 100_000,  # strings that never end, deep
         b"[" * 200_000 + b"]" * 200_000,  # far deeper than any parser should recurse
         b"[" * 60 + b'"[",' * 250_000 + b'"]"' + b"]" * 60,  # many brackets inside strings
     ]
@@ -64,5 +66,5 @@ def test_the_checks_stay_cheap_on_hostile_bodies() -> None:
             check_json(body)
         assert time.perf_counter() - started < 1.0, body[:80]
     with pytest.raises(BodyError) as refused:
-        check_json(bodies[1])
+        check_json(bodies[2])
     assert refused.value.where == "line 1, column 65"

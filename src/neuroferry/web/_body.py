@@ -19,7 +19,9 @@ MAX_DEPTH = 64
 #: Largest magnitude of a whole number (it must fit in a signed 64-bit integer).
 MAX_INT = 2**63 - 1
 
-_STRING = rb'"(?:[^"\\]|\\.)*"'
+#: A JSON string, or an unterminated one up to the end: a scan never restarts inside one,
+#: so it stays linear whatever the body.
+_STRING = rb'"(?:[^"\\]|\\.)*"?'
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 _BRACKETS = re.compile(_STRING + rb"|[\[\]{}]", re.DOTALL)
 
@@ -51,7 +53,7 @@ def _position(text: str, pos: int) -> str:
 
 def _locate(text: str, token: str) -> str:
     """Where ``token`` first appears outside a JSON string."""
-    pattern = re.compile(r'"(?:[^"\\]|\\.)*"|' + re.escape(token), re.DOTALL)
+    pattern = re.compile(r'"(?:[^"\\]|\\.)*"?|' + re.escape(token), re.DOTALL)
     for found in pattern.finditer(text):
         if not found.group().startswith('"'):
             return _position(text, found.start())
@@ -135,14 +137,12 @@ def check_json(body: bytes) -> Any:
         raise BodyError(exc.message, _locate(text, exc.token)) from exc
     except json.JSONDecodeError as exc:
         raise BodyError(f"the body is not valid JSON: {exc.msg}", _position(text, exc.pos)) from exc
-    except RecursionError as exc:  # far deeper: where, if no string comes before
-        quote = body.find(b'"')
-        offset = _depth(body if quote < 0 else body[:quote])
+    except RecursionError as exc:  # far deeper than MAX_DEPTH
+        offset = _depth(body)
         where = "in the body" if offset is None else _position(text, offset)
         raise BodyError(deep, where) from exc
     except ValueError as exc:
         raise BodyError(f"the body is not valid JSON: {exc}", "in the body") from exc
-    # valid JSON from here on: every string ends, so one pass finds the depth
     if (offset := _depth(body)) is not None:
         raise BodyError(deep, _position(text, len(body[:offset].decode("utf-8"))))
     if _SURROGATE_ESCAPE.search(body) and (path := _surrogate(value)):
