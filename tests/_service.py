@@ -19,8 +19,9 @@ from conftest import free_port
 class Service:
     """``ferry serve`` in its own process group, on a free port."""
 
-    def __init__(self, home: Path, env: dict[str, str], *args: str) -> None:
+    def __init__(self, home: Path, env: dict[str, str], *args: str, healthy: bool = True) -> None:
         self.home = home
+        self.healthy = healthy
         self.env = env
         self.args = args
         self.proc: subprocess.Popen[str] | None = None
@@ -43,7 +44,8 @@ class Service:
         while True:
             assert self.proc.poll() is None, self.log.read_text()
             try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v2/health", timeout=5).is_success:
+                answer = httpx.get(f"http://127.0.0.1:{port}/api/v2/health", timeout=5)
+                if answer.is_success or (not self.healthy and answer.status_code == 503):
                     return
             except httpx.TransportError:
                 pass
@@ -100,11 +102,12 @@ def _status(pid: int) -> str:
 
 
 @contextlib.contextmanager
-def running_service(home: Path, *args: str, **env: str) -> Iterator[Service]:
+def running_service(home: Path, *args: str, healthy: bool = True, **env: str) -> Iterator[Service]:
     """``ferry serve`` (with ``args``) on ``home``, nothing from the outside environment's
-    FERRY_* or AWS_* settings but ``env``; stopped on exit."""
+    FERRY_* or AWS_* settings but ``env``; stopped on exit. It has started when its health
+    is ok (or, with ``healthy=False``, when it answers health at all)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith(("FERRY_", "AWS_"))}
-    service = Service(home, {**base, "FERRY_HOME": str(home), **env}, *args)
+    service = Service(home, {**base, "FERRY_HOME": str(home), **env}, *args, healthy=healthy)
     service.start()
     try:
         yield service

@@ -77,6 +77,32 @@ def test_first_admin_is_created_once_with_a_private_token_file(engine, tmp_path)
     assert (admin.name, admin.is_admin, saved["user"]) == ("admin", True, "admin")
     assert ensure_first_admin(engine, tmp_path) is None  # users exist: nothing happens
     assert json.loads(path.read_text()) == saved
+    path.chmod(0o644)  # a copy others may read is made private again at the next start
+    assert ensure_first_admin(engine, tmp_path) is None
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and json.loads(path.read_text()) == saved
+
+
+def test_first_admin_never_overwrites_a_token_file_of_a_lost_database(engine, tmp_path):
+    from neuroferry.errors import ConfigError
+
+    kept = tmp_path / "token.json"
+    kept.write_text('{"user": "admin", "token": "nf_of_the_lost_database"}')
+    with pytest.raises(ConfigError, match=r"token\.json exists, but the database has no users"):
+        ensure_first_admin(engine, tmp_path)
+    assert kept.read_text() == '{"user": "admin", "token": "nf_of_the_lost_database"}'
+    with engine.connect() as conn:  # and no admin without a token file was left behind
+        assert conn.execute(select(api_tokens)).first() is None
+
+
+def test_first_admin_token_file_is_private_whatever_the_umask(engine, tmp_path):
+    import os
+
+    old = os.umask(0)
+    try:
+        path = ensure_first_admin(engine, tmp_path)
+    finally:
+        os.umask(old)
+    assert path is not None and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_a_worker_account_is_neither_admin_nor_user_and_cannot_sign_in(engine):

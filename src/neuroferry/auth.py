@@ -21,7 +21,14 @@ from sqlalchemy import ColumnElement, Engine, Row, Select, delete, func, insert,
 from sqlalchemy.exc import IntegrityError
 
 from neuroferry.db import api_tokens, jobs, users
-from neuroferry.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
+from neuroferry.errors import (
+    ConfigError,
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthorized,
+)
 
 #: Job states after which nothing runs (the engine's terminal states).
 _FINISHED = ("succeeded", "failed", "skipped", "cancelled")
@@ -403,18 +410,47 @@ def first_admin(engine: Engine) -> User | None:
 
 def ensure_first_admin(engine: Engine, home: Path) -> Path | None:
     """On an empty database, create the user ``admin`` and write its token to
-    ``{home}/token.json`` (readable by its owner only); the file, or None if users exist."""
+    ``{home}/token.json`` (created, never overwritten, readable by its owner only); the
+    file, or None if users exist. :class:`ConfigError` if there are no users but the file
+    exists: the database it belonged to may have been lost."""
+    path = home / "token.json"
     with engine.connect() as conn:
         if conn.execute(select(func.count()).select_from(users)).scalar_one():
+            _make_private(path)
             return None
-    admin = create_user(engine, "admin", "admin")
-    token = create_token(engine, admin, "created by the first ferry serve")
-    path = home / "token.json"
     home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        json.dump({"user": admin.name, "token": token}, f)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        raise ConfigError(lost_database_message(path)) from None
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        admin = create_user(engine, "admin", "admin")
+        token = create_token(engine, admin, "created by the first ferry serve")
+        with os.fdopen(fd, "w") as f:
+            json.dump({"user": admin.name, "token": token}, f)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
     return path
+
+
+def _make_private(path: Path) -> None:
+    """A token file others may read (an older version, a copy) becomes owner-only."""
+    try:
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+    except OSError:  # absent, or not ours: nothing to do here
+        pass
+
+
+def lost_database_message(token_file: Path) -> str:
+    """Why a service with ``token_file`` but an empty or missing database refuses to start."""
+    return (
+        f"{token_file} exists, but the database has no users: it may have been lost or "
+        "replaced. Restore the database (or set FERRY_DATABASE_URL to it), or, to start "
+        f"with an empty one, move {token_file} away first; ferry serve does not overwrite it"
+    )
 
 
 # -- passwords ----------------------------------------------------------------------------

@@ -150,6 +150,19 @@ def test_db_upgrade_and_current(tmp_path, monkeypatch):
     assert (tmp_path / "home" / "ferry.db").exists()
 
 
+@pytest.mark.parametrize("command", ["serve", "orchestrator"])
+def test_a_home_whose_database_was_lost_refuses_to_start(tmp_path, monkeypatch, command):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "token.json").write_text('{"user": "admin", "token": "nf_kept"}')
+    (home / "ferry.db").touch()  # empty, as a stray connection would have left it
+    monkeypatch.setenv("FERRY_HOME", str(home))
+    proc = ferry(command, check=2)
+    assert f"{home / 'token.json'} exists, but the database has no users" in proc.stderr
+    assert (home / "token.json").read_text() == '{"user": "admin", "token": "nf_kept"}'
+    assert (home / "ferry.db").stat().st_size == 0
+
+
 def test_bad_configuration_is_exit_2(monkeypatch):
     monkeypatch.setenv("FERRY_PORT", "eighty")
     proc = ferry("db", "upgrade", check=2)
@@ -179,6 +192,10 @@ def test_serve_on_embedded_defaults(tmp_path, monkeypatch):
         while time.monotonic() < deadline and proc.poll() is None:
             try:
                 resp = httpx.get(f"http://127.0.0.1:{port}/api/v2/health", timeout=5)
+                assert resp.json()["status"] == "ok"  # strangers learn nothing more
+                token = json.loads((tmp_path / "home" / "token.json").read_text())["token"]
+                admin = {"Authorization": f"Bearer {token}"}  # the first admin's details
+                resp = httpx.get(f"http://127.0.0.1:{port}/api/v2/health", headers=admin)
                 body = resp.json()
                 break
             except httpx.TransportError:

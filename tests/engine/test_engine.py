@@ -323,3 +323,25 @@ def test_a_claim_takes_at_most_its_limit(database_url: str, tmp_path: Path) -> N
         assert heartbeat(rig.engine, "one", "h", 1, exclusive=False, lease=60)
         sizes = [len(claim_tasks(rig.engine, "one", 3, now_utc())) for _ in range(5)]
         assert sizes == [3] * 5
+
+
+def test_an_orchestrator_whose_guard_objects_claims_nothing(rig: Rig, tmp_path: Path) -> None:
+    from neuroferry.engine import Orchestrator
+
+    problem: list[str] = ["the database file was removed or replaced"]
+    orch = Orchestrator(
+        rig.settings,
+        rig.engine,
+        rig.executor,
+        catalog=rig.catalog,
+        guard=lambda: problem[0] or None,
+    )
+    rig.orchestrators.append(orch)
+    orch.start()
+    job_id = rig.submit_toy(tmp_path / "j")
+    time.sleep(1.0)  # twenty polls
+    assert orch.active and get_job(rig.engine, job_id)["state"] == "queued"
+    assert set(rig.states(job_id).values()) <= {"pending", "queued"}
+    problem[0] = ""  # the guard is satisfied again: the job runs
+    orch.wake()
+    assert rig.wait(job_id)["state"] == "succeeded"

@@ -11,9 +11,20 @@ def _client(**overrides):
     return TestClient(create_app(settings))
 
 
+def _admin(client):
+    """Health details are for admins: a header with a new admin's token."""
+    from neuroferry.auth import create_token, create_user
+
+    engine = client.app.state.services.engine
+    admin = create_user(engine, f"root{id(client)}", "admin")
+    return {"Authorization": f"Bearer {create_token(engine, admin, 'health')}"}
+
+
 def test_health_reports_database_store_and_executor(database_url, tmp_path):
     with _client(database_url=database_url, store_url=(tmp_path / "lake").as_uri()) as client:
-        resp = client.get("/api/v2/health")
+        public = client.get("/api/v2/health")
+        resp = client.get("/api/v2/health", headers=_admin(client))
+    assert public.status_code == 200 and public.json() == {"status": "ok"}
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["status"] == "ok"
@@ -33,7 +44,9 @@ def test_health_is_503_and_names_the_part_that_is_down(tmp_path, monkeypatch):
         s3_endpoint_url="http://127.0.0.1:1",
         store_retry_timeout=1,
     ) as client:
-        resp = client.get("/api/v2/health")
+        public = client.get("/api/v2/health")
+        resp = client.get("/api/v2/health", headers=_admin(client))
+    assert public.status_code == 503 and public.json() == {"status": "not ok"}
     assert resp.status_code == 503
     body = resp.json()
     assert body["status"] == "degraded"
@@ -54,6 +67,6 @@ def test_a_web_only_process_runs_no_executor(tmp_path):
     settings = get_settings(database_url=f"sqlite:///{tmp_path / 'f.db'}")
     services = Services.start(settings, orchestrate=False)
     with TestClient(create_app(settings, services)) as client:
-        body = client.get("/api/v2/health").json()
+        body = client.get("/api/v2/health", headers=_admin(client)).json()
     assert body["status"] == "ok"
     assert "executor" not in body and "orchestrator" not in body

@@ -17,7 +17,7 @@ from neuroferry.db import api_tokens
 from neuroferry.web import create_app
 from neuroferry.web._deps import csrf_token
 from neuroferry.web._services import Services
-from neuroferry.web.pages._throttle import Throttle
+from neuroferry.web.pages._throttle import Busy, Throttle, sign_in_keys
 
 PASSWORD = "alice-secret-pw"
 
@@ -191,23 +191,55 @@ def test_repeated_failures_slow_the_next_attempt(web):
     assert time.monotonic() - started < 1.0
 
 
-def test_throttle_grows_with_failures_up_to_a_limit_and_forgets():
-    throttle = Throttle(window=60, step=0.5, most=2.0, keys=2)
-    key = ("alice", "10.0.0.1")
-    assert throttle.delay(key) == 0
+def test_throttle_turns_are_shared_grow_with_failures_and_are_forgotten(held):
+    throttle = Throttle(held.engine, step=0.5, most=2.0, hold=30, window=60)
+    other = Throttle(held.engine, step=0.5, most=2.0)  # another process, same database
+    keys = sign_in_keys(" Alice ", "10.0.0.1")
+    assert keys == ["user:alice", "address:10.0.0.1"]  # names first, in every process
+    assert sign_in_keys("alice", "10.0.0.1", token=True) == ["address:10.0.0.1"]
+    throttle.take(keys)
+    with pytest.raises(Busy) as busy:  # the turn is held while the password is checked
+        other.take(sign_in_keys("ALICE", "10.0.0.2"))
+    assert 29 < busy.value.wait <= 30 and busy.value.held and busy.value.key == "user:alice"
+    with pytest.raises(Busy) as busy:  # another name from the same address: held too
+        other.take(sign_in_keys("carol", "10.0.0.1"))
+    assert busy.value.held and busy.value.key == "address:10.0.0.1"
+    other.take(sign_in_keys("bob", "10.0.0.2"))  # other names and addresses are free
     for expected in (0.5, 1.0, 1.5, 2.0, 2.0):
-        throttle.failed(key)
-        assert throttle.delay(key) == expected
-    assert throttle.delay(("alice", "10.0.0.2")) == 0  # per user and address
-    throttle.succeeded(key)
-    assert throttle.delay(key) == 0
-    for name in ("a", "b", "c"):  # at most `keys` keys are remembered
-        throttle.failed((name, "x"))
-    assert throttle.delay(("a", "x")) == 0 and throttle.delay(("c", "x")) == 0.5
-    old = Throttle(window=0.01)
-    old.failed(key)
-    time.sleep(0.02)
-    assert old.delay(key) == 0
+        throttle.failed(keys)
+        with pytest.raises(Busy) as busy:
+            other.take(keys)
+        assert expected - 0.2 < busy.value.wait <= expected and not busy.value.held
+        time.sleep(expected)
+        throttle.take(keys)
+    throttle.succeeded(keys)  # the name's failures are forgotten, the address's turn freed
+    other.take(keys)
+    other.failed(keys)
+    with pytest.raises(Busy) as busy:
+        throttle.take(["user:alice"])
+    assert busy.value.wait <= 0.5  # the name starts again from one failure
+    with pytest.raises(Busy) as busy:
+        throttle.take(["address:10.0.0.1"])
+    assert 1.5 < busy.value.wait <= 2.0  # the address keeps its recent failures
+    throttle.release(keys)
+    throttle.take(keys)  # given back unused: free at once
+
+
+def test_throttle_forgets_failures_after_its_window(held):
+    throttle = Throttle(held.engine, step=1.0, most=5.0, window=1.0)
+    keys = ["user:carol"]
+    throttle.take(keys)
+    for _ in range(3):
+        throttle.failed(keys)
+    with pytest.raises(Busy) as busy:
+        throttle.take(keys)
+    assert 2.5 < busy.value.wait <= 3.0
+    time.sleep(3.1)
+    throttle.take(keys)  # the failures are older than the window: counting starts again
+    throttle.failed(keys)
+    with pytest.raises(Busy) as busy:
+        throttle.take(keys)
+    assert busy.value.wait <= 1.0
 
 
 def test_page_errors_are_html_and_api_errors_stay_json(web):

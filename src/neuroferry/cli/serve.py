@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from neuroferry.config import Settings
     from neuroferry.web._services import Services
 
 
@@ -18,6 +19,22 @@ def _describe_executor(services: Services) -> str:
         f"{status.get('kind')} Dask cluster at {status.get('address')}, "
         f"{status.get('workers')} workers"
     )
+
+
+def _refuse_a_lost_database(settings: Settings) -> None:
+    """A FERRY_HOME whose first start wrote token.json had a database: if that database
+    is a SQLite file that is now missing or empty, it was lost, and starting would make an
+    empty one in its place."""
+    from neuroferry.auth import lost_database_message
+    from neuroferry.db import sqlite_file
+    from neuroferry.errors import ConfigError
+
+    token_file = settings.home / "token.json"
+    path = sqlite_file(settings.database_url)
+    if path is None or not token_file.exists():
+        return
+    if not path.exists() or path.stat().st_size == 0:
+        raise ConfigError(lost_database_message(token_file))
 
 
 def serve(
@@ -56,8 +73,14 @@ def serve(
     settings = get_settings(**overrides)
     install_log_redaction(settings)
     # errors here are one clear line, before listening
+    _refuse_a_lost_database(settings)
     services = Services.start(settings, orchestrate=orchestrate)
-    if token_file := ensure_first_admin(services.engine, settings.home):
+    try:
+        token_file = ensure_first_admin(services.engine, settings.home)
+    except BaseException:
+        services.close()
+        raise
+    if token_file:
         typer.echo(
             f"created the first user, 'admin'; its API token is in {token_file}, "
             "where ferry commands find it"
@@ -103,6 +126,7 @@ def orchestrator() -> None:
 
     settings = get_settings()
     install_log_redaction(settings)
+    _refuse_a_lost_database(settings)
     services = Services.start(settings)
     assert services.orchestrator is not None
     typer.echo(

@@ -1,6 +1,13 @@
 """Persistence: the SQLAlchemy engine (SQLite or PostgreSQL), tables and migrations."""
 
-from neuroferry.db._engine import make_engine, normalize_url, redact
+from neuroferry.db._engine import (
+    UNAVAILABLE,
+    make_engine,
+    normalize_url,
+    redact,
+    sqlite_file,
+    unavailable,
+)
 from neuroferry.db._migrate import current_revision, head_revision, refresh_statistics, upgrade
 from neuroferry.db._tables import (
     JSON_DOCUMENT,
@@ -20,9 +27,12 @@ from neuroferry.db._tables import (
     users,
     vocab_terms,
 )
+from neuroferry.db._watch import DatabaseWatch
 
 __all__ = [
     "JSON_DOCUMENT",
+    "UNAVAILABLE",
+    "DatabaseWatch",
     "api_tokens",
     "asset_locks",
     "catalog_index_values",
@@ -41,7 +51,9 @@ __all__ = [
     "redact",
     "refresh_statistics",
     "sign_in_attempts",
+    "sqlite_file",
     "tasks",
+    "unavailable",
     "upgrade",
     "users",
     "vocab_terms",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from alembic import command
@@ -11,9 +12,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from neuroferry.db._engine import make_engine, redact
+from neuroferry.db._engine import UNAVAILABLE, make_engine, redact
 from neuroferry.errors import DatabaseError
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -59,6 +61,9 @@ def refresh_statistics(engine: Engine) -> None:
     without them picks poor indexes once tables grow); PostgreSQL's autovacuum does this."""
     if engine.dialect.name != "sqlite":
         return
-    with engine.begin() as conn:
-        conn.exec_driver_sql("PRAGMA analysis_limit=1000")
-        conn.exec_driver_sql("ANALYZE")
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("PRAGMA analysis_limit=1000")
+            conn.exec_driver_sql("ANALYZE")
+    except UNAVAILABLE as exc:  # read-only or gone: health says so; statistics can wait
+        log.warning("cannot refresh the database statistics: %s", str(exc).splitlines()[0])

@@ -78,8 +78,10 @@ class Orchestrator:
         *,
         catalog: Any = None,
         notifier: Notifier | None = None,
+        guard: Callable[[], str | None] | None = None,
     ) -> None:
         self.settings = settings
+        self.guard = guard
         self.engine = engine
         self.executor = executor
         self.catalog = catalog
@@ -98,6 +100,7 @@ class Orchestrator:
         self._worker_resources: list[dict[str, float]] = []
         self._threads_checked = 0.0
         self._said_waiting = False
+        self._said_stopped = False
         self._analysed = time.monotonic()  # the service refreshed them as it started
 
     # -- life cycle -------------------------------------------------------------------
@@ -129,7 +132,7 @@ class Orchestrator:
                     self._beat()
                     last_beat = time.monotonic()
                 self._drain(wait=self.settings.orchestrator_poll)
-                if self.active and not self._stop.is_set():
+                if self.active and not self._stop.is_set() and self._may_claim():
                     self._dispatch()
             except FerryError as exc:  # the database or the scheduler is away
                 log.warning("orchestrator step failed (%s); trying again", exc)
@@ -137,6 +140,14 @@ class Orchestrator:
             except Exception:
                 log.exception("orchestrator step failed; trying again")
                 self._stop.wait(min(self.settings.orchestrator_lease / 3, 5.0))
+
+    def _may_claim(self) -> bool:
+        """Whether ``guard`` (the database watch) lets this orchestrator claim tasks."""
+        problem = self.guard() if self.guard is not None else None
+        if problem is not None and not self._said_stopped:
+            log.error("orchestrator %s claims no more tasks: %s", self.id, problem)
+        self._said_stopped = problem is not None
+        return problem is None
 
     def _beat(self) -> None:
         dead = [

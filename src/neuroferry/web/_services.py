@@ -4,7 +4,7 @@ web-only process) the executor and the orchestrator."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import obstore
@@ -14,6 +14,7 @@ from neuroferry import __version__
 from neuroferry.catalog import Catalog
 from neuroferry.config import Settings
 from neuroferry.db import (
+    DatabaseWatch,
     current_revision,
     head_revision,
     make_engine,
@@ -34,6 +35,12 @@ class Services:
     catalog: Catalog
     log_store: Store
     orchestrator: Orchestrator | None = None
+    #: the identity of the SQLite file, taken at start; write requests and the
+    #: orchestrator stop when it is lost (see :meth:`DatabaseWatch.problem`)
+    watch: DatabaseWatch = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.watch = DatabaseWatch(self.engine)
 
     @classmethod
     def start(cls, settings: Settings, *, orchestrate: bool = True) -> Services:
@@ -55,7 +62,12 @@ class Services:
             from neuroferry.notify import notify_job
 
             services.orchestrator = Orchestrator(
-                settings, engine, executor, catalog=catalog, notifier=notify_job
+                settings,
+                engine,
+                executor,
+                catalog=catalog,
+                notifier=notify_job,
+                guard=services.watch.problem,
             )
             services.orchestrator.start()
         return services
@@ -79,6 +91,11 @@ class Services:
             "url": redact(self.settings.database_url),
             "head": head_revision(),
         }
+        if self.watch.path is not None:
+            report["file"] = str(self.watch.path)
+        if lost := self.watch.problem():  # before any query: one could make a new file
+            report.update(ok=False, error=lost)
+            return report
         try:
             with self.engine.connect() as conn:
                 conn.execute(text("SELECT 1"))
@@ -86,6 +103,8 @@ class Services:
             report["ok"] = report["revision"] == report["head"]
             if not report["ok"]:
                 report["error"] = "schema is not at the newest migration: run `ferry db upgrade`"
+            elif problem := self.watch.check_writes():
+                report.update(ok=False, error=problem)
         except Exception as exc:  # reported, never raised: health must always answer
             report.update(ok=False, error=str(exc).splitlines()[0])
         return report

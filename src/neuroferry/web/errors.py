@@ -7,6 +7,7 @@ needs a signed-in user sends the browser to the sign-in page instead of a 401.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -17,8 +18,10 @@ from fastapi.exception_handlers import (
 )
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse, Response
+from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from neuroferry.db import UNAVAILABLE, unavailable
 from neuroferry.errors import FerryError, InvalidInput
 
 #: Paths that belong to the API and machines, never to the pages.
@@ -51,7 +54,8 @@ async def error_page(
 
     held = getattr(request.app.state, "services", None)
     if held is not None:
-        await run_in_threadpool(identify, request, held.engine)
+        with contextlib.suppress(Exception):  # the database is away: no user, still a page
+            await run_in_threadpool(identify, request, held.engine)
     title = _TITLES.get(status, "Error" if status >= 400 else "Notice")
     return render(
         request,
@@ -74,7 +78,8 @@ def _sign_in_redirect(request: Request) -> Response:
     return response
 
 
-async def _ferry_error(request: Request, exc: Exception) -> Response:
+async def ferry_error(request: Request, exc: Exception) -> Response:
+    """The response for a :class:`FerryError`: JSON for the API, a page for the pages."""
     assert isinstance(exc, FerryError)
     problems = exc.problems if isinstance(exc, InvalidInput) else []
     if is_page(request):
@@ -114,8 +119,29 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return await error_page(request, 422, "Part of the request is not valid:", problems)
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    return await ferry_error(request, unavailable(exc))
+
+
+async def _overflow(request: Request, exc: Exception) -> Response:
+    # a whole number (path, query or body) the database cannot hold
+    message = "a number in the request is too large: whole numbers lie within ±(2^63-1)"
+    return await ferry_error(request, InvalidInput(message))
+
+
+async def _data_error(request: Request, exc: Exception) -> Response:
+    # a value the database refuses to store or compare (out of range, a NUL in text)
+    cause = str(getattr(exc, "orig", None) or exc).splitlines()
+    message = f"a value in the request does not fit the database: {cause[0] if cause else ''}"
+    return await ferry_error(request, InvalidInput(message.rstrip(": ")))
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers on ``app``."""
-    app.add_exception_handler(FerryError, _ferry_error)
+    app.add_exception_handler(FerryError, ferry_error)
+    for database_error in UNAVAILABLE:
+        app.add_exception_handler(database_error, _database_error)
+    app.add_exception_handler(OverflowError, _overflow)
+    app.add_exception_handler(DataError, _data_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

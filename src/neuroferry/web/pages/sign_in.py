@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import math
+import time
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -27,7 +29,7 @@ from neuroferry.web.pages._render import (
     redirect,
     render,
 )
-from neuroferry.web.pages._throttle import Throttle
+from neuroferry.web.pages._throttle import Busy, Throttle, sign_in_keys
 
 router = APIRouter()
 MAX_FIELD = 4096
@@ -52,11 +54,31 @@ def client_name(user_agent: str) -> str:
     return f"{browser} on {system}" if system else browser
 
 
-def _throttle(request: Request) -> Throttle:
+def _throttle(request: Request, held: Services) -> Throttle:
     found: Throttle | None = getattr(request.app.state, "sign_in_throttle", None)
     if found is None:
-        found = request.app.state.sign_in_throttle = Throttle()
+        found = request.app.state.sign_in_throttle = Throttle(held.engine)
     return found
+
+
+async def _take_turn(throttle: Throttle, keys: list[str]) -> float | None:
+    """Take the attempt's turn; None when taken, else the seconds until the next turn.
+    A name whose password is being checked right now refuses at once (parallel guesses);
+    otherwise the attempt waits for its turn if it comes within ``throttle.most`` seconds
+    (after recent failures, or behind another user's attempt from the same address)."""
+    deadline = time.monotonic() + throttle.most + 1.0
+    while True:
+        try:
+            await run_in_threadpool(throttle.take, keys)
+            return None
+        except Busy as busy:
+            wait = min(busy.wait, throttle.most)
+            if busy.held and busy.key.startswith("user:"):
+                return wait
+            pause = 0.25 if busy.held else busy.wait
+            if pause > deadline - time.monotonic():
+                return wait
+            await asyncio.sleep(pause)
 
 
 def _secure(request: Request, held: Services) -> bool:
@@ -81,7 +103,9 @@ def sign_in_page(
 @router.post("/sign-in")
 async def sign_in(request: Request, held: Services = Depends(services)) -> Response:
     """Check a user name and password, or a token; start a session or say, always the
-    same way, that it failed (401), after a wait that grows with recent failures. A form
+    same way, that it failed (401). Each attempt first takes its turn for its user name and
+    address (shared by every service process); an attempt that finds the turn taken, or
+    the wait after recent failures long, is refused (429, Retry-After) unchecked. A form
     sent from another site is refused, so no other site can sign a browser in to an account
     of its choosing."""
     if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
@@ -93,19 +117,27 @@ async def sign_in(request: Request, held: Services = Depends(services)) -> Respo
     name, password = fields.get("name", "").strip(), fields.get("password", "")
     token, target = fields.get("token", "").strip(), local_path(fields.get("next"))
     address = request.client.host if request.client else ""
-    key = ("token" if token else name.casefold(), address)
-    throttle = _throttle(request)
-    await asyncio.sleep(throttle.delay(key))
+    keys = sign_in_keys(name, address, token=bool(token))
+    throttle = _throttle(request, held)
+    context: dict[str, Any] = {"next": target, "name": name, "notice": None}
+    if (wait := await _take_turn(throttle, keys)) is not None:
+        seconds = math.ceil(wait)
+        error = f"too many sign-in attempts; try again in {seconds} s"
+        page = render(request, "sign_in.html", 429, error=error, **context)
+        page.headers["Retry-After"] = str(seconds)
+        return page
     try:
         if token:
             user = await run_in_threadpool(authenticate, held.engine, token)
         else:
             user = await run_in_threadpool(check_password, held.engine, name, password)
     except Unauthorized:
-        throttle.failed(key)
-        context: dict[str, Any] = {"next": target, "name": name, "notice": None}
+        await run_in_threadpool(throttle.failed, keys)
         return render(request, "sign_in.html", 401, error=SIGN_IN_FAILED, **context)
-    throttle.succeeded(key)
+    except BaseException:
+        await run_in_threadpool(throttle.release, keys)  # not a guess: free the turn
+        raise
+    await run_in_threadpool(throttle.succeeded, keys)
     hours = held.settings.session_hours
     client = client_name(request.headers.get("user-agent", ""))
     _info, session = await run_in_threadpool(start_session, held.engine, user, hours, client)
