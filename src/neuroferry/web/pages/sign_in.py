@@ -63,9 +63,10 @@ def _throttle(request: Request, held: Services) -> Throttle:
 
 async def _take_turn(throttle: Throttle, keys: list[str]) -> float | None:
     """Take the attempt's turn; None when taken, else the seconds until the next turn.
-    A name whose password is being checked right now refuses at once (parallel guesses);
-    otherwise the attempt waits for its turn if it comes within ``throttle.most`` seconds
-    (after recent failures, or behind another user's attempt from the same address)."""
+    A name whose password is being checked right now, or whose wait after recent failures
+    has not passed, refuses at once (parallel or repeated guesses); an address waits for
+    its turn if it comes within ``throttle.most`` seconds (people signing in at once from
+    one office)."""
     deadline = time.monotonic() + throttle.most + 1.0
     while True:
         try:
@@ -73,7 +74,7 @@ async def _take_turn(throttle: Throttle, keys: list[str]) -> float | None:
             return None
         except Busy as busy:
             wait = min(busy.wait, throttle.most)
-            if busy.held and busy.key.startswith("user:"):
+            if busy.key.startswith("user:"):
                 return wait
             pause = 0.25 if busy.held else busy.wait
             if pause > deadline - time.monotonic():
