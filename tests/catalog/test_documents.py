@@ -132,3 +132,20 @@ def test_bad_queries_are_query_errors(filled, kwargs, message):
 def test_distinct_needs_a_field(filled):
     with pytest.raises(QueryError, match="dotted field path"):
         filled.distinct("a..b")
+
+
+def test_distinct_and_filters_are_bounded(database_url: str) -> None:
+    from neuroferry.catalog import Catalog, FilterLimits
+    from neuroferry.db import make_engine, upgrade
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    small = Catalog(engine, FilterLimits(max_list=3), max_distinct=5)
+    small.upsert_many([{"name": f"d{i}", "n": i % 7} for i in range(20)])
+    assert sorted(small.distinct("n", {"n": {"$lt": 5}})) == [0, 1, 2, 3, 4]
+    with pytest.raises(QueryError, match="n has more than 5 distinct values.*catalog_max_distinct"):
+        small.distinct("n")
+    assert small.count({"n": {"$in": [1, 2, 3]}}) == 9
+    with pytest.raises(QueryError, match=r"\$in at n has 4 values; at most 3"):
+        small.count({"n": {"$in": [1, 2, 3, 4]}})
+    engine.dispose()

@@ -23,6 +23,7 @@ from neuroferry.catalog._filter import (
     Equals,
     Exists,
     Field,
+    FilterLimits,
     In,
     MatchAll,
     Nor,
@@ -31,6 +32,7 @@ from neuroferry.catalog._filter import (
     Regex,
     Size,
     Type,
+    check_size,
     parse_filter,
     parse_sort,
     postgres_regex,
@@ -257,11 +259,17 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
     value: Any = 1
     for _ in range(200):
         value = [value]
-    assert "nested more than 64 levels" in _error({"a": value})
+    inner = "[0]" * 31
+    assert f"nested more than 32 levels deep at a{inner}; at most 32 levels" in _error({"a": value})
     deep: dict[str, Any] = {"a": 1}
     for _ in range(200):
         deep = {"$and": [deep]}
-    assert "nested more than 64 levels" in _error(deep)
+    assert "nested more than 32 levels" in _error(deep)
+    assert "setting catalog_max_filter_depth" in _error(deep)
+    # the parser's own bound still holds for callers that allow more
+    roomy = FilterLimits(max_depth=1000)
+    with pytest.raises(QueryError, match="nested more than 64 levels"):
+        parse_filter(deep, roomy)
 
 
 def test_filters_that_would_compile_to_huge_sql_are_refused() -> None:
@@ -388,3 +396,51 @@ def test_any_sort_is_keys_or_a_query_error(sort: Any) -> None:
 def test_path_value_checks_its_path() -> None:
     with pytest.raises(QueryError, match=re.escape("the field path 'a..b' has an empty part")):
         path_value("a..b", BODY.c.body, "sqlite")
+
+
+# -- size limits -----------------------------------------------------------------------------
+
+
+def test_lists_longer_than_the_limit_are_refused_naming_the_operator_and_path() -> None:
+    limits = FilterLimits(max_list=100)
+    for op in ("$in", "$nin", "$all"):
+        filter = {"subject.subject_id": {op: [str(i) for i in range(101)]}}
+        with pytest.raises(QueryError) as caught:
+            parse_filter(filter, limits)
+        message = str(caught.value)
+        assert message.startswith(f"{op} at subject.subject_id has 101 values; at most 100")
+        assert "catalog_max_in_values" in message
+        exactly = {"subject.subject_id": {op: [str(i) for i in range(100)]}}
+        assert parse_filter(exactly, limits)
+    nested = {"$or": [{"a": {"$elemMatch": {"b": {"$in": list(range(101))}}}}]}
+    with pytest.raises(QueryError, match=r"^\$in at \$or\[0\]\.a\.\$elemMatch\.b has 101"):
+        parse_filter(nested, limits)
+
+
+def test_the_default_list_limit_is_ten_thousand() -> None:
+    assert isinstance(parse_filter({"a": {"$in": list(range(10_000))}}), Field)
+    with pytest.raises(QueryError, match="has 100000 values; at most 10000"):
+        parse_filter({"a": {"$in": list(range(100_000))}})
+
+
+def test_filters_with_too_many_values_or_bytes_are_refused() -> None:
+    many = {f"k{i}": i for i in range(60)}
+    with pytest.raises(QueryError, match=r"more than 100 values .*catalog_max_filter_nodes"):
+        check_size({"$or": [many, many]}, FilterLimits(max_nodes=100))
+    check_size(many, FilterLimits(max_nodes=100))
+    wide = {"a": {"$in": ["x" * 1000] * 100}}
+    with pytest.raises(QueryError, match=r"larger than 50000 bytes .*catalog_max_filter_bytes"):
+        parse_filter(wide, FilterLimits(max_bytes=50_000))
+    assert parse_filter(wide, FilterLimits(max_bytes=200_000))
+    # bytes are counted as UTF-8
+    with pytest.raises(QueryError, match="larger than 2000 bytes"):
+        check_size({"a": "é" * 1000}, FilterLimits(max_bytes=2000))
+    check_size({"a": "e" * 1000}, FilterLimits(max_bytes=2000))
+
+
+def test_a_huge_filter_is_refused_without_recursion() -> None:
+    deep: Any = 1
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(QueryError, match="nested more than 32 levels"):
+        check_size({"a": deep})

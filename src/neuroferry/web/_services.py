@@ -11,7 +11,7 @@ import obstore
 from sqlalchemy import Engine, text
 
 from neuroferry import __version__
-from neuroferry.catalog import Catalog
+from neuroferry.catalog import Catalog, FilterLimits
 from neuroferry.config import Settings
 from neuroferry.db import (
     current_revision,
@@ -49,7 +49,13 @@ class Services:
         except BaseException:
             engine.dispose()
             raise
-        catalog = Catalog(engine)
+        limits = FilterLimits(
+            max_bytes=settings.catalog_max_filter_bytes,
+            max_nodes=settings.catalog_max_filter_nodes,
+            max_depth=settings.catalog_max_filter_depth,
+            max_list=settings.catalog_max_in_values,
+        )
+        catalog = Catalog(engine, limits, max_distinct=settings.catalog_max_distinct)
         services = cls(settings, engine, store, executor, catalog, log_store)
         if executor is not None:
             from neuroferry.notify import notify_job
