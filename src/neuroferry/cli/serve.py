@@ -79,8 +79,14 @@ def serve(
             services.close()
             raise
         typer.echo(info.instructions(base))
+    # Stopping waits for requests in progress at most shutdown_timeout seconds; then the
+    # service closes, which interrupts the database statements they still run.
     uvicorn.run(
-        create_app(settings, services), host=settings.host, port=settings.port, log_level=log_level
+        create_app(settings, services),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_timeout)),
     )
 
 

@@ -1,6 +1,12 @@
 """Persistence: the SQLAlchemy engine (SQLite or PostgreSQL), tables and migrations."""
 
-from neuroferry.db._engine import make_engine, normalize_url, redact
+from neuroferry.db._engine import (
+    interrupt_statements,
+    lift_statement_timeout,
+    make_engine,
+    normalize_url,
+    redact,
+)
 from neuroferry.db._migrate import current_revision, head_revision, refresh_statistics, upgrade
 from neuroferry.db._tables import (
     JSON_DOCUMENT,
@@ -30,8 +36,10 @@ __all__ = [
     "current_revision",
     "documents",
     "head_revision",
+    "interrupt_statements",
     "job_types",
     "jobs",
+    "lift_statement_timeout",
     "make_engine",
     "meta",
     "metadata",

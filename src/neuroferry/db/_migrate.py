@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from neuroferry.db._engine import make_engine, redact
+from neuroferry.db._engine import lift_statement_timeout, make_engine, redact
 from neuroferry.errors import DatabaseError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -60,5 +60,6 @@ def refresh_statistics(engine: Engine) -> None:
     if engine.dialect.name != "sqlite":
         return
     with engine.begin() as conn:
+        lift_statement_timeout(conn)
         conn.exec_driver_sql("PRAGMA analysis_limit=1000")
         conn.exec_driver_sql("ANALYZE")

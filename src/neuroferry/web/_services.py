@@ -16,6 +16,7 @@ from neuroferry.config import Settings
 from neuroferry.db import (
     current_revision,
     head_revision,
+    interrupt_statements,
     make_engine,
     redact,
     refresh_statistics,
@@ -39,7 +40,7 @@ class Services:
     def start(cls, settings: Settings, *, orchestrate: bool = True) -> Services:
         """Migrate the database, open the stores and, unless told not to, start the
         executor and the orchestrator that runs jobs."""
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.statement_timeout)
         try:
             upgrade(engine)
             refresh_statistics(engine)
@@ -77,6 +78,7 @@ class Services:
             self.orchestrator.stop()
         if self.executor is not None:
             self.executor.close()
+        interrupt_statements(self.engine)  # requests still running: their answer is 503
         self.engine.dispose()
 
     def _database(self) -> dict[str, Any]:
