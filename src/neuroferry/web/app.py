@@ -13,6 +13,7 @@ from fastapi.staticfiles import StaticFiles
 from neuroferry import __version__
 from neuroferry.config import Settings, get_settings
 from neuroferry.web import errors, pages
+from neuroferry.web._limits import BodyLimit
 from neuroferry.web._services import Services
 from neuroferry.web.api import metrics, router
 
@@ -43,6 +44,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         lifespan=lifespan,
     )
     errors.install(app)
+    app.add_middleware(
+        BodyLimit,
+        max_request_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.include_router(router)
     app.include_router(metrics.router)
     app.include_router(pages.router)

@@ -13,6 +13,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from neuroferry.auth import User
+from neuroferry.config import Settings
 from neuroferry.engine import (
     SORTABLE,
     JobQuery,
@@ -25,12 +26,31 @@ from neuroferry.engine import (
 )
 from neuroferry.engine._states import TERMINAL
 from neuroferry.errors import InvalidInput
-from neuroferry.pipelines.upload import check_upload_jobs, submit_upload_jobs
+from neuroferry.pipelines.upload import SheetLimits, check_upload_jobs, submit_upload_jobs
 from neuroferry.web._deps import current_user, services
 from neuroferry.web._services import Services
 
 router = APIRouter(tags=["jobs"])
-MAX_SHEET_BYTES = 10 * 1024 * 1024
+
+
+def sheet_limits(settings: Settings) -> SheetLimits:
+    """How much a job spreadsheet may hold, from the settings."""
+    return SheetLimits(settings.max_jobs_per_request, settings.sheet_max_expanded_bytes)
+
+
+async def read_sheet(upload: UploadFile, settings: Settings) -> tuple[str, bytes]:
+    """An uploaded job spreadsheet's name and bytes; :class:`InvalidInput` if it is larger
+    than ``max_upload_bytes`` (read no further than that)."""
+    name = upload.filename or "upload"
+    limit = settings.max_upload_bytes
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        size = f"{limit / 2**20:g} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
+        raise InvalidInput(
+            f"file: {name} is larger than {size}; at most {size} are allowed (setting "
+            "max_upload_bytes): split it into several sheets"
+        )
+    return name, data
 
 
 class SubmitJobRequestV2(BaseModel):
@@ -164,11 +184,8 @@ async def validate_csv(
     with every problem by row and column."""
     from neuroferry.pipelines.upload import parse_job_sheet
 
-    data = await file.read(MAX_SHEET_BYTES + 1)
-    name = file.filename or "upload"
-    if len(data) > MAX_SHEET_BYTES:
-        raise InvalidInput(f"file: {name} is larger than {MAX_SHEET_BYTES // 2**20} MiB")
-    sheet = await asyncio.to_thread(parse_job_sheet, data, name)
+    name, data = await read_sheet(file, held.settings)
+    sheet = await asyncio.to_thread(parse_job_sheet, data, name, sheet_limits(held.settings))
     if sheet.errors:
         problems = [
             {"job": None, "row": e.row, "field": e.column, "message": e.message}

@@ -1,0 +1,58 @@
+"""The request-body limit: no request makes the service read (or spool to disk) more than
+``max_request_bytes``, and no spreadsheet upload (a ``multipart/form-data`` body) more than
+``max_upload_bytes`` and a little room for the form's other fields."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+#: Room for the form fields that come with an uploaded file.
+FORM_ROOM = 64 * 1024
+
+
+class BodyLimit:
+    """ASGI middleware: a body larger than its limit is a 413 that names the limit (raised
+    where the body is read, so the application's error handlers answer it)."""
+
+    def __init__(self, app: ASGIApp, max_request_bytes: int, max_upload_bytes: int) -> None:
+        self.app = app
+        self.max_request_bytes = max_request_bytes
+        self.max_upload_bytes = max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if content_type == b"multipart/form-data":
+            limit = min(self.max_request_bytes, self.max_upload_bytes + FORM_ROOM)
+            setting = "max_upload_bytes"
+        else:
+            limit, setting = self.max_request_bytes, "max_request_bytes"
+        try:
+            declared: int | None = int(headers.get(b"content-length", b""))
+        except ValueError:
+            declared = None
+        seen = 0
+
+        def too_large() -> HTTPException:
+            return HTTPException(
+                413,
+                f"the request body is larger than {limit} bytes; at most {limit} bytes are "
+                f"allowed here (setting {setting})",
+            )
+
+        async def limited() -> Message:
+            nonlocal seen
+            if declared is not None and declared > limit:
+                raise too_large()
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > limit:
+                    raise too_large()
+            return message
+
+        await self.app(scope, limited, send)
