@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from neuroferry.auth import User
 from neuroferry.config import Settings
@@ -38,7 +39,7 @@ def sheet_limits(settings: Settings) -> SheetLimits:
     return SheetLimits(settings.max_jobs_per_request, settings.sheet_max_expanded_bytes)
 
 
-async def read_sheet(upload: UploadFile, settings: Settings) -> tuple[str, bytes]:
+async def read_sheet(upload: StarletteUploadFile, settings: Settings) -> tuple[str, bytes]:
     """An uploaded job spreadsheet's name and bytes; :class:`InvalidInput` if it is larger
     than ``max_upload_bytes`` (read no further than that)."""
     name = upload.filename or "upload"
