@@ -152,6 +152,9 @@ class Settings(BaseSettings):
     """How deeply the objects and arrays of a catalog filter may nest."""
     catalog_max_in_values: int = Field(10_000, ge=1, le=100_000)
     """Most values in one ``$in``, ``$nin`` or ``$all`` list of a catalog filter."""
+    catalog_max_filter_complexity: int = Field(512, ge=16, le=4096)
+    """Most units of SQL one catalog filter may compile to (about one per path part and
+    condition; a nested ``$elemMatch`` or ``$not`` counts its contents again)."""
     catalog_max_distinct: int = Field(10_000, ge=1)
     """Most values one catalog ``distinct`` returns (more: narrow the filter)."""
 

@@ -274,7 +274,16 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
 
 def test_filters_that_would_compile_to_huge_sql_are_refused() -> None:
     many = {f"k{i}.x": {"$in": [1, 2]} for i in range(1000)}
-    assert _error(many).startswith("the filter is too complex to run (6000 units, at most 4096)")
+    assert _error(many).startswith(
+        "the filter is too complex to run (6000 units, at most 512; setting "
+        "catalog_max_filter_complexity)"
+    )
+    fewer = {f"k{i}.x": {"$in": [1, 2]} for i in range(85)}  # 510 units
+    assert parse_filter(fewer)
+    roomy = FilterLimits(max_complexity=4096)
+    with pytest.raises(QueryError, match=r"\(6000 units, at most 4096;"):
+        parse_filter(many, roomy)
+    assert parse_filter({f"k{i}.x": {"$in": [1, 2]} for i in range(600)}, roomy)
     nested: dict[str, Any] = {"a.b": 1}
     for _ in range(12):
         nested = {"a.b": {"$elemMatch": nested}}

@@ -82,7 +82,8 @@ REGEX_OPTIONS = "imsx"
 MAX_DEPTH = 64  # nesting of filters and of the JSON values in them (see FilterLimits too)
 MAX_PATH_PARTS = 32
 MAX_SORT_KEYS = 32
-#: A bound on the SQL a filter compiles to (each nested $elemMatch can double it).
+#: The largest bound on the SQL a filter compiles to that FilterLimits may set (each
+#: nested $elemMatch can double it).
 MAX_COMPLEXITY = 4096
 MAX_INT = 2**63 - 1
 
@@ -103,12 +104,15 @@ class FilterLimits:
     ``max_bytes`` bounds the filter written as compact JSON, ``max_nodes`` the JSON values
     in it (every object, array and scalar counts one), ``max_depth`` how deeply its objects
     and arrays nest (the filter object itself is level 1) and ``max_list`` the values of one
-    ``$in``, ``$nin`` or ``$all``."""
+    ``$in``, ``$nin`` or ``$all``. ``max_complexity`` bounds the SQL the filter compiles to
+    (about one unit per path part and condition; building it takes milliseconds per unit,
+    in the request, before any statement timeout applies)."""
 
     max_bytes: int = 1_000_000
     max_nodes: int = 50_000
     max_depth: int = 32
     max_list: int = 10_000
+    max_complexity: int = 512
 
 
 DEFAULT_LIMITS = FilterLimits()
@@ -297,9 +301,11 @@ def parse_filter(filter: Mapping[str, Any] | None, limits: FilterLimits = DEFAUL
     check_size(filter, limits)
     node = _object(filter, "", 0)
     cost = _cost(node, root_is_object=True)
-    if cost > MAX_COMPLEXITY:
+    most = min(limits.max_complexity, MAX_COMPLEXITY)
+    if cost > most:
         raise QueryError(
-            f"the filter is too complex to run ({cost} units, at most {MAX_COMPLEXITY}): "
+            f"the filter is too complex to run ({cost} units, at most {most}; setting "
+            "catalog_max_filter_complexity): each condition and path part counts, and "
             "$elemMatch and $not inside one another multiply; simplify it"
         )
     return node

@@ -59,7 +59,7 @@ class _Limits:
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
-        self.stopping = False
+        self.stop_before = 0.0  # statements started before this (monotonic) time stop
         self.lock = threading.Lock()
         self.running: set[Any] = set()  # DBAPI connections inside a statement (PostgreSQL)
 
@@ -68,18 +68,22 @@ class _Deadline:
     """One SQLite connection's progress handler: interrupt past the deadline, or when the
     engine stops."""
 
-    __slots__ = ("at", "limits", "stopped")
+    __slots__ = ("at", "limits", "started", "stopped")
 
     def __init__(self, limits: _Limits) -> None:
         self.limits = limits
         self.at: float | None = None
+        self.started = 0.0  # when the current statement started; 0 between statements
         self.stopped = False  # why the last interrupt happened: the service stopping
 
     def __call__(self) -> int:
-        if self.limits.stopping:
+        if self.started and self.started < self.limits.stop_before:
             self.stopped = True
             return 1
         return 1 if self.at is not None and time.monotonic() > self.at else 0
+
+    def clear(self) -> None:
+        self.at, self.started = None, 0.0
 
 
 def _timeout_of(conn: Connection, limits: _Limits) -> float:
@@ -102,7 +106,7 @@ def _install_limits(engine: Engine, limits: _Limits) -> None:
         def _clear(conn: Connection) -> None:
             deadline = conn.info.get("ferry_deadline")
             if deadline is not None:
-                deadline.at = None  # COMMIT and ROLLBACK run statements too: never stop them
+                deadline.clear()  # COMMIT and ROLLBACK run statements too: never stop them
 
         event.listen(engine, "commit", _clear)
         event.listen(engine, "rollback", _clear)
@@ -111,7 +115,7 @@ def _install_limits(engine: Engine, limits: _Limits) -> None:
         def _checkin(dbapi_conn: Any, record: Any) -> None:
             deadline = record.info.get("ferry_deadline")
             if deadline is not None:
-                deadline.at = None
+                deadline.clear()
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: Connection, cursor: Any, *_args: Any) -> None:
@@ -119,7 +123,8 @@ def _install_limits(engine: Engine, limits: _Limits) -> None:
             deadline = conn.info.get("ferry_deadline")
             if deadline is not None:
                 seconds = _timeout_of(conn, limits)
-                deadline.at = time.monotonic() + seconds if seconds else None
+                deadline.started = time.monotonic()
+                deadline.at = deadline.started + seconds if seconds else None
                 deadline.stopped = False
             return
         with limits.lock:
@@ -202,12 +207,12 @@ def lift_statement_timeout(conn: Connection) -> None:
 
 
 def interrupt_statements(engine: Engine) -> None:
-    """Stop every statement the engine runs now and any it starts from now on (the service
-    is stopping); they raise :class:`QueryTimeout`."""
+    """Stop every statement the engine runs now (the service is stopping); they raise
+    :class:`QueryTimeout`. Statements started afterwards run as usual."""
     limits = _ENGINE_LIMITS.get(engine)
     if limits is None:
         return
-    limits.stopping = True
+    limits.stop_before = time.monotonic()
     with limits.lock:
         running = list(limits.running)
     for dbapi_conn in running:

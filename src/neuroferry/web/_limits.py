@@ -28,9 +28,12 @@ class BodyLimit:
         content_type = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if content_type == b"multipart/form-data":
             limit = min(self.max_request_bytes, self.max_upload_bytes + FORM_ROOM)
-            setting = "max_upload_bytes"
+            what = f"the upload is larger than {size_text(self.max_upload_bytes)}"
+            allowed = f"at most {size_text(self.max_upload_bytes)} (setting max_upload_bytes)"
         else:
-            limit, setting = self.max_request_bytes, "max_request_bytes"
+            limit = self.max_request_bytes
+            what = f"the request body is larger than {size_text(limit)}"
+            allowed = f"at most {size_text(limit)} (setting max_request_bytes)"
         try:
             declared: int | None = int(headers.get(b"content-length", b""))
         except ValueError:
@@ -38,11 +41,7 @@ class BodyLimit:
         seen = 0
 
         def too_large() -> HTTPException:
-            return HTTPException(
-                413,
-                f"the request body is larger than {limit} bytes; at most {limit} bytes are "
-                f"allowed here (setting {setting})",
-            )
+            return HTTPException(413, f"{what}; {allowed} are allowed here")
 
         async def limited() -> Message:
             nonlocal seen
@@ -56,3 +55,11 @@ class BodyLimit:
             return message
 
         await self.app(scope, limited, send)
+
+
+def size_text(size: int) -> str:
+    """A byte count as people write it: ``10 MiB``, or ``50000 bytes``."""
+    for unit, name in ((2**30, "GiB"), (2**20, "MiB"), (2**10, "KiB")):
+        if size >= unit and size % unit == 0:
+            return f"{size // unit} {name}"
+    return f"{size} bytes"

@@ -55,6 +55,7 @@ class Services:
             max_nodes=settings.catalog_max_filter_nodes,
             max_depth=settings.catalog_max_filter_depth,
             max_list=settings.catalog_max_in_values,
+            max_complexity=settings.catalog_max_filter_complexity,
         )
         catalog = Catalog(engine, limits, max_distinct=settings.catalog_max_distinct)
         services = cls(settings, engine, store, executor, catalog, log_store)

@@ -29,6 +29,7 @@ from neuroferry.engine._states import TERMINAL
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload import SheetLimits, check_upload_jobs, submit_upload_jobs
 from neuroferry.web._deps import current_user, services
+from neuroferry.web._limits import size_text
 from neuroferry.web._services import Services
 
 router = APIRouter(tags=["jobs"])
@@ -46,7 +47,7 @@ async def read_sheet(upload: StarletteUploadFile, settings: Settings) -> tuple[s
     limit = settings.max_upload_bytes
     data = await upload.read(limit + 1)
     if len(data) > limit:
-        size = f"{limit / 2**20:g} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
+        size = size_text(limit)
         raise InvalidInput(
             f"file: {name} is larger than {size}; at most {size} are allowed (setting "
             "max_upload_bytes): split it into several sheets"
