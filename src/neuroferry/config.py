@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     shutdown_timeout: float = Field(5.0, ge=0)
     """Seconds ``ferry serve`` waits for requests in progress when asked to stop; then it
     stops them (their database statements are interrupted)."""
+    log_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    """Most bytes of a task log one request returns (or one ``follow`` sends at once);
+    ``offset`` pages through longer logs."""
+    log_follow_seconds: float = Field(3600.0, gt=0)
+    """Longest a ``follow`` of a task log streams; then it ends and may be followed again."""
     catalog_max_filter_bytes: int = Field(1_000_000, ge=1024)
     """Largest catalog filter, written as JSON, in bytes."""
     catalog_max_filter_nodes: int = Field(50_000, ge=100)

@@ -60,6 +60,7 @@ class _Limits:
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self.stop_before = 0.0  # statements started before this (monotonic) time stop
+        self.closed = False  # every statement stops, and none starts
         self.lock = threading.Lock()
         self.running: set[Any] = set()  # DBAPI connections inside a statement (PostgreSQL)
 
@@ -77,7 +78,7 @@ class _Deadline:
         self.stopped = False  # why the last interrupt happened: the service stopping
 
     def __call__(self) -> int:
-        if self.started and self.started < self.limits.stop_before:
+        if self.limits.closed or (self.started and self.started < self.limits.stop_before):
             self.stopped = True
             return 1
         return 1 if self.at is not None and time.monotonic() > self.at else 0
@@ -119,6 +120,8 @@ def _install_limits(engine: Engine, limits: _Limits) -> None:
 
     @event.listens_for(engine, "before_cursor_execute")
     def _before(conn: Connection, cursor: Any, *_args: Any) -> None:
+        if limits.closed:
+            raise QueryTimeout(_STOPPING)
         if sqlite:
             deadline = conn.info.get("ferry_deadline")
             if deadline is not None:
@@ -147,13 +150,14 @@ def _install_limits(engine: Engine, limits: _Limits) -> None:
         return _timeout_error(context, limits)
 
 
+_STOPPING = "the service is stopping; try again when it is back"
 _ENGINE_LIMITS: weakref.WeakKeyDictionary[Engine, _Limits] = weakref.WeakKeyDictionary()
 
 
 def _timeout_error(context: ExceptionContext, limits: _Limits) -> BaseException | None:
     """The QueryTimeout for a statement that was stopped, or None for any other error."""
     orig = context.original_exception
-    stopping = "the service is stopping; try again when it is back"
+    stopping = _STOPPING
     seconds = _timeout_of(context.connection, limits) if context.connection else limits.seconds
     took = (
         f"the query took longer than {seconds:g} s (setting statement_timeout) and was "
@@ -206,13 +210,15 @@ def lift_statement_timeout(conn: Connection) -> None:
         conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
 
 
-def interrupt_statements(engine: Engine) -> None:
+def interrupt_statements(engine: Engine, *, for_good: bool = False) -> None:
     """Stop every statement the engine runs now (the service is stopping); they raise
-    :class:`QueryTimeout`. Statements started afterwards run as usual."""
+    :class:`QueryTimeout`. Statements started afterwards run as usual, unless ``for_good``:
+    then they raise it at once (the process is about to end)."""
     limits = _ENGINE_LIMITS.get(engine)
     if limits is None:
         return
     limits.stop_before = time.monotonic()
+    limits.closed = limits.closed or for_good
     with limits.lock:
         running = list(limits.running)
     for dbapi_conn in running:

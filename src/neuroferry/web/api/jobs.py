@@ -4,6 +4,7 @@ every kind: list, show, tasks, logs, cancel, retry."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -22,7 +23,7 @@ from neuroferry.engine import (
     get_job,
     job_tasks,
     list_jobs,
-    read_log,
+    read_log_part,
     retry_job,
 )
 from neuroferry.engine._states import TERMINAL
@@ -302,12 +303,17 @@ async def task_log(
     """The log of one attempt of a task, while it runs and after; with ``follow`` the
     response streams new lines until the task has ended."""
 
-    def read() -> str:
-        return read_log(held.engine, held.log_store, job_id, task, map_index, attempt, viewer=user)
+    most = held.settings.log_max_bytes
 
-    text = await asyncio.to_thread(read)
+    def read(start: int) -> tuple[bytes, int]:
+        return read_log_part(
+            held.engine, held.log_store, job_id, task, map_index, attempt, user, start, most
+        )
+
+    data, size = await asyncio.to_thread(read, offset)
     if not follow:
-        return PlainTextResponse(text.encode()[offset:].decode(errors="replace"))
+        headers = {"X-Log-Size": str(size), "X-Next-Offset": str(offset + len(data))}
+        return PlainTextResponse(data.decode(errors="replace"), headers=headers)
 
     def finished() -> bool:
         rows = job_tasks(held.engine, job_id, user)
@@ -316,15 +322,17 @@ async def task_log(
 
     async def stream() -> AsyncIterator[bytes]:
         sent = offset
+        until = time.monotonic() + held.settings.log_follow_seconds
         while True:
             done = await asyncio.to_thread(finished)
-            data = (await asyncio.to_thread(read)).encode()
-            if len(data) > sent:
-                yield data[sent:]
-                sent = len(data)
-            if done:
-                return
-            await asyncio.sleep(1.0)
+            data, size = await asyncio.to_thread(read, sent)
+            if data:
+                yield data
+                sent += len(data)
+            if (done and sent >= size) or time.monotonic() > until:
+                return  # ended, or followed long enough: follow again from the bytes had
+            if len(data) < most:
+                await asyncio.sleep(1.0)
 
     return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
 
