@@ -218,3 +218,70 @@ def test_the_service_stops_promptly_while_a_heavy_query_runs(database_url, tmp_p
         assert len(answers) == 1 and isinstance(answers[0], httpx.Response), answers
         assert answers[0].status_code == 503, answers[0].text
         assert answers[0].json()["detail"] == "the service is stopping; try again when it is back"
+
+
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _heavy_queries_running(hostile: Any) -> int:
+    """PostgreSQL: the catalog queries its server runs now for the service."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(
+        hostile.service.env["FERRY_DATABASE_URL"].replace("postgresql://", "postgresql+psycopg://")
+    )
+    try:
+        with engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                        "AND query LIKE '%jsonb_array_elements%' AND pid <> pg_backend_pid()"
+                    )
+                ).scalar_one()
+            )
+    finally:
+        engine.dispose()
+
+
+def test_a_client_that_goes_away_stops_its_query(hostile):
+    docs = [{**HEAVY, "name": f"heavy-{i}"} for i in range(10)]
+    assert hostile.api("PUT", "/catalog", "admin", json=docs).status_code == 200
+    heavy = {"filter": {"$or": [{"x.y.z": f"no{i}"} for i in range(70)]}}  # about a minute
+    pid = hostile.service.proc.pid
+    gave_up: list[BaseException] = []
+
+    def impatient() -> None:
+        try:
+            httpx.post(
+                f"{hostile.url}/api/v2/catalog/count",
+                json=heavy,
+                headers={"Authorization": f"Bearer {hostile.tokens['alice']}"},
+                timeout=8,
+            )
+        except httpx.TimeoutException as exc:
+            gave_up.append(exc)
+
+    client = threading.Thread(target=impatient)
+    client.start()
+    time.sleep(2)
+    if hostile.database == "postgresql":
+        assert _heavy_queries_running(hostile) == 1
+    busy = _cpu_seconds(pid)
+    time.sleep(3)
+    busy = _cpu_seconds(pid) - busy
+    client.join(30)
+    assert gave_up, "the query answered before the client gave up: make it heavier"
+    time.sleep(3)  # the service notices within a second
+    if hostile.database == "postgresql":
+        assert _heavy_queries_running(hostile) == 0
+    else:
+        assert busy > 0.5, f"the query used {busy:.2f} s of CPU in 3 s: too little to judge"
+        idle = _cpu_seconds(pid)
+        time.sleep(3)
+        idle = _cpu_seconds(pid) - idle
+        assert idle < busy / 3, f"still busy: {idle:.2f} s of CPU in 3 s (query: {busy:.2f} s)"
+    _healthy(hostile)

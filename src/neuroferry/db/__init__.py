@@ -2,6 +2,7 @@
 
 from neuroferry.db._engine import (
     interrupt_statements,
+    interrupt_thread,
     lift_statement_timeout,
     make_engine,
     normalize_url,
@@ -37,6 +38,7 @@ __all__ = [
     "documents",
     "head_revision",
     "interrupt_statements",
+    "interrupt_thread",
     "job_types",
     "jobs",
     "lift_statement_timeout",

@@ -62,20 +62,24 @@ class _Limits:
         self.stop_before = 0.0  # statements started before this (monotonic) time stop
         self.closed = False  # every statement stops, and none starts
         self.lock = threading.Lock()
-        self.running: set[Any] = set()  # DBAPI connections inside a statement (PostgreSQL)
+        # DBAPI connections inside a statement (PostgreSQL), and the thread that runs it
+        self.running: dict[Any, int] = {}
+        # per thread, its latest statement: the SQLite deadline, or the PostgreSQL connection
+        self.latest: dict[int, Any] = {}
 
 
 class _Deadline:
     """One SQLite connection's progress handler: interrupt past the deadline, or when the
     engine stops."""
 
-    __slots__ = ("at", "limits", "started", "stopped")
+    __slots__ = ("at", "limits", "started", "stopped", "thread")
 
     def __init__(self, limits: _Limits) -> None:
         self.limits = limits
         self.at: float | None = None
         self.started = 0.0  # when the current statement started; 0 between statements
         self.stopped = False  # why the last interrupt happened: the service stopping
+        self.thread = 0  # the thread that runs the current statement
 
     def __call__(self) -> int:
         if self.limits.closed or (self.started and self.started < self.limits.stop_before):
@@ -129,15 +133,19 @@ def _install_limits(engine: Engine, limits: _Limits) -> None:
                 deadline.started = time.monotonic()
                 deadline.at = deadline.started + seconds if seconds else None
                 deadline.stopped = False
+                deadline.thread = threading.get_ident()
+                limits.latest[deadline.thread] = deadline
             return
+        dbapi_conn = conn.connection.dbapi_connection
         with limits.lock:
-            limits.running.add(conn.connection.dbapi_connection)
+            limits.running[dbapi_conn] = threading.get_ident()
+            limits.latest[threading.get_ident()] = dbapi_conn
 
     if not sqlite:
 
         def _done(conn: Connection, *_args: Any) -> None:
             with limits.lock:
-                limits.running.discard(conn.connection.dbapi_connection)
+                limits.running.pop(conn.connection.dbapi_connection, None)
 
         event.listen(engine, "after_cursor_execute", _done)
 
@@ -146,7 +154,7 @@ def _install_limits(engine: Engine, limits: _Limits) -> None:
         conn = context.connection
         if not sqlite and conn is not None and not conn.closed and not conn.invalidated:
             with limits.lock:
-                limits.running.discard(conn.connection.dbapi_connection)
+                limits.running.pop(conn.connection.dbapi_connection, None)
         return _timeout_error(context, limits)
 
 
@@ -226,6 +234,26 @@ def interrupt_statements(engine: Engine, *, for_good: bool = False) -> None:
             dbapi_conn.cancel_safe(timeout=5)
         except Exception:  # the statement ended meanwhile, or the server is gone
             continue
+
+
+def interrupt_thread(engine: Engine, thread: int) -> None:
+    """Stop the statement that one thread runs now, if it runs one (its client went
+    away); it raises :class:`QueryTimeout`."""
+    limits = _ENGINE_LIMITS.get(engine)
+    if limits is None:
+        return
+    with limits.lock:
+        target = limits.latest.get(thread)
+        if isinstance(target, _Deadline):
+            if target.started and target.thread == thread:
+                target.at = 0.0  # the progress handler stops it at its next look
+            return
+        if target is None or limits.running.get(target) != thread:
+            return
+    try:
+        target.cancel_safe(timeout=5)
+    except Exception:  # the statement ended meanwhile, or the server is gone
+        return
 
 
 def redact(url: str) -> str:

@@ -1,11 +1,26 @@
-"""The request-body limit: no request makes the service read (or spool to disk) more than
-``max_request_bytes``, and no spreadsheet upload (a ``multipart/form-data`` body) more than
-``max_upload_bytes`` and a little room for the form's other fields."""
+"""Bounds on a request's work: the request-body limit (no request makes the service read,
+or spool to disk, more than ``max_request_bytes``, and no spreadsheet upload, a
+``multipart/form-data`` body, more than ``max_upload_bytes`` and a little room for the
+form's other fields), and queries that stop when their client goes away."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy import Engine
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from neuroferry.db import interrupt_thread
+
+T = TypeVar("T")
+#: Seconds between two looks whether the client of a running query is still there.
+DISCONNECT_POLL = 0.5
 
 #: Room for the form fields that come with an uploaded file.
 FORM_ROOM = 64 * 1024
@@ -63,3 +78,23 @@ def size_text(size: int) -> str:
         if size >= unit and size % unit == 0:
             return f"{size // unit} {name}"
     return f"{size} bytes"
+
+
+async def until_disconnected(request: Request, engine: Engine, work: Callable[[], T]) -> T:
+    """``work()`` in a worker thread, as a route's database work; if the client goes away
+    meanwhile, the database statement it runs is stopped (then nobody reads the answer)."""
+    threads: list[int] = []
+
+    def run() -> T:
+        threads.append(threading.get_ident())
+        return work()
+
+    task = asyncio.ensure_future(run_in_threadpool(run))
+    while True:
+        done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL)
+        if done:
+            return task.result()
+        if await request.is_disconnected():
+            if threads:
+                interrupt_thread(engine, threads[0])
+            return await task
