@@ -95,6 +95,8 @@ def serve(
     server = _server_class()(config, services.engine, grace)
     try:
         server.run()
+    except KeyboardInterrupt:  # uvicorn raises the signal it stopped on again, once done
+        pass
     finally:
         # requests that outlived the shutdown may still start statements: none may run
         interrupt_statements(services.engine, for_good=True)
