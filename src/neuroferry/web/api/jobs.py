@@ -313,7 +313,7 @@ async def task_log(
     data, size = await asyncio.to_thread(read, offset)
     if not follow:
         headers = {"X-Log-Size": str(size), "X-Next-Offset": str(offset + len(data))}
-        return PlainTextResponse(data.decode(errors="replace"), headers=headers)
+        return Response(data, media_type="text/plain; charset=utf-8", headers=headers)
 
     def finished() -> bool:
         rows = job_tasks(held.engine, job_id, user)
