@@ -453,3 +453,15 @@ def test_a_huge_filter_is_refused_without_recursion() -> None:
         deep = [deep]
     with pytest.raises(QueryError, match="nested more than 32 levels"):
         check_size({"a": deep})
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(a*b?)*", "(?:x|y+)*z", "((ab)+c){2,}", "(a*)*"])
+def test_regexes_that_can_take_exponential_time_are_refused(pattern: str) -> None:
+    # on SQLite such a pattern runs in the service's own process, where nothing stops it
+    message = _error({"a": {"$regex": pattern}})
+    assert message.startswith("$regex at a: a repeat inside a repeat, like (a+)+"), message
+
+
+@pytest.mark.parametrize("pattern", ["(ab)+", "(x|y)+$", "(a?b?)*$", "^ecephys_.*_2024", "a{2}b*"])
+def test_repeats_that_are_not_nested_are_fine(pattern: str) -> None:
+    assert isinstance(parse_filter({"a": {"$regex": pattern}}), Field)

@@ -285,3 +285,14 @@ def test_a_client_that_goes_away_stops_its_query(hostile):
         idle = _cpu_seconds(pid) - idle
         assert idle < busy / 3, f"still busy: {idle:.2f} s of CPU in 3 s (query: {busy:.2f} s)"
     _healthy(hostile)
+
+
+def test_a_regex_that_backtracks_exponentially_is_refused(hostile):
+    name = "a" * 28 + "!"
+    assert hostile.api("PUT", "/catalog", "admin", json=[{"name": name}]).status_code == 200
+    resp = hostile.api("POST", "/catalog/count", json={"filter": {"name": {"$regex": "(a+)+$"}}})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"].startswith("$regex at name: a repeat inside a repeat")
+    resp = hostile.api("POST", "/catalog/count", json={"filter": {"name": {"$regex": "^a+!$"}}})
+    assert resp.json() == {"count": 1}
+    _healthy(hostile)

@@ -859,6 +859,11 @@ def _repeat(av: Any, flags: int, budget: list[int]) -> str:
     times = max(low, 1) if high == _MAXREPEAT else max(high, 1)
     inner_budget = [budget[0] // times]
     body = _items(sub, flags, inner_budget)
+    if high > 1 and _repeats(sub):
+        raise _Unsupported(
+            "a repeat inside a repeat, like (a+)+ or (a*b?)*, can take exponential time "
+            "to match; write the pattern without repeating a repeat"
+        )
     budget[0] = inner_budget[0] * times
     atomic = len(sub) == 1 and str(sub[0][0]) in (
         "LITERAL",
@@ -877,6 +882,25 @@ def _repeat(av: Any, flags: int, budget: list[int]) -> str:
     else:
         suffix = f"{{{low}}}" if low == high else f"{{{low},{high}}}"
     return body + suffix
+
+
+def _repeats(items: list[tuple[Any, Any]]) -> bool:
+    """Whether the items hold a repeat that can match more than once (``*``, ``+``,
+    ``{2,}``…), at any depth."""
+    for op, av in items:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            if av[1] > 1 or _repeats(list(av[2])):
+                return True
+        elif name == "SUBPATTERN":
+            if _repeats(list(av[3])):
+                return True
+        elif name == "BRANCH":
+            if any(_repeats(list(alt)) for alt in av[1]):
+                return True
+        elif name in ("ASSERT", "ASSERT_NOT") and _repeats(list(av[1])):
+            return True
+    return False
 
 
 def _only_constraints(items: list[tuple[Any, Any]]) -> bool:
