@@ -202,7 +202,19 @@ class Client:
         params: dict[str, Any] = {"map_index": map_index}
         if attempt is not None:
             params["attempt"] = attempt
-        return self.send("GET", f"/jobs/{job_id}/tasks/{quote(task)}/logs", params=params).text
+        parts: list[bytes] = []
+        offset = 0
+        while True:  # the service sends a long log in parts
+            response = self.send(
+                "GET",
+                f"/jobs/{job_id}/tasks/{quote(task)}/logs",
+                params={**params, "offset": offset},
+            )
+            parts.append(response.content)
+            offset = int(response.headers.get("X-Next-Offset", offset + len(response.content)))
+            size = int(response.headers.get("X-Log-Size", offset))
+            if not response.content or offset >= size:
+                return b"".join(parts).decode(errors="replace")
 
     def follow_job_log(self, job_id: int, task: str, map_index: int = -1) -> Iterator[str]:
         """A task's log as it grows, until the task ends."""

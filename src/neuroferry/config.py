@@ -150,6 +150,41 @@ class Settings(BaseSettings):
     """Store URLs that jobs may name as their ``s3_bucket``; ``default`` is ``store_url``."""
     max_jobs_per_request: int = Field(50, ge=1, le=10_000)
     """Most upload jobs one ``submit_jobs`` request (or spreadsheet) may hold."""
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)
+    """Largest job spreadsheet (``.csv``/``.xlsx``) one upload may send, in bytes."""
+    sheet_max_expanded_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    """Most bytes an ``.xlsx`` job spreadsheet may expand to (its parts, uncompressed),
+    checked before it is read."""
+
+    # Bounded work per request
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    """Largest request body the service reads, in bytes (larger ones get 413); uploads of
+    job spreadsheets are bounded by ``max_upload_bytes`` as well."""
+    statement_timeout: float = Field(30.0, ge=0)
+    """Seconds one database statement of a request may run before it is stopped (a
+    catalog filter, a job listing); 0 means no limit. Migrations run without one."""
+    shutdown_timeout: float = Field(5.0, ge=0)
+    """Seconds ``ferry serve`` waits for requests in progress when asked to stop; then it
+    stops them (their database statements are interrupted)."""
+    log_max_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    """Most bytes of a task log one request returns (or one ``follow`` sends at once);
+    ``offset`` pages through longer logs."""
+    log_follow_seconds: float = Field(3600.0, gt=0)
+    """Longest a ``follow`` of a task log streams; then it ends and may be followed again."""
+    catalog_max_filter_bytes: int = Field(1_000_000, ge=1024)
+    """Largest catalog filter, written as JSON, in bytes."""
+    catalog_max_filter_nodes: int = Field(50_000, ge=100)
+    """Most JSON values (objects, arrays, scalars) in one catalog filter."""
+    catalog_max_filter_depth: int = Field(32, ge=4, le=64)
+    """How deeply the objects and arrays of a catalog filter may nest."""
+    catalog_max_in_values: int = Field(10_000, ge=1, le=100_000)
+    """Most values in one ``$in``, ``$nin`` or ``$all`` list of a catalog filter."""
+    catalog_max_filter_complexity: int = Field(512, ge=16, le=4096)
+    """Most units of SQL one catalog filter may compile to (about one per path part and
+    condition; a nested ``$elemMatch`` or ``$not`` counts its contents again)."""
+    catalog_max_distinct: int = Field(10_000, ge=1)
+    """Most values one catalog ``distinct`` returns (more: narrow the filter)."""
+
     container_runtime: Literal["apptainer", "singularity", "docker"] | None = None
     """Runtime for ``command`` tasks that name an ``image``; without one they are refused."""
     command_environment: list[str] = Field(default_factory=list)

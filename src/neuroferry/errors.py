@@ -76,6 +76,13 @@ class DatabaseError(FerryError, RuntimeError):
     status_code = 503
 
 
+class QueryTimeout(FerryError, TimeoutError):
+    """A database statement ran longer than the statement timeout and was stopped (or the
+    service stopped it because it is shutting down)."""
+
+    status_code = 503
+
+
 class ExecutorError(FerryError, RuntimeError):
     """The Dask cluster could not be started or reached."""
 

@@ -167,3 +167,20 @@ def test_users_read_only_their_own_documents(catalog):
     catalog.upsert({"name": "a", "v": 2}, alice)
     catalog.upsert({"name": "a", "v": 3}, admin)
     assert [d["v"] for d in catalog.find({"name": "a"}, viewer=alice)] == [3]
+
+
+def test_distinct_and_filters_are_bounded(database_url: str) -> None:
+    from neuroferry.catalog import Catalog, FilterLimits
+    from neuroferry.db import make_engine, upgrade
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    small = Catalog(engine, FilterLimits(max_list=3), max_distinct=5)
+    small.upsert_many([{"name": f"d{i}", "n": i % 7} for i in range(20)])
+    assert sorted(small.distinct("n", {"n": {"$lt": 5}})) == [0, 1, 2, 3, 4]
+    with pytest.raises(QueryError, match=r"more than 5 distinct values.*catalog_max_distinct"):
+        small.distinct("n")
+    assert small.count({"n": {"$in": [1, 2, 3]}}) == 9
+    with pytest.raises(QueryError, match=r"\$in at n has 4 values; at most 3"):
+        small.count({"n": {"$in": [1, 2, 3, 4]}})
+    engine.dispose()

@@ -23,6 +23,7 @@ from neuroferry.catalog._filter import (
     Equals,
     Exists,
     Field,
+    FilterLimits,
     In,
     MatchAll,
     Nor,
@@ -31,6 +32,7 @@ from neuroferry.catalog._filter import (
     Regex,
     Size,
     Type,
+    check_size,
     parse_filter,
     parse_sort,
     postgres_regex,
@@ -257,16 +259,31 @@ def test_deep_nesting_is_an_error_not_a_crash() -> None:
     value: Any = 1
     for _ in range(200):
         value = [value]
-    assert "nested more than 64 levels" in _error({"a": value})
+    inner = "[0]" * 31
+    assert f"nested more than 32 levels deep at a{inner}; at most 32 levels" in _error({"a": value})
     deep: dict[str, Any] = {"a": 1}
     for _ in range(200):
         deep = {"$and": [deep]}
-    assert "nested more than 64 levels" in _error(deep)
+    assert "nested more than 32 levels" in _error(deep)
+    assert "setting catalog_max_filter_depth" in _error(deep)
+    # the parser's own bound still holds for callers that allow more
+    roomy = FilterLimits(max_depth=1000)
+    with pytest.raises(QueryError, match="nested more than 64 levels"):
+        parse_filter(deep, roomy)
 
 
 def test_filters_that_would_compile_to_huge_sql_are_refused() -> None:
     many = {f"k{i}.x": {"$in": [1, 2]} for i in range(1000)}
-    assert _error(many).startswith("the filter is too complex to run (6000 units, at most 4096)")
+    assert _error(many).startswith(
+        "the filter is too complex to run (6000 units, at most 512; setting "
+        "catalog_max_filter_complexity)"
+    )
+    fewer = {f"k{i}.x": {"$in": [1, 2]} for i in range(85)}  # 510 units
+    assert parse_filter(fewer)
+    roomy = FilterLimits(max_complexity=4096)
+    with pytest.raises(QueryError, match=r"\(6000 units, at most 4096;"):
+        parse_filter(many, roomy)
+    assert parse_filter({f"k{i}.x": {"$in": [1, 2]} for i in range(600)}, roomy)
     nested: dict[str, Any] = {"a.b": 1}
     for _ in range(12):
         nested = {"a.b": {"$elemMatch": nested}}
@@ -388,3 +405,63 @@ def test_any_sort_is_keys_or_a_query_error(sort: Any) -> None:
 def test_path_value_checks_its_path() -> None:
     with pytest.raises(QueryError, match=re.escape("the field path 'a..b' has an empty part")):
         path_value("a..b", BODY.c.body, "sqlite")
+
+
+# -- size limits -----------------------------------------------------------------------------
+
+
+def test_lists_longer_than_the_limit_are_refused_naming_the_operator_and_path() -> None:
+    limits = FilterLimits(max_list=100)
+    for op in ("$in", "$nin", "$all"):
+        filter = {"subject.subject_id": {op: [str(i) for i in range(101)]}}
+        with pytest.raises(QueryError) as caught:
+            parse_filter(filter, limits)
+        message = str(caught.value)
+        assert message.startswith(f"{op} at subject.subject_id has 101 values; at most 100")
+        assert "catalog_max_in_values" in message
+        exactly = {"subject.subject_id": {op: [str(i) for i in range(100)]}}
+        assert parse_filter(exactly, limits)
+    nested = {"$or": [{"a": {"$elemMatch": {"b": {"$in": list(range(101))}}}}]}
+    with pytest.raises(QueryError, match=r"^\$in at \$or\[0\]\.a\.\$elemMatch\.b has 101"):
+        parse_filter(nested, limits)
+
+
+def test_the_default_list_limit_is_ten_thousand() -> None:
+    assert isinstance(parse_filter({"a": {"$in": list(range(10_000))}}), Field)
+    with pytest.raises(QueryError, match="has 100000 values; at most 10000"):
+        parse_filter({"a": {"$in": list(range(100_000))}})
+
+
+def test_filters_with_too_many_values_or_bytes_are_refused() -> None:
+    many = {f"k{i}": i for i in range(60)}
+    with pytest.raises(QueryError, match=r"more than 100 values .*catalog_max_filter_nodes"):
+        check_size({"$or": [many, many]}, FilterLimits(max_nodes=100))
+    check_size(many, FilterLimits(max_nodes=100))
+    wide = {"a": {"$in": ["x" * 1000] * 100}}
+    with pytest.raises(QueryError, match=r"larger than 50000 bytes .*catalog_max_filter_bytes"):
+        parse_filter(wide, FilterLimits(max_bytes=50_000))
+    assert parse_filter(wide, FilterLimits(max_bytes=200_000))
+    # bytes are counted as UTF-8
+    with pytest.raises(QueryError, match="larger than 2000 bytes"):
+        check_size({"a": "é" * 1000}, FilterLimits(max_bytes=2000))
+    check_size({"a": "e" * 1000}, FilterLimits(max_bytes=2000))
+
+
+def test_a_huge_filter_is_refused_without_recursion() -> None:
+    deep: Any = 1
+    for _ in range(100_000):
+        deep = [deep]
+    with pytest.raises(QueryError, match="nested more than 32 levels"):
+        check_size({"a": deep})
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+$", "(a*b?)*", "(?:x|y+)*z", "((ab)+c){2,}", "(a*)*"])
+def test_regexes_that_can_take_exponential_time_are_refused(pattern: str) -> None:
+    # on SQLite such a pattern runs in the service's own process, where nothing stops it
+    message = _error({"a": {"$regex": pattern}})
+    assert message.startswith("$regex at a: a repeat inside a repeat, like (a+)+"), message
+
+
+@pytest.mark.parametrize("pattern", ["(ab)+", "(x|y)+$", "(a?b?)*$", "^ecephys_.*_2024", "a{2}b*"])
+def test_repeats_that_are_not_nested_are_fine(pattern: str) -> None:
+    assert isinstance(parse_filter({"a": {"$regex": pattern}}), Field)

@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from conftest import docs_table
 from neuroferry.catalog._filter import parse_filter, parse_sort
 from neuroferry.catalog._sql import (
+    _unique,
     filter_clause,
     path_value,
     sort_clauses,
@@ -284,6 +285,20 @@ CASES: dict[str, list[dict[str, Any]]] = {
         {"$comment": "x", "a": 3},
     ],
 }
+
+
+# Lists longer than the ones SQLite gets inline (one JSON parameter instead): the same
+# answers, with filler values that match nothing and repeats (5 and 5.0, "x" twice).
+_FILLER: list[Any] = [f"zz{i}" for i in range(40)] + list(range(1000, 1040))
+CASES["long_in_lists"] = [
+    {"a": {"$in": [5, "x", *_FILLER]}},
+    {"a": {"$in": [5, 5.0, 5, "x", "x", True, *_FILLER]}},
+    {"a": {"$in": [2.5, None, [5, 7], {"b": 5}, *_FILLER]}},
+    {"a.b": {"$in": [5, 6, *_FILLER]}},
+    {"a": {"$nin": [5, "x", *_FILLER]}},
+    {"a.b": {"$nin": [7, None, *_FILLER]}},
+    {"a": {"$elemMatch": {"$in": [7, *_FILLER]}}},
+]
 
 
 @pytest.mark.parametrize("group", sorted(CASES))
@@ -579,4 +594,32 @@ def test_path_value_is_indexable(database_url: str) -> None:
         explain = "EXPLAIN" if docs.dialect == "postgresql" else "EXPLAIN QUERY PLAN"
         plan = " ".join(str(row) for row in conn.exec_driver_sql(f"{explain} {sql}"))
         assert "docs_subject_id" in plan, plan
+    docs.engine.dispose()
+
+
+# -- $in lists ------------------------------------------------------------------------------
+
+
+def test_unique_drops_repeats_only() -> None:
+    values: list[Any] = [1, 1.0, True, 1, "1", None, None, False, 0]
+    values += [{"a": 1, "b": [2]}, {"b": [2], "a": 1}, [1], [True], [1], "é", "é"]
+    expected = [1, 1.0, True, "1", None, False, 0, {"a": 1, "b": [2]}, [1], [True], "é"]
+    assert _unique(values) == expected
+    assert [type(v) for v in _unique(values)[:3]] == [int, float, bool]
+    assert _unique(values)[-2] == [True] and _unique(values)[-3][0] is not True
+
+
+def test_unique_takes_linear_time() -> None:
+    # the quadratic version needed hours for this
+    values = [str(i) for i in range(200_000)] * 2
+    assert _unique(values) == values[:200_000]
+
+
+def test_the_largest_allowed_in_list_runs(database_url: str) -> None:
+    docs = make_docs(database_url, {i: {"a": i, "s": str(i)} for i in range(1, 21)})
+    numbers = list(range(0, 20_000, 2))
+    strings = [str(i) for i in range(10_000)]
+    assert len(numbers) == len(strings) == 10_000
+    assert docs.ids({"a": {"$in": numbers}}) == list(range(2, 21, 2))
+    assert docs.ids({"s": {"$in": strings}, "a": {"$nin": numbers}}) == list(range(1, 21, 2))
     docs.engine.dispose()

@@ -19,6 +19,7 @@ from neuroferry.engine import (
     cancel_job,
     get_job,
     read_log,
+    read_log_part,
     register_kind,
     retry_job,
     submit_job,
@@ -76,6 +77,14 @@ def test_a_job_runs_its_dag_with_mapped_and_skipped_tasks(rig: Rig, tmp_path: Pa
     assert got["end"]["result"]["upstream"] == ["begin", "each", "fan", "flaky", "slow", "wait"]
     log = read_log(rig.engine, rig.log_store, job_id, "each", 0)
     assert "each [a] of toy job" in log and "finished in" in log
+    # a part of a log: only the bytes asked for, and the size to page on with
+    whole = log.encode()
+    part, size = read_log_part(rig.engine, rig.log_store, job_id, "each", 0, offset=5, limit=20)
+    assert (part, size) == (whole[5:25], len(whole))
+    assert read_log_part(rig.engine, rig.log_store, job_id, "each", 0, offset=len(whole)) == (
+        b"",
+        len(whole),
+    )
     assert "recorded end" in read_log(rig.engine, rig.log_store, job_id, "end")
     metrics = METRICS.render(rig.engine)
     assert 'ferry_jobs{state="succeeded"}' in metrics

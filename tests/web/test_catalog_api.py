@@ -150,3 +150,47 @@ def test_indexes_are_declared_by_admins(api):
     assert bad.status_code == 422 and "dotted field path" in bad.json()["detail"]
     assert api.http.delete(path, headers=api.admin).status_code == 204
     assert api.http.delete(path, headers=api.admin).status_code == 404
+
+
+HEAVY = {
+    "name": "heavy",
+    "x": [{"y": [{"z": list(range(100))} for _ in range(100)]} for _ in range(10)],
+}
+
+
+def test_limits_answer_with_clear_errors(database_url, tmp_path):
+    """A filter over the size limits is 422; a query past the statement timeout is 503;
+    a distinct with too many values is 422."""
+    settings = get_settings(
+        database_url=database_url,
+        dask_processes=False,
+        dask_workers=1,
+        store_url=tmp_path.as_uri(),
+        statement_timeout=0.3,
+        catalog_max_in_values=50,
+        catalog_max_distinct=3,
+    )
+    with TestClient(create_app(settings)) as client:
+        engine = client.app.state.services.engine
+        admin, user = (
+            {"Authorization": f"Bearer {create_token(engine, create_user(engine, name, role))}"}
+            for name, role in (("root-admin", "admin"), ("scientist", "user"))
+        )
+        docs = [HEAVY, *({"name": f"d{i}", "n": i} for i in range(5))]
+        assert client.put("/api/v2/catalog", json=docs, headers=admin).status_code == 200
+
+        many = {"filter": {"name": {"$in": [f"d{i}" for i in range(51)]}}}
+        resp = client.post("/api/v2/catalog/count", json=many, headers=user)
+        assert resp.status_code == 422
+        assert "$in at name has 51 values; at most 50" in resp.json()["detail"]
+
+        slow = {"filter": {"$or": [{"x.y.z": f"no{i}"} for i in range(60)]}}
+        resp = client.post("/api/v2/catalog/count", json=slow, headers=user)
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["detail"].startswith("the query took longer than 0.3 s")
+        assert resp.json()["error"] == "QueryTimeout"
+
+        resp = client.post("/api/v2/catalog/distinct", json={"field": "n"}, headers=user)
+        assert resp.status_code == 422 and "more than 3 distinct values" in resp.json()["detail"]
+        resp = client.post("/api/v2/catalog/count", json={"filter": {"n": 2}}, headers=user)
+        assert resp.json() == {"count": 1}

@@ -132,6 +132,8 @@ def test_submit_runs_the_job_and_its_tasks_and_logs_can_be_read(api: Api) -> Non
         params={"map_index": 0, "offset": 10},
     )
     assert tail.text == log.text.encode()[10:].decode()
+    assert log.headers["X-Log-Size"] == tail.headers["X-Log-Size"] == str(len(log.content))
+    assert tail.headers["X-Next-Offset"] == str(len(log.content))
 
     # others: bob sees nothing of alice's, the admin sees everything
     assert api.call("GET", f"/jobs/{job['id']}", "bob").status_code == 404

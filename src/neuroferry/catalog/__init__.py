@@ -1,16 +1,24 @@
 """The catalog: JSON documents queried with MongoDB-style filters compiled to SQL."""
 
 from neuroferry.catalog._documents import Catalog, ImportReport, Owner, Person
-from neuroferry.catalog._filter import SUPPORTED_OPERATORS, parse_filter, parse_sort
+from neuroferry.catalog._filter import (
+    SUPPORTED_OPERATORS,
+    FilterLimits,
+    check_size,
+    parse_filter,
+    parse_sort,
+)
 from neuroferry.catalog._projection import Projection, parse_projection
 
 __all__ = [
     "SUPPORTED_OPERATORS",
     "Catalog",
+    "FilterLimits",
     "ImportReport",
     "Owner",
     "Person",
     "Projection",
+    "check_size",
     "parse_filter",
     "parse_projection",
     "parse_sort",

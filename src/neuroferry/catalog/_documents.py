@@ -30,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from neuroferry.catalog._filter import parse_filter, parse_sort
+from neuroferry.catalog._filter import DEFAULT_LIMITS, FilterLimits, parse_filter, parse_sort
 from neuroferry.catalog._indexes import check_index_path, index_rows, prefilters, values_at
 from neuroferry.catalog._projection import parse_projection
 from neuroferry.catalog._sql import filter_clause, register_sqlite_functions, sort_clauses
@@ -128,8 +128,12 @@ def _check_page(skip: int, limit: int) -> None:
 class Catalog:
     """The documents of the catalog, in the service's database."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(
+        self, engine: Engine, limits: FilterLimits = DEFAULT_LIMITS, max_distinct: int = 10_000
+    ) -> None:
         self.engine = engine
+        self.limits = limits
+        self.max_distinct = max_distinct
         self.dialect = engine.dialect.name
         if self.dialect == "sqlite" and not event.contains(
             engine, "connect", register_sqlite_functions
@@ -295,7 +299,7 @@ class Catalog:
     def _where(
         self, filter: Mapping[str, Any] | None, conn: Connection, viewer: Person | None
     ) -> ColumnElement[bool]:
-        node = parse_filter(filter)
+        node = parse_filter(filter, self.limits)
         clause = filter_clause(node, documents.c.body, self.dialect)
         owned = _owned_by(viewer)
         mine = [] if owned is None else [owned]
@@ -359,7 +363,9 @@ class Catalog:
         self, field: str, filter: Mapping[str, Any] | None = None, viewer: Person | None = None
     ) -> list[Any]:
         """The distinct values at a dotted path among the matching documents (that
-        ``viewer`` may see); array values count element by element, as in MongoDB."""
+        ``viewer`` may see); array values count element by element, as in MongoDB. More
+        than ``max_distinct`` values is a :class:`QueryError` (the answer would be too
+        large: narrow the filter)."""
         if not isinstance(field, str) or not field or any(not p for p in field.split(".")):
             raise QueryError(f"distinct needs a dotted field path, got {field!r}")
         parts = field.split(".")
@@ -371,6 +377,12 @@ class Catalog:
                 for value in values_at(body, parts):
                     for item in value if isinstance(value, list) else [value]:
                         seen.setdefault(_identity(item), item)
+                        if len(seen) > self.max_distinct:
+                            raise QueryError(
+                                f"{field} has more than {self.max_distinct} distinct values "
+                                f"among the matching documents; at most {self.max_distinct} "
+                                "are returned (setting catalog_max_distinct): narrow the filter"
+                            )
         return list(seen.values())
 
 

@@ -79,16 +79,43 @@ TYPE_CODES: Mapping[int, str] = {
 #: ``$options`` letters of ``$regex``: case-insensitive, multi-line, dot-all, verbose.
 REGEX_OPTIONS = "imsx"
 
-MAX_DEPTH = 64  # nesting of filters and of the JSON values in them
+MAX_DEPTH = 64  # nesting of filters and of the JSON values in them (see FilterLimits too)
 MAX_PATH_PARTS = 32
 MAX_SORT_KEYS = 32
-#: A bound on the SQL a filter compiles to (each nested $elemMatch can double it).
+#: The largest bound on the SQL a filter compiles to that FilterLimits may set (each
+#: nested $elemMatch can double it).
 MAX_COMPLEXITY = 4096
 MAX_INT = 2**63 - 1
 
 CompareOp = Literal["$eq", "$ne", "$gt", "$gte", "$lt", "$lte"]
 TypeName = Literal["double", "string", "object", "array", "bool", "null", "int", "long", "number"]
 Where = str  # where in the filter something is, for error messages
+
+
+#: Operators that take a list of values, bounded by ``FilterLimits.max_list``.
+LIST_OPERATORS: tuple[str, ...] = ("$in", "$nin", "$all")
+
+
+@dataclass(frozen=True)
+class FilterLimits:
+    """How large a filter may be; each is a setting (``catalog_max_filter_*``,
+    ``catalog_max_in_values``) and a refusal names the setting and the limit.
+
+    ``max_bytes`` bounds the filter written as compact JSON, ``max_nodes`` the JSON values
+    in it (every object, array and scalar counts one), ``max_depth`` how deeply its objects
+    and arrays nest (the filter object itself is level 1) and ``max_list`` the values of one
+    ``$in``, ``$nin`` or ``$all``. ``max_complexity`` bounds the SQL the filter compiles to
+    (about one unit per path part and condition; building it takes milliseconds per unit,
+    in the request, before any statement timeout applies)."""
+
+    max_bytes: int = 1_000_000
+    max_nodes: int = 50_000
+    max_depth: int = 32
+    max_list: int = 10_000
+    max_complexity: int = 512
+
+
+DEFAULT_LIMITS = FilterLimits()
 
 
 # -- the AST ------------------------------------------------------------------------------
@@ -264,15 +291,21 @@ Condition: TypeAlias = (
 # -- parsing ------------------------------------------------------------------------------
 
 
-def parse_filter(filter: Mapping[str, Any] | None) -> Node:
-    """The validated AST of a MongoDB-style filter; ``None`` or ``{}`` match everything."""
+def parse_filter(filter: Mapping[str, Any] | None, limits: FilterLimits = DEFAULT_LIMITS) -> Node:
+    """The validated AST of a MongoDB-style filter; ``None`` or ``{}`` match everything.
+
+    A filter larger than ``limits`` allow is a :class:`QueryError` naming the limit, found
+    before anything else is done with it."""
     if filter is None:
         return MatchAll()
+    check_size(filter, limits)
     node = _object(filter, "", 0)
     cost = _cost(node, root_is_object=True)
-    if cost > MAX_COMPLEXITY:
+    most = min(limits.max_complexity, MAX_COMPLEXITY)
+    if cost > most:
         raise QueryError(
-            f"the filter is too complex to run ({cost} units, at most {MAX_COMPLEXITY}): "
+            f"the filter is too complex to run ({cost} units, at most {most}; setting "
+            "catalog_max_filter_complexity): each condition and path part counts, and "
             "$elemMatch and $not inside one another multiply; simplify it"
         )
     return node
@@ -634,6 +667,68 @@ def _check_depth(depth: int, where: Where) -> None:
         raise QueryError(f"the filter is nested more than {MAX_DEPTH} levels deep at {where}")
 
 
+# -- size -----------------------------------------------------------------------------------
+
+
+def check_size(filter: Any, limits: FilterLimits = DEFAULT_LIMITS) -> None:
+    """:class:`QueryError` if the filter is larger than ``limits`` allow.
+
+    One pass without recursion, in time linear in the filter's size, that stops at the
+    first list, nesting, byte or node count over its limit (so a huge filter costs no more
+    than the limit)."""
+    nodes = size = 0
+    stack: list[tuple[Any, int, Where]] = [(filter, 1, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        nodes += 1
+        if nodes > limits.max_nodes:
+            raise QueryError(
+                f"the filter has more than {limits.max_nodes} values (objects, arrays and "
+                f"scalars); at most {limits.max_nodes} are allowed "
+                "(setting catalog_max_filter_nodes): split the query"
+            )
+        if depth > limits.max_depth and isinstance(value, Mapping | list | tuple):
+            raise QueryError(
+                f"the filter is nested more than {limits.max_depth} levels deep at "
+                f"{where or 'the top level'}; at most {limits.max_depth} levels of objects "
+                "and arrays are allowed (setting catalog_max_filter_depth)"
+            )
+        if isinstance(value, Mapping):
+            size += 2 + max(len(value) - 1, 0)  # {} and commas
+            for key, item in value.items():
+                size += _text_size(key) + 1  # "key":
+                if key in LIST_OPERATORS and isinstance(item, list | tuple):
+                    _check_list(key, item, where, limits)
+                stack.append((item, depth + 1, _join(where, str(key))))
+        elif isinstance(value, list | tuple):
+            size += 2 + max(len(value) - 1, 0)
+            stack.extend((item, depth + 1, f"{where}[{i}]") for i, item in enumerate(value))
+        elif isinstance(value, str):
+            size += _text_size(value)
+        else:
+            size += len(str(value))  # numbers, true/false/null: about as long as repr
+        if size > limits.max_bytes:
+            raise QueryError(
+                f"the filter is larger than {limits.max_bytes} bytes as JSON; at most "
+                f"{limits.max_bytes} bytes are allowed (setting catalog_max_filter_bytes): "
+                "split the query"
+            )
+
+
+def _check_list(op: str, items: Sequence[Any], where: Where, limits: FilterLimits) -> None:
+    if len(items) > limits.max_list:
+        raise QueryError(
+            f"{op} at {where or 'the top level'} has {len(items)} values; at most "
+            f"{limits.max_list} are allowed (setting catalog_max_in_values): split the "
+            "list over several queries"
+        )
+
+
+def _text_size(text: Any) -> int:
+    """About the bytes of a string written in JSON (quotes included)."""
+    return len(str(text).encode("utf-8", "surrogatepass")) + 2
+
+
 # -- complexity ---------------------------------------------------------------------------
 
 
@@ -764,6 +859,11 @@ def _repeat(av: Any, flags: int, budget: list[int]) -> str:
     times = max(low, 1) if high == _MAXREPEAT else max(high, 1)
     inner_budget = [budget[0] // times]
     body = _items(sub, flags, inner_budget)
+    if high > 1 and _repeats(sub):
+        raise _Unsupported(
+            "a repeat inside a repeat, like (a+)+ or (a*b?)*, can take exponential time "
+            "to match; write the pattern without repeating a repeat"
+        )
     budget[0] = inner_budget[0] * times
     atomic = len(sub) == 1 and str(sub[0][0]) in (
         "LITERAL",
@@ -782,6 +882,25 @@ def _repeat(av: Any, flags: int, budget: list[int]) -> str:
     else:
         suffix = f"{{{low}}}" if low == high else f"{{{low},{high}}}"
     return body + suffix
+
+
+def _repeats(items: list[tuple[Any, Any]]) -> bool:
+    """Whether the items hold a repeat that can match more than once (``*``, ``+``,
+    ``{2,}``…), at any depth."""
+    for op, av in items:
+        name = str(op)
+        if name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"):
+            if av[1] > 1 or _repeats(list(av[2])):
+                return True
+        elif name == "SUBPATTERN":
+            if _repeats(list(av[3])):
+                return True
+        elif name == "BRANCH":
+            if any(_repeats(list(alt)) for alt in av[1]):
+                return True
+        elif name in ("ASSERT", "ASSERT_NOT") and _repeats(list(av[1])):
+            return True
+    return False
 
 
 def _only_constraints(items: list[tuple[Any, Any]]) -> bool:

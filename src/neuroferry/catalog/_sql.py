@@ -616,9 +616,9 @@ class _SqliteRef(_Ref):
         others = [v for v in values if v is None or isinstance(v, bool | list | dict)]
         conds = [self.eq(v) for v in _unique(others)]
         if numbers:
-            conds.append(_and(self.is_type("number"), self.atom.in_(_unique(numbers))))
+            conds.append(_and(self.is_type("number"), _one_of(self.atom, _unique(numbers))))
         if strings:
-            conds.append(_and(self.is_type("string"), self.atom.in_(_unique(strings))))
+            conds.append(_and(self.is_type("string"), _one_of(self.atom, _unique(strings))))
         return _or(*conds)
 
     def compare(self, op: str, value: int | float | str) -> Cond:
@@ -680,12 +680,34 @@ class _SqliteRef(_Ref):
         return self.as_path().json_value()
 
 
-def _unique(values: Sequence[Any]) -> list[Any]:
-    seen: list[Any] = []
+#: Lists longer than this go to SQLite as one JSON parameter, not one parameter each:
+#: SQLite takes a bounded number of parameters per statement (32,766 by default).
+_INLINE_LIST = 32
+
+
+def _one_of(atom: Expr, values: Sequence[JSON]) -> Cond:
+    """``atom`` equals one of the scalar ``values`` (numbers, or strings)."""
+    if len(values) <= _INLINE_LIST:
+        return atom.in_(values)
+    each = sa.func.json_each(_bind(json.dumps(values, ensure_ascii=False)))
+    items = each.table_valued("value").alias()
+    return atom.in_(sa.select(items.c.value).correlate_except(items).scalar_subquery())
+
+
+def _unique(values: Sequence[JSON]) -> list[JSON]:
+    """The values without repeats, in their first order, in linear time: two values are
+    repeats when their canonical JSON is the same (``1`` and ``1.0`` stay apart, which
+    costs at most a redundant test, and ``true`` never meets ``1``)."""
+    seen: dict[str, JSON] = {}
     for value in values:
-        if not any(value == s and type(value) is type(s) for s in seen):
-            seen.append(value)
-    return seen
+        seen.setdefault(_canonical(value), value)
+    return list(seen.values())
+
+
+def _canonical(value: JSON) -> str:
+    """A text equal for JSON values of the same type and value (objects whatever their
+    key order)."""
+    return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
 
 def _equals(value: JSON) -> Test:

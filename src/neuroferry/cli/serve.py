@@ -7,6 +7,11 @@ from typing import TYPE_CHECKING
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import uvicorn
+    from sqlalchemy import Engine
+
     from neuroferry.config import Settings
     from neuroferry.web._services import Services
 
@@ -64,7 +69,7 @@ def serve(
     from neuroferry import __version__
     from neuroferry.auth import ensure_first_admin
     from neuroferry.config import get_settings
-    from neuroferry.db import redact
+    from neuroferry.db import interrupt_statements, redact
     from neuroferry.redaction import install_log_redaction
     from neuroferry.web import create_app
     from neuroferry.web._services import Services
@@ -104,9 +109,56 @@ def serve(
             services.close()
             raise
         typer.echo(info.instructions(base))
-    uvicorn.run(
-        create_app(settings, services), host=settings.host, port=settings.port, log_level=log_level
+    grace = settings.shutdown_timeout
+    config = uvicorn.Config(
+        create_app(settings, services),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=round(grace) + _ANSWER_SECONDS,
     )
+    server = _server_class()(config, services.engine, grace)
+    try:
+        server.run()
+    except KeyboardInterrupt:  # uvicorn raises the signal it stopped on again, once done
+        pass
+    finally:
+        # requests that outlived the shutdown may still start statements: none may run
+        interrupt_statements(services.engine, for_good=True)
+    if not server.started:
+        raise typer.Exit(3)  # as uvicorn.run: it could not listen
+
+
+#: Seconds requests get to answer (503) once their statements were interrupted.
+_ANSWER_SECONDS = 5
+
+
+def _server_class() -> Callable[[uvicorn.Config, Engine, float], uvicorn.Server]:
+    import asyncio
+    import socket
+
+    import uvicorn
+
+    from neuroferry.db import interrupt_statements
+
+    class Server(uvicorn.Server):
+        """uvicorn's server; when stopping, it waits ``grace`` seconds for the requests in
+        progress, then interrupts their database statements so that they answer (503)."""
+
+        def __init__(self, config: uvicorn.Config, engine: Engine, grace: float) -> None:
+            super().__init__(config)
+            self.engine = engine
+            self.grace = grace
+
+        async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(self.grace, interrupt_statements, self.engine)
+            try:
+                await super().shutdown(sockets)
+            finally:
+                timer.cancel()
+
+    return Server
 
 
 def orchestrator() -> None:

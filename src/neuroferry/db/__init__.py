@@ -2,6 +2,9 @@
 
 from neuroferry.db._engine import (
     UNAVAILABLE,
+    interrupt_statements,
+    interrupt_thread,
+    lift_statement_timeout,
     make_engine,
     normalize_url,
     redact,
@@ -40,8 +43,11 @@ __all__ = [
     "current_revision",
     "documents",
     "head_revision",
+    "interrupt_statements",
+    "interrupt_thread",
     "job_types",
     "jobs",
+    "lift_statement_timeout",
     "make_engine",
     "meta",
     "metadata",

@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from neuroferry.db._engine import UNAVAILABLE, make_engine, redact
+from neuroferry.db._engine import UNAVAILABLE, lift_statement_timeout, make_engine, redact
 from neuroferry.errors import DatabaseError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ def refresh_statistics(engine: Engine) -> None:
         return
     try:
         with engine.begin() as conn:
+            lift_statement_timeout(conn)
             conn.exec_driver_sql("PRAGMA analysis_limit=1000")
             conn.exec_driver_sql("ANALYZE")
     except UNAVAILABLE as exc:  # read-only or gone: health says so; statistics can wait

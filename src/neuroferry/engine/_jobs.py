@@ -830,6 +830,23 @@ def read_log(
     viewer: Viewer | None = None,
 ) -> str:
     """A task's log for one attempt (the latest by default), also while it runs."""
+    data, _size = read_log_part(engine, log_store, job_id, task, map_index, attempt, viewer)
+    return data.decode(errors="replace")
+
+
+def read_log_part(
+    engine: Engine,
+    log_store: Store,
+    job_id: int,
+    task: str,
+    map_index: int = -1,
+    attempt: int | None = None,
+    viewer: Viewer | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> tuple[bytes, int]:
+    """At most ``limit`` bytes of a task's log from byte ``offset`` on, and the log's
+    size now (as :func:`read_log`); only those bytes are read from the log store."""
     get_job(engine, job_id, viewer)
     with engine.connect() as conn:
         row = conn.execute(
@@ -843,12 +860,17 @@ def read_log(
         )
     attempt = row.attempt if attempt is None else attempt
     if attempt < 1:
-        return ""
+        return b"", 0
+    key = log_key(job_id, task, map_index, attempt)
     try:
-        data = obstore.get(log_store.raw, log_key(job_id, task, map_index, attempt)).bytes()
+        size = int(obstore.head(log_store.raw, key)["size"])
+        end = size if limit is None else min(size, offset + limit)
+        if offset >= end:
+            return b"", size
+        data = obstore.get(log_store.raw, key, options={"range": (offset, end)}).bytes()
     except FileNotFoundError:
-        return ""
-    return bytes(data).decode(errors="replace")
+        return b"", 0
+    return bytes(data), size
 
 
 # -- cancel and retry -----------------------------------------------------------------

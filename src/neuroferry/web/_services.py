@@ -11,12 +11,13 @@ import obstore
 from sqlalchemy import Engine, text
 
 from neuroferry import __version__
-from neuroferry.catalog import Catalog
+from neuroferry.catalog import Catalog, FilterLimits
 from neuroferry.config import Settings
 from neuroferry.db import (
     DatabaseWatch,
     current_revision,
     head_revision,
+    interrupt_statements,
     make_engine,
     redact,
     refresh_statistics,
@@ -46,7 +47,7 @@ class Services:
     def start(cls, settings: Settings, *, orchestrate: bool = True) -> Services:
         """Migrate the database, open the stores and, unless told not to, start the
         executor and the orchestrator that runs jobs."""
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, settings.statement_timeout)
         try:
             upgrade(engine)
             refresh_statistics(engine)
@@ -56,7 +57,14 @@ class Services:
         except BaseException:
             engine.dispose()
             raise
-        catalog = Catalog(engine)
+        limits = FilterLimits(
+            max_bytes=settings.catalog_max_filter_bytes,
+            max_nodes=settings.catalog_max_filter_nodes,
+            max_depth=settings.catalog_max_filter_depth,
+            max_list=settings.catalog_max_in_values,
+            max_complexity=settings.catalog_max_filter_complexity,
+        )
+        catalog = Catalog(engine, limits, max_distinct=settings.catalog_max_distinct)
         services = cls(settings, engine, store, executor, catalog, log_store)
         if executor is not None:
             from neuroferry.notify import notify_job
@@ -83,6 +91,7 @@ class Services:
             self.orchestrator.stop()
         if self.executor is not None:
             self.executor.close()
+        interrupt_statements(self.engine)  # requests still running: their answer is 503
         self.engine.dispose()
 
     def _database(self) -> dict[str, Any]:

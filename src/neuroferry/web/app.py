@@ -16,6 +16,7 @@ from neuroferry.config import Settings, get_settings
 from neuroferry.errors import DatabaseError
 from neuroferry.web import errors, pages
 from neuroferry.web._body import CheckJSONBodies
+from neuroferry.web._limits import BodyLimit
 from neuroferry.web._services import Services
 from neuroferry.web.api import metrics, router
 
@@ -48,6 +49,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     errors.install(app)
     app.add_middleware(CheckJSONBodies)
     app.add_middleware(RefuseWritesWithoutDatabase)
+    app.add_middleware(
+        BodyLimit,
+        max_request_bytes=settings.max_request_bytes,
+        max_upload_bytes=settings.max_upload_bytes,
+    )
     app.include_router(router)
     app.include_router(metrics.router)
     app.include_router(pages.router)

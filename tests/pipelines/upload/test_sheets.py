@@ -4,6 +4,7 @@ errors that name the row and the column as the user wrote it."""
 from __future__ import annotations
 
 import io
+import zipfile
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload import (
     SheetError,
+    SheetLimits,
     SheetResult,
     UploadJobSpec,
     parse_job_sheet,
@@ -702,3 +704,81 @@ def test_original_template_filled_in() -> None:
             ],
         ),
     ]
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+ROW = "proj,123456,2024-05-27T16:07:59,ecephys,/data/ecephys"
+
+
+def bomb(rows: int, cells: int = 1, varied: bool = False) -> bytes:
+    """A small .xlsx whose sheet expands to ``rows`` identical rows of ``cells`` cells
+    (``varied``: numbered rows, which compress less)."""
+    plain = xlsx(HEADER.split(","), ROW.split(","))
+    cell = '<c t="inlineStr"><is><t>x</t></is></c>' * cells
+    if varied:
+        body = "".join(f'<row r="{i}"><c><v>{i * 7919 % 100003}</v></c></row>' for i in range(rows))
+    else:
+        body = f"<row>{cell}</row>" * rows
+    sheet = (
+        '<?xml version="1.0" encoding="UTF-8"?>'
+        '<worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
+        "<sheetData>" + body + "</sheetData></worksheet>"
+    )
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(plain)) as source,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as target,
+    ):
+        for info in source.infolist():
+            data = source.read(info)
+            if info.filename == "xl/worksheets/sheet1.xml":
+                data = sheet.encode()
+            target.writestr(info.filename, data)
+    return out.getvalue()
+
+
+def test_a_csv_with_more_job_rows_than_allowed_is_refused_while_read() -> None:
+    limits = SheetLimits(max_rows=3)
+    allowed = "\n".join([HEADER, ROW, "", ",,,,", ROW, ROW]).encode()
+    assert len(parse_job_sheet(allowed, "jobs.csv", limits).jobs) == 3
+    too_many = "\n".join([HEADER, *[ROW] * 4]).encode()
+    with pytest.raises(InvalidInput) as caught:
+        parse_job_sheet(too_many, "jobs.csv", limits)
+    assert str(caught.value) == (
+        "jobs.csv has more than 3 job rows; at most 3 are allowed in one spreadsheet "
+        "(setting max_jobs_per_request): split it into several sheets"
+    )
+    # the default: 10,000 rows at most, whatever the file holds below
+    huge = "\n".join([HEADER, *[ROW] * 200_000]).encode()
+    with pytest.raises(InvalidInput, match="more than 10000 job rows"):
+        parse_job_sheet(huge, "jobs.csv")
+
+
+def test_an_xlsx_with_more_job_rows_than_allowed_is_refused() -> None:
+    limits = SheetLimits(max_rows=2)
+    header, row = HEADER.split(","), ROW.split(",")
+    assert len(parse_job_sheet(xlsx(header, row, row), "jobs.xlsx", limits).jobs) == 2
+    with pytest.raises(InvalidInput, match=r"^jobs.xlsx has more than 2 job rows; at most 2"):
+        parse_job_sheet(xlsx(header, row, row, row), "jobs.xlsx", limits)
+
+
+def test_a_zip_bomb_is_refused_before_it_is_read() -> None:
+    data = bomb(500_000)
+    assert len(data) < 200_000
+    with pytest.raises(InvalidInput) as caught:
+        parse_job_sheet(data, "bomb.xlsx")
+    message = str(caught.value)
+    assert message.startswith("bomb.xlsx expands to more than 16 MiB when unpacked")
+    assert "setting sheet_max_expanded_bytes" in message
+    # under the size limit, the compression ratio gives it away
+    with pytest.raises(InvalidInput, match=r"^bomb.xlsx is compressed more than 100 to 1"):
+        parse_job_sheet(bomb(40_000), "bomb.xlsx")
+
+
+def test_rows_and_cells_of_an_xlsx_are_counted_before_it_is_read() -> None:
+    limits = SheetLimits(max_expanded_bytes=2**30)
+    with pytest.raises(InvalidInput, match=r"^wide.xlsx: row 1 has more than 1000 cells"):
+        parse_job_sheet(bomb(1, cells=1001), "wide.xlsx", limits)
+    with pytest.raises(InvalidInput, match=r"^long.xlsx has more than 100000 rows"):
+        parse_job_sheet(bomb(100_001, varied=True), "long.xlsx", limits)

@@ -25,6 +25,7 @@ from neuroferry.pipelines.upload._models import (
 from neuroferry.pipelines.upload._sheets import (
     SheetError,
     SheetJob,
+    SheetLimits,
     SheetNote,
     SheetResult,
     parse_job_sheet,
@@ -58,6 +59,7 @@ __all__ = [
     "Platform",
     "SheetError",
     "SheetJob",
+    "SheetLimits",
     "SheetNote",
     "SheetResult",
     "Task",

@@ -16,12 +16,14 @@ import csv
 import difflib
 import io
 import re
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from pathlib import PurePosixPath
-from typing import Any
+from typing import IO, Any
+from xml.etree import ElementTree
 
 from openpyxl import load_workbook
 from openpyxl.utils import get_column_letter
@@ -34,6 +36,23 @@ from neuroferry.pipelines.upload._vocab import find_modality
 
 ALLOWED_EXTENSIONS: tuple[str, ...] = (".csv", ".xlsx")
 """The file types a job sheet may have."""
+
+#: Most rows (blank ones included) and cells in a row an ``.xlsx`` sheet may have.
+MAX_SHEET_ROWS = 100_000
+MAX_SHEET_COLUMNS = 1_000
+#: A part of an ``.xlsx`` file larger than 1 MiB may be compressed at most this much.
+MAX_COMPRESSION_RATIO = 100
+
+
+@dataclass(frozen=True)
+class SheetLimits:
+    """How much a job sheet may hold: ``max_rows`` job rows (below the header; the setting
+    ``max_jobs_per_request``) and, for ``.xlsx``, ``max_expanded_bytes`` once uncompressed
+    (the setting ``sheet_max_expanded_bytes``). Reading stops as soon as one is passed."""
+
+    max_rows: int = 10_000
+    max_expanded_bytes: int = 16 * 1024 * 1024
+
 
 Cell = str | int | float | bool | datetime | date | time | None
 
@@ -166,7 +185,31 @@ def _decode(data: bytes, filename: str, notes: list[SheetNote]) -> str:
     return text
 
 
-def _read_csv(data: bytes, filename: str, notes: list[SheetNote]) -> list[list[Cell]]:
+def _too_many_rows(filename: str, limits: SheetLimits) -> InvalidInput:
+    return InvalidInput(
+        f"{filename} has more than {limits.max_rows} job rows; at most {limits.max_rows} "
+        "are allowed in one spreadsheet (setting max_jobs_per_request): split it into "
+        "several sheets"
+    )
+
+
+def _bounded_rows(
+    rows: Iterable[Sequence[Any]], filename: str, limits: SheetLimits
+) -> Iterable[Sequence[Any]]:
+    """The rows, stopping with :class:`InvalidInput` once there are more non-blank rows
+    than a header and ``limits.max_rows`` jobs."""
+    filled = 0
+    for row in rows:
+        if any(not _blank(_cell(value)) for value in row):
+            filled += 1
+            if filled > limits.max_rows + 1:
+                raise _too_many_rows(filename, limits)
+        yield row
+
+
+def _read_csv(
+    data: bytes, filename: str, notes: list[SheetNote], limits: SheetLimits
+) -> list[list[Cell]]:
     if data.startswith(b"PK\x03\x04"):
         raise InvalidInput(f"{filename} is an XLSX workbook, not CSV text; name it .xlsx")
     text = _decode(data, filename, notes)
@@ -180,7 +223,7 @@ def _read_csv(data: bytes, filename: str, notes: list[SheetNote]) -> list[list[C
         io.StringIO(text, newline=""), delimiter=delimiter, skipinitialspace=True, strict=True
     )
     try:
-        return [list(row) for row in reader]
+        return [list(row) for row in _bounded_rows(reader, filename, limits)]
     except csv.Error as exc:
         raise InvalidInput(
             f"{filename} is not valid CSV at line {reader.line_num}: {exc}; "
@@ -189,7 +232,72 @@ def _read_csv(data: bytes, filename: str, notes: list[SheetNote]) -> list[list[C
         ) from exc
 
 
-def _read_xlsx(data: bytes, filename: str, notes: list[SheetNote]) -> list[list[Cell]]:
+def _check_expansion(data: bytes, filename: str, limits: SheetLimits) -> None:
+    """Refuse a workbook whose parts would expand past the limit, before reading any: the
+    sizes the zip declares (which its reader holds them to), the compression ratio, and the
+    rows and cells of each worksheet (counted as it streams by, without keeping them)."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return  # not a zip: load_workbook says what it is
+    mib = limits.max_expanded_bytes / 2**20
+    allowed = (
+        f"at most {mib:g} MiB are allowed (setting sheet_max_expanded_bytes): split the "
+        "sheet, or save it as CSV"
+    )
+    with archive:
+        total = 0
+        for info in archive.infolist():
+            total += info.file_size
+            if total > limits.max_expanded_bytes:
+                raise InvalidInput(
+                    f"{filename} expands to more than {mib:g} MiB when unpacked "
+                    f"({info.filename} alone is {info.file_size / 2**20:.1f} MiB); {allowed}"
+                )
+            if info.file_size > 2**20 and info.file_size > MAX_COMPRESSION_RATIO * max(
+                info.compress_size, 1
+            ):
+                raise InvalidInput(
+                    f"{filename} is compressed more than {MAX_COMPRESSION_RATIO} to 1 "
+                    f"({info.filename}: {info.compress_size} bytes expand to "
+                    f"{info.file_size}); a job sheet never is: save it again from your "
+                    "spreadsheet program, or as CSV"
+                )
+        for info in archive.infolist():
+            if info.filename.startswith("xl/worksheets/") and info.filename.endswith(".xml"):
+                with archive.open(info) as part:
+                    _count_cells(part, filename)
+
+
+def _count_cells(part: IO[bytes], filename: str) -> None:
+    rows = cells = 0
+    try:
+        for _event, element in ElementTree.iterparse(part, events=("end",)):
+            tag = element.tag.rsplit("}", 1)[-1]
+            if tag == "c":
+                cells += 1
+                if cells > MAX_SHEET_COLUMNS:
+                    raise InvalidInput(
+                        f"{filename}: row {rows + 1} has more than {MAX_SHEET_COLUMNS} "
+                        f"cells; at most {MAX_SHEET_COLUMNS} are allowed in a row"
+                    )
+            elif tag == "row":
+                rows, cells = rows + 1, 0
+                if rows > MAX_SHEET_ROWS:
+                    raise InvalidInput(
+                        f"{filename} has more than {MAX_SHEET_ROWS} rows (blank ones "
+                        f"included); at most {MAX_SHEET_ROWS} are allowed: delete the "
+                        "rows below the jobs"
+                    )
+                element.clear()
+    except ElementTree.ParseError:
+        return  # broken XML: load_workbook says so
+
+
+def _read_xlsx(
+    data: bytes, filename: str, notes: list[SheetNote], limits: SheetLimits
+) -> list[list[Cell]]:
+    _check_expansion(data, filename, limits)
     try:
         workbook = load_workbook(io.BytesIO(data), read_only=True, data_only=True)
     except Exception as exc:  # zipfile, XML and openpyxl errors alike: not a workbook
@@ -213,7 +321,8 @@ def _read_xlsx(data: bytes, filename: str, notes: list[SheetNote]) -> list[list[
                 )
             )
         sheet.reset_dimensions()  # some writers record a wrong size; read every row
-        return [[_cell(v) for v in row] for row in sheet.iter_rows(values_only=True)]
+        rows = _bounded_rows(sheet.iter_rows(values_only=True), filename, limits)
+        return [[_cell(v) for v in row] for row in rows]
     except InvalidInput:
         raise
     except Exception as exc:
@@ -715,18 +824,23 @@ def _parse_rows(
     return SheetResult(jobs, errors, notes)
 
 
-def parse_job_sheet(data: bytes, filename: str) -> SheetResult:
+def parse_job_sheet(data: bytes, filename: str, limits: SheetLimits | None = None) -> SheetResult:
     """The upload jobs of a job sheet (``.csv`` or ``.xlsx``), one per non-empty row, and
     the problems of the rows that are not valid jobs.
 
     Raises :class:`InvalidInput` only when the file itself cannot be read: another
-    extension, broken CSV quoting, a file that is not an XLSX workbook, no header row."""
+    extension, broken CSV quoting, a file that is not an XLSX workbook, no header row, or
+    one larger than ``limits`` allow (more job rows, or a workbook that expands to more
+    bytes), found while reading it."""
+    limits = limits or SheetLimits()
     suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
     notes: list[SheetNote] = []
     if suffix == ".csv":
-        return _parse_rows(_read_csv(data, filename, notes), filename, notes, text=True)
+        rows = _read_csv(data, filename, notes, limits)
+        return _parse_rows(rows, filename, notes, text=True)
     if suffix == ".xlsx":
-        return _parse_rows(_read_xlsx(data, filename, notes), filename, notes, text=False)
+        rows = _read_xlsx(data, filename, notes, limits)
+        return _parse_rows(rows, filename, notes, text=False)
     raise InvalidInput(
         f"{filename}: {suffix or 'a file without extension'} is not a job sheet; "
         f"allowed: {', '.join(ALLOWED_EXTENSIONS)} (save the sheet as CSV or Excel workbook)"

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Query, status
+from fastapi import APIRouter, Body, Depends, Query, Request, status
 from pydantic import BaseModel, Field
 
 from neuroferry.auth import User, get_user
 from neuroferry.catalog import Catalog, Owner
 from neuroferry.web._deps import admin_user, current_user, services
+from neuroferry.web._limits import until_disconnected
 from neuroferry.web._services import Services
 
 router = APIRouter(prefix="/catalog", tags=["catalog"])
@@ -55,25 +56,46 @@ def _catalog(held: Services = Depends(services)) -> Catalog:
 
 
 @router.post("/find", response_model=FindResponse, summary="Documents matching a filter")
-def find(
-    req: FindRequest, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
+async def find(
+    req: FindRequest,
+    request: Request,
+    catalog: Catalog = Depends(_catalog),
+    user: User = Depends(current_user),
 ) -> FindResponse:
-    docs = catalog.find(req.filter, req.projection, req.sort, req.skip, req.limit, viewer=user)
+    docs = await until_disconnected(
+        request,
+        catalog.engine,
+        lambda: catalog.find(
+            req.filter, req.projection, req.sort, req.skip, req.limit, viewer=user
+        ),
+    )
     return FindResponse(documents=docs, skip=req.skip, limit=req.limit)
 
 
 @router.post("/count", summary="How many documents match a filter")
-def count(
-    req: CountRequest, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
+async def count(
+    req: CountRequest,
+    request: Request,
+    catalog: Catalog = Depends(_catalog),
+    user: User = Depends(current_user),
 ) -> dict[str, int]:
-    return {"count": catalog.count(req.filter, viewer=user)}
+    found = await until_disconnected(
+        request, catalog.engine, lambda: catalog.count(req.filter, viewer=user)
+    )
+    return {"count": found}
 
 
 @router.post("/distinct", summary="Distinct values of a field among matching documents")
-def distinct(
-    req: DistinctRequest, catalog: Catalog = Depends(_catalog), user: User = Depends(current_user)
+async def distinct(
+    req: DistinctRequest,
+    request: Request,
+    catalog: Catalog = Depends(_catalog),
+    user: User = Depends(current_user),
 ) -> dict[str, list[Any]]:
-    return {"values": catalog.distinct(req.field, req.filter, viewer=user)}
+    values = await until_disconnected(
+        request, catalog.engine, lambda: catalog.distinct(req.field, req.filter, viewer=user)
+    )
+    return {"values": values}
 
 
 @router.get("/indexes", summary="The declared index paths")

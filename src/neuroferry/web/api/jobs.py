@@ -4,6 +4,7 @@ every kind: list, show, tasks, logs, cancel, retry."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
@@ -11,8 +12,10 @@ from typing import Any
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from neuroferry.auth import User
+from neuroferry.config import Settings
 from neuroferry.engine import (
     SORTABLE,
     JobQuery,
@@ -20,17 +23,37 @@ from neuroferry.engine import (
     get_job,
     job_tasks,
     list_jobs,
-    read_log,
+    read_log_part,
     retry_job,
 )
 from neuroferry.engine._states import TERMINAL
 from neuroferry.errors import InvalidInput
-from neuroferry.pipelines.upload import check_upload_jobs, submit_upload_jobs
+from neuroferry.pipelines.upload import SheetLimits, check_upload_jobs, submit_upload_jobs
 from neuroferry.web._deps import current_user, services
+from neuroferry.web._limits import size_text
 from neuroferry.web._services import Services
 
 router = APIRouter(tags=["jobs"])
-MAX_SHEET_BYTES = 10 * 1024 * 1024
+
+
+def sheet_limits(settings: Settings) -> SheetLimits:
+    """How much a job spreadsheet may hold, from the settings."""
+    return SheetLimits(settings.max_jobs_per_request, settings.sheet_max_expanded_bytes)
+
+
+async def read_sheet(upload: StarletteUploadFile, settings: Settings) -> tuple[str, bytes]:
+    """An uploaded job spreadsheet's name and bytes; :class:`InvalidInput` if it is larger
+    than ``max_upload_bytes`` (read no further than that)."""
+    name = upload.filename or "upload"
+    limit = settings.max_upload_bytes
+    data = await upload.read(limit + 1)
+    if len(data) > limit:
+        size = size_text(limit)
+        raise InvalidInput(
+            f"file: {name} is larger than {size}; at most {size} are allowed (setting "
+            "max_upload_bytes): split it into several sheets"
+        )
+    return name, data
 
 
 class SubmitJobRequestV2(BaseModel):
@@ -163,11 +186,8 @@ async def validate_csv(
     with every problem by row and column."""
     from neuroferry.pipelines.upload import parse_job_sheet
 
-    data = await file.read(MAX_SHEET_BYTES + 1)
-    name = file.filename or "upload"
-    if len(data) > MAX_SHEET_BYTES:
-        raise InvalidInput(f"file: {name} is larger than {MAX_SHEET_BYTES // 2**20} MiB")
-    sheet = await asyncio.to_thread(parse_job_sheet, data, name)
+    name, data = await read_sheet(file, held.settings)
+    sheet = await asyncio.to_thread(parse_job_sheet, data, name, sheet_limits(held.settings))
     if sheet.errors:
         problems = [
             {"job": None, "row": e.row, "field": e.column, "message": e.message}
@@ -283,12 +303,17 @@ async def task_log(
     """The log of one attempt of a task, while it runs and after; with ``follow`` the
     response streams new lines until the task has ended."""
 
-    def read() -> str:
-        return read_log(held.engine, held.log_store, job_id, task, map_index, attempt, viewer=user)
+    most = held.settings.log_max_bytes
 
-    text = await asyncio.to_thread(read)
+    def read(start: int) -> tuple[bytes, int]:
+        return read_log_part(
+            held.engine, held.log_store, job_id, task, map_index, attempt, user, start, most
+        )
+
+    data, size = await asyncio.to_thread(read, offset)
     if not follow:
-        return PlainTextResponse(text.encode()[offset:].decode(errors="replace"))
+        headers = {"X-Log-Size": str(size), "X-Next-Offset": str(offset + len(data))}
+        return Response(data, media_type="text/plain; charset=utf-8", headers=headers)
 
     def finished() -> bool:
         rows = job_tasks(held.engine, job_id, user)
@@ -297,15 +322,17 @@ async def task_log(
 
     async def stream() -> AsyncIterator[bytes]:
         sent = offset
+        until = time.monotonic() + held.settings.log_follow_seconds
         while True:
             done = await asyncio.to_thread(finished)
-            data = (await asyncio.to_thread(read)).encode()
-            if len(data) > sent:
-                yield data[sent:]
-                sent = len(data)
-            if done:
-                return
-            await asyncio.sleep(1.0)
+            data, size = await asyncio.to_thread(read, sent)
+            if data:
+                yield data
+                sent += len(data)
+            if (done and sent >= size) or time.monotonic() > until:
+                return  # ended, or followed long enough: follow again from the bytes had
+            if len(data) < most:
+                await asyncio.sleep(1.0)
 
     return StreamingResponse(stream(), media_type="text/plain; charset=utf-8")
 

@@ -34,7 +34,7 @@ from neuroferry.pipelines.upload import (
 )
 from neuroferry.web._deps import services
 from neuroferry.web._services import Services
-from neuroferry.web.api.jobs import MAX_SHEET_BYTES
+from neuroferry.web.api.jobs import read_sheet, sheet_limits
 from neuroferry.web.pages._render import page_user, redirect, render
 
 router = APIRouter()
@@ -363,19 +363,13 @@ def build_preview(
     return build.preview(notes)
 
 
-async def _read_upload(request: Request) -> tuple[str, bytes]:
+async def _read_upload(request: Request, held: Services) -> tuple[str, bytes]:
     """The spreadsheet of the upload form: its name and bytes."""
     form = await request.form()
     upload = form.get("file")
     if not isinstance(upload, UploadFile) or not upload.filename:
         raise InvalidInput("file: choose a .csv or .xlsx job spreadsheet to check")
-    data = await upload.read(MAX_SHEET_BYTES + 1)
-    if len(data) > MAX_SHEET_BYTES:
-        raise InvalidInput(
-            f"file: {upload.filename} is larger than {MAX_SHEET_BYTES // 2**20} MiB; "
-            "split it into several sheets"
-        )
-    return upload.filename, data
+    return await read_sheet(upload, held.settings)
 
 
 def _page(
@@ -383,7 +377,7 @@ def _page(
 ) -> Response:
     values: dict[str, Any] = {
         "max_jobs": held.settings.max_jobs_per_request,
-        "max_mib": MAX_SHEET_BYTES // 2**20,
+        "max_mib": f"{held.settings.max_upload_bytes / 2**20:g}",
         "columns": COLUMNS,
         "preview": None,
         "error": None,
@@ -425,8 +419,9 @@ async def submit_check(
 ) -> Response:
     """Check an uploaded spreadsheet and show its preview (422 when anything is wrong)."""
     try:
-        filename, data = await _read_upload(request)
-        sheet = await asyncio.to_thread(parse_job_sheet, data, filename)
+        filename, data = await _read_upload(request, held)
+        limits = sheet_limits(held.settings)
+        sheet = await asyncio.to_thread(parse_job_sheet, data, filename, limits)
     except InvalidInput as exc:
         return _page(request, held, me, 422, error=str(exc))
     preview = await asyncio.to_thread(
