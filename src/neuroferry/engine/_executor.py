@@ -59,26 +59,23 @@ class Executor:
                 except Exception:
                     hpc.close()
                     raise
+            embedded: dict[str, Any] = {
+                "n_workers": settings.dask_workers,
+                "threads_per_worker": settings.dask_threads_per_worker,
+                # Dask's HTTP server (health, metrics) would otherwise listen on every
+                # interface at :8787 even with the dashboard off
+                "dashboard_address": "127.0.0.1:0",
+                "scheduler_kwargs": {"dashboard": False},
+            }
             if not settings.dask_processes:
                 # thread workers talk in-process (inproc://): nothing listens for peers
-                cluster = LocalCluster(
-                    n_workers=settings.dask_workers,
-                    threads_per_worker=settings.dask_threads_per_worker,
-                    dashboard_address="127.0.0.1:0",
-                    scheduler_kwargs={"dashboard": False},
-                    processes=False,
-                )
+                cluster = LocalCluster(**embedded, processes=False)
                 return cls(Client(cluster), cluster, "local")
             # Worker processes and the scheduler listen on loopback only, and only peers
             # holding this process's temporary certificates may connect.
             security = temporary_security()
             cluster = LocalCluster(
-                n_workers=settings.dask_workers,
-                threads_per_worker=settings.dask_threads_per_worker,
-                # Dask's HTTP server (health, metrics) would otherwise listen on every
-                # interface at :8787 even with the dashboard off
-                dashboard_address="127.0.0.1:0",
-                scheduler_kwargs={"dashboard": False},
+                **embedded,
                 processes=True,
                 host="127.0.0.1",
                 protocol="tls://",

@@ -283,16 +283,18 @@ def test_an_ingest_declares_the_volume_it_writes(database_url: str, tmp_path: Pa
     from neuroferry.pipelines.ingest._kind import prepare
 
     lake = (tmp_path / "lake").as_uri()
+    stack = tmp_path / "stack"
+    stack.mkdir()
     spec = {
         "name": "lab/mouse12/em",
         "destination": lake,
-        "source": {"plugin": "images", "params": {"path": str(tmp_path), "pattern": "{z}.tif"}},
+        "source": {"plugin": "image-folder", "params": {"path": str(stack), "pattern": "{z}.tif"}},
         "extent": {"x": [0, 4], "y": [0, 4], "z": [0, 1]},
         "dtype": "uint8",
         "voxel_size": {"x": 1, "y": 1, "z": 1},
         "levels": 1,
     }
-    settings = get_settings()
+    settings = get_settings(source_roots=[stack], store_url=lake)  # users read and write there
     [claim] = prepare(load_config(spec), settings).assets
     assert (claim.key, claim.field, claim.catalog_name) == (
         f"{lake}/lab/mouse12/em.ome.zarr",
