@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import httpx
 import pytest
 from distributed import Client, LocalCluster
 from distributed.security import Security
@@ -145,6 +146,15 @@ def test_the_embedded_cluster_speaks_tls_on_loopback():
             tls_client_key=credentials.key,
         )
         assert not refused(address, own)
+        # Dask's HTTP servers (plain, unauthenticated) answer their health check only
+        http = [executor.cluster.scheduler.http_server.port]
+        for worker in executor.client.scheduler_info()["workers"].values():
+            http.append(worker["services"]["dashboard"])
+        for port in http:
+            base = f"http://127.0.0.1:{port}"
+            assert httpx.get(f"{base}/health").status_code == 200
+            for page in ("/json/identity.json", "/info/main/logs.html", "/metrics"):
+                assert httpx.get(base + page).status_code == 404, page
     finally:
         executor.close()
 

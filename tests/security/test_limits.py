@@ -86,7 +86,10 @@ def test_a_huge_in_list_is_refused_at_once_naming_in_and_the_limit(hostile):
 
 def test_the_largest_allowed_in_list_works(hostile):
     docs = [{"name": f"limits-{i}", "subject": {"subject_id": f"{i:06d}"}} for i in range(5)]
-    assert hostile.api("PUT", "/catalog", "admin", json=docs).status_code == 200
+    assert (
+        hostile.api("PUT", "/catalog", "admin", json=docs, params={"owner": "alice"}).status_code
+        == 200
+    )
     values = [f"{i:06d}" for i in range(0, 20_000, 2)]
     assert len(values) == 10_000
     body = {"filter": {"subject.subject_id": {"$in": values}, "name": {"$regex": "^limits-"}}}
@@ -103,7 +106,7 @@ def test_the_largest_allowed_in_list_works(hostile):
 
 def test_deeply_nested_or_oversized_filters_are_refused_naming_the_limit(hostile):
     nested: dict[str, Any] = {"a": 1}
-    for _ in range(40):
+    for _ in range(20):  # 41 levels of JSON: past the filter's 32, within a body's 64
         nested = {"$and": [nested]}
     resp = hostile.api("POST", "/catalog/count", json={"filter": nested})
     assert resp.status_code == 422, resp.text
@@ -190,7 +193,10 @@ def test_the_service_stops_promptly_while_a_heavy_query_runs(database_url, tmp_p
             )
 
         docs = [{**HEAVY, "name": f"heavy-{i}"} for i in range(10)]
-        assert call("admin", "PUT", "/catalog", json=docs).status_code == 200
+        assert (
+            call("admin", "PUT", "/catalog", json=docs, params={"owner": "alice"}).status_code
+            == 200
+        )
         # within every limit; it runs for about a minute
         heavy = {"filter": {"$or": [{"x.y.z": f"no{i}"} for i in range(70)]}}
         answers: list[Any] = []
@@ -249,7 +255,10 @@ def _heavy_queries_running(hostile: Any) -> int:
 
 def test_a_client_that_goes_away_stops_its_query(hostile):
     docs = [{**HEAVY, "name": f"heavy-{i}"} for i in range(10)]
-    assert hostile.api("PUT", "/catalog", "admin", json=docs).status_code == 200
+    assert (
+        hostile.api("PUT", "/catalog", "admin", json=docs, params={"owner": "alice"}).status_code
+        == 200
+    )
     heavy = {"filter": {"$or": [{"x.y.z": f"no{i}"} for i in range(70)]}}  # about a minute
     pid = hostile.service.proc.pid
     gave_up: list[BaseException] = []
@@ -289,10 +298,36 @@ def test_a_client_that_goes_away_stops_its_query(hostile):
 
 def test_a_regex_that_backtracks_exponentially_is_refused(hostile):
     name = "a" * 28 + "!"
-    assert hostile.api("PUT", "/catalog", "admin", json=[{"name": name}]).status_code == 200
+    assert (
+        hostile.api(
+            "PUT", "/catalog", "admin", json=[{"name": name}], params={"owner": "alice"}
+        ).status_code
+        == 200
+    )
     resp = hostile.api("POST", "/catalog/count", json={"filter": {"name": {"$regex": "(a+)+$"}}})
     assert resp.status_code == 422, resp.text
     assert resp.json()["detail"].startswith("$regex at name: a repeat inside a repeat")
     resp = hostile.api("POST", "/catalog/count", json={"filter": {"name": {"$regex": "^a+!$"}}})
     assert resp.json() == {"count": 1}
+    _healthy(hostile)
+
+
+def test_a_json_body_over_the_request_limit_is_413_not_500(hostile):
+    """The JSON body check reads the body before any route: a body over the limit is
+    answered there, declared (Content-Length) or not (chunked)."""
+    huge = b'{"upload_jobs": ["' + b"x" * (65 * 2**20) + b'"]}'
+    headers = {"Content-Type": "application/json"}
+    declared = hostile.api("POST", "/submit_jobs", content=huge, headers=headers)
+
+    def chunks():
+        for start in range(0, len(huge), 2**20):
+            yield huge[start : start + 2**20]
+
+    streamed = hostile.api("POST", "/catalog/find", content=chunks(), headers=headers)
+    for resp in (declared, streamed):
+        assert resp.status_code == 413, resp.text[:300]
+        assert resp.json()["detail"] == (
+            "the request body is larger than 64 MiB; at most 64 MiB (setting "
+            "max_request_bytes) are allowed here"
+        )
     _healthy(hostile)

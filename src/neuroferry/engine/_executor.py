@@ -17,6 +17,13 @@ from neuroferry.errors import ExecutorError
 
 log = logging.getLogger(__name__)
 
+#: Dask's HTTP servers (scheduler and workers) answer only their health check: their other
+#: pages (cluster layout, logs, exceptions) need no credentials, unlike the TLS ports.
+_HTTP_HEALTH_ONLY = {
+    "distributed.scheduler.http.routes": ["distributed.http.health"],
+    "distributed.worker.http.routes": ["distributed.http.health"],
+}
+
 
 @dataclass
 class Executor:
@@ -34,6 +41,7 @@ class Executor:
         """Connect to ``FERRY_DASK_SCHEDULER``, start an adaptive ``FERRY_CLUSTER`` (SLURM,
         PBS, LSF) cluster, or start an embedded LocalCluster on loopback; every cluster
         that listens on a network speaks Dask TLS."""
+        import dask
         from distributed import Client, LocalCluster
 
         from neuroferry.errors import ConfigError, FerryError
@@ -74,14 +82,15 @@ class Executor:
             # Worker processes and the scheduler listen on loopback only, and only peers
             # holding this process's temporary certificates may connect.
             security = temporary_security()
-            cluster = LocalCluster(
-                **embedded,
-                processes=True,
-                host="127.0.0.1",
-                protocol="tls://",
-                security=security,
-                preload=["neuroferry.engine._worker_setup"],
-            )
+            with dask.config.set(_HTTP_HEALTH_ONLY):  # workers' nannies keep this config
+                cluster = LocalCluster(
+                    **embedded,
+                    processes=True,
+                    host="127.0.0.1",
+                    protocol="tls://",
+                    security=security,
+                    preload=["neuroferry.engine._worker_setup"],
+                )
             try:
                 return cls(Client(cluster, security=security), cluster, "local", security)
             except Exception:

@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from neuroferry.db import interrupt_thread
@@ -58,10 +59,13 @@ class BodyLimit:
         def too_large() -> HTTPException:
             return HTTPException(413, f"{what}; {allowed} are allowed here")
 
+        if declared is not None and declared > limit:
+            await _refuse(too_large(), send)
+            return
+        started = False
+
         async def limited() -> Message:
             nonlocal seen
-            if declared is not None and declared > limit:
-                raise too_large()
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
@@ -69,7 +73,28 @@ class BodyLimit:
                     raise too_large()
             return message
 
-        await self.app(scope, limited, send)
+        async def sending(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited, sending)
+        except HTTPException as exc:
+            # raised where a middleware (not a route) read the body: answer it here
+            if exc.status_code != 413 or started:
+                raise
+            await _refuse(exc, send)
+
+
+async def _refuse(exc: HTTPException, send: Send) -> None:
+    """Answer 413 in the service's error format, without reading the body."""
+    response = JSONResponse({"detail": exc.detail, "error": "PayloadTooLarge"}, 413)
+    await response({"type": "http"}, _nothing, send)
+
+
+async def _nothing() -> Message:
+    return {"type": "http.disconnect"}
 
 
 def size_text(size: int) -> str:
