@@ -62,3 +62,18 @@ def test_migrations_build_exactly_the_declared_tables(database_url):
         context = MigrationContext.configure(conn, opts=opts)
         assert compare_metadata(context, metadata) == []
     engine.dispose()
+
+
+def test_a_new_sqlite_file_is_private(tmp_path):
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        engine = make_engine(f"sqlite:///{tmp_path / 'new' / 'ferry.db'}")
+        upgrade(engine)
+        engine.dispose()
+    finally:
+        os.umask(old)
+    for path in (tmp_path / "new").iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path

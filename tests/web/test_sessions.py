@@ -89,7 +89,14 @@ def test_a_sign_in_form_sent_from_another_site_is_refused(web):
         answer = sign_in(web, headers={"sec-fetch-site": site})
         assert answer.status_code == 403 and "ferry_session" not in web.cookies
         assert "sign in on the sign-in page of this site" in answer.text
+    # a browser without Sec-Fetch-Site still says where the form came from
+    for origin in ("https://evil.example.org", "null"):
+        answer = sign_in(web, headers={"origin": origin})
+        assert answer.status_code == 403 and "ferry_session" not in web.cookies
     assert sign_in(web, headers={"sec-fetch-site": "same-origin"}).status_code == 303
+    web.cookies.clear()
+    host = web.base_url.netloc.decode()
+    assert sign_in(web, headers={"origin": f"{web.base_url.scheme}://{host}"}).status_code == 303
 
 
 def test_failed_sign_ins_are_generic_401_pages_and_set_nothing(web):
@@ -305,3 +312,18 @@ def test_users_api_adds_users_with_a_password_atomically(web, held):
     assert listed == {"alice": True, "carol": True, "root": True}
     assert sign_in(web, "carol", "carol-secret").status_code == 303
     assert re.fullmatch(r"nf_\S+", session_of(web))
+
+
+def test_an_invalid_api_request_does_not_echo_what_was_sent(web, held):
+    from neuroferry.auth import create_token, get_user
+
+    token = create_token(held.engine, get_user(held.engine, "alice"), "echo test")
+    secret = "s3cr3t-" + "x" * 2000
+    answer = web.post(
+        "/api/v2/tokens",
+        json={"label": secret},  # longer than a label may be
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert answer.status_code == 422
+    assert answer.json()["detail"][0]["loc"] == ["body", "label"]
+    assert secret not in answer.text

@@ -10,7 +10,9 @@ every statement running at once (when the service stops), and
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -255,6 +257,10 @@ def make_engine(url: str, statement_timeout: float = 0) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if (path := sqlite_file(url)) is not None and not parsed.query.get("uri"):
             path.parent.mkdir(parents=True, exist_ok=True)
+            # readable by the service's user only (SQLite gives its -wal and -shm files the
+            # same mode), whatever the umask
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         if path is not None:

@@ -7,6 +7,7 @@ import hmac
 import math
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
@@ -109,7 +110,10 @@ async def sign_in(request: Request, held: Services = Depends(services)) -> Respo
     the wait after recent failures long, is refused (429, Retry-After) unchecked. A form
     sent from another site is refused, so no other site can sign a browser in to an account
     of its choosing."""
-    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none"):
+    origin = request.headers.get("origin")
+    if request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none") or (
+        origin is not None and urlsplit(origin).netloc != request.headers.get("host")
+    ):
         raise Forbidden("sign in on the sign-in page of this site")
     form = await request.form()
     fields: dict[str, str] = {
