@@ -40,7 +40,8 @@ TOKEN_PREFIX = "nf_"
 MAX_LABEL = 128
 MAX_EXPIRY_DAYS = 3650
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+#: An address's local part of the characters RFC 5322 allows unquoted, and a host name.
+EMAIL = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 MIN_PASSWORD = 8
@@ -141,7 +142,7 @@ def _check_email(email: str | None) -> str | None:
     email = email.strip() if isinstance(email, str) else email
     if not email:
         return None
-    if len(email) > 320 or not _EMAIL.fullmatch(email) or _CONTROL.search(email):
+    if len(email) > 320 or not EMAIL.fullmatch(email) or _CONTROL.search(email):
         raise InvalidInput(f"email: {email!r} is not an e-mail address")
     return email
 

@@ -318,7 +318,9 @@ def test_metadata_dir_given_twice_differently() -> None:
     assert "metadata_dir '/data/a' differs from tasks.gather_preliminary_metadata" in message
 
 
-@pytest.mark.parametrize("bad", ["scientist", "a b@c", "@example.org"])
+@pytest.mark.parametrize(
+    "bad", ["scientist", "a b@c", "@example.org", 'a@b.c"><script>', "a@b.c\r\nBcc: x@y"]
+)
 def test_user_email(bad: str) -> None:
     where, message = error_of(job(user_email=bad))
     assert where == "user_email" and "not an e-mail address" in message

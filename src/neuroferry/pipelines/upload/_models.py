@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from neuroferry.auth import EMAIL
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload._vocab import find_modality, find_platform
 
@@ -39,7 +40,6 @@ US_DATETIME = "%m/%d/%Y %I:%M:%S %p"
 """The spreadsheet date format the original service accepts: ``10/13/2020 1:10:10 PM``."""
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9._-]{1,128}")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 
 # Task names a request may configure. The mapped tasks (compress_data, run_analyses) are
 # configured per modality: through modality_transformation_settings and analysis_settings.
@@ -367,7 +367,7 @@ class UploadJobSpec(BaseModel):
     @field_validator("user_email")
     @classmethod
     def _email(cls, value: str | None) -> str | None:
-        if value is not None and not _EMAIL.fullmatch(value):
+        if value is not None and not EMAIL.fullmatch(value):
             raise _error(f"{value!r} is not an e-mail address")
         return value
 
