@@ -5,6 +5,7 @@ to the service's destinations, and never reach the service's own files."""
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from pathlib import Path
@@ -143,6 +144,46 @@ def test_a_symlinked_file_in_a_modality_folder_is_not_uploaded(hostile: Deployme
     uploaded = [p for p in lake.rglob("*") if p.is_file()] if lake.exists() else []
     assert not any(secret.read_bytes() in p.read_bytes() for p in uploaded)
     assert not any(p.name in ("ferry.db", "ferry.toml") for p in uploaded)
+
+
+def test_a_folder_swapped_for_a_symlink_during_the_upload_is_not_read(
+    hostile: Deployment,
+) -> None:
+    """``mv behavior behavior.real; ln -s <bob's folder> behavior`` while the job uploads
+    ``ecephys`` (large, uploaded first): the behavior folder was checked when the task
+    started, but each folder and file is checked again once open, so bob's are refused."""
+    secret = secrets.token_bytes(64)
+    bob = hostile.own["bob"] / f"s-{secrets.token_hex(4)}"
+    bob.mkdir()
+    (bob / "trials.csv").write_bytes(secret)  # the names the behavior folder holds
+    (bob / "empty.txt").write_bytes(secret)
+    session = make_session(hostile.own["alice"] / f"s-{secrets.token_hex(4)}")
+    (session / "ecephys" / "large.bin").write_bytes(os.urandom(192 * 1024 * 1024))
+    spec = _spec(session, metadata=False)
+    spec["modalities"].append(
+        {"abbreviation": "behavior", "input_source": str(session / "behavior")}
+    )
+    response = _submit(hostile, "alice", spec)
+    assert response.status_code == 200, response.text
+    [job] = response.json()["data"]["jobs"]
+    lake = hostile.home / "lake" / job["name"]
+    deadline = time.monotonic() + 120
+    while not any((lake / "ecephys").glob("large.bin#*")):  # ecephys is being written
+        assert time.monotonic() < deadline, "the upload of ecephys never started"
+        time.sleep(0.005)
+    (session / "behavior").rename(session / "behavior.real")
+    (session / "behavior").symlink_to(bob, target_is_directory=True)
+    # swapped while ecephys is still being written: behavior is not listed yet
+    assert not (lake / "ecephys" / "large.bin").exists()
+    assert not (lake / "behavior").exists()
+    upload = _first_attempt(hostile, job["id"], "upload_data_to_s3")
+    assert upload["state"] in ("up_for_retry", "failed"), upload
+    assert f"{session / 'behavior'} resolves to {bob}" in upload["error"], upload["error"]
+    assert "outside the source folder" in upload["error"]
+    hostile.api("POST", f"/jobs/{job['id']}/cancel", "alice")  # no need to try again
+    assert not (lake / "behavior").exists() or not any((lake / "behavior").iterdir())
+    small = [p for p in lake.rglob("*") if p.is_file() and p.stat().st_size < 1024 * 1024]
+    assert not any(secret in p.read_bytes() for p in small)
 
 
 # -- removing folders ----------------------------------------------------------------------

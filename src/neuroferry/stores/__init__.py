@@ -1,5 +1,6 @@
 """Object stores (obstore), listings with checksums, and the transfer (sync) engine."""
 
+from neuroferry.stores._confine import check_fd, fd_real_path, open_confined, read_confined
 from neuroferry.stores._keys import check_key
 from neuroferry.stores._listing import RESERVED_PREFIX, Entry, Listing, list_store
 from neuroferry.stores._manifest import MANIFEST_KEY, ManifestEntry, load_manifest
@@ -26,13 +27,17 @@ __all__ = [
     "SyncOptions",
     "SyncProgress",
     "SyncReport",
+    "check_fd",
     "check_key",
+    "fd_real_path",
     "list_store",
     "load_manifest",
     "matches",
     "memory_budget",
+    "open_confined",
     "open_store",
     "part_size_for",
+    "read_confined",
     "sync",
     "sync_async",
 ]

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import obstore
 
@@ -33,6 +33,7 @@ from neuroferry.errors import (
     StoreNotFound,
     StoreUnreachable,
 )
+from neuroferry.stores._confine import open_confined
 from neuroferry.stores._errors import translate
 from neuroferry.stores._listing import Entry, Listing, clean_etag, list_store
 from neuroferry.stores._manifest import ManifestEntry, load_manifest, save_manifest
@@ -59,6 +60,10 @@ class SyncOptions:
     verify: bool = False
     follow_symlinks: bool = False
     checkpoint_seconds: float = 5.0
+    confine_to: Path | None = None
+    """A local source is read only inside this folder (a real path, checked by the caller):
+    every file and folder is checked after it is opened, on the open descriptor, so one
+    swapped for a symlink between the listing and the read is refused, not read."""
 
     def resolved(self, settings: Settings) -> SyncOptions:
         opts = replace(
@@ -70,6 +75,11 @@ class SyncOptions:
             raise InvalidInput(f"concurrency must be at least 1, got {opts.concurrency}")
         if opts.part_size is None or opts.part_size < 5 * MiB:
             raise InvalidInput(f"part size must be at least 5 MiB, got {opts.part_size} bytes")
+        if opts.confine_to is not None:
+            if not Path(opts.confine_to).is_absolute():
+                raise InvalidInput(f"confine_to must be an absolute path, got {opts.confine_to}")
+            if opts.follow_symlinks:
+                raise InvalidInput("confine_to and follow_symlinks cannot be used together")
         return opts
 
 
@@ -212,8 +222,15 @@ def _remove_partial_uploads(root: Path, paths: set[str]) -> int:
     return removed
 
 
-def _read_small(path: Path) -> tuple[bytes, str]:
-    with open(path, "rb") as f:
+def _open_local(path: Path, confine: Path | None) -> BinaryIO:
+    """A source file opened for reading; with ``confine``, checked on the open file."""
+    if confine is not None:
+        return open_confined(path, confine)
+    return open(path, "rb")
+
+
+def _read_small(path: Path, confine: Path | None = None) -> tuple[bytes, str]:
+    with _open_local(path, confine) as f:
         data = f.read()
     return data, hashlib.sha256(data).hexdigest()
 
@@ -243,8 +260,13 @@ class _Sync:
 
     # -- reading ----------------------------------------------------------------------
 
-    async def _local_chunks(self, path: Path) -> AsyncIterator[bytes]:
-        f = await asyncio.to_thread(open, path, "rb")
+    async def _open(self, path: Path) -> BinaryIO:
+        return await asyncio.to_thread(_open_local, path, self.opts.confine_to)
+
+    async def _local_chunks(
+        self, path: Path, opened: BinaryIO | None = None
+    ) -> AsyncIterator[bytes]:
+        f = opened if opened is not None else await self._open(path)
         try:
             while chunk := await asyncio.to_thread(f.read, self.part):
                 yield chunk
@@ -282,7 +304,9 @@ class _Sync:
         assert self.dest is not None
         if entry.size <= self.part:
             if self.src.local_root is not None:
-                data, sha = await asyncio.to_thread(_read_small, self.src.local_root / entry.path)
+                data, sha = await asyncio.to_thread(
+                    _read_small, self.src.local_root / entry.path, self.opts.confine_to
+                )
                 size = len(data)
                 put = await obstore.put_async(self.dest.raw, entry.path, data, use_multipart=False)
             else:  # one part at most: usually a single chunk
@@ -296,21 +320,32 @@ class _Sync:
             hasher = hashlib.sha256()
             size = 0
             part = part_size_for(entry.size, self.part)
+            opened: BinaryIO | None = None
+            if self.src.local_root is not None:  # opened (and checked) before anything is put
+                path = self.src.local_root / entry.path
+                opened = await self._open(path)
+                source = self._local_chunks(path, opened)
+            else:
+                source = self._store_chunks(self.src, entry.path)
 
             async def stream() -> AsyncGenerator[Any]:
                 nonlocal size
-                async for chunk in _hash_chunks(self._counted(self._source_chunks(entry)), hasher):
+                async for chunk in _hash_chunks(self._counted(source), hasher):
                     size += len(chunk)
                     yield chunk
 
-            async with contextlib.aclosing(stream()) as chunks:
-                put = await obstore.put_async(
-                    self.dest.raw,
-                    entry.path,
-                    chunks,
-                    chunk_size=part,
-                    max_concurrency=self.parts_in_flight,
-                )
+            try:
+                async with contextlib.aclosing(stream()) as chunks:
+                    put = await obstore.put_async(
+                        self.dest.raw,
+                        entry.path,
+                        chunks,
+                        chunk_size=part,
+                        max_concurrency=self.parts_in_flight,
+                    )
+            finally:
+                if opened is not None:
+                    opened.close()
             sha = hasher.hexdigest()
             return ManifestEntry(size, sha, await self._stored_etag(entry.path, size), entry.etag)
         return ManifestEntry(size, sha, clean_etag(put.get("e_tag")), entry.etag)
@@ -436,7 +471,12 @@ class _Sync:
         started = time.monotonic()
         report = self.report
         src_listing, (dest_listing, self.manifest) = await asyncio.gather(
-            list_store(self.src, follow_symlinks=self.opts.follow_symlinks), self._dest_state()
+            list_store(
+                self.src,
+                follow_symlinks=self.opts.follow_symlinks,
+                confine_to=self.opts.confine_to,
+            ),
+            self._dest_state(),
         )
         if not src_listing.entries and not src_listing.problems and self.src.local_root is None:
             raise StoreNotFound(f"source {self.src.url} holds no objects; check the URL")
@@ -559,6 +599,8 @@ async def sync_async(
             dest_store = open_store(dest, create=not opts.dry_run, settings=settings)
         except StoreNotFound:
             dest_store = None  # a dry run into a local folder that does not exist yet
+    if opts.confine_to is not None and src_store.local_root is None:
+        raise InvalidInput(f"confine_to applies to a local source only, not {src_store.url}")
     if dest_store is not None and dest_store.url == src_store.url:
         raise InvalidInput(f"source and destination are the same store: {src_store.url}")
     job = _Sync(src_store, dest_store, opts, progress or SyncProgress())

@@ -444,3 +444,28 @@ def test_no_email_when_not_asked_for(
     )
     assert job.call("send_job_start_email") == {"sent": False}
     assert smtp_server.messages == []
+
+
+# -- removing a folder swapped since it was checked ----------------------------------------
+
+
+@pytest.mark.parametrize("swapped", ["folder", "parent"])
+def test_a_folder_is_removed_only_where_it_was_checked(tmp_path: Path, swapped: str) -> None:
+    from neuroferry.errors import UnsafePath
+    from neuroferry.pipelines.upload._tasks import _remove_checked
+
+    other = tmp_path / "other" / "race" / "ecephys"
+    other.mkdir(parents=True)
+    (other / "keep.dat").write_bytes(b"another user's data")
+    real = (tmp_path / "granted" / "race" / "ecephys").resolve()
+    real.mkdir(parents=True)
+    moved = real if swapped == "folder" else real.parent
+    moved.rename(moved.with_name(moved.name + ".real"))  # after the check, before the removal
+    moved.symlink_to(other if swapped == "folder" else other.parent)
+    with pytest.raises((UnsafePath, OSError), match=r"symbolic link|changed since it was checked"):
+        _remove_checked(real)
+    assert (other / "keep.dat").read_bytes() == b"another user's data"
+    real = (tmp_path / "granted" / "kept").resolve()
+    real.mkdir()
+    _remove_checked(real)
+    assert not real.exists()

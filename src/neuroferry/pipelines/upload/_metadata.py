@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +20,43 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-def copy_file(src: Path, dest: Path) -> None:
-    """Copy a file so that ``dest`` is never seen half-written."""
-    tmp = dest.with_name(f".{dest.name}.partial")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dest)
+def write_file(path: Path, data: bytes) -> None:
+    """Write ``data`` so that ``path`` is never seen half-written."""
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _parsed(data: bytes, path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The JSON object in ``data`` (read from ``path``), or why it is not one."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return None, f"{path}: not UTF-8 text (byte {exc.start})"
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+    if not isinstance(value, dict):
+        return None, f"{path}: holds a JSON {type(value).__name__}, not an object"
+    return value, None
 
 
 def json_problem(path: Path) -> str | None:
     """Why ``path`` is not a JSON object (with line and column), or None if it is one."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        return f"{path}: not UTF-8 text (byte {exc.start})"
+        data = path.read_bytes()
     except OSError as exc:
         return f"{path}: cannot be read ({exc.strerror or exc})"
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-    if not isinstance(value, dict):
-        return f"{path}: holds a JSON {type(value).__name__}, not an object"
-    return None
+    return _parsed(data, path)[1]
 
 
-def read_json_object(path: Path) -> dict[str, Any]:
-    """The JSON object in ``path``; :class:`TaskFailed` says which file and where it is wrong."""
-    problem = json_problem(path)
-    if problem is not None:
-        raise TaskFailed(problem)
-    value: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+def json_object(data: bytes, path: Path) -> dict[str, Any]:
+    """The JSON object in ``data`` read from ``path``; :class:`TaskFailed` says which file
+    and where it is wrong."""
+    value, problem = _parsed(data, path)
+    if value is None:
+        raise TaskFailed(problem or f"{path}: not a JSON object")
     return value
 
 

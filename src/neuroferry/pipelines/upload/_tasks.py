@@ -28,7 +28,7 @@ from neuroferry.engine import (
     job_kinds,
     owner_of_job,
 )
-from neuroferry.errors import FerryError, Forbidden, InvalidInput, StoreNotFound
+from neuroferry.errors import FerryError, Forbidden, InvalidInput, StoreNotFound, UnsafePath
 from neuroferry.notify import notify_job
 from neuroferry.pipelines.upload._command import (
     command_words,
@@ -39,15 +39,15 @@ from neuroferry.pipelines.upload._command import (
 from neuroferry.pipelines.upload._metadata import (
     DATA_DESCRIPTION,
     PROCESSING,
-    copy_file,
+    json_object,
     json_problem,
     metadata_files,
-    read_json_object,
+    write_file,
     write_json,
 )
 from neuroferry.pipelines.upload._paths import removable_folder, source_file, source_folder
 from neuroferry.pipelines.upload._transfer import Part, count, upload_parts
-from neuroferry.stores import list_store, open_store
+from neuroferry.stores import fd_real_path, list_store, open_store, read_confined
 
 ANALYSIS_KIND = "analysis"
 SCRATCH = ".scratch"
@@ -81,6 +81,17 @@ def staging_name(job_id: int) -> str:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _read_source(label: str, path: Path, root: Path) -> bytes:
+    """The bytes of a file read from the source folder ``root`` (its checked real path),
+    checked once open: a file that resolves outside ``root`` is refused, never read."""
+    try:
+        return read_confined(path, root)
+    except FerryError as exc:
+        raise TaskFailed(f"{label}: {exc}") from exc
+    except OSError as exc:
+        raise TaskFailed(f"{label}: {path} cannot be read ({exc.strerror or exc})") from exc
 
 
 def _walk(folder: Path) -> Iterator[Path]:
@@ -232,8 +243,9 @@ def gather_preliminary_metadata(ctx: TaskContext) -> dict[str, Any]:
         folder = source_folder("metadata_dir", str(metadata_dir), ctx.grants)
         for path in metadata_files(folder):
             source_file("metadata_dir", path, ctx.grants)  # a symlink out is refused
+            data = _read_source("metadata_dir", path, folder)  # checked again, once open
             if path.name == DATA_DESCRIPTION:
-                given = read_json_object(path)
+                given = json_object(data, path)
                 replaced = sorted(
                     k for k in description if k in given and given[k] != description[k]
                 )
@@ -241,7 +253,7 @@ def gather_preliminary_metadata(ctx: TaskContext) -> dict[str, Any]:
                     ctx.log.info("%s: the job sets %s", path, ", ".join(replaced))
                 description = {**given, **description}
                 continue
-            copy_file(path, staging / path.name)
+            write_file(staging / path.name, data)
             copied.append(path.name)
         for expected in ("subject.json", "procedures.json"):
             if expected not in copied:
@@ -428,9 +440,9 @@ def gather_final_metadata(ctx: TaskContext) -> dict[str, Any]:
     base: dict[str, Any] = {}
     metadata_dir = gathered.get("metadata_dir")
     if metadata_dir and (Path(metadata_dir) / PROCESSING).is_file():
-        base = read_json_object(
-            source_file("metadata_dir", Path(metadata_dir) / PROCESSING, ctx.grants)
-        )
+        folder = source_folder("metadata_dir", str(metadata_dir), ctx.grants)
+        path = source_file("metadata_dir", folder / PROCESSING, ctx.grants)
+        base = json_object(_read_source("metadata_dir", folder / PROCESSING, folder), path)
     pipeline = dict(base.get("processing_pipeline") or {})
     earlier = list(pipeline.get("data_processes") or [])
     pipeline["data_processes"] = earlier + steps
@@ -466,13 +478,21 @@ def upload_data_to_s3(ctx: TaskContext) -> dict[str, Any]:
             ctx.log.info("%s: no transformation ran; uploading %s as it is", modality, source)
         if result is None or result.get("transformation") != "command":
             source = str(source_folder(f"modality {modality}: input_source", source, ctx.grants))
+        else:  # the command's output, in the job's own staging folder
+            source = os.path.realpath(source)
         parts.append(Part(modality, source, f"{location}/{modality}"))
     derivatives = ctx.upstream.get("copy_derivatives_folder")
     if isinstance(derivatives, dict) and derivatives.get("input_source"):
         folder = source_folder("derivatives_dir", str(derivatives["input_source"]), ctx.grants)
         parts.append(Part("derivatives", str(folder), f"{location}/derivatives"))
     parts.append(
-        Part("metadata", str(_staging(ctx)), location, include=("*.json",), exclude=("*/*",))
+        Part(
+            "metadata",
+            os.path.realpath(_staging(ctx)),
+            location,
+            include=("*.json",),
+            exclude=("*/*",),
+        )
     )
     return upload_parts(ctx, location, parts)
 
@@ -588,6 +608,19 @@ def _file_totals(folder: Path) -> tuple[int, int]:
     return len(sizes), sum(sizes)
 
 
+def _remove_checked(real: Path) -> None:
+    """Remove the folder whose checked real path is ``real``, by descriptor: its parent is
+    opened and must still be ``real.parent`` once open, and the folder is removed from that
+    descriptor without following a symlink (one swapped in since the check is refused)."""
+    parent = os.open(real.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if fd_real_path(parent, real.parent) != real.parent:
+            raise UnsafePath(f"{real.parent} changed since it was checked: refused")
+        shutil.rmtree(real.name, dir_fd=parent)
+    finally:
+        os.close(parent)
+
+
 def remove_source_folders(ctx: TaskContext) -> dict[str, Any]:
     """Remove each modality folder and the derivatives folder whose upload succeeded. A
     folder uploaded as it is must still hold what was uploaded (as many files and bytes),
@@ -618,7 +651,7 @@ def remove_source_folders(ctx: TaskContext) -> dict[str, Any]:
             removed.append(path)  # removed by an earlier attempt
             continue
         try:
-            removable_folder(name, path, ctx.grants)
+            real = removable_folder(name, path, ctx.grants)
         except TaskFailed as exc:
             problems.append(f"{exc}; kept")
             continue
@@ -631,7 +664,7 @@ def remove_source_folders(ctx: TaskContext) -> dict[str, Any]:
                 int(part["files_copied"]) + int(part["files_skipped"]),
                 int(part["bytes_copied"]) + int(part["bytes_skipped"]),
             )
-            found = _file_totals(folder)
+            found = _file_totals(real)
             if found != expected:
                 problems.append(
                     f"{name}: {path} holds {count(found[0], 'file')} ({found[1]} bytes) "
@@ -639,7 +672,11 @@ def remove_source_folders(ctx: TaskContext) -> dict[str, Any]:
                     "it changed since, so it is kept"
                 )
                 continue
-        shutil.rmtree(folder)
+        try:
+            _remove_checked(real)
+        except (FerryError, OSError) as exc:
+            problems.append(f"{name}: {path} was not removed: {exc}; kept")
+            continue
         ctx.log.info("removed %s", path)
         removed.append(path)
     if problems:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from neuroferry.config import Settings
@@ -29,7 +30,8 @@ class Part:
 
     name: str
     source: str
-    """A local folder."""
+    """A local folder: its real path, checked against the job owner's grants. Every file
+    is read only if, once opened, it lies inside it (see ``SyncOptions.confine_to``)."""
     destination: str
     """A store URL."""
     include: tuple[str, ...] = ()
@@ -123,7 +125,9 @@ def upload_parts(ctx: TaskContext, destination: str, parts: list[Part]) -> dict[
                 report = await sync_async(
                     part.source,
                     part.destination,
-                    SyncOptions(include=part.include, exclude=part.exclude),
+                    SyncOptions(
+                        include=part.include, exclude=part.exclude, confine_to=Path(part.source)
+                    ),
                     progress=counter,
                     settings=settings,
                 )
