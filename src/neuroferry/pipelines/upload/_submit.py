@@ -19,6 +19,7 @@ from neuroferry.engine import (
     allowed_terms,
     apply_job_type,
     check_access,
+    check_asset_owners,
     owner_access,
     submit_jobs,
 )
@@ -126,6 +127,8 @@ def _check_one(
         plan = prepare(spec, settings)
         if access is not None:
             check_access(plan, access)
+        if user is not None:
+            check_asset_owners(engine, plan.assets, user.id)
         name = plan.name
     except (ValidationError, InvalidInput, Forbidden) as exc:
         return _problems(index, row, exc)
