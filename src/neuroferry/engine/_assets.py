@@ -136,16 +136,19 @@ def check_owners(conn: Connection, claims: Sequence[AssetClaim], owner_id: int |
     owner = job_owner(conn, owner_id)
     if owner is None or owner.is_admin:
         return
+    names = {c.catalog_name: c for c in claims if c.catalog_name}
+    if names:
+        _check_names(conn, names, owner.id)
     for claim in claims:
         _check_location(conn, claim, owner.id)
-    names = {c.catalog_name: c for c in claims if c.catalog_name}
-    if not names:
-        return
+
+
+def _check_names(conn: Connection, names: Mapping[str | None, AssetClaim], owner_id: int) -> None:
     found = conn.execute(
         select(documents.c.name, documents.c.owner_id).where(documents.c.name.in_(list(names)))
     ).all()
     for name, holder in found:
-        if holder != owner.id:
+        if holder != owner_id:
             field = names[name].field
             raise Forbidden(
                 f"{field}: the asset {name!r} belongs to another user; only they or an admin "
