@@ -143,7 +143,7 @@ def check_owners(conn: Connection, claims: Sequence[AssetClaim], owner_id: int |
         _check_location(conn, claim, owner.id)
 
 
-def _check_names(conn: Connection, names: Mapping[str | None, AssetClaim], owner_id: int) -> None:
+def _check_names(conn: Connection, names: Mapping[str, AssetClaim], owner_id: int) -> None:
     found = conn.execute(
         select(documents.c.name, documents.c.owner_id).where(documents.c.name.in_(list(names)))
     ).all()
