@@ -396,3 +396,57 @@ def test_the_long_ingest_checks_stop_at_their_checkpoint(tmp_path: Path) -> None
         plan_units(Layout.of(config), 64 * 64, stop_at_third)
     assert len(calls) == 3
     assert len(plan_units(Layout.of(config), 64 * 64)) == 1000 * 16  # one unit per shard
+
+
+def test_an_ingest_checks_its_volume_is_still_its_owners_before_writing(
+    database_url: str, tmp_path: Path
+) -> None:
+    """``check_asset_owner`` (in the service, before ``check_source``): a document another
+    user registered since the job was submitted, at, inside or around the volume, fails
+    the job before anything is written."""
+    import logging
+
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Catalog, Owner
+    from neuroferry.config import get_settings
+    from neuroferry.db import make_engine, upgrade
+    from neuroferry.engine import TaskContext, TaskFailed
+    from neuroferry.pipelines.ingest._kind import TASKS
+    from neuroferry.pipelines.ingest._tasks import check_asset_owner
+    from neuroferry.stores import open_store
+
+    assert [t.name for t in TASKS[:2]] == ["check_asset_owner", "check_source"]
+    assert TASKS[0].placement == "local" and TASKS[1].upstream == ("check_asset_owner",)
+    lake = (tmp_path / "lake").as_uri()
+    engine = make_engine(database_url)
+    upgrade(engine)
+    alice, bob = (create_user(engine, name).id for name in ("alice", "bob"))
+    spec = {**BASE, "name": "lab/vol", "destination": lake}
+
+    def run(owner: int) -> dict[str, Any]:
+        ctx = TaskContext(
+            job_id=1,
+            kind="ingest",
+            name="lab/vol",
+            summary={"volume": f"{lake}/lab/vol.ome.zarr"},
+            task="check_asset_owner",
+            map_index=-1,
+            item=None,
+            attempt=1,
+            spec=spec,
+            params={},
+            upstream={},
+            config=get_settings(),
+            log_store=open_store("memory://owner-check-logs"),
+            log=logging.getLogger("neuroferry.task.test.owner"),
+            db=engine,
+            owner_id=owner,
+        )
+        return check_asset_owner(ctx)
+
+    assert run(bob) == {"volume": f"{lake}/lab/vol.ome.zarr"}
+    Catalog(engine).upsert({"name": "alices", "location": f"{lake}/lab"}, Owner(alice))
+    with pytest.raises(TaskFailed, match=r"name: this job would write .* lies inside"):
+        run(bob)
+    assert run(alice)["volume"].endswith("/lab/vol.ome.zarr")
+    engine.dispose()
