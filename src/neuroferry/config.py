@@ -193,6 +193,9 @@ class Settings(BaseSettings):
     own scratch folder), e.g. ``["DOCKER_HOST"]``. Commands never get anything else."""
     ingest_memory_budget: int = Field(256 * 1024 * 1024, ge=1)
     """Bytes of full-resolution data one ingest work unit holds (at least one shard)."""
+    ingest_max_shards: int = Field(1_000_000, ge=1)
+    """Most shards (all levels, time points and channels) one ingest job may write; a
+    larger extent is refused when the job is submitted."""
     ingest_reader_paths: bool | None = None
     """Whether an ingest config may name its reader by a ``package.module:Class`` path
     (which imports that module in the service and on the workers). Unset: allowed in

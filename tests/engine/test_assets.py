@@ -185,3 +185,66 @@ def test_a_job_created_before_its_kind_gained_a_task_carries_on(engine: Engine) 
     finish_task(engine, claim, "orchestrator-1", Outcome("succeeded"), now_utc())
     assert get_job(engine, job_id)["state"] == "succeeded"
     assert locks(engine) == {}  # and its asset was given back
+
+
+def test_nested_locations_are_one_asset_while_a_job_writes_them(
+    engine: Engine, users: dict[str, int], log_store: Store
+) -> None:
+    alice, bob = users["alice"], users["bob"]
+    outer = submit(engine, alice, asset="nest")
+    for inside in ("nest/behavior", "nest/a/b"):  # a folder inside the one being written
+        with pytest.raises(Conflict, match=f"job {outer}") as refused:
+            submit(engine, bob, asset=inside)
+        assert "file:///lake/nest" in str(refused.value)
+    assert submit(engine, bob, asset="nesting")  # a sibling that only shares a prefix
+    cancel_job(engine, log_store, outer, None)
+    inner = submit(engine, bob, asset="nest/inner")
+    with pytest.raises(Conflict, match=f"job {inner}"):  # a folder around one being written
+        submit(engine, alice, asset="nest")
+    with pytest.raises(Conflict, match="which holds or lies inside file:///lake;"):
+        submit(engine, alice, asset="lake", destination="file://")
+    with pytest.raises(Conflict, match=f"job {inner}"):  # and a retry of one
+        retry_job(engine, log_store, outer, None)
+    twice = [NewJob("asset-toy", {"asset": "p"}), NewJob("asset-toy", {"asset": "p/q"})]
+    with pytest.raises(InvalidInput, match="job 2: asset: job 1 of this request"):
+        submit_jobs(engine, twice, owner_id=None, settings=get_settings())
+
+
+def test_concurrent_nested_submissions_make_one_job(engine: Engine, users: dict[str, int]) -> None:
+    start = threading.Barrier(8)
+    made: list[int] = []
+    refused: list[str] = []
+
+    def client(i: int) -> None:
+        start.wait()
+        try:
+            made.append(submit(engine, users["bob"], asset="deep" + "/x" * i))
+        except Conflict as exc:
+            refused.append(str(exc))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(made) == 1 and len(refused) == 7, refused
+
+
+def test_the_location_of_another_users_asset_is_refused(
+    engine: Engine, users: dict[str, int], log_store: Store
+) -> None:
+    alices = {"name": "vol", "location": "file:///lake/vlab/vol"}
+    Catalog(engine).upsert(alices, Owner(users["alice"]))
+    cases = {
+        "is": {"asset": "vlab/vol"},
+        "lies inside": {"asset": "vlab/vol/behavior"},
+        "holds": {"asset": "vlab"},
+    }
+    for how, spec in cases.items():
+        with pytest.raises(Forbidden, match=f"asset: this job would write .* which {how}"):
+            submit(engine, users["bob"], **spec)
+    assert locks(engine) == {}
+    assert submit(engine, users["bob"], asset="vlab2")  # beside it: allowed
+    admins = submit(engine, users["admin"], asset="vlab")  # admins may
+    cancel_job(engine, log_store, admins, None)
+    assert submit(engine, users["alice"], asset="vlab/vol/more")  # her own

@@ -222,3 +222,126 @@ def test_cancel_gives_the_asset_back_and_retry_takes_it_again(hostile: Deploymen
     assert f"job {other['id']}" in retried.json()["detail"]
     assert hostile.api("GET", f"/jobs/{job['id']}", "bob").json()["state"] == "cancelled"
     assert hostile.wait(other["id"], "bob")["state"] == "succeeded"
+
+
+def _ingest(name: str, source: dict[str, Any], destination: str = "default") -> dict[str, Any]:
+    return {
+        "version": 1,
+        "name": name,
+        "destination": destination,
+        "source": source,
+        "extent": {"x": [0, 16], "y": [0, 16], "z": [0, 2]},
+        "dtype": "uint8",
+        "voxel_size": {"x": 1, "y": 1, "z": 1},
+        "chunk": [2, 16, 16],
+        "shard": [2, 16, 16],
+        "levels": 1,
+    }
+
+
+def _stack(folder: Path) -> dict[str, Any]:
+    import numpy as np
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for z in range(2):
+        tifffile.imwrite(folder / f"s_{z}.tif", np.full((16, 16), z, dtype=np.uint8))
+    return {"plugin": "image-folder", "params": {"path": str(folder), "pattern": "s_{z}.tif"}}
+
+
+def _refused_for(resp: httpx.Response, field: str) -> None:
+    assert resp.status_code == 403, resp.text
+    detail = resp.json()["detail"]
+    assert detail.startswith(f"{field}: ") and "another user" in detail, detail
+
+
+def test_a_job_writes_nothing_at_inside_or_around_another_users_asset(
+    hostile: Deployment, alice_asset: dict[str, Any]
+) -> None:
+    """Issue 12: the owner check looked at the catalog name only, so that bob could write
+    inside alice's upload, onto her volume, or take the folder that holds it."""
+    folder: Path = alice_asset["folder"]
+    lake = folder.parent.as_uri()
+    files = tree(folder)
+    stack = _stack(hostile.shared / "location-stack")
+    # alice's volume in a folder of its own
+    made = hostile.api("POST", "/ingest", "alice", json=_ingest("vlab/vol", stack))
+    assert made.status_code == 201, made.text
+    assert hostile.wait(made.json()["id"], "alice")["state"] == "succeeded"
+    volume = folder.parent / "vlab" / "vol.ome.zarr"
+    volume_files = tree(volume)
+    assert volume_files
+
+    inside = _ingest(f"{ALICE_ASSET}/behavior", stack)  # a volume inside her upload
+    _refused_for(hostile.api("POST", "/ingest", "bob", json=inside), "name")
+    under = _ingest("ecephys", stack, f"{lake}/{ALICE_ASSET}")  # a destination inside it
+    _refused_for(hostile.api("POST", "/ingest", "bob", json=under), "name")
+    onto = _ingest("vol", stack, f"{lake}/vlab")  # exactly her volume, by another name
+    _refused_for(hostile.api("POST", "/ingest", "bob", json=onto), "name")
+    # an upload whose folder holds her volume
+    session = small_session(hostile.shared / "around-session", "around")
+    around = submit(hostile, "bob", session, subject_id="740001", s3_prefix="vlab")
+    _refused_for(around, "s3_prefix")
+    forced = submit(
+        hostile, "bob", session, subject_id="740001", s3_prefix="vlab", force_cloud_sync=True
+    )
+    _refused_for(forced, "s3_prefix")
+
+    listed = hostile.api("GET", "/jobs", "bob", params={"limit": 500}).json()["jobs"]
+    assert not {j["name"] for j in listed} & {"vlab", "vol", "ecephys", inside["name"]}
+    assert find(hostile, "bob", {"name": "vlab"}) == []
+    assert tree(folder) == files and tree(volume) == volume_files
+    # her own writes there are hers to make
+    again = hostile.api("POST", "/ingest", "alice", json=_ingest("vlab/vol2", stack))
+    assert again.status_code == 201, again.text
+    assert hostile.wait(again.json()["id"], "alice")["state"] == "succeeded"
+
+
+def test_validating_names_another_users_asset_as_submitting_does(
+    hostile: Deployment, alice_asset: dict[str, Any]
+) -> None:
+    stack = _stack(hostile.shared / "validate-stack")
+    made = hostile.api("POST", "/ingest", "alice", json=_ingest("vcheck/vol", stack))
+    assert made.status_code == 201, made.text
+    assert hostile.wait(made.json()["id"], "alice")["state"] == "succeeded"
+    session = small_session(hostile.shared / "validate-session", "validate")
+    attempts = {
+        "by name": {"subject_id": "719998", "s3_prefix": ALICE_ASSET},
+        "by location": {"subject_id": "719997", "s3_prefix": "vcheck"},  # holds her volume
+    }
+    for how, job in attempts.items():
+        body = {"upload_jobs": [upload_spec(session, force_cloud_sync=True, **job)]}
+        submitted = hostile.api("POST", "/submit_jobs", "bob", json=body)
+        assert submitted.status_code in (403, 422), (how, submitted.text)
+        checked = hostile.api("POST", "/validate_json", "bob", json=body)
+        assert checked.status_code in (403, 422), (how, checked.text)
+        detail = checked.json()["detail"]
+        assert "s3_prefix" in detail and "another user" in detail, (how, detail)
+    # alice's own asset validates for her
+    mine = {"upload_jobs": [upload_spec(session, subject_id=ALICE_SUBJECT, force_cloud_sync=True)]}
+    assert hostile.api("POST", "/validate_json", "alice", json=mine).status_code == 200
+
+
+def test_an_ingest_of_too_many_shards_is_refused(hostile: Deployment) -> None:
+    """Issue 12: a CATMAID stack whose missing tiles read as zeros, of 10^6 x 10^6 x 10^5
+    voxels, was accepted with 1.49e9 shards, and checking it ran for minutes."""
+    root = hostile.shared / "catmaid-empty"
+    root.mkdir()
+    source = {
+        "plugin": "catmaid",
+        "params": {"root_dir": str(root), "tile_size": {"x": 512, "y": 512}, "missing": "zero"},
+    }
+    body = {
+        **_ingest("huge", source),
+        "extent": {"x": [0, 10**6], "y": [0, 10**6], "z": [0, 10**5]},
+    }
+    body.pop("chunk"), body.pop("shard"), body.pop("levels")
+    resp = hostile.api("POST", "/ingest", "bob", json=body)
+    assert resp.status_code == 422, resp.text
+    detail = resp.json()["detail"]
+    assert detail.startswith("extent: ") and "at most 1000000" in detail, detail
+    beyond = {**body, "extent": {"x": [0, 2**40], "y": [0, 16], "z": [0, 2]}}
+    resp = hostile.api("POST", "/ingest", "bob", json=beyond)
+    assert resp.status_code == 422 and "extent.x" in resp.text, resp.text
+    listed = hostile.api("GET", "/jobs", "bob", params={"limit": 500}).json()["jobs"]
+    assert "huge" not in {j["name"] for j in listed}

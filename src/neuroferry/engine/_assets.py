@@ -3,8 +3,10 @@
 A job's :class:`~neuroferry.engine.AssetClaim` keys become rows of ``asset_locks`` in the
 transaction that creates (or retries) the job, and are deleted when the job ends; the
 table's primary key makes a second unfinished job for an asset impossible, however the
-requests are timed. An asset's catalog document belongs to the user whose job registered
-it: another user's job naming it is refused.
+requests are timed; a job's store URL also conflicts with an unfinished job writing a
+folder or prefix inside it, or around it. An asset's catalog document belongs to the user
+whose job registered it: another user's job naming it, or writing at, inside or around its
+``location``, is refused.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from neuroferry.catalog import Owner
@@ -43,14 +45,40 @@ def catalog_key(name: str) -> str:
 
 def claims_to_summary(claims: Iterable[AssetClaim]) -> list[dict[str, Any]]:
     """The claims as the job's summary keeps them."""
-    return [{"key": c.key, "field": c.field, "catalog_name": c.catalog_name} for c in claims]
+    return [
+        {"key": c.key, "field": c.field, "catalog_name": c.catalog_name, "url": c.url}
+        for c in claims
+    ]
+
+
+def ancestors(url: str) -> list[str]:
+    """The store URLs that contain ``url``: each of its parent folders or prefixes, nearest
+    last (``s3://b/x/y`` → ``s3://b``, ``s3://b/x``; ``file:///a/b`` → ``file:///a``)."""
+    scheme, sep, rest = url.rstrip("/").partition("://")
+    if not sep:
+        return []
+    parts = rest.split("/")
+    found = []
+    for i in range(1, len(parts)):
+        prefix = "/".join(parts[:i])
+        if prefix.strip("/"):
+            found.append(f"{scheme}://{prefix}")
+    return found
+
+
+def nested(a: str, b: str) -> bool:
+    """Whether two normalised store URLs are the same, or one lies inside the other."""
+    a, b = a.rstrip("/"), b.rstrip("/")
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def claims_of(summary: Mapping[str, Any] | None) -> list[AssetClaim]:
     """The claims a job's summary kept (none for jobs submitted before there were any)."""
     kept = (summary or {}).get(SUMMARY_KEY) or []
     return [
-        AssetClaim(str(c["key"]), str(c.get("field") or "asset"), c.get("catalog_name"))
+        AssetClaim(
+            str(c["key"]), str(c.get("field") or "asset"), c.get("catalog_name"), c.get("url")
+        )
         for c in kept
         if isinstance(c, Mapping) and c.get("key")
     ]
@@ -66,6 +94,15 @@ def check_distinct(claims_by_job: Sequence[Sequence[AssetClaim]]) -> None:
                 raise InvalidInput(
                     f"job {i + 1}: {claim.field}: job {first + 1} of this request writes the "
                     f"same asset ({_shown(key)}); give each job its own asset"
+                )
+    located = [(i, c) for i, claims in enumerate(claims_by_job) for c in claims if c.location]
+    for n, (i, claim) in enumerate(located):
+        for j, other in located[:n]:
+            if j != i and nested(str(claim.location), str(other.location)):
+                raise InvalidInput(
+                    f"job {i + 1}: {claim.field}: job {j + 1} of this request writes "
+                    f"{other.location}, which holds or lies inside {claim.location}; give "
+                    "each job its own folder or prefix"
                 )
 
 
@@ -93,21 +130,90 @@ def job_owner(conn: Connection, owner_id: int | None) -> Owner | None:
 
 def check_owners(conn: Connection, claims: Sequence[AssetClaim], owner_id: int | None) -> None:
     """Refuse (:class:`Forbidden`, naming the field) a job of a user that would write an
-    asset whose catalog document another user owns, or that has no owner (admins only)."""
-    names = {c.catalog_name: c for c in claims if c.catalog_name}
+    asset whose catalog document another user owns, or that has no owner (admins only):
+    by the document's name, or by its ``location`` (the job's store URL is that location,
+    lies inside it or holds it)."""
     owner = job_owner(conn, owner_id)
-    if not names or owner is None or owner.is_admin:
+    if owner is None or owner.is_admin:
         return
+    names = {c.catalog_name: c for c in claims if c.catalog_name}
+    if names:
+        _check_names(conn, names, owner.id)
+    for claim in claims:
+        _check_location(conn, claim, owner.id)
+
+
+def _check_names(conn: Connection, names: Mapping[str, AssetClaim], owner_id: int) -> None:
     found = conn.execute(
         select(documents.c.name, documents.c.owner_id).where(documents.c.name.in_(list(names)))
     ).all()
     for name, holder in found:
-        if holder != owner.id:
+        if holder != owner_id:
             field = names[name].field
             raise Forbidden(
                 f"{field}: the asset {name!r} belongs to another user; only they or an admin "
                 f"may overwrite it. Choose another {field}"
             )
+
+
+def _check_location(conn: Connection, claim: AssetClaim, owner_id: int) -> None:
+    url = claim.location
+    if url is None:
+        return
+    around = [url, *ancestors(url)]
+    found = conn.execute(
+        select(documents.c.name, documents.c.location)
+        .where(
+            or_(documents.c.owner_id.is_(None), documents.c.owner_id != owner_id),
+            or_(
+                documents.c.location.in_(around + [u + "/" for u in around]),
+                documents.c.location.startswith(url + "/", autoescape=True),
+            ),
+        )
+        .limit(1)
+    ).first()
+    if found is None:
+        return
+    where = str(found.location).rstrip("/")
+    how = "is" if where == url else ("lies inside" if url.startswith(where) else "holds")
+    raise Forbidden(
+        f"{claim.field}: this job would write {url}, which {how} the location of the asset "
+        f"{found.name!r} of another user ({where}); only they or an admin may write there. "
+        f"Choose another {claim.field}"
+    )
+
+
+def _serialise(conn: Connection) -> None:
+    """Make the jobs that take asset locks wait for each other, so that each sees the
+    locks of the others when it looks for nested ones: on PostgreSQL a transaction-scoped
+    advisory lock; SQLite has one writer at a time (the job's row was written already)."""
+    if conn.dialect.name == "postgresql":
+        digest = hashlib.sha256(b"neuroferry.asset_locks").digest()
+        conn.execute(select(func.pg_advisory_xact_lock(int.from_bytes(digest[:8], signed=True))))
+
+
+def _nested_holder(
+    conn: Connection, job_id: int, claims: Sequence[AssetClaim]
+) -> tuple[AssetClaim, str, int] | None:
+    """A lock of another unfinished job on a store URL inside or around one of ``claims``."""
+    for claim in claims:
+        url = claim.location
+        if url is None:
+            continue
+        found = conn.execute(
+            select(asset_locks.c.key, asset_locks.c.job_id)
+            .where(
+                asset_locks.c.job_id != job_id,
+                or_(
+                    asset_locks.c.key.in_(ancestors(url)),
+                    asset_locks.c.key.startswith(url + "/", autoescape=True),
+                ),
+            )
+            .limit(1)
+        ).first()
+        if found is not None:
+            return claim, str(found.key), int(found.job_id)
+    return None
 
 
 def take_locks(conn: Connection, job_id: int, claims: Sequence[AssetClaim], now: datetime) -> None:
@@ -117,6 +223,10 @@ def take_locks(conn: Connection, job_id: int, claims: Sequence[AssetClaim], now:
     wanted = _keys(claims)
     if not wanted:
         return
+    _serialise(conn)
+    nested_lock = _nested_holder(conn, job_id, claims)
+    if nested_lock is not None:
+        raise _busy(*nested_lock, conn)
     held = conn.execute(
         select(asset_locks.c.key, asset_locks.c.job_id).where(asset_locks.c.key.in_(list(wanted)))
     ).all()
@@ -151,9 +261,15 @@ def release_locks(conn: Connection, job_id: int) -> None:
 
 def _busy(claim: AssetClaim, key: str, holder: int, conn: Connection) -> Conflict:
     state = conn.execute(select(jobs.c.state).where(jobs.c.id == holder)).scalar()
+    shown = _shown(key)
+    what = (
+        f"the same asset ({shown})"
+        if key in _keys([claim])
+        else f"{shown}, which holds or lies inside {claim.location}"
+    )
     return Conflict(
-        f"{claim.field}: job {holder} ({state or 'unfinished'}) is writing the same asset "
-        f"({_shown(key)}); one unfinished job per asset. Wait for job {holder} to end, or "
+        f"{claim.field}: job {holder} ({state or 'unfinished'}) is writing {what}; one "
+        f"unfinished job per asset. Wait for job {holder} to end, or "
         "have it cancelled (by its owner or an admin), then submit again"
     )
 

@@ -50,11 +50,21 @@ class AssetClaim:
 
     ``key`` is the normalised store URL the job writes (two jobs with the same key never
     run at once); ``field`` names the spec field that chose it, for messages; ``catalog_name``
-    is the catalog document the job registers for it (owned by the job's owner), if any."""
+    is the catalog document the job registers for it (owned by the job's owner), if any;
+    ``url`` is the store URL itself (needed when ``key`` is a hash of a long URL; by default
+    the key). A job may not write at, inside or around the location of another user's
+    asset, and two unfinished jobs may not write nested locations."""
 
     key: str
     field: str
     catalog_name: str | None = None
+    url: str | None = None
+
+    @property
+    def location(self) -> str | None:
+        """The normalised store URL the job writes (``None`` if unknown)."""
+        value = self.url if self.url is not None else self.key
+        return value.rstrip("/") if "://" in value else None
 
 
 @dataclass(frozen=True)

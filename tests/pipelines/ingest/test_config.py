@@ -196,6 +196,8 @@ CASES = [
         "source.params.axes",
         "at most once",
     ),
+    (with_(extent__x=[0, 2**31]), "extent.x", "beyond the largest coordinate, 2147483647"),
+    (with_(extent__z=[0, 10**40]), "extent.z", "beyond the largest coordinate"),
 ]
 
 
@@ -311,4 +313,140 @@ def test_an_ingest_declares_the_volume_it_writes(database_url: str, tmp_path: Pa
     Catalog(engine).upsert({"name": "lab:mouse13:em"}, Owner(alice))
     with pytest.raises(Forbidden, match="name: the asset 'lab:mouse13:em' belongs to another"):
         submit_job(engine, "ingest", other, owner_id=bob, settings=settings)
+    engine.dispose()
+
+
+def test_an_ingest_of_too_many_shards_is_refused_at_submit(tmp_path: Path) -> None:
+    """A huge extent (here a CATMAID stack whose missing tiles read as zeros) is refused
+    before anything looks at the source; the limit is a setting."""
+    from neuroferry.config import get_settings
+    from neuroferry.pipelines.ingest._kind import prepare
+
+    root = tmp_path / "catmaid"
+    root.mkdir()
+    spec = {
+        "name": "huge",
+        "destination": (tmp_path / "lake").as_uri(),
+        "source": {
+            "plugin": "catmaid",
+            "params": {"root_dir": str(root), "tile_size": {"x": 512, "y": 512}, "missing": "zero"},
+        },
+        "extent": {"x": [0, 10**6], "y": [0, 10**6], "z": [0, 10**5]},
+        "dtype": "uint8",
+        "voxel_size": {"x": 1, "y": 1, "z": 1},
+    }
+    settings = get_settings(source_roots=[root], store_url=(tmp_path / "lake").as_uri())
+    with pytest.raises(InvalidInput) as refused:
+        prepare(load_config(spec), settings)
+    text = str(refused.value)
+    assert text.startswith("extent: ") and "at most 1000000" in text, text
+    assert "FERRY_INGEST_MAX_SHARDS" in text
+    assert [p["field"] for p in refused.value.problems] == ["extent"]
+    small = {**spec, "extent": {"x": [0, 4096], "y": [0, 4096], "z": [0, 64]}}
+    assert prepare(load_config(small), settings).summary["shards"] < 100
+    strict = get_settings(
+        source_roots=[root], store_url=(tmp_path / "lake").as_uri(), ingest_max_shards=2
+    )
+    with pytest.raises(InvalidInput, match="at most 2 are allowed"):
+        prepare(load_config(small), strict)
+
+
+def test_the_long_ingest_checks_stop_at_their_checkpoint(tmp_path: Path) -> None:
+    """``check_source`` and ``plan`` call the job's cancel check between slices and rows
+    of shards, so that a cancelled job stops."""
+    from neuroferry.config import get_settings
+    from neuroferry.pipelines.ingest._plan import plan_units
+    from neuroferry.pipelines.ingest._readers import open_reader
+    from neuroferry.pipelines.ingest._zarr import Layout
+
+    class Stop(Exception):
+        pass
+
+    calls: list[int] = []
+
+    def stop_at_third() -> None:
+        calls.append(1)
+        if len(calls) == 3:
+            raise Stop
+
+    root = tmp_path / "catmaid"
+    root.mkdir()
+    config = load_config(
+        {
+            "name": "many",
+            "source": {
+                "plugin": "catmaid",
+                "params": {"root_dir": str(root), "tile_size": {"x": 64, "y": 64}},
+            },
+            "extent": {"x": [0, 256], "y": [0, 256], "z": [0, 1000]},
+            "dtype": "uint8",
+            "voxel_size": {"x": 1, "y": 1, "z": 1},
+            "chunk": [1, 64, 64],
+            "shard": [1, 64, 64],
+            "levels": 1,
+        }
+    )
+    reader = open_reader(config, settings=get_settings(source_roots=[root]))
+    reader.checkpoint = stop_at_third
+    with pytest.raises(Stop):
+        reader.check()
+    assert len(calls) == 3  # it stopped at the third of 1000 slices
+    calls.clear()
+    with pytest.raises(Stop):
+        plan_units(Layout.of(config), 64 * 64, stop_at_third)
+    assert len(calls) == 3
+    assert len(plan_units(Layout.of(config), 64 * 64)) == 1000 * 16  # one unit per shard
+
+
+def test_an_ingest_checks_its_volume_is_still_its_owners_before_writing(
+    database_url: str, tmp_path: Path
+) -> None:
+    """``check_asset_owner`` (in the service, before ``check_source``): a document another
+    user registered since the job was submitted, at, inside or around the volume, fails
+    the job before anything is written."""
+    import logging
+
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Catalog, Owner
+    from neuroferry.config import get_settings
+    from neuroferry.db import make_engine, upgrade
+    from neuroferry.engine import TaskContext, TaskFailed
+    from neuroferry.pipelines.ingest._kind import TASKS
+    from neuroferry.pipelines.ingest._tasks import check_asset_owner
+    from neuroferry.stores import open_store
+
+    assert [t.name for t in TASKS[:2]] == ["check_asset_owner", "check_source"]
+    assert TASKS[0].placement == "local" and TASKS[1].upstream == ("check_asset_owner",)
+    lake = (tmp_path / "lake").as_uri()
+    engine = make_engine(database_url)
+    upgrade(engine)
+    alice, bob = (create_user(engine, name).id for name in ("alice", "bob"))
+    spec = {**BASE, "name": "lab/vol", "destination": lake}
+
+    def run(owner: int) -> dict[str, Any]:
+        ctx = TaskContext(
+            job_id=1,
+            kind="ingest",
+            name="lab/vol",
+            summary={"volume": f"{lake}/lab/vol.ome.zarr"},
+            task="check_asset_owner",
+            map_index=-1,
+            item=None,
+            attempt=1,
+            spec=spec,
+            params={},
+            upstream={},
+            config=get_settings(),
+            log_store=open_store("memory://owner-check-logs"),
+            log=logging.getLogger("neuroferry.task.test.owner"),
+            db=engine,
+            owner_id=owner,
+        )
+        return check_asset_owner(ctx)
+
+    assert run(bob) == {"volume": f"{lake}/lab/vol.ome.zarr"}
+    Catalog(engine).upsert({"name": "alices", "location": f"{lake}/lab"}, Owner(alice))
+    with pytest.raises(TaskFailed, match=r"name: this job would write .* lies inside"):
+        run(bob)
+    assert run(alice)["volume"].endswith("/lab/vol.ome.zarr")
     engine.dispose()

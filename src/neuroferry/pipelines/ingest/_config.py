@@ -84,6 +84,9 @@ class SourceConfig(BaseModel):
 
 Range = tuple[int, int]
 
+MAX_COORDINATE = 2**31 - 1
+"""The largest voxel coordinate an extent may reach along any axis."""
+
 
 class Extent(BaseModel):
     """The part of the source to ingest: half-open voxel ranges ``[start, stop)`` in source
@@ -104,6 +107,8 @@ class Extent(BaseModel):
             raise _error(f"start {start} is negative; ranges are [start, stop) with start >= 0")
         if stop <= start:
             raise _error(f"stop {stop} must be greater than start {start} ([start, stop))")
+        if stop > MAX_COORDINATE:
+            raise _error(f"stop {stop} is beyond the largest coordinate, {MAX_COORDINATE}")
         return value
 
     @property

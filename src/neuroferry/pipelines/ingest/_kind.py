@@ -26,7 +26,9 @@ def _task(name: str, *upstream: str, **options: Any) -> TaskDef:
 
 
 TASKS: tuple[TaskDef, ...] = (
-    _task("check_source"),
+    # before anything is written: the volume is still not another user's asset
+    _task("check_asset_owner", placement="local"),
+    _task("check_source", "check_asset_owner"),
     _task("plan", "check_source"),
     # obstore retries a store's transient errors itself; a unit is tried again for a
     # network file system's (a read that fails once)
@@ -133,6 +135,13 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
     base, destination = destination_of(config, settings)
     layout = Layout.of(config)
     totals = shard_totals(layout)
+    limit = settings.ingest_max_shards
+    if totals["shards"] > limit:
+        message = (
+            f"{totals['shards']} shards; at most {limit} are allowed in one ingest job "
+            "(FERRY_INGEST_MAX_SHARDS): ingest a smaller extent, or split it into several jobs"
+        )
+        raise InvalidInput(f"extent: {message}", [{"field": "extent", "message": message}])
     summary: dict[str, Any] = {
         "volume": f"{base}/{config.name}.ome.zarr",
         "progress": progress_url(base, config.name),
@@ -146,7 +155,10 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
         "bytes": totals["bytes"],
     }
     claim = AssetClaim(
-        lock_key(summary["volume"]), "name", catalog_name=config.name.replace("/", ":")
+        lock_key(summary["volume"]),
+        "name",
+        catalog_name=config.name.replace("/", ":"),
+        url=summary["volume"],
     )
     from neuroferry.pipelines.ingest._readers import open_reader
 

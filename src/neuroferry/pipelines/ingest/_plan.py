@@ -9,7 +9,7 @@ shard divided by the factors, so it is computed from the unit's data in memory.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,15 +79,21 @@ class Unit:
         ]
 
 
-def plan_units(layout: Layout, budget: int) -> list[Unit]:
+def plan_units(
+    layout: Layout, budget: int, checkpoint: Callable[[], None] | None = None
+) -> list[Unit]:
     """The units of a volume, each holding at most ``budget`` bytes of full-resolution
-    data where a single shard allows (a unit holds at least one shard)."""
+    data where a single shard allows (a unit holds at least one shard); ``checkpoint`` is
+    called before each row of shards (it may raise to stop, e.g. when the job was
+    cancelled)."""
     t_size, channels, nz, ny, nx = layout.shapes[0]
     sz, sy, sx = layout.shards[0]
     gz, gy, gx = layout.shard_grid(0)
     units = []
     for t in range(t_size):
         for z in range(gz):
+            if checkpoint is not None:
+                checkpoint()
             depth = min(sz, nz - z * sz)
             row = depth * min(sy, ny) * nx * channels * layout.itemsize
             if row <= budget:

@@ -403,6 +403,7 @@ class CatmaidReader(_PlaneReader):
         total = 0
         first: tuple[Path, dict[str, int]] | None = None
         for zi in range(*e.z):  # one slice at a time: a stack may have millions of tiles
+            self.checkpoint()
             wanted = [self.tile_path(*tile) for tile in self._tiles((zi, zi + 1), e.y, e.x)]
             missing = missing_files(wanted)
             total += len(missing)

@@ -11,7 +11,7 @@ import importlib
 import os
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, ClassVar
@@ -54,6 +54,10 @@ def shown_range(name: str, value: Range) -> str:
     return f"{name}=[{value[0]}, {value[1]})"
 
 
+def _carry_on() -> None:
+    """The default checkpoint: nothing stops a check."""
+
+
 class Reader(ABC):
     """Reads a source volume; coordinates are absolute source voxel indices."""
 
@@ -72,6 +76,9 @@ class Reader(ABC):
         self.access: Access | None = None
         """What the job's owner may read; set by open_reader (``None``: the service's own
         job, which may read anything but the service's own files)."""
+        self.checkpoint: Callable[[], None] = _carry_on
+        """Called between units of a long :meth:`check` (a slice, a file); the ingest's
+        tasks set it to raise when the job was cancelled."""
 
     @property
     def dtype(self) -> np.dtype[Any]:

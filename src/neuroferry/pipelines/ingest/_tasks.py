@@ -11,7 +11,14 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from neuroferry.engine import Cancelled, TaskContext, TaskFailed, owner_of_job
+from neuroferry.engine import (
+    AssetClaim,
+    Cancelled,
+    TaskContext,
+    TaskFailed,
+    check_asset_owners,
+    owner_of_job,
+)
 from neuroferry.errors import FerryError, Forbidden, InvalidInput
 from neuroferry.pipelines.ingest._config import IngestConfig
 from neuroferry.pipelines.ingest._plan import Unit, plan_units, shard_totals
@@ -83,12 +90,30 @@ def _reader(config: IngestConfig, ctx: TaskContext) -> Any:
 # -- the tasks, in the order they run -----------------------------------------------------------
 
 
+def check_asset_owner(ctx: TaskContext) -> dict[str, Any]:
+    """Fail before anything is written if the volume's location (or a folder around or
+    inside it) or its catalog name now belongs to another user's asset."""
+    engine = ctx.db if ctx.db is not None else getattr(ctx.catalog, "engine", None)
+    if engine is None:
+        raise TaskFailed("check_asset_owner must run in the service (placement local)")
+    config = config_of(ctx)
+    volume = _volume(ctx)
+    claim = AssetClaim(volume, "name", catalog_name=catalog_name(config.name))
+    try:
+        check_asset_owners(engine, [claim], ctx.owner_id)
+    except Forbidden as exc:
+        raise TaskFailed(f"{exc}; nothing was written") from exc
+    ctx.log.info("%s is this job's owner's to write", volume)
+    return {"volume": volume}
+
+
 def check_source(ctx: TaskContext) -> dict[str, Any]:
     """Look at the whole source before any data moves: the files the extent needs exist,
     the first slice has the configured shape and type, the extent lies within the data.
     Nothing is written."""
     config = config_of(ctx)
     reader = _reader(config, ctx)
+    reader.checkpoint = ctx.check_cancelled  # a large stack's check stops when cancelled
     reader.check()
     t, c, z, y, x = config.volume_shape()
     ctx.log.info(
@@ -139,7 +164,7 @@ def plan(ctx: TaskContext) -> dict[str, Any]:
         },
     )
     budget = int(ctx.config.ingest_memory_budget)
-    units = plan_units(layout, budget)
+    units = plan_units(layout, budget, ctx.check_cancelled)
     ctx.log.info(
         "%s: %d levels, %d shards, %.1f MiB at full resolution, in %d units of at most %.0f MiB%s",
         volume,

@@ -207,7 +207,7 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
     }
     if notes:
         summary["notes"] = notes
-    claim = AssetClaim(lock_key(location), "s3_prefix", catalog_name=asset)
+    claim = AssetClaim(lock_key(location), "s3_prefix", catalog_name=asset, url=location)
     removes = []
     if not task_settings["remove_source_folders"].get("skip_task"):
         removes = [r for r in reads if r[0] != "metadata_dir"]

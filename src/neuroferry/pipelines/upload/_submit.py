@@ -19,6 +19,7 @@ from neuroferry.engine import (
     allowed_terms,
     apply_job_type,
     check_access,
+    check_asset_owners,
     owner_access,
     submit_jobs,
 )
@@ -110,6 +111,7 @@ def _check_one(
     row: int | None,
     user: User | None,
     access: Access | None,
+    busy: bool,
 ) -> CheckedJob | list[dict[str, Any]]:
     """One job of a request, checked (against ``access`` if given); or its problems."""
     try:
@@ -126,6 +128,8 @@ def _check_one(
         plan = prepare(spec, settings)
         if access is not None:
             check_access(plan, access)
+        if busy and user is not None:
+            check_asset_owners(engine, plan.assets, user.id)
         name = plan.name
     except (ValidationError, InvalidInput, Forbidden) as exc:
         return _problems(index, row, exc)
@@ -153,8 +157,9 @@ def check_upload_jobs(
     task; ``user`` None is the service itself (as trusted as an admin). Raises
     :class:`InvalidInput` listing every problem (``problems``: job number, spreadsheet
     row if given, field and message). ``busy``: also name the assets that a queued or
-    running job is uploading (a look, for the validating pages; submitting relies on the
-    database's asset locks instead, which answer 409)."""
+    running job is uploading, and those that belong to another user, by name or location
+    (a look, for the validating pages; submitting relies on the database's asset locks and
+    owner check instead, which answer 409 and 403)."""
     if access is None and user is not None:
         access = access_for(settings, user.name, user.role)
     upload_jobs = request.get("upload_jobs")
@@ -185,7 +190,9 @@ def check_upload_jobs(
                 problems.extend(_problems(index, rows[index], InvalidInput("must be an object")))
                 continue
             job = {**defaults, **{k: v for k, v in raw.items() if v is not None}}
-            outcome = _check_one(engine, settings, allowed, job, index, rows[index], user, access)
+            outcome = _check_one(
+                engine, settings, allowed, job, index, rows[index], user, access, busy
+            )
             if isinstance(outcome, CheckedJob):
                 checked.append(outcome)
             else:
