@@ -296,3 +296,61 @@ def test_a_regex_that_backtracks_exponentially_is_refused(hostile):
     resp = hostile.api("POST", "/catalog/count", json={"filter": {"name": {"$regex": "^a+!$"}}})
     assert resp.json() == {"count": 1}
     _healthy(hostile)
+
+
+def test_regexes_with_alternation_inside_a_repeat_are_answered_and_health_meanwhile(hostile):
+    # Backtracking takes exponential time on these patterns over the other user's text:
+    # once, on SQLite, the service hung (health unanswered) and the time it took told
+    # whether another user's document name started with the pattern's prefix.
+    prefix = "ecephys_700001"
+    docs = [
+        {"name": prefix + "x" * 40, "text": "a" * 10_000},
+        {"name": "other", "text": prefix + "y" * 10_000},
+    ]
+    assert hostile.api("PUT", "/catalog", "admin", json=docs).status_code == 200
+    probes = [
+        ({"name": {"$regex": f"^{prefix}(?:.|.)*!"}}, "alice"),
+        ({"text": {"$regex": "(a|a)*b"}}, "alice"),
+        ({"text": {"$regex": "(?:.|.)*!", "$options": "s"}}, "alice"),
+        ({"name": {"$regex": f"^{prefix}(?:.|.)*!"}}, "admin"),
+        ({"text": {"$regex": "(a|a)*b"}}, "admin"),
+    ]
+    answers: dict[int, Any] = {}
+
+    def ask(i: int, filter: dict[str, Any], who: str) -> None:
+        try:
+            answers[i] = httpx.post(
+                f"{hostile.url}/api/v2/catalog/count",
+                json={"filter": filter},
+                headers={"Authorization": f"Bearer {hostile.tokens[who]}"},
+                timeout=120,
+            ).json()
+        except httpx.HTTPError as exc:
+            answers[i] = exc
+
+    clients = [
+        threading.Thread(target=ask, args=(i, f, who), daemon=True)
+        for i, (f, who) in enumerate(probes)
+    ]
+    for client in clients:
+        client.start()
+    # the service answers others while the queries run (or after they finished)
+    assert httpx.get(f"{hostile.url}/api/v2/health", timeout=30).status_code == 200
+    for client in clients:
+        client.join(150)
+    # alice sees none of the admin's documents; the admin's own patterns match nothing
+    assert answers == {i: {"count": 0} for i in range(len(probes))}
+    _healthy(hostile)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "what"),
+    [(r"^(e)\1", "back-references"), ("^e(?=c)", "look-arounds"), ("(?<!x)e", "look-arounds")],
+)
+def test_regexes_needing_backtracking_are_refused_naming_regex(hostile, pattern, what):
+    resp = hostile.api("POST", "/catalog/count", json={"filter": {"name": {"$regex": pattern}}})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"].startswith(f"$regex at name: {what} like "), resp.text
+    resp = hostile.api("POST", "/catalog/find", json={"filter": {"name": {"$regex": "e" * 2000}}})
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["detail"].startswith("$regex at name is 2000 characters long")
