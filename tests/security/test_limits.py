@@ -90,10 +90,11 @@ def test_the_largest_allowed_in_list_works(hostile):
     values = [f"{i:06d}" for i in range(0, 20_000, 2)]
     assert len(values) == 10_000
     body = {"filter": {"subject.subject_id": {"$in": values}, "name": {"$regex": "^limits-"}}}
-    resp = hostile.api("POST", "/catalog/count", json=body)
+    # the documents are the admin's (users see only their own)
+    resp = hostile.api("POST", "/catalog/count", "admin", json=body)
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"count": 3}
-    resp = hostile.api("POST", "/catalog/find", json={**body, "projection": {"name": 1}})
+    resp = hostile.api("POST", "/catalog/find", "admin", json={**body, "projection": {"name": 1}})
     assert sorted(d["name"] for d in resp.json()["documents"]) == [
         "limits-0",
         "limits-2",
@@ -103,7 +104,7 @@ def test_the_largest_allowed_in_list_works(hostile):
 
 def test_deeply_nested_or_oversized_filters_are_refused_naming_the_limit(hostile):
     nested: dict[str, Any] = {"a": 1}
-    for _ in range(40):
+    for _ in range(20):  # 41 levels: within the request body's 64, over the filter's 32
         nested = {"$and": [nested]}
     resp = hostile.api("POST", "/catalog/count", json={"filter": nested})
     assert resp.status_code == 422, resp.text
@@ -197,7 +198,7 @@ def test_the_service_stops_promptly_while_a_heavy_query_runs(database_url, tmp_p
 
         def query() -> None:
             try:
-                answers.append(call("alice", "POST", "/catalog/count", json=heavy))
+                answers.append(call("admin", "POST", "/catalog/count", json=heavy))
             except httpx.HTTPError as exc:
                 answers.append(exc)
 
@@ -259,7 +260,7 @@ def test_a_client_that_goes_away_stops_its_query(hostile):
             httpx.post(
                 f"{hostile.url}/api/v2/catalog/count",
                 json=heavy,
-                headers={"Authorization": f"Bearer {hostile.tokens['alice']}"},
+                headers={"Authorization": f"Bearer {hostile.tokens['admin']}"},
                 timeout=8,
             )
         except httpx.TimeoutException as exc:
@@ -293,8 +294,8 @@ def test_a_regex_that_backtracks_exponentially_is_refused(hostile):
     resp = hostile.api("POST", "/catalog/count", json={"filter": {"name": {"$regex": "(a+)+$"}}})
     assert resp.status_code == 422, resp.text
     assert resp.json()["detail"].startswith("$regex at name: a repeat inside a repeat")
-    resp = hostile.api("POST", "/catalog/count", json={"filter": {"name": {"$regex": "^a+!$"}}})
-    assert resp.json() == {"count": 1}
+    ok = {"filter": {"name": {"$regex": "^a+!$"}}}
+    assert hostile.api("POST", "/catalog/count", "admin", json=ok).json() == {"count": 1}
     _healthy(hostile)
 
 
