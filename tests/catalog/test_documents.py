@@ -184,3 +184,50 @@ def test_distinct_and_filters_are_bounded(database_url: str) -> None:
     with pytest.raises(QueryError, match=r"\$in at n has 4 values; at most 3"):
         small.count({"n": {"$in": [1, 2, 3, 4]}})
     engine.dispose()
+
+
+@pytest.mark.parametrize("pattern", ["(a|a)*b", "(?:.|.)*!", "^ecephys_700001(?:.|.)*!"])
+def test_regexes_with_alternation_inside_a_repeat_finish(catalog, pattern):
+    # backtracking takes exponential time on these; the catalog's matching is linear
+    catalog.upsert_many(
+        [
+            {"name": "long-a", "text": "a" * 10_000},
+            {"name": "long-x", "text": "ecephys_700001" + "x" * 10_000},
+            {"name": "found", "text": "ecephys_700001 aab !"},
+        ]
+    )
+    assert _names(catalog.find({"text": {"$regex": pattern}})) == ["found"]
+    assert catalog.count({"text": {"$regex": pattern, "$options": "si"}}) == 1
+
+
+def test_a_regex_runs_only_on_the_viewers_own_documents(tmp_path, monkeypatch):
+    """On SQLite, the pattern never sees another user's text (no timing oracle)."""
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Catalog, Owner, _sql
+    from neuroferry.db import make_engine, upgrade
+
+    seen: list[str] = []
+    run = _sql._sqlite_regexp
+
+    def spy(pattern, value):
+        seen.append(value)
+        return run(pattern, value)
+
+    monkeypatch.setattr(_sql, "_sqlite_regexp", spy)
+    engine = make_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
+    upgrade(engine)
+    catalog = Catalog(engine)
+    alice, bob = (Owner(create_user(engine, name).id) for name in ("alice", "bob"))
+    admin = Owner(create_user(engine, "admin", "admin").id, is_admin=True)
+    catalog.upsert_many([{"name": f"alice_{i}", "tag": "x"} for i in range(3)], alice)
+    catalog.upsert_many([{"name": f"secret_{i}", "tag": "x"} for i in range(3)], bob)
+    query = {"name": {"$regex": "^secret_"}, "tag": "x"}
+    assert catalog.count(query, viewer=alice) == 0
+    assert _names(catalog.find({"name": {"$regex": "_1$"}}, viewer=alice)) == ["alice_1"]
+    assert catalog.distinct("name", {"name": {"$regex": "secret"}}, viewer=alice) == []
+    assert seen and all(value.startswith("alice_") for value in seen), seen
+    seen.clear()
+    assert catalog.count(query, viewer=bob) == 3
+    assert catalog.count(query, viewer=admin) == 3  # admins see every document
+    assert any(value.startswith("alice_") for value in seen)
+    engine.dispose()

@@ -14,6 +14,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from neuroferry.catalog._filter import (
     FIELD_OPERATORS,
+    MAX_REGEX_LENGTH,
     SUPPORTED_OPERATORS,
     All,
     And,
@@ -33,9 +34,12 @@ from neuroferry.catalog._filter import (
     Size,
     Type,
     check_size,
+    compiled_re2,
     parse_filter,
     parse_sort,
     postgres_regex,
+    re2_regex,
+    regex_flags,
 )
 from neuroferry.catalog._sql import filter_clause, path_value, sort_clauses
 from neuroferry.errors import InvalidInput, QueryError
@@ -300,10 +304,7 @@ def test_regex_translation_to_postgres() -> None:
         True,
     )
     assert postgres_regex(r"[^a-c\]\-]|\D", "") == (r"(?:[^a-c\]\-]|[^[:digit:]])", False)
-    assert postgres_regex(r"(?<=a)b(?!c)x{2,3}?(y|z){4}", "") == (
-        r"(?<=a)b(?!c)x{2,3}(?:[yz]){4}",
-        False,
-    )
+    assert postgres_regex(r"bx{2,3}?(y|z){4}", "") == (r"bx{2,3}(?:[yz]){4}", False)
     assert postgres_regex("a b # c", "x") == ("ab", False)
     assert postgres_regex("'\"; é\x01", "") == ("\\'\\\"\\;\\ é\\u0001", False)
 
@@ -453,6 +454,61 @@ def test_a_huge_filter_is_refused_without_recursion() -> None:
         deep = [deep]
     with pytest.raises(QueryError, match="nested more than 32 levels"):
         check_size({"a": deep})
+
+
+def test_regex_translation_to_re2() -> None:
+    assert re2_regex("^a.b$", "") == r"\Aa[^\n]b(?:\n?\z)"
+    assert re2_regex("a.b", "s") == r"a[\x{0}-\x{10ffff}]b"
+    assert re2_regex("^x$", "m") == "(?m:^)x(?m:$)"
+    assert re2_regex(r"\bx\B\d+\w*", "i") == r"(?i)\bx\B[\p{Nd}]+[\p{L}\p{N}_]*"
+    assert re2_regex(r"[^a-c\]\-]|\D", "") == r"(?:[^a-c\x{5d}\x{2d}]|[^\p{Nd}])"
+    assert re2_regex("a b # c", "x") == "ab"
+    assert re2_regex("'\"; é\x01", "") == r"\x{27}\x{22}\x{3b}\x{20}\x{e9}\x{1}"
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "options", "found"),
+    [
+        ("^a.b$", "a-b\n", "", True),
+        ("^a.b$", "a\nb", "", False),
+        ("a.b", "a\nb", "s", True),
+        ("^b$", "a\nb\nc", "m", True),
+        ("É", "é", "i", True),
+        (r"\d\s\w", "٣\u3000é", "", True),
+        (r"\Ax\Z", "x\n", "", False),
+        ("[^a]", "a", "", False),
+    ],
+)
+def test_re2_finds_what_python_finds(pattern: str, text: str, options: str, found: bool) -> None:
+    assert bool(re.search(pattern, text, regex_flags(options))) is found
+    assert bool(compiled_re2(re2_regex(pattern, options)).search(text)) is found
+
+
+@pytest.mark.parametrize(
+    ("pattern", "what"),
+    [
+        (r"(a)\1", "back-references like \\1"),
+        (r"(?P<x>a)(?P=x)", "back-references like \\1"),
+        ("a(?=b)", "look-arounds like (?=…)"),
+        ("a(?!b)", "look-arounds like (?!…)"),
+        ("(?<=a)b", "look-arounds like (?=…) or (?<=…)"),
+        ("(?<!a)b", "look-arounds like (?!…) or (?<!…)"),
+    ],
+)
+def test_regexes_re2_cannot_run_are_refused_on_both_databases(pattern: str, what: str) -> None:
+    message = _error({"name": {"$regex": pattern}})
+    assert message.startswith(f"$regex at name: {what}"), message
+    assert message.endswith("are not supported"), message
+
+
+def test_long_regexes_are_refused() -> None:
+    assert isinstance(parse_filter({"a": {"$regex": "a" * MAX_REGEX_LENGTH}}), Field)
+    message = _error({"a": {"$regex": "a" * (MAX_REGEX_LENGTH + 1)}})
+    assert message == (
+        f"$regex at a is {MAX_REGEX_LENGTH + 1} characters long; "
+        f"the longest pattern accepted is {MAX_REGEX_LENGTH} characters"
+    )
+    assert _error({"a": {"$regex": "(x|y)*" * 150_000}}).startswith("$regex at a is 900000 ")
 
 
 @pytest.mark.parametrize("pattern", ["(a+)+$", "(a*b?)*", "(?:x|y+)*z", "((ab)+c){2,}", "(a*)*"])

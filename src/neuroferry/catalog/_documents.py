@@ -33,7 +33,12 @@ from sqlalchemy.exc import IntegrityError
 from neuroferry.catalog._filter import DEFAULT_LIMITS, FilterLimits, parse_filter, parse_sort
 from neuroferry.catalog._indexes import check_index_path, index_rows, prefilters, values_at
 from neuroferry.catalog._projection import parse_projection
-from neuroferry.catalog._sql import filter_clause, register_sqlite_functions, sort_clauses
+from neuroferry.catalog._sql import (
+    filter_clause,
+    regex_guard,
+    register_sqlite_functions,
+    sort_clauses,
+)
 from neuroferry.db import catalog_index_values, catalog_indexes, documents
 from neuroferry.errors import Forbidden, InvalidInput, NotFound, QueryError
 
@@ -300,8 +305,9 @@ class Catalog:
         self, filter: Mapping[str, Any] | None, conn: Connection, viewer: Person | None
     ) -> ColumnElement[bool]:
         node = parse_filter(filter, self.limits)
-        clause = filter_clause(node, documents.c.body, self.dialect)
         owned = _owned_by(viewer)
+        with regex_guard(owned):
+            clause = filter_clause(node, documents.c.body, self.dialect)
         mine = [] if owned is None else [owned]
         return and_(*mine, *prefilters(node, self._indexed(conn), documents.c.id), clause)
 

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal, TypeAlias
 
+import re2
+
 from neuroferry.errors import QueryError
 
 JSON: TypeAlias = "bool | int | float | str | list[JSON] | dict[str, JSON] | None"
@@ -78,6 +80,8 @@ TYPE_CODES: Mapping[int, str] = {
 }
 #: ``$options`` letters of ``$regex``: case-insensitive, multi-line, dot-all, verbose.
 REGEX_OPTIONS = "imsx"
+#: The longest ``$regex`` pattern accepted, in characters.
+MAX_REGEX_LENGTH = 1_000
 
 MAX_DEPTH = 64  # nesting of filters and of the JSON values in them (see FilterLimits too)
 MAX_PATH_PARTS = 32
@@ -598,9 +602,15 @@ def _regex(pattern: Any, options: Any, where: Where) -> Regex:
             f"got {options!r}"
         )
     _check_string(pattern, f"$regex at {where}")
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise QueryError(
+            f"$regex at {where} is {len(pattern)} characters long; "
+            f"the longest pattern accepted is {MAX_REGEX_LENGTH} characters"
+        )
     options = "".join(sorted(set(options)))
     try:
         postgres_regex(pattern, options)
+        re2_regex(pattern, options)
     except QueryError as exc:
         raise QueryError(f"$regex at {where}: {exc}") from None
     return Regex(pattern, options)
@@ -759,10 +769,11 @@ def _conditions_cost(conditions: Sequence[Condition]) -> int:
 
 # -- regular expressions ------------------------------------------------------------------
 #
-# Patterns are written in Python's syntax (which mongomock runs, and SQLite runs through a
-# Python function). For PostgreSQL, the pattern is parsed by Python's own regex parser and
-# written again in PostgreSQL's ARE syntax, construct by construct, so that both databases
-# find the same matches; whatever has no exact counterpart is refused.
+# Patterns are written in Python's syntax (which mongomock runs). They are parsed by Python's
+# own regex parser (never run by it) and written again, construct by construct, in
+# PostgreSQL's ARE syntax and in RE2's syntax (SQLite runs RE2 through a function: matching
+# takes linear time, whatever the pattern), so that both databases find the same matches;
+# whatever has no exact counterpart on both is refused, on both.
 
 _sre: Any = importlib.import_module("re._parser")  # Python's regex parser (no type stubs)
 _MAXREPEAT: int = importlib.import_module("re._constants").MAXREPEAT
@@ -771,6 +782,14 @@ _MAX_EXPANSION = 10_000  # repeated repeats make PostgreSQL's automaton too larg
 
 _CATEGORIES = {"CATEGORY_DIGIT": "[:digit:]", "CATEGORY_SPACE": "[:space:]"}
 _CATEGORIES["CATEGORY_WORD"] = "[:alnum:]_"
+# Python's \d, \s and \w are Unicode-aware; RE2's are ASCII only: spell them out
+_RE2_CATEGORIES = {
+    "CATEGORY_DIGIT": r"\p{Nd}",
+    "CATEGORY_SPACE": r"\t-\r\x{1c}-\x{20}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}"
+    r"\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}",
+    "CATEGORY_WORD": r"\p{L}\p{N}_",
+}
+_RE2_OPTIONS = re2.Options()
 _NOT_CATEGORIES = {
     "CATEGORY_NOT_DIGIT": "CATEGORY_DIGIT",
     "CATEGORY_NOT_SPACE": "CATEGORY_SPACE",
@@ -779,7 +798,7 @@ _NOT_CATEGORIES = {
 
 
 class _Unsupported(QueryError):
-    """A regex construct PostgreSQL cannot run the same way."""
+    """A regex construct PostgreSQL or RE2 cannot run the same way."""
 
 
 def regex_flags(options: str) -> int:
@@ -794,8 +813,33 @@ def regex_flags(options: str) -> int:
 @lru_cache(maxsize=512)
 def postgres_regex(pattern: str, options: str) -> tuple[str, bool]:
     """The pattern in PostgreSQL ARE syntax and whether to match case-insensitively."""
+    parsed, flags = _parse_regex(pattern, options)
+    return _items(parsed, flags, [_MAX_EXPANSION], False), bool(flags & re.I)
+
+
+@lru_cache(maxsize=512)
+def re2_regex(pattern: str, options: str) -> str:
+    """The pattern in RE2 syntax, flags included (what SQLite runs); :class:`QueryError`
+    if RE2 cannot compile it (too large a program, say)."""
+    parsed, flags = _parse_regex(pattern, options)
+    out = _items(parsed, flags, [_MAX_EXPANSION], True)
+    if flags & re.I:
+        out = "(?i)" + out
     try:
-        re.compile(pattern, regex_flags(options))  # what SQLite runs
+        compiled_re2(out)
+    except re2.error as exc:
+        raise _Unsupported(f"the regular expression cannot be run: {exc}") from None
+    return out
+
+
+@lru_cache(maxsize=512)
+def compiled_re2(pattern: str) -> Any:
+    """An RE2 pattern (from :func:`re2_regex`), compiled once."""
+    return re2.compile(pattern, _RE2_OPTIONS)
+
+
+def _parse_regex(pattern: str, options: str) -> tuple[list[tuple[Any, Any]], int]:
+    try:
         parsed = _sre.parse(pattern, regex_flags(options))
     except re.error as exc:
         raise QueryError(f"{pattern!r} is not a valid regular expression: {exc}") from None
@@ -804,43 +848,41 @@ def postgres_regex(pattern: str, options: str) -> tuple[str, bool]:
     flags = int(parsed.state.flags)
     if flags & (re.A | re.L):
         raise _Unsupported("the (?a) and (?L) flags are not supported")
-    budget = [_MAX_EXPANSION]
-    are = _items(list(parsed), flags, budget)
-    return are, bool(flags & re.I)
+    return list(parsed), flags
 
 
-def _items(items: list[tuple[Any, Any]], flags: int, budget: list[int]) -> str:
-    return "".join(_item(str(op), av, flags, budget) for op, av in items)
+def _items(items: list[tuple[Any, Any]], flags: int, budget: list[int], r2: bool) -> str:
+    return "".join(_item(str(op), av, flags, budget, r2) for op, av in items)
 
 
-def _item(op: str, av: Any, flags: int, budget: list[int]) -> str:
+def _item(op: str, av: Any, flags: int, budget: list[int], r2: bool) -> str:
     budget[0] -= 1
     if budget[0] < 0:
         raise _Unsupported("the regular expression is too large")
     if op == "LITERAL":
-        return _literal(av)
+        return _literal(av, r2)
     if op == "NOT_LITERAL":
-        return f"[^{_literal(av)}]"
+        return f"[^{_literal(av, r2)}]"
     if op == "ANY":
-        return "." if flags & re.S else r"[^\n]"
+        if flags & re.S:
+            return r"[\x{0}-\x{10ffff}]" if r2 else "."
+        return r"[^\n]"
     if op == "IN":
-        return _bracket(av)
+        return _bracket(av, r2)
     if op in ("MAX_REPEAT", "MIN_REPEAT"):  # greediness never changes whether one matches
-        return _repeat(av, flags, budget)
+        return _repeat(av, flags, budget, r2)
     if op == "SUBPATTERN":
         _group, add_flags, del_flags, sub = av
         if add_flags or del_flags:
             raise _Unsupported("flags inside a group, like (?i:…), are not supported")
-        return f"(?:{_items(list(sub), flags, budget)})"
+        return f"(?:{_items(list(sub), flags, budget, r2)})"
     if op == "BRANCH":
-        return "(?:" + "|".join(_items(list(alt), flags, budget) for alt in av[1]) + ")"
+        return "(?:" + "|".join(_items(list(alt), flags, budget, r2) for alt in av[1]) + ")"
     if op == "AT":
-        return _anchor(str(av), flags)
-    if op in ("ASSERT", "ASSERT_NOT"):
-        direction, sub = av
-        kind = "=" if op == "ASSERT" else "!"
-        return f"(?{'<' if direction < 0 else ''}{kind}{_items(list(sub), flags, budget)})"
+        return _anchor(str(av), flags, r2)
     names = {
+        "ASSERT": "look-arounds like (?=…) or (?<=…)",
+        "ASSERT_NOT": "look-arounds like (?!…) or (?<!…)",
         "GROUPREF": "back-references like \\1",
         "GROUPREF_EXISTS": "conditional groups",
         "ATOMIC_GROUP": "atomic groups",
@@ -849,7 +891,7 @@ def _item(op: str, av: Any, flags: int, budget: list[int]) -> str:
     raise _Unsupported(f"{names.get(op, op)} are not supported")
 
 
-def _repeat(av: Any, flags: int, budget: list[int]) -> str:
+def _repeat(av: Any, flags: int, budget: list[int], r2: bool) -> str:
     low, high, sub = av
     sub = list(sub)
     if sub and _only_constraints(sub):
@@ -858,7 +900,7 @@ def _repeat(av: Any, flags: int, budget: list[int]) -> str:
         raise _Unsupported(f"repeat counts above {_ARE_MAX_REPEAT} are not supported")
     times = max(low, 1) if high == _MAXREPEAT else max(high, 1)
     inner_budget = [budget[0] // times]
-    body = _items(sub, flags, inner_budget)
+    body = _items(sub, flags, inner_budget, r2)
     if high > 1 and _repeats(sub):
         raise _Unsupported(
             "a repeat inside a repeat, like (a+)+ or (a*b?)*, can take exponential time "
@@ -918,22 +960,34 @@ def _only_constraints(items: list[tuple[Any, Any]]) -> bool:
     return True
 
 
-def _anchor(at: str, flags: int) -> str:
+def _anchor(at: str, flags: int, r2: bool) -> str:
     multiline = bool(flags & re.M)
-    anchors = {
-        "AT_BEGINNING": r"(?:^|(?<=\n))" if multiline else "^",
-        "AT_BEGINNING_STRING": "^",
-        "AT_END": r"(?=\n|$)" if multiline else r"(?=\n?$)",
-        "AT_END_STRING": "$",
-        "AT_BOUNDARY": r"\y",
-        "AT_NON_BOUNDARY": r"\Y",
-    }
+    if r2:
+        # Python's $ also matches before a final newline: RE2 takes that newline (the same
+        # matches for a $ at the end of the pattern, where the docs ask it to be)
+        anchors = {
+            "AT_BEGINNING": "(?m:^)" if multiline else r"\A",
+            "AT_BEGINNING_STRING": r"\A",
+            "AT_END": "(?m:$)" if multiline else r"(?:\n?\z)",
+            "AT_END_STRING": r"\z",
+            "AT_BOUNDARY": r"\b",
+            "AT_NON_BOUNDARY": r"\B",
+        }
+    else:
+        anchors = {
+            "AT_BEGINNING": r"(?:^|(?<=\n))" if multiline else "^",
+            "AT_BEGINNING_STRING": "^",
+            "AT_END": r"(?=\n|$)" if multiline else r"(?=\n?$)",
+            "AT_END_STRING": "$",
+            "AT_BOUNDARY": r"\y",
+            "AT_NON_BOUNDARY": r"\Y",
+        }
     if at not in anchors:
         raise _Unsupported(f"the anchor {at} is not supported")
     return anchors[at]
 
 
-def _bracket(items: list[tuple[Any, Any]]) -> str:
+def _bracket(items: list[tuple[Any, Any]], r2: bool) -> str:
     negate = bool(items) and str(items[0][0]) == "NEGATE"
     rest = items[1:] if negate else list(items)
     if len(rest) == 1 and str(rest[0][0]) == "CATEGORY" and str(rest[0][1]) in _NOT_CATEGORIES:
@@ -944,21 +998,23 @@ def _bracket(items: list[tuple[Any, Any]]) -> str:
     for op, av in rest:
         name = str(op)
         if name == "LITERAL":
-            out.append(_literal(av))
+            out.append(_literal(av, r2))
         elif name == "RANGE":
-            out.append(f"{_literal(av[0])}-{_literal(av[1])}")
+            out.append(f"{_literal(av[0], r2)}-{_literal(av[1], r2)}")
         elif name == "CATEGORY" and str(av) in _CATEGORIES:
-            out.append(_CATEGORIES[str(av)])
+            out.append((_RE2_CATEGORIES if r2 else _CATEGORIES)[str(av)])
         else:
             raise _Unsupported("negated classes like \\D inside [...] are not supported")
     return "[" + ("^" if negate else "") + "".join(out) + "]"
 
 
-def _literal(code: int) -> str:
-    """One character, written so that ARE takes it literally (inside brackets too)."""
+def _literal(code: int, r2: bool) -> str:
+    """One character, written so that ARE or RE2 takes it literally (inside brackets too)."""
     char = chr(code)
     if char.isascii() and char.isalnum():
         return char
+    if r2:
+        return f"\\x{{{code:x}}}"
     if code < 0x20 or code == 0x7F:
         return f"\\u{code:04x}"
     if char.isascii():

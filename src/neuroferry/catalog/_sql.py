@@ -50,8 +50,11 @@ sub-queries: inline look-ups are used only in the document and for such plain ke
 chain alone elsewhere; filters that still nest too deeply (``$elemMatch`` in
 ``$elemMatch`` …) are checked with SQLite's own parser and are a
 :class:`~neuroferry.errors.QueryError`. Strings compare with SQLite's binary collation: by
-code point. ``$regex`` calls ``neuroferry_regexp(pattern, options, value)``, Python's
-``re``, which every connection must have: see :func:`register_sqlite_functions`.
+code point. ``$regex`` calls ``neuroferry_regexp(pattern, value)``: RE2 (linear-time matching) with
+the pattern rewritten from Python's syntax (``_filter.re2_regex``), which every connection
+must have: see :func:`register_sqlite_functions`. Built under :func:`regex_guard`, each
+call is wrapped in ``CASE WHEN <owner condition> THEN … END``, so that it runs only on the
+viewer's own rows.
 """
 
 from __future__ import annotations
@@ -61,11 +64,13 @@ import operator
 import re
 import sqlite3
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any
 
+import re2
 import sqlalchemy as sa
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, JSONPATH
@@ -93,9 +98,10 @@ from neuroferry.catalog._filter import (
     Size,
     Type,
     check_path,
+    compiled_re2,
     is_index,
     postgres_regex,
-    regex_flags,
+    re2_regex,
 )
 from neuroferry.errors import ConfigError, QueryError
 
@@ -106,6 +112,7 @@ Test = Callable[["_Ref"], Cond]
 _SQLITE = sqlite_dialect.dialect()
 #: The name of the SQLite function behind ``$regex``.
 SQLITE_REGEXP = "neuroferry_regexp"
+_REGEX_GUARD: ContextVar[Cond | None] = ContextVar("_REGEX_GUARD", default=None)
 _MAX_INDEX = 2**31 - 1
 _OPS = {"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 _PY_OPS: dict[str, Callable[[Any, Any], bool]] = {
@@ -164,21 +171,30 @@ def register_sqlite_functions(dbapi_connection: Any, connection_record: Any = No
     Every SQLite connection that runs catalog filters needs them:
     ``sqlalchemy.event.listen(engine, "connect", register_sqlite_functions)``.
     """
-    dbapi_connection.create_function(SQLITE_REGEXP, 3, _sqlite_regexp, deterministic=True)
+    dbapi_connection.create_function(SQLITE_REGEXP, 2, _sqlite_regexp, deterministic=True)
 
 
-def _sqlite_regexp(pattern: Any, options: Any, value: Any) -> int:
+def _sqlite_regexp(pattern: Any, value: Any) -> int:
+    """1 if the RE2 ``pattern`` (from ``re2_regex``: linear-time matching, compiled once
+    per pattern) finds a match in the text ``value``."""
     if not isinstance(value, str) or not isinstance(pattern, str):
         return 0
     try:
-        return 1 if _compiled(pattern, str(options or "")).search(value) else 0
-    except re.error:
+        return 1 if compiled_re2(pattern).search(value) else 0
+    except re2.error:
         return 0
 
 
-@lru_cache(maxsize=256)
-def _compiled(pattern: str, options: str) -> re.Pattern[str]:
-    return re.compile(pattern, regex_flags(options))
+@contextmanager
+def regex_guard(condition: Cond | None) -> Iterator[None]:
+    """While building a SQLite filter, run every ``$regex`` only on the rows that meet
+    ``condition`` (the viewer's own documents): a user's pattern never sees (nor spends
+    time on) the text of rows they may not read, whatever order SQLite's planner picks."""
+    token = _REGEX_GUARD.set(condition)
+    try:
+        yield
+    finally:
+        _REGEX_GUARD.reset(token)
 
 
 def _check_sqlite_parses(clause: Cond) -> None:
@@ -626,7 +642,10 @@ class _SqliteRef(_Ref):
         return _and(self.is_type(kind), self.atom.op(op, is_comparison=True)(_bind(value)))
 
     def regex(self, pattern: str, options: str) -> Cond:
-        call = getattr(sa.func, SQLITE_REGEXP)(_bind(pattern), _bind(options), self.atom)
+        call: Expr = getattr(sa.func, SQLITE_REGEXP)(_bind(re2_regex(pattern, options)), self.atom)
+        guard = _REGEX_GUARD.get()
+        if guard is not None:  # CASE runs the function only when the guard holds
+            call = sa.case((guard, call), else_=sa.literal(0))
         return _and(self.is_type("string"), call == 1)
 
     def number_kind(self, kind: str) -> Cond:
