@@ -1,6 +1,11 @@
 """The job engine: states, the orchestrator and executors (the only code importing distributed)."""
 
-from neuroferry.engine._assets import check_asset_owners, lock_key, owner_of_job
+from neuroferry.engine._assets import (
+    check_asset_owners,
+    lock_key,
+    owner_of_job,
+    recheck_asset_owner,
+)
 from neuroferry.engine._clusters import make_cluster, resources_for, worker_resources
 from neuroferry.engine._context import (
     Cancelled,
@@ -133,6 +138,7 @@ __all__ = [
     "put_term",
     "read_log",
     "read_log_part",
+    "recheck_asset_owner",
     "register_default_terms",
     "register_kind",
     "register_preset_merge",

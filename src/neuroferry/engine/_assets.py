@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 
 from neuroferry.catalog import Owner
 from neuroferry.db import asset_locks, documents, jobs, users
+from neuroferry.engine._context import TaskContext, TaskFailed
 from neuroferry.engine._kinds import AssetClaim
 from neuroferry.errors import Conflict, Forbidden, InvalidInput
 
@@ -291,6 +292,19 @@ def check_asset_owners(engine: Engine, claims: Sequence[AssetClaim], owner_id: i
     belongs to another user (see :func:`check_owners`)."""
     with engine.connect() as conn:
         check_owners(conn, claims, owner_id)
+
+
+def recheck_asset_owner(ctx: TaskContext, claim: AssetClaim) -> None:
+    """In a ``local`` task, before the job writes anything: :class:`TaskFailed` if the
+    claimed asset now belongs to another user (registered since the job was submitted)."""
+    engine = ctx.db if ctx.db is not None else getattr(ctx.catalog, "engine", None)
+    if engine is None:
+        raise TaskFailed(f"{ctx.task} must run in the service (placement local)")
+    try:
+        check_asset_owners(engine, [claim], ctx.owner_id)
+    except Forbidden as exc:
+        raise TaskFailed(f"{exc}; nothing was written") from exc
+    ctx.log.info("%s is this job's owner's to write", claim.catalog_name or claim.url)
 
 
 def owner_of_job(engine: Engine, owner_id: int | None) -> Owner | None:

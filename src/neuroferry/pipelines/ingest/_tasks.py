@@ -16,8 +16,8 @@ from neuroferry.engine import (
     Cancelled,
     TaskContext,
     TaskFailed,
-    check_asset_owners,
     owner_of_job,
+    recheck_asset_owner,
 )
 from neuroferry.errors import FerryError, Forbidden, InvalidInput
 from neuroferry.pipelines.ingest._config import IngestConfig
@@ -93,17 +93,10 @@ def _reader(config: IngestConfig, ctx: TaskContext) -> Any:
 def check_asset_owner(ctx: TaskContext) -> dict[str, Any]:
     """Fail before anything is written if the volume's location (or a folder around or
     inside it) or its catalog name now belongs to another user's asset."""
-    engine = ctx.db if ctx.db is not None else getattr(ctx.catalog, "engine", None)
-    if engine is None:
-        raise TaskFailed("check_asset_owner must run in the service (placement local)")
-    config = config_of(ctx)
     volume = _volume(ctx)
-    claim = AssetClaim(volume, "name", catalog_name=catalog_name(config.name))
-    try:
-        check_asset_owners(engine, [claim], ctx.owner_id)
-    except Forbidden as exc:
-        raise TaskFailed(f"{exc}; nothing was written") from exc
-    ctx.log.info("%s is this job's owner's to write", volume)
+    recheck_asset_owner(
+        ctx, AssetClaim(volume, "name", catalog_name=catalog_name(config_of(ctx).name))
+    )
     return {"volume": volume}
 
 

@@ -24,9 +24,9 @@ from neuroferry.engine import (
     AssetClaim,
     TaskContext,
     TaskFailed,
-    check_asset_owners,
     job_kinds,
     owner_of_job,
+    recheck_asset_owner,
 )
 from neuroferry.errors import FerryError, Forbidden, InvalidInput, StoreNotFound, UnsafePath
 from neuroferry.notify import notify_job
@@ -148,16 +148,8 @@ def send_job_start_email(ctx: TaskContext) -> dict[str, Any]:
 def check_asset_owner(ctx: TaskContext) -> dict[str, Any]:
     """Fail before anything is written if the asset now belongs to another user (its
     catalog document was registered by them since the job was submitted)."""
-    engine = ctx.db if ctx.db is not None else getattr(ctx.catalog, "engine", None)
-    if engine is None:
-        raise TaskFailed("check_asset_owner must run in the service (placement local)")
     name = _fact(ctx, "asset_name")
-    claim = AssetClaim(_fact(ctx, "destination"), "s3_prefix", catalog_name=name)
-    try:
-        check_asset_owners(engine, [claim], ctx.owner_id)
-    except Forbidden as exc:
-        raise TaskFailed(f"{exc}; nothing was written") from exc
-    ctx.log.info("%s is this job's owner's to write", name)
+    recheck_asset_owner(ctx, AssetClaim(_fact(ctx, "destination"), "s3_prefix", catalog_name=name))
     return {"asset_name": name}
 
 
