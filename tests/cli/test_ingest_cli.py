@@ -339,7 +339,12 @@ def test_a_worker_account_joins_a_job_over_tls(service: Service, tmp_path: Path)
 def test_check_reads_a_config_without_a_service_and_checks_the_source(tmp_path, stack):
     volume, slices = stack
     config = write_config(tmp_path / "c.json", slices, tmp_path / "lake", "lab/checked")
-    env = {"PATH": "", "HOME": str(tmp_path), "COLUMNS": "250", "FERRY_HOME": str(tmp_path / "home")}
+    env = {
+        "PATH": "",
+        "HOME": str(tmp_path),
+        "COLUMNS": "250",
+        "FERRY_HOME": str(tmp_path / "home"),
+    }
     run = [sys.executable, "-m", "neuroferry", "ingest", "check"]
     done = subprocess.run([*run, str(config), "--source", "--json"], env=env, **_TEXT)
     assert done.returncode == 0, done.stderr
