@@ -118,3 +118,35 @@ def _database(request: pytest.FixtureRequest, home: Path) -> Any:
 
         return nullcontext(f"sqlite:///{home / 'ferry.db'}")
     return request.getfixturevalue("fresh_postgres_database")()
+
+
+def tiff_stack(folder: Path) -> dict[str, Any]:
+    """Four 16x16 TIFF slices in ``folder``, and the ingest source that reads them."""
+    import numpy as np
+    import tifffile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for z in range(4):
+        tifffile.imwrite(folder / f"slice_{z:04d}.tif", np.full((16, 16), z, dtype=np.uint8))
+    return {
+        "plugin": "image-folder",
+        "params": {"path": str(folder), "pattern": "slice_{z:04d}.tif"},
+    }
+
+
+def ingest_config(
+    name: str, source: dict[str, Any], destination: str = "default"
+) -> dict[str, Any]:
+    """An ingest config of the volume ``name`` from a :func:`tiff_stack` source."""
+    return {
+        "version": 1,
+        "name": name,
+        "destination": destination,
+        "source": source,
+        "extent": {"x": [0, 16], "y": [0, 16], "z": [0, 4]},
+        "dtype": "uint8",
+        "voxel_size": {"x": 1, "y": 1, "z": 1},
+        "chunk": [4, 16, 16],
+        "shard": [4, 16, 16],
+        "levels": 1,
+    }

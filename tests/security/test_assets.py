@@ -19,7 +19,7 @@ import pytest
 
 from _session import tree, upload_spec
 
-from .conftest import Deployment
+from .conftest import Deployment, ingest_config, tiff_stack
 
 ALICE_SUBJECT = "710001"
 ALICE_ASSET = f"ecephys_{ALICE_SUBJECT}_2025-04-01_14-30-15"
@@ -224,31 +224,6 @@ def test_cancel_gives_the_asset_back_and_retry_takes_it_again(hostile: Deploymen
     assert hostile.wait(other["id"], "bob")["state"] == "succeeded"
 
 
-def _ingest(name: str, source: dict[str, Any], destination: str = "default") -> dict[str, Any]:
-    return {
-        "version": 1,
-        "name": name,
-        "destination": destination,
-        "source": source,
-        "extent": {"x": [0, 16], "y": [0, 16], "z": [0, 2]},
-        "dtype": "uint8",
-        "voxel_size": {"x": 1, "y": 1, "z": 1},
-        "chunk": [2, 16, 16],
-        "shard": [2, 16, 16],
-        "levels": 1,
-    }
-
-
-def _stack(folder: Path) -> dict[str, Any]:
-    import numpy as np
-    import tifffile
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for z in range(2):
-        tifffile.imwrite(folder / f"s_{z}.tif", np.full((16, 16), z, dtype=np.uint8))
-    return {"plugin": "image-folder", "params": {"path": str(folder), "pattern": "s_{z}.tif"}}
-
-
 def _refused_for(resp: httpx.Response, field: str) -> None:
     assert resp.status_code == 403, resp.text
     detail = resp.json()["detail"]
@@ -263,20 +238,20 @@ def test_a_job_writes_nothing_at_inside_or_around_another_users_asset(
     folder: Path = alice_asset["folder"]
     lake = folder.parent.as_uri()
     files = tree(folder)
-    stack = _stack(hostile.shared / "location-stack")
+    stack = tiff_stack(hostile.shared / "location-stack")
     # alice's volume in a folder of its own
-    made = hostile.api("POST", "/ingest", "alice", json=_ingest("vlab/vol", stack))
+    made = hostile.api("POST", "/ingest", "alice", json=ingest_config("vlab/vol", stack))
     assert made.status_code == 201, made.text
     assert hostile.wait(made.json()["id"], "alice")["state"] == "succeeded"
     volume = folder.parent / "vlab" / "vol.ome.zarr"
     volume_files = tree(volume)
     assert volume_files
 
-    inside = _ingest(f"{ALICE_ASSET}/behavior", stack)  # a volume inside her upload
+    inside = ingest_config(f"{ALICE_ASSET}/behavior", stack)  # a volume inside her upload
     _refused_for(hostile.api("POST", "/ingest", "bob", json=inside), "name")
-    under = _ingest("ecephys", stack, f"{lake}/{ALICE_ASSET}")  # a destination inside it
+    under = ingest_config("ecephys", stack, f"{lake}/{ALICE_ASSET}")  # a destination inside it
     _refused_for(hostile.api("POST", "/ingest", "bob", json=under), "name")
-    onto = _ingest("vol", stack, f"{lake}/vlab")  # exactly her volume, by another name
+    onto = ingest_config("vol", stack, f"{lake}/vlab")  # exactly her volume, by another name
     _refused_for(hostile.api("POST", "/ingest", "bob", json=onto), "name")
     # an upload whose folder holds her volume
     session = small_session(hostile.shared / "around-session", "around")
@@ -292,7 +267,7 @@ def test_a_job_writes_nothing_at_inside_or_around_another_users_asset(
     assert find(hostile, "bob", {"name": "vlab"}) == []
     assert tree(folder) == files and tree(volume) == volume_files
     # her own writes there are hers to make
-    again = hostile.api("POST", "/ingest", "alice", json=_ingest("vlab/vol2", stack))
+    again = hostile.api("POST", "/ingest", "alice", json=ingest_config("vlab/vol2", stack))
     assert again.status_code == 201, again.text
     assert hostile.wait(again.json()["id"], "alice")["state"] == "succeeded"
 
@@ -300,8 +275,8 @@ def test_a_job_writes_nothing_at_inside_or_around_another_users_asset(
 def test_validating_names_another_users_asset_as_submitting_does(
     hostile: Deployment, alice_asset: dict[str, Any]
 ) -> None:
-    stack = _stack(hostile.shared / "validate-stack")
-    made = hostile.api("POST", "/ingest", "alice", json=_ingest("vcheck/vol", stack))
+    stack = tiff_stack(hostile.shared / "validate-stack")
+    made = hostile.api("POST", "/ingest", "alice", json=ingest_config("vcheck/vol", stack))
     assert made.status_code == 201, made.text
     assert hostile.wait(made.json()["id"], "alice")["state"] == "succeeded"
     session = small_session(hostile.shared / "validate-session", "validate")
@@ -332,7 +307,7 @@ def test_an_ingest_of_too_many_shards_is_refused(hostile: Deployment) -> None:
         "params": {"root_dir": str(root), "tile_size": {"x": 512, "y": 512}, "missing": "zero"},
     }
     body = {
-        **_ingest("huge", source),
+        **ingest_config("huge", source),
         "extent": {"x": [0, 10**6], "y": [0, 10**6], "z": [0, 10**5]},
     }
     body.pop("chunk"), body.pop("shard"), body.pop("levels")

@@ -15,7 +15,7 @@ import pytest
 
 from _session import make_session
 
-from .conftest import Deployment
+from .conftest import Deployment, ingest_config, tiff_stack
 
 
 def _spec(session: Path, *, metadata: bool = True, **extra: Any) -> dict[str, Any]:
@@ -225,38 +225,10 @@ def test_a_user_removes_their_own_uploaded_folder(hostile: Deployment) -> None:
 # -- stores --------------------------------------------------------------------------------
 
 
-def _ingest(name: str, source: dict[str, Any], destination: str = "default") -> dict[str, Any]:
-    return {
-        "version": 1,
-        "name": name,
-        "destination": destination,
-        "source": source,
-        "extent": {"x": [0, 16], "y": [0, 16], "z": [0, 4]},
-        "dtype": "uint8",
-        "voxel_size": {"x": 1, "y": 1, "z": 1},
-        "chunk": [4, 16, 16],
-        "shard": [4, 16, 16],
-        "levels": 1,
-    }
-
-
-def _tiffs(folder: Path) -> dict[str, Any]:
-    import numpy as np
-    import tifffile
-
-    folder.mkdir(parents=True)
-    for z in range(4):
-        tifffile.imwrite(folder / f"slice_{z:04d}.tif", np.full((16, 16), z, dtype=np.uint8))
-    return {
-        "plugin": "image-folder",
-        "params": {"path": str(folder), "pattern": "slice_{z:04d}.tif"},
-    }
-
-
 @pytest.mark.parametrize("who", ["alice", "admin"])
 def test_an_encoded_destination_does_not_escape_the_store(hostile: Deployment, who: str) -> None:
     tag = secrets.token_hex(4)
-    source = _tiffs(hostile.shared / f"stack-{tag}")
+    source = tiff_stack(hostile.shared / f"stack-{tag}")
     lake = hostile.home / "lake"
     escapes = {
         "alice": (
@@ -267,7 +239,9 @@ def test_an_encoded_destination_does_not_escape_the_store(hostile: Deployment, w
         "admin": (f"{lake.as_uri()}/%2E%2E/x-{tag}", hostile.home / f"x-{tag}"),
     }
     destination, target = escapes[who]
-    response = hostile.api("POST", "/ingest", who, json=_ingest(f"lab/v{tag}", source, destination))
+    response = hostile.api(
+        "POST", "/ingest", who, json=ingest_config(f"lab/v{tag}", source, destination)
+    )
     _refused(response, "destination")
     assert not target.exists()
 
@@ -275,5 +249,5 @@ def test_an_encoded_destination_does_not_escape_the_store(hostile: Deployment, w
 def test_a_user_reads_no_bucket_they_were_not_given(hostile: Deployment) -> None:
     for url in ("s3://other-bucket/volume.zarr", "S3://Other-Bucket//a/./../volume.zarr"):
         source = {"plugin": "zarr", "params": {"path": url}}
-        response = hostile.api("POST", "/ingest", "alice", json=_ingest("lab/other", source))
+        response = hostile.api("POST", "/ingest", "alice", json=ingest_config("lab/other", source))
         _refused(response, "source.params.path")
