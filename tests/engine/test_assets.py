@@ -161,7 +161,9 @@ def test_an_asset_of_another_user_is_refused(engine: Engine, users: dict[str, in
 def test_a_job_created_before_its_kind_gained_a_task_carries_on(engine: Engine) -> None:
     """Upload jobs gained ``check_asset_owner``: a job submitted by an earlier version has
     no row for it, and runs on as if it had been skipped."""
-    from neuroferry.engine._jobs import Outcome, claim_tasks, finish_task, get_kind, now_utc
+    from neuroferry.engine import get_kind
+    from neuroferry.engine._advance import now_utc
+    from neuroferry.engine._claims import Outcome, claim_tasks, finish_task
 
     def kind(*tasks: TaskDef) -> JobKind:
         return JobKind(name="growing", spec_model=AssetSpec, prepare=_prepare, tasks=tasks)

@@ -24,7 +24,8 @@ from neuroferry.engine import (
     retry_job,
     submit_job,
 )
-from neuroferry.engine._jobs import claim_tasks, heartbeat, now_utc
+from neuroferry.engine._advance import now_utc
+from neuroferry.engine._claims import claim_tasks, heartbeat
 from neuroferry.errors import InvalidInput, NotFound
 
 register_kind(ferry_toy_tasks.KIND)

@@ -9,6 +9,7 @@ from neuroferry.db._engine import (
     normalize_url,
     redact,
     sqlite_file,
+    transaction,
     unavailable,
 )
 from neuroferry.db._migrate import current_revision, head_revision, refresh_statistics, upgrade
@@ -59,6 +60,7 @@ __all__ = [
     "sign_in_attempts",
     "sqlite_file",
     "tasks",
+    "transaction",
     "unavailable",
     "upgrade",
     "users",

@@ -17,6 +17,7 @@ import sqlite3
 import threading
 import time
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -28,6 +29,7 @@ from sqlalchemy.exc import (
     InterfaceError,
     InternalError,
     OperationalError,
+    SQLAlchemyError,
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
@@ -63,6 +65,21 @@ def unavailable(exc: BaseException) -> DatabaseError:
 #: SQLite virtual machine instructions between two looks at the deadline.
 _SQLITE_CHECK_EVERY = 10_000
 _OPTION = "ferry_statement_timeout"  # execution option: seconds, 0 for no limit
+
+
+@contextlib.contextmanager
+def transaction(
+    engine: Engine, *, keep: tuple[type[SQLAlchemyError], ...] = ()
+) -> Iterator[Connection]:
+    """``engine.begin()`` whose database errors become :class:`DatabaseError`, but for
+    those of the types in ``keep``, which the caller handles."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except keep:
+        raise
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"database error: {str(exc).splitlines()[0]}") from exc
 
 
 def normalize_url(url: str) -> str:

@@ -16,6 +16,7 @@ from neuroferry.engine._context import (
     cancel_key,
     log_key,
 )
+from neuroferry.engine._control import cancel_job, retry_job
 from neuroferry.engine._dask_tls import Credentials, scheduler_credentials
 from neuroferry.engine._executor import Executor
 from neuroferry.engine._job_types import (
@@ -49,22 +50,6 @@ from neuroferry.engine._job_types import (
     resolve_job_type,
     rollback_job_type,
 )
-from neuroferry.engine._jobs import (
-    SORTABLE,
-    JobQuery,
-    NewJob,
-    cancel_job,
-    check_access,
-    get_job,
-    job_tasks,
-    list_jobs,
-    owner_access,
-    read_log,
-    read_log_part,
-    retry_job,
-    submit_job,
-    submit_jobs,
-)
 from neuroferry.engine._kinds import (
     AssetClaim,
     JobKind,
@@ -76,7 +61,17 @@ from neuroferry.engine._kinds import (
 )
 from neuroferry.engine._metrics import METRICS
 from neuroferry.engine._orchestrator import Orchestrator
+from neuroferry.engine._queries import (
+    SORTABLE,
+    JobQuery,
+    get_job,
+    job_tasks,
+    list_jobs,
+    read_log,
+    read_log_part,
+)
 from neuroferry.engine._states import JOB_STATES, TASK_STATES
+from neuroferry.engine._submit import NewJob, check_access, owner_access, submit_job, submit_jobs
 
 __all__ = [
     "DEFAULT_JOB_TYPE",

@@ -58,7 +58,7 @@ class Metrics:
 
     def render(self, engine: Engine) -> str:
         """The metrics in Prometheus text format (version 0.0.4)."""
-        from neuroferry.engine._jobs import counts_by_state
+        from neuroferry.engine._queries import counts_by_state
         from neuroferry.engine._states import JOB_STATES, TASK_STATES
 
         job_counts, task_counts, depth = counts_by_state(engine)

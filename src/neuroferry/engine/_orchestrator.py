@@ -23,29 +23,25 @@ from sqlalchemy import Engine
 
 from neuroferry.config import Settings
 from neuroferry.db import refresh_statistics
-from neuroferry.engine._executor import Executor
-from neuroferry.engine._jobs import (
+from neuroferry.engine._advance import Transition, now_utc
+from neuroferry.engine._claims import (
     Claim,
-    NewJob,
     Outcome,
-    Transition,
     claim_tasks,
     finish_task,
     forget_orchestrators,
-    get_job,
     heartbeat,
-    job_tasks,
     list_orchestrators,
-    now_utc,
-    owner_access,
     release_tasks,
     requeue_orphans,
-    submit_jobs,
 )
+from neuroferry.engine._executor import Executor
 from neuroferry.engine._kinds import get_kind
 from neuroferry.engine._metrics import METRICS
+from neuroferry.engine._queries import get_job, job_tasks
 from neuroferry.engine._runner import TaskCall, run_task
 from neuroferry.engine._states import FAILED, UP_FOR_RETRY
+from neuroferry.engine._submit import NewJob, owner_access, submit_jobs
 from neuroferry.errors import FerryError
 
 log = logging.getLogger(__name__)

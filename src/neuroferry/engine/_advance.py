@@ -1,0 +1,195 @@
+"""Advancing a job: the state machine over a job's task rows, shared by submit, claims
+and control.
+
+The database is the single source of truth. Every change to a job's tasks happens in one
+transaction that first touches the job's row (:func:`lock_job`), which serialises changes
+to one job across threads and service processes (a row lock on PostgreSQL, the write lock
+on SQLite).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from sqlalchemy import Connection, insert, select, update
+
+from neuroferry.db import jobs, tasks
+from neuroferry.engine._assets import release_locks
+from neuroferry.engine._kinds import JobKind
+from neuroferry.engine._states import (
+    DONE_OK,
+    FAILED,
+    MAP,
+    PENDING,
+    QUEUED,
+    RUNNING,
+    SKIPPED,
+    TERMINAL,
+    job_state,
+)
+from neuroferry.errors import InvalidInput, NotFound
+
+
+class Viewer(Protocol):
+    """Who asks: a user with an id and whether they are an admin."""
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def is_admin(self) -> bool: ...
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def aware(value: datetime | None) -> datetime | None:
+    """SQLite hands back naive datetimes; every time in neuroferry is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def retries_setting(params: Mapping[str, Any], default: int) -> int:
+    value = params.get("retries", default)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"retries must be a whole number of at least 0, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A job whose state changed, for notifications and metrics."""
+
+    job_id: int
+    old: str
+    new: str
+
+
+def lock_job(conn: Connection, job_id: int, now: datetime) -> Mapping[str, Any]:
+    """Touch the job's row first: the lock that serialises changes to this job."""
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(updated=now))
+    row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+    if row is None:
+        raise NotFound(f"job {job_id} does not exist")
+    return dict(row)
+
+
+def _map_items(result: Any, source: str) -> dict[str, Any] | str:
+    """The items a mapped task runs over, or why they cannot be had."""
+    _, _, key = source.partition(".")
+    value = result.get(key) if key and isinstance(result, Mapping) else result
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        return f"{source} must give a mapping of item name to settings, got {type(value).__name__}"
+    return {str(k): dict(v) if isinstance(v, Mapping) else {"value": v} for k, v in value.items()}
+
+
+def advance(
+    conn: Connection,
+    kind: JobKind,
+    job_id: int,
+    now: datetime,
+    job: Mapping[str, Any] | None = None,
+) -> Transition | None:
+    """Queue the tasks whose upstream is done, expand mapped tasks, settle finished mapped
+    tasks, and derive the job's state. ``job`` is the row if the caller already locked it."""
+    if job is None:
+        job = lock_job(conn, job_id, now)
+    rows = {
+        (r["name"], r["map_index"]): dict(r)
+        for r in conn.execute(select(tasks).where(tasks.c.job_id == job_id)).mappings()
+    }
+    changed: dict[int, dict[str, Any]] = {}
+
+    def set_row(row: dict[str, Any], **values: Any) -> None:
+        row.update(values)
+        changed.setdefault(row["id"], {}).update(values)
+
+    cancelling = job["cancel_requested"] is not None
+    for t in kind.tasks:
+        row = rows.get((t.name, -1))
+        if row is None:  # a task its kind gained after the job was created: not run
+            continue
+        if row["state"] == PENDING and not cancelling:
+            ups = [rows[(u, -1)]["state"] if (u, -1) in rows else SKIPPED for u in t.upstream]
+            if not all(s in DONE_OK for s in ups):
+                continue
+            if row["params"].get("skip_task"):
+                set_row(row, state=SKIPPED, finished=now)
+            elif t.map_over is None:
+                set_row(row, state=QUEUED, not_before=None)
+            else:
+                source = rows[(t.map_over.split(".")[0], -1)]
+                items = _map_items(source["result"], t.map_over)
+                if isinstance(items, str):
+                    set_row(row, state=FAILED, error=items, finished=now)
+                elif not items:
+                    set_row(row, state=SKIPPED, result={}, finished=now)
+                else:
+                    new_rows = []
+                    for index, (item, params) in enumerate(items.items()):
+                        instance = {
+                            "job_id": job_id,
+                            "name": t.name,
+                            "map_index": index,
+                            "item": item,
+                            "placement": t.placement,
+                            "state": SKIPPED if params.get("skip_task") else QUEUED,
+                            "attempt": 0,
+                            "retries_left": retries_setting(params, row["retries_left"]),
+                            "params": params,
+                            "created": now,
+                            "finished": now if params.get("skip_task") else None,
+                        }
+                        new_rows.append(instance)
+                        rows[(t.name, index)] = instance
+                    conn.execute(insert(tasks), new_rows)
+                    set_row(row, state=RUNNING, started=now)
+        if row["placement"] == MAP and row["state"] == RUNNING:
+            instances = [r for (n, i), r in rows.items() if n == t.name and i >= 0]
+            states = [r["state"] for r in instances]
+            if all(s in TERMINAL for s in states):
+                result = {r["item"]: r.get("result") for r in instances}
+                settled = job_state(states, started=True, cancel_requested=cancelling)
+                if all(s == SKIPPED for s in states):
+                    settled = SKIPPED
+                set_row(row, state=settled, result=result, finished=now)
+
+    for task_id, values in changed.items():
+        conn.execute(update(tasks).where(tasks.c.id == task_id).values(**values))
+
+    top = [r for (_, i), r in rows.items() if i < 0]
+    started = any(r.get("started") is not None for r in rows.values())
+    new_state = job_state((r["state"] for r in top), started=started, cancel_requested=cancelling)
+    job_values: dict[str, Any] = {}
+    if new_state != job["state"]:
+        job_values["state"] = new_state
+    if started and job["started"] is None:
+        job_values["started"] = now
+    if new_state in TERMINAL:
+        release_locks(conn, job_id)
+        job_values["finished"] = job["finished"] or now
+        if new_state == FAILED:
+            job_values["error"] = _job_error(rows.values())
+    if job_values:
+        conn.execute(update(jobs).where(jobs.c.id == job_id).values(**job_values))
+    if new_state != job["state"]:
+        return Transition(job_id, job["state"], new_state)
+    return None
+
+
+def _job_error(rows: Iterable[Mapping[str, Any]]) -> str:
+    failed = [r for r in rows if r["state"] == FAILED and r["placement"] != MAP]
+    failed.sort(key=lambda r: r["finished"] or datetime.max.replace(tzinfo=UTC))
+    if not failed:
+        return "a task failed"
+    first = failed[0]
+    where = first["name"] + (f" [{first['item']}]" if first["map_index"] >= 0 else "")
+    more = f" (and {len(failed) - 1} more tasks)" if len(failed) > 1 else ""
+    return f"{where} failed: {first['error']}{more}"

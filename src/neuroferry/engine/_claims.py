@@ -1,0 +1,345 @@
+"""Claiming and finishing tasks, and the orchestrators' heartbeats and leases."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, case, func, insert, or_, select, update
+
+from neuroferry.db import jobs, orchestrators, tasks, transaction
+from neuroferry.engine._advance import Transition, advance, aware, lock_job, now_utc
+from neuroferry.engine._kinds import JobKind, get_kind
+from neuroferry.engine._states import (
+    CANCELLED,
+    DONE_OK,
+    FAILED,
+    MAP,
+    QUEUED,
+    RUNNING,
+    UP_FOR_RESCHEDULE,
+    UP_FOR_RETRY,
+    WAITING,
+)
+
+MAX_RETRY_DELAY = 3600.0
+
+# -- claiming and finishing -----------------------------------------------------------
+
+
+@dataclass
+class Claim:
+    """A task this orchestrator has marked running, with what running it needs."""
+
+    task_id: int
+    job_id: int
+    kind: str
+    job_name: str
+    owner_id: int | None
+    summary: dict[str, Any]
+    spec: dict[str, Any]
+    name: str
+    map_index: int
+    item: str | None
+    placement: str
+    attempt: int
+    params: dict[str, Any]
+    saved_state: dict[str, Any]
+    upstream: dict[str, Any] = field(default_factory=dict)
+    cancel_requested: bool = False
+    created: datetime | None = None
+
+
+def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime) -> list[Claim]:
+    """Mark up to ``limit`` runnable tasks as running by this orchestrator and return them.
+
+    On PostgreSQL the candidates are first locked with ``FOR UPDATE SKIP LOCKED``, so
+    service processes that claim at the same moment never get the same task. (Locking them
+    inside the UPDATE's own sub-select is not enough: PostgreSQL may run that sub-select
+    again for every row, and with SKIP LOCKED each run finds new rows, past the limit.)"""
+    if limit <= 0:
+        return []
+    candidates = (
+        select(tasks.c.id)
+        .where(
+            tasks.c.state.in_(WAITING),
+            tasks.c.placement != MAP,
+            or_(tasks.c.not_before.is_(None), tasks.c.not_before <= now),
+        )
+        .order_by(tasks.c.id)
+        .limit(limit)
+    )
+    with transaction(engine) as conn:
+        if conn.dialect.name == "postgresql":
+            locked = conn.execute(candidates.with_for_update(skip_locked=True)).scalars().all()
+            if not locked:
+                return []
+            chosen = tasks.c.id.in_(locked)
+        else:  # one writer at a time: the UPDATE takes the write lock before it reads
+            chosen = tasks.c.id.in_(candidates.scalar_subquery())
+        ids = (
+            conn.execute(
+                update(tasks)
+                .where(chosen, tasks.c.state.in_(WAITING))
+                .values(
+                    # a rescheduled task carries on in the same attempt
+                    attempt=tasks.c.attempt
+                    + case((tasks.c.state == UP_FOR_RESCHEDULE, 0), else_=1),
+                    state=RUNNING,
+                    claimed_by=orchestrator_id,
+                    started=func.coalesce(tasks.c.started, now),
+                    not_before=None,
+                )
+                .returning(tasks.c.id)
+            )
+            .scalars()
+            .all()
+        )
+        if not ids:
+            return []
+        rows = (
+            conn.execute(
+                select(
+                    tasks,
+                    jobs.c.kind,
+                    jobs.c.name.label("job_name"),
+                    jobs.c.owner_id,
+                    jobs.c.summary,
+                    jobs.c.spec,
+                    jobs.c.cancel_requested,
+                    jobs.c.created.label("job_created"),
+                )
+                .join(jobs, jobs.c.id == tasks.c.job_id)
+                .where(tasks.c.id.in_(ids))
+                .order_by(tasks.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        job_ids = {r["job_id"] for r in rows}
+        done = (
+            conn.execute(
+                # by job only: a filter on state would let the planner scan every
+                # finished task of every job
+                select(tasks.c.job_id, tasks.c.name, tasks.c.state, tasks.c.result).where(
+                    tasks.c.job_id.in_(job_ids), tasks.c.map_index == -1
+                )
+            )
+            .mappings()
+            .all()
+        )
+    results: dict[int, dict[str, Any]] = {}
+    for r in done:
+        if r["state"] in DONE_OK:
+            results.setdefault(r["job_id"], {})[r["name"]] = r["result"]
+    claims = []
+    for r in rows:
+        kind = get_kind(r["kind"])
+        ancestors = _ancestors(kind, r["name"])
+        upstream = {n: v for n, v in results.get(r["job_id"], {}).items() if n in ancestors}
+        claims.append(
+            Claim(
+                task_id=r["id"],
+                job_id=r["job_id"],
+                kind=r["kind"],
+                job_name=r["job_name"],
+                owner_id=r["owner_id"],
+                summary=dict(r["summary"] or {}),
+                spec=dict(r["spec"] or {}),
+                name=r["name"],
+                map_index=r["map_index"],
+                item=r["item"],
+                placement=r["placement"],
+                attempt=r["attempt"],
+                params=dict(r["params"] or {}),
+                saved_state=dict(r["saved_state"] or {}),
+                upstream=upstream,
+                cancel_requested=r["cancel_requested"] is not None,
+                created=aware(r["created"]),
+            )
+        )
+    return claims
+
+
+def _ancestors(kind: JobKind, name: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(kind.task(name).upstream)
+    while todo:
+        n = todo.pop()
+        if n not in seen:
+            seen.add(n)
+            todo.extend(kind.task(n).upstream)
+    return seen
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one run of a task ended."""
+
+    state: str  # succeeded | failed | cancelled | up_for_reschedule
+    result: Any = None
+    error: str | None = None
+    after: float = 0.0
+    saved_state: Mapping[str, Any] | None = None
+    worker: str | None = None
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What :func:`finish_task` did: the task's new state and any job transition."""
+
+    state: str
+    transition: Transition | None
+
+
+def finish_task(
+    engine: Engine, claim: Claim, orchestrator_id: str, outcome: Outcome, now: datetime
+) -> Finished | None:
+    """Record a task's outcome and advance its job. ``None`` if the task was no longer
+    this orchestrator's (it was given to another after this one was thought dead)."""
+    kind = get_kind(claim.kind)
+    with transaction(engine) as conn:
+        job = lock_job(conn, claim.job_id, now)
+        row = (
+            conn.execute(
+                select(
+                    tasks.c.state, tasks.c.claimed_by, tasks.c.attempt, tasks.c.retries_left
+                ).where(tasks.c.id == claim.task_id)
+            )
+            .mappings()
+            .first()
+        )
+        if (
+            row is None
+            or row["state"] != RUNNING
+            or row["claimed_by"] != orchestrator_id
+            or row["attempt"] != claim.attempt
+        ):
+            return None
+        values: dict[str, Any] = {"worker": outcome.worker, "claimed_by": None}
+        state = outcome.state
+        if state == FAILED and job["cancel_requested"] is not None:
+            state = CANCELLED
+        if state == UP_FOR_RESCHEDULE:
+            values.update(
+                not_before=now + timedelta(seconds=max(outcome.after, 0.0)),
+                saved_state=dict(outcome.saved_state or {}),
+            )
+        elif state == FAILED and row["retries_left"] > 0:
+            state = UP_FOR_RETRY
+            delay = float(claim.params.get("retry_delay", kind.task(claim.name).retry_delay))
+            backoff = min(delay * 2 ** max(claim.attempt - 1, 0), MAX_RETRY_DELAY)
+            values.update(
+                retries_left=row["retries_left"] - 1,
+                not_before=now + timedelta(seconds=backoff),
+                error=outcome.error,
+            )
+        else:
+            values.update(result=_json_safe(outcome.result), error=outcome.error, finished=now)
+        values["state"] = state
+        conn.execute(update(tasks).where(tasks.c.id == claim.task_id).values(**values))
+        transition = advance(conn, kind, claim.job_id, now, job)
+    return Finished(state, transition)
+
+
+def _json_safe(value: Any) -> Any:
+    """Results are stored as JSON: NaN and infinities become ``None``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+# -- orchestrators --------------------------------------------------------------------
+
+
+def heartbeat(
+    engine: Engine, orchestrator_id: str, host: str, pid: int, *, exclusive: bool, lease: float
+) -> bool:
+    """Record that this orchestrator lives; return whether it may claim tasks.
+
+    With ``exclusive`` (SQLite) only one orchestrator is active at a time: it holds a lease
+    that passes to another only when its heartbeat is older than ``lease`` seconds."""
+    now = now_utc()
+    stale = now - timedelta(seconds=lease)
+    with transaction(engine) as conn:
+        done = conn.execute(
+            update(orchestrators).where(orchestrators.c.id == orchestrator_id).values(heartbeat=now)
+        ).rowcount
+        if not done:
+            conn.execute(
+                insert(orchestrators).values(
+                    id=orchestrator_id, host=host, pid=pid, started=now, heartbeat=now, active=0
+                )
+            )
+        conn.execute(
+            orchestrators.delete().where(
+                orchestrators.c.heartbeat < stale, orchestrators.c.id != orchestrator_id
+            )
+        )
+        if not exclusive:
+            conn.execute(
+                update(orchestrators).where(orchestrators.c.id == orchestrator_id).values(active=1)
+            )
+            return True
+        holder = conn.execute(
+            select(orchestrators.c.id).where(orchestrators.c.active == 1)
+        ).scalar()
+        if holder is None:
+            conn.execute(
+                update(orchestrators).where(orchestrators.c.id == orchestrator_id).values(active=1)
+            )
+            return True
+        return bool(holder == orchestrator_id)
+
+
+def forget_orchestrators(engine: Engine, ids: Iterable[str]) -> None:
+    """Remove orchestrators known to be dead (a process of this host that is gone)."""
+    ids = list(ids)
+    if ids:
+        with transaction(engine) as conn:
+            conn.execute(orchestrators.delete().where(orchestrators.c.id.in_(ids)))
+
+
+def list_orchestrators(engine: Engine) -> list[dict[str, Any]]:
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(orchestrators)).mappings()]
+
+
+def requeue_orphans(engine: Engine) -> list[int]:
+    """Queue again every running task whose orchestrator is gone (attempt + 1 on claim)."""
+    live = select(orchestrators.c.id)
+    now = now_utc()
+    with transaction(engine) as conn:
+        orphans = conn.execute(
+            select(tasks.c.id, tasks.c.job_id).where(
+                tasks.c.state == RUNNING,
+                tasks.c.placement != MAP,
+                or_(tasks.c.claimed_by.is_(None), tasks.c.claimed_by.not_in(live)),
+            )
+        ).all()
+        for task_id, job_id in orphans:
+            lock_job(conn, job_id, now)
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == task_id, tasks.c.state == RUNNING)
+                .values(state=QUEUED, claimed_by=None, not_before=None)
+            )
+    return [t for t, _ in orphans]
+
+
+def release_tasks(engine: Engine, orchestrator_id: str) -> None:
+    """On a clean stop: give this orchestrator's running tasks back to the queue and leave."""
+    with transaction(engine) as conn:
+        conn.execute(
+            update(tasks)
+            .where(tasks.c.claimed_by == orchestrator_id, tasks.c.state == RUNNING)
+            .values(state=QUEUED, claimed_by=None, not_before=None)
+        )
+        conn.execute(orchestrators.delete().where(orchestrators.c.id == orchestrator_id))
