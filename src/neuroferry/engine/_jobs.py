@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import obstore
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Connection, Engine, case, func, insert, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
@@ -47,7 +46,7 @@ from neuroferry.engine._states import (
     WAITING,
     job_state,
 )
-from neuroferry.errors import DatabaseError, Forbidden, InvalidInput, NotFound
+from neuroferry.errors import DatabaseError, Forbidden, InvalidInput, NotFound, StoreNotFound
 from neuroferry.grants import Access, access_for, internal_access
 from neuroferry.stores import Store
 
@@ -863,14 +862,14 @@ def read_log_part(
         return b"", 0
     key = log_key(job_id, task, map_index, attempt)
     try:
-        size = int(obstore.head(log_store.raw, key)["size"])
+        size = log_store.head(key).size
         end = size if limit is None else min(size, offset + limit)
         if offset >= end:
             return b"", size
-        data = obstore.get(log_store.raw, key, options={"range": (offset, end)}).bytes()
-    except FileNotFoundError:
+        data = log_store.get_range(key, offset, end)
+    except StoreNotFound:
         return b"", 0
-    return bytes(data), size
+    return data, size
 
 
 # -- cancel and retry -----------------------------------------------------------------
@@ -887,7 +886,7 @@ def cancel_job(
         raise InvalidInput(
             f"job {job_id} is already {job['state']}; only unfinished jobs can be cancelled"
         )
-    obstore.put(log_store.raw, cancel_key(job_id), b"cancelled\n")
+    log_store.put(cancel_key(job_id), b"cancelled\n")
     now = now_utc()
     kind = get_kind(job["kind"])
     with _transaction(engine) as conn:
@@ -919,8 +918,7 @@ def retry_job(
             f"job {job_id} is {job['state']}; only failed or cancelled jobs can be retried"
         )
     kind = get_kind(job["kind"])
-    with contextlib.suppress(FileNotFoundError):
-        obstore.delete(log_store.raw, cancel_key(job_id))
+    log_store.delete(cancel_key(job_id))
     now = now_utc()
     with _transaction(engine) as conn:
         _lock_job(conn, job_id, now)
