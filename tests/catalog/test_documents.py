@@ -203,17 +203,17 @@ def test_regexes_with_alternation_inside_a_repeat_finish(catalog, pattern):
 def test_a_regex_runs_only_on_the_viewers_own_documents(tmp_path, monkeypatch):
     """On SQLite, the pattern never sees another user's text (no timing oracle)."""
     from neuroferry.auth import create_user
-    from neuroferry.catalog import Catalog, Owner, _sql
+    from neuroferry.catalog import Catalog, Owner, _sql_sqlite
     from neuroferry.db import make_engine, upgrade
 
     seen: list[str] = []
-    run = _sql._sqlite_regexp
+    run = _sql_sqlite._sqlite_regexp
 
     def spy(pattern, value):
         seen.append(value)
         return run(pattern, value)
 
-    monkeypatch.setattr(_sql, "_sqlite_regexp", spy)
+    monkeypatch.setattr(_sql_sqlite, "_sqlite_regexp", spy)
     engine = make_engine(f"sqlite:///{tmp_path / 'catalog.db'}")
     upgrade(engine)
     catalog = Catalog(engine)

@@ -15,12 +15,8 @@ import sqlalchemy as sa
 
 from conftest import docs_table
 from neuroferry.catalog._filter import parse_filter, parse_sort
-from neuroferry.catalog._sql import (
-    _unique,
-    filter_clause,
-    path_value,
-    sort_clauses,
-)
+from neuroferry.catalog._sql import filter_clause, path_value, sort_clauses
+from neuroferry.catalog._sql_sqlite import _unique
 from neuroferry.errors import QueryError
 
 

@@ -14,11 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import obstore
-
 from neuroferry.config import Settings
 from neuroferry.engine._environment import command_environment
-from neuroferry.errors import FerryError
+from neuroferry.errors import FerryError, StoreNotFound
 from neuroferry.grants import Access, internal_access
 from neuroferry.redaction import redact, secret_values
 from neuroferry.stores import Store
@@ -115,7 +113,7 @@ class TaskLog(logging.Handler):
                 return
             self._dirty = False
         try:
-            obstore.put(self.store.raw, self.key, self.text().encode())
+            self.store.put(self.key, self.text().encode())
         except Exception:  # a log write must never fail the task; try again next time
             with self._lock:
                 self._dirty = True
@@ -202,9 +200,9 @@ class TaskContext:
         if now - self._last_check >= 1.0:
             self._last_check = now
             try:
-                obstore.head(self.log_store.raw, cancel_key(self.job_id))
+                self.log_store.head(cancel_key(self.job_id))
                 self._cancelled = True
-            except FileNotFoundError:
+            except StoreNotFound:
                 pass
             except Exception as exc:  # the log store is briefly away: carry on
                 self.log.debug("cannot check for cancellation: %s", exc)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
-import obstore
 from sqlalchemy import Engine, select, update
 
 from neuroferry.db import jobs, tasks, transaction
@@ -39,7 +37,7 @@ def cancel_job(
         raise InvalidInput(
             f"job {job_id} is already {job['state']}; only unfinished jobs can be cancelled"
         )
-    obstore.put(log_store.raw, cancel_key(job_id), b"cancelled\n")
+    log_store.put(cancel_key(job_id), b"cancelled\n")
     now = now_utc()
     kind = get_kind(job["kind"])
     with transaction(engine) as conn:
@@ -71,8 +69,7 @@ def retry_job(
             f"job {job_id} is {job['state']}; only failed or cancelled jobs can be retried"
         )
     kind = get_kind(job["kind"])
-    with contextlib.suppress(FileNotFoundError):
-        obstore.delete(log_store.raw, cancel_key(job_id))
+    log_store.delete(cancel_key(job_id))
     now = now_utc()
     with transaction(engine) as conn:
         lock_job(conn, job_id, now)

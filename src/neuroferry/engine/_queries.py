@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import obstore
 from sqlalchemy import Engine, func, or_, select
 
 from neuroferry.db import jobs, tasks, users
@@ -15,7 +14,7 @@ from neuroferry.engine._advance import Viewer, aware, now_utc
 from neuroferry.engine._context import log_key
 from neuroferry.engine._kinds import get_kind
 from neuroferry.engine._states import JOB_STATES, MAP, WAITING
-from neuroferry.errors import Forbidden, InvalidInput, NotFound
+from neuroferry.errors import Forbidden, InvalidInput, NotFound, StoreNotFound
 from neuroferry.stores import Store
 
 
@@ -187,14 +186,14 @@ def read_log_part(
         return b"", 0
     key = log_key(job_id, task, map_index, attempt)
     try:
-        size = int(obstore.head(log_store.raw, key)["size"])
+        size = log_store.head(key).size
         end = size if limit is None else min(size, offset + limit)
         if offset >= end:
             return b"", size
-        data = obstore.get(log_store.raw, key, options={"range": (offset, end)}).bytes()
-    except FileNotFoundError:
+        data = log_store.get_range(key, offset, end)
+    except StoreNotFound:
         return b"", 0
-    return bytes(data), size
+    return data, size
 
 
 def counts_by_state(engine: Engine) -> tuple[dict[str, int], dict[str, int], int]:

@@ -1,10 +1,13 @@
-"""Object stores (obstore), listings with checksums, and the transfer (sync) engine."""
+"""Object stores (the Store protocol over obstore), listings with checksums, and the
+transfer (sync) engine. No other package imports obstore."""
 
 from neuroferry.stores._confine import check_fd, fd_real_path, open_confined, read_confined
 from neuroferry.stores._keys import check_key
-from neuroferry.stores._listing import RESERVED_PREFIX, Entry, Listing, list_store
+from neuroferry.stores._listing import RESERVED_PREFIX, Listing, list_store
 from neuroferry.stores._manifest import MANIFEST_KEY, ManifestEntry, load_manifest
-from neuroferry.stores._open import SCHEMES, Store, open_store
+from neuroferry.stores._obstore import zarr_store
+from neuroferry.stores._open import SCHEMES, open_store
+from neuroferry.stores._store import Entry, Store
 from neuroferry.stores._sync import (
     SyncOptions,
     SyncProgress,
@@ -40,4 +43,5 @@ __all__ = [
     "read_confined",
     "sync",
     "sync_async",
+    "zarr_store",
 ]

@@ -30,19 +30,21 @@ def _summary(exc: BaseException) -> tuple[str | None, str]:
     return code, first[:300]
 
 
-def translate(exc: BaseException, url: str, action: str) -> StoreError:
-    """The neuroferry error for an obstore or OS error raised doing ``action`` on ``url``."""
+def translate(exc: BaseException, url: str, action: str, key: str | None = None) -> StoreError:
+    """The neuroferry error for an obstore or OS error raised doing ``action`` on ``url``,
+    or on its object (or prefix) ``key``."""
     code, line = _summary(exc)
+    target = f"{url}/{key}" if key else url
     if isinstance(exc, PermissionDeniedError | UnauthenticatedError) or code in _AUTH_CODES:
         why = f" ({code})" if code else ""
         return StoreAuthError(
-            f"{url} refused to {action}{why}: check the credentials "
+            f"{target} refused to {action}{why}: check the credentials "
             "(FERRY_S3_ACCESS_KEY_ID / AWS_ACCESS_KEY_ID and the secret)"
         )
     if isinstance(exc, NotFoundError | FileNotFoundError) or code in _MISSING_CODES:
         what = f" ({code})" if code else ""
-        return StoreNotFound(f"cannot {action}: {url} does not exist{what}")
-    if "invalid path" in line:
+        return StoreNotFound(f"cannot {action}: {target} does not exist{what}")
+    if not key and "invalid path" in line:
         detail = line.split("invalid path:", 1)[-1].strip()
         return StoreError(
             f"{url} holds an object with an invalid path ({detail}), which cannot be copied "
@@ -50,6 +52,8 @@ def translate(exc: BaseException, url: str, action: str) -> StoreError:
         )
     if "error sending request" in line or "Connection refused" in line or "dns error" in line:
         return StoreUnreachable(
-            f"cannot reach {url} to {action}: check the endpoint and that it is up"
+            f"cannot reach {target} to {action}: check the endpoint and that it is up"
         )
+    if key:
+        return StoreError(f"cannot {action} {target}: {line}")
     return StoreError(f"cannot {action} at {url}: {line}")

@@ -8,30 +8,13 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import obstore
-
 from neuroferry.errors import UnsafePath
 from neuroferry.stores._confine import open_folder_confined
-from neuroferry.stores._errors import translate
 from neuroferry.stores._keys import check_key
-from neuroferry.stores._open import Store
+from neuroferry.stores._store import Entry, Store
 
 #: Objects neuroferry keeps for itself in a destination (the manifest); never synced.
 RESERVED_PREFIX = ".ferry/"
-
-
-@dataclass(frozen=True, slots=True)
-class Entry:
-    """One object: its path relative to the store root, size, and a tag that changes with it.
-
-    ``etag`` is the store's ETag (quotes removed); for local files it is made of the
-    modification and status-change times, so that a rewrite which restores the old
-    modification time (``cp -p``, ``tar``) still counts as a change.
-    """
-
-    path: str
-    size: int
-    etag: str | None
 
 
 @dataclass
@@ -40,13 +23,6 @@ class Listing:
 
     entries: dict[str, Entry] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
-
-
-def clean_etag(etag: str | None) -> str | None:
-    """An ETag without quotes or a weak prefix, so that list and put results compare."""
-    if etag is None:
-        return None
-    return etag.removeprefix("W/").strip('"')
 
 
 def _scan(folder: Path, confine: Path | None) -> list[os.DirEntry[str]]:
@@ -121,19 +97,6 @@ def _walk_local(root: Path, follow_symlinks: bool, confine: Path | None = None) 
     return listing
 
 
-def _list_objects(store: Store) -> list[Entry]:
-    # obstore's synchronous lister, run in a thread: its async stream can leave a runtime
-    # task behind that aborts the interpreter at exit.
-    try:
-        return [
-            Entry(meta["path"], meta["size"], clean_etag(meta["e_tag"]))
-            for chunk in obstore.list(store.raw, chunk_size=1000)
-            for meta in chunk
-        ]
-    except Exception as exc:
-        raise translate(exc, store.url, "list objects") from exc
-
-
 async def list_store(
     store: Store,
     *,
@@ -156,7 +119,7 @@ async def list_store(
     if local and store.local_root is not None:
         return await asyncio.to_thread(_walk_local, store.local_root, follow_symlinks, confine_to)
     listing = Listing()
-    for entry in await asyncio.to_thread(_list_objects, store):
+    for entry in await asyncio.to_thread(lambda: list(store.list())):
         if entry.path.startswith(RESERVED_PREFIX):
             continue
         try:

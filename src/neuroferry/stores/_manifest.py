@@ -13,7 +13,8 @@ from obstore.exceptions import NotFoundError
 
 from neuroferry.errors import FerryError
 from neuroferry.stores._errors import translate
-from neuroferry.stores._open import Store
+from neuroferry.stores._obstore import backed
+from neuroferry.stores._store import Store
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class ManifestEntry:
 async def load_manifest(store: Store) -> dict[str, ManifestEntry]:
     """The manifest's entries by path; empty when there is none or it is unreadable."""
     try:
-        result = await obstore.get_async(store.raw, MANIFEST_KEY)
+        result = await obstore.get_async(backed(store).raw, MANIFEST_KEY)
         data = json.loads(bytes(await result.bytes_async()))
         files: dict[str, Any] = data["files"]
         return {path: ManifestEntry(**fields) for path, fields in files.items()}
@@ -59,6 +60,6 @@ async def save_manifest(store: Store, entries: dict[str, ManifestEntry], source:
     }
     payload = json.dumps(body, separators=(",", ":")).encode()
     try:
-        await obstore.put_async(store.raw, MANIFEST_KEY, payload, use_multipart=False)
+        await obstore.put_async(backed(store).raw, MANIFEST_KEY, payload, use_multipart=False)
     except Exception as exc:
         raise translate(exc, store.url, "write the manifest") from exc

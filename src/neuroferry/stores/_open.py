@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import os
 import threading
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +15,8 @@ from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 
 from neuroferry.config import Settings, get_settings
 from neuroferry.errors import ConfigError, InvalidInput, StoreNotFound
+from neuroferry.stores._obstore import ObstoreStore
+from neuroferry.stores._store import Store
 
 if TYPE_CHECKING:
     from obstore.store import ObjectStore
@@ -24,20 +25,6 @@ SCHEMES = ("file", "s3", "gs", "az", "memory")
 
 _memory_stores: dict[str, MemoryStore] = {}
 _memory_lock = threading.Lock()
-
-
-@dataclass(frozen=True)
-class Store:
-    """An object store addressed by URL; ``raw`` is the obstore store rooted at the URL."""
-
-    url: str
-    raw: ObjectStore = field(repr=False)
-    local_root: Path | None = None
-    """The folder behind a ``file://`` store, else None."""
-
-    @property
-    def scheme(self) -> str:
-        return self.url.split("://", 1)[0]
 
 
 def _is_loopback(host: str | None) -> bool:
@@ -135,7 +122,7 @@ def open_store(url: str, *, create: bool = False, settings: Settings | None = No
         if path.exists() and not path.is_dir():
             raise InvalidInput(f"{path} is a file, not a folder")
         path.mkdir(parents=True, exist_ok=True)
-        return Store(path.as_uri(), LocalStore(path), local_root=path)
+        return ObstoreStore(path.as_uri(), LocalStore(path), local_root=path)
 
     parts = urlsplit(url)
     scheme, bucket, prefix = parts.scheme, parts.netloc, unquote(parts.path).strip("/")
@@ -148,7 +135,7 @@ def open_store(url: str, *, create: bool = False, settings: Settings | None = No
     if scheme == "memory":
         with _memory_lock:
             store = _memory_stores.setdefault(canonical, MemoryStore())
-        return Store(canonical, store)
+        return ObstoreStore(canonical, store)
     if not bucket:
         raise InvalidInput(f"store URL {url!r} names no bucket; write {scheme}://BUCKET/prefix")
     raw: ObjectStore
@@ -162,4 +149,4 @@ def open_store(url: str, *, create: bool = False, settings: Settings | None = No
     except ObstoreError as exc:  # e.g. a key id without its secret
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot open {canonical}: {first}; check its credentials") from exc
-    return Store(canonical, raw)
+    return ObstoreStore(canonical, raw)

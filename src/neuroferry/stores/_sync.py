@@ -35,9 +35,11 @@ from neuroferry.errors import (
 )
 from neuroferry.stores._confine import open_confined
 from neuroferry.stores._errors import translate
-from neuroferry.stores._listing import Entry, Listing, clean_etag, list_store
+from neuroferry.stores._listing import Listing, list_store
 from neuroferry.stores._manifest import ManifestEntry, load_manifest, save_manifest
-from neuroferry.stores._open import Store, open_store
+from neuroferry.stores._obstore import ObstoreStore, backed
+from neuroferry.stores._open import open_store
+from neuroferry.stores._store import Entry, Store, clean_etag
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000  # S3's limit on the parts of one multipart upload
@@ -238,8 +240,8 @@ def _read_small(path: Path, confine: Path | None = None) -> tuple[bytes, str]:
 class _Sync:
     def __init__(
         self,
-        src: Store,
-        dest: Store | None,
+        src: ObstoreStore,
+        dest: ObstoreStore | None,
         opts: SyncOptions,
         progress: SyncProgress,
     ) -> None:
@@ -273,7 +275,7 @@ class _Sync:
         finally:
             f.close()
 
-    async def _store_chunks(self, store: Store, key: str) -> AsyncIterator[Any]:
+    async def _store_chunks(self, store: ObstoreStore, key: str) -> AsyncIterator[Any]:
         try:
             result = await obstore.get_async(store.raw, key)
             async for chunk in result.stream(min_chunk_size=self.part):
@@ -590,13 +592,13 @@ async def sync_async(
     """Copy what is missing or differs from ``src`` to ``dest``; see :func:`sync`."""
     settings = settings or get_settings()
     opts = (options or SyncOptions()).resolved(settings)
-    src_store = src if isinstance(src, Store) else open_store(src, settings=settings)
-    dest_store: Store | None
-    if isinstance(dest, Store):
-        dest_store = dest
+    src_store = backed(open_store(src, settings=settings) if isinstance(src, str) else src)
+    dest_store: ObstoreStore | None
+    if not isinstance(dest, str):
+        dest_store = backed(dest)
     else:
         try:
-            dest_store = open_store(dest, create=not opts.dry_run, settings=settings)
+            dest_store = backed(open_store(dest, create=not opts.dry_run, settings=settings))
         except StoreNotFound:
             dest_store = None  # a dry run into a local folder that does not exist yet
     if opts.confine_to is not None and src_store.local_root is None:

@@ -7,7 +7,6 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-import obstore
 from sqlalchemy import Engine, text
 
 from neuroferry import __version__
@@ -121,8 +120,7 @@ class Services:
     async def _store(self) -> dict[str, Any]:
         report: dict[str, Any] = {"url": self.store.url}
         try:
-            listing = asyncio.to_thread(obstore.list_with_delimiter, self.store.raw)
-            await asyncio.wait_for(listing, 10)
+            await asyncio.wait_for(asyncio.to_thread(self.store.check), 10)
             report["ok"] = True
         except Exception as exc:  # reported, never raised
             report.update(ok=False, error=str(exc).splitlines()[0] if str(exc) else repr(exc))

@@ -204,18 +204,18 @@ class ZarrReader(_ArrayReader):
         return f"{p.path}/{p.array}" if p.array else p.path
 
     def _store(self) -> Any:
-        from zarr.storage import LocalStore, ObjectStore
+        from zarr.storage import LocalStore
 
         p: ZarrParams = self.params  # type: ignore[assignment]
         if _is_url(p.path):
-            from neuroferry.stores import open_store
+            from neuroferry.stores import open_store, zarr_store
 
             url = self.store_url("source.params.path", p.path)
             try:
                 store = open_store(url, settings=self.settings)
             except FerryError as exc:
                 raise source_error(p.path, {}, f"cannot open the store: {exc}") from None
-            return ObjectStore(store.raw, read_only=True)
+            return zarr_store(store, read_only=True)
         local = self.local_file(p.path.removeprefix("file://"))
         if not local.is_dir():
             what = "is not a folder" if local.exists() else "does not exist"

@@ -28,7 +28,6 @@ from neuroferry.pipelines.ingest._writer import (
     PROBLEMS_SHOWN,
     Volume,
     forget_units,
-    put_bytes,
     put_json,
     read_json,
     tune_allocator,
@@ -144,7 +143,7 @@ def plan(ctx: TaskContext) -> dict[str, Any]:
             "volume another name, or remove it first"
         )
     for level in range(layout.levels):
-        put_bytes(stores.data, f"{level}/zarr.json", dumps(layout.array_metadata(level)))
+        stores.data.put(f"{level}/zarr.json", dumps(layout.array_metadata(level)))
     totals = shard_totals(layout)
     put_json(
         stores.progress,
@@ -275,7 +274,7 @@ def commit(ctx: TaskContext) -> dict[str, Any]:
     config = config_of(ctx)
     layout = Layout.of(config)
     stores = _stores(ctx)
-    put_bytes(stores.data, "zarr.json", dumps(layout.group_metadata()))
+    stores.data.put("zarr.json", dumps(layout.group_metadata()))
     ctx.log.info("committed %s", _volume(ctx))
     return {"volume": _volume(ctx), "levels": layout.levels}
 

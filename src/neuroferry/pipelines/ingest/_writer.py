@@ -28,9 +28,8 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-import obstore
 
-from neuroferry.errors import SourceDataError, StoreError
+from neuroferry.errors import SourceDataError, StoreNotFound
 from neuroferry.pipelines.ingest._plan import Unit
 from neuroferry.pipelines.ingest._pyramid import downsample
 from neuroferry.pipelines.ingest._zarr import Layout, Shard, encode_shard
@@ -67,19 +66,12 @@ class Volume:
 # -- store access -----------------------------------------------------------------------
 
 
-def _failed(store: Store, action: str, key: str, exc: Exception) -> StoreError:
-    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StoreError(f"cannot {action} {store.url}/{key}: {line[:300]}")
-
-
 def read_json(store: Store, key: str) -> dict[str, Any] | None:
     """A JSON object stored at ``key``; ``None`` if there is none or it is unreadable."""
     try:
-        data = bytes(obstore.get(store.raw, key).bytes())
-    except FileNotFoundError:
+        data = store.get(key)
+    except StoreNotFound:
         return None
-    except Exception as exc:
-        raise _failed(store, "read", key, exc) from exc
     try:
         found = json.loads(data)
     except ValueError:
@@ -89,47 +81,22 @@ def read_json(store: Store, key: str) -> dict[str, Any] | None:
 
 def put_json(store: Store, key: str, document: Mapping[str, Any]) -> None:
     """Write a JSON object in one atomic put."""
-    put_bytes(store, key, json.dumps(document, separators=(",", ":")).encode())
-
-
-def put_bytes(store: Store, key: str, data: bytes | memoryview) -> None:
-    """Write an object in one atomic put (never a multipart upload)."""
-    try:
-        obstore.put(store.raw, key, data, use_multipart=False)
-    except Exception as exc:
-        raise _failed(store, "write", key, exc) from exc
+    store.put(key, json.dumps(document, separators=(",", ":")).encode())
 
 
 def _size(store: Store, key: str) -> int | None:
     try:
-        return int(obstore.head(store.raw, key)["size"])
-    except FileNotFoundError:
+        return store.head(key).size
+    except StoreNotFound:
         return None
-    except Exception as exc:
-        raise _failed(store, "look up", key, exc) from exc
-
-
-def _delete(store: Store, key: str) -> None:
-    try:
-        obstore.delete(store.raw, key)
-    except FileNotFoundError:
-        pass
-    except Exception as exc:
-        raise _failed(store, "remove", key, exc) from exc
 
 
 def list_sizes(store: Store, prefix: str) -> dict[str, int]:
     """Every object below ``prefix`` with its size."""
     try:
-        return {
-            meta["path"]: int(meta["size"])
-            for chunk in obstore.list(store.raw, prefix=prefix, chunk_size=1000)
-            for meta in chunk
-        }
-    except FileNotFoundError:
+        return {entry.path: entry.size for entry in store.list(prefix)}
+    except StoreNotFound:
         return {}
-    except Exception as exc:
-        raise _failed(store, "list", prefix, exc) from exc
 
 
 # -- the process ------------------------------------------------------------------------------
@@ -365,22 +332,20 @@ def _store_shard(store: Store, key: str, shard: Shard, run: UnitRun) -> ShardRec
     existing = _size(store, key)
     if shard.data is None:
         if existing is not None:  # left by an earlier volume of this plan: readers must see fill
-            _delete(store, key)
+            store.delete(key)
         run.empty += 1
         return ShardRecord(0, None, shard.chunks)
     digest = shard.sha256()
     assert digest is not None
     if existing == shard.size:
         try:
-            current = bytes(obstore.get(store.raw, key).bytes())
-        except FileNotFoundError:
+            current = store.get(key)
+        except StoreNotFound:
             current = b""
-        except Exception as exc:
-            raise _failed(store, "read", key, exc) from exc
         if memoryview(current) == shard.data:
             run.same += 1
             return ShardRecord(shard.size, digest, shard.chunks)
-    put_bytes(store, key, shard.data)
+    store.put(key, shard.data)
     run.written += 1
     run.bytes_written += shard.size
     return ShardRecord(shard.size, digest, shard.chunks)
@@ -450,7 +415,7 @@ def verify_volume(
 def forget_units(store: Store, units: Iterable[str]) -> None:
     """Remove units' progress records, so that their shards are written again."""
     for unit in units:
-        _delete(store, record_key(unit))
+        store.delete(record_key(unit))
 
 
 def remove_staging(store: Store) -> int:
@@ -487,7 +452,7 @@ def cleanup_volume(volume: Volume, layout: Layout, fingerprint: str) -> dict[str
             if key in recorded:
                 kept += 1
             else:
-                _delete(volume.data, key)
+                volume.data.delete(key)
                 removed += 1
     staging = remove_staging(volume.data) + remove_staging(volume.progress)
     return {"removed": removed, "kept": kept, "staging_removed": staging}

@@ -16,9 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import obstore
-from obstore.exceptions import NotFoundError
-
 from neuroferry import __version__
 from neuroferry.engine import (
     AssetClaim,
@@ -28,7 +25,14 @@ from neuroferry.engine import (
     owner_of_job,
     recheck_asset_owner,
 )
-from neuroferry.errors import FerryError, Forbidden, InvalidInput, StoreNotFound, UnsafePath
+from neuroferry.errors import (
+    FerryError,
+    Forbidden,
+    InvalidInput,
+    StoreError,
+    StoreNotFound,
+    UnsafePath,
+)
 from neuroferry.notify import notify_job
 from neuroferry.pipelines.upload._command import (
     command_words,
@@ -47,7 +51,7 @@ from neuroferry.pipelines.upload._metadata import (
 )
 from neuroferry.pipelines.upload._paths import removable_folder, source_file, source_folder
 from neuroferry.pipelines.upload._transfer import Part, count, upload_parts
-from neuroferry.stores import fd_real_path, list_store, open_store, read_confined
+from neuroferry.stores import Store, fd_real_path, list_store, open_store, read_confined
 
 ANALYSIS_KIND = "analysis"
 SCRATCH = ".scratch"
@@ -489,13 +493,13 @@ def upload_data_to_s3(ctx: TaskContext) -> dict[str, Any]:
     return upload_parts(ctx, location, parts)
 
 
-def _read_metadata(store: Any, location: str, name: str) -> dict[str, Any] | None:
+def _read_metadata(store: Store, location: str, name: str) -> dict[str, Any] | None:
     try:
-        data = bytes(obstore.get(store, name).bytes())
-    except (FileNotFoundError, NotFoundError):
+        data = store.get(name)
+    except StoreNotFound:
         return None
-    except Exception as exc:
-        raise TaskFailed(f"cannot read {location}/{name}: {exc}") from exc
+    except StoreError as exc:
+        raise TaskFailed(str(exc)) from exc
     try:
         value = json.loads(data)
     except ValueError as exc:
@@ -533,7 +537,7 @@ def register_data_asset(ctx: TaskContext) -> dict[str, Any]:
         if not key or "." in key or key.startswith("$") or key in document:
             ctx.log.warning("%s is not registered: its name cannot be a document field", file)
             continue
-        value = _read_metadata(store.raw, location, file)
+        value = _read_metadata(store, location, file)
         if value is not None:
             document[key] = value
     if "data_description" not in document:
