@@ -85,7 +85,8 @@ def test_seed_demo_is_idempotent_and_its_job_validates(database_url, tmp_path):
         from_csv = validate_upload_job(_job_from_csv(first.csv_file))
         assert from_csv.model_dump() == spec.model_dump()
 
-        from neuroferry.engine._job_types import job_type_history, list_projects
+        from neuroferry.engine import job_type_history
+        from neuroferry.pipelines.upload import list_projects
 
         # an open project list stays open (the demo project is allowed as it is)
         assert list_projects(services.engine) == []

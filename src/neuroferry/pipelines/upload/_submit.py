@@ -14,9 +14,7 @@ from neuroferry.auth import User
 from neuroferry.config import Settings
 from neuroferry.db import jobs
 from neuroferry.engine import (
-    AllowedTerms,
     NewJob,
-    allowed_terms,
     apply_job_type,
     check_access,
     check_asset_owners,
@@ -29,6 +27,7 @@ from neuroferry.grants import Access, access_for
 from neuroferry.pipelines.upload._kind import prepare
 from neuroferry.pipelines.upload._models import UploadJobSpec, UploadTasks
 from neuroferry.pipelines.upload._presets import ADMIN_DEFINED, commands_not_from_preset
+from neuroferry.pipelines.upload._terms import AllowedTerms, allowed_terms
 from neuroferry.pipelines.upload._vocab import vocabulary
 
 KIND = "upload"
