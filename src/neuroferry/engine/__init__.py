@@ -33,7 +33,6 @@ from neuroferry.engine._job_types import (
     job_type_history,
     list_job_types,
     put_job_type,
-    register_preset_merge,
     resolve_job_type,
     rollback_job_type,
 )
@@ -110,7 +109,6 @@ __all__ = [
     "read_log_part",
     "recheck_asset_owner",
     "register_kind",
-    "register_preset_merge",
     "resolve_job_type",
     "resources_for",
     "retry_job",

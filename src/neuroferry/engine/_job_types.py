@@ -1,20 +1,20 @@
 """Job types: named, versioned presets of task settings.
 
 Job types are generic over job kinds: a kind validates its presets with its
-``check_preset``. Every change is a new version row; nothing is overwritten. The current
-version is the highest; deleting adds a version marked ``deleted``, so the history keeps
-what was there and a later change revives the name.
+``check_preset`` and puts them under a request's own settings with its ``merge_preset``.
+Every change is a new version row; nothing is overwritten. The current version is the
+highest; deleting adds a version marked ``deleted``, so the history keeps what was there
+and a later change revives the name.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import random
 import re
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -478,28 +478,6 @@ def resolve_job_type(engine: Engine, job_type: str | None, kind: str = "upload")
     )
 
 
-PresetMerge = Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
-"""``merge(preset_settings, spec) -> merged spec`` of one job kind."""
-
-_merges: dict[str, PresetMerge] = {}
-
-
-def register_preset_merge(kind: str, merge: PresetMerge) -> None:
-    """How job kind ``kind`` puts a preset's task settings under a request's own (its
-    pipeline registers this next to the kind's ``check_preset``)."""
-    _merges[kind] = merge
-
-
-def _merge_tasks(preset: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge of kinds that register none: the request's ``tasks`` entries win, task
-    by task."""
-    merged = dict(spec)
-    tasks = spec.get("tasks")
-    if tasks is None or isinstance(tasks, Mapping):
-        merged["tasks"] = {**copy.deepcopy(dict(preset)), **(tasks or {})}
-    return merged
-
-
 def apply_job_type(
     engine: Engine, spec: Mapping[str, Any], kind: str = "upload"
 ) -> tuple[dict[str, Any], str, int | None]:
@@ -507,17 +485,17 @@ def apply_job_type(
     version)``; the version is None when no preset applies (``default``, or no
     ``job_type``, with no such job type stored).
 
-    The preset's task settings are the defaults and the request's ``tasks`` entries win,
-    task by task (for uploads, per-modality entries modality by modality). A job type that
-    does not exist is InvalidInput naming ``job_type`` and the known ones.
+    The kind's ``merge_preset`` puts the preset's task settings under the request's own
+    (by default the request's ``tasks`` entries win, task by task; for uploads,
+    per-modality entries modality by modality). A job type that does not exist is
+    InvalidInput naming ``job_type`` and the known ones.
     """
     raw = spec.get("job_type")
     if raw is not None and not isinstance(raw, str):
         raise InvalidInput(f"job_type: {raw!r} is not a job type name")
     name = (raw or "").strip() or DEFAULT_JOB_TYPE
-    get_kind(kind)  # loads the installed kinds, whose pipelines register their merges
+    job_kind = get_kind(kind)
     preset = resolve_job_type(engine, name, kind)
     if preset is None:
         return dict(spec), name, None
-    merge = _merges.get(kind, _merge_tasks)
-    return merge(preset.settings, spec), preset.name, preset.version
+    return job_kind.merge_preset(preset.settings, spec), preset.name, preset.version

@@ -1,7 +1,6 @@
 """Job types of uploads: checking a preset's task settings, and merging a preset with a
-request (the request's own task settings win, task by task and modality by modality).
-
-Importing this module (which the upload kind does) registers the merge with the engine."""
+request (the request's own task settings win, task by task and modality by modality);
+the upload kind's ``check_preset`` and ``merge_preset``."""
 
 from __future__ import annotations
 
@@ -11,7 +10,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from neuroferry.engine import register_preset_merge
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload._models import (
     TRANSFORMATIONS,
@@ -184,6 +182,3 @@ def merge_preset(preset: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str
     if isinstance(tasks, Mapping):
         merged["tasks"] = merge_tasks(preset, tasks, _job_modalities(spec))
     return merged
-
-
-register_preset_merge("upload", merge_preset)
