@@ -93,7 +93,7 @@ def test_seed_demo_is_idempotent_and_its_job_validates(database_url, tmp_path):
         assert first.project_seeded
         if get_kind("upload").check_preset is not None:
             assert first.job_type_seeded and first.notes == ()
-            assert len(job_type_history(services.engine, "default")) == 1
+            assert len(job_type_history(services.engine, "upload", "default")) == 1
         text = first.instructions("http://127.0.0.1:8000")
         assert f"ferry jobs submit {first.csv_file} --wait" in text
         assert "ferry jobs list" in text and "http://127.0.0.1:8000/docs" in text

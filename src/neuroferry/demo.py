@@ -222,7 +222,7 @@ def _seed_presets(engine: Engine) -> tuple[bool, bool, list[str]]:
     admin = first_admin(engine)
     user_name = admin.name if admin else None
     notes: list[str] = []
-    job_type = find_job_type(engine, JOB_TYPE, "upload") is not None
+    job_type = find_job_type(engine, "upload", JOB_TYPE) is not None
     if not job_type:
         try:
             put_job_type(

@@ -67,30 +67,30 @@ def test_every_change_is_a_new_version(engine):
     assert put_job_type(engine, "upload", "ephys", NORMALISED, "other").version == 1
     second = put_job_type(engine, "upload", "ephys", {"upload_data_to_s3": {}}, "root")
     assert (second.version, second.settings) == (2, {"upload_data_to_s3": {}})
-    assert get_job_type(engine, "ephys") == second
-    assert get_job_type(engine, "ephys", version=1) == first
+    assert get_job_type(engine, "upload", "ephys") == second
+    assert get_job_type(engine, "upload", "ephys", version=1) == first
     put_job_type(engine, "upload", "spim", {}, "root")
     assert [(t.name, t.version) for t in list_job_types(engine)] == [("ephys", 2), ("spim", 1)]
-    assert [t.version for t in job_type_history(engine, "ephys")] == [1, 2]
+    assert [t.version for t in job_type_history(engine, "upload", "ephys")] == [1, 2]
 
-    back = rollback_job_type(engine, "ephys", 1, "root")
+    back = rollback_job_type(engine, "upload", "ephys", 1, "root")
     assert (back.version, back.settings, back.comment) == (3, NORMALISED, "rollback to version 1")
-    assert rollback_job_type(engine, "ephys", 1, "root").version == 3  # already current
+    assert rollback_job_type(engine, "upload", "ephys", 1, "root").version == 3  # already current
 
-    gone = delete_job_type(engine, "ephys", "root")
+    gone = delete_job_type(engine, "upload", "ephys", "root")
     assert (gone.version, gone.deleted, gone.settings) == (4, True, NORMALISED)
     with pytest.raises(NotFound, match=r"'ephys' \(upload\) was deleted in version 4.*spim"):
-        get_job_type(engine, "ephys")
+        get_job_type(engine, "upload", "ephys")
     with pytest.raises(NotFound, match="was deleted"):
-        delete_job_type(engine, "ephys", "root")
-    assert find_job_type(engine, "ephys") is None
+        delete_job_type(engine, "upload", "ephys", "root")
+    assert find_job_type(engine, "upload", "ephys") is None
     assert [t.name for t in list_job_types(engine)] == ["spim"]
     assert [t.name for t in list_job_types(engine, include_deleted=True)] == ["ephys", "spim"]
-    assert get_job_type(engine, "ephys", version=4).deleted  # history keeps it
+    assert get_job_type(engine, "upload", "ephys", version=4).deleted  # history keeps it
 
     revived = put_job_type(engine, "upload", "ephys", NORMALISED, "root")  # same settings
     assert (revived.version, revived.deleted) == (5, False)
-    assert [(v.version, v.deleted) for v in job_type_history(engine, "ephys")] == [
+    assert [(v.version, v.deleted) for v in job_type_history(engine, "upload", "ephys")] == [
         (1, False),
         (2, False),
         (3, False),
@@ -116,16 +116,16 @@ def test_diff_names_each_changed_path():
 def test_diff_between_stored_versions(engine):
     put_job_type(engine, "upload", "ephys", {"upload_data_to_s3": {}}, "root")
     put_job_type(engine, "upload", "ephys", {"upload_data_to_s3": {"skip_task": True}}, "root")
-    assert diff_job_type_versions(engine, "ephys") == (
+    assert diff_job_type_versions(engine, "upload", "ephys") == (
         1,
         2,
         [Change("upload_data_to_s3.skip_task", None, True, "added")],
     )
-    assert diff_job_type_versions(engine, "ephys", 0, 1)[2] == [
+    assert diff_job_type_versions(engine, "upload", "ephys", 0, 1)[2] == [
         Change("upload_data_to_s3", None, {}, "added")
     ]
     with pytest.raises(InvalidInput, match=r"to: job type 'ephys' has no version 7; .* 1 to 2"):
-        diff_job_type_versions(engine, "ephys", 1, 7)
+        diff_job_type_versions(engine, "upload", "ephys", 1, 7)
 
 
 @pytest.mark.parametrize(
@@ -177,13 +177,13 @@ def test_names_kinds_and_lookups_are_checked(engine):
         put_job_type(engine, "upload", "x", [], "root")  # type: ignore[arg-type]
     put_job_type(engine, "upload", "ephys.v2_a-b", {}, "root")
     with pytest.raises(NotFound, match=r"no job type 'spim' of kind 'upload'; .*: ephys\.v2_a-b"):
-        get_job_type(engine, "spim")
+        get_job_type(engine, "upload", "spim")
     with pytest.raises(NotFound, match="has no version 3; its versions are 1 to 1"):
-        get_job_type(engine, "ephys.v2_a-b", version=3)
+        get_job_type(engine, "upload", "ephys.v2_a-b", version=3)
     with pytest.raises(NotFound, match="no job type 'spim'"):
-        job_type_history(engine, "spim")
+        job_type_history(engine, "upload", "spim")
     with pytest.raises(NotFound):
-        rollback_job_type(engine, "ephys.v2_a-b", 9, "root")
+        rollback_job_type(engine, "upload", "ephys.v2_a-b", 9, "root")
     # text that neither database could keep is refused, naming the field
     nul = "a\x00b"
     with pytest.raises(InvalidInput, match=r"comment: .* contains a NUL character"):
@@ -191,9 +191,9 @@ def test_names_kinds_and_lookups_are_checked(engine):
     with pytest.raises(InvalidInput, match=r"settings: text in a job type may not contain NUL"):
         put_job_type(engine, "upload", "x", {"upload_data_to_s3": {"image": nul}}, "root")
     with pytest.raises(InvalidInput, match=r"name: .* contains a NUL character"):
-        get_job_type(engine, nul)
+        get_job_type(engine, "upload", nul)
     with pytest.raises(InvalidInput, match=r"job_type: .* contains a NUL character"):
-        apply_job_type(engine, {"job_type": nul})
+        apply_job_type(engine, "upload", {"job_type": nul})
 
 
 def _prep(spec, settings):  # pragma: no cover - never submitted
@@ -217,7 +217,7 @@ def test_concurrent_writers_get_distinct_versions(engine):
     for t in threads:
         t.join()
     assert errors == []
-    assert [v.version for v in job_type_history(engine, "busy")] == list(range(1, 13))
+    assert [v.version for v in job_type_history(engine, "upload", "busy")] == list(range(1, 13))
 
 
 # -- applying a job type to a request -------------------------------------------------------
@@ -238,8 +238,8 @@ def _request(**changes):
 
 def test_default_without_a_preset_is_no_preset(engine):
     request = _request()
-    assert apply_job_type(engine, request) == (request, "default", None)
-    assert apply_job_type(engine, _request(job_type=" ")) == (
+    assert apply_job_type(engine, "upload", request) == (request, "default", None)
+    assert apply_job_type(engine, "upload", _request(job_type=" ")) == (
         _request(job_type=" "),
         "default",
         None,
@@ -248,7 +248,7 @@ def test_default_without_a_preset_is_no_preset(engine):
 
 def test_a_stored_default_applies_to_requests_without_a_job_type(engine):
     put_job_type(engine, "upload", "default", {"upload_data_to_s3": {"skip_task": True}}, "root")
-    merged, name, version = apply_job_type(engine, _request())
+    merged, name, version = apply_job_type(engine, "upload", _request())
     assert (name, version) == ("default", 1)
     assert merged["tasks"] == {"upload_data_to_s3": {"skip_task": True}}
 
@@ -256,14 +256,14 @@ def test_a_stored_default_applies_to_requests_without_a_job_type(engine):
 def test_unknown_or_deleted_job_types_are_refused_naming_the_known_ones(engine):
     put_job_type(engine, "upload", "ephys", {}, "root")
     put_job_type(engine, "upload", "old", {}, "root")
-    delete_job_type(engine, "old", "root")
+    delete_job_type(engine, "upload", "old", "root")
     for name in ("nope", "old"):
         with pytest.raises(InvalidInput, match=rf"job_type: '{name}' is not a job type .*: "):
-            apply_job_type(engine, _request(job_type=name))
+            apply_job_type(engine, "upload", _request(job_type=name))
     with pytest.raises(InvalidInput, match=r"known job types: default, ephys$"):
-        apply_job_type(engine, _request(job_type="nope"))
+        apply_job_type(engine, "upload", _request(job_type="nope"))
     with pytest.raises(InvalidInput, match="job_type: 5 is not a job type name"):
-        apply_job_type(engine, _request(job_type=5))
+        apply_job_type(engine, "upload", _request(job_type=5))
 
 
 def test_request_settings_win_task_by_task_and_modality_by_modality(engine):
@@ -286,7 +286,7 @@ def test_request_settings_win_task_by_task_and_modality_by_modality(engine):
             "codeocean_pipeline_settings": {"behavior": {"job_settings": {"analysis": "qc"}}},
         },
     )
-    merged, name, version = apply_job_type(engine, request)
+    merged, name, version = apply_job_type(engine, "upload", request)
     assert (name, version) == ("ephys", 1)
     assert merged["tasks"] == {
         "check_s3_folder_exists": {"skip_task": False},  # the request's, whole

@@ -279,7 +279,7 @@ def put_job_type(
     )
 
 
-def find_job_type(engine: Engine, name: str, kind: str = "upload") -> JobType | None:
+def find_job_type(engine: Engine, kind: str, name: str) -> JobType | None:
     """The current version of job type ``name``, or None if there is none or it was
     deleted."""
     _no_nul("name", name)
@@ -288,9 +288,7 @@ def find_job_type(engine: Engine, name: str, kind: str = "upload") -> JobType | 
     return None if current is None or current.deleted else current
 
 
-def get_job_type(
-    engine: Engine, name: str, kind: str = "upload", version: int | None = None
-) -> JobType:
+def get_job_type(engine: Engine, kind: str, name: str, version: int | None = None) -> JobType:
     """The current version of job type ``name`` (or the given ``version``, deleted or not).
 
     NotFound names the job type and lists the known ones.
@@ -344,7 +342,7 @@ def list_job_types(
     return [t for t in found if include_deleted or not t.deleted]
 
 
-def job_type_history(engine: Engine, name: str, kind: str = "upload") -> list[JobType]:
+def job_type_history(engine: Engine, kind: str, name: str) -> list[JobType]:
     """Every version of job type ``name``, oldest first (deletions included)."""
     _no_nul("name", name)
     get_kind(kind)
@@ -389,14 +387,14 @@ def diff_job_types(a_settings: Mapping[str, Any], b_settings: Mapping[str, Any])
 
 def diff_job_type_versions(
     engine: Engine,
+    kind: str,
     name: str,
     from_version: int | None = None,
     to_version: int | None = None,
-    kind: str = "upload",
 ) -> tuple[int, int, list[Change]]:
     """``(from, to, changes)`` between two versions of job type ``name``: ``to`` defaults
     to the newest version, ``from`` to the one before it; version 0 is empty settings."""
-    versions = {v.version: v for v in job_type_history(engine, name, kind)}
+    versions = {v.version: v for v in job_type_history(engine, kind, name)}
     new = to_version if to_version is not None else max(versions)
     old = from_version if from_version is not None else max(new - 1, 0)
     settings: dict[str, dict[str, Any]] = {}
@@ -415,16 +413,16 @@ def diff_job_type_versions(
 
 def rollback_job_type(
     engine: Engine,
+    kind: str,
     name: str,
     version: int,
     user_name: str | None,
-    kind: str = "upload",
     comment: str | None = None,
 ) -> JobType:
     """A new version of job type ``name`` with the settings of ``version`` (which revives
     a deleted job type); nothing changes if the current version has those settings."""
     _no_nul("comment", comment)
-    old = get_job_type(engine, name, kind, version)
+    old = get_job_type(engine, kind, name, version)
     return _add_version(
         engine,
         kind,
@@ -439,16 +437,16 @@ def rollback_job_type(
 
 def delete_job_type(
     engine: Engine,
+    kind: str,
     name: str,
     user_name: str | None,
-    kind: str = "upload",
     comment: str | None = None,
 ) -> JobType:
     """Delete job type ``name``: a new version marked deleted (keeping the settings, so
     the history shows them and a rollback restores them). NotFound if there is no such
     job type or it is deleted already."""
     _no_nul("comment", comment)
-    get_job_type(engine, name, kind)  # NotFound naming the known job types
+    get_job_type(engine, kind, name)  # NotFound naming the known job types
     return _add_version(
         engine,
         kind,
@@ -461,13 +459,13 @@ def delete_job_type(
     )
 
 
-def resolve_job_type(engine: Engine, job_type: str | None, kind: str = "upload") -> JobType | None:
+def resolve_job_type(engine: Engine, kind: str, job_type: str | None) -> JobType | None:
     """The preset a request names: the current version of ``job_type``; None for
     ``default`` (or no name) when no such preset is stored. Any other name that is not a
     job type of ``kind`` is InvalidInput naming ``job_type`` and the known ones."""
     _no_nul("job_type", job_type)
     name = (job_type or "").strip() or DEFAULT_JOB_TYPE
-    found = find_job_type(engine, name, kind)
+    found = find_job_type(engine, kind, name)
     if found is not None or name == DEFAULT_JOB_TYPE:
         return found
     with transaction(engine) as conn:
@@ -479,7 +477,7 @@ def resolve_job_type(engine: Engine, job_type: str | None, kind: str = "upload")
 
 
 def apply_job_type(
-    engine: Engine, spec: Mapping[str, Any], kind: str = "upload"
+    engine: Engine, kind: str, spec: Mapping[str, Any]
 ) -> tuple[dict[str, Any], str, int | None]:
     """A request with its job type's preset applied: ``(merged spec, job type name,
     version)``; the version is None when no preset applies (``default``, or no
@@ -495,7 +493,7 @@ def apply_job_type(
         raise InvalidInput(f"job_type: {raw!r} is not a job type name")
     name = (raw or "").strip() or DEFAULT_JOB_TYPE
     job_kind = get_kind(kind)
-    preset = resolve_job_type(engine, name, kind)
+    preset = resolve_job_type(engine, kind, name)
     if preset is None:
         return dict(spec), name, None
     return job_kind.merge_preset(preset.settings, spec), preset.name, preset.version

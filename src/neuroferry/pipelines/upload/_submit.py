@@ -93,7 +93,7 @@ def _foreign_commands(
         tasks = UploadTasks.model_validate(merged.get("tasks") or {})
     except ValidationError:
         return []  # the spec's validation names what is wrong
-    preset_job, _name, _version = apply_job_type(engine, {**request, "tasks": {}})
+    preset_job, _name, _version = apply_job_type(engine, KIND, {**request, "tasks": {}})
     try:
         preset = UploadTasks.model_validate(preset_job.get("tasks") or {})
     except ValidationError:
@@ -114,7 +114,7 @@ def _check_one(
 ) -> CheckedJob | list[dict[str, Any]]:
     """One job of a request, checked (against ``access`` if given); or its problems."""
     try:
-        merged, _name, version = apply_job_type(engine, job)
+        merged, _name, version = apply_job_type(engine, KIND, job)
         if user is not None and not user.is_admin:
             refused = _foreign_commands(engine, job, merged)
             if refused:
