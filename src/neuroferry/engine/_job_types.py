@@ -23,6 +23,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
+    Select,
     func,
     insert,
     select,
@@ -129,21 +130,21 @@ def _row_to_job_type(row: RowMapping) -> JobType:
     )
 
 
-def _current(conn: Connection, kind: str, name: str) -> JobType | None:
-    row = (
-        conn.execute(
-            select(job_types)
-            .where(job_types.c.kind == kind, job_types.c.name == name)
-            .order_by(job_types.c.version.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
-    )
+def _versions(kind: str, name: str) -> Select[Any]:
+    """A select of the versions of job type ``name`` of ``kind``."""
+    return select(job_types).where(job_types.c.kind == kind, job_types.c.name == name)
+
+
+def _first(conn: Connection, query: Select[Any]) -> JobType | None:
+    row = conn.execute(query).mappings().first()
     return None if row is None else _row_to_job_type(row)
 
 
-def _latest_rows(kind: str | None) -> Any:
+def _current(conn: Connection, kind: str, name: str) -> JobType | None:
+    return _first(conn, _versions(kind, name).order_by(job_types.c.version.desc()).limit(1))
+
+
+def _latest_rows(kind: str | None) -> Select[Any]:
     """A select of the newest row of every job type (of ``kind``, if given)."""
     newest = select(
         job_types.c.kind, job_types.c.name, func.max(job_types.c.version).label("version")
@@ -170,6 +171,12 @@ def _known(conn: Connection, kind: str) -> list[str]:
 
 def _known_text(names: Sequence[str]) -> str:
     return ", ".join(names) if names else "none yet"
+
+
+def _no_such(conn: Connection, kind: str, name: str) -> NotFound:
+    return NotFound(
+        f"no job type {name!r} of kind {kind!r}; known job types: {_known_text(_known(conn, kind))}"
+    )
 
 
 def _check_settings(kind: str, settings: Any) -> dict[str, Any]:
@@ -304,18 +311,7 @@ def get_job_type(engine: Engine, kind: str, name: str, version: int | None = Non
                     f"known job types: {_known_text(_known(conn, kind))}"
                 )
         else:
-            row = (
-                conn.execute(
-                    select(job_types).where(
-                        job_types.c.kind == kind,
-                        job_types.c.name == name,
-                        job_types.c.version == version,
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            found = None if row is None else _row_to_job_type(row)
+            found = _first(conn, _versions(kind, name).where(job_types.c.version == version))
             latest = _current(conn, kind, name) if found is None else None
             if latest is not None:
                 raise NotFound(
@@ -323,10 +319,7 @@ def get_job_type(engine: Engine, kind: str, name: str, version: int | None = Non
                     f"its versions are 1 to {latest.version}"
                 )
         if found is None:
-            raise NotFound(
-                f"no job type {name!r} of kind {kind!r}; "
-                f"known job types: {_known_text(_known(conn, kind))}"
-            )
+            raise _no_such(conn, kind, name)
     return found
 
 
@@ -347,20 +340,9 @@ def job_type_history(engine: Engine, kind: str, name: str) -> list[JobType]:
     _no_nul("name", name)
     get_kind(kind)
     with transaction(engine) as conn:
-        rows = (
-            conn.execute(
-                select(job_types)
-                .where(job_types.c.kind == kind, job_types.c.name == name)
-                .order_by(job_types.c.version)
-            )
-            .mappings()
-            .all()
-        )
+        rows = conn.execute(_versions(kind, name).order_by(job_types.c.version)).mappings().all()
         if not rows:
-            raise NotFound(
-                f"no job type {name!r} of kind {kind!r}; "
-                f"known job types: {_known_text(_known(conn, kind))}"
-            )
+            raise _no_such(conn, kind, name)
     return [_row_to_job_type(r) for r in rows]
 
 
@@ -459,12 +441,17 @@ def delete_job_type(
     )
 
 
+def _requested(job_type: str | None) -> str:
+    """The job type a request names: ``default`` when it names none."""
+    return (job_type or "").strip() or DEFAULT_JOB_TYPE
+
+
 def resolve_job_type(engine: Engine, kind: str, job_type: str | None) -> JobType | None:
     """The preset a request names: the current version of ``job_type``; None for
     ``default`` (or no name) when no such preset is stored. Any other name that is not a
     job type of ``kind`` is InvalidInput naming ``job_type`` and the known ones."""
     _no_nul("job_type", job_type)
-    name = (job_type or "").strip() or DEFAULT_JOB_TYPE
+    name = _requested(job_type)
     found = find_job_type(engine, kind, name)
     if found is not None or name == DEFAULT_JOB_TYPE:
         return found
@@ -491,7 +478,7 @@ def apply_job_type(
     raw = spec.get("job_type")
     if raw is not None and not isinstance(raw, str):
         raise InvalidInput(f"job_type: {raw!r} is not a job type name")
-    name = (raw or "").strip() or DEFAULT_JOB_TYPE
+    name = _requested(raw)
     job_kind = get_kind(kind)
     preset = resolve_job_type(engine, kind, name)
     if preset is None:
