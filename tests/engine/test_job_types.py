@@ -7,7 +7,6 @@ import threading
 import pytest
 from pydantic import BaseModel
 
-from neuroferry.db import make_engine, upgrade
 from neuroferry.engine import (
     Change,
     JobKind,
@@ -44,14 +43,6 @@ NORMALISED = {
 COMMAND = {"transformation": "command"}
 RSYNC = {"transformation": "rsync"}
 FOLDER = {"input_source": "/data/ecephys"}
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_every_change_is_a_new_version(engine):

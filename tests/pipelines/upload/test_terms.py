@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import delete
 
-from neuroferry.db import make_engine, upgrade, vocab_terms
+from neuroferry.db import vocab_terms
 from neuroferry.errors import InvalidInput, NotFound
 from neuroferry.pipelines.upload import (
     add_project,
@@ -19,14 +19,6 @@ from neuroferry.pipelines.upload import (
     list_terms,
     put_term,
 )
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_lists_are_seeded_once_from_the_package(engine):
