@@ -295,3 +295,13 @@ def test_request_settings_win_task_by_task_and_modality_by_modality(engine):
     spec = validate_upload_job(merged)
     assert spec.tasks.modality_transformation_settings["behavior"].job_settings == {"x": 1}
     assert spec.tasks.get("upload_data_to_s3").image_resources == {"cpus": 8}
+
+
+def test_a_kind_without_a_merge_of_its_own_takes_the_request_s_tasks_task_by_task(engine):
+    register_kind(JobKind("plain", BaseModel, (), _prep, check_preset=dict))
+    put_job_type(engine, "plain", "fast", {"a": {"cpus": 8}, "b": {"cpus": 2}}, "root")
+    request = {"job_type": "fast", "tasks": {"b": {"memory": 4}}}
+    merged, name, version = apply_job_type(engine, "plain", request)
+    assert (name, version) == ("fast", 1)
+    assert merged == {"job_type": "fast", "tasks": {"a": {"cpus": 8}, "b": {"memory": 4}}}
+    assert request["tasks"] == {"b": {"memory": 4}}  # not changed
