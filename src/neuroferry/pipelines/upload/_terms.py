@@ -1,5 +1,6 @@
 """The modality and platform lists and the project names that uploads may give, kept in
-the database and edited by admins; the lists start as the package's (``_vocab``)."""
+the database and edited by admins; the lists start as the package's ``MODALITIES`` and
+``PLATFORMS``."""
 
 from __future__ import annotations
 
