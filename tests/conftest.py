@@ -331,6 +331,17 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         yield url
 
 
+@pytest.fixture
+def engine(database_url: str) -> Iterator[sqlalchemy.Engine]:
+    """The engine of an empty, migrated database (SQLite and PostgreSQL)."""
+    from neuroferry.db import make_engine, upgrade
+
+    engine = make_engine(database_url)
+    upgrade(engine)
+    yield engine
+    engine.dispose()
+
+
 # -- a bare table of JSON documents, to compile catalog filters against ---------------------
 
 

@@ -15,16 +15,8 @@ from neuroferry.auth import (
     revoke_tokens,
     start_session,
 )
-from neuroferry.db import api_tokens, make_engine, upgrade
+from neuroferry.db import api_tokens
 from neuroferry.errors import Conflict, Forbidden, InvalidInput, NotFound, Unauthorized
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_token_authenticates_its_user_and_only_its_hash_is_stored(engine):

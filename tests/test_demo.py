@@ -85,14 +85,15 @@ def test_seed_demo_is_idempotent_and_its_job_validates(database_url, tmp_path):
         from_csv = validate_upload_job(_job_from_csv(first.csv_file))
         assert from_csv.model_dump() == spec.model_dump()
 
-        from neuroferry.engine._job_types import job_type_history, list_projects
+        from neuroferry.engine import job_type_history
+        from neuroferry.pipelines.upload import list_projects
 
         # an open project list stays open (the demo project is allowed as it is)
         assert list_projects(services.engine) == []
         assert first.project_seeded
         if get_kind("upload").check_preset is not None:
             assert first.job_type_seeded and first.notes == ()
-            assert len(job_type_history(services.engine, "default")) == 1
+            assert len(job_type_history(services.engine, "upload", "default")) == 1
         text = first.instructions("http://127.0.0.1:8000")
         assert f"ferry jobs submit {first.csv_file} --wait" in text
         assert "ferry jobs list" in text and "http://127.0.0.1:8000/docs" in text

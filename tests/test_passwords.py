@@ -25,16 +25,8 @@ from neuroferry.auth import (
     token_info,
     verify_password,
 )
-from neuroferry.db import make_engine, upgrade, users
+from neuroferry.db import users
 from neuroferry.errors import Forbidden, InvalidInput, NotFound, Unauthorized
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 def test_hash_is_self_describing_salted_scrypt():

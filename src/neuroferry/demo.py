@@ -216,19 +216,16 @@ def _csv_bytes(job: dict[str, Any]) -> bytes:
 def _seed_presets(engine: Engine) -> tuple[bool, bool, list[str]]:
     """The ``default`` job type and the demo project, if this installation has job types
     and projects; whether each is there now, and notes on what could not be done."""
-    try:
-        from neuroferry.engine import _job_types as presets
-    except ImportError as exc:
-        note = f"job types and projects are not available here ({exc}); not seeded"
-        log.info("demo: %s", note)
-        return False, False, [note]
+    from neuroferry.engine import find_job_type, put_job_type
+    from neuroferry.pipelines.upload import add_project, list_projects
+
     admin = first_admin(engine)
     user_name = admin.name if admin else None
     notes: list[str] = []
-    job_type = presets.find_job_type(engine, JOB_TYPE, "upload") is not None
+    job_type = find_job_type(engine, "upload", JOB_TYPE) is not None
     if not job_type:
         try:
-            presets.put_job_type(
+            put_job_type(
                 engine,
                 "upload",
                 JOB_TYPE,
@@ -241,10 +238,10 @@ def _seed_presets(engine: Engine) -> tuple[bool, bool, list[str]]:
             notes.append(f"the {JOB_TYPE!r} job type was not seeded: {exc}")
             log.info("demo: %s", notes[-1])
     # an empty project list allows any name; adding the demo's would refuse every other
-    known = [p.name for p in presets.list_projects(engine)]
+    known = [p.name for p in list_projects(engine)]
     if known and PROJECT not in known:
         with contextlib.suppress(InvalidInput):  # another process added it just now
-            presets.add_project(engine, PROJECT, user_name)
+            add_project(engine, PROJECT, user_name)
     project = True
     return job_type, project, notes
 

@@ -1,34 +1,24 @@
-"""Job types, projects and the modality and platform lists, on SQLite and PostgreSQL."""
+"""Job types, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
 import threading
-from datetime import UTC, datetime
 
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import delete
 
-from neuroferry.db import make_engine, upgrade, vocab_terms
 from neuroferry.engine import (
     Change,
     JobKind,
-    add_project,
-    allowed_terms,
     apply_job_type,
     delete_job_type,
-    delete_project,
-    delete_term,
     diff_job_type_versions,
     diff_job_types,
     find_job_type,
     get_job_type,
     job_type_history,
     list_job_types,
-    list_projects,
-    list_terms,
     put_job_type,
-    put_term,
     register_kind,
     rollback_job_type,
 )
@@ -55,14 +45,6 @@ RSYNC = {"transformation": "rsync"}
 FOLDER = {"input_source": "/data/ecephys"}
 
 
-@pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
-
-
 def test_every_change_is_a_new_version(engine):
     first = put_job_type(engine, "upload", "ephys", EPHYS, "root", "first")
     assert (first.version, first.settings, first.created_by, first.comment) == (
@@ -76,30 +58,30 @@ def test_every_change_is_a_new_version(engine):
     assert put_job_type(engine, "upload", "ephys", NORMALISED, "other").version == 1
     second = put_job_type(engine, "upload", "ephys", {"upload_data_to_s3": {}}, "root")
     assert (second.version, second.settings) == (2, {"upload_data_to_s3": {}})
-    assert get_job_type(engine, "ephys") == second
-    assert get_job_type(engine, "ephys", version=1) == first
+    assert get_job_type(engine, "upload", "ephys") == second
+    assert get_job_type(engine, "upload", "ephys", version=1) == first
     put_job_type(engine, "upload", "spim", {}, "root")
     assert [(t.name, t.version) for t in list_job_types(engine)] == [("ephys", 2), ("spim", 1)]
-    assert [t.version for t in job_type_history(engine, "ephys")] == [1, 2]
+    assert [t.version for t in job_type_history(engine, "upload", "ephys")] == [1, 2]
 
-    back = rollback_job_type(engine, "ephys", 1, "root")
+    back = rollback_job_type(engine, "upload", "ephys", 1, "root")
     assert (back.version, back.settings, back.comment) == (3, NORMALISED, "rollback to version 1")
-    assert rollback_job_type(engine, "ephys", 1, "root").version == 3  # already current
+    assert rollback_job_type(engine, "upload", "ephys", 1, "root").version == 3  # already current
 
-    gone = delete_job_type(engine, "ephys", "root")
+    gone = delete_job_type(engine, "upload", "ephys", "root")
     assert (gone.version, gone.deleted, gone.settings) == (4, True, NORMALISED)
     with pytest.raises(NotFound, match=r"'ephys' \(upload\) was deleted in version 4.*spim"):
-        get_job_type(engine, "ephys")
+        get_job_type(engine, "upload", "ephys")
     with pytest.raises(NotFound, match="was deleted"):
-        delete_job_type(engine, "ephys", "root")
-    assert find_job_type(engine, "ephys") is None
+        delete_job_type(engine, "upload", "ephys", "root")
+    assert find_job_type(engine, "upload", "ephys") is None
     assert [t.name for t in list_job_types(engine)] == ["spim"]
     assert [t.name for t in list_job_types(engine, include_deleted=True)] == ["ephys", "spim"]
-    assert get_job_type(engine, "ephys", version=4).deleted  # history keeps it
+    assert get_job_type(engine, "upload", "ephys", version=4).deleted  # history keeps it
 
     revived = put_job_type(engine, "upload", "ephys", NORMALISED, "root")  # same settings
     assert (revived.version, revived.deleted) == (5, False)
-    assert [(v.version, v.deleted) for v in job_type_history(engine, "ephys")] == [
+    assert [(v.version, v.deleted) for v in job_type_history(engine, "upload", "ephys")] == [
         (1, False),
         (2, False),
         (3, False),
@@ -125,16 +107,16 @@ def test_diff_names_each_changed_path():
 def test_diff_between_stored_versions(engine):
     put_job_type(engine, "upload", "ephys", {"upload_data_to_s3": {}}, "root")
     put_job_type(engine, "upload", "ephys", {"upload_data_to_s3": {"skip_task": True}}, "root")
-    assert diff_job_type_versions(engine, "ephys") == (
+    assert diff_job_type_versions(engine, "upload", "ephys") == (
         1,
         2,
         [Change("upload_data_to_s3.skip_task", None, True, "added")],
     )
-    assert diff_job_type_versions(engine, "ephys", 0, 1)[2] == [
+    assert diff_job_type_versions(engine, "upload", "ephys", 0, 1)[2] == [
         Change("upload_data_to_s3", None, {}, "added")
     ]
     with pytest.raises(InvalidInput, match=r"to: job type 'ephys' has no version 7; .* 1 to 2"):
-        diff_job_type_versions(engine, "ephys", 1, 7)
+        diff_job_type_versions(engine, "upload", "ephys", 1, 7)
 
 
 @pytest.mark.parametrize(
@@ -186,13 +168,13 @@ def test_names_kinds_and_lookups_are_checked(engine):
         put_job_type(engine, "upload", "x", [], "root")  # type: ignore[arg-type]
     put_job_type(engine, "upload", "ephys.v2_a-b", {}, "root")
     with pytest.raises(NotFound, match=r"no job type 'spim' of kind 'upload'; .*: ephys\.v2_a-b"):
-        get_job_type(engine, "spim")
+        get_job_type(engine, "upload", "spim")
     with pytest.raises(NotFound, match="has no version 3; its versions are 1 to 1"):
-        get_job_type(engine, "ephys.v2_a-b", version=3)
+        get_job_type(engine, "upload", "ephys.v2_a-b", version=3)
     with pytest.raises(NotFound, match="no job type 'spim'"):
-        job_type_history(engine, "spim")
+        job_type_history(engine, "upload", "spim")
     with pytest.raises(NotFound):
-        rollback_job_type(engine, "ephys.v2_a-b", 9, "root")
+        rollback_job_type(engine, "upload", "ephys.v2_a-b", 9, "root")
     # text that neither database could keep is refused, naming the field
     nul = "a\x00b"
     with pytest.raises(InvalidInput, match=r"comment: .* contains a NUL character"):
@@ -200,13 +182,9 @@ def test_names_kinds_and_lookups_are_checked(engine):
     with pytest.raises(InvalidInput, match=r"settings: text in a job type may not contain NUL"):
         put_job_type(engine, "upload", "x", {"upload_data_to_s3": {"image": nul}}, "root")
     with pytest.raises(InvalidInput, match=r"name: .* contains a NUL character"):
-        get_job_type(engine, nul)
+        get_job_type(engine, "upload", nul)
     with pytest.raises(InvalidInput, match=r"job_type: .* contains a NUL character"):
-        apply_job_type(engine, {"job_type": nul})
-    with pytest.raises(InvalidInput, match=r"name: .* contains a NUL character"):
-        delete_project(engine, nul)
-    with pytest.raises(InvalidInput, match=r"legacy_names\.0: .* contains a NUL character"):
-        put_term(engine, "platform", "rig", "Rig", "root", [nul])
+        apply_job_type(engine, "upload", {"job_type": nul})
 
 
 def _prep(spec, settings):  # pragma: no cover - never submitted
@@ -230,7 +208,7 @@ def test_concurrent_writers_get_distinct_versions(engine):
     for t in threads:
         t.join()
     assert errors == []
-    assert [v.version for v in job_type_history(engine, "busy")] == list(range(1, 13))
+    assert [v.version for v in job_type_history(engine, "upload", "busy")] == list(range(1, 13))
 
 
 # -- applying a job type to a request -------------------------------------------------------
@@ -251,8 +229,8 @@ def _request(**changes):
 
 def test_default_without_a_preset_is_no_preset(engine):
     request = _request()
-    assert apply_job_type(engine, request) == (request, "default", None)
-    assert apply_job_type(engine, _request(job_type=" ")) == (
+    assert apply_job_type(engine, "upload", request) == (request, "default", None)
+    assert apply_job_type(engine, "upload", _request(job_type=" ")) == (
         _request(job_type=" "),
         "default",
         None,
@@ -261,7 +239,7 @@ def test_default_without_a_preset_is_no_preset(engine):
 
 def test_a_stored_default_applies_to_requests_without_a_job_type(engine):
     put_job_type(engine, "upload", "default", {"upload_data_to_s3": {"skip_task": True}}, "root")
-    merged, name, version = apply_job_type(engine, _request())
+    merged, name, version = apply_job_type(engine, "upload", _request())
     assert (name, version) == ("default", 1)
     assert merged["tasks"] == {"upload_data_to_s3": {"skip_task": True}}
 
@@ -269,14 +247,14 @@ def test_a_stored_default_applies_to_requests_without_a_job_type(engine):
 def test_unknown_or_deleted_job_types_are_refused_naming_the_known_ones(engine):
     put_job_type(engine, "upload", "ephys", {}, "root")
     put_job_type(engine, "upload", "old", {}, "root")
-    delete_job_type(engine, "old", "root")
+    delete_job_type(engine, "upload", "old", "root")
     for name in ("nope", "old"):
         with pytest.raises(InvalidInput, match=rf"job_type: '{name}' is not a job type .*: "):
-            apply_job_type(engine, _request(job_type=name))
+            apply_job_type(engine, "upload", _request(job_type=name))
     with pytest.raises(InvalidInput, match=r"known job types: default, ephys$"):
-        apply_job_type(engine, _request(job_type="nope"))
+        apply_job_type(engine, "upload", _request(job_type="nope"))
     with pytest.raises(InvalidInput, match="job_type: 5 is not a job type name"):
-        apply_job_type(engine, _request(job_type=5))
+        apply_job_type(engine, "upload", _request(job_type=5))
 
 
 def test_request_settings_win_task_by_task_and_modality_by_modality(engine):
@@ -299,7 +277,7 @@ def test_request_settings_win_task_by_task_and_modality_by_modality(engine):
             "codeocean_pipeline_settings": {"behavior": {"job_settings": {"analysis": "qc"}}},
         },
     )
-    merged, name, version = apply_job_type(engine, request)
+    merged, name, version = apply_job_type(engine, "upload", request)
     assert (name, version) == ("ephys", 1)
     assert merged["tasks"] == {
         "check_s3_folder_exists": {"skip_task": False},  # the request's, whole
@@ -319,68 +297,11 @@ def test_request_settings_win_task_by_task_and_modality_by_modality(engine):
     assert spec.tasks.get("upload_data_to_s3").image_resources == {"cpus": 8}
 
 
-# -- modalities, platforms and projects ------------------------------------------------------
-
-
-def test_lists_are_seeded_once_from_the_package(engine):
-    modalities = {t.abbreviation: t for t in list_terms(engine, "modality")}
-    assert modalities["ecephys"].name == "Extracellular electrophysiology"
-    assert modalities["pophys"].legacy_names == ("ophys",)
-    assert "SmartSPIM" in {t.abbreviation for t in list_terms(engine, "platform")}
-    with engine.begin() as conn:
-        conn.execute(delete(vocab_terms).where(vocab_terms.c.list == "platform"))
-    assert list_terms(engine, "platform") == []  # an emptied list stays empty
-    with pytest.raises(InvalidInput, match="list 'species' is not known"):
-        list_terms(engine, "species")  # type: ignore[arg-type]
-
-
-def test_admins_add_rename_and_remove_terms(engine):
-    added = put_term(engine, "modality", "kinect", "Kinect depth video", "root", ["depth"])
-    assert (added.abbreviation, added.legacy_names, added.created_by) == (
-        "kinect",
-        ("depth",),
-        "root",
-    )
-    put_term(engine, "modality", "kinect", "Depth video", "root")
-    found = {t.abbreviation: t for t in list_terms(engine, "modality")}
-    assert (found["kinect"].name, found["kinect"].legacy_names) == ("Depth video", ())
-    with pytest.raises(InvalidInput, match="'ECEPHYS' would match the modality 'ecephys'"):
-        put_term(engine, "modality", "ECEPHYS", "Shouting", "root")
-    with pytest.raises(InvalidInput, match="would match the modality 'ecephys'"):
-        put_term(engine, "modality", "ephys", "Ephys", "root", ["Ecephys"])
-    with pytest.raises(InvalidInput, match="'OPHYS' would match the modality 'pophys'"):
-        put_term(engine, "modality", "ophys2", "Ophys", "root", ["OPHYS"])  # a legacy name
-    with pytest.raises(InvalidInput, match="abbreviation 'a b' is not allowed"):
-        put_term(engine, "modality", "a b", "A B", "root")
-    with pytest.raises(InvalidInput, match="name: give the term's display name"):
-        put_term(engine, "platform", "x", " ", "root")
-    delete_term(engine, "modality", "kinect")
-    with pytest.raises(NotFound, match="no modality 'kinect'; known: BARseq, "):
-        delete_term(engine, "modality", "kinect")
-
-
-def test_projects_and_allowed_terms(engine):
-    assert list_projects(engine) == []
-    allowed = allowed_terms(engine)
-    assert allowed.projects == () and allowed.check_project("anything") == "anything"
-    added = add_project(engine, " Ephys Platform ", "root")
-    assert added.name == "Ephys Platform" and added.created <= datetime.now(UTC)
-    add_project(engine, "Atlas", "root")
-    with pytest.raises(InvalidInput, match="name: project 'Atlas' exists already"):
-        add_project(engine, "Atlas", "root")
-    with pytest.raises(InvalidInput, match="name: give the project's name"):
-        add_project(engine, "", "root")
-    assert [p.name for p in list_projects(engine)] == ["Atlas", "Ephys Platform"]
-    modalities, platforms, projects = allowed_terms(engine)
-    assert projects == ("Atlas", "Ephys Platform") and modalities and platforms
-    allowed = allowed_terms(engine)
-    with pytest.raises(InvalidInput, match="project_name: 'Other' is not a known project"):
-        allowed.check_project("Other")
-    assert allowed.modality("Extracellular electrophysiology").abbreviation == "ecephys"
-    assert allowed.modality("OPHYS").abbreviation == "pophys"  # a legacy name
-    assert allowed.platform("SMARTSPIM").abbreviation == "SmartSPIM"
-    with pytest.raises(InvalidInput, match=r"modalities\.0: 'kinect' is not a known modality"):
-        allowed.modality("kinect", "modalities.0")
-    delete_project(engine, "Atlas")
-    with pytest.raises(NotFound, match="no project 'Atlas'; known projects: Ephys Platform"):
-        delete_project(engine, "Atlas")
+def test_a_kind_without_a_merge_of_its_own_takes_the_request_s_tasks_task_by_task(engine):
+    register_kind(JobKind("plain", BaseModel, (), _prep, check_preset=dict))
+    put_job_type(engine, "plain", "fast", {"a": {"cpus": 8}, "b": {"cpus": 2}}, "root")
+    request = {"job_type": "fast", "tasks": {"b": {"memory": 4}}}
+    merged, name, version = apply_job_type(engine, "plain", request)
+    assert (name, version) == ("fast", 1)
+    assert merged == {"job_type": "fast", "tasks": {"a": {"cpus": 8}, "b": {"memory": 4}}}
+    assert request["tasks"] == {"b": {"memory": 4}}  # not changed

@@ -1,40 +1,38 @@
-"""Job types (named, versioned presets of task settings), projects, and the lists of
-modalities and platforms that uploads may name.
+"""Job types: named, versioned presets of task settings.
 
 Job types are generic over job kinds: a kind validates its presets with its
-``check_preset``. Every change is a new version row; nothing is overwritten. The current
-version is the highest; deleting adds a version marked ``deleted``, so the history keeps
-what was there and a later change revives the name.
+``check_preset`` and puts them under a request's own settings with its ``merge_preset``.
+Every change is a new version row; nothing is overwritten. The current version is the
+highest; deleting adds a version marked ``deleted``, so the history keeps what was there
+and a later change revives the name.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
 import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from sqlalchemy import (
     Connection,
     Engine,
     RowMapping,
-    delete,
+    Select,
     func,
     insert,
     select,
     update,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError
 
-from neuroferry.db import job_types, meta, projects, vocab_terms
-from neuroferry.engine._kinds import get_kind, job_kinds
+from neuroferry.db import job_types, transaction
+from neuroferry.engine._kinds import get_kind
 from neuroferry.errors import DatabaseError, InvalidInput, NotFound
 
 DEFAULT_JOB_TYPE = "default"
@@ -44,9 +42,6 @@ the database, such a request has no preset."""
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _NAME_RULE = "1 to 128 letters, digits, '-', '_' or '.', starting with a letter or digit"
 _PUT_ATTEMPTS = 10
-
-VocabList = Literal["modality", "platform"]
-VOCAB_LISTS: tuple[VocabList, ...] = ("modality", "platform")
 
 
 def _now() -> datetime:
@@ -61,19 +56,6 @@ def _aware(value: datetime) -> datetime:
 def _canonical(value: Any) -> str:
     """The form two JSON values are compared in (``1`` and ``true`` differ here)."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"))
-
-
-@contextlib.contextmanager
-def _begin(engine: Engine) -> Iterator[Connection]:
-    """``engine.begin()`` whose database errors (other than integrity errors, which the
-    callers handle) become :class:`DatabaseError`."""
-    try:
-        with engine.begin() as conn:
-            yield conn
-    except IntegrityError:
-        raise
-    except SQLAlchemyError as exc:
-        raise DatabaseError(f"database error: {str(exc).splitlines()[0]}") from exc
 
 
 # -- job types --------------------------------------------------------------------------
@@ -148,21 +130,21 @@ def _row_to_job_type(row: RowMapping) -> JobType:
     )
 
 
-def _current(conn: Connection, kind: str, name: str) -> JobType | None:
-    row = (
-        conn.execute(
-            select(job_types)
-            .where(job_types.c.kind == kind, job_types.c.name == name)
-            .order_by(job_types.c.version.desc())
-            .limit(1)
-        )
-        .mappings()
-        .first()
-    )
+def _versions(kind: str, name: str) -> Select[Any]:
+    """A select of the versions of job type ``name`` of ``kind``."""
+    return select(job_types).where(job_types.c.kind == kind, job_types.c.name == name)
+
+
+def _first(conn: Connection, query: Select[Any]) -> JobType | None:
+    row = conn.execute(query).mappings().first()
     return None if row is None else _row_to_job_type(row)
 
 
-def _latest_rows(kind: str | None) -> Any:
+def _current(conn: Connection, kind: str, name: str) -> JobType | None:
+    return _first(conn, _versions(kind, name).order_by(job_types.c.version.desc()).limit(1))
+
+
+def _latest_rows(kind: str | None) -> Select[Any]:
     """A select of the newest row of every job type (of ``kind``, if given)."""
     newest = select(
         job_types.c.kind, job_types.c.name, func.max(job_types.c.version).label("version")
@@ -189,6 +171,12 @@ def _known(conn: Connection, kind: str) -> list[str]:
 
 def _known_text(names: Sequence[str]) -> str:
     return ", ".join(names) if names else "none yet"
+
+
+def _no_such(conn: Connection, kind: str, name: str) -> NotFound:
+    return NotFound(
+        f"no job type {name!r} of kind {kind!r}; known job types: {_known_text(_known(conn, kind))}"
+    )
 
 
 def _check_settings(kind: str, settings: Any) -> dict[str, Any]:
@@ -233,7 +221,7 @@ def _add_version(
     number taken tries again."""
     for attempt in range(_PUT_ATTEMPTS):
         try:
-            with _begin(engine) as conn:
+            with transaction(engine, keep=(IntegrityError,)) as conn:
                 _lock(conn, kind, name)
                 current = _current(conn, kind, name)
                 if (
@@ -298,25 +286,23 @@ def put_job_type(
     )
 
 
-def find_job_type(engine: Engine, name: str, kind: str = "upload") -> JobType | None:
+def find_job_type(engine: Engine, kind: str, name: str) -> JobType | None:
     """The current version of job type ``name``, or None if there is none or it was
     deleted."""
     _no_nul("name", name)
-    with _begin(engine) as conn:
+    with transaction(engine) as conn:
         current = _current(conn, kind, name)
     return None if current is None or current.deleted else current
 
 
-def get_job_type(
-    engine: Engine, name: str, kind: str = "upload", version: int | None = None
-) -> JobType:
+def get_job_type(engine: Engine, kind: str, name: str, version: int | None = None) -> JobType:
     """The current version of job type ``name`` (or the given ``version``, deleted or not).
 
     NotFound names the job type and lists the known ones.
     """
     _no_nul("name", name)
     get_kind(kind)
-    with _begin(engine) as conn:
+    with transaction(engine) as conn:
         if version is None:
             found = _current(conn, kind, name)
             if found is not None and found.deleted:
@@ -325,18 +311,7 @@ def get_job_type(
                     f"known job types: {_known_text(_known(conn, kind))}"
                 )
         else:
-            row = (
-                conn.execute(
-                    select(job_types).where(
-                        job_types.c.kind == kind,
-                        job_types.c.name == name,
-                        job_types.c.version == version,
-                    )
-                )
-                .mappings()
-                .first()
-            )
-            found = None if row is None else _row_to_job_type(row)
+            found = _first(conn, _versions(kind, name).where(job_types.c.version == version))
             latest = _current(conn, kind, name) if found is None else None
             if latest is not None:
                 raise NotFound(
@@ -344,10 +319,7 @@ def get_job_type(
                     f"its versions are 1 to {latest.version}"
                 )
         if found is None:
-            raise NotFound(
-                f"no job type {name!r} of kind {kind!r}; "
-                f"known job types: {_known_text(_known(conn, kind))}"
-            )
+            raise _no_such(conn, kind, name)
     return found
 
 
@@ -357,31 +329,20 @@ def list_job_types(
     """The current version of every job type (of ``kind``, if given), by kind and name."""
     if kind is not None:
         get_kind(kind)
-    with _begin(engine) as conn:
+    with transaction(engine) as conn:
         rows = conn.execute(_latest_rows(kind)).mappings().all()
     found = [_row_to_job_type(r) for r in rows]
     return [t for t in found if include_deleted or not t.deleted]
 
 
-def job_type_history(engine: Engine, name: str, kind: str = "upload") -> list[JobType]:
+def job_type_history(engine: Engine, kind: str, name: str) -> list[JobType]:
     """Every version of job type ``name``, oldest first (deletions included)."""
     _no_nul("name", name)
     get_kind(kind)
-    with _begin(engine) as conn:
-        rows = (
-            conn.execute(
-                select(job_types)
-                .where(job_types.c.kind == kind, job_types.c.name == name)
-                .order_by(job_types.c.version)
-            )
-            .mappings()
-            .all()
-        )
+    with transaction(engine) as conn:
+        rows = conn.execute(_versions(kind, name).order_by(job_types.c.version)).mappings().all()
         if not rows:
-            raise NotFound(
-                f"no job type {name!r} of kind {kind!r}; "
-                f"known job types: {_known_text(_known(conn, kind))}"
-            )
+            raise _no_such(conn, kind, name)
     return [_row_to_job_type(r) for r in rows]
 
 
@@ -408,14 +369,14 @@ def diff_job_types(a_settings: Mapping[str, Any], b_settings: Mapping[str, Any])
 
 def diff_job_type_versions(
     engine: Engine,
+    kind: str,
     name: str,
     from_version: int | None = None,
     to_version: int | None = None,
-    kind: str = "upload",
 ) -> tuple[int, int, list[Change]]:
     """``(from, to, changes)`` between two versions of job type ``name``: ``to`` defaults
     to the newest version, ``from`` to the one before it; version 0 is empty settings."""
-    versions = {v.version: v for v in job_type_history(engine, name, kind)}
+    versions = {v.version: v for v in job_type_history(engine, kind, name)}
     new = to_version if to_version is not None else max(versions)
     old = from_version if from_version is not None else max(new - 1, 0)
     settings: dict[str, dict[str, Any]] = {}
@@ -434,16 +395,16 @@ def diff_job_type_versions(
 
 def rollback_job_type(
     engine: Engine,
+    kind: str,
     name: str,
     version: int,
     user_name: str | None,
-    kind: str = "upload",
     comment: str | None = None,
 ) -> JobType:
     """A new version of job type ``name`` with the settings of ``version`` (which revives
     a deleted job type); nothing changes if the current version has those settings."""
     _no_nul("comment", comment)
-    old = get_job_type(engine, name, kind, version)
+    old = get_job_type(engine, kind, name, version)
     return _add_version(
         engine,
         kind,
@@ -458,16 +419,16 @@ def rollback_job_type(
 
 def delete_job_type(
     engine: Engine,
+    kind: str,
     name: str,
     user_name: str | None,
-    kind: str = "upload",
     comment: str | None = None,
 ) -> JobType:
     """Delete job type ``name``: a new version marked deleted (keeping the settings, so
     the history shows them and a rollback restores them). NotFound if there is no such
     job type or it is deleted already."""
     _no_nul("comment", comment)
-    get_job_type(engine, name, kind)  # NotFound naming the known job types
+    get_job_type(engine, kind, name)  # NotFound naming the known job types
     return _add_version(
         engine,
         kind,
@@ -480,16 +441,21 @@ def delete_job_type(
     )
 
 
-def resolve_job_type(engine: Engine, job_type: str | None, kind: str = "upload") -> JobType | None:
+def _requested(job_type: str | None) -> str:
+    """The job type a request names: ``default`` when it names none."""
+    return (job_type or "").strip() or DEFAULT_JOB_TYPE
+
+
+def resolve_job_type(engine: Engine, kind: str, job_type: str | None) -> JobType | None:
     """The preset a request names: the current version of ``job_type``; None for
     ``default`` (or no name) when no such preset is stored. Any other name that is not a
     job type of ``kind`` is InvalidInput naming ``job_type`` and the known ones."""
     _no_nul("job_type", job_type)
-    name = (job_type or "").strip() or DEFAULT_JOB_TYPE
-    found = find_job_type(engine, name, kind)
+    name = _requested(job_type)
+    found = find_job_type(engine, kind, name)
     if found is not None or name == DEFAULT_JOB_TYPE:
         return found
-    with _begin(engine) as conn:
+    with transaction(engine) as conn:
         known = _known(conn, kind)
     raise InvalidInput(
         f"job_type: {name!r} is not a job type of {kind} jobs; known job types: "
@@ -497,335 +463,24 @@ def resolve_job_type(engine: Engine, job_type: str | None, kind: str = "upload")
     )
 
 
-PresetMerge = Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]]
-"""``merge(preset_settings, spec) -> merged spec`` of one job kind."""
-
-_merges: dict[str, PresetMerge] = {}
-
-
-def register_preset_merge(kind: str, merge: PresetMerge) -> None:
-    """How job kind ``kind`` puts a preset's task settings under a request's own (its
-    pipeline registers this next to the kind's ``check_preset``)."""
-    _merges[kind] = merge
-
-
-def _merge_tasks(preset: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
-    """The merge of kinds that register none: the request's ``tasks`` entries win, task
-    by task."""
-    merged = dict(spec)
-    tasks = spec.get("tasks")
-    if tasks is None or isinstance(tasks, Mapping):
-        merged["tasks"] = {**copy.deepcopy(dict(preset)), **(tasks or {})}
-    return merged
-
-
 def apply_job_type(
-    engine: Engine, spec: Mapping[str, Any], kind: str = "upload"
+    engine: Engine, kind: str, spec: Mapping[str, Any]
 ) -> tuple[dict[str, Any], str, int | None]:
     """A request with its job type's preset applied: ``(merged spec, job type name,
     version)``; the version is None when no preset applies (``default``, or no
     ``job_type``, with no such job type stored).
 
-    The preset's task settings are the defaults and the request's ``tasks`` entries win,
-    task by task (for uploads, per-modality entries modality by modality). A job type that
-    does not exist is InvalidInput naming ``job_type`` and the known ones.
+    The kind's ``merge_preset`` puts the preset's task settings under the request's own
+    (by default the request's ``tasks`` entries win, task by task; for uploads,
+    per-modality entries modality by modality). A job type that does not exist is
+    InvalidInput naming ``job_type`` and the known ones.
     """
     raw = spec.get("job_type")
     if raw is not None and not isinstance(raw, str):
         raise InvalidInput(f"job_type: {raw!r} is not a job type name")
-    name = (raw or "").strip() or DEFAULT_JOB_TYPE
-    get_kind(kind)  # loads the installed kinds, whose pipelines register their merges
-    preset = resolve_job_type(engine, name, kind)
+    name = _requested(raw)
+    job_kind = get_kind(kind)
+    preset = resolve_job_type(engine, kind, name)
     if preset is None:
         return dict(spec), name, None
-    merge = _merges.get(kind, _merge_tasks)
-    return merge(preset.settings, spec), preset.name, preset.version
-
-
-# -- modalities and platforms -----------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class VocabTerm:
-    """One modality or platform: its abbreviation (used in keys and asset names), its
-    display name and names that older metadata used for it."""
-
-    abbreviation: str
-    name: str
-    legacy_names: tuple[str, ...] = ()
-    created_by: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "abbreviation": self.abbreviation,
-            "name": self.name,
-            "legacy_names": list(self.legacy_names),
-            "created_by": self.created_by,
-        }
-
-
-_default_terms: dict[str, tuple[VocabTerm, ...]] = {}
-
-
-def register_default_terms(list_name: VocabList, terms: Iterable[VocabTerm]) -> None:
-    """The terms a list starts with (a pipeline's package lists); the database is seeded
-    with them the first time the list is used."""
-    _check_list(list_name)
-    _default_terms[list_name] = tuple(terms)
-
-
-def _check_list(list_name: str) -> None:
-    if list_name not in VOCAB_LISTS:
-        raise InvalidInput(f"list {list_name!r} is not known; allowed: {', '.join(VOCAB_LISTS)}")
-
-
-def _fold(value: str) -> str:
-    """The form terms are compared in: case, ``_``, spaces and ``-`` do not matter."""
-    return re.sub(r"[\s_-]+", "-", value.strip().lower())
-
-
-def _seed(engine: Engine, list_name: str) -> None:
-    """Fill the list with its defaults, once per database (a list emptied by admins stays
-    empty)."""
-    key = f"vocab_seeded.{list_name}"
-    with _begin(engine) as conn:
-        if conn.execute(select(meta.c.key).where(meta.c.key == key)).first() is not None:
-            return
-    job_kinds()  # loads the installed kinds, whose pipelines register their defaults
-    defaults = _default_terms.get(list_name, ())
-    now = _now()
-    try:
-        with _begin(engine) as conn:
-            conn.execute(insert(meta).values(key=key, value=now.isoformat(), updated=now))
-            existing = set(
-                conn.execute(
-                    select(vocab_terms.c.abbreviation).where(vocab_terms.c.list == list_name)
-                ).scalars()
-            )
-            rows = [
-                {
-                    "list": list_name,
-                    "abbreviation": t.abbreviation,
-                    "name": t.name,
-                    "legacy_names": list(t.legacy_names),
-                    "created": now,
-                    "created_by": None,
-                }
-                for t in defaults
-                if t.abbreviation not in existing
-            ]
-            if rows:
-                conn.execute(insert(vocab_terms), rows)
-    except IntegrityError:
-        pass  # another process seeded the list at the same moment
-
-
-def _row_to_term(row: RowMapping) -> VocabTerm:
-    return VocabTerm(
-        abbreviation=row["abbreviation"],
-        name=row["name"],
-        legacy_names=tuple(row["legacy_names"] or ()),
-        created_by=row["created_by"],
-    )
-
-
-def list_terms(engine: Engine, list_name: VocabList) -> list[VocabTerm]:
-    """The modalities (``modality``) or platforms (``platform``) uploads may name."""
-    _check_list(list_name)
-    _seed(engine, list_name)
-    with _begin(engine) as conn:
-        rows = (
-            conn.execute(select(vocab_terms).where(vocab_terms.c.list == list_name))
-            .mappings()
-            .all()
-        )
-    return sorted((_row_to_term(r) for r in rows), key=lambda t: t.abbreviation.casefold())
-
-
-def put_term(
-    engine: Engine,
-    list_name: VocabList,
-    abbreviation: str,
-    name: str,
-    user_name: str | None,
-    legacy_names: Sequence[str] = (),
-) -> VocabTerm:
-    """Add a modality or platform, or change the name and legacy names of one."""
-    _no_nul("name", name)
-    for i, old in enumerate(legacy_names):
-        _no_nul(f"legacy_names.{i}", old)
-    _check_list(list_name)
-    if not isinstance(abbreviation, str) or not _NAME.fullmatch(abbreviation):
-        raise InvalidInput(f"abbreviation {abbreviation!r} is not allowed: use {_NAME_RULE}")
-    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 256:
-        raise InvalidInput("name: give the term's display name (1 to 256 characters)")
-    legacy: list[str] = []
-    for i, old in enumerate(legacy_names):
-        if not isinstance(old, str) or not old.strip() or len(old) > 256:
-            raise InvalidInput(f"legacy_names.{i}: {old!r} is not a name (1 to 256 characters)")
-        legacy.append(old.strip())
-    _seed(engine, list_name)
-    term = VocabTerm(abbreviation, name.strip(), tuple(legacy), user_name)
-    with _begin(engine) as conn:
-        others = [
-            _row_to_term(r)
-            for r in conn.execute(
-                select(vocab_terms).where(
-                    vocab_terms.c.list == list_name, vocab_terms.c.abbreviation != abbreviation
-                )
-            )
-            .mappings()
-            .all()
-        ]
-        for mine in (abbreviation, *legacy):
-            clash = next(
-                (
-                    o
-                    for o in others
-                    if _fold(mine) in {_fold(n) for n in (o.abbreviation, *o.legacy_names)}
-                ),
-                None,
-            )
-            if clash is not None:
-                raise InvalidInput(
-                    f"{mine!r} would match the {list_name} {clash.abbreviation!r} "
-                    "(case, spaces, '_' and '-' do not count); pick another"
-                )
-        values = {
-            "name": term.name,
-            "legacy_names": legacy,
-            "created": _now(),
-            "created_by": user_name,
-        }
-        updated = conn.execute(
-            update(vocab_terms)
-            .where(vocab_terms.c.list == list_name, vocab_terms.c.abbreviation == abbreviation)
-            .values(**values)
-        ).rowcount
-        if not updated:
-            conn.execute(
-                insert(vocab_terms).values(list=list_name, abbreviation=abbreviation, **values)
-            )
-    return term
-
-
-def delete_term(engine: Engine, list_name: VocabList, abbreviation: str) -> None:
-    """Remove a modality or platform from its list; NotFound lists the known ones."""
-    _no_nul("abbreviation", abbreviation)
-    _check_list(list_name)
-    _seed(engine, list_name)
-    with _begin(engine) as conn:
-        gone = conn.execute(
-            delete(vocab_terms).where(
-                vocab_terms.c.list == list_name, vocab_terms.c.abbreviation == abbreviation
-            )
-        ).rowcount
-    if not gone:
-        known = ", ".join(t.abbreviation for t in list_terms(engine, list_name))
-        raise NotFound(f"no {list_name} {abbreviation!r}; known: {known or 'none'}")
-
-
-# -- projects ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Project:
-    """A project name uploads may give."""
-
-    name: str
-    created: datetime
-    created_by: str | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "created": self.created.isoformat(),
-            "created_by": self.created_by,
-        }
-
-
-def list_projects(engine: Engine) -> list[Project]:
-    """The project names uploads may give, by name; none means any name is allowed."""
-    with _begin(engine) as conn:
-        rows = conn.execute(select(projects).order_by(projects.c.name)).mappings().all()
-    return [Project(r["name"], _aware(r["created"]), r["created_by"]) for r in rows]
-
-
-def add_project(engine: Engine, name: str, user_name: str | None) -> Project:
-    """Add a project name (once there is one, uploads must give a listed name)."""
-    if not isinstance(name, str) or not name.strip() or len(name.strip()) > 256:
-        raise InvalidInput("name: give the project's name (1 to 256 characters)")
-    if any(ord(c) < 32 for c in name):
-        raise InvalidInput(f"name: {name!r} contains control characters")
-    project = Project(name.strip(), _now(), user_name)
-    try:
-        with _begin(engine) as conn:
-            conn.execute(
-                insert(projects).values(
-                    name=project.name, created=project.created, created_by=project.created_by
-                )
-            )
-    except IntegrityError as exc:
-        raise InvalidInput(f"name: project {project.name!r} exists already") from exc
-    return project
-
-
-def delete_project(engine: Engine, name: str) -> None:
-    """Remove a project name; NotFound lists the known ones."""
-    _no_nul("name", name)
-    with _begin(engine) as conn:
-        gone = conn.execute(delete(projects).where(projects.c.name == name)).rowcount
-    if not gone:
-        known = ", ".join(p.name for p in list_projects(engine))
-        raise NotFound(f"no project {name!r}; known projects: {known or 'none'}")
-
-
-# -- what a submitted job may name --------------------------------------------------------
-
-
-class AllowedTerms(NamedTuple):
-    """The modalities, platforms and projects a job may name (no projects: any name)."""
-
-    modalities: tuple[VocabTerm, ...]
-    platforms: tuple[VocabTerm, ...]
-    projects: tuple[str, ...] = ()
-
-    def modality(self, value: str, where: str = "modalities") -> VocabTerm:
-        """The modality ``value`` names (abbreviation, name or legacy name, in any case);
-        InvalidInput names ``where`` and lists the allowed ones."""
-        return _find(self.modalities, value, where, "modality")
-
-    def platform(self, value: str, where: str = "platform") -> VocabTerm:
-        """The platform ``value`` names; InvalidInput names ``where`` and the allowed ones."""
-        return _find(self.platforms, value, where, "platform")
-
-    def check_project(self, name: str, where: str = "project_name") -> str:
-        """``name`` if projects are not restricted or it is listed; InvalidInput otherwise."""
-        if self.projects and name not in self.projects:
-            raise InvalidInput(
-                f"{where}: {name!r} is not a known project; allowed: {', '.join(self.projects)}"
-            )
-        return name
-
-
-def _find(terms: Sequence[VocabTerm], value: str, where: str, what: str) -> VocabTerm:
-    folded = _fold(value)
-    for match in (
-        lambda t: _fold(t.abbreviation) == folded,
-        lambda t: _fold(t.name) == folded,
-        lambda t: folded in {_fold(n) for n in t.legacy_names},
-    ):
-        for term in terms:
-            if match(term):
-                return term
-    allowed = ", ".join(t.abbreviation for t in terms) or "none"
-    raise InvalidInput(f"{where}: {value!r} is not a known {what}; allowed: {allowed}")
-
-
-def allowed_terms(engine: Engine) -> AllowedTerms:
-    """The modalities, platforms and projects jobs may name now (for the submit step)."""
-    return AllowedTerms(
-        modalities=tuple(list_terms(engine, "modality")),
-        platforms=tuple(list_terms(engine, "platform")),
-        projects=tuple(p.name for p in list_projects(engine)),
-    )
+    return job_kind.merge_preset(preset.settings, spec), preset.name, preset.version

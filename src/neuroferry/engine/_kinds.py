@@ -6,6 +6,7 @@ nothing else about it: new capabilities arrive as new kinds on the same engine.
 
 from __future__ import annotations
 
+import copy
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -88,6 +89,16 @@ class PreparedJob:
     """Folders the job removes when it succeeds, as (field, folder)."""
 
 
+def merge_preset_tasks(preset: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
+    """A request with a preset's task settings under its ``tasks``: the request's entries
+    win, task by task."""
+    merged = dict(spec)
+    tasks = spec.get("tasks")
+    if tasks is None or isinstance(tasks, Mapping):
+        merged["tasks"] = {**copy.deepcopy(dict(preset)), **(tasks or {})}
+    return merged
+
+
 @dataclass(frozen=True)
 class JobKind:
     """A kind of job: how to validate its spec and which tasks it runs."""
@@ -100,6 +111,11 @@ class JobKind:
     check_preset: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     """Validates a job type's task settings for this kind (raising InvalidInput naming
     the task and field) and returns them normalised; ``None``: the kind has no presets."""
+    merge_preset: Callable[[Mapping[str, Any], Mapping[str, Any]], dict[str, Any]] = (
+        merge_preset_tasks
+    )
+    """``merge_preset(preset settings, spec) -> spec``: a request with a job type's task
+    settings under its own; by default :func:`merge_preset_tasks`."""
 
     def __post_init__(self) -> None:
         names = [t.name for t in self.tasks]

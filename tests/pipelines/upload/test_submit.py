@@ -11,7 +11,6 @@ import pytest
 
 from neuroferry.auth import User
 from neuroferry.config import Settings
-from neuroferry.db import make_engine, upgrade
 from neuroferry.engine import put_job_type
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload import UploadTasks, check_upload_jobs
@@ -30,14 +29,6 @@ CONVERT = {
         }
     }
 }
-
-
-@pytest.fixture
-def engine(database_url):
-    engine = make_engine(database_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_ke
 from neuroferry.errors import ConfigError, InvalidInput
 from neuroferry.pipelines.upload._models import Task, UploadJobSpec, transformation_of
 from neuroferry.pipelines.upload._paths import check_source_path, staging_root
-from neuroferry.pipelines.upload._presets import check_preset
+from neuroferry.pipelines.upload._presets import check_preset, merge_preset
 from neuroferry.stores import SCHEMES
 
 _MODULE = "neuroferry.pipelines.upload._tasks"
@@ -228,6 +228,7 @@ KIND = JobKind(
     tasks=TASKS,
     prepare=prepare,
     check_preset=check_preset,
+    merge_preset=merge_preset,
     description=(
         "Upload a session's modality folders and metadata to a destination store, "
         "register the asset in the catalog and start the analyses it asks for."

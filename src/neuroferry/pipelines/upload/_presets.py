@@ -1,8 +1,6 @@
 """Job types of uploads: checking a preset's task settings, and merging a preset with a
-request (the request's own task settings win, task by task and modality by modality).
-
-Importing this module (which the upload kind does) registers the merge and the default
-modality and platform lists with the engine."""
+request (the request's own task settings win, task by task and modality by modality);
+the upload kind's ``check_preset`` and ``merge_preset``."""
 
 from __future__ import annotations
 
@@ -12,7 +10,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from neuroferry.engine import VocabTerm, register_default_terms, register_preset_merge
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload._models import (
     TRANSFORMATIONS,
@@ -20,12 +17,7 @@ from neuroferry.pipelines.upload._models import (
     UploadTasks,
     transformation_of,
 )
-from neuroferry.pipelines.upload._vocab import (
-    _LEGACY_MODALITIES,
-    MODALITIES,
-    PLATFORMS,
-    find_modality,
-)
+from neuroferry.pipelines.upload._vocab import find_modality
 
 PER_MODALITY: tuple[str, ...] = ("modality_transformation_settings", "analysis_settings")
 """Tasks whose settings are given per modality (keyed by its abbreviation)."""
@@ -190,15 +182,3 @@ def merge_preset(preset: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str
     if isinstance(tasks, Mapping):
         merged["tasks"] = merge_tasks(preset, tasks, _job_modalities(spec))
     return merged
-
-
-def _legacy_names(abbreviation: str) -> tuple[str, ...]:
-    return tuple(old for old, new in _LEGACY_MODALITIES.items() if new == abbreviation)
-
-
-register_preset_merge("upload", merge_preset)
-register_default_terms(
-    "modality",
-    (VocabTerm(t.abbreviation, t.name, _legacy_names(t.abbreviation)) for t in MODALITIES),
-)
-register_default_terms("platform", (VocabTerm(t.abbreviation, t.name) for t in PLATFORMS))

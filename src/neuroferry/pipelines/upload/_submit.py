@@ -14,9 +14,7 @@ from neuroferry.auth import User
 from neuroferry.config import Settings
 from neuroferry.db import jobs
 from neuroferry.engine import (
-    AllowedTerms,
     NewJob,
-    allowed_terms,
     apply_job_type,
     check_access,
     check_asset_owners,
@@ -29,6 +27,7 @@ from neuroferry.grants import Access, access_for
 from neuroferry.pipelines.upload._kind import prepare
 from neuroferry.pipelines.upload._models import UploadJobSpec, UploadTasks
 from neuroferry.pipelines.upload._presets import ADMIN_DEFINED, commands_not_from_preset
+from neuroferry.pipelines.upload._terms import AllowedTerms, allowed_terms
 from neuroferry.pipelines.upload._vocab import vocabulary
 
 KIND = "upload"
@@ -94,7 +93,7 @@ def _foreign_commands(
         tasks = UploadTasks.model_validate(merged.get("tasks") or {})
     except ValidationError:
         return []  # the spec's validation names what is wrong
-    preset_job, _name, _version = apply_job_type(engine, {**request, "tasks": {}})
+    preset_job, _name, _version = apply_job_type(engine, KIND, {**request, "tasks": {}})
     try:
         preset = UploadTasks.model_validate(preset_job.get("tasks") or {})
     except ValidationError:
@@ -115,7 +114,7 @@ def _check_one(
 ) -> CheckedJob | list[dict[str, Any]]:
     """One job of a request, checked (against ``access`` if given); or its problems."""
     try:
-        merged, _name, version = apply_job_type(engine, job)
+        merged, _name, version = apply_job_type(engine, KIND, job)
         if user is not None and not user.is_admin:
             refused = _foreign_commands(engine, job, merged)
             if refused:

@@ -119,7 +119,7 @@ def get(
     engine: Engine = Depends(_engine),
     _user: User = Depends(current_user),
 ) -> JobTypeOut:
-    return JobTypeOut.of(get_job_type(engine, name, kind, version))
+    return JobTypeOut.of(get_job_type(engine, kind, name, version))
 
 
 @router.put("/{name}", response_model=JobTypeSaved, summary="Save a new version (admins)")
@@ -130,7 +130,7 @@ def put(
     engine: Engine = Depends(_engine),
     admin: User = Depends(admin_user),
 ) -> JobTypeSaved:
-    before = find_job_type(engine, name, kind)
+    before = find_job_type(engine, kind, name)
     saved = put_job_type(engine, kind, name, body.settings, admin.name, body.comment)
     changed = before is None or saved.version != before.version
     return JobTypeSaved(**saved.as_dict(), changed=changed)
@@ -144,7 +144,7 @@ def remove(
     engine: Engine = Depends(_engine),
     admin: User = Depends(admin_user),
 ) -> JobTypeOut:
-    return JobTypeOut.of(delete_job_type(engine, name, admin.name, kind, comment))
+    return JobTypeOut.of(delete_job_type(engine, kind, name, admin.name, comment))
 
 
 @router.get("/{name}/history", response_model=JobTypeHistory, summary="Every version")
@@ -154,7 +154,7 @@ def history(
     engine: Engine = Depends(_engine),
     _user: User = Depends(current_user),
 ) -> JobTypeHistory:
-    versions = job_type_history(engine, name, kind)
+    versions = job_type_history(engine, kind, name)
     return JobTypeHistory(kind=kind, name=name, versions=[JobTypeOut.of(v) for v in versions])
 
 
@@ -169,7 +169,7 @@ def diff(
     engine: Engine = Depends(_engine),
     _user: User = Depends(current_user),
 ) -> JobTypeDiff:
-    old, new, changes = diff_job_type_versions(engine, name, from_version, to_version, kind)
+    old, new, changes = diff_job_type_versions(engine, kind, name, from_version, to_version)
     return JobTypeDiff.model_validate(
         {
             "kind": kind,
@@ -193,7 +193,7 @@ def rollback(
     engine: Engine = Depends(_engine),
     admin: User = Depends(admin_user),
 ) -> JobTypeSaved:
-    before = find_job_type(engine, name, kind)
-    saved = rollback_job_type(engine, name, body.version, admin.name, kind, body.comment)
+    before = find_job_type(engine, kind, name)
+    saved = rollback_job_type(engine, kind, name, body.version, admin.name, body.comment)
     changed = before is None or saved.version != before.version
     return JobTypeSaved(**saved.as_dict(), changed=changed)

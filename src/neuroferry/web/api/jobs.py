@@ -218,8 +218,8 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 def template(held: Services = Depends(services), _user: User = Depends(current_user)) -> Response:
     """An .xlsx template for upload jobs: the columns, example rows, and drop-down lists of
     this service's modalities, platforms, job types and projects."""
-    from neuroferry.engine import allowed_terms, list_job_types
-    from neuroferry.pipelines.upload import job_upload_template
+    from neuroferry.engine import list_job_types
+    from neuroferry.pipelines.upload import allowed_terms, job_upload_template
 
     allowed = allowed_terms(held.engine)
     data = job_upload_template(

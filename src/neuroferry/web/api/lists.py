@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import Engine
 
 from neuroferry.auth import User
-from neuroferry.engine import (
+from neuroferry.pipelines.upload import (
     Project,
     VocabList,
     VocabTerm,

@@ -132,7 +132,7 @@ def _diff(
     old: int | None,
     new: int | None,
 ) -> DiffView:
-    first, second, changes = diff_job_type_versions(engine, name, old, new, kind)
+    first, second, changes = diff_job_type_versions(engine, kind, name, old, new)
     a = versions[first].settings if first in versions else {}
     b = versions[second].settings if second in versions else {}
     shown = [
@@ -234,7 +234,7 @@ def job_types_create(
     name = name.strip()
     try:
         _check_kind(kind)
-        if name and find_job_type(held.engine, name, kind) is not None:
+        if name and find_job_type(held.engine, kind, name) is not None:
             raise InvalidInput(
                 f"name: job type {name!r} ({kind}) exists already; open it and edit it instead"
             )
@@ -270,7 +270,7 @@ def job_type_page(
     me: User = Depends(page_user),
 ) -> Response:
     """A job type's settings (current or ``version``), history, and a diff of two versions."""
-    history = job_type_history(held.engine, name, kind)
+    history = job_type_history(held.engine, kind, name)
     versions = {v.version: v for v in history}
     current = history[-1]
     shown = versions.get(version or current.version)
@@ -339,7 +339,7 @@ def job_type_edit_page(
     _admin: User = Depends(admin_page_user),
 ) -> Response:
     """The editor of a job type's settings (admins), holding the current version's."""
-    current = job_type_history(held.engine, name, kind)[-1]
+    current = job_type_history(held.engine, kind, name)[-1]
     return _edit_page(request, name, kind, current)
 
 
@@ -355,9 +355,9 @@ def job_type_save(
 ) -> Response:
     """Save the edited settings as a new version (admins), once the kind accepts them;
     nothing is saved otherwise, and the editor shows what is wrong."""
-    current = job_type_history(held.engine, name, kind)[-1]
+    current = job_type_history(held.engine, kind, name)[-1]
     try:
-        before = find_job_type(held.engine, name, kind)
+        before = find_job_type(held.engine, kind, name)
         saved = put_job_type(
             held.engine, kind, name, _settings_from(settings), admin.name, _comment(comment)
         )
@@ -380,8 +380,8 @@ def job_type_rollback(
     admin: User = Depends(admin_page_user),
 ) -> Response:
     """Make an old version's settings current again, as a new version (admins)."""
-    before = job_type_history(held.engine, name, kind)[-1]
-    saved = rollback_job_type(held.engine, name, version, admin.name, kind)
+    before = job_type_history(held.engine, kind, name)[-1]
+    saved = rollback_job_type(held.engine, kind, name, version, admin.name)
     if saved.version == before.version:
         return redirect(_url(name, kind, unchanged=1))
     return redirect(_url(name, kind, saved=saved.version))
