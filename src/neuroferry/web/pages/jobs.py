@@ -20,12 +20,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from markupsafe import Markup, escape
-from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import QueryParams
 
 from neuroferry.auth import User, list_users
-from neuroferry.db import jobs as jobs_table
 from neuroferry.engine import (
     JOB_STATES,
     SORTABLE,
@@ -33,12 +30,13 @@ from neuroferry.engine import (
     cancel_job,
     get_job,
     job_kinds,
+    job_state_counts,
     job_tasks,
     list_job_types,
     list_jobs,
     retry_job,
 )
-from neuroferry.errors import ConfigError, DatabaseError, InvalidInput, NotFound
+from neuroferry.errors import ConfigError, InvalidInput, NotFound
 from neuroferry.web._deps import services
 from neuroferry.web._services import Services
 from neuroferry.web.pages._format import (
@@ -252,19 +250,6 @@ def paging(request: Request, total: int, page: int, limit: int, shown: int) -> P
     )
 
 
-def state_counts(engine: Engine, viewer: User) -> dict[str, int]:
-    """How many of the jobs ``viewer`` may see are in each state (one query)."""
-    query = select(jobs_table.c.state, func.count()).group_by(jobs_table.c.state)
-    if not viewer.is_admin:
-        query = query.where(jobs_table.c.owner_id == viewer.id)
-    try:
-        with engine.connect() as conn:
-            found = {str(state): int(n) for state, n in conn.execute(query).all()}
-    except SQLAlchemyError as exc:
-        raise DatabaseError(f"database error: {str(exc).splitlines()[0]}") from exc
-    return {s: found[s] for s in JOB_STATES if found.get(s)}
-
-
 def short_time(value: datetime | str | None, now: datetime | None = None) -> Markup:
     """``2025-04-01 14:30`` (UTC) in a ``<time>``, how long before ``now`` in its title."""
     when = as_datetime(value)
@@ -314,7 +299,7 @@ def _jobs_context(request: Request, held: Services, viewer: User) -> tuple[int, 
         "f": f,
         "jobs": rows,
         "paging": paging(request, total, f.page, f.limit, len(rows)),
-        "counts": state_counts(held.engine, viewer),
+        "counts": job_state_counts(held.engine, viewer),
         "active": any(r["state"] in ACTIVE_JOB for r in rows),
         "columns": [c for c in COLUMNS if show_owner or c[0] != "owner"],
         "show_owner": show_owner,
