@@ -72,7 +72,7 @@ from neuroferry.engine._queries import (
     read_log_part,
     unfinished_jobs,
 )
-from neuroferry.engine._states import JOB_STATES, TASK_STATES
+from neuroferry.engine._states import JOB_STATES, SUCCEEDED, TASK_STATES, TERMINAL
 from neuroferry.engine._submit import NewJob, check_access, owner_access, submit_job, submit_jobs
 
 __all__ = [
@@ -80,7 +80,9 @@ __all__ = [
     "JOB_STATES",
     "METRICS",
     "SORTABLE",
+    "SUCCEEDED",
     "TASK_STATES",
+    "TERMINAL",
     "VOCAB_LISTS",
     "AllowedTerms",
     "AssetClaim",

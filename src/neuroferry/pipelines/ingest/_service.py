@@ -12,6 +12,8 @@ from sqlalchemy import Engine
 
 from neuroferry.config import Settings
 from neuroferry.engine import (
+    SUCCEEDED,
+    TERMINAL,
     cancel_job,
     get_job,
     job_tasks,
@@ -19,7 +21,6 @@ from neuroferry.engine import (
     submit_job,
     unfinished_jobs,
 )
-from neuroferry.engine._states import SUCCEEDED, TERMINAL
 from neuroferry.errors import FerryError, InvalidInput, NotFound
 from neuroferry.pipelines.ingest._config import IngestConfig, load_config
 from neuroferry.pipelines.ingest._kind import KIND_NAME, destination_of, under_destination
