@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 
 from neuroferry.auth import User
 from neuroferry.errors import NotFound
+from neuroferry.services import Services
 from neuroferry.web._deps import cluster_user, current_user, services
-from neuroferry.web._services import Services
 
 router = APIRouter(tags=["ingest"])
 

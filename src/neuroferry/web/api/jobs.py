@@ -29,9 +29,9 @@ from neuroferry.engine import (
 )
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload import SheetLimits, check_upload_jobs, submit_upload_jobs
+from neuroferry.services import Services
 from neuroferry.web._deps import current_user, services
 from neuroferry.web._limits import size_text
-from neuroferry.web._services import Services
 
 router = APIRouter(tags=["jobs"])
 

@@ -17,8 +17,8 @@ from markupsafe import Markup
 from neuroferry import __version__
 from neuroferry.auth import User, authenticate
 from neuroferry.errors import Unauthorized
+from neuroferry.services import Services
 from neuroferry.web._deps import CSRF_FIELD, csrf_token, current_user, services, session_token
-from neuroferry.web._services import Services
 from neuroferry.web.pages import _format
 
 TEMPLATES = Path(__file__).parent / "templates"

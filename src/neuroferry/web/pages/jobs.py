@@ -37,8 +37,8 @@ from neuroferry.engine import (
     retry_job,
 )
 from neuroferry.errors import ConfigError, InvalidInput, NotFound
+from neuroferry.services import Services
 from neuroferry.web._deps import services
-from neuroferry.web._services import Services
 from neuroferry.web.pages._format import (
     EMPTY,
     as_datetime,
