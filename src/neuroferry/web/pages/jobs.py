@@ -47,7 +47,7 @@ from neuroferry.web.pages._format import (
     format_duration,
     state_badge,
 )
-from neuroferry.web.pages._render import page_user, redirect, render, url_with
+from neuroferry.web.pages._render import page_user, pager, redirect, render, url_with
 
 router = APIRouter()
 
@@ -124,8 +124,13 @@ class Filters:
             submitted_before=self.before,
             sort=self.sort,
             limit=self.limit,
-            offset=(self.page - 1) * self.limit if offset is None else offset,
+            offset=self.offset if offset is None else offset,
         )
+
+    @property
+    def offset(self) -> int:
+        """The first row of the page asked for, from 0."""
+        return (self.page - 1) * self.limit
 
 
 def _text(params: QueryParams, key: str, errors: dict[str, str]) -> str:
@@ -213,43 +218,6 @@ def read_filters(params: QueryParams, viewer: User) -> Filters:
     return f
 
 
-@dataclass(frozen=True)
-class Paging:
-    """Where this page of the list is: page ``page`` of ``pages``, rows ``first`` to
-    ``last`` of ``total``, and the links to the first, previous, next and last pages."""
-
-    page: int
-    pages: int
-    total: int
-    first: int
-    last: int
-    first_url: str | None
-    prev_url: str | None
-    next_url: str | None
-    last_url: str | None
-
-
-def paging(request: Request, total: int, page: int, limit: int, shown: int) -> Paging:
-    """The :class:`Paging` of page ``page`` (1-based) of ``total`` rows, ``limit`` a page."""
-    pages = max(1, math.ceil(total / limit))
-
-    def to(n: int) -> str:
-        return url_with(request, page=n if n > 1 else None)
-
-    before, after = page > 1, page < pages
-    return Paging(
-        page=page,
-        pages=pages,
-        total=total,
-        first=(page - 1) * limit + 1 if shown else 0,
-        last=(page - 1) * limit + shown,
-        first_url=to(1) if before else None,
-        prev_url=to(page - 1) if before else None,
-        next_url=to(page + 1) if after else None,
-        last_url=to(pages) if after else None,
-    )
-
-
 def short_time(value: datetime | str | None, now: datetime | None = None) -> Markup:
     """``2025-04-01 14:30`` (UTC) in a ``<time>``, how long before ``now`` in its title."""
     when = as_datetime(value)
@@ -298,7 +266,7 @@ def _jobs_context(request: Request, held: Services, viewer: User) -> tuple[int, 
     context: dict[str, Any] = {
         "f": f,
         "jobs": rows,
-        "paging": paging(request, total, f.page, f.limit, len(rows)),
+        "paging": pager(request, total, f.offset, f.limit, len(rows), param="page"),
         "counts": job_state_counts(held.engine, viewer),
         "active": any(r["state"] in ACTIVE_JOB for r in rows),
         "columns": [c for c in COLUMNS if show_owner or c[0] != "owner"],
