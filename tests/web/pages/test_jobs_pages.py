@@ -507,7 +507,7 @@ def test_links_keep_repeated_parameters_and_pages_are_counted():
 
 
 def test_tasks_are_grouped_under_their_mapped_task():
-    from neuroferry.web.pages.jobs import OPEN_GROUP_MAX, task_groups
+    from neuroferry.web.pages.job import OPEN_GROUP_MAX, task_groups
 
     def task(name, index=-1, state="succeeded", placement="cluster"):
         return {"name": name, "map_index": index, "state": state, "placement": placement}

@@ -11,6 +11,7 @@ from neuroferry.web.pages import (
     catalog,
     help,
     home,
+    job,
     job_types,
     jobs,
     sign_in,
@@ -49,6 +50,7 @@ router.include_router(sign_in.router)
 router.include_router(tokens.router)
 router.include_router(users.router)
 router.include_router(jobs.router)
+router.include_router(job.router)
 router.include_router(submit.router)
 router.include_router(job_types.router)
 router.include_router(catalog.router)
