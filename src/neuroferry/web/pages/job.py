@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,11 +19,13 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from markupsafe import Markup
+from sqlalchemy import Engine
 
 from neuroferry.auth import User
 from neuroferry.engine import TERMINAL, cancel_job, get_job, job_tasks, retry_job
 from neuroferry.errors import ConfigError, InvalidInput, NotFound
 from neuroferry.services import Services
+from neuroferry.stores import Store
 from neuroferry.web._deps import services
 from neuroferry.web.pages._format import (
     EMPTY,
@@ -221,13 +223,25 @@ def _job_context(request: Request, held: Services, viewer: User, job_id: int) ->
     }
 
 
-_DONE = {
-    "cancel": (
+@dataclass(frozen=True)
+class JobAction:
+    """What a button of the job page does: the engine's function, whether the
+    orchestrator has new work afterwards, and what the page then says."""
+
+    run: Callable[[Engine, Store, int, User], object]
+    wakes: bool
+    done: str
+
+
+#: The job page's buttons, by the last part of the URL they post to.
+ACTIONS = {
+    "cancel": JobAction(
+        cancel_job,
+        False,
         "Cancel requested: tasks not started are cancelled, running ones are told to stop "
         "and end as cancelled.",
-        "success",
     ),
-    "retry": ("The job runs again from the tasks that did not succeed.", "success"),
+    "retry": JobAction(retry_job, True, "The job runs again from the tasks that did not succeed."),
 }
 
 
@@ -242,7 +256,8 @@ def _job_page(
     context = _job_context(request, held, viewer, job_id)
     if request.query_params.get("partial"):
         return render(request, "job_live.html", status, **context)
-    done = _DONE.get(request.query_params.get("done") or "")
+    action = ACTIONS.get(request.query_params.get("done") or "")
+    done = (action.done, "success") if action else None
     return render(request, "job.html", status, error=error, done=done, **context)
 
 
@@ -258,32 +273,22 @@ def job_page(
     return _job_page(request, held, me, job_id)
 
 
-@router.post("/jobs/{job_id}/cancel")
-def job_cancel(
+@router.post("/jobs/{job_id}/cancel", name="job_cancel")
+@router.post("/jobs/{job_id}/retry", name="job_retry")
+def job_action(
     request: Request,
     job_id: int,
     held: Services = Depends(services),
     me: User = Depends(page_user),
 ) -> Response:
-    """Cancel the job, then show it again (or why it could not be cancelled)."""
+    """Cancel or retry the job (the last part of the URL), then show it again (or why
+    that could not be done)."""
+    name = request.url.path.rsplit("/", 1)[1]
+    action = ACTIONS[name]
     try:
-        cancel_job(held.engine, held.log_store, job_id, me)
+        action.run(held.engine, held.log_store, job_id, me)
     except InvalidInput as exc:
         return _job_page(request, held, me, job_id, exc.status_code, str(exc))
-    return redirect(f"/jobs/{job_id}?done=cancel")
-
-
-@router.post("/jobs/{job_id}/retry")
-def job_retry(
-    request: Request,
-    job_id: int,
-    held: Services = Depends(services),
-    me: User = Depends(page_user),
-) -> Response:
-    """Run a failed or cancelled job again, then show it (or why it could not)."""
-    try:
-        retry_job(held.engine, held.log_store, job_id, me)
-    except InvalidInput as exc:
-        return _job_page(request, held, me, job_id, exc.status_code, str(exc))
-    held.wake()
-    return redirect(f"/jobs/{job_id}?done=retry")
+    if action.wakes:
+        held.wake()
+    return redirect(f"/jobs/{job_id}?done={name}")
