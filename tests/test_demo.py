@@ -20,7 +20,7 @@ from neuroferry.config import get_settings
 from neuroferry.demo import CSV_COLUMNS, PROJECT, SUBJECT, seed_demo
 from neuroferry.engine import get_kind
 from neuroferry.pipelines.upload import UploadJobSpec, validate_upload_job
-from neuroferry.web._services import Services
+from neuroferry.services import Services
 
 ASSET = "ecephys_demo-001_2025-01-15_10-30-00"
 

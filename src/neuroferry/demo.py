@@ -22,7 +22,7 @@ from neuroferry.config import Settings
 from neuroferry.errors import InvalidInput
 
 if TYPE_CHECKING:
-    from neuroferry.web._services import Services
+    from neuroferry.services import Services
 
 log = logging.getLogger(__name__)
 

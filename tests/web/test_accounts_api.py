@@ -12,8 +12,8 @@ from sqlalchemy import Engine, select
 from neuroferry.auth import create_token, create_user, hash_token
 from neuroferry.config import get_settings
 from neuroferry.db import api_tokens
+from neuroferry.services import Services
 from neuroferry.web import create_app
-from neuroferry.web._services import Services
 
 
 @dataclass

@@ -62,7 +62,7 @@ def test_password_is_not_shown(tmp_path):
 
 
 def test_a_web_only_process_runs_no_executor(tmp_path):
-    from neuroferry.web._services import Services
+    from neuroferry.services import Services
 
     settings = get_settings(database_url=f"sqlite:///{tmp_path / 'f.db'}")
     services = Services.start(settings, orchestrate=False)

@@ -10,8 +10,8 @@ from fastapi.testclient import TestClient
 
 from neuroferry.auth import create_token, create_user
 from neuroferry.config import get_settings
+from neuroferry.services import Services
 from neuroferry.web import create_app
-from neuroferry.web._services import Services
 
 EPHYS = {
     "check_s3_folder_exists": {"skip_task": True},

@@ -14,9 +14,9 @@ from sqlalchemy import update
 from neuroferry.auth import create_token, create_user, hash_token
 from neuroferry.config import get_settings
 from neuroferry.db import api_tokens
+from neuroferry.services import Services
 from neuroferry.web import create_app
 from neuroferry.web._deps import csrf_token
-from neuroferry.web._services import Services
 from neuroferry.web.pages._throttle import Busy, Throttle, sign_in_keys
 
 PASSWORD = "alice-secret-pw"

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from sqlalchemy import Engine
 
     from neuroferry.config import Settings
-    from neuroferry.web._services import Services
+    from neuroferry.services import Services
 
 
 def _describe_executor(services: Services) -> str:
@@ -71,8 +71,8 @@ def serve(
     from neuroferry.config import get_settings
     from neuroferry.db import interrupt_statements, redact
     from neuroferry.redaction import install_log_redaction
+    from neuroferry.services import Services
     from neuroferry.web import create_app
-    from neuroferry.web._services import Services
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = get_settings(**overrides)
@@ -174,7 +174,7 @@ def orchestrator() -> None:
     from neuroferry.config import get_settings
     from neuroferry.db import redact
     from neuroferry.redaction import install_log_redaction
-    from neuroferry.web._services import Services
+    from neuroferry.services import Services
 
     settings = get_settings()
     install_log_redaction(settings)

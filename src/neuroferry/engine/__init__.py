@@ -51,12 +51,14 @@ from neuroferry.engine._queries import (
     SORTABLE,
     JobQuery,
     get_job,
+    job_state_counts,
     job_tasks,
     list_jobs,
     read_log,
     read_log_part,
+    unfinished_jobs,
 )
-from neuroferry.engine._states import JOB_STATES, TASK_STATES
+from neuroferry.engine._states import JOB_STATES, SUCCEEDED, TASK_STATES, TERMINAL
 from neuroferry.engine._submit import NewJob, check_access, owner_access, submit_job, submit_jobs
 
 __all__ = [
@@ -64,7 +66,9 @@ __all__ = [
     "JOB_STATES",
     "METRICS",
     "SORTABLE",
+    "SUCCEEDED",
     "TASK_STATES",
+    "TERMINAL",
     "AssetClaim",
     "Cancelled",
     "Change",
@@ -95,6 +99,7 @@ __all__ = [
     "get_job_type",
     "get_kind",
     "job_kinds",
+    "job_state_counts",
     "job_tasks",
     "job_type_history",
     "list_job_types",
@@ -116,5 +121,6 @@ __all__ = [
     "scheduler_credentials",
     "submit_job",
     "submit_jobs",
+    "unfinished_jobs",
     "worker_resources",
 ]

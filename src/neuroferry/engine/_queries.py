@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, select
 
-from neuroferry.db import jobs, tasks, users
+from neuroferry.db import jobs, tasks, transaction, users
 from neuroferry.engine._advance import Viewer, aware, now_utc
 from neuroferry.engine._context import log_key
 from neuroferry.engine._kinds import get_kind
-from neuroferry.engine._states import JOB_STATES, MAP, WAITING
+from neuroferry.engine._states import ACTIVE, JOB_STATES, MAP, PENDING, WAITING
 from neuroferry.errors import Forbidden, InvalidInput, NotFound, StoreNotFound
 from neuroferry.stores import Store
 
@@ -141,6 +141,39 @@ def list_jobs(
         rows = [_job_dict(r) for r in conn.execute(page).mappings()]
         total = int(conn.execute(counted).scalar_one())
     return rows, total
+
+
+def unfinished_jobs(engine: Engine, kind: str, names: Iterable[str]) -> dict[str, int]:
+    """The jobs of ``kind`` named one of ``names`` that have not finished (pending, queued
+    or running), by name: the id of the oldest such job of each name."""
+    names = list(names)
+    if not names:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(jobs.c.name, jobs.c.id)
+            .where(
+                jobs.c.kind == kind,
+                jobs.c.name.in_(names),
+                jobs.c.state.in_(ACTIVE | {PENDING}),
+            )
+            .order_by(jobs.c.id)
+        ).all()
+    found: dict[str, int] = {}
+    for name, job_id in rows:
+        found.setdefault(name, job_id)
+    return found
+
+
+def job_state_counts(engine: Engine, viewer: Viewer | None = None) -> dict[str, int]:
+    """How many of the jobs ``viewer`` may see (users their own, admins all) are in each
+    state, in the order of :data:`JOB_STATES`; states without jobs are left out."""
+    query = select(jobs.c.state, func.count()).group_by(jobs.c.state)
+    if viewer is not None and not viewer.is_admin:
+        query = query.where(jobs.c.owner_id == viewer.id)
+    with transaction(engine) as conn:
+        found = {str(state): int(n) for state, n in conn.execute(query).all()}
+    return {s: found[s] for s in JOB_STATES if found.get(s)}
 
 
 def read_log(

@@ -16,7 +16,7 @@ from fastapi import Depends, Header, Request
 
 from neuroferry.auth import User, authenticate
 from neuroferry.errors import Forbidden
-from neuroferry.web._services import Services
+from neuroferry.services import Services
 
 #: The cookie that holds the token of a web sign-in.
 SESSION_COOKIE = "ferry_session"

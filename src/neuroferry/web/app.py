@@ -14,10 +14,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from neuroferry import __version__
 from neuroferry.config import Settings, get_settings
 from neuroferry.errors import DatabaseError
+from neuroferry.services import Services
 from neuroferry.web import errors, pages
 from neuroferry.web._body import CheckJSONBodies
 from neuroferry.web._limits import BodyLimit
-from neuroferry.web._services import Services
 from neuroferry.web.api import metrics, router
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,7 @@ async def error_page(
     request: Request, status: int, message: str, problems: list[str] | None = None
 ) -> Response:
     """The HTML page for an error: its title, the message and a way back."""
-    from neuroferry.web.pages._render import identify, render
+    from neuroferry.web.pages import identify, render
 
     held = getattr(request.app.state, "services", None)
     if held is not None:
@@ -69,7 +69,7 @@ async def error_page(
 
 def _sign_in_redirect(request: Request) -> Response:
     from neuroferry.web._deps import SESSION_COOKIE
-    from neuroferry.web.pages._render import sign_in_url
+    from neuroferry.web.pages import sign_in_url
 
     response = RedirectResponse(sign_in_url(request), status_code=303)
     if SESSION_COOKIE in request.cookies:  # expired or revoked: forget it

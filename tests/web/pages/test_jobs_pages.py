@@ -491,24 +491,23 @@ def test_filters_are_read_from_the_query_string_and_problems_named():
 
 
 def test_links_keep_repeated_parameters_and_pages_are_counted():
-    from neuroferry.web.pages._render import url_with
-    from neuroferry.web.pages.jobs import paging
+    from neuroferry.web.pages import pager, url_with
 
     request = _request("state=queued&state=failed&name=x&page=2&partial=1")
     assert url_with(request, sort="name", page=None) == (
         "/jobs?state=queued&state=failed&name=x&sort=name"
     )
     assert url_with(request, state=["running"]) == "/jobs?name=x&page=2&state=running"
-    p = paging(request, total=101, page=2, limit=50, shown=50)
+    p = pager(request, total=101, offset=50, limit=50, shown=50, param="page")
     assert (p.pages, p.first, p.last) == (3, 51, 100)
     assert p.first_url == p.prev_url == "/jobs?state=queued&state=failed&name=x"
     assert p.last_url == "/jobs?state=queued&state=failed&name=x&page=3"
-    empty = paging(request, total=0, page=1, limit=50, shown=0)
+    empty = pager(request, total=0, offset=0, limit=50, shown=0, param="page")
     assert (empty.pages, empty.first, empty.next_url, empty.last_url) == (1, 0, None, None)
 
 
 def test_tasks_are_grouped_under_their_mapped_task():
-    from neuroferry.web.pages.jobs import OPEN_GROUP_MAX, task_groups
+    from neuroferry.web.pages.job import OPEN_GROUP_MAX, task_groups
 
     def task(name, index=-1, state="succeeded", placement="cluster"):
         return {"name": name, "map_index": index, "state": state, "placement": placement}

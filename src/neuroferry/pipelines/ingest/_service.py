@@ -8,12 +8,19 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from neuroferry.config import Settings
-from neuroferry.db import jobs
-from neuroferry.engine import cancel_job, get_job, job_tasks, owner_access, submit_job
-from neuroferry.engine._states import ACTIVE, PENDING, SUCCEEDED, TERMINAL
+from neuroferry.engine import (
+    SUCCEEDED,
+    TERMINAL,
+    cancel_job,
+    get_job,
+    job_tasks,
+    owner_access,
+    submit_job,
+    unfinished_jobs,
+)
 from neuroferry.errors import FerryError, InvalidInput, NotFound
 from neuroferry.pipelines.ingest._config import IngestConfig, load_config
 from neuroferry.pipelines.ingest._kind import KIND_NAME, destination_of, under_destination
@@ -68,14 +75,7 @@ def check_ingest(
     access = owner_access(engine, viewer.id if viewer is not None else None, settings)
     access.check_write_url("destination", base)
     open_reader(config, settings=settings, access=access)
-    with engine.connect() as conn:
-        busy = conn.execute(
-            select(jobs.c.id).where(
-                jobs.c.kind == KIND_NAME,
-                jobs.c.name == config.name,
-                jobs.c.state.in_(ACTIVE | {PENDING}),
-            )
-        ).scalar()
+    busy = unfinished_jobs(engine, KIND_NAME, [config.name]).get(config.name)
     if busy is not None:
         raise InvalidInput(
             f"name: the volume {config.name} is being ingested by job {busy}; add workers to "

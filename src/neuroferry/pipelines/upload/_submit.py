@@ -8,11 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
 from neuroferry.auth import User
 from neuroferry.config import Settings
-from neuroferry.db import jobs
 from neuroferry.engine import (
     NewJob,
     apply_job_type,
@@ -20,8 +19,8 @@ from neuroferry.engine import (
     check_asset_owners,
     owner_access,
     submit_jobs,
+    unfinished_jobs,
 )
-from neuroferry.engine._states import ACTIVE, PENDING
 from neuroferry.errors import Forbidden, InvalidInput
 from neuroferry.grants import Access, access_for
 from neuroferry.pipelines.upload._kind import prepare
@@ -68,20 +67,6 @@ def _problems(index: int, row: int | None, exc: Exception) -> list[dict[str, Any
     if not sep or " " in field:
         field, message = "", str(exc)
     return [{"job": index + 1, "row": row, "field": field or None, "message": message}]
-
-
-def _active_names(engine: Engine, names: Sequence[str]) -> set[str]:
-    if not names:
-        return set()
-    with engine.connect() as conn:
-        found = conn.execute(
-            select(jobs.c.name).where(
-                jobs.c.kind == KIND,
-                jobs.c.name.in_(names),
-                jobs.c.state.in_(ACTIVE | {PENDING}),
-            )
-        ).scalars()
-        return set(found)
 
 
 def _foreign_commands(
@@ -210,7 +195,7 @@ def check_upload_jobs(
                 }
             )
         seen.setdefault(c.name, c)
-    for name in sorted(_active_names(engine, list(seen)) if busy else ()):
+    for name in sorted(unfinished_jobs(engine, KIND, seen) if busy else ()):
         c = seen[name]
         problems.append(
             {

@@ -26,8 +26,8 @@ from neuroferry.auth import (
     set_password,
     user_summary,
 )
+from neuroferry.services import Services
 from neuroferry.web._deps import admin_user, current_user, services
-from neuroferry.web._services import Services
 
 router = APIRouter(tags=["accounts"])
 

@@ -12,9 +12,9 @@ from pydantic import BaseModel, Field
 
 from neuroferry.auth import User, get_user
 from neuroferry.catalog import Catalog, Owner
+from neuroferry.services import Services
 from neuroferry.web._deps import admin_user, current_user, services
 from neuroferry.web._limits import until_disconnected
-from neuroferry.web._services import Services
 
 router = APIRouter(prefix="/catalog", tags=["catalog"])
 MAX_LIMIT = 10_000

@@ -10,8 +10,8 @@ from pydantic import BaseModel, Field
 
 from neuroferry.auth import User
 from neuroferry.errors import NotFound
+from neuroferry.services import Services
 from neuroferry.web._deps import cluster_user, current_user, services
-from neuroferry.web._services import Services
 
 router = APIRouter(tags=["ingest"])
 
@@ -71,7 +71,7 @@ def create(
     user: User = Depends(current_user),
 ) -> IngestCreated:
     """Validate the config and create its job; 422 with every problem by field."""
-    from neuroferry.pipelines.ingest._service import submit_ingest
+    from neuroferry.pipelines.ingest import submit_ingest
 
     job_id, checked = submit_ingest(held.engine, held.settings, config, user)
     held.wake()
@@ -91,7 +91,7 @@ def status(
     job_id: int, held: Services = Depends(services), user: User = Depends(current_user)
 ) -> dict[str, Any]:
     """Shards and chunks done per level, bytes, rates, time left, units and errors."""
-    from neuroferry.pipelines.ingest._service import ingest_status
+    from neuroferry.pipelines.ingest import ingest_status
 
     return ingest_status(held.engine, job_id, user, settings=held.settings)
 
@@ -104,7 +104,7 @@ def cancel(
 ) -> IngestCancelled:
     """Stop the job; keep every shard that is recorded as written and remove the rest of
     what it left in the volume. A stopped job is only cleaned up."""
-    from neuroferry.pipelines.ingest._service import cancel_ingest
+    from neuroferry.pipelines.ingest import cancel_ingest
 
     done = cancel_ingest(held.engine, held.log_store, held.settings, job_id, user)
     return IngestCancelled.model_validate(done)

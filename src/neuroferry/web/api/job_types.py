@@ -22,8 +22,8 @@ from neuroferry.engine import (
     put_job_type,
     rollback_job_type,
 )
+from neuroferry.services import Services
 from neuroferry.web._deps import admin_user, current_user, services
-from neuroferry.web._services import Services
 
 router = APIRouter(prefix="/job_types", tags=["job types"])
 

@@ -18,6 +18,7 @@ from neuroferry.auth import User
 from neuroferry.config import Settings
 from neuroferry.engine import (
     SORTABLE,
+    TERMINAL,
     JobQuery,
     cancel_job,
     get_job,
@@ -26,12 +27,11 @@ from neuroferry.engine import (
     read_log_part,
     retry_job,
 )
-from neuroferry.engine._states import TERMINAL
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload import SheetLimits, check_upload_jobs, submit_upload_jobs
+from neuroferry.services import Services
 from neuroferry.web._deps import current_user, services
 from neuroferry.web._limits import size_text
-from neuroferry.web._services import Services
 
 router = APIRouter(tags=["jobs"])
 

@@ -21,8 +21,8 @@ from neuroferry.pipelines.upload import (
     list_terms,
     put_term,
 )
+from neuroferry.services import Services
 from neuroferry.web._deps import admin_user, current_user, services
-from neuroferry.web._services import Services
 
 router = APIRouter(tags=["lists"])
 

@@ -11,6 +11,7 @@ from neuroferry.web.pages import (
     catalog,
     help,
     home,
+    job,
     job_types,
     jobs,
     sign_in,
@@ -32,12 +33,14 @@ from neuroferry.web.pages._render import (
     STATIC,
     Pager,
     admin_page_user,
+    identify,
     local_path,
     optional_page_user,
     page_user,
     pager,
     redirect,
     render,
+    sign_in_url,
     url_with,
 )
 
@@ -47,6 +50,7 @@ router.include_router(sign_in.router)
 router.include_router(tokens.router)
 router.include_router(users.router)
 router.include_router(jobs.router)
+router.include_router(job.router)
 router.include_router(submit.router)
 router.include_router(job_types.router)
 router.include_router(catalog.router)
@@ -61,6 +65,7 @@ __all__ = [
     "format_bytes",
     "format_duration",
     "format_time",
+    "identify",
     "local_path",
     "optional_page_user",
     "page_user",
@@ -68,6 +73,7 @@ __all__ = [
     "redirect",
     "render",
     "router",
+    "sign_in_url",
     "state_badge",
     "state_class",
     "time_tag",

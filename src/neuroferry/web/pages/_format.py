@@ -63,6 +63,20 @@ def time_tag(value: datetime | str | None) -> Markup:
     )
 
 
+def short_time(value: datetime | str | None, now: datetime | None = None) -> Markup:
+    """``2025-04-01 14:30`` (UTC) in a ``<time>``, how long before ``now`` in its title."""
+    when = as_datetime(value)
+    if when is None:
+        return Markup(EMPTY)
+    iso = when.isoformat()  # 2025-04-01T14:30:15.123456+00:00
+    day, clock = iso[:10], iso[11:19]
+    # digits, dashes, colons and words only: nothing to escape (and long lists stay quick)
+    return Markup(
+        f'<time datetime="{iso}" title="{day} {clock} UTC, {format_ago(when, now)}">'
+        f"{day} {clock[:5]}</time>"
+    )
+
+
 def elapsed(start: datetime | str | None, end: datetime | str | None = None) -> float | None:
     """Seconds from ``start`` to ``end`` (or to now, for something still running)."""
     begun = as_datetime(start)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,8 @@ from markupsafe import Markup
 from neuroferry import __version__
 from neuroferry.auth import User, authenticate
 from neuroferry.errors import Unauthorized
+from neuroferry.services import Services
 from neuroferry.web._deps import CSRF_FIELD, csrf_token, current_user, services, session_token
-from neuroferry.web._services import Services
 from neuroferry.web.pages import _format
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -113,14 +114,35 @@ def sign_in_url(request: Request) -> str:
 @dataclass(frozen=True)
 class Pager:
     """Where one page of a long list is: rows ``offset`` to ``offset + shown`` of
-    ``total``, with the links to the pages before and after."""
+    ``total``, ``limit`` a page, with the links to the first, previous, next and last
+    pages (None where there is no such page)."""
 
     offset: int
     limit: int
     total: int
     shown: int
+    first_url: str | None
     prev_url: str | None
     next_url: str | None
+    last_url: str | None
+
+    @property
+    def page(self) -> int:
+        """This page's number, from 1."""
+        return self.offset // self.limit + 1
+
+    @property
+    def pages(self) -> int:
+        return max(1, math.ceil(self.total / self.limit))
+
+    @property
+    def first(self) -> int:
+        """The number of this page's first row, from 1 (0 if it shows none)."""
+        return self.offset + 1 if self.shown else 0
+
+    @property
+    def last(self) -> int:
+        return self.offset + self.shown
 
     @property
     def summary(self) -> str:
@@ -129,13 +151,28 @@ class Pager:
         return f"{self.offset + 1:,} to {self.offset + self.shown:,} of {self.total:,}"
 
 
-def pager(request: Request, total: int, offset: int, limit: int, shown: int) -> Pager:
-    """The :class:`Pager` of this page; its links keep the query and change ``offset``."""
-    prev_url = None
-    if offset > 0:
-        prev_url = url_with(request, offset=max(0, offset - limit) or None)
-    next_url = url_with(request, offset=offset + limit) if offset + shown < total else None
-    return Pager(offset, limit, total, shown, prev_url, next_url)
+def pager(
+    request: Request, total: int, offset: int, limit: int, shown: int, *, param: str = "offset"
+) -> Pager:
+    """The :class:`Pager` of this page; its links keep the query and change ``param``:
+    ``offset`` (the first row's, from 0) or ``page`` (the page's number, from 1), left out
+    for the first page."""
+
+    def to(row: int) -> str:
+        value = (row // limit + 1 if param == "page" else row) if row > 0 else None
+        return url_with(request, **{param: value})
+
+    before, after = offset > 0, offset + shown < total
+    return Pager(
+        offset,
+        limit,
+        total,
+        shown,
+        first_url=to(0) if before else None,
+        prev_url=to(max(0, offset - limit)) if before else None,
+        next_url=to(offset + limit) if after else None,
+        last_url=to((math.ceil(total / limit) - 1) * limit) if after else None,
+    )
 
 
 def identify(request: Request, engine: Any) -> User | None:

@@ -18,8 +18,8 @@ from neuroferry.auth import User
 from neuroferry.catalog import Catalog
 from neuroferry.engine import JobQuery, list_jobs
 from neuroferry.errors import InvalidInput, NotFound
+from neuroferry.services import Services
 from neuroferry.web._deps import services
-from neuroferry.web._services import Services
 from neuroferry.web.pages._render import page_user, pager, render
 
 router = APIRouter()

@@ -27,8 +27,8 @@ from neuroferry.engine import (
     rollback_job_type,
 )
 from neuroferry.errors import InvalidInput
+from neuroferry.services import Services
 from neuroferry.web._deps import services
-from neuroferry.web._services import Services
 from neuroferry.web.pages._render import admin_page_user, page_user, redirect, render
 
 router = APIRouter()

@@ -1,55 +1,36 @@
-"""/jobs: the jobs a user may see, filtered, sorted and paged; /jobs/{id}: one job with its
-tasks (mapped instances grouped under their task), their logs, cancel and retry.
+"""/jobs: the jobs a user may see, filtered, sorted and paged.
 
-Both pages refresh themselves while jobs run: their scripts fetch the same URL with
+The page refreshes itself while jobs run: its script fetches the same URL with
 ``partial=1``, which answers with the part of the page that changes.
 """
 
 from __future__ import annotations
 
-import functools
-import json
 import math
-from collections import Counter
-from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 from markupsafe import Markup, escape
-from sqlalchemy import Engine, func, select
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.datastructures import QueryParams
 
 from neuroferry.auth import User, list_users
-from neuroferry.db import jobs as jobs_table
 from neuroferry.engine import (
     JOB_STATES,
     SORTABLE,
+    TERMINAL,
     JobQuery,
-    cancel_job,
-    get_job,
     job_kinds,
-    job_tasks,
+    job_state_counts,
     list_job_types,
     list_jobs,
-    retry_job,
 )
-from neuroferry.errors import ConfigError, DatabaseError, InvalidInput, NotFound
+from neuroferry.services import Services
 from neuroferry.web._deps import services
-from neuroferry.web._services import Services
-from neuroferry.web.pages._format import (
-    EMPTY,
-    as_datetime,
-    elapsed,
-    format_ago,
-    format_duration,
-    state_badge,
-)
-from neuroferry.web.pages._render import page_user, redirect, render, url_with
+from neuroferry.web.pages._format import as_datetime, short_time
+from neuroferry.web.pages._render import page_user, pager, render
 
 router = APIRouter()
 
@@ -57,15 +38,11 @@ router = APIRouter()
 PAGE_SIZES = (25, 50, 100, 200)
 DEFAULT_LIMIT = 50
 DEFAULT_SORT = "-created"
-#: Seconds between two refreshes of a page whose jobs run.
+#: Seconds between two refreshes of a page whose jobs run (the list and a job's page).
 REFRESH_SECONDS = 3
-#: A mapped task shows its instances unless it has more than this many: then only when
-#: asked (``?open=TASK``), so that a job of thousands of instances stays quick to show.
-OPEN_GROUP_MAX = 12
 MAX_TEXT = 200
-MAX_JOB_ID = 2**31 - 1
-#: Job states that change by themselves (the page keeps refreshing while one is listed).
-ACTIVE_JOB = frozenset({"pending", "queued", "running"})
+#: Job states that change by themselves (a page keeps refreshing while one is shown).
+ACTIVE_JOB = frozenset(JOB_STATES) - TERMINAL
 #: The sortable columns of the list: (sort key, heading).
 COLUMNS = (
     ("id", "Id"),
@@ -78,9 +55,6 @@ COLUMNS = (
     ("started", "Started"),
     ("finished", "Finished"),
 )
-
-
-# -- the list -------------------------------------------------------------------------
 
 
 @dataclass
@@ -126,8 +100,13 @@ class Filters:
             submitted_before=self.before,
             sort=self.sort,
             limit=self.limit,
-            offset=(self.page - 1) * self.limit if offset is None else offset,
+            offset=self.offset if offset is None else offset,
         )
+
+    @property
+    def offset(self) -> int:
+        """The first row of the page asked for, from 0."""
+        return (self.page - 1) * self.limit
 
 
 def _text(params: QueryParams, key: str, errors: dict[str, str]) -> str:
@@ -215,75 +194,6 @@ def read_filters(params: QueryParams, viewer: User) -> Filters:
     return f
 
 
-@dataclass(frozen=True)
-class Paging:
-    """Where this page of the list is: page ``page`` of ``pages``, rows ``first`` to
-    ``last`` of ``total``, and the links to the first, previous, next and last pages."""
-
-    page: int
-    pages: int
-    total: int
-    first: int
-    last: int
-    first_url: str | None
-    prev_url: str | None
-    next_url: str | None
-    last_url: str | None
-
-
-def paging(request: Request, total: int, page: int, limit: int, shown: int) -> Paging:
-    """The :class:`Paging` of page ``page`` (1-based) of ``total`` rows, ``limit`` a page."""
-    pages = max(1, math.ceil(total / limit))
-
-    def to(n: int) -> str:
-        return url_with(request, page=n if n > 1 else None)
-
-    before, after = page > 1, page < pages
-    return Paging(
-        page=page,
-        pages=pages,
-        total=total,
-        first=(page - 1) * limit + 1 if shown else 0,
-        last=(page - 1) * limit + shown,
-        first_url=to(1) if before else None,
-        prev_url=to(page - 1) if before else None,
-        next_url=to(page + 1) if after else None,
-        last_url=to(pages) if after else None,
-    )
-
-
-def state_counts(engine: Engine, viewer: User) -> dict[str, int]:
-    """How many of the jobs ``viewer`` may see are in each state (one query)."""
-    query = select(jobs_table.c.state, func.count()).group_by(jobs_table.c.state)
-    if not viewer.is_admin:
-        query = query.where(jobs_table.c.owner_id == viewer.id)
-    try:
-        with engine.connect() as conn:
-            found = {str(state): int(n) for state, n in conn.execute(query).all()}
-    except SQLAlchemyError as exc:
-        raise DatabaseError(f"database error: {str(exc).splitlines()[0]}") from exc
-    return {s: found[s] for s in JOB_STATES if found.get(s)}
-
-
-def short_time(value: datetime | str | None, now: datetime | None = None) -> Markup:
-    """``2025-04-01 14:30`` (UTC) in a ``<time>``, how long before ``now`` in its title."""
-    when = as_datetime(value)
-    if when is None:
-        return Markup(EMPTY)
-    iso = when.isoformat()  # 2025-04-01T14:30:15.123456+00:00
-    day, clock = iso[:10], iso[11:19]
-    # digits, dashes, colons and words only: nothing to escape (and long lists stay quick)
-    return Markup(
-        f'<time datetime="{iso}" title="{day} {clock} UTC, {format_ago(when, now)}">'
-        f"{day} {clock[:5]}</time>"
-    )
-
-
-@functools.cache
-def _badge(state: str) -> Markup:
-    return state_badge(state)
-
-
 def breakable(name: str) -> Markup:
     """``name`` with places to wrap a long line after each ``_`` (as in asset names)."""
     return Markup("_<wbr>").join(escape(name).split("_"))
@@ -313,8 +223,8 @@ def _jobs_context(request: Request, held: Services, viewer: User) -> tuple[int, 
     context: dict[str, Any] = {
         "f": f,
         "jobs": rows,
-        "paging": paging(request, total, f.page, f.limit, len(rows)),
-        "counts": state_counts(held.engine, viewer),
+        "paging": pager(request, total, f.offset, f.limit, len(rows), param="page"),
+        "counts": job_state_counts(held.engine, viewer),
         "active": any(r["state"] in ACTIVE_JOB for r in rows),
         "columns": [c for c in COLUMNS if show_owner or c[0] != "owner"],
         "show_owner": show_owner,
@@ -338,248 +248,3 @@ def jobs_page(
         return render(request, "jobs_results.html", status, **context)
     context.update(_options(held, me, context["f"]))
     return render(request, "jobs.html", status, **context)
-
-
-# -- one job --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TaskView:
-    """One row of the tasks table, ready to show (a job may have thousands)."""
-
-    key: str
-    instance: bool
-    name: str
-    item: str
-    map_index: int
-    state: str
-    badge: Markup
-    attempt: int
-    attempt_text: str
-    retries_left: int
-    error: str
-    label: str
-    next_try: Markup
-    started: Markup
-    finished: Markup
-    duration: str
-    log: str
-
-    @classmethod
-    def of(cls, job_id: int, t: Mapping[str, Any], now: datetime | None = None) -> TaskView:
-        instance = t["map_index"] >= 0
-        mapped = t["placement"] == "map"
-        waiting = t["state"] in ("up_for_retry", "up_for_reschedule") and t["not_before"]
-        return cls(
-            key=f"{t['name']}-{t['map_index']}" if instance else str(t["name"]),
-            instance=instance,
-            name=str(t["name"]),
-            item=str(t["item"] or ""),
-            map_index=int(t["map_index"]),
-            state=str(t["state"]),
-            badge=_badge(str(t["state"])),
-            attempt=int(t["attempt"]),
-            attempt_text=EMPTY if mapped or not t["attempt"] else str(t["attempt"]),
-            retries_left=int(t["retries_left"]),
-            error=str(t["error"] or ""),
-            label=f"{t['name']} [{t['item']}]" if instance else str(t["name"]),
-            next_try=short_time(t["not_before"], now) if waiting else Markup(""),
-            started=short_time(t["started"], now),
-            finished=short_time(t["finished"], now),
-            duration=format_duration(elapsed(t["started"], t["finished"]))
-            if t["started"]
-            else EMPTY,
-            log=log_url(job_id, t) if not mapped and t["attempt"] > 0 else "",
-        )
-
-
-@dataclass
-class TaskGroup:
-    """A task's row and, for a mapped task, its instances with how many are in each
-    state."""
-
-    task: dict[str, Any]
-    instances: list[dict[str, Any]]
-    open: bool = True
-    toggle_url: str = ""
-    view: TaskView | None = None
-    shown: list[TaskView] = field(default_factory=list)
-
-    @property
-    def mapped(self) -> bool:
-        return bool(self.task["placement"] == "map")
-
-    @property
-    def lazy(self) -> bool:
-        """Whether its instances come with the page only when asked for."""
-        return len(self.instances) > OPEN_GROUP_MAX
-
-    @property
-    def key(self) -> str:
-        return str(self.task["name"])
-
-    @property
-    def counts(self) -> list[tuple[str, int]]:
-        found = Counter(i["state"] for i in self.instances)
-        order = [
-            "running",
-            "queued",
-            "up_for_retry",
-            "up_for_reschedule",
-            "pending",
-            "failed",
-            "cancelled",
-            "succeeded",
-            "skipped",
-        ]
-        return [(s, found[s]) for s in order if found.get(s)] + [
-            (s, n) for s, n in found.items() if s not in order
-        ]
-
-
-def task_groups(rows: Iterable[Mapping[str, Any]]) -> list[TaskGroup]:
-    """Tasks in pipeline order, each with its mapped instances (rows as ``job_tasks``
-    gives them: a mapped task's instances after its own row)."""
-    groups: list[TaskGroup] = []
-    by_name: dict[str, TaskGroup] = {}
-    for row in rows:
-        row = dict(row)
-        if row["map_index"] < 0 or row["name"] not in by_name:
-            group = TaskGroup(row, [])
-            groups.append(group)
-            by_name[row["name"]] = group
-        else:
-            by_name[row["name"]].instances.append(row)
-    return groups
-
-
-def _fact(value: Any) -> str:
-    """A summary value as a line of text."""
-    if value is None or value == "":
-        return EMPTY
-    if isinstance(value, list) and all(isinstance(v, str | int | float) for v in value):
-        return ", ".join(str(v) for v in value)
-    if isinstance(value, dict | list):
-        return json.dumps(value, separators=(", ", ": "), default=str)
-    return str(value)
-
-
-def log_url(job_id: int, task: Mapping[str, Any], attempt: int | None = None) -> str:
-    """The API's URL of a task's log (the latest attempt unless ``attempt``)."""
-    params = [f"map_index={int(task['map_index'])}"] if task["map_index"] >= 0 else []
-    if attempt is not None:
-        params.append(f"attempt={int(attempt)}")
-    query = "?" + "&".join(params) if params else ""
-    return f"/api/v2/jobs/{job_id}/tasks/{quote(str(task['name']), safe='')}/logs{query}"
-
-
-def _open_groups(request: Request, job_id: int, groups: list[TaskGroup]) -> None:
-    """Which mapped tasks show their instances (the small ones and those the URL opens),
-    their rows as shown, and the link that shows or hides each (the page's script does it
-    in place)."""
-    asked = request.query_params.getlist("open")
-    now = datetime.now(UTC)
-    for g in groups:
-        g.open = not g.lazy or g.key in asked
-        g.view = TaskView.of(job_id, g.task, now)
-        g.shown = [TaskView.of(job_id, t, now) for t in g.instances] if g.open else []
-        others = [name for name in asked if name != g.key]
-        g.toggle_url = url_with(request, open=others if g.open else [*others, g.key])
-        g.toggle_url += f"#t-{g.key}"
-
-
-def _job_context(request: Request, held: Services, viewer: User, job_id: int) -> dict[str, Any]:
-    if not 1 <= job_id <= MAX_JOB_ID:
-        raise NotFound(f"job {job_id} does not exist")
-    job = get_job(held.engine, job_id, viewer)
-    try:
-        rows = job_tasks(held.engine, job_id, viewer)
-        tasks_error = None
-    except (InvalidInput, ConfigError) as exc:  # its kind is gone: the job shows, not its tasks
-        rows, tasks_error = [], str(exc)
-    state = job["state"]
-    summary = job.get("summary") or {}
-    groups = task_groups(rows)
-    _open_groups(request, job_id, groups)
-    return {
-        "job": job,
-        "groups": groups,
-        "tasks_error": tasks_error,
-        "summary_items": [(str(k), _fact(v)) for k, v in summary.items()],
-        "destination": summary.get("destination") or summary.get("volume"),
-        "spec_json": json.dumps(job["spec"], indent=2, default=str),
-        "can_cancel": state not in ("succeeded", "failed", "cancelled", "skipped")
-        and job["cancel_requested"] is None,
-        "can_retry": state in ("failed", "cancelled"),
-        "active": state in ACTIVE_JOB,
-        "refresh_seconds": REFRESH_SECONDS,
-        "short_time": short_time,
-    }
-
-
-_DONE = {
-    "cancel": (
-        "Cancel requested: tasks not started are cancelled, running ones are told to stop "
-        "and end as cancelled.",
-        "success",
-    ),
-    "retry": ("The job runs again from the tasks that did not succeed.", "success"),
-}
-
-
-def _job_page(
-    request: Request,
-    held: Services,
-    viewer: User,
-    job_id: int,
-    status: int = 200,
-    error: str | None = None,
-) -> Response:
-    context = _job_context(request, held, viewer, job_id)
-    if request.query_params.get("partial"):
-        return render(request, "job_live.html", status, **context)
-    done = _DONE.get(request.query_params.get("done") or "")
-    return render(request, "job.html", status, error=error, done=done, **context)
-
-
-@router.get("/jobs/{job_id}")
-def job_page(
-    request: Request,
-    job_id: int,
-    held: Services = Depends(services),
-    me: User = Depends(page_user),
-) -> Response:
-    """One job: its facts, spec, tasks (mapped instances grouped), logs, cancel and retry;
-    ``partial=1`` answers with the part that changes while it runs."""
-    return _job_page(request, held, me, job_id)
-
-
-@router.post("/jobs/{job_id}/cancel")
-def job_cancel(
-    request: Request,
-    job_id: int,
-    held: Services = Depends(services),
-    me: User = Depends(page_user),
-) -> Response:
-    """Cancel the job, then show it again (or why it could not be cancelled)."""
-    try:
-        cancel_job(held.engine, held.log_store, job_id, me)
-    except InvalidInput as exc:
-        return _job_page(request, held, me, job_id, exc.status_code, str(exc))
-    return redirect(f"/jobs/{job_id}?done=cancel")
-
-
-@router.post("/jobs/{job_id}/retry")
-def job_retry(
-    request: Request,
-    job_id: int,
-    held: Services = Depends(services),
-    me: User = Depends(page_user),
-) -> Response:
-    """Run a failed or cancelled job again, then show it (or why it could not)."""
-    try:
-        retry_job(held.engine, held.log_store, job_id, me)
-    except InvalidInput as exc:
-        return _job_page(request, held, me, job_id, exc.status_code, str(exc))
-    held.wake()
-    return redirect(f"/jobs/{job_id}?done=retry")

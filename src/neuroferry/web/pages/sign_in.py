@@ -22,8 +22,8 @@ from neuroferry.auth import (
     start_session,
 )
 from neuroferry.errors import Forbidden, Unauthorized
+from neuroferry.services import Services
 from neuroferry.web._deps import CSRF_FIELD, SESSION_COOKIE, csrf_token, services, session_token
-from neuroferry.web._services import Services
 from neuroferry.web.pages._render import (
     local_path,
     optional_page_user,

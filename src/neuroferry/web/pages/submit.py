@@ -32,8 +32,8 @@ from neuroferry.pipelines.upload import (
     parse_job_sheet,
     submit_upload_jobs,
 )
+from neuroferry.services import Services
 from neuroferry.web._deps import services
-from neuroferry.web._services import Services
 from neuroferry.web.api.jobs import read_sheet, sheet_limits
 from neuroferry.web.pages._render import page_user, redirect, render
 

@@ -19,8 +19,8 @@ from neuroferry.auth import (
     token_info,
 )
 from neuroferry.errors import Forbidden, InvalidInput
+from neuroferry.services import Services
 from neuroferry.web._deps import SESSION_COOKIE, services
-from neuroferry.web._services import Services
 from neuroferry.web.pages._render import page_user, redirect, render
 
 router = APIRouter()

@@ -9,8 +9,8 @@ from fastapi.responses import Response
 
 from neuroferry.auth import MIN_PASSWORD, ROLES, User, create_user, list_users, set_password
 from neuroferry.errors import InvalidInput
+from neuroferry.services import Services
 from neuroferry.web._deps import services
-from neuroferry.web._services import Services
 from neuroferry.web.pages._render import admin_page_user, redirect, render
 
 router = APIRouter()

@@ -1,5 +1,6 @@
-"""What the running service holds: settings, database engine, stores, and (unless it is a
-web-only process) the executor and the orchestrator."""
+"""What a running service holds, wired together for ``ferry serve``, ``ferry orchestrator``
+and the web app: settings, database engine, stores, catalog, and (unless it is a web-only
+process) the executor and the orchestrator."""
 
 from __future__ import annotations
 
@@ -26,8 +27,22 @@ from neuroferry.engine import Executor, Orchestrator
 from neuroferry.stores import Store, open_store
 
 
+def open_catalog(engine: Engine, settings: Settings) -> Catalog:
+    """The catalog on ``engine``, with the filter limits the settings give."""
+    limits = FilterLimits(
+        max_bytes=settings.catalog_max_filter_bytes,
+        max_nodes=settings.catalog_max_filter_nodes,
+        max_depth=settings.catalog_max_filter_depth,
+        max_list=settings.catalog_max_in_values,
+        max_complexity=settings.catalog_max_filter_complexity,
+    )
+    return Catalog(engine, limits, max_distinct=settings.catalog_max_distinct)
+
+
 @dataclass
 class Services:
+    """One process's service: what :meth:`start` opened, and :meth:`close` closes."""
+
     settings: Settings
     engine: Engine
     store: Store
@@ -56,14 +71,7 @@ class Services:
         except BaseException:
             engine.dispose()
             raise
-        limits = FilterLimits(
-            max_bytes=settings.catalog_max_filter_bytes,
-            max_nodes=settings.catalog_max_filter_nodes,
-            max_depth=settings.catalog_max_filter_depth,
-            max_list=settings.catalog_max_in_values,
-            max_complexity=settings.catalog_max_filter_complexity,
-        )
-        catalog = Catalog(engine, limits, max_distinct=settings.catalog_max_distinct)
+        catalog = open_catalog(engine, settings)
         services = cls(settings, engine, store, executor, catalog, log_store)
         if executor is not None:
             from neuroferry.notify import notify_job
