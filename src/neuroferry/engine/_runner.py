@@ -14,7 +14,14 @@ from typing import Any
 
 from neuroferry import __version__
 from neuroferry.config import Settings
-from neuroferry.engine._context import Cancelled, Reschedule, TaskContext, TaskLog, log_key
+from neuroferry.engine._context import (
+    Cancelled,
+    Reschedule,
+    TaskContext,
+    TaskInstance,
+    TaskLog,
+    log_key,
+)
 from neuroferry.engine._kinds import import_function
 from neuroferry.errors import FerryError
 from neuroferry.grants import Access
@@ -28,24 +35,16 @@ _log_stores: dict[str, Store] = {}
 class TaskCall:
     """Everything a worker needs to run one task instance (sent to it by Dask)."""
 
-    job_id: int
-    kind: str
-    job_name: str
-    summary: dict[str, Any]
-    spec: dict[str, Any]
-    task: str
-    map_index: int
-    item: str | None
-    attempt: int
+    instance: TaskInstance
     fn: str
-    params: dict[str, Any]
-    upstream: dict[str, Any]
-    saved_state: dict[str, Any]
     settings: Settings
     access: Access | None = None
     """What the job's owner may touch (``None``: a job of the service itself)."""
+    kind_settings: Any = None
+    """The kind's own settings (see ``JobKind.settings_model``)."""
     local: dict[str, Any] = field(default_factory=dict)
-    """Local tasks only: ``db``, ``catalog`` and ``submit_job`` for the context."""
+    """Local tasks only: ``db``, ``catalog``, ``submit_job`` and ``owner_id`` for the
+    context."""
 
 
 def _log_store(settings: Settings) -> Store:
@@ -67,48 +66,38 @@ def run_task(call: TaskCall) -> dict[str, Any]:
     (succeeded, failed, cancelled, up_for_reschedule), ``result``, ``error``, ``after``,
     ``saved_state``, ``worker``. Never raises for the task's own errors."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    task = call.instance
     store = _log_store(call.settings)
     secrets = secret_values(call.settings)
-    key = log_key(call.job_id, call.task, call.map_index, call.attempt)
+    key = log_key(task.job_id, task.task, task.map_index, task.attempt)
     handler = TaskLog(store, key, secrets=secrets)
-    logger = logging.getLogger(f"neuroferry.task.{call.job_id}.{call.task}.{call.map_index}")
+    logger = logging.getLogger(f"neuroferry.task.{task.job_id}.{task.task}.{task.map_index}")
     logger.handlers = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    limit = _time_limit(call.params)
+    limit = _time_limit(task.params)
     ctx = TaskContext(
-        job_id=call.job_id,
-        kind=call.kind,
-        name=call.job_name,
-        summary=call.summary,
-        task=call.task,
-        map_index=call.map_index,
-        item=call.item,
-        attempt=call.attempt,
-        spec=call.spec,
-        params=call.params,
-        upstream=call.upstream,
+        task,
         config=call.settings,
         log_store=store,
         log=logger,
-        state=dict(call.saved_state),
         deadline=time.monotonic() + limit if limit else None,
         access=call.access,
+        kind_settings=call.kind_settings,
         **call.local,
     )
-    instance = call.task + (f" [{call.item}]" if call.map_index >= 0 else "")
     logger.info(
         "%s of %s job %d (%s), attempt %d, on %s (neuroferry %s, Python %s)",
-        instance,
-        call.kind,
-        call.job_id,
-        call.job_name,
-        call.attempt,
+        task.label,
+        task.kind,
+        task.job_id,
+        task.job_name,
+        task.attempt,
         worker,
         __version__,
         platform.python_version(),
     )
-    logger.info("function %s with settings %s", call.fn, json.dumps(call.params, default=str))
+    logger.info("function %s with settings %s", call.fn, json.dumps(task.params, default=str))
     handler.start()
     started = time.monotonic()
     outcome: dict[str, Any]
