@@ -509,8 +509,6 @@ def register_data_asset(ctx: TaskContext) -> dict[str, Any]:
     """Record the asset in the catalog: a document named by the asset with its location
     and the metadata files read back from the destination (``data_description``,
     ``subject``, ``procedures``, ``processing`` …). Returns the analyses the job asks for."""
-    if ctx.catalog is None:
-        raise TaskFailed("register_data_asset must run in the service (placement local)")
     name = _fact(ctx, "asset_name")
     location = _fact(ctx, "destination")
     missing = TaskFailed(
@@ -561,8 +559,6 @@ def run_analyses(ctx: TaskContext) -> dict[str, Any]:
     """Start the analysis job one modality asks for (the item's ``job_settings`` are the
     analysis job's spec)."""
     modality = ctx.item or "asset"
-    if ctx.submit_job is None:
-        raise TaskFailed("run_analyses must run in the service (placement local)")
     if ANALYSIS_KIND not in job_kinds():
         raise TaskFailed(
             f"the analysis for {modality} cannot start: no {ANALYSIS_KIND!r} job kind is "
