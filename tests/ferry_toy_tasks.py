@@ -118,3 +118,13 @@ KIND = JobKind(
         TaskDef("end", f"{HERE}:record", upstream=("slow",), placement="local"),
     ),
 )
+
+
+def not_json(ctx: TaskContext) -> dict[str, Any]:
+    """A task with a bug: a set in its result."""
+    return {"files": {"a", "b"}}
+
+
+def reads_catalog(ctx: TaskContext) -> dict[str, Any]:
+    """A task that needs the catalog (so it must be declared local)."""
+    return {"catalog": type(ctx.catalog).__name__}

@@ -118,10 +118,15 @@ class JobKind:
             seen.add(t.name)
 
     def task(self, name: str) -> TaskDef:
+        """The task called ``name``; :class:`ConfigError` if the kind has none (a job made
+        by another version of the kind)."""
         for t in self.tasks:
             if t.name == name:
                 return t
-        raise KeyError(name)
+        raise ConfigError(
+            f"job kind {self.name!r} has no task {name!r}; its tasks: "
+            f"{', '.join(t.name for t in self.tasks)}"
+        )
 
 
 _registered: dict[str, JobKind] = {}

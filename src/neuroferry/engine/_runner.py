@@ -9,6 +9,7 @@ import platform
 import socket
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from neuroferry.engine._context import (
     Cancelled,
     Reschedule,
     TaskContext,
+    TaskFailed,
     TaskInstance,
     TaskLog,
     log_key,
@@ -59,6 +61,46 @@ def _time_limit(params: dict[str, Any]) -> float | None:
     if isinstance(minutes, int | float) and not isinstance(minutes, bool) and minutes > 0:
         return float(minutes) * 60
     return None
+
+
+_JSON_SCALARS = (str, int, float, bool, type(None))
+_ALLOWED = (
+    "None or JSON values: dicts with str keys, lists, str, int, float, bool and None "
+    "(convert others: a set or tuple to a list, a Path or datetime to str)"
+)
+
+
+def _not_json(value: Any, where: str) -> tuple[str, str] | None:
+    """Where in ``value`` a part lies that cannot be stored as JSON, and its type."""
+    if isinstance(value, _JSON_SCALARS):
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, _JSON_SCALARS):
+                return f"{where} (a key)", type(key).__name__
+            found = _not_json(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _not_json(item, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return where, type(value).__name__
+
+
+def check_result(task: TaskInstance, value: Any, what: str = "result") -> None:
+    """:class:`TaskFailed` naming the task, the place and the type if ``value`` (what a
+    task returned) cannot be stored as JSON."""
+    found = _not_json(value, what)
+    if found:
+        where, type_name = found
+        raise TaskFailed(
+            f"{task.label} returned a {type_name} as its {where}, which cannot be stored; "
+            f"a task returns {_ALLOWED}"
+        )
 
 
 def run_task(call: TaskCall) -> dict[str, Any]:
@@ -106,6 +148,7 @@ def run_task(call: TaskCall) -> dict[str, Any]:
         fn = import_function(call.fn)
         returned = fn(ctx)
         if isinstance(returned, Reschedule):
+            check_result(task, dict(returned.state), "Reschedule state")
             logger.info("waiting; looking again in %.0f s", returned.after)
             outcome = {
                 "state": "up_for_reschedule",
@@ -113,7 +156,7 @@ def run_task(call: TaskCall) -> dict[str, Any]:
                 "saved_state": dict(returned.state),
             }
         else:
-            json.dumps(returned)  # results are stored as JSON: fail here, not later
+            check_result(task, returned)  # results are stored as JSON: fail here, not later
             outcome = {"state": "succeeded", "result": returned}
     except Cancelled as exc:
         logger.info("stopped: the job was cancelled")

@@ -1,0 +1,56 @@
+"""The contract between the engine and a job kind: what a kind declares, what its tasks
+get and what the engine refuses, saying why."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ferry_toy_tasks import KIND
+from neuroferry.config import Settings
+from neuroferry.engine import TaskInstance
+from neuroferry.engine._runner import TaskCall, run_task
+from neuroferry.errors import ConfigError
+
+
+def _run(settings: Settings, fn: str, *, task: str = "t", **call: Any) -> dict[str, Any]:
+    instance = TaskInstance(job_id=7, kind="toy", job_name="toy-x", task=task)
+    return run_task(TaskCall(instance, fn=f"ferry_toy_tasks:{fn}", settings=settings, **call))
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings(home=tmp_path / "home")
+
+
+def test_an_unknown_task_names_the_kind_and_its_tasks() -> None:
+    with pytest.raises(ConfigError) as caught:
+        KIND.task("nope")
+    assert str(caught.value) == (
+        "job kind 'toy' has no task 'nope'; its tasks: begin, fan, each, flaky, wait, slow, end"
+    )
+
+
+def test_a_result_that_is_not_json_fails_its_task_saying_what_and_where(
+    settings: Settings,
+) -> None:
+    outcome = _run(settings, "not_json", task="gather")
+    assert outcome["state"] == "failed"
+    assert outcome["error"] == (
+        "gather returned a set as its result['files'], which cannot be stored; a task "
+        "returns None or JSON values: dicts with str keys, lists, str, int, float, bool "
+        "and None (convert others: a set or tuple to a list, a Path or datetime to str)"
+    )
+
+
+def test_a_cluster_task_gets_no_catalog(settings: Settings) -> None:
+    outcome = _run(settings, "reads_catalog", task="register")
+    assert outcome["state"] == "failed"
+    assert outcome["error"] == (
+        "register must run in the service (placement local): ctx.catalog is given only to "
+        "local tasks; declare the toy kind's task 'register' with placement=\"local\""
+    )
+    local = _run(settings, "reads_catalog", local={"catalog": object(), "db": object()})
+    assert local == {**local, "state": "succeeded", "result": {"catalog": "object"}}
