@@ -10,7 +10,7 @@ import pytest
 
 from ferry_toy_tasks import KIND
 from neuroferry.config import Settings
-from neuroferry.engine import TaskInstance
+from neuroferry.engine import TaskDef, TaskInstance, task_maker
 from neuroferry.engine._runner import TaskCall, run_task
 from neuroferry.errors import ConfigError
 
@@ -54,3 +54,11 @@ def test_a_cluster_task_gets_no_catalog(settings: Settings) -> None:
     )
     local = _run(settings, "reads_catalog", local={"catalog": object(), "db": object()})
     assert local == {**local, "state": "succeeded", "result": {"catalog": "object"}}
+
+
+def test_task_maker_names_the_functions_of_one_module() -> None:
+    task = task_maker("ferry_toy_tasks")
+    assert task("fan", "begin", retries=2) == TaskDef(
+        "fan", "ferry_toy_tasks:fan", upstream=("begin",), retries=2
+    )
+    assert task("fan", "begin") == KIND.task("fan")

@@ -59,6 +59,7 @@ from neuroferry.engine._kinds import (
     get_kind,
     job_kinds,
     register_kind,
+    task_maker,
 )
 from neuroferry.engine._metrics import METRICS
 from neuroferry.engine._orchestrator import Orchestrator
@@ -146,5 +147,6 @@ __all__ = [
     "scheduler_credentials",
     "submit_job",
     "submit_jobs",
+    "task_maker",
     "worker_resources",
 ]

@@ -157,7 +157,7 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
     return claims
 
 
-def _ancestors(kind: JobKind, name: str) -> set[str]:
+def _ancestors(kind: JobKind[Any], name: str) -> set[str]:
     seen: set[str] = set()
     todo = list(kind.task(name).upstream)
     while todo:

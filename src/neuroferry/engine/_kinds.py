@@ -10,7 +10,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel
 
@@ -41,6 +41,17 @@ class TaskDef:
     map_over: str | None = None
     retries: int = 0
     retry_delay: float = 30.0
+
+
+def task_maker(module: str) -> Callable[..., TaskDef]:
+    """The :class:`TaskDef` maker of one module's task functions: with
+    ``task = task_maker("pkg._tasks")``, ``task("plan", "check_source", retries=2)`` is
+    ``TaskDef("plan", "pkg._tasks:plan", upstream=("check_source",), retries=2)``."""
+
+    def task(name: str, *upstream: str, **options: Any) -> TaskDef:
+        return TaskDef(name, f"{module}:{name}", upstream=upstream, **options)
+
+    return task
 
 
 @dataclass(frozen=True)
@@ -88,14 +99,20 @@ class PreparedJob:
     """Folders the job removes when it succeeds, as (field, folder)."""
 
 
+SpecT = TypeVar("SpecT", bound=BaseModel)
+
+
 @dataclass(frozen=True)
-class JobKind:
-    """A kind of job: how to validate its spec and which tasks it runs."""
+class JobKind(Generic[SpecT]):
+    """A kind of job: how to validate its spec and which tasks it runs.
+
+    ``prepare`` gets the spec already validated by ``spec_model`` (an instance of it,
+    never to be validated again) and the settings."""
 
     name: str
-    spec_model: type[BaseModel]
+    spec_model: type[SpecT]
     tasks: tuple[TaskDef, ...]
-    prepare: Callable[[BaseModel, Settings], PreparedJob]
+    prepare: Callable[[SpecT, Settings], PreparedJob]
     description: str = ""
     check_preset: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     """Validates a job type's task settings for this kind (raising InvalidInput naming
@@ -129,21 +146,21 @@ class JobKind:
         )
 
 
-_registered: dict[str, JobKind] = {}
-_installed: dict[str, JobKind | str] | None = None
+_registered: dict[str, JobKind[Any]] = {}
+_installed: dict[str, JobKind[Any] | str] | None = None
 
 
-def register_kind(kind: JobKind) -> None:
+def register_kind(kind: JobKind[Any]) -> None:
     """Make a kind available without an entry point (tests, plugins loaded by hand)."""
     _registered[kind.name] = kind
 
 
-def _load_installed() -> dict[str, JobKind | str]:
+def _load_installed() -> dict[str, JobKind[Any] | str]:
     """Kinds of the ``neuroferry.job_kinds`` entry points, loaded once; a kind that cannot
     be loaded is kept as the reason, so that only its own jobs fail."""
     global _installed
     if _installed is None:
-        found: dict[str, JobKind | str] = {}
+        found: dict[str, JobKind[Any] | str] = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 kind = ep.load()
@@ -157,7 +174,7 @@ def _load_installed() -> dict[str, JobKind | str]:
     return _installed
 
 
-def job_kinds() -> dict[str, JobKind]:
+def job_kinds() -> dict[str, JobKind[Any]]:
     """Every kind: those installed under the ``neuroferry.job_kinds`` entry point group and
     those registered with :func:`register_kind`."""
     kinds = {k: v for k, v in _load_installed().items() if isinstance(v, JobKind)}
@@ -165,7 +182,7 @@ def job_kinds() -> dict[str, JobKind]:
     return kinds
 
 
-def get_kind(name: str) -> JobKind:
+def get_kind(name: str) -> JobKind[Any]:
     if name in _registered:
         return _registered[name]
     found = _load_installed().get(name)

@@ -5,10 +5,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel
-
 from neuroferry.config import Settings
-from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key
+from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key, task_maker
 from neuroferry.errors import ConfigError, InvalidInput, UnsafePath
 from neuroferry.grants import normalise_url
 from neuroferry.pipelines.ingest._config import IngestConfig
@@ -17,12 +15,9 @@ from neuroferry.pipelines.ingest._writer import progress_url
 from neuroferry.pipelines.ingest._zarr import Layout
 from neuroferry.stores import SCHEMES
 
-_MODULE = "neuroferry.pipelines.ingest._tasks"
 KIND_NAME = "ingest"
 
-
-def _task(name: str, *upstream: str, **options: Any) -> TaskDef:
-    return TaskDef(name, f"{_MODULE}:{name}", upstream=upstream, **options)
+_task = task_maker("neuroferry.pipelines.ingest._tasks")
 
 
 TASKS: tuple[TaskDef, ...] = (
@@ -126,12 +121,9 @@ def volume_url(config: IngestConfig, settings: Settings) -> str:
     return f"{base}/{config.name}.ome.zarr"
 
 
-def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
+def prepare(config: IngestConfig, settings: Settings) -> PreparedJob:
     """The job's name (the volume's name) and summary (where the volume lies, its shape,
     levels and size)."""
-    config = (
-        spec if isinstance(spec, IngestConfig) else IngestConfig.model_validate(spec.model_dump())
-    )
     base, destination = destination_of(config, settings)
     layout = Layout.of(config)
     totals = shard_totals(layout)

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
-
 from neuroferry.config import Settings
-from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key
+from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key, task_maker
 from neuroferry.errors import ConfigError, InvalidInput
 from neuroferry.pipelines.upload._models import Task, UploadJobSpec, transformation_of
 from neuroferry.pipelines.upload._paths import check_source_path, staging_root
 from neuroferry.pipelines.upload._presets import check_preset
 from neuroferry.stores import SCHEMES
 
-_MODULE = "neuroferry.pipelines.upload._tasks"
-
-
-def _task(name: str, *upstream: str, **options: Any) -> TaskDef:
-    return TaskDef(name, f"{_MODULE}:{name}", upstream=upstream, **options)
-
+_task = task_maker("neuroferry.pipelines.upload._tasks")
 
 TASKS: tuple[TaskDef, ...] = (
     _task("send_job_start_email", placement="local"),
@@ -99,16 +92,13 @@ def _with_job_settings(settings: dict[str, Any], **values: Any) -> dict[str, Any
     return {**settings, "job_settings": {**(settings.get("job_settings") or {}), **values}}
 
 
-def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
+def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
     """The job's name (the asset name), each task's settings and the job's summary.
 
     A task the request configures gets the request's settings, whole; other tasks get
     the defaults. The folders the job reads and the data description are then written
     into the settings of the tasks that use them.
     """
-    job = (
-        spec if isinstance(spec, UploadJobSpec) else UploadJobSpec.model_validate(spec.model_dump())
-    )
     asset = job.asset_name
     location = f"{destination_base(job.s3_bucket, settings)}/{asset}"
 
