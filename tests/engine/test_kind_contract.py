@@ -10,9 +10,9 @@ import pytest
 
 from ferry_toy_tasks import KIND
 from neuroferry.config import Settings
-from neuroferry.engine import TaskDef, TaskInstance, task_maker
+from neuroferry.engine import TaskDef, TaskInstance, named_destination, task_maker
 from neuroferry.engine._runner import TaskCall, run_task
-from neuroferry.errors import ConfigError
+from neuroferry.errors import ConfigError, InvalidInput
 
 
 def _run(settings: Settings, fn: str, *, task: str = "t", **call: Any) -> dict[str, Any]:
@@ -62,3 +62,21 @@ def test_task_maker_names_the_functions_of_one_module() -> None:
         "fan", "ferry_toy_tasks:fan", upstream=("begin",), retries=2
     )
     assert task("fan", "begin") == KIND.task("fan")
+
+
+def test_a_destination_is_looked_up_by_name(tmp_path: Path) -> None:
+    settings = Settings(
+        home=tmp_path, destinations={"open": "s3://open-data/raw/", "bad": "ftp://host/x"}
+    )
+    assert named_destination("s3_bucket", "open", settings) == "s3://open-data/raw"
+    with pytest.raises(InvalidInput) as caught:
+        named_destination("destination", "nope", settings, or_url=True)
+    assert str(caught.value) == (
+        "destination: 'nope' is not a destination of this service; "
+        "give one of bad, default, open or a store URL"
+    )
+    assert caught.value.problems == [
+        {"field": "destination", "message": "'nope' is not a destination"}
+    ]
+    with pytest.raises(ConfigError, match="'bad' is 'ftp://host/x', whose scheme 'ftp' is not"):
+        named_destination("s3_bucket", "bad", settings)

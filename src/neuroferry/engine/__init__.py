@@ -19,6 +19,7 @@ from neuroferry.engine._context import (
 )
 from neuroferry.engine._control import cancel_job, retry_job
 from neuroferry.engine._dask_tls import Credentials, scheduler_credentials
+from neuroferry.engine._destinations import named_destination
 from neuroferry.engine._executor import Executor
 from neuroferry.engine._job_types import (
     DEFAULT_JOB_TYPE,
@@ -130,6 +131,7 @@ __all__ = [
     "lock_key",
     "log_key",
     "make_cluster",
+    "named_destination",
     "owner_access",
     "owner_of_job",
     "put_job_type",

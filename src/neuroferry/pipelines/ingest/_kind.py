@@ -6,8 +6,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from neuroferry.config import Settings
-from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key, task_maker
-from neuroferry.errors import ConfigError, InvalidInput, UnsafePath
+from neuroferry.engine import (
+    AssetClaim,
+    JobKind,
+    PreparedJob,
+    TaskDef,
+    lock_key,
+    named_destination,
+    task_maker,
+)
+from neuroferry.errors import InvalidInput, UnsafePath
 from neuroferry.grants import normalise_url
 from neuroferry.pipelines.ingest._config import IngestConfig
 from neuroferry.pipelines.ingest._plan import shard_totals
@@ -53,19 +61,7 @@ def destination_of(config: IngestConfig, settings: Settings) -> tuple[str, str |
     (``None`` when the config gives a URL)."""
     value = config.destination
     if "://" not in value:
-        base = settings.destinations.get(value)
-        if base is None:
-            raise InvalidInput(
-                f"destination: {value!r} is not a destination of this service; give one of "
-                f"{', '.join(sorted(settings.destinations))} or a store URL",
-                [{"field": "destination", "message": f"{value!r} is not a destination"}],
-            )
-        if _scheme(base) not in SCHEMES:
-            raise ConfigError(
-                f"destination {value!r} is {base!r}, whose scheme is not a store; fix "
-                f"FERRY_DESTINATIONS (allowed: {', '.join(s + '://' for s in SCHEMES)})"
-            )
-        return _normal(base), value
+        return _normal(named_destination("destination", value, settings, or_url=True)), value
     if _scheme(value) not in SCHEMES:
         raise InvalidInput(
             f"destination: {value!r} is not a store URL; allowed: "

@@ -5,12 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from neuroferry.config import Settings
-from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key, task_maker
-from neuroferry.errors import ConfigError, InvalidInput
+from neuroferry.engine import (
+    AssetClaim,
+    JobKind,
+    PreparedJob,
+    TaskDef,
+    lock_key,
+    named_destination,
+    task_maker,
+)
 from neuroferry.pipelines.upload._models import Task, UploadJobSpec, transformation_of
 from neuroferry.pipelines.upload._paths import check_source_path, staging_root
 from neuroferry.pipelines.upload._presets import check_preset
-from neuroferry.stores import SCHEMES
 
 _task = task_maker("neuroferry.pipelines.upload._tasks")
 
@@ -67,20 +73,7 @@ CODE_OCEAN_SETTINGS = frozenset({"pipeline_monitor_settings", "capsule_id", "pip
 
 def destination_base(name: str | None, settings: Settings) -> str:
     """The store URL of the destination named ``name`` (``s3_bucket``; empty: ``default``)."""
-    chosen = name or "default"
-    base = settings.destinations.get(chosen)
-    if base is None:
-        raise InvalidInput(
-            f"s3_bucket: {chosen!r} is not a destination of this service; "
-            f"allowed: {', '.join(sorted(settings.destinations))}"
-        )
-    scheme = base.split("://", 1)[0] if "://" in base else "file"
-    if scheme not in SCHEMES:
-        raise ConfigError(
-            f"destination {chosen!r} is {base!r}, whose scheme {scheme!r} is not a store; "
-            f"fix FERRY_DESTINATIONS (allowed: {', '.join(s + '://' for s in SCHEMES)})"
-        )
-    return base.rstrip("/")
+    return named_destination("s3_bucket", name or "default", settings)
 
 
 def _settings(task: Task | None, default: Task | None = None) -> dict[str, Any]:
