@@ -10,7 +10,16 @@ import pytest
 
 from ferry_toy_tasks import KIND
 from neuroferry.config import Settings
-from neuroferry.engine import TaskDef, TaskInstance, named_destination, task_maker
+from neuroferry.engine import (
+    DESTINATION_KEY,
+    EMAIL_KEY,
+    EVENTS_KEY,
+    PreparedJob,
+    TaskDef,
+    TaskInstance,
+    named_destination,
+    task_maker,
+)
 from neuroferry.engine._runner import TaskCall, run_task
 from neuroferry.errors import ConfigError, InvalidInput
 
@@ -80,3 +89,20 @@ def test_a_destination_is_looked_up_by_name(tmp_path: Path) -> None:
     ]
     with pytest.raises(ConfigError, match="'bad' is 'ftp://host/x', whose scheme 'ftp' is not"):
         named_destination("s3_bucket", "bad", settings)
+
+
+def test_a_prepared_jobs_destination_and_e_mail_are_summary_facts() -> None:
+    plan = PreparedJob(
+        name="n",
+        summary={"volume": "s3://b/v.ome.zarr"},
+        destination="s3://b",
+        notify_email="me@example.org",
+        notify_events=("begin", "end"),
+    )
+    assert plan.summary == {
+        "volume": "s3://b/v.ome.zarr",
+        DESTINATION_KEY: "s3://b",
+        EMAIL_KEY: "me@example.org",
+        EVENTS_KEY: ["begin", "end"],
+    }
+    assert PreparedJob(name="n", summary={"a": 1}).summary == {"a": 1}

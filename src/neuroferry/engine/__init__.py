@@ -53,6 +53,10 @@ from neuroferry.engine._job_types import (
     rollback_job_type,
 )
 from neuroferry.engine._kinds import (
+    BYTES_COPIED_KEY,
+    DESTINATION_KEY,
+    EMAIL_KEY,
+    EVENTS_KEY,
     AssetClaim,
     JobKind,
     PreparedJob,
@@ -77,7 +81,11 @@ from neuroferry.engine._states import JOB_STATES, TASK_STATES
 from neuroferry.engine._submit import NewJob, check_access, owner_access, submit_job, submit_jobs
 
 __all__ = [
+    "BYTES_COPIED_KEY",
     "DEFAULT_JOB_TYPE",
+    "DESTINATION_KEY",
+    "EMAIL_KEY",
+    "EVENTS_KEY",
     "JOB_STATES",
     "METRICS",
     "SORTABLE",

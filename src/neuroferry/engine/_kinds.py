@@ -78,6 +78,16 @@ class AssetClaim:
         return value.rstrip("/") if "://" in value else None
 
 
+DESTINATION_KEY = "destination"
+"""The summary key of :attr:`PreparedJob.destination`."""
+EMAIL_KEY = "user_email"
+"""The summary key of :attr:`PreparedJob.notify_email`."""
+EVENTS_KEY = "email_notification_types"
+"""The summary key of :attr:`PreparedJob.notify_events`."""
+BYTES_COPIED_KEY = "bytes_copied"
+"""A task result's key whose integer value counts as bytes transferred (metrics)."""
+
+
 @dataclass(frozen=True)
 class PreparedJob:
     """What a kind makes of a validated spec: the job's display name (the asset name for
@@ -97,6 +107,24 @@ class PreparedJob:
     """Store URLs the job writes to, as (field, URL)."""
     removes: tuple[tuple[str, str], ...] = ()
     """Folders the job removes when it succeeds, as (field, folder)."""
+    destination: str | None = None
+    """The store URL the job writes its output to: the job page and e-mails show it
+    (kept in the summary as ``destination``)."""
+    notify_email: str | None = None
+    """Where the job's e-mails go (kept in the summary as ``user_email``); ``None``: none."""
+    notify_events: tuple[str, ...] | None = None
+    """The events e-mailed (``begin``, ``end``, ``fail``, ``retry`` or ``all``; kept in the
+    summary as ``email_notification_types``); ``None``: failures only."""
+
+    def __post_init__(self) -> None:
+        facts = {
+            DESTINATION_KEY: self.destination,
+            EMAIL_KEY: self.notify_email,
+            EVENTS_KEY: list(self.notify_events) if self.notify_events is not None else None,
+        }
+        given = {k: v for k, v in facts.items() if v is not None}
+        if given:
+            object.__setattr__(self, "summary", {**self.summary, **given})
 
 
 SpecT = TypeVar("SpecT", bound=BaseModel)

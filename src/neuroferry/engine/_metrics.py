@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from neuroferry.engine._kinds import BYTES_COPIED_KEY
+
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -54,8 +56,8 @@ class Metrics:
                 for bound in BUCKETS:
                     if seconds <= bound:
                         self.buckets[(kind, bound)] += 1
-            if isinstance(result, dict) and isinstance(result.get("bytes_copied"), int):
-                self.bytes_transferred += result["bytes_copied"]
+            if isinstance(result, dict) and isinstance(result.get(BYTES_COPIED_KEY), int):
+                self.bytes_transferred += result[BYTES_COPIED_KEY]
 
     def render(self, engine: Engine) -> str:
         """The metrics in Prometheus text format (version 0.0.4)."""

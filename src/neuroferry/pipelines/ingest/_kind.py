@@ -133,7 +133,6 @@ def prepare(config: IngestConfig, settings: Settings) -> PreparedJob:
     summary: dict[str, Any] = {
         "volume": f"{base}/{config.name}.ome.zarr",
         "progress": progress_url(base, config.name),
-        "destination": base,
         "destination_name": destination,
         "source": config.source.plugin,
         "shape": list(layout.shapes[0]),
@@ -157,6 +156,7 @@ def prepare(config: IngestConfig, settings: Settings) -> PreparedJob:
         assets=(claim,),
         reads=(*reader.source_paths(), *reader.source_urls()),
         writes=(("destination", base),),
+        destination=base,
     )
 
 

@@ -179,10 +179,8 @@ def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
 
     summary: dict[str, Any] = {
         "asset_name": asset,
-        "destination": location,
         "destination_name": job.s3_bucket or "default",
         "staging_dir": str(staging_root(settings)),
-        "user_email": job.user_email,
         "project_name": job.project_name,
         "subject_id": job.subject_id,
         "modalities": list(sources),
@@ -202,6 +200,9 @@ def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
         reads=tuple(reads),
         writes=(("s3_prefix", location),),
         removes=tuple(removes),
+        destination=location,
+        notify_email=job.user_email,
+        notify_events=tuple(job.email_notification_types),
     )
 
 

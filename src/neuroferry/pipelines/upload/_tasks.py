@@ -21,6 +21,7 @@ from obstore.exceptions import NotFoundError
 
 from neuroferry import __version__
 from neuroferry.engine import (
+    EMAIL_KEY,
     AssetClaim,
     TaskContext,
     TaskFailed,
@@ -116,7 +117,7 @@ def _notify(ctx: TaskContext, event: str, state: str, **facts: Any) -> dict[str,
         ctx.log.warning("the %s e-mail could not be sent: %s", event, exc)
         return {"sent": False, "error": str(exc)}
     if sent:
-        ctx.log.info("sent the %s e-mail to %s", event, ctx.spec.get("user_email"))
+        ctx.log.info("sent the %s e-mail to %s", event, ctx.summary.get(EMAIL_KEY))
     else:
         ctx.log.info("no %s e-mail: not asked for, or no SMTP server configured", event)
     return {"sent": sent}
