@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from ferry_toy_tasks import KIND
-from neuroferry.config import Settings
+from _rig import running_rig
+from ferry_toy_tasks import GREETER, KIND, GreeterSettings
+from neuroferry.config import Settings, get_settings
 from neuroferry.engine import (
     DESTINATION_KEY,
     EMAIL_KEY,
@@ -17,7 +18,9 @@ from neuroferry.engine import (
     PreparedJob,
     TaskDef,
     TaskInstance,
+    check_kind_settings,
     named_destination,
+    register_kind,
     task_maker,
 )
 from neuroferry.engine._runner import TaskCall, run_task
@@ -106,3 +109,54 @@ def test_a_prepared_jobs_destination_and_e_mail_are_summary_facts() -> None:
         EVENTS_KEY: ["begin", "end"],
     }
     assert PreparedJob(name="n", summary={"a": 1}).summary == {"a": 1}
+
+
+# -- a kind's own settings -----------------------------------------------------------
+
+
+def test_a_kinds_settings_come_from_its_table_and_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert GREETER.settings_of(get_settings(home=tmp_path)) == GreeterSettings()
+    config = tmp_path / "ferry.toml"
+    config.write_text('[kinds.greeter]\ngreeting = "hi"\n')
+    monkeypatch.setenv("FERRY_CONFIG", str(config))
+    monkeypatch.setenv("FERRY_KINDS__GREETER__TIMES", "2")
+    settings = get_settings(home=tmp_path)
+    assert settings.kinds == {"greeter": {"greeting": "hi", "times": "2"}}
+    assert GREETER.settings_of(settings) == GreeterSettings(greeting="hi", times=2)
+    assert KIND.settings_of(settings) is None
+
+
+def test_wrong_kind_settings_stop_the_start_naming_the_field(tmp_path: Path) -> None:
+    register_kind(GREETER)
+    check_kind_settings(Settings(home=tmp_path, kinds={"greeter": {"times": 3}}))
+    wrong = Settings(home=tmp_path, kinds={"greeter": {"times": "many", "loud": True}})
+    with pytest.raises(ConfigError) as caught:
+        check_kind_settings(wrong)
+    assert str(caught.value) == (
+        "invalid settings of job kind 'greeter' (kinds.greeter.times: Input should be a "
+        "valid integer, unable to parse string as an integer; kinds.greeter.loud: Extra "
+        "inputs are not permitted); check [kinds.greeter] in the config file and "
+        "FERRY_KINDS__* variables"
+    )
+    with pytest.raises(ConfigError, match=r"^kinds\.nosuch: no job kind 'nosuch' is installed"):
+        check_kind_settings(Settings(home=tmp_path, kinds={"nosuch": {"a": 1}}))
+    register_kind(KIND)
+    with pytest.raises(ConfigError, match=r"^kinds\.toy: job kind 'toy' takes no settings"):
+        check_kind_settings(Settings(home=tmp_path, kinds={"toy": {"a": 1}}))
+
+
+def test_a_kinds_settings_reach_prepare_and_its_tasks(database_url: str, tmp_path: Path) -> None:
+    register_kind(GREETER)
+    with running_rig(database_url, kinds={"greeter": {"greeting": "hi", "times": 2}}) as rig:
+        rig.start()
+        job_id = rig.submit("greeter", {"dir": str(tmp_path)})
+        job = rig.wait(job_id)
+        assert job["state"] == "succeeded", rig.states(job_id)
+        assert job["summary"] == {"greeting": "hi"}
+        results = {name: task["result"] for name, task in rig.tasks(job_id).items()}
+        assert results == {
+            "here": {"said": "hi hi", "where": "here"},
+            "there": {"said": "hi hi", "where": "there"},
+        }

@@ -2,6 +2,28 @@
 
 A pipeline (``upload``, ``ingest``, ``analysis``) is one :class:`JobKind`. The engine knows
 nothing else about it: new capabilities arrive as new kinds on the same engine.
+
+The contract of a kind, all of it:
+
+* ``spec_model``: the pydantic model of its spec. The engine validates a request with it
+  and hands ``prepare`` the validated instance (never validate it again).
+* ``prepare(spec, settings) -> PreparedJob``: the job's name, each task's settings, the
+  facts shown with it (``summary``), the assets it writes and what it reads, writes and
+  removes (checked against the owner's grants). Its ``destination``, ``notify_email`` and
+  ``notify_events`` are what the job page and e-mails show and use, for every kind (kept
+  in the summary as ``destination``, ``user_email`` and ``email_notification_types``).
+  A destination the spec names is looked up with :func:`named_destination`.
+* ``tasks``: :class:`TaskDef` s listed upstream first, made by ``task_maker(module)``.
+  A task function gets a :class:`~neuroferry.engine.TaskContext` and returns ``None``, a
+  JSON value (anything else fails the task, saying where) or a ``Reschedule``; a result's
+  integer ``bytes_copied`` counts in the bytes-transferred metric. Only ``local`` tasks
+  get ``ctx.db``, ``ctx.catalog`` and ``ctx.submit_job``; a cluster task that uses them
+  fails, saying so.
+* ``settings_model`` (optional): the kind's own settings, read from ``[kinds.NAME]`` in
+  ``ferry.toml`` or ``FERRY_KINDS__NAME__FIELD`` variables, checked when the service
+  starts, given to its tasks as ``ctx.kind_settings`` and to ``prepare`` by
+  ``KIND.settings_of(settings)``.
+* ``check_preset`` (optional): validates a job type's task settings for this kind.
 """
 
 from __future__ import annotations
@@ -12,7 +34,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from neuroferry.config import Settings
 from neuroferry.errors import ConfigError, InvalidInput
@@ -141,6 +163,8 @@ class JobKind(Generic[SpecT]):
     spec_model: type[SpecT]
     tasks: tuple[TaskDef, ...]
     prepare: Callable[[SpecT, Settings], PreparedJob]
+    settings_model: type[BaseModel] | None = None
+    """The kind's own settings, read from ``[kinds.NAME]`` (see :meth:`settings_of`)."""
     description: str = ""
     check_preset: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     """Validates a job type's task settings for this kind (raising InvalidInput naming
@@ -161,6 +185,29 @@ class JobKind(Generic[SpecT]):
             if t.map_over and t.map_over.split(".")[0] not in t.upstream:
                 raise ConfigError(f"task {t.name!r} maps over {t.map_over!r}: list it upstream")
             seen.add(t.name)
+
+    def settings_of(self, settings: Settings) -> Any:
+        """The kind's own settings: ``settings.kinds[NAME]`` validated by ``settings_model``
+        (``None`` for a kind without one). :class:`ConfigError` naming each wrong field."""
+        given = settings.kinds.get(self.name) or {}
+        if self.settings_model is None:
+            if given:
+                raise ConfigError(
+                    f"kinds.{self.name}: job kind {self.name!r} takes no settings; remove "
+                    f"[kinds.{self.name}] from the config file (and FERRY_KINDS__* variables)"
+                )
+            return None
+        try:
+            return self.settings_model.model_validate(given)
+        except ValidationError as exc:
+            problems = "; ".join(
+                ".".join(["kinds", self.name, *(str(p) for p in err["loc"])]) + f": {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigError(
+                f"invalid settings of job kind {self.name!r} ({problems}); check "
+                f"[kinds.{self.name}] in the config file and FERRY_KINDS__* variables"
+            ) from exc
 
     def task(self, name: str) -> TaskDef:
         """The task called ``name``; :class:`ConfigError` if the kind has none (a job made
@@ -219,6 +266,20 @@ def get_kind(name: str) -> JobKind[Any]:
     if isinstance(found, str):
         raise ConfigError(f"job kind {name!r} is installed but broken: {found}")
     raise InvalidInput(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(job_kinds()))}")
+
+
+def check_kind_settings(settings: Settings) -> None:
+    """Validate every kind's own settings (``[kinds.NAME]``) as a service starts:
+    :class:`ConfigError` naming the field, or the table of a kind that is not installed."""
+    installed = _load_installed()
+    for name in settings.kinds:
+        if name not in installed and name not in _registered:
+            raise ConfigError(
+                f"kinds.{name}: no job kind {name!r} is installed; installed kinds: "
+                f"{', '.join(sorted({*installed, *_registered}))}"
+            )
+    for kind in job_kinds().values():
+        kind.settings_of(settings)
 
 
 def import_function(path: str) -> Callable[..., Any]:

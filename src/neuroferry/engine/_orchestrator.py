@@ -36,7 +36,7 @@ from neuroferry.engine._claims import (
     requeue_orphans,
 )
 from neuroferry.engine._executor import Executor
-from neuroferry.engine._kinds import get_kind
+from neuroferry.engine._kinds import check_kind_settings, get_kind
 from neuroferry.engine._metrics import METRICS
 from neuroferry.engine._queries import get_job, job_tasks
 from neuroferry.engine._runner import TaskCall, run_task
@@ -76,6 +76,7 @@ class Orchestrator:
         notifier: Notifier | None = None,
         guard: Callable[[], str | None] | None = None,
     ) -> None:
+        check_kind_settings(settings)
         self.settings = settings
         self.guard = guard
         self.engine = engine
@@ -213,6 +214,7 @@ class Orchestrator:
             fn=kind.task(task.task).fn,
             settings=self.settings,
             access=owner_access(self.engine, claim.owner_id, self.settings),
+            kind_settings=kind.settings_of(self.settings),
         )
         if claim.placement == "local":
             call.local = {
