@@ -163,7 +163,7 @@ class JobKind(Generic[SpecT]):
     spec_model: type[SpecT]
     tasks: tuple[TaskDef, ...]
     prepare: Callable[[SpecT, Settings], PreparedJob]
-    settings_model: type[BaseModel] | None = None
+    settings_model: type[BaseModel] | None = field(default=None, kw_only=True)
     """The kind's own settings, read from ``[kinds.NAME]`` (see :meth:`settings_of`)."""
     description: str = ""
     check_preset: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
