@@ -118,3 +118,46 @@ KIND = JobKind(
         TaskDef("end", f"{HERE}:record", upstream=("slow",), placement="local"),
     ),
 )
+
+
+def not_json(ctx: TaskContext) -> dict[str, Any]:
+    """A task with a bug: a set in its result."""
+    return {"files": {"a", "b"}}
+
+
+def reads_catalog(ctx: TaskContext) -> dict[str, Any]:
+    """A task that needs the catalog (so it must be declared local)."""
+    return {"catalog": type(ctx.catalog).__name__}
+
+
+class GreeterSettings(BaseModel):
+    """The ``greeter`` kind's own settings (``[kinds.greeter]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    greeting: str = "hello"
+    times: int = 1
+
+
+def greet(ctx: TaskContext) -> dict[str, Any]:
+    settings = ctx.kind_settings
+    assert isinstance(settings, GreeterSettings)
+    return {"said": " ".join([settings.greeting] * settings.times), "where": ctx.task}
+
+
+def _prepare_greeter(spec: ToySpec, settings: Settings) -> PreparedJob:
+    own = GREETER.settings_of(settings)
+    return PreparedJob(name=f"greet-{Path(spec.dir).name}", summary={"greeting": own.greeting})
+
+
+GREETER = JobKind(
+    name="greeter",
+    spec_model=ToySpec,
+    prepare=_prepare_greeter,
+    settings_model=GreeterSettings,
+    tasks=(
+        TaskDef("here", f"{HERE}:greet", placement="local"),
+        TaskDef("there", f"{HERE}:greet", upstream=("here",)),
+    ),
+)
+"""A kind with settings of its own."""

@@ -213,6 +213,18 @@ def test_default_types_are_fail_only(smtp_server: SMTPServer) -> None:
     assert len(smtp_server.messages) == 1
 
 
+def test_a_kinds_address_and_events_come_from_the_summary(smtp_server: SMTPServer) -> None:
+    """Any kind's jobs are e-mailed: PreparedJob.notify_email/notify_events are kept in
+    the summary; the spec is read only for jobs submitted before."""
+    summary = {"destination": "s3://lake/v", "user_email": "bo@example.org"}
+    job = make_job(spec={}, kind="ingest", summary=summary)
+    assert notify_job(settings_for(smtp_server), job, "end") is False  # failures only
+    summary["email_notification_types"] = ["end"]
+    assert notify_job(settings_for(smtp_server), job, "end") is True
+    [message] = smtp_server.messages
+    assert message["To"] == "bo@example.org"
+
+
 def test_no_address_no_email(smtp_server: SMTPServer) -> None:
     job = make_job(["all"])
     job["spec"]["user_email"] = None

@@ -61,7 +61,9 @@ class Grant(BaseModel):
 class Settings(BaseSettings):
     """Every setting of the service and the CLI, with its embedded default."""
 
-    model_config = SettingsConfigDict(env_prefix="FERRY_", extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="FERRY_", env_nested_delimiter="__", extra="forbid"
+    )
 
     home: Path = Field(default_factory=default_home)
     mode: Literal["development", "production"] = "development"
@@ -148,6 +150,9 @@ class Settings(BaseSettings):
     """Per user name: what that user may reach beyond ``source_roots``/``store_prefixes``."""
     destinations: dict[str, str] = Field(default_factory=dict)
     """Store URLs that jobs may name as their ``s3_bucket``; ``default`` is ``store_url``."""
+    kinds: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Per job kind: that kind's own settings (``[kinds.NAME]`` in ``ferry.toml``,
+    ``FERRY_KINDS__NAME__FIELD``), validated by the kind's ``settings_model``."""
     max_jobs_per_request: int = Field(50, ge=1, le=10_000)
     """Most upload jobs one ``submit_jobs`` request (or spreadsheet) may hold."""
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1024)

@@ -20,6 +20,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 from typing import Any, Final
 
 from neuroferry.config import Settings
+from neuroferry.engine import DESTINATION_KEY, EMAIL_KEY, EVENTS_KEY
 from neuroferry.errors import ConfigError, FerryError, InvalidInput
 
 log = logging.getLogger(__name__)
@@ -145,11 +146,14 @@ def notify_job(settings: Settings, job: Mapping[str, Any], event: str) -> bool:
     if not settings.smtp_host:
         log.debug("job %s: no e-mail for %r, FERRY_SMTP_HOST is not set", job_id, event)
         return False
+    # the facts a kind gave (PreparedJob.notify_email/notify_events); jobs submitted
+    # before the summary held them have them in their spec
+    summary: Mapping[str, Any] = job.get("summary") or {}
     spec: Mapping[str, Any] = job.get("spec") or {}
-    wanted = _notification_types(spec.get("email_notification_types"))
+    wanted = _notification_types(summary.get(EVENTS_KEY, spec.get(EVENTS_KEY)))
     if event not in wanted and "all" not in wanted:
         return False
-    address = spec.get("user_email")
+    address = summary.get(EMAIL_KEY) or spec.get(EMAIL_KEY)
     if not address:
         return False
     address = str(address).strip()
@@ -180,7 +184,7 @@ def _job_body(settings: Settings, job: Mapping[str, Any], event: str) -> str:
     fields = [
         ("State", job.get("state")),
         ("Asset", summary.get("asset") or job.get("name")),
-        ("Destination", summary.get("destination")),
+        ("Destination", summary.get(DESTINATION_KEY)),
     ]
     lines += [f"{label + ':':<13}{value}" for label, value in fields if value]
     error = job.get("error")

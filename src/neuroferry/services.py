@@ -23,7 +23,7 @@ from neuroferry.db import (
     refresh_statistics,
     upgrade,
 )
-from neuroferry.engine import Executor, Orchestrator
+from neuroferry.engine import Executor, Orchestrator, check_kind_settings
 from neuroferry.stores import Store, open_store
 
 
@@ -61,6 +61,7 @@ class Services:
     def start(cls, settings: Settings, *, orchestrate: bool = True) -> Services:
         """Migrate the database, open the stores and, unless told not to, start the
         executor and the orchestrator that runs jobs."""
+        check_kind_settings(settings)
         engine = make_engine(settings.database_url, settings.statement_timeout)
         try:
             upgrade(engine)

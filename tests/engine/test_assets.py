@@ -180,10 +180,10 @@ def test_a_job_created_before_its_kind_gained_a_task_carries_on(engine: Engine) 
     )
     assert [t.name for t in get_kind("growing").tasks] == ["first", "gained", "last"]
     [claim] = claim_tasks(engine, "orchestrator-1", 10, now_utc())
-    assert claim.name == "first"
+    assert claim.instance.task == "first"
     finish_task(engine, claim, "orchestrator-1", Outcome("succeeded"), now_utc())
     [claim] = claim_tasks(engine, "orchestrator-1", 10, now_utc())
-    assert (claim.job_id, claim.name) == (job_id, "last")
+    assert (claim.instance.job_id, claim.instance.task) == (job_id, "last")
     finish_task(engine, claim, "orchestrator-1", Outcome("succeeded"), now_utc())
     assert get_job(engine, job_id)["state"] == "succeeded"
     assert locks(engine) == {}  # and its asset was given back

@@ -10,7 +10,7 @@ import obstore
 import pytest
 
 from neuroferry.config import Settings
-from neuroferry.engine import TaskContext, TaskFailed
+from neuroferry.engine import TaskContext, TaskFailed, TaskInstance
 from neuroferry.engine._context import TaskLog
 from neuroferry.engine._environment import command_environment
 from neuroferry.redaction import secret_values
@@ -65,17 +65,7 @@ def _context(tmp_path: Path, settings: Settings) -> tuple[TaskContext, TaskLog]:
     log.setLevel(logging.INFO)
     log.propagate = False
     ctx = TaskContext(
-        job_id=1,
-        kind="upload",
-        name="asset",
-        summary={},
-        task="t",
-        map_index=-1,
-        item=None,
-        attempt=1,
-        spec={},
-        params={},
-        upstream={},
+        TaskInstance(job_id=1, kind="upload", job_name="asset", task="t"),
         config=settings,
         log_store=store,
         log=log,

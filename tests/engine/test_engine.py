@@ -176,7 +176,7 @@ def test_tasks_of_a_dead_orchestrator_run_again_in_a_new_attempt(rig: Rig, tmp_p
     # an orchestrator claims the first task and dies without a word
     assert heartbeat(rig.engine, "dead", "elsewhere", 1, exclusive=False, lease=3)
     [claim] = claim_tasks(rig.engine, "dead", 1, now_utc())
-    assert claim.name == "begin" and claim.attempt == 1
+    assert claim.instance.task == "begin" and claim.instance.attempt == 1
     with rig.engine.begin() as conn:
         conn.execute(update(orchestrators).values(heartbeat=now_utc().replace(year=2000)))
     rig.start()

@@ -12,12 +12,14 @@ from neuroferry.engine._context import (
     Reschedule,
     TaskContext,
     TaskFailed,
+    TaskInstance,
     TaskLog,
     cancel_key,
     log_key,
 )
 from neuroferry.engine._control import cancel_job, retry_job
 from neuroferry.engine._dask_tls import Credentials, scheduler_credentials
+from neuroferry.engine._destinations import named_destination
 from neuroferry.engine._executor import Executor
 from neuroferry.engine._job_types import (
     DEFAULT_JOB_TYPE,
@@ -37,13 +39,19 @@ from neuroferry.engine._job_types import (
     rollback_job_type,
 )
 from neuroferry.engine._kinds import (
+    BYTES_COPIED_KEY,
+    DESTINATION_KEY,
+    EMAIL_KEY,
+    EVENTS_KEY,
     AssetClaim,
     JobKind,
     PreparedJob,
     TaskDef,
+    check_kind_settings,
     get_kind,
     job_kinds,
     register_kind,
+    task_maker,
 )
 from neuroferry.engine._metrics import METRICS
 from neuroferry.engine._orchestrator import Orchestrator
@@ -62,7 +70,11 @@ from neuroferry.engine._states import JOB_STATES, SUCCEEDED, TASK_STATES, TERMIN
 from neuroferry.engine._submit import NewJob, check_access, owner_access, submit_job, submit_jobs
 
 __all__ = [
+    "BYTES_COPIED_KEY",
     "DEFAULT_JOB_TYPE",
+    "DESTINATION_KEY",
+    "EMAIL_KEY",
+    "EVENTS_KEY",
     "JOB_STATES",
     "METRICS",
     "SORTABLE",
@@ -84,6 +96,7 @@ __all__ = [
     "TaskContext",
     "TaskDef",
     "TaskFailed",
+    "TaskInstance",
     "TaskLog",
     "apply_job_type",
     "cancel_job",
@@ -91,6 +104,7 @@ __all__ = [
     "check_access",
     "check_asset_owners",
     "check_job_type_name",
+    "check_kind_settings",
     "delete_job_type",
     "diff_job_type_versions",
     "diff_job_types",
@@ -107,6 +121,7 @@ __all__ = [
     "lock_key",
     "log_key",
     "make_cluster",
+    "named_destination",
     "owner_access",
     "owner_of_job",
     "put_job_type",
@@ -121,6 +136,7 @@ __all__ = [
     "scheduler_credentials",
     "submit_job",
     "submit_jobs",
+    "task_maker",
     "unfinished_jobs",
     "worker_resources",
 ]

@@ -92,7 +92,7 @@ def _map_items(result: Any, source: str) -> dict[str, Any] | str:
 
 def advance(
     conn: Connection,
-    kind: JobKind,
+    kind: JobKind[Any],
     job_id: int,
     now: datetime,
     job: Mapping[str, Any] | None = None,

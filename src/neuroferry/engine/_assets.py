@@ -297,11 +297,8 @@ def check_asset_owners(engine: Engine, claims: Sequence[AssetClaim], owner_id: i
 def recheck_asset_owner(ctx: TaskContext, claim: AssetClaim) -> None:
     """In a ``local`` task, before the job writes anything: :class:`TaskFailed` if the
     claimed asset now belongs to another user (registered since the job was submitted)."""
-    engine = ctx.db if ctx.db is not None else getattr(ctx.catalog, "engine", None)
-    if engine is None:
-        raise TaskFailed(f"{ctx.task} must run in the service (placement local)")
     try:
-        check_asset_owners(engine, [claim], ctx.owner_id)
+        check_asset_owners(ctx.db, [claim], ctx.owner_id)
     except Forbidden as exc:
         raise TaskFailed(f"{exc}; nothing was written") from exc
     ctx.log.info("%s is this job's owner's to write", claim.catalog_name or claim.url)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -12,6 +12,7 @@ from sqlalchemy import Engine, case, func, insert, or_, select, update
 
 from neuroferry.db import jobs, orchestrators, tasks, transaction
 from neuroferry.engine._advance import Transition, advance, aware, lock_job, now_utc
+from neuroferry.engine._context import TaskInstance
 from neuroferry.engine._kinds import JobKind, get_kind
 from neuroferry.engine._states import (
     CANCELLED,
@@ -35,20 +36,9 @@ class Claim:
     """A task this orchestrator has marked running, with what running it needs."""
 
     task_id: int
-    job_id: int
-    kind: str
-    job_name: str
-    owner_id: int | None
-    summary: dict[str, Any]
-    spec: dict[str, Any]
-    name: str
-    map_index: int
-    item: str | None
+    instance: TaskInstance
     placement: str
-    attempt: int
-    params: dict[str, Any]
-    saved_state: dict[str, Any]
-    upstream: dict[str, Any] = field(default_factory=dict)
+    owner_id: int | None
     cancel_requested: bool = False
     created: datetime | None = None
 
@@ -140,23 +130,26 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
         kind = get_kind(r["kind"])
         ancestors = _ancestors(kind, r["name"])
         upstream = {n: v for n, v in results.get(r["job_id"], {}).items() if n in ancestors}
+        instance = TaskInstance(
+            job_id=r["job_id"],
+            kind=r["kind"],
+            job_name=r["job_name"],
+            task=r["name"],
+            map_index=r["map_index"],
+            item=r["item"],
+            attempt=r["attempt"],
+            spec=dict(r["spec"] or {}),
+            params=dict(r["params"] or {}),
+            upstream=upstream,
+            summary=dict(r["summary"] or {}),
+            saved_state=dict(r["saved_state"] or {}),
+        )
         claims.append(
             Claim(
                 task_id=r["id"],
-                job_id=r["job_id"],
-                kind=r["kind"],
-                job_name=r["job_name"],
-                owner_id=r["owner_id"],
-                summary=dict(r["summary"] or {}),
-                spec=dict(r["spec"] or {}),
-                name=r["name"],
-                map_index=r["map_index"],
-                item=r["item"],
+                instance=instance,
                 placement=r["placement"],
-                attempt=r["attempt"],
-                params=dict(r["params"] or {}),
-                saved_state=dict(r["saved_state"] or {}),
-                upstream=upstream,
+                owner_id=r["owner_id"],
                 cancel_requested=r["cancel_requested"] is not None,
                 created=aware(r["created"]),
             )
@@ -164,7 +157,7 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
     return claims
 
 
-def _ancestors(kind: JobKind, name: str) -> set[str]:
+def _ancestors(kind: JobKind[Any], name: str) -> set[str]:
     seen: set[str] = set()
     todo = list(kind.task(name).upstream)
     while todo:
@@ -200,9 +193,10 @@ def finish_task(
 ) -> Finished | None:
     """Record a task's outcome and advance its job. ``None`` if the task was no longer
     this orchestrator's (it was given to another after this one was thought dead)."""
-    kind = get_kind(claim.kind)
+    task = claim.instance
+    kind = get_kind(task.kind)
     with transaction(engine) as conn:
-        job = lock_job(conn, claim.job_id, now)
+        job = lock_job(conn, task.job_id, now)
         row = (
             conn.execute(
                 select(
@@ -216,7 +210,7 @@ def finish_task(
             row is None
             or row["state"] != RUNNING
             or row["claimed_by"] != orchestrator_id
-            or row["attempt"] != claim.attempt
+            or row["attempt"] != task.attempt
         ):
             return None
         values: dict[str, Any] = {"worker": outcome.worker, "claimed_by": None}
@@ -230,8 +224,8 @@ def finish_task(
             )
         elif state == FAILED and row["retries_left"] > 0:
             state = UP_FOR_RETRY
-            delay = float(claim.params.get("retry_delay", kind.task(claim.name).retry_delay))
-            backoff = min(delay * 2 ** max(claim.attempt - 1, 0), MAX_RETRY_DELAY)
+            delay = float(task.params.get("retry_delay", kind.task(task.task).retry_delay))
+            backoff = min(delay * 2 ** max(task.attempt - 1, 0), MAX_RETRY_DELAY)
             values.update(
                 retries_left=row["retries_left"] - 1,
                 not_before=now + timedelta(seconds=backoff),
@@ -241,7 +235,7 @@ def finish_task(
             values.update(result=_json_safe(outcome.result), error=outcome.error, finished=now)
         values["state"] = state
         conn.execute(update(tasks).where(tasks.c.id == claim.task_id).values(**values))
-        transition = advance(conn, kind, claim.job_id, now, job)
+        transition = advance(conn, kind, task.job_id, now, job)
     return Finished(state, transition)
 
 

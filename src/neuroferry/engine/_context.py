@@ -137,48 +137,165 @@ class TaskLog(logging.Handler):
         super().close()
 
 
-@dataclass
-class TaskContext:
-    """Everything a task function may use. Cluster tasks get this on a Dask worker;
-    local tasks get it in the orchestrator with ``db`` and ``catalog`` set."""
+@dataclass(frozen=True)
+class TaskInstance:
+    """One run of one task instance of a job: what the engine read from the database for
+    it. The orchestrator claims it, sends it to where the task runs and records its outcome;
+    the task reads it through its :class:`TaskContext`."""
 
     job_id: int
     kind: str
-    name: str
+    job_name: str
     """The job's name (the asset name for uploads)."""
-    summary: dict[str, Any]
-    """Facts the kind worked out when the job was submitted (destination, staging …)."""
     task: str
-    map_index: int
-    item: str | None
-    attempt: int
-    spec: dict[str, Any]
+    map_index: int = -1
+    """The item's index in a mapped task; ``-1``: the task is not mapped."""
+    item: str | None = None
+    attempt: int = 1
+    spec: dict[str, Any] = field(default_factory=dict)
     """The job's validated spec, as JSON."""
-    params: dict[str, Any]
+    params: dict[str, Any] = field(default_factory=dict)
     """This task's settings (the Task model: ``skip_task``, ``image``, ``job_settings`` …);
     for a mapped instance, its item's settings."""
-    upstream: dict[str, Any]
+    upstream: dict[str, Any] = field(default_factory=dict)
     """Results of the upstream tasks by name; a mapped task's are ``{item: result}``."""
-    config: Settings
-    log_store: Store
-    log: logging.Logger
-    state: dict[str, Any] = field(default_factory=dict)
+    summary: dict[str, Any] = field(default_factory=dict)
+    """Facts the kind worked out when the job was submitted (destination, staging …)."""
+    saved_state: dict[str, Any] = field(default_factory=dict)
     """What the task kept when it last returned :class:`Reschedule`."""
-    db: Any = None
-    """Local tasks only: the SQLAlchemy engine."""
-    catalog: Any = None
-    """Local tasks only: the :class:`~neuroferry.catalog.Catalog`."""
-    owner_id: int | None = None
-    """Local tasks only: the id of the job's owner (``None``: the job has none)."""
-    submit_job: Callable[..., int] | None = None
-    """Local tasks only: ``submit_job(kind, spec_dict) -> job id`` starts another job
-    (owned by this job's owner)."""
-    deadline: float | None = None
-    """``time.monotonic()`` value after which the task is stopped (``time_limit``)."""
-    access: Access | None = None
-    """What the job's owner may touch; ``None``: a job of the service itself."""
-    _last_check: float = 0.0
-    _cancelled: bool = False
+
+    @property
+    def label(self) -> str:
+        """The task's name, with the item of a mapped instance: ``write [3]``."""
+        return self.task + (f" [{self.item}]" if self.map_index >= 0 else "")
+
+
+def _local_only(value: Any, what: str, instance: TaskInstance) -> Any:
+    if value is None:
+        raise TaskFailed(
+            f"{instance.task} must run in the service (placement local): {what} is given only "
+            f"to local tasks; declare the {instance.kind} kind's task {instance.task!r} with "
+            'placement="local"'
+        )
+    return value
+
+
+class TaskContext:
+    """Everything a task function may use. Cluster tasks get this on a Dask worker;
+    local tasks get it in the orchestrator with ``db``, ``catalog`` and ``submit_job``
+    (a cluster task that uses them fails, saying so).
+
+    The instance's facts are attributes: ``job_id``, ``kind``, ``name`` (the job's),
+    ``summary``, ``task``, ``map_index``, ``item``, ``attempt``, ``spec``, ``params``,
+    ``upstream``."""
+
+    def __init__(
+        self,
+        instance: TaskInstance,
+        *,
+        config: Settings,
+        log_store: Store,
+        log: logging.Logger,
+        state: dict[str, Any] | None = None,
+        db: Any = None,
+        catalog: Any = None,
+        owner_id: int | None = None,
+        submit_job: Callable[..., int] | None = None,
+        deadline: float | None = None,
+        access: Access | None = None,
+        kind_settings: Any = None,
+    ) -> None:
+        self.instance = instance
+        self.config = config
+        self.log_store = log_store
+        self.log = log
+        self.state: dict[str, Any] = dict(instance.saved_state) if state is None else state
+        """What the task kept when it last returned :class:`Reschedule`."""
+        self._db = db
+        self._catalog = catalog
+        self._submit_job = submit_job
+        self.owner_id = owner_id
+        """Local tasks only: the id of the job's owner (``None``: the job has none)."""
+        self.deadline = deadline
+        """``time.monotonic()`` value after which the task is stopped (``time_limit``)."""
+        self.access = access
+        """What the job's owner may touch; ``None``: a job of the service itself."""
+        self.kind_settings = kind_settings
+        """The kind's own settings (its ``settings_model``, read from ``[kinds.NAME]``);
+        ``None`` for a kind without any."""
+        self._last_check = 0.0
+        self._cancelled = False
+
+    @property
+    def job_id(self) -> int:
+        """The job's id."""
+        return self.instance.job_id
+
+    @property
+    def kind(self) -> str:
+        """The job's kind."""
+        return self.instance.kind
+
+    @property
+    def name(self) -> str:
+        """The job's name (the asset name for uploads)."""
+        return self.instance.job_name
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """Facts the kind worked out when the job was submitted."""
+        return self.instance.summary
+
+    @property
+    def task(self) -> str:
+        """The task's name."""
+        return self.instance.task
+
+    @property
+    def map_index(self) -> int:
+        """The item's index in a mapped task; ``-1``: not mapped."""
+        return self.instance.map_index
+
+    @property
+    def item(self) -> str | None:
+        """The item of a mapped instance."""
+        return self.instance.item
+
+    @property
+    def attempt(self) -> int:
+        """Which attempt this is (1 the first)."""
+        return self.instance.attempt
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        """The job's validated spec, as JSON."""
+        return self.instance.spec
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """This task's settings; for a mapped instance, its item's."""
+        return self.instance.params
+
+    @property
+    def upstream(self) -> dict[str, Any]:
+        """Results of the upstream tasks by name."""
+        return self.instance.upstream
+
+    @property
+    def db(self) -> Any:
+        """Local tasks only: the SQLAlchemy engine."""
+        return _local_only(self._db, "ctx.db", self.instance)
+
+    @property
+    def catalog(self) -> Any:
+        """Local tasks only: the :class:`~neuroferry.catalog.Catalog`."""
+        return _local_only(self._catalog, "ctx.catalog", self.instance)
+
+    @property
+    def submit_job(self) -> Callable[..., int]:
+        """Local tasks only: ``submit_job(kind, spec_dict) -> job id`` starts another job
+        (owned by this job's owner)."""
+        return _local_only(self._submit_job, "ctx.submit_job", self.instance)  # type: ignore[no-any-return]
 
     @property
     def grants(self) -> Access:

@@ -2,6 +2,28 @@
 
 A pipeline (``upload``, ``ingest``, ``analysis``) is one :class:`JobKind`. The engine knows
 nothing else about it: new capabilities arrive as new kinds on the same engine.
+
+The contract of a kind, all of it:
+
+* ``spec_model``: the pydantic model of its spec. The engine validates a request with it
+  and hands ``prepare`` the validated instance (never validate it again).
+* ``prepare(spec, settings) -> PreparedJob``: the job's name, each task's settings, the
+  facts shown with it (``summary``), the assets it writes and what it reads, writes and
+  removes (checked against the owner's grants). Its ``destination``, ``notify_email`` and
+  ``notify_events`` are what the job page and e-mails show and use, for every kind (kept
+  in the summary as ``destination``, ``user_email`` and ``email_notification_types``).
+  A destination the spec names is looked up with :func:`named_destination`.
+* ``tasks``: :class:`TaskDef` s listed upstream first, made by ``task_maker(module)``.
+  A task function gets a :class:`~neuroferry.engine.TaskContext` and returns ``None``, a
+  JSON value (anything else fails the task, saying where) or a ``Reschedule``; a result's
+  integer ``bytes_copied`` counts in the bytes-transferred metric. Only ``local`` tasks
+  get ``ctx.db``, ``ctx.catalog`` and ``ctx.submit_job``; a cluster task that uses them
+  fails, saying so.
+* ``settings_model`` (optional): the kind's own settings, read from ``[kinds.NAME]`` in
+  ``ferry.toml`` or ``FERRY_KINDS__NAME__FIELD`` variables, checked when the service
+  starts, given to its tasks as ``ctx.kind_settings`` and to ``prepare`` by
+  ``KIND.settings_of(settings)``.
+* ``check_preset`` (optional): validates a job type's task settings for this kind.
 """
 
 from __future__ import annotations
@@ -11,9 +33,9 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from neuroferry.config import Settings
 from neuroferry.errors import ConfigError, InvalidInput
@@ -44,6 +66,17 @@ class TaskDef:
     retry_delay: float = 30.0
 
 
+def task_maker(module: str) -> Callable[..., TaskDef]:
+    """The :class:`TaskDef` maker of one module's task functions: with
+    ``task = task_maker("pkg._tasks")``, ``task("plan", "check_source", retries=2)`` is
+    ``TaskDef("plan", "pkg._tasks:plan", upstream=("check_source",), retries=2)``."""
+
+    def task(name: str, *upstream: str, **options: Any) -> TaskDef:
+        return TaskDef(name, f"{module}:{name}", upstream=upstream, **options)
+
+    return task
+
+
 @dataclass(frozen=True)
 class AssetClaim:
     """An asset a job writes, declared by its kind so that the engine can keep one
@@ -68,6 +101,16 @@ class AssetClaim:
         return value.rstrip("/") if "://" in value else None
 
 
+DESTINATION_KEY = "destination"
+"""The summary key of :attr:`PreparedJob.destination`."""
+EMAIL_KEY = "user_email"
+"""The summary key of :attr:`PreparedJob.notify_email`."""
+EVENTS_KEY = "email_notification_types"
+"""The summary key of :attr:`PreparedJob.notify_events`."""
+BYTES_COPIED_KEY = "bytes_copied"
+"""A task result's key whose integer value counts as bytes transferred (metrics)."""
+
+
 @dataclass(frozen=True)
 class PreparedJob:
     """What a kind makes of a validated spec: the job's display name (the asset name for
@@ -87,6 +130,27 @@ class PreparedJob:
     """Store URLs the job writes to, as (field, URL)."""
     removes: tuple[tuple[str, str], ...] = ()
     """Folders the job removes when it succeeds, as (field, folder)."""
+    destination: str | None = None
+    """The store URL the job writes its output to: the job page and e-mails show it
+    (kept in the summary as ``destination``)."""
+    notify_email: str | None = None
+    """Where the job's e-mails go (kept in the summary as ``user_email``); ``None``: none."""
+    notify_events: tuple[str, ...] | None = None
+    """The events e-mailed (``begin``, ``end``, ``fail``, ``retry`` or ``all``; kept in the
+    summary as ``email_notification_types``); ``None``: failures only."""
+
+    def __post_init__(self) -> None:
+        facts = {
+            DESTINATION_KEY: self.destination,
+            EMAIL_KEY: self.notify_email,
+            EVENTS_KEY: list(self.notify_events) if self.notify_events is not None else None,
+        }
+        given = {k: v for k, v in facts.items() if v is not None}
+        if given:
+            object.__setattr__(self, "summary", {**self.summary, **given})
+
+
+SpecT = TypeVar("SpecT", bound=BaseModel)
 
 
 def merge_preset_tasks(preset: Mapping[str, Any], spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -100,13 +164,18 @@ def merge_preset_tasks(preset: Mapping[str, Any], spec: Mapping[str, Any]) -> di
 
 
 @dataclass(frozen=True)
-class JobKind:
-    """A kind of job: how to validate its spec and which tasks it runs."""
+class JobKind(Generic[SpecT]):
+    """A kind of job: how to validate its spec and which tasks it runs.
+
+    ``prepare`` gets the spec already validated by ``spec_model`` (an instance of it,
+    never to be validated again) and the settings."""
 
     name: str
-    spec_model: type[BaseModel]
+    spec_model: type[SpecT]
     tasks: tuple[TaskDef, ...]
-    prepare: Callable[[BaseModel, Settings], PreparedJob]
+    prepare: Callable[[SpecT, Settings], PreparedJob]
+    settings_model: type[BaseModel] | None = field(default=None, kw_only=True)
+    """The kind's own settings, read from ``[kinds.NAME]`` (see :meth:`settings_of`)."""
     description: str = ""
     check_preset: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     """Validates a job type's task settings for this kind (raising InvalidInput naming
@@ -133,28 +202,56 @@ class JobKind:
                 raise ConfigError(f"task {t.name!r} maps over {t.map_over!r}: list it upstream")
             seen.add(t.name)
 
+    def settings_of(self, settings: Settings) -> Any:
+        """The kind's own settings: ``settings.kinds[NAME]`` validated by ``settings_model``
+        (``None`` for a kind without one). :class:`ConfigError` naming each wrong field."""
+        given = settings.kinds.get(self.name) or {}
+        if self.settings_model is None:
+            if given:
+                raise ConfigError(
+                    f"kinds.{self.name}: job kind {self.name!r} takes no settings; remove "
+                    f"[kinds.{self.name}] from the config file (and FERRY_KINDS__* variables)"
+                )
+            return None
+        try:
+            return self.settings_model.model_validate(given)
+        except ValidationError as exc:
+            problems = "; ".join(
+                ".".join(["kinds", self.name, *(str(p) for p in err["loc"])]) + f": {err['msg']}"
+                for err in exc.errors()
+            )
+            raise ConfigError(
+                f"invalid settings of job kind {self.name!r} ({problems}); check "
+                f"[kinds.{self.name}] in the config file and FERRY_KINDS__* variables"
+            ) from exc
+
     def task(self, name: str) -> TaskDef:
+        """The task called ``name``; :class:`ConfigError` if the kind has none (a job made
+        by another version of the kind)."""
         for t in self.tasks:
             if t.name == name:
                 return t
-        raise KeyError(name)
+        raise ConfigError(
+            f"job kind {self.name!r} has no task {name!r}; its tasks: "
+            f"{', '.join(t.name for t in self.tasks)}"
+        )
 
 
-_registered: dict[str, JobKind] = {}
-_installed: dict[str, JobKind | str] | None = None
+_registered: dict[str, JobKind[Any]] = {}
+_installed: dict[str, JobKind[Any] | str] | None = None
 
 
-def register_kind(kind: JobKind) -> None:
+def register_kind(kind: JobKind[Any]) -> None:
     """Make a kind available without an entry point (tests, plugins loaded by hand)."""
     _registered[kind.name] = kind
 
 
-def _load_installed() -> dict[str, JobKind | str]:
+def _load_installed() -> dict[str, JobKind[Any] | str]:
     """Kinds of the ``neuroferry.job_kinds`` entry points, loaded once; a kind that cannot
     be loaded is kept as the reason, so that only its own jobs fail."""
     global _installed
     if _installed is None:
-        found: dict[str, JobKind | str] = {}
+        found: dict[str, JobKind[Any] | str] = {}
         for ep in entry_points(group=ENTRY_POINT_GROUP):
             try:
                 kind = ep.load()
@@ -168,7 +265,7 @@ def _load_installed() -> dict[str, JobKind | str]:
     return _installed
 
 
-def job_kinds() -> dict[str, JobKind]:
+def job_kinds() -> dict[str, JobKind[Any]]:
     """Every kind: those installed under the ``neuroferry.job_kinds`` entry point group and
     those registered with :func:`register_kind`."""
     kinds = {k: v for k, v in _load_installed().items() if isinstance(v, JobKind)}
@@ -176,7 +273,7 @@ def job_kinds() -> dict[str, JobKind]:
     return kinds
 
 
-def get_kind(name: str) -> JobKind:
+def get_kind(name: str) -> JobKind[Any]:
     if name in _registered:
         return _registered[name]
     found = _load_installed().get(name)
@@ -185,6 +282,20 @@ def get_kind(name: str) -> JobKind:
     if isinstance(found, str):
         raise ConfigError(f"job kind {name!r} is installed but broken: {found}")
     raise InvalidInput(f"unknown job kind {name!r}; known kinds: {', '.join(sorted(job_kinds()))}")
+
+
+def check_kind_settings(settings: Settings) -> None:
+    """Validate every kind's own settings (``[kinds.NAME]``) as a service starts:
+    :class:`ConfigError` naming the field, or the table of a kind that is not installed."""
+    installed = _load_installed()
+    for name in settings.kinds:
+        if name not in installed and name not in _registered:
+            raise ConfigError(
+                f"kinds.{name}: no job kind {name!r} is installed; installed kinds: "
+                f"{', '.join(sorted({*installed, *_registered}))}"
+            )
+    for kind in job_kinds().values():
+        kind.settings_of(settings)
 
 
 def import_function(path: str) -> Callable[..., Any]:

@@ -11,6 +11,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from neuroferry.engine._kinds import BYTES_COPIED_KEY
+
 BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0)
 
 
@@ -35,8 +37,8 @@ class Metrics:
     def observe_start(self, claim: Any) -> None:
         """A task was claimed: remember when, and how long it waited to start."""
         with self._lock:
-            self._started[(claim.task_id, claim.attempt)] = time.monotonic()
-            if claim.created is not None and claim.attempt == 1:
+            self._started[(claim.task_id, claim.instance.attempt)] = time.monotonic()
+            if claim.created is not None and claim.instance.attempt == 1:
                 waited = (datetime.now(claim.created.tzinfo) - claim.created).total_seconds()
                 self.start_delay_sum += max(waited, 0.0)
                 self.start_delay_count += 1
@@ -44,17 +46,18 @@ class Metrics:
     def observe_end(self, claim: Any, state: str, result: Any) -> None:
         """A task run ended: its duration, its outcome and the bytes it reports."""
         with self._lock:
-            began = self._started.pop((claim.task_id, claim.attempt), None)
-            self.finished[(claim.kind, state)] += 1
+            began = self._started.pop((claim.task_id, claim.instance.attempt), None)
+            kind = claim.instance.kind
+            self.finished[(kind, state)] += 1
             if began is not None:
                 seconds = time.monotonic() - began
-                self.duration_sum[claim.kind] = self.duration_sum.get(claim.kind, 0.0) + seconds
-                self.duration_count[claim.kind] += 1
+                self.duration_sum[kind] = self.duration_sum.get(kind, 0.0) + seconds
+                self.duration_count[kind] += 1
                 for bound in BUCKETS:
                     if seconds <= bound:
-                        self.buckets[(claim.kind, bound)] += 1
-            if isinstance(result, dict) and isinstance(result.get("bytes_copied"), int):
-                self.bytes_transferred += result["bytes_copied"]
+                        self.buckets[(kind, bound)] += 1
+            if isinstance(result, dict) and isinstance(result.get(BYTES_COPIED_KEY), int):
+                self.bytes_transferred += result[BYTES_COPIED_KEY]
 
     def render(self, engine: Engine) -> str:
         """The metrics in Prometheus text format (version 0.0.4)."""

@@ -36,7 +36,7 @@ from neuroferry.engine._claims import (
     requeue_orphans,
 )
 from neuroferry.engine._executor import Executor
-from neuroferry.engine._kinds import get_kind
+from neuroferry.engine._kinds import check_kind_settings, get_kind
 from neuroferry.engine._metrics import METRICS
 from neuroferry.engine._queries import get_job, job_tasks
 from neuroferry.engine._runner import TaskCall, run_task
@@ -76,6 +76,7 @@ class Orchestrator:
         notifier: Notifier | None = None,
         guard: Callable[[], str | None] | None = None,
     ) -> None:
+        check_kind_settings(settings)
         self.settings = settings
         self.guard = guard
         self.engine = engine
@@ -201,27 +202,19 @@ class Orchestrator:
             try:
                 self._submit(claim)
             except Exception as exc:  # the executor refused it: record, do not lose it
-                log.warning("cannot start %s of job %d: %s", claim.name, claim.job_id, exc)
+                task = claim.instance
+                log.warning("cannot start %s of job %d: %s", task.task, task.job_id, exc)
                 self._events.put((claim, {"state": FAILED, "error": f"cannot start: {exc}"}))
 
     def _submit(self, claim: Claim) -> None:
-        kind = get_kind(claim.kind)
+        task = claim.instance
+        kind = get_kind(task.kind)
         call = TaskCall(
-            job_id=claim.job_id,
-            kind=claim.kind,
-            job_name=claim.job_name,
-            summary=claim.summary,
-            spec=claim.spec,
-            task=claim.name,
-            map_index=claim.map_index,
-            item=claim.item,
-            attempt=claim.attempt,
-            fn=kind.task(claim.name).fn,
-            params=claim.params,
-            upstream=claim.upstream,
-            saved_state=claim.saved_state,
+            task,
+            fn=kind.task(task.task).fn,
             settings=self.settings,
             access=owner_access(self.engine, claim.owner_id, self.settings),
+            kind_settings=kind.settings_of(self.settings),
         )
         if claim.placement == "local":
             call.local = {
@@ -232,11 +225,11 @@ class Orchestrator:
             }
             future: Future[Any] = self._pool.submit(run_task, call)
         else:
-            resources = self._resources(claim.params.get("image_resources"))
+            resources = self._resources(task.params.get("image_resources"))
             future = self.executor.client.submit(
                 run_task,
                 call,
-                key=f"ferry-task-{claim.task_id}-{claim.attempt}-{uuid.uuid4().hex[:6]}",
+                key=f"ferry-task-{claim.task_id}-{task.attempt}-{uuid.uuid4().hex[:6]}",
                 pure=False,
                 resources=resources or None,
             )
@@ -332,11 +325,15 @@ class Orchestrator:
         self._inflight.pop(claim.task_id, None)
         finished = finish_task(self.engine, claim, self.id, outcome, now_utc())
         if finished is None:
-            log.info("%s of job %d was given to another orchestrator", claim.name, claim.job_id)
+            log.info(
+                "%s of job %d was given to another orchestrator",
+                claim.instance.task,
+                claim.instance.job_id,
+            )
             return
         METRICS.observe_end(claim, finished.state, outcome.result)
         if finished.state == UP_FOR_RETRY:
-            self._notify(claim.job_id, "retry")
+            self._notify(claim.instance.job_id, "retry")
         if finished.transition is not None:
             self._transition(finished.transition)
 

@@ -9,12 +9,21 @@ import platform
 import socket
 import time
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from neuroferry import __version__
 from neuroferry.config import Settings
-from neuroferry.engine._context import Cancelled, Reschedule, TaskContext, TaskLog, log_key
+from neuroferry.engine._context import (
+    Cancelled,
+    Reschedule,
+    TaskContext,
+    TaskFailed,
+    TaskInstance,
+    TaskLog,
+    log_key,
+)
 from neuroferry.engine._kinds import import_function
 from neuroferry.errors import FerryError
 from neuroferry.grants import Access
@@ -28,24 +37,16 @@ _log_stores: dict[str, Store] = {}
 class TaskCall:
     """Everything a worker needs to run one task instance (sent to it by Dask)."""
 
-    job_id: int
-    kind: str
-    job_name: str
-    summary: dict[str, Any]
-    spec: dict[str, Any]
-    task: str
-    map_index: int
-    item: str | None
-    attempt: int
+    instance: TaskInstance
     fn: str
-    params: dict[str, Any]
-    upstream: dict[str, Any]
-    saved_state: dict[str, Any]
     settings: Settings
     access: Access | None = None
     """What the job's owner may touch (``None``: a job of the service itself)."""
+    kind_settings: Any = None
+    """The kind's own settings (see ``JobKind.settings_model``)."""
     local: dict[str, Any] = field(default_factory=dict)
-    """Local tasks only: ``db``, ``catalog`` and ``submit_job`` for the context."""
+    """Local tasks only: ``db``, ``catalog``, ``submit_job`` and ``owner_id`` for the
+    context."""
 
 
 def _log_store(settings: Settings) -> Store:
@@ -62,53 +63,83 @@ def _time_limit(params: dict[str, Any]) -> float | None:
     return None
 
 
+_JSON_SCALARS = (str, int, float, bool, type(None))
+_ALLOWED = (
+    "None or JSON values: dicts with str keys, lists, str, int, float, bool and None "
+    "(convert others: a set or tuple to a list, a Path or datetime to str)"
+)
+
+
+def _not_json(value: Any, where: str) -> tuple[str, str] | None:
+    """Where in ``value`` a part lies that cannot be stored as JSON, and its type."""
+    if isinstance(value, _JSON_SCALARS):
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, _JSON_SCALARS):
+                return f"{where} (a key)", type(key).__name__
+            found = _not_json(item, f"{where}[{key!r}]")
+            if found:
+                return found
+        return None
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _not_json(item, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    return where, type(value).__name__
+
+
+def check_result(task: TaskInstance, value: Any, what: str = "result") -> None:
+    """:class:`TaskFailed` naming the task, the place and the type if ``value`` (what a
+    task returned) cannot be stored as JSON."""
+    found = _not_json(value, what)
+    if found:
+        where, type_name = found
+        raise TaskFailed(
+            f"{task.label} returned a {type_name} as its {where}, which cannot be stored; "
+            f"a task returns {_ALLOWED}"
+        )
+
+
 def run_task(call: TaskCall) -> dict[str, Any]:
     """Run one task instance and return its outcome as a small dict: ``state``
     (succeeded, failed, cancelled, up_for_reschedule), ``result``, ``error``, ``after``,
     ``saved_state``, ``worker``. Never raises for the task's own errors."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
+    task = call.instance
     store = _log_store(call.settings)
     secrets = secret_values(call.settings)
-    key = log_key(call.job_id, call.task, call.map_index, call.attempt)
+    key = log_key(task.job_id, task.task, task.map_index, task.attempt)
     handler = TaskLog(store, key, secrets=secrets)
-    logger = logging.getLogger(f"neuroferry.task.{call.job_id}.{call.task}.{call.map_index}")
+    logger = logging.getLogger(f"neuroferry.task.{task.job_id}.{task.task}.{task.map_index}")
     logger.handlers = [handler]
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    limit = _time_limit(call.params)
+    limit = _time_limit(task.params)
     ctx = TaskContext(
-        job_id=call.job_id,
-        kind=call.kind,
-        name=call.job_name,
-        summary=call.summary,
-        task=call.task,
-        map_index=call.map_index,
-        item=call.item,
-        attempt=call.attempt,
-        spec=call.spec,
-        params=call.params,
-        upstream=call.upstream,
+        task,
         config=call.settings,
         log_store=store,
         log=logger,
-        state=dict(call.saved_state),
         deadline=time.monotonic() + limit if limit else None,
         access=call.access,
+        kind_settings=call.kind_settings,
         **call.local,
     )
-    instance = call.task + (f" [{call.item}]" if call.map_index >= 0 else "")
     logger.info(
         "%s of %s job %d (%s), attempt %d, on %s (neuroferry %s, Python %s)",
-        instance,
-        call.kind,
-        call.job_id,
-        call.job_name,
-        call.attempt,
+        task.label,
+        task.kind,
+        task.job_id,
+        task.job_name,
+        task.attempt,
         worker,
         __version__,
         platform.python_version(),
     )
-    logger.info("function %s with settings %s", call.fn, json.dumps(call.params, default=str))
+    logger.info("function %s with settings %s", call.fn, json.dumps(task.params, default=str))
     handler.start()
     started = time.monotonic()
     outcome: dict[str, Any]
@@ -117,6 +148,7 @@ def run_task(call: TaskCall) -> dict[str, Any]:
         fn = import_function(call.fn)
         returned = fn(ctx)
         if isinstance(returned, Reschedule):
+            check_result(task, dict(returned.state), "Reschedule state")
             logger.info("waiting; looking again in %.0f s", returned.after)
             outcome = {
                 "state": "up_for_reschedule",
@@ -124,7 +156,7 @@ def run_task(call: TaskCall) -> dict[str, Any]:
                 "saved_state": dict(returned.state),
             }
         else:
-            json.dumps(returned)  # results are stored as JSON: fail here, not later
+            check_result(task, returned)  # results are stored as JSON: fail here, not later
             outcome = {"state": "succeeded", "result": returned}
     except Cancelled as exc:
         logger.info("stopped: the job was cancelled")

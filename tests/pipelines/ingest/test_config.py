@@ -410,7 +410,7 @@ def test_an_ingest_checks_its_volume_is_still_its_owners_before_writing(
     from neuroferry.catalog import Catalog, Owner
     from neuroferry.config import get_settings
     from neuroferry.db import make_engine, upgrade
-    from neuroferry.engine import TaskContext, TaskFailed
+    from neuroferry.engine import TaskContext, TaskFailed, TaskInstance
     from neuroferry.pipelines.ingest._kind import TASKS
     from neuroferry.pipelines.ingest._tasks import check_asset_owner
     from neuroferry.stores import open_store
@@ -425,17 +425,14 @@ def test_an_ingest_checks_its_volume_is_still_its_owners_before_writing(
 
     def run(owner: int) -> dict[str, Any]:
         ctx = TaskContext(
-            job_id=1,
-            kind="ingest",
-            name="lab/vol",
-            summary={"volume": f"{lake}/lab/vol.ome.zarr"},
-            task="check_asset_owner",
-            map_index=-1,
-            item=None,
-            attempt=1,
-            spec=spec,
-            params={},
-            upstream={},
+            TaskInstance(
+                job_id=1,
+                kind="ingest",
+                job_name="lab/vol",
+                task="check_asset_owner",
+                spec=spec,
+                summary={"volume": f"{lake}/lab/vol.ome.zarr"},
+            ),
             config=get_settings(),
             log_store=open_store("memory://owner-check-logs"),
             log=logging.getLogger("neuroferry.task.test.owner"),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from neuroferry.config import Settings
-from neuroferry.engine import PreparedJob, TaskContext
+from neuroferry.engine import PreparedJob, TaskContext, TaskInstance
 from neuroferry.engine._kinds import import_function
 from neuroferry.grants import Access
 from neuroferry.pipelines.upload import KIND
@@ -114,17 +114,18 @@ class Harness:
             params = dict(self.prepared.task_settings.get(task, {}))
         local = KIND.task(task).placement == "local"
         return TaskContext(
-            job_id=self.job_id,
-            kind=KIND.name,
-            name=self.prepared.name,
-            summary=self.summary,
-            task=task,
-            map_index=-1 if item is None else 0,
-            item=item,
-            attempt=1,
-            spec=self.spec,
-            params=params,
-            upstream={k: v for k, v in self.results.items() if k in self.ancestors(task)},
+            TaskInstance(
+                job_id=self.job_id,
+                kind=KIND.name,
+                job_name=self.prepared.name,
+                task=task,
+                map_index=-1 if item is None else 0,
+                item=item,
+                spec=self.spec,
+                params=params,
+                upstream={k: v for k, v in self.results.items() if k in self.ancestors(task)},
+                summary=self.summary,
+            ),
             config=self.settings,
             log_store=open_store(self.log_store_url, settings=self.settings),
             log=logging.getLogger(f"upload.{task}"),

@@ -5,11 +5,17 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel
-
 from neuroferry.config import Settings
-from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key
-from neuroferry.errors import ConfigError, InvalidInput, UnsafePath
+from neuroferry.engine import (
+    AssetClaim,
+    JobKind,
+    PreparedJob,
+    TaskDef,
+    lock_key,
+    named_destination,
+    task_maker,
+)
+from neuroferry.errors import InvalidInput, UnsafePath
 from neuroferry.grants import normalise_url
 from neuroferry.pipelines.ingest._config import IngestConfig
 from neuroferry.pipelines.ingest._plan import shard_totals
@@ -17,12 +23,9 @@ from neuroferry.pipelines.ingest._writer import progress_url
 from neuroferry.pipelines.ingest._zarr import Layout
 from neuroferry.stores import SCHEMES
 
-_MODULE = "neuroferry.pipelines.ingest._tasks"
 KIND_NAME = "ingest"
 
-
-def _task(name: str, *upstream: str, **options: Any) -> TaskDef:
-    return TaskDef(name, f"{_MODULE}:{name}", upstream=upstream, **options)
+_task = task_maker("neuroferry.pipelines.ingest._tasks")
 
 
 TASKS: tuple[TaskDef, ...] = (
@@ -58,19 +61,7 @@ def destination_of(config: IngestConfig, settings: Settings) -> tuple[str, str |
     (``None`` when the config gives a URL)."""
     value = config.destination
     if "://" not in value:
-        base = settings.destinations.get(value)
-        if base is None:
-            raise InvalidInput(
-                f"destination: {value!r} is not a destination of this service; give one of "
-                f"{', '.join(sorted(settings.destinations))} or a store URL",
-                [{"field": "destination", "message": f"{value!r} is not a destination"}],
-            )
-        if _scheme(base) not in SCHEMES:
-            raise ConfigError(
-                f"destination {value!r} is {base!r}, whose scheme is not a store; fix "
-                f"FERRY_DESTINATIONS (allowed: {', '.join(s + '://' for s in SCHEMES)})"
-            )
-        return _normal(base), value
+        return _normal(named_destination("destination", value, settings, or_url=True)), value
     if _scheme(value) not in SCHEMES:
         raise InvalidInput(
             f"destination: {value!r} is not a store URL; allowed: "
@@ -126,12 +117,9 @@ def volume_url(config: IngestConfig, settings: Settings) -> str:
     return f"{base}/{config.name}.ome.zarr"
 
 
-def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
+def prepare(config: IngestConfig, settings: Settings) -> PreparedJob:
     """The job's name (the volume's name) and summary (where the volume lies, its shape,
     levels and size)."""
-    config = (
-        spec if isinstance(spec, IngestConfig) else IngestConfig.model_validate(spec.model_dump())
-    )
     base, destination = destination_of(config, settings)
     layout = Layout.of(config)
     totals = shard_totals(layout)
@@ -145,7 +133,6 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
     summary: dict[str, Any] = {
         "volume": f"{base}/{config.name}.ome.zarr",
         "progress": progress_url(base, config.name),
-        "destination": base,
         "destination_name": destination,
         "source": config.source.plugin,
         "shape": list(layout.shapes[0]),
@@ -169,6 +156,7 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
         assets=(claim,),
         reads=(*reader.source_paths(), *reader.source_urls()),
         writes=(("destination", base),),
+        destination=base,
     )
 
 

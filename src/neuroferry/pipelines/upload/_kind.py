@@ -4,22 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
-
 from neuroferry.config import Settings
-from neuroferry.engine import AssetClaim, JobKind, PreparedJob, TaskDef, lock_key
-from neuroferry.errors import ConfigError, InvalidInput
+from neuroferry.engine import (
+    AssetClaim,
+    JobKind,
+    PreparedJob,
+    TaskDef,
+    lock_key,
+    named_destination,
+    task_maker,
+)
 from neuroferry.pipelines.upload._models import Task, UploadJobSpec, transformation_of
 from neuroferry.pipelines.upload._paths import check_source_path, staging_root
 from neuroferry.pipelines.upload._presets import check_preset, merge_preset
-from neuroferry.stores import SCHEMES
 
-_MODULE = "neuroferry.pipelines.upload._tasks"
-
-
-def _task(name: str, *upstream: str, **options: Any) -> TaskDef:
-    return TaskDef(name, f"{_MODULE}:{name}", upstream=upstream, **options)
-
+_task = task_maker("neuroferry.pipelines.upload._tasks")
 
 TASKS: tuple[TaskDef, ...] = (
     _task("send_job_start_email", placement="local"),
@@ -74,20 +73,7 @@ CODE_OCEAN_SETTINGS = frozenset({"pipeline_monitor_settings", "capsule_id", "pip
 
 def destination_base(name: str | None, settings: Settings) -> str:
     """The store URL of the destination named ``name`` (``s3_bucket``; empty: ``default``)."""
-    chosen = name or "default"
-    base = settings.destinations.get(chosen)
-    if base is None:
-        raise InvalidInput(
-            f"s3_bucket: {chosen!r} is not a destination of this service; "
-            f"allowed: {', '.join(sorted(settings.destinations))}"
-        )
-    scheme = base.split("://", 1)[0] if "://" in base else "file"
-    if scheme not in SCHEMES:
-        raise ConfigError(
-            f"destination {chosen!r} is {base!r}, whose scheme {scheme!r} is not a store; "
-            f"fix FERRY_DESTINATIONS (allowed: {', '.join(s + '://' for s in SCHEMES)})"
-        )
-    return base.rstrip("/")
+    return named_destination("s3_bucket", name or "default", settings)
 
 
 def _settings(task: Task | None, default: Task | None = None) -> dict[str, Any]:
@@ -99,16 +85,13 @@ def _with_job_settings(settings: dict[str, Any], **values: Any) -> dict[str, Any
     return {**settings, "job_settings": {**(settings.get("job_settings") or {}), **values}}
 
 
-def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
+def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
     """The job's name (the asset name), each task's settings and the job's summary.
 
     A task the request configures gets the request's settings, whole; other tasks get
     the defaults. The folders the job reads and the data description are then written
     into the settings of the tasks that use them.
     """
-    job = (
-        spec if isinstance(spec, UploadJobSpec) else UploadJobSpec.model_validate(spec.model_dump())
-    )
     asset = job.asset_name
     location = f"{destination_base(job.s3_bucket, settings)}/{asset}"
 
@@ -196,10 +179,8 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
 
     summary: dict[str, Any] = {
         "asset_name": asset,
-        "destination": location,
         "destination_name": job.s3_bucket or "default",
         "staging_dir": str(staging_root(settings)),
-        "user_email": job.user_email,
         "project_name": job.project_name,
         "subject_id": job.subject_id,
         "modalities": list(sources),
@@ -219,6 +200,9 @@ def prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
         reads=tuple(reads),
         writes=(("s3_prefix", location),),
         removes=tuple(removes),
+        destination=location,
+        notify_email=job.user_email,
+        notify_events=tuple(job.email_notification_types),
     )
 
 

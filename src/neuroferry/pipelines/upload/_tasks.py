@@ -18,6 +18,7 @@ from typing import Any
 
 from neuroferry import __version__
 from neuroferry.engine import (
+    EMAIL_KEY,
     AssetClaim,
     TaskContext,
     TaskFailed,
@@ -120,7 +121,7 @@ def _notify(ctx: TaskContext, event: str, state: str, **facts: Any) -> dict[str,
         ctx.log.warning("the %s e-mail could not be sent: %s", event, exc)
         return {"sent": False, "error": str(exc)}
     if sent:
-        ctx.log.info("sent the %s e-mail to %s", event, ctx.spec.get("user_email"))
+        ctx.log.info("sent the %s e-mail to %s", event, ctx.summary.get(EMAIL_KEY))
     else:
         ctx.log.info("no %s e-mail: not asked for, or no SMTP server configured", event)
     return {"sent": sent}
@@ -513,8 +514,6 @@ def register_data_asset(ctx: TaskContext) -> dict[str, Any]:
     """Record the asset in the catalog: a document named by the asset with its location
     and the metadata files read back from the destination (``data_description``,
     ``subject``, ``procedures``, ``processing`` …). Returns the analyses the job asks for."""
-    if ctx.catalog is None:
-        raise TaskFailed("register_data_asset must run in the service (placement local)")
     name = _fact(ctx, "asset_name")
     location = _fact(ctx, "destination")
     missing = TaskFailed(
@@ -565,8 +564,6 @@ def run_analyses(ctx: TaskContext) -> dict[str, Any]:
     """Start the analysis job one modality asks for (the item's ``job_settings`` are the
     analysis job's spec)."""
     modality = ctx.item or "asset"
-    if ctx.submit_job is None:
-        raise TaskFailed("run_analyses must run in the service (placement local)")
     if ANALYSIS_KIND not in job_kinds():
         raise TaskFailed(
             f"the analysis for {modality} cannot start: no {ANALYSIS_KIND!r} job kind is "

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from sqlalchemy import Engine
 
 from neuroferry.auth import User
-from neuroferry.engine import TERMINAL, cancel_job, get_job, job_tasks, retry_job
+from neuroferry.engine import DESTINATION_KEY, TERMINAL, cancel_job, get_job, job_tasks, retry_job
 from neuroferry.errors import ConfigError, InvalidInput, NotFound
 from neuroferry.services import Services
 from neuroferry.stores import Store
@@ -213,7 +213,7 @@ def _job_context(request: Request, held: Services, viewer: User, job_id: int) ->
         "groups": groups,
         "tasks_error": tasks_error,
         "summary_items": [(str(k), _fact(v)) for k, v in summary.items()],
-        "destination": summary.get("destination") or summary.get("volume"),
+        "destination": summary.get(DESTINATION_KEY) or summary.get("volume"),
         "spec_json": json.dumps(job["spec"], indent=2, default=str),
         "can_cancel": state not in TERMINAL and job["cancel_requested"] is None,
         "can_retry": state in ("failed", "cancelled"),
