@@ -23,7 +23,11 @@ The contract of a kind, all of it:
   ``ferry.toml`` or ``FERRY_KINDS__NAME__FIELD`` variables, checked when the service
   starts, given to its tasks as ``ctx.kind_settings`` and to ``prepare`` by
   ``KIND.settings_of(settings)``.
-* ``check_preset`` (optional): validates a job type's task settings for this kind.
+* ``check_preset`` (optional): validates a job type's task settings for this kind;
+  ``merge_preset`` merges them under a request's own (by default the request's tasks win,
+  task by task).
+
+The same contract with a worked example: docs/development.md, "Write a job kind".
 """
 
 from __future__ import annotations
