@@ -77,6 +77,7 @@ from neuroferry.engine._kinds import (
 from neuroferry.engine._metrics import METRICS
 from neuroferry.engine._orchestrator import Orchestrator
 from neuroferry.engine._states import JOB_STATES, TASK_STATES
+from neuroferry.engine._worker_group import WorkerGroup
 
 __all__ = [
     "DEFAULT_JOB_TYPE",
@@ -105,6 +106,7 @@ __all__ = [
     "TaskLog",
     "VocabList",
     "VocabTerm",
+    "WorkerGroup",
     "add_project",
     "allowed_terms",
     "apply_job_type",
