@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from neuroferry.cli._common import TOKEN, client_for, show_problems
 from neuroferry.cli._output import human_bytes, is_terminal, print_json
 
 if TYPE_CHECKING:
@@ -21,7 +22,6 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-TOKEN = typer.Option(None, "--token", help="API token (default: FERRY_TOKEN, token.json).")
 JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
 PROCESSES = typer.Option(
     0, "--processes", "-p", min=0, help="Dask worker processes to add on this machine."
@@ -30,12 +30,6 @@ THREADS = typer.Option(1, "--threads", min=1, help="Threads of each worker proce
 FINAL = ("succeeded", "failed", "cancelled")
 POLL = 1.0
 PLAIN_EVERY = 5.0
-
-
-def _client(token: str | None) -> Any:
-    from neuroferry.client import Client
-
-    return Client(token=token)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
@@ -61,12 +55,6 @@ def _read_config(path: Path) -> dict[str, Any]:
             f"not {type(data).__name__}"
         )
     return data
-
-
-def _show_problems(exc: Any) -> None:
-    for p in getattr(exc, "problems", None) or []:
-        field = p.get("field") or ""
-        typer.echo(f"  {field + ': ' if field else ''}{p.get('message')}", err=True)
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -251,12 +239,12 @@ def create_command(
     show its progress and exit 1 unless it succeeds."""
     from neuroferry.errors import InvalidInput
 
-    client = _client(token)
+    client = client_for(token)
     body = _read_config(config)
     try:
         created = client.ingest_create(body)
     except InvalidInput as exc:
-        _show_problems(exc)
+        show_problems(exc)
         raise
     if as_json:
         print_json(created)
@@ -301,7 +289,7 @@ def check_command(
         if source:
             reader.check()
     except InvalidInput as exc:
-        _show_problems(exc)
+        show_problems(exc)
         raise
     layout = Layout.of(parsed)
     plan = {
@@ -338,7 +326,7 @@ def join_command(
     showing its progress; they retire when it ends (or on Ctrl-C), their running tasks
     going to other workers. Exit 1 unless the job succeeds. Needs an admin's token or a
     worker account's (`ferry users add NAME --role worker`), which shows only the state."""
-    client = _client(token)
+    client = client_for(token)
     status = _join(client, job_id, processes, threads)
     if as_json:
         print_json(status)
@@ -360,7 +348,7 @@ def status_command(
     token: str | None = TOKEN,
 ) -> None:
     """An ingest job's progress: shards done per level, bytes, rate, time left, errors."""
-    client = _client(token)
+    client = client_for(token)
     status = follow(client, job_id) if follow_it else client.ingest_status(job_id)
     if as_json:
         print_json(status)
@@ -394,7 +382,7 @@ def cancel_command(
 ) -> None:
     """Stop an ingest job: shards recorded as written stay (creating the same config again
     resumes), what was not recorded is removed from the volume."""
-    done = _client(token).ingest_cancel(job_id)
+    done = client_for(token).ingest_cancel(job_id)
     if as_json:
         print_json(done)
         return
