@@ -26,7 +26,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from neuroferry.auth import EMAIL
-from neuroferry.errors import InvalidInput
+from neuroferry.errors import InvalidInput, validation_problems
 from neuroferry.pipelines.upload._vocab import find_modality, find_platform
 
 NotificationType = Literal["begin", "end", "fail", "retry", "all"]
@@ -526,18 +526,11 @@ def _folder_setting(task: Task | None, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        problems.append(f"{where}: {err['msg']}" if where else err["msg"])
-    return "; ".join(problems)
-
-
 def validate_upload_job(data: Any) -> UploadJobSpec:
     """A validated upload job; :class:`~neuroferry.errors.InvalidInput` names each field
     that is wrong and what it allows."""
     try:
         return UploadJobSpec.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(f"invalid upload job: {_describe(exc)}") from exc
+        problems = "; ".join(validation_problems(exc))
+        raise InvalidInput(f"invalid upload job: {problems}") from exc
