@@ -34,7 +34,7 @@ PLAIN_EVERY = 5.0
 
 def _read_config(path: Path) -> dict[str, Any]:
     """The config file as a mapping (JSON, or YAML); the service validates it."""
-    from neuroferry.errors import InvalidInput
+    from neuroferry.errors import InvalidInput, first_line
 
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -47,8 +47,7 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInput(f"{path} is not valid JSON or YAML: {first}") from exc
+        raise InvalidInput(f"{path} is not valid JSON or YAML: {first_line(exc)}") from exc
     if not isinstance(data, dict):
         raise InvalidInput(
             f"{path}: an ingest config is a mapping of fields (name, source, extent, …), "

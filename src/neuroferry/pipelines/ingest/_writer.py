@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 import obstore
 
-from neuroferry.errors import SourceDataError, StoreError
+from neuroferry.errors import SourceDataError, StoreError, first_line
 from neuroferry.pipelines.ingest._plan import Unit
 from neuroferry.pipelines.ingest._pyramid import downsample
 from neuroferry.pipelines.ingest._zarr import Layout, Shard, encode_shard
@@ -68,8 +68,7 @@ class Volume:
 
 
 def _failed(store: Store, action: str, key: str, exc: Exception) -> StoreError:
-    line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return StoreError(f"cannot {action} {store.url}/{key}: {line[:300]}")
+    return StoreError(f"cannot {action} {store.url}/{key}: {first_line(exc)[:300]}")
 
 
 def read_json(store: Store, key: str) -> dict[str, Any] | None:
