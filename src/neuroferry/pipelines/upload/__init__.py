@@ -28,6 +28,7 @@ from neuroferry.pipelines.upload._sheets import (
     SheetLimits,
     SheetNote,
     SheetResult,
+    column_key,
     parse_job_sheet,
 )
 from neuroferry.pipelines.upload._submit import (
@@ -68,6 +69,7 @@ __all__ = [
     "UploadTasks",
     "asset_name",
     "check_upload_jobs",
+    "column_key",
     "destination_base",
     "find_modality",
     "find_platform",

@@ -426,7 +426,9 @@ class _Column:
         return (self.kind, self.key, self.path)
 
 
-def _normal(name: str) -> str:
+def column_key(name: str) -> str:
+    """A column header as the sheet's columns are compared: case, spaces, ``_`` and ``-``
+    do not matter (``Subject ID`` is ``subject_id``)."""
     return re.sub(r"[\s_-]+", "_", name.strip()).lower()
 
 
@@ -438,7 +440,7 @@ def _classify(index: int, name: str) -> _Column | str:
         sub = match.group(2)
         if sub is None:
             return _Column(index, name, "modality", group)
-        key = _normal(sub)
+        key = column_key(sub)
         if key in _SOURCE_KEYS:
             return _Column(index, name, "input_source", group)
         if key in _CODE_OCEAN_KEYS:
@@ -454,7 +456,7 @@ def _classify(index: int, name: str) -> _Column | str:
                 "come from job types defined by admins: choose one in the job_type column"
             )
         return _Column(index, name, "setting", group, parts)
-    key = _normal(name)
+    key = column_key(name)
     if key in _FIELDS:
         return _Column(index, name, "field", key)
     return _Column(index, name, "ignored", key)
