@@ -17,7 +17,7 @@ import difflib
 import io
 import re
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -614,6 +614,13 @@ def _put(settings: dict[str, Any], path: tuple[str, ...], value: Any) -> bool:
     return True
 
 
+# fields whose cells are parsed here: the value, or a message (str) saying what is wrong
+_PARSED: dict[str, Callable[[Cell], datetime | bool | str]] = {
+    "acq_datetime": _datetime,
+    "force_cloud_sync": _boolean,
+}
+
+
 def _fields(row: _Row, header: _Header, job: dict[str, Any]) -> None:
     for column in header.columns:
         if column.kind != "field":
@@ -621,20 +628,15 @@ def _fields(row: _Row, header: _Header, job: dict[str, Any]) -> None:
         value = row.cell(column)
         if _blank(value):
             continue
-        if column.key == "acq_datetime":
-            parsed = _datetime(value)
-            if isinstance(parsed, str):
-                row.error(column, parsed, handled="acq_datetime")
-                continue
-            job["acq_datetime"] = parsed
-        elif column.key == "force_cloud_sync":
-            flag = _boolean(value)
-            if isinstance(flag, str):
-                row.error(column, flag, handled="force_cloud_sync")
-                continue
-            job["force_cloud_sync"] = flag
-        else:
+        parse = _PARSED.get(column.key)
+        if parse is None:
             job[column.key] = _text(value)
+            continue
+        parsed = parse(value)
+        if isinstance(parsed, str):
+            row.error(column, parsed, handled=column.key)
+        else:
+            job[column.key] = parsed
 
 
 def _modalities(row: _Row, header: _Header, job: dict[str, Any]) -> None:
