@@ -7,7 +7,7 @@ Every error names the field (as a dotted path) and what is allowed there.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
@@ -27,7 +27,7 @@ from pydantic_core import PydanticCustomError
 
 from neuroferry.auth import EMAIL
 from neuroferry.errors import InvalidInput, validation_problems
-from neuroferry.pipelines.upload._vocab import find_modality, find_platform
+from neuroferry.pipelines.upload._vocab import Term, find_modality, find_platform
 
 NotificationType = Literal["begin", "end", "fail", "retry", "all"]
 NOTIFICATION_TYPES: tuple[NotificationType, ...] = ("begin", "end", "fail", "retry", "all")
@@ -93,6 +93,17 @@ def _blank_to_none(value: Any) -> Any:
     return value
 
 
+def _term(data: Mapping[str, Any], find: Callable[[str], Term], what: str) -> Term:
+    """The term ``data`` names by its abbreviation (else its name), found by ``find``."""
+    key = _blank_to_none(data.get("abbreviation")) or _blank_to_none(data.get("name"))
+    if not isinstance(key, str):
+        raise _error(f"{what} needs its abbreviation, e.g. 'ecephys'")
+    try:
+        return find(key)
+    except ValueError as exc:
+        raise _error(str(exc)) from None
+
+
 class Task(BaseModel):
     """The settings of one task, as the original service's ``Task`` model has them."""
 
@@ -136,13 +147,7 @@ class Modality(BaseModel):
         if not isinstance(data, Mapping):
             return data  # pydantic reports the wrong type
         _check_keys(data, ("name", "abbreviation", "input_source"), "a modality")
-        key = _blank_to_none(data.get("abbreviation")) or _blank_to_none(data.get("name"))
-        if not isinstance(key, str):
-            raise _error("a modality needs its abbreviation, e.g. 'ecephys'")
-        try:
-            term = find_modality(key)
-        except ValueError as exc:
-            raise _error(str(exc)) from None
+        term = _term(data, find_modality, "a modality")
         return {
             **data,
             "name": term.name,
@@ -174,13 +179,7 @@ class Platform(BaseModel):
         if not isinstance(data, Mapping):
             return data
         _check_keys(data, ("name", "abbreviation"), "the platform")
-        key = _blank_to_none(data.get("abbreviation")) or _blank_to_none(data.get("name"))
-        if not isinstance(key, str):
-            raise _error("the platform needs its abbreviation, e.g. 'ecephys'")
-        try:
-            term = find_platform(key)
-        except ValueError as exc:
-            raise _error(str(exc)) from None
+        term = _term(data, find_platform, "the platform")
         return {"name": term.name, "abbreviation": term.abbreviation}
 
 
