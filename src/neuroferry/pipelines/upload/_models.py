@@ -330,9 +330,11 @@ class UploadJobSpec(BaseModel):
         _check_keys(data, tuple(cls.model_fields), "an upload job")
         return data
 
-    @field_validator("user_email", "s3_bucket", "metadata_dir", "derivatives_dir", mode="before")
+    @field_validator(
+        "user_email", "s3_bucket", "metadata_dir", "derivatives_dir", "platform", mode="before"
+    )
     @classmethod
-    def _optional_text(cls, value: Any) -> Any:
+    def _optional(cls, value: Any) -> Any:
         return _blank_to_none(value)
 
     @field_validator("s3_prefix", mode="before")
@@ -343,11 +345,6 @@ class UploadJobSpec(BaseModel):
                 "an empty name is not an asset name; leave s3_prefix out to use the name "
                 "made of platform, subject_id and acq_datetime"
             )
-        return _blank_to_none(value)
-
-    @field_validator("platform", mode="before")
-    @classmethod
-    def _optional_platform(cls, value: Any) -> Any:
         return _blank_to_none(value)
 
     @field_validator("job_type", mode="before")
