@@ -69,7 +69,7 @@ def find_command(
         skip,
         limit,
     )
-    _print_docs(docs, fmt and check_format(fmt, FORMATS))
+    _print_docs(docs, None if fmt is None else check_format(fmt, FORMATS))
 
 
 @app.command("count")
