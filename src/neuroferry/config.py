@@ -27,7 +27,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from neuroferry.errors import ConfigError
+from neuroferry.errors import ConfigError, validation_problems
 
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -260,10 +260,7 @@ def get_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
-            for err in exc.errors()
-        )
+        problems = "; ".join(validation_problems(exc, "settings"))
         raise ConfigError(
             f"invalid configuration ({problems}); check FERRY_* variables and {path}"
         ) from exc

@@ -128,3 +128,24 @@ class SourceDataError(InvalidInput):
         super().__init__(message)
         self.path = path
         self.index = dict(index or {})
+
+
+def first_line(exc: BaseException, *, typed: bool = False) -> str:
+    """The first line of an exception's message (after its type's name and a colon with
+    ``typed``), or its type's name when the message is empty."""
+    text = str(exc).strip()
+    if not text:
+        return type(exc).__name__
+    line = text.splitlines()[0]
+    return f"{type(exc).__name__}: {line}" if typed else line
+
+
+def validation_problems(exc: Any, whole: str | None = None, *, skip: int = 0) -> list[str]:
+    """Each error of a pydantic validation (``exc.errors()``) as ``field.path: message``;
+    an error about the whole value gets ``whole`` as its field, or is only the message.
+    ``skip`` leaves out the first parts of each path (FastAPI's ``body``, ``query``)."""
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in tuple(err.get("loc", ()))[skip:]) or whole
+        problems.append(f"{where}: {err.get('msg')}" if where else str(err.get("msg")))
+    return problems

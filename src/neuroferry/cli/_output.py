@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from datetime import datetime
 from typing import Any
 
 import typer
@@ -40,8 +41,36 @@ def human_bytes(n: float) -> str:
     raise AssertionError("unreachable")
 
 
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=None, default=str) + "\n")
+def print_json(data: Any, indent: int | None = None) -> None:
+    """``data`` as JSON on stdout: on one line, or indented by ``indent``."""
+    sys.stdout.write(json.dumps(data, indent=indent, default=str) + "\n")
+
+
+def when(value: Any) -> str:
+    """An ISO time as ``2025-11-22 10:02 UTC`` (other text as it is, nothing as "")."""
+    if not value:
+        return ""
+    try:
+        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        return str(value)
+
+
+def cell(value: Any, width: int) -> str:
+    """A table cell: text as it is, anything else as JSON; cut to ``width`` characters."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def print_table(columns: list[str], rows: list[list[str]]) -> None:
+    """A table on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
 
 
 def is_terminal() -> bool:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import sys
-from datetime import datetime
 from typing import Any
 
 import typer
 
-from neuroferry.cli._output import print_json
+from neuroferry.cli._common import FORMAT, TOKEN, check_format, client_for
+from neuroferry.cli._output import print_json, print_table, when
 
 users_app = typer.Typer(
     help="Users, their roles and passwords (admins add and remove them).", no_args_is_help=True
@@ -18,9 +18,6 @@ tokens_app = typer.Typer(
     no_args_is_help=True,
 )
 
-FORMATS = ("table", "json")
-TOKEN = typer.Option(None, "--token", help="API token (default: FERRY_TOKEN, token.json).")
-FORMAT = typer.Option("table", "--format", "-f", help="table or json.")
 PASSWORD_STDIN = typer.Option(
     False,
     "--password-stdin",
@@ -28,46 +25,15 @@ PASSWORD_STDIN = typer.Option(
 )
 
 
-def _client(token: str | None) -> Any:
-    from neuroferry.client import Client
-
-    return Client(token=token)
-
-
-def _format(value: str) -> str:
-    if value not in FORMATS:
-        raise typer.BadParameter(f"{value!r} is not a format; allowed: {', '.join(FORMATS)}")
-    return value
-
-
-def _when(value: Any) -> str:
-    if not value:
-        return ""
-    try:
-        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        return str(value)
-
-
-def _table(columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
-
-
 def _print_users(found: list[dict[str, Any]]) -> None:
-    _table(
+    print_table(
         ["name", "role", "email", "created", "active tokens"],
         [
             [
                 u["name"],
                 u["role"],
                 u.get("email") or "",
-                _when(u.get("created")),
+                when(u.get("created")),
                 str(u.get("active_tokens", "")),
             ]
             for u in found
@@ -77,7 +43,7 @@ def _print_users(found: list[dict[str, Any]]) -> None:
 
 def _print_token(made: dict[str, Any]) -> None:
     """The token alone on stdout (so that scripts can capture it), the rest on stderr."""
-    expires = f", expires {_when(made['expires'])}" if made.get("expires") else ""
+    expires = f", expires {when(made['expires'])}" if made.get("expires") else ""
     label = f" {made['label']!r}" if made.get("label") else ""
     typer.echo(
         f"API token{label} of {made['user']} (id {made['id']}{expires}); it is shown only "
@@ -127,9 +93,9 @@ def users_add_command(
     token: str | None = TOKEN,
 ) -> None:
     """Add a user (admins) and print their first API token, once."""
-    fmt = _format(fmt)
+    fmt = check_format(fmt)
     secret = _new_password(name, password_stdin) if password or password_stdin else None
-    client = _client(token)
+    client = client_for(token)
     user = client.users_add(name, email, role, secret)
     made = None if no_token else client.tokens_create("first token", user=user["name"])
     if fmt == "json":
@@ -143,8 +109,8 @@ def users_add_command(
 @users_app.command("list")
 def users_list_command(fmt: str = FORMAT, token: str | None = TOKEN) -> None:
     """List the users (admins)."""
-    fmt = _format(fmt)
-    found = _client(token).users_list()
+    fmt = check_format(fmt)
+    found = client_for(token).users_list()
     if fmt == "json":
         print_json(found)
     else:
@@ -156,7 +122,7 @@ def users_remove_command(
     name: str = typer.Argument(..., help="The user to remove."), token: str | None = TOKEN
 ) -> None:
     """Remove a user and revoke their tokens (admins). Their jobs stay."""
-    _client(token).users_remove(name)
+    client_for(token).users_remove(name)
     typer.echo(f"removed user {name!r}")
 
 
@@ -174,7 +140,7 @@ def users_passwd_command(
     """Set the password someone signs in to the web pages with: your own (you are asked
     for the current one, if you have one) or, as an admin, anyone else's. Their web
     sign-ins end; their API tokens keep working."""
-    client = _client(token)
+    client = client_for(token)
     me = client.users_me()
     current = None
     if me["name"] == name and me.get("has_password"):
@@ -189,8 +155,8 @@ def users_passwd_command(
 @users_app.command("me")
 def users_me_command(fmt: str = FORMAT, token: str | None = TOKEN) -> None:
     """Show who the API token belongs to."""
-    fmt = _format(fmt)
-    me = _client(token).users_me()
+    fmt = check_format(fmt)
+    me = client_for(token).users_me()
     if fmt == "json":
         print_json(me)
     else:
@@ -213,8 +179,8 @@ def tokens_create_command(
     token: str | None = TOKEN,
 ) -> None:
     """Create an API token and print it, once (only the token goes to stdout)."""
-    fmt = _format(fmt)
-    made = _client(token).tokens_create(label, expires_days, user)
+    fmt = check_format(fmt)
+    made = client_for(token).tokens_create(label, expires_days, user)
     if fmt == "json":
         print_json(made)
     else:
@@ -228,20 +194,20 @@ def tokens_list_command(
     token: str | None = TOKEN,
 ) -> None:
     """List your tokens (never the tokens themselves), revoked and expired ones too."""
-    fmt = _format(fmt)
-    found = _client(token).tokens_list(user)
+    fmt = check_format(fmt)
+    found = client_for(token).tokens_list(user)
     if fmt == "json":
         print_json(found)
         return
-    _table(
+    print_table(
         ["id", "user", "label", "created", "expires", "state"],
         [
             [
                 str(t["id"]),
                 t["user"],
                 t.get("label") or "",
-                _when(t.get("created")),
-                _when(t.get("expires")) or "never",
+                when(t.get("created")),
+                when(t.get("expires")) or "never",
                 t["state"],
             ]
             for t in found
@@ -257,5 +223,5 @@ def tokens_revoke_command(
     token: str | None = TOKEN,
 ) -> None:
     """Revoke a token: your own, or (admins) anyone's. It stops working at once."""
-    _client(token).tokens_revoke(token_id)
+    client_for(token).tokens_revoke(token_id)
     typer.echo(f"revoked token {token_id}")

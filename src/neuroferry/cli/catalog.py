@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any
 
 import typer
 
-from neuroferry.cli._output import is_terminal, print_json
+from neuroferry.cli._common import TOKEN, check_format, client_for, parse_json, read_file
+from neuroferry.cli._output import cell, is_terminal, print_json
 
 app = typer.Typer(
     help="The metadata catalog: MongoDB-style queries over JSON documents.",
@@ -17,38 +16,19 @@ app = typer.Typer(
 )
 
 FORMATS = ("table", "json", "jsonl")
-TOKEN = typer.Option(None, "--token", help="API token (default: FERRY_TOKEN, token.json).")
 
 
 def parse_json_arg(text: str, what: str) -> Any:
     """Inline JSON, or ``@path`` to read it from a file; errors name the argument."""
     if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            text = path.read_text()
-        except OSError as exc:
-            raise typer.BadParameter(f"cannot read {path}: {exc.strerror or exc}") from exc
-    try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{what} is not valid JSON: {exc}") from exc
-
-
-def _client(token: str | None) -> Any:
-    from neuroferry.client import Client
-
-    return Client(token=token)
-
-
-def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 40 else text[:39] + "…"
+        text = read_file(Path(text[1:]))
+    return parse_json(text, what)
 
 
 def _print_docs(docs: list[dict[str, Any]], fmt: str | None) -> None:
     fmt = fmt or ("table" if is_terminal() else "jsonl")
     if fmt == "json":
-        sys.stdout.write(json.dumps(docs, indent=2, default=str) + "\n")
+        print_json(docs, indent=2)
     elif fmt == "jsonl":
         for doc in docs:
             print_json(doc)
@@ -61,15 +41,9 @@ def _print_docs(docs: list[dict[str, Any]], fmt: str | None) -> None:
             columns += [key for key in doc if key not in columns]
         table = Table(*columns[:8], show_lines=False)
         for doc in docs:
-            table.add_row(*(_cell(doc[c]) if c in doc else "" for c in columns[:8]))
+            table.add_row(*(cell(doc[c], 40) if c in doc else "" for c in columns[:8]))
         Console().print(table)
         typer.echo(f"{len(docs)} documents")
-
-
-def _format(value: str | None) -> str | None:
-    if value is not None and value not in FORMATS:
-        raise typer.BadParameter(f"{value!r} is not a format; allowed: {', '.join(FORMATS)}")
-    return value
 
 
 @app.command("find")
@@ -87,7 +61,7 @@ def find_command(
     token: str | None = TOKEN,
 ) -> None:
     """Find documents with a MongoDB-style filter."""
-    client = _client(token)
+    client = client_for(token)
     docs = client.catalog_find(
         parse_json_arg(filter, "FILTER"),
         parse_json_arg(projection, "--projection") if projection else None,
@@ -95,7 +69,7 @@ def find_command(
         skip,
         limit,
     )
-    _print_docs(docs, _format(fmt))
+    _print_docs(docs, None if fmt is None else check_format(fmt, FORMATS))
 
 
 @app.command("count")
@@ -104,7 +78,7 @@ def count_command(
     token: str | None = TOKEN,
 ) -> None:
     """Count the documents that match a filter."""
-    typer.echo(_client(token).catalog_count(parse_json_arg(filter, "FILTER")))
+    typer.echo(client_for(token).catalog_count(parse_json_arg(filter, "FILTER")))
 
 
 @app.command("get")
@@ -112,7 +86,7 @@ def get_command(
     doc_id: str = typer.Argument(..., help="The document's _id."), token: str | None = TOKEN
 ) -> None:
     """Print one document."""
-    sys.stdout.write(json.dumps(_client(token).catalog_get(doc_id), indent=2, default=str) + "\n")
+    print_json(client_for(token).catalog_get(doc_id), indent=2)
 
 
 @app.command("import")
@@ -128,18 +102,10 @@ def import_command(
     """Insert documents, replacing those with the same name (admins only). Users see only
     the documents they own: give ``--owner`` to import documents for a user."""
     docs: list[Any] = []
-    try:
-        lines = file.read_text(encoding="utf-8-sig").splitlines()
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {file}: {exc.strerror or exc}") from exc
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            docs.append(json.loads(line))
-        except ValueError as exc:
-            raise typer.BadParameter(f"{file} line {number} is not valid JSON: {exc}") from exc
-    client = _client(token)
+    for number, line in enumerate(read_file(file).splitlines(), 1):
+        if line.strip():
+            docs.append(parse_json(line, f"{file} line {number}"))
+    client = client_for(token)
     inserted = updated = 0
     for start in range(0, len(docs), 1000):
         result = client.catalog_upsert(docs[start : start + 1000], owner)
@@ -156,7 +122,7 @@ app.add_typer(index_app, name="index")
 @index_app.command("list")
 def index_list_command(token: str | None = TOKEN) -> None:
     """List the indexed paths."""
-    for index in _client(token).catalog_indexes():
+    for index in client_for(token).catalog_indexes():
         typer.echo(f"{index['path']}\t{index['created']}\t{index.get('created_by') or ''}")
 
 
@@ -166,7 +132,7 @@ def index_add_command(
     token: str | None = TOKEN,
 ) -> None:
     """Index a path: equality, $in and number ranges on it stay fast at any size."""
-    created = _client(token).catalog_create_index(path)
+    created = client_for(token).catalog_create_index(path)
     typer.echo(f"indexed {path}" if created else f"{path} was indexed already")
 
 
@@ -175,5 +141,5 @@ def index_drop_command(
     path: str = typer.Argument(..., help="An indexed path."), token: str | None = TOKEN
 ) -> None:
     """Drop the index on a path."""
-    _client(token).catalog_drop_index(path)
+    client_for(token).catalog_drop_index(path)
     typer.echo(f"dropped the index on {path}")

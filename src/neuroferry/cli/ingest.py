@@ -2,30 +2,26 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import typer
 
+from neuroferry.cli._common import TOKEN, client_for, show_problems
 from neuroferry.cli._output import human_bytes, is_terminal, print_json
+
+if TYPE_CHECKING:
+    from neuroferry.engine import WorkerGroup
 
 app = typer.Typer(
     help="Ingest image stacks into OME-Zarr volumes: check, create, join, status, cancel.",
     no_args_is_help=True,
 )
 
-TOKEN = typer.Option(None, "--token", help="API token (default: FERRY_TOKEN, token.json).")
 JSON = typer.Option(False, "--json", help="Print JSON instead of text.")
 PROCESSES = typer.Option(
     0, "--processes", "-p", min=0, help="Dask worker processes to add on this machine."
@@ -34,19 +30,11 @@ THREADS = typer.Option(1, "--threads", min=1, help="Threads of each worker proce
 FINAL = ("succeeded", "failed", "cancelled")
 POLL = 1.0
 PLAIN_EVERY = 5.0
-WORKER_PRELOAD = "neuroferry.pipelines.ingest._join_worker"
-RETIRE_WAIT = 60.0
-
-
-def _client(token: str | None) -> Any:
-    from neuroferry.client import Client
-
-    return Client(token=token)
 
 
 def _read_config(path: Path) -> dict[str, Any]:
     """The config file as a mapping (JSON, or YAML); the service validates it."""
-    from neuroferry.errors import InvalidInput
+    from neuroferry.errors import InvalidInput, first_line
 
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -59,20 +47,13 @@ def _read_config(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (ValueError, yaml.YAMLError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInput(f"{path} is not valid JSON or YAML: {first}") from exc
+        raise InvalidInput(f"{path} is not valid JSON or YAML: {first_line(exc)}") from exc
     if not isinstance(data, dict):
         raise InvalidInput(
             f"{path}: an ingest config is a mapping of fields (name, source, extent, …), "
             f"not {type(data).__name__}"
         )
     return data
-
-
-def _show_problems(exc: Any) -> None:
-    for p in getattr(exc, "problems", None) or []:
-        field = p.get("field") or ""
-        typer.echo(f"  {field + ': ' if field else ''}{p.get('message')}", err=True)
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -180,134 +161,6 @@ def summary(status: dict[str, Any]) -> None:
 # -- workers of this machine ----------------------------------------------------------------------
 
 
-def _memory() -> int:
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
-
-
-def _die_with_parent() -> None:
-    """In the child: get SIGTERM when the join command dies (Linux), so that no worker
-    outlives it."""
-    with contextlib.suppress(Exception):
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-class WorkerGroup:
-    """Dask worker processes on this machine, connected to the service's scheduler."""
-
-    def __init__(
-        self,
-        scheduler: str,
-        processes: int,
-        threads: int,
-        tls: dict[str, str] | None = None,
-    ) -> None:
-        self.scheduler = scheduler
-        self.processes = processes
-        self.threads = threads
-        self.prefix = f"ferry-join-{socket.gethostname()}-{os.getpid()}"
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-        self.warned = False
-        self._folder = tempfile.TemporaryDirectory(prefix="ferry-join-")  # mode 0700
-        self.tls_args = self._write_tls(tls) if tls else []
-
-    def _write_tls(self, tls: dict[str, str]) -> list[str]:
-        """The cluster's TLS credentials as files only this user can read, and the
-        ``dask worker`` options that name them."""
-        args = []
-        for option, field in (
-            ("--tls-ca-file", "ca"),
-            ("--tls-cert", "cert"),
-            ("--tls-key", "key"),
-        ):
-            path = Path(self._folder.name) / f"{field}.pem"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="ascii") as out:
-                out.write(tls[field])
-            args += [option, str(path)]
-        return args
-
-    def command(self, index: int) -> list[str]:
-        memory = _memory() // max(self.processes, 1)
-        host = urlsplit(self.scheduler).hostname or ""
-        loopback = host in ("localhost", "::1") or host.startswith("127.")
-        return [
-            sys.executable,
-            "-m",
-            "distributed.cli.dask_worker",
-            self.scheduler,
-            "--name",
-            f"{self.prefix}-{index}",
-            "--nthreads",
-            str(self.threads),
-            "--no-nanny",
-            "--no-dashboard",
-            "--memory-limit",
-            str(memory),
-            "--resources",
-            f"cpus={self.threads},memory={memory}",
-            "--preload",
-            WORKER_PRELOAD,
-            "--death-timeout",
-            "60",
-            *(["--host", "127.0.0.1"] if loopback else []),
-            *self.tls_args,
-        ]
-
-    def start(self) -> None:
-        for i in range(self.processes):
-            log = Path(self._folder.name) / f"worker-{i}.log"
-            with log.open("wb") as out:
-                self.procs.append(
-                    subprocess.Popen(
-                        self.command(i),
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,  # Ctrl-C is the join command's to handle
-                        preexec_fn=_die_with_parent,
-                    )
-                )
-            self.logs.append(log)
-
-    def all_gone(self) -> bool:
-        return bool(self.procs) and all(p.poll() is not None for p in self.procs)
-
-    def last_words(self) -> str:
-        for log in self.logs:
-            with contextlib.suppress(OSError):
-                lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-                if lines:
-                    return lines[-1].strip()[:300]
-        return "no output"
-
-    def stop(self) -> None:
-        """Retire the workers gracefully (their running tasks go to other workers), then
-        make sure they are gone."""
-        for p in self.procs:
-            if p.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signal.SIGUSR1)
-        deadline = time.monotonic() + RETIRE_WAIT
-        for sig in (None, signal.SIGTERM, signal.SIGKILL):
-            for p in self.procs:
-                if p.poll() is None and sig is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        p.send_signal(sig)
-            for p in self.procs:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    p.wait(timeout=max(deadline - time.monotonic(), 0.1))
-            if all(p.poll() is not None for p in self.procs):
-                break
-            deadline = time.monotonic() + 10
-        self._folder.cleanup()
-
-
 def _join(client: Any, job_id: int, processes: int, threads: int) -> dict[str, Any]:
     """Add ``processes`` workers to the service's cluster while the job runs; its last
     status (in full if this token may read the job, else only its state: a worker token)."""
@@ -317,6 +170,8 @@ def _join(client: Any, job_id: int, processes: int, threads: int) -> dict[str, A
     cluster = client.cluster(job_id)  # admins and worker accounts only
     if cluster["job"]["state"] in FINAL:
         return follow(client, job_id) if progress else _state_only(cluster["job"])
+    from neuroferry.engine import WorkerGroup
+
     workers = WorkerGroup(cluster["scheduler"], processes, threads, cluster.get("tls"))
     typer.echo(
         f"adding {processes} worker processes ({threads} threads each) to {cluster['scheduler']}",
@@ -383,12 +238,12 @@ def create_command(
     show its progress and exit 1 unless it succeeds."""
     from neuroferry.errors import InvalidInput
 
-    client = _client(token)
+    client = client_for(token)
     body = _read_config(config)
     try:
         created = client.ingest_create(body)
     except InvalidInput as exc:
-        _show_problems(exc)
+        show_problems(exc)
         raise
     if as_json:
         print_json(created)
@@ -433,7 +288,7 @@ def check_command(
         if source:
             reader.check()
     except InvalidInput as exc:
-        _show_problems(exc)
+        show_problems(exc)
         raise
     layout = Layout.of(parsed)
     plan = {
@@ -470,7 +325,7 @@ def join_command(
     showing its progress; they retire when it ends (or on Ctrl-C), their running tasks
     going to other workers. Exit 1 unless the job succeeds. Needs an admin's token or a
     worker account's (`ferry users add NAME --role worker`), which shows only the state."""
-    client = _client(token)
+    client = client_for(token)
     status = _join(client, job_id, processes, threads)
     if as_json:
         print_json(status)
@@ -492,7 +347,7 @@ def status_command(
     token: str | None = TOKEN,
 ) -> None:
     """An ingest job's progress: shards done per level, bytes, rate, time left, errors."""
-    client = _client(token)
+    client = client_for(token)
     status = follow(client, job_id) if follow_it else client.ingest_status(job_id)
     if as_json:
         print_json(status)
@@ -526,7 +381,7 @@ def cancel_command(
 ) -> None:
     """Stop an ingest job: shards recorded as written stay (creating the same config again
     resumes), what was not recorded is removed from the volume."""
-    done = _client(token).ingest_cancel(job_id)
+    done = client_for(token).ingest_cancel(job_id)
     if as_json:
         print_json(done)
         return

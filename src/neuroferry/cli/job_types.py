@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import typer
+
+from neuroferry.cli._common import (
+    FORMAT,
+    TOKEN,
+    check_format,
+    client_for,
+    parse_json,
+    read_file,
+)
+from neuroferry.cli._output import cell, print_json, print_table, when
 
 app = typer.Typer(
     help="Job types: named, versioned presets of task settings (admins change them).",
@@ -19,63 +28,14 @@ projects_app = typer.Typer(
     no_args_is_help=True,
 )
 
-FORMATS = ("table", "json")
-TOKEN = typer.Option(None, "--token", help="API token (default: FERRY_TOKEN, token.json).")
-FORMAT = typer.Option("table", "--format", "-f", help="table or json.")
 KIND = typer.Option("upload", "--kind", help="The job kind the job type belongs to.")
 COMMENT = typer.Option(None, "--comment", "-m", help="Why (kept in the history).")
 
 
-def _client(token: str | None) -> Any:
-    from neuroferry.client import Client
-
-    return Client(token=token)
-
-
-def _format(value: str) -> str:
-    if value not in FORMATS:
-        raise typer.BadParameter(f"{value!r} is not a format; allowed: {', '.join(FORMATS)}")
-    return value
-
-
-def _json_out(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _when(value: Any) -> str:
-    if not value:
-        return ""
-    try:
-        return datetime.fromisoformat(str(value)).strftime("%Y-%m-%d %H:%M UTC")
-    except ValueError:
-        return str(value)
-
-
-def _cell(value: Any) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, default=str)
-    return text if len(text) <= 60 else text[:59] + "…"
-
-
-def _table(columns: list[str], rows: list[list[str]]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*row)
-    Console().print(table)
-
-
 def _read_settings(file: Path) -> dict[str, Any]:
     """A JSON object from ``file`` (``-``: standard input); errors name the file."""
-    try:
-        text = sys.stdin.read() if str(file) == "-" else file.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {file}: {exc.strerror or exc}") from exc
-    try:
-        settings = json.loads(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{file} is not valid JSON: {exc}") from exc
+    text = sys.stdin.read() if str(file) == "-" else read_file(file)
+    settings = parse_json(text, str(file))
     if not isinstance(settings, dict):
         raise typer.BadParameter(
             f"{file} must hold a JSON object of task name to task settings, "
@@ -99,20 +59,20 @@ def list_command(
     token: str | None = TOKEN,
 ) -> None:
     """List the job types (their current versions)."""
-    found = _client(token).job_types_list(kind)
-    if _format(fmt) == "json":
-        _json_out(found)
+    found = client_for(token).job_types_list(kind)
+    if check_format(fmt) == "json":
+        print_json(found, indent=2)
         return
-    _table(
+    print_table(
         ["kind", "name", "version", "saved", "by", "comment"],
         [
             [
                 t["kind"],
                 t["name"],
                 str(t["version"]),
-                _when(t["created"]),
+                when(t["created"]),
                 t.get("created_by") or "",
-                _cell(t.get("comment") or ""),
+                cell(t.get("comment") or "", 60),
             ]
             for t in found
         ],
@@ -128,19 +88,19 @@ def show_command(
     token: str | None = TOKEN,
 ) -> None:
     """Print a job type's settings (the current version, or --version)."""
-    found = _client(token).job_types_get(name, version, kind)
-    if _format(fmt) == "json":
-        _json_out(found)
+    found = client_for(token).job_types_get(name, version, kind)
+    if check_format(fmt) == "json":
+        print_json(found, indent=2)
         return
     by = f" by {found['created_by']}" if found.get("created_by") else ""
     note = f": {found['comment']}" if found.get("comment") else ""
     deleted = " (deleted)" if found.get("deleted") else ""
     typer.echo(
         f"# {found['name']} ({found['kind']}) version {found['version']}{deleted}, "
-        f"saved {_when(found['created'])}{by}{note}",
+        f"saved {when(found['created'])}{by}{note}",
         err=True,
     )
-    _json_out(found["settings"])
+    print_json(found["settings"], indent=2)
 
 
 @app.command("set")
@@ -155,7 +115,7 @@ def set_command(
 ) -> None:
     """Save FILE as the next version of a job type (admins)."""
     settings = _read_settings(file)
-    _saved(_client(token).job_types_put(name, settings, comment, kind), "saved")
+    _saved(client_for(token).job_types_put(name, settings, comment, kind), "saved")
 
 
 @app.command("history")
@@ -166,18 +126,18 @@ def history_command(
     token: str | None = TOKEN,
 ) -> None:
     """List every version of a job type, oldest first."""
-    versions = _client(token).job_types_history(name, kind)
-    if _format(fmt) == "json":
-        _json_out(versions)
+    versions = client_for(token).job_types_history(name, kind)
+    if check_format(fmt) == "json":
+        print_json(versions, indent=2)
         return
-    _table(
+    print_table(
         ["version", "saved", "by", "comment", "deleted"],
         [
             [
                 str(v["version"]),
-                _when(v["created"]),
+                when(v["created"]),
                 v.get("created_by") or "",
-                _cell(v.get("comment") or ""),
+                cell(v.get("comment") or "", 60),
                 "deleted" if v.get("deleted") else "",
             ]
             for v in versions
@@ -195,9 +155,9 @@ def diff_command(
     token: str | None = TOKEN,
 ) -> None:
     """Show what changed between two versions of a job type (0: empty settings)."""
-    diff = _client(token).job_types_diff(name, old, new, kind)
-    if _format(fmt) == "json":
-        _json_out(diff)
+    diff = client_for(token).job_types_diff(name, old, new, kind)
+    if check_format(fmt) == "json":
+        print_json(diff, indent=2)
         return
     changes = diff["changes"]
     typer.echo(
@@ -224,7 +184,7 @@ def rollback_command(
     token: str | None = TOKEN,
 ) -> None:
     """Make an old version's settings current again, as a new version (admins)."""
-    _saved(_client(token).job_types_rollback(name, version, comment, kind), "rolled back")
+    _saved(client_for(token).job_types_rollback(name, version, comment, kind), "rolled back")
 
 
 @app.command("delete")
@@ -235,23 +195,23 @@ def delete_command(
     token: str | None = TOKEN,
 ) -> None:
     """Delete a job type (admins); its history stays, and `set` or `rollback` revive it."""
-    result = _client(token).job_types_delete(name, comment, kind)
+    result = client_for(token).job_types_delete(name, comment, kind)
     typer.echo(f"deleted job type {result['name']} ({result['kind']}): version {result['version']}")
 
 
 @projects_app.command("list")
 def projects_list_command(fmt: str = FORMAT, token: str | None = TOKEN) -> None:
     """List the project names uploads may give."""
-    found = _client(token).projects_list()
-    if _format(fmt) == "json":
-        _json_out(found)
+    found = client_for(token).projects_list()
+    if check_format(fmt) == "json":
+        print_json(found, indent=2)
         return
     if not found:
         typer.echo("no projects listed: uploads may give any project name", err=True)
         return
-    _table(
+    print_table(
         ["name", "added", "by"],
-        [[p["name"], _when(p["created"]), p.get("created_by") or ""] for p in found],
+        [[p["name"], when(p["created"]), p.get("created_by") or ""] for p in found],
     )
 
 
@@ -260,7 +220,7 @@ def projects_add_command(
     name: str = typer.Argument(..., help="The project's name."), token: str | None = TOKEN
 ) -> None:
     """Add a project name (admins); once one is listed, uploads must give a listed one."""
-    added = _client(token).projects_add(name)
+    added = client_for(token).projects_add(name)
     typer.echo(f"added project {added['name']}")
 
 
@@ -269,5 +229,5 @@ def projects_remove_command(
     name: str = typer.Argument(..., help="The project's name."), token: str | None = TOKEN
 ) -> None:
     """Remove a project name (admins)."""
-    _client(token).projects_remove(name)
+    client_for(token).projects_remove(name)
     typer.echo(f"removed project {name}")

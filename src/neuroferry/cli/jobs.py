@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from datetime import datetime
@@ -12,13 +11,20 @@ from typing import Any
 import typer
 from rich.markup import escape
 
+from neuroferry.cli._common import (
+    TOKEN,
+    check_format,
+    client_for,
+    parse_json,
+    read_file,
+    show_problems,
+)
 from neuroferry.cli._output import is_terminal, print_json
 
 app = typer.Typer(
     help="Jobs: submit, list, show, follow logs, cancel, retry.", no_args_is_help=True
 )
 
-TOKEN = typer.Option(None, "--token", help="API token (default: FERRY_TOKEN, token.json).")
 FORMAT = typer.Option(None, "--format", help="table or json (default: table on a terminal).")
 FINAL = ("succeeded", "failed", "cancelled")
 COLOURS = {
@@ -34,16 +40,10 @@ COLOURS = {
 }
 
 
-def _client(token: str | None) -> Any:
-    from neuroferry.client import Client
-
-    return Client(token=token)
-
-
 def _json_output(fmt: str | None) -> bool:
-    if fmt not in (None, "table", "json"):
-        raise typer.BadParameter(f"{fmt!r} is not a format; allowed: table, json")
-    return fmt == "json" or (fmt is None and not is_terminal())
+    if fmt is None:
+        return not is_terminal()
+    return check_format(fmt) == "json"
 
 
 def _request_from(path: Path, client: Any) -> dict[str, Any]:
@@ -54,12 +54,7 @@ def _request_from(path: Path, client: Any) -> dict[str, Any]:
         return {"upload_jobs": [j["job"] for j in client.validate_sheet(path)]}
     if suffix != ".json":
         raise typer.BadParameter(f"{path}: give a .csv, .xlsx or .json file")
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise typer.BadParameter(f"cannot read {path}: {exc.strerror or exc}") from exc
-    except ValueError as exc:
-        raise typer.BadParameter(f"{path} is not valid JSON: {exc}") from exc
+    data = parse_json(read_file(path), str(path))
     if isinstance(data, list):
         return {"upload_jobs": data}
     if isinstance(data, dict) and "upload_jobs" not in data:
@@ -67,15 +62,6 @@ def _request_from(path: Path, client: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise typer.BadParameter(f"{path}: expected a request object or a list of upload jobs")
     return data
-
-
-def _show_problems(exc: Any) -> None:
-    for p in getattr(exc, "problems", None) or []:
-        where = f"job {p['job']}" if p.get("job") else ""
-        if p.get("row"):
-            where += f" (row {p['row']})" if where else f"row {p['row']}"
-        field = f"{p['field']}: " if p.get("field") else ""
-        typer.echo(f"  {where}: {field}{p['message']}", err=True)
 
 
 @app.command("validate")
@@ -88,11 +74,11 @@ def validate_command(
     (spreadsheets) or job and field."""
     from neuroferry.errors import InvalidInput
 
-    client = _client(token)
+    client = client_for(token)
     try:
         jobs = client.validate_jobs(_request_from(file, client))
     except InvalidInput as exc:
-        _show_problems(exc)
+        show_problems(exc)
         raise
     if _json_output(fmt):
         print_json(jobs)
@@ -113,11 +99,11 @@ def submit_command(
     created or none. With --wait, exit 1 unless every job succeeds."""
     from neuroferry.errors import InvalidInput
 
-    client = _client(token)
+    client = client_for(token)
     try:
         created = client.submit_jobs(_request_from(file, client))
     except InvalidInput as exc:
-        _show_problems(exc)
+        show_problems(exc)
         raise
     if _json_output(fmt) and not wait:
         print_json(created)
@@ -218,7 +204,7 @@ def list_command(
     token: str | None = TOKEN,
 ) -> None:
     """Jobs you may see (admins: everyone's), newest first."""
-    page = _client(token).jobs(
+    page = client_for(token).jobs(
         state=state,
         kind=kind,
         job_type=job_type,
@@ -260,7 +246,7 @@ def show_command(
     token: str | None = TOKEN,
 ) -> None:
     """A job and its tasks."""
-    client = _client(token)
+    client = client_for(token)
     job, tasks = client.job(job_id), client.job_tasks(job_id)
     if _json_output(fmt):
         print_json({**job, "tasks": tasks})
@@ -301,7 +287,7 @@ def logs_command(
     token: str | None = TOKEN,
 ) -> None:
     """A task's log, or the logs of all the job's tasks that ran, in order."""
-    client = _client(token)
+    client = client_for(token)
     if task is not None and follow:
         for chunk in client.follow_job_log(job_id, task, instance):
             sys.stdout.write(chunk)
@@ -320,14 +306,14 @@ def logs_command(
 @app.command("cancel")
 def cancel_command(job_id: int = typer.Argument(...), token: str | None = TOKEN) -> None:
     """Cancel a job: tasks not started are cancelled; running ones stop."""
-    job = _client(token).cancel_job(job_id)
+    job = client_for(token).cancel_job(job_id)
     typer.echo(f"job {job['id']} {job['name']}: {job['state']}")
 
 
 @app.command("retry")
 def retry_command(job_id: int = typer.Argument(...), token: str | None = TOKEN) -> None:
     """Run a failed or cancelled job again from the tasks that did not succeed."""
-    job = _client(token).retry_job(job_id)
+    job = client_for(token).retry_job(job_id)
     typer.echo(f"job {job['id']} {job['name']}: {job['state']}")
 
 
@@ -338,7 +324,7 @@ def template_command(
     token: str | None = TOKEN,
 ) -> None:
     """Write the job spreadsheet template (.xlsx) with the service's drop-down lists."""
-    data = _client(token).job_upload_template()
+    data = client_for(token).job_upload_template()
     try:
         path.write_bytes(data)
     except OSError as exc:

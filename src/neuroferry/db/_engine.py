@@ -33,7 +33,7 @@ from sqlalchemy.exc import (
 )
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from neuroferry.errors import ConfigError, DatabaseError, QueryTimeout
+from neuroferry.errors import ConfigError, DatabaseError, QueryTimeout, first_line
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ UNAVAILABLE_MESSAGE = (
 def unavailable(exc: BaseException) -> DatabaseError:
     """The :class:`DatabaseError` (503) for a database that cannot be reached or written;
     the cause is logged."""
-    cause = str(getattr(exc, "orig", None) or exc).splitlines()
-    log.error("database unavailable: %s: %s", type(exc).__name__, cause[0] if cause else "")
+    cause = first_line(getattr(exc, "orig", None) or exc)
+    log.error("database unavailable: %s: %s", type(exc).__name__, cause)
     return DatabaseError(UNAVAILABLE_MESSAGE)
 
 

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from neuroferry.db._engine import UNAVAILABLE, lift_statement_timeout, make_engine, redact
-from neuroferry.errors import DatabaseError
+from neuroferry.errors import DatabaseError, first_line
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -50,9 +50,7 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> str | None:
     try:
         command.upgrade(_config(engine), revision)
     except SQLAlchemyError as exc:
-        raise DatabaseError(
-            f"cannot migrate {redact(str(engine.url))}: {str(exc).splitlines()[0]}"
-        ) from exc
+        raise DatabaseError(f"cannot migrate {redact(str(engine.url))}: {first_line(exc)}") from exc
     return current_revision(engine)
 
 
@@ -67,4 +65,4 @@ def refresh_statistics(engine: Engine) -> None:
             conn.exec_driver_sql("PRAGMA analysis_limit=1000")
             conn.exec_driver_sql("ANALYZE")
     except UNAVAILABLE as exc:  # read-only or gone: health says so; statistics can wait
-        log.warning("cannot refresh the database statistics: %s", str(exc).splitlines()[0])
+        log.warning("cannot refresh the database statistics: %s", first_line(exc))

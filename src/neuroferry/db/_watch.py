@@ -15,6 +15,7 @@ from sqlalchemy import Engine, delete
 
 from neuroferry.db._engine import UNAVAILABLE, sqlite_file
 from neuroferry.db._tables import sign_in_attempts
+from neuroferry.errors import first_line
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ class DatabaseWatch:
             with self.engine.begin() as conn:
                 conn.execute(delete(sign_in_attempts).where(sign_in_attempts.c.updated < cutoff))
         except UNAVAILABLE as exc:
-            cause = str(getattr(exc, "orig", None) or exc).splitlines()
-            answer = f"the database cannot be written: {cause[0] if cause else type(exc).__name__}"
+            cause = first_line(getattr(exc, "orig", None) or exc)
+            answer = f"the database cannot be written: {cause}"
         with self._lock:
             self._written = (time.monotonic(), answer)
         return answer or self.problem()

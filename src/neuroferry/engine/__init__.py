@@ -68,6 +68,7 @@ from neuroferry.engine._queries import (
 )
 from neuroferry.engine._states import JOB_STATES, SUCCEEDED, TASK_STATES, TERMINAL
 from neuroferry.engine._submit import NewJob, check_access, owner_access, submit_job, submit_jobs
+from neuroferry.engine._worker_group import WorkerGroup
 
 __all__ = [
     "BYTES_COPIED_KEY",
@@ -98,6 +99,7 @@ __all__ = [
     "TaskFailed",
     "TaskInstance",
     "TaskLog",
+    "WorkerGroup",
     "apply_job_type",
     "cancel_job",
     "cancel_key",

@@ -10,7 +10,13 @@ from obstore.exceptions import (
     UnauthenticatedError,
 )
 
-from neuroferry.errors import StoreAuthError, StoreError, StoreNotFound, StoreUnreachable
+from neuroferry.errors import (
+    StoreAuthError,
+    StoreError,
+    StoreNotFound,
+    StoreUnreachable,
+    first_line,
+)
 
 _AUTH_CODES = {
     "InvalidAccessKeyId",
@@ -25,8 +31,7 @@ _MISSING_CODES = {"NoSuchBucket", "NoSuchKey", "ContainerNotFound", "BucketNotFo
 def _summary(exc: BaseException) -> tuple[str | None, str]:
     text = str(exc)
     code = m.group(1) if (m := re.search(r"<Code>([^<]+)</Code>", text)) else None
-    first = text.strip().splitlines()[0] if text.strip() else type(exc).__name__
-    first = re.sub(r":\s*<\?xml.*$", "", first)
+    first = re.sub(r":\s*<\?xml.*$", "", first_line(exc))
     return code, first[:300]
 
 

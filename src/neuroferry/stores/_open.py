@@ -14,7 +14,7 @@ from obstore.exceptions import BaseError as ObstoreError
 from obstore.store import AzureStore, GCSStore, LocalStore, MemoryStore, S3Store
 
 from neuroferry.config import Settings, get_settings
-from neuroferry.errors import ConfigError, InvalidInput, StoreNotFound
+from neuroferry.errors import ConfigError, InvalidInput, StoreNotFound, first_line
 from neuroferry.stores._obstore import ObstoreStore
 from neuroferry.stores._store import Store
 
@@ -147,6 +147,7 @@ def open_store(url: str, *, create: bool = False, settings: Settings | None = No
         else:
             raw = AzureStore(bucket, prefix=prefix or None, retry_config=_retry_config(settings))
     except ObstoreError as exc:  # e.g. a key id without its secret
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot open {canonical}: {first}; check its credentials") from exc
+        raise ConfigError(
+            f"cannot open {canonical}: {first_line(exc)}; check its credentials"
+        ) from exc
     return ObstoreStore(canonical, raw)

@@ -21,7 +21,7 @@ from sqlalchemy.exc import DataError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from neuroferry.db import UNAVAILABLE, unavailable
-from neuroferry.errors import FerryError, InvalidInput
+from neuroferry.errors import FerryError, InvalidInput, first_line, validation_problems
 
 #: Paths that belong to the API and machines, never to the pages.
 NOT_PAGES = ("/api/", "/metrics", "/openapi.json", "/docs", "/redoc", "/static/")
@@ -113,10 +113,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
         # FastAPI's shape, without echoing the values sent (a password, a huge body)
         errors = [{k: v for k, v in e.items() if k in ("type", "loc", "msg")} for e in exc.errors()]
         return JSONResponse({"detail": errors}, status_code=422)
-    problems = [
-        f"{'.'.join(str(p) for p in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
-        for e in exc.errors()
-    ]
+    problems = validation_problems(exc, "request", skip=1)
     return await error_page(request, 422, "Part of the request is not valid:", problems)
 
 
@@ -132,9 +129,9 @@ async def _overflow(request: Request, exc: Exception) -> Response:
 
 async def _data_error(request: Request, exc: Exception) -> Response:
     # a value the database refuses to store or compare (out of range, a NUL in text)
-    cause = str(getattr(exc, "orig", None) or exc).splitlines()
-    message = f"a value in the request does not fit the database: {cause[0] if cause else ''}"
-    return await ferry_error(request, InvalidInput(message.rstrip(": ")))
+    cause = first_line(getattr(exc, "orig", None) or exc)
+    message = f"a value in the request does not fit the database: {cause}"
+    return await ferry_error(request, InvalidInput(message))
 
 
 def install(app: FastAPI) -> None:

@@ -124,35 +124,34 @@ def _local_only(tile: Mapping[str, Any], plugin: str) -> None:
         )
 
 
-def _catmaid(path: dict[str, Any], tile: dict[str, Any], job: Mapping[str, Any]) -> Mapped:
-    ext = _image_ext(
+def _catmaid_filetype(path: dict[str, Any], tile: dict[str, Any]) -> str:
+    return _image_ext(
         "client.path_processor.params.filetype", _ext(path.get("filetype"), tile.get("filetype"))
     )
+
+
+def _catmaid(path: dict[str, Any], tile: dict[str, Any], job: Mapping[str, Any]) -> Mapped:
+    ext = _catmaid_filetype(path, tile)
     return "catmaid", {"root_dir": path.get("root_dir", ""), "filetype": ext, "zoom_level": 0}, {}
 
 
-def _catmaid_zoom(path: dict[str, Any], tile: dict[str, Any], job: Mapping[str, Any]) -> Mapped:
-    ext = _image_ext(
-        "client.path_processor.params.filetype", _ext(path.get("filetype"), tile.get("filetype"))
-    )
+def _catmaid_tiles(path: dict[str, Any], tile: dict[str, Any], tiles: str) -> Mapped:
+    """A CATMAID stack of zoom level 0 whose tiles lie at ``0/{z}/{tiles}.{ext}``."""
+    ext = _catmaid_filetype(path, tile)
     params = {
         "root_dir": path.get("root_dir", ""),
         "filetype": ext,
-        "pattern": f"0/{{z}}/{{row}}_{{col}}.{ext}",
+        "pattern": f"0/{{z}}/{tiles}.{ext}",
     }
     return "catmaid", params, {}
+
+
+def _catmaid_zoom(path: dict[str, Any], tile: dict[str, Any], job: Mapping[str, Any]) -> Mapped:
+    return _catmaid_tiles(path, tile, "{row}_{col}")
 
 
 def _catmaid_dirs(path: dict[str, Any], tile: dict[str, Any], job: Mapping[str, Any]) -> Mapped:
-    ext = _image_ext(
-        "client.path_processor.params.filetype", _ext(path.get("filetype"), tile.get("filetype"))
-    )
-    params = {
-        "root_dir": path.get("root_dir", ""),
-        "filetype": ext,
-        "pattern": f"0/{{z}}/{{row}}/{{col}}.{ext}",
-    }
-    return "catmaid", params, {}
+    return _catmaid_tiles(path, tile, "{row}/{col}")
 
 
 def _zindex(path: dict[str, Any], tile: dict[str, Any], job: Mapping[str, Any]) -> Mapped:

@@ -12,7 +12,7 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from neuroferry.errors import FerryError
+from neuroferry.errors import FerryError, first_line
 
 Range = tuple[int, int]
 
@@ -60,8 +60,7 @@ def same_kind(found: np.dtype[Any], wanted: np.dtype[Any]) -> bool:
 
 
 def _unreadable(exc: BaseException) -> Unreadable:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return Unreadable(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    return Unreadable(first_line(exc, typed=True))
 
 
 # -- TIFF pages --------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import tifffile
 
-from neuroferry.errors import InvalidInput, SourceDataError
+from neuroferry.errors import InvalidInput, SourceDataError, first_line
 from neuroferry.pipelines.ingest._config import IngestConfig
 from neuroferry.pipelines.ingest._imageio import (
     PlaneInfo,
@@ -33,11 +33,6 @@ from neuroferry.pipelines.ingest._reader_images import (
 from neuroferry.pipelines.ingest._readers import Range, Reader, shown_range, source_error
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
 @contextmanager
 def open_tiff(path: Path, index: dict[str, int]) -> Iterator[tifffile.TiffFile]:
     """The open TIFF at ``path``; SourceDataError when it is missing or cannot be read
@@ -47,14 +42,16 @@ def open_tiff(path: Path, index: dict[str, int]) -> Iterator[tifffile.TiffFile]:
     except FileNotFoundError:
         raise source_error(path, index, "TIFF file is missing") from None
     except Exception as exc:
-        raise source_error(path, index, f"cannot read the TIFF: {_first_line(exc)}") from None
+        reason = first_line(exc, typed=True)
+        raise source_error(path, index, f"cannot read the TIFF: {reason}") from None
     try:
         with tif:
             yield tif
     except (SourceDataError, InvalidInput):
         raise
     except Exception as exc:
-        raise source_error(path, index, f"cannot read the TIFF: {_first_line(exc)}") from None
+        reason = first_line(exc, typed=True)
+        raise source_error(path, index, f"cannot read the TIFF: {reason}") from None
 
 
 def _check_plane(

@@ -28,6 +28,7 @@ from neuroferry.pipelines.upload._sheets import (
     SheetLimits,
     SheetNote,
     SheetResult,
+    column_key,
     parse_job_sheet,
 )
 from neuroferry.pipelines.upload._submit import (
@@ -89,6 +90,7 @@ __all__ = [
     "allowed_terms",
     "asset_name",
     "check_upload_jobs",
+    "column_key",
     "delete_project",
     "delete_term",
     "destination_base",

@@ -7,7 +7,7 @@ Every error names the field (as a dotted path) and what is allowed there.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Literal, Self
 
@@ -26,8 +26,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from neuroferry.auth import EMAIL
-from neuroferry.errors import InvalidInput
-from neuroferry.pipelines.upload._vocab import find_modality, find_platform
+from neuroferry.errors import InvalidInput, validation_problems
+from neuroferry.pipelines.upload._vocab import Term, find_modality, find_platform
 
 NotificationType = Literal["begin", "end", "fail", "retry", "all"]
 NOTIFICATION_TYPES: tuple[NotificationType, ...] = ("begin", "end", "fail", "retry", "all")
@@ -93,6 +93,17 @@ def _blank_to_none(value: Any) -> Any:
     return value
 
 
+def _term(data: Mapping[str, Any], find: Callable[[str], Term], what: str) -> Term:
+    """The term ``data`` names by its abbreviation (else its name), found by ``find``."""
+    key = _blank_to_none(data.get("abbreviation")) or _blank_to_none(data.get("name"))
+    if not isinstance(key, str):
+        raise _error(f"{what} needs its abbreviation, e.g. 'ecephys'")
+    try:
+        return find(key)
+    except ValueError as exc:
+        raise _error(str(exc)) from None
+
+
 class Task(BaseModel):
     """The settings of one task, as the original service's ``Task`` model has them."""
 
@@ -136,13 +147,7 @@ class Modality(BaseModel):
         if not isinstance(data, Mapping):
             return data  # pydantic reports the wrong type
         _check_keys(data, ("name", "abbreviation", "input_source"), "a modality")
-        key = _blank_to_none(data.get("abbreviation")) or _blank_to_none(data.get("name"))
-        if not isinstance(key, str):
-            raise _error("a modality needs its abbreviation, e.g. 'ecephys'")
-        try:
-            term = find_modality(key)
-        except ValueError as exc:
-            raise _error(str(exc)) from None
+        term = _term(data, find_modality, "a modality")
         return {
             **data,
             "name": term.name,
@@ -174,13 +179,7 @@ class Platform(BaseModel):
         if not isinstance(data, Mapping):
             return data
         _check_keys(data, ("name", "abbreviation"), "the platform")
-        key = _blank_to_none(data.get("abbreviation")) or _blank_to_none(data.get("name"))
-        if not isinstance(key, str):
-            raise _error("the platform needs its abbreviation, e.g. 'ecephys'")
-        try:
-            term = find_platform(key)
-        except ValueError as exc:
-            raise _error(str(exc)) from None
+        term = _term(data, find_platform, "the platform")
         return {"name": term.name, "abbreviation": term.abbreviation}
 
 
@@ -331,9 +330,11 @@ class UploadJobSpec(BaseModel):
         _check_keys(data, tuple(cls.model_fields), "an upload job")
         return data
 
-    @field_validator("user_email", "s3_bucket", "metadata_dir", "derivatives_dir", mode="before")
+    @field_validator(
+        "user_email", "s3_bucket", "metadata_dir", "derivatives_dir", "platform", mode="before"
+    )
     @classmethod
-    def _optional_text(cls, value: Any) -> Any:
+    def _optional(cls, value: Any) -> Any:
         return _blank_to_none(value)
 
     @field_validator("s3_prefix", mode="before")
@@ -344,11 +345,6 @@ class UploadJobSpec(BaseModel):
                 "an empty name is not an asset name; leave s3_prefix out to use the name "
                 "made of platform, subject_id and acq_datetime"
             )
-        return _blank_to_none(value)
-
-    @field_validator("platform", mode="before")
-    @classmethod
-    def _optional_platform(cls, value: Any) -> Any:
         return _blank_to_none(value)
 
     @field_validator("job_type", mode="before")
@@ -526,18 +522,11 @@ def _folder_setting(task: Task | None, key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        problems.append(f"{where}: {err['msg']}" if where else err["msg"])
-    return "; ".join(problems)
-
-
 def validate_upload_job(data: Any) -> UploadJobSpec:
     """A validated upload job; :class:`~neuroferry.errors.InvalidInput` names each field
     that is wrong and what it allows."""
     try:
         return UploadJobSpec.model_validate(data)
     except ValidationError as exc:
-        raise InvalidInput(f"invalid upload job: {_describe(exc)}") from exc
+        problems = "; ".join(validation_problems(exc))
+        raise InvalidInput(f"invalid upload job: {problems}") from exc

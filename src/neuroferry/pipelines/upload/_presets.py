@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from neuroferry.errors import InvalidInput
+from neuroferry.errors import InvalidInput, validation_problems
 from neuroferry.pipelines.upload._models import (
     TRANSFORMATIONS,
     Task,
@@ -25,14 +25,6 @@ PER_MODALITY: tuple[str, ...] = ("modality_transformation_settings", "analysis_s
 _LEGACY_TASKS = {"codeocean_pipeline_settings": "analysis_settings"}
 
 
-def _describe(exc: ValidationError) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        problems.append(f"{where}: {err['msg']}" if where else err["msg"])
-    return "; ".join(problems)
-
-
 def check_preset(settings: Mapping[str, Any]) -> dict[str, Any]:
     """An upload job type's settings, checked and normalised: task name to task settings
     (the fields of :class:`Task`); ``modality_transformation_settings`` and
@@ -44,7 +36,8 @@ def check_preset(settings: Mapping[str, Any]) -> dict[str, Any]:
     try:
         tasks = UploadTasks.model_validate(dict(settings))
     except ValidationError as exc:
-        raise InvalidInput(f"invalid job type settings: {_describe(exc)}") from exc
+        problems = "; ".join(validation_problems(exc))
+        raise InvalidInput(f"invalid job type settings: {problems}") from exc
     for abbreviation, task in tasks.modality_transformation_settings.items():
         where = f"modality_transformation_settings.{abbreviation}"
         if "input_source" in (task.job_settings or {}):

@@ -17,7 +17,7 @@ import difflib
 import io
 import re
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
@@ -426,7 +426,9 @@ class _Column:
         return (self.kind, self.key, self.path)
 
 
-def _normal(name: str) -> str:
+def column_key(name: str) -> str:
+    """A column header as the sheet's columns are compared: case, spaces, ``_`` and ``-``
+    do not matter (``Subject ID`` is ``subject_id``)."""
     return re.sub(r"[\s_-]+", "_", name.strip()).lower()
 
 
@@ -438,7 +440,7 @@ def _classify(index: int, name: str) -> _Column | str:
         sub = match.group(2)
         if sub is None:
             return _Column(index, name, "modality", group)
-        key = _normal(sub)
+        key = column_key(sub)
         if key in _SOURCE_KEYS:
             return _Column(index, name, "input_source", group)
         if key in _CODE_OCEAN_KEYS:
@@ -454,7 +456,7 @@ def _classify(index: int, name: str) -> _Column | str:
                 "come from job types defined by admins: choose one in the job_type column"
             )
         return _Column(index, name, "setting", group, parts)
-    key = _normal(name)
+    key = column_key(name)
     if key in _FIELDS:
         return _Column(index, name, "field", key)
     return _Column(index, name, "ignored", key)
@@ -612,6 +614,13 @@ def _put(settings: dict[str, Any], path: tuple[str, ...], value: Any) -> bool:
     return True
 
 
+# fields whose cells are parsed here: the value, or a message (str) saying what is wrong
+_PARSED: dict[str, Callable[[Cell], datetime | bool | str]] = {
+    "acq_datetime": _datetime,
+    "force_cloud_sync": _boolean,
+}
+
+
 def _fields(row: _Row, header: _Header, job: dict[str, Any]) -> None:
     for column in header.columns:
         if column.kind != "field":
@@ -619,20 +628,15 @@ def _fields(row: _Row, header: _Header, job: dict[str, Any]) -> None:
         value = row.cell(column)
         if _blank(value):
             continue
-        if column.key == "acq_datetime":
-            parsed = _datetime(value)
-            if isinstance(parsed, str):
-                row.error(column, parsed, handled="acq_datetime")
-                continue
-            job["acq_datetime"] = parsed
-        elif column.key == "force_cloud_sync":
-            flag = _boolean(value)
-            if isinstance(flag, str):
-                row.error(column, flag, handled="force_cloud_sync")
-                continue
-            job["force_cloud_sync"] = flag
-        else:
+        parse = _PARSED.get(column.key)
+        if parse is None:
             job[column.key] = _text(value)
+            continue
+        parsed = parse(value)
+        if isinstance(parsed, str):
+            row.error(column, parsed, handled=column.key)
+        else:
+            job[column.key] = parsed
 
 
 def _modalities(row: _Row, header: _Header, job: dict[str, Any]) -> None:

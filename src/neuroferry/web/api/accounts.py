@@ -15,7 +15,6 @@ from neuroferry.auth import (
     ROLES,
     TokenInfo,
     User,
-    UserSummary,
     create_user,
     delete_user,
     get_user,
@@ -62,23 +61,14 @@ class NewPassword(BaseModel):
 
 
 class UserOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # made from a UserSummary
+
     name: str
     role: str
     email: str | None
     created: datetime
     active_tokens: int = Field(description="tokens that are neither revoked nor expired")
     has_password: bool = Field(False, description="whether they can sign in with a password")
-
-    @classmethod
-    def of(cls, user: UserSummary) -> UserOut:
-        return cls(
-            name=user.name,
-            role=user.role,
-            email=user.email,
-            created=user.created,
-            active_tokens=user.active_tokens,
-            has_password=user.has_password,
-        )
 
 
 class NewToken(BaseModel):
@@ -91,6 +81,8 @@ class NewToken(BaseModel):
 
 
 class TokenOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)  # made from a TokenInfo
+
     id: int
     user: str
     label: str
@@ -99,25 +91,13 @@ class TokenOut(BaseModel):
     revoked: datetime | None
     state: str = Field(description="active, expired or revoked")
 
-    @classmethod
-    def of(cls, info: TokenInfo) -> TokenOut:
-        return cls(
-            id=info.id,
-            user=info.user,
-            label=info.label,
-            created=info.created,
-            expires=info.expires,
-            revoked=info.revoked,
-            state=info.state,
-        )
-
 
 class CreatedToken(TokenOut):
     token: str = Field(description="the token itself: shown this once, never stored")
 
 
 def _created(info: TokenInfo, token: str) -> CreatedToken:
-    return CreatedToken(**TokenOut.of(info).model_dump(), token=token)
+    return CreatedToken(**TokenOut.model_validate(info).model_dump(), token=token)
 
 
 # -- users ------------------------------------------------------------------------------
@@ -127,7 +107,7 @@ def _created(info: TokenInfo, token: str) -> CreatedToken:
 def users_list(
     held: Services = Depends(services), _admin: User = Depends(admin_user)
 ) -> list[UserOut]:
-    return [UserOut.of(u) for u in list_users(held.engine)]
+    return [UserOut.model_validate(u) for u in list_users(held.engine)]
 
 
 @router.post(
@@ -140,12 +120,12 @@ def users_add(
     req: NewUser, held: Services = Depends(services), _admin: User = Depends(admin_user)
 ) -> UserOut:
     user = create_user(held.engine, req.name, req.role, req.email, req.password)
-    return UserOut.of(user_summary(held.engine, user.name))
+    return UserOut.model_validate(user_summary(held.engine, user.name))
 
 
 @router.get("/users/me", response_model=UserOut, summary="The user behind the token")
 def users_me(held: Services = Depends(services), me: User = Depends(current_user)) -> UserOut:
-    return UserOut.of(user_summary(held.engine, me.name))
+    return UserOut.model_validate(user_summary(held.engine, me.name))
 
 
 @router.delete(
@@ -212,7 +192,7 @@ def tokens_list(
     if user is not None and user != me.name:
         me.require_admin("list another user's tokens")
         whose = get_user(held.engine, user)
-    return [TokenOut.of(t) for t in list_tokens(held.engine, whose)]
+    return [TokenOut.model_validate(t) for t in list_tokens(held.engine, whose)]
 
 
 @router.post(

@@ -53,6 +53,12 @@ class JobTypeOut(BaseModel):
 class JobTypeSaved(JobTypeOut):
     changed: bool = Field(description="false: the settings were those of the current version")
 
+    @classmethod
+    def of_save(cls, before: JobType | None, saved: JobType) -> JobTypeSaved:
+        """What saving made of the job type that was current ``before`` (or None)."""
+        changed = before is None or saved.version != before.version
+        return cls(**saved.as_dict(), changed=changed)
+
 
 class JobTypeList(BaseModel):
     job_types: list[JobTypeOut]
@@ -132,8 +138,7 @@ def put(
 ) -> JobTypeSaved:
     before = find_job_type(engine, kind, name)
     saved = put_job_type(engine, kind, name, body.settings, admin.name, body.comment)
-    changed = before is None or saved.version != before.version
-    return JobTypeSaved(**saved.as_dict(), changed=changed)
+    return JobTypeSaved.of_save(before, saved)
 
 
 @router.delete("/{name}", response_model=JobTypeOut, summary="Delete a job type (admins)")
@@ -195,5 +200,4 @@ def rollback(
 ) -> JobTypeSaved:
     before = find_job_type(engine, kind, name)
     saved = rollback_job_type(engine, kind, name, body.version, admin.name, body.comment)
-    changed = before is None or saved.version != before.version
-    return JobTypeSaved(**saved.as_dict(), changed=changed)
+    return JobTypeSaved.of_save(before, saved)

@@ -29,6 +29,7 @@ from neuroferry.pipelines.upload import (
     SheetNote,
     UploadJobSpec,
     check_upload_jobs,
+    column_key,
     parse_job_sheet,
     submit_upload_jobs,
 )
@@ -213,7 +214,7 @@ class Preview:
         return (
             bool(self.rows)
             and all(r.job is not None for r in self.rows)
-            and all(p.label and _normal(p.label) in FORM_FIELDS for p in self.problems)
+            and all(p.label and column_key(p.label) in FORM_FIELDS for p in self.problems)
         )
 
     @property
@@ -222,7 +223,7 @@ class Preview:
 
     def form_problems(self, name: str) -> list[str]:
         """The distinct messages about a field of the submit form (``user_email`` …)."""
-        found = [p.message for p in self.problems if p.label and _normal(p.label) == name]
+        found = [p.message for p in self.problems if p.label and column_key(p.label) == name]
         return list(dict.fromkeys(found))
 
     @property
@@ -232,15 +233,11 @@ class Preview:
         return json.dumps({"filename": self.filename, "jobs": jobs}, ensure_ascii=False)
 
 
-def _normal(name: str) -> str:
-    return re.sub(r"[\s_-]+", "_", name.strip()).lower()
-
-
 def _sheet_column(column: str | None) -> str:
     """The preview column of a spreadsheet column (as the header names it)."""
     if not column:
         return "row"
-    key = _normal(column)
+    key = column_key(column)
     if key.startswith("modality"):
         return "modalities"
     return _COLUMN_OF_FIELD.get(key, "other")

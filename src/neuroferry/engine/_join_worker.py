@@ -1,9 +1,10 @@
-"""Loaded by the Dask workers that ``ferry ingest join`` starts (a Dask preload module).
+"""Loaded by the Dask workers that :class:`~neuroferry.engine.WorkerGroup` starts (a Dask
+preload module).
 
 SIGUSR1 makes such a worker leave gracefully: it tells the scheduler it is retiring, the
 scheduler gives the tasks it was running to other workers (without counting that as a
 failure of those tasks), then it closes. The terminal's Ctrl-C never reaches it (it runs
-in its own session); the join command retires it instead.
+in its own session); the command that started it retires it instead.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import signal
 from typing import Any
 
-REASON = "ferry ingest join ended"
+REASON = "the command that added it ended"
 
 
 def dask_setup(worker: Any) -> None:
