@@ -24,6 +24,7 @@ from neuroferry.db import (
     upgrade,
 )
 from neuroferry.engine import Executor, Orchestrator, check_kind_settings
+from neuroferry.errors import first_line
 from neuroferry.stores import Store, open_store
 
 
@@ -123,7 +124,7 @@ class Services:
             elif problem := self.watch.check_writes():
                 report.update(ok=False, error=problem)
         except Exception as exc:  # reported, never raised: health must always answer
-            report.update(ok=False, error=str(exc).splitlines()[0])
+            report.update(ok=False, error=first_line(exc))
         return report
 
     async def _store(self) -> dict[str, Any]:
@@ -132,7 +133,7 @@ class Services:
             await asyncio.wait_for(asyncio.to_thread(self.store.check), 10)
             report["ok"] = True
         except Exception as exc:  # reported, never raised
-            report.update(ok=False, error=str(exc).splitlines()[0] if str(exc) else repr(exc))
+            report.update(ok=False, error=first_line(exc))
         return report
 
     async def health(self) -> dict[str, Any]:

@@ -79,7 +79,7 @@ def transaction(
     except keep:
         raise
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"database error: {str(exc).splitlines()[0]}") from exc
+        raise DatabaseError(f"database error: {first_line(exc)}") from exc
 
 
 def normalize_url(url: str) -> str:

@@ -16,16 +16,8 @@ from neuroferry.engine._advance import advance, now_utc, retries_setting
 from neuroferry.engine._assets import SUMMARY_KEY, check_distinct, claim_assets, claims_to_summary
 from neuroferry.engine._kinds import PreparedJob, get_kind
 from neuroferry.engine._states import MAP, PENDING, QUEUED
-from neuroferry.errors import Forbidden, InvalidInput
+from neuroferry.errors import Forbidden, InvalidInput, validation_problems
 from neuroferry.grants import Access, access_for, internal_access
-
-
-def _validation_message(kind: str, exc: ValidationError, where: str) -> str:
-    problems = []
-    for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"]) or "spec"
-        problems.append(f"{loc}: {err['msg']}")
-    return f"{where}invalid {kind} job: " + "; ".join(problems)
 
 
 @dataclass(frozen=True)
@@ -87,7 +79,8 @@ def submit_jobs(
                 )
             )
         except ValidationError as exc:
-            raise InvalidInput(_validation_message(kind.name, exc, where)) from exc
+            problems = "; ".join(validation_problems(exc, "spec"))
+            raise InvalidInput(f"{where}invalid {kind.name} job: {problems}") from exc
         try:
             plan = kind.prepare(spec, settings)
             check_access(plan, access)
