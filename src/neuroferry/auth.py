@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, Row, Select, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from neuroferry.db import api_tokens, jobs, users
+from neuroferry.db import api_tokens, jobs, users, utc
 from neuroferry.errors import (
     ConfigError,
     Conflict,
@@ -116,13 +116,6 @@ class TokenInfo:
         return "active"
 
 
-def _utc(value: datetime | None) -> datetime | None:
-    """Datetimes come back from SQLite without their zone; they were written in UTC."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def hash_token(token: str) -> str:
     """The stored form of a token. Tokens are 256 random bits, so one sha256 suffices."""
     return hashlib.sha256(token.encode()).hexdigest()
@@ -216,7 +209,7 @@ def list_users(engine: Engine, name: str | None = None) -> list[UserSummary]:
             r["name"],
             r["role"],
             r["email"],
-            _utc(r["created"]) or r["created"],
+            utc(r["created"]),
             r["active_tokens"],
             r["password_hash"] is not None,
         )
@@ -327,9 +320,9 @@ def _token_info(row: Row[Any]) -> TokenInfo:
         r["id"],
         r["user_name"],
         r["label"],
-        _utc(r["created"]) or r["created"],
-        _utc(r["expires"]),
-        _utc(r["revoked"]),
+        utc(r["created"]),
+        utc(r["expires"]),
+        utc(r["revoked"]),
     )
 
 
@@ -392,7 +385,7 @@ def authenticate(engine: Engine, token: str | None) -> User:
         )
     if row is None or row["revoked"] is not None:
         raise Unauthorized("the API token is not valid (unknown or revoked)")
-    expires = _utc(row["expires"])
+    expires = utc(row["expires"])
     if expires is not None and expires <= datetime.now(UTC):
         raise Unauthorized("the API token has expired; create a new one")
     return User(row["id"], row["name"], row["role"], row["email"])

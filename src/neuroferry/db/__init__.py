@@ -31,6 +31,7 @@ from neuroferry.db._tables import (
     users,
     vocab_terms,
 )
+from neuroferry.db._times import utc
 from neuroferry.db._watch import DatabaseWatch
 
 __all__ = [
@@ -64,5 +65,6 @@ __all__ = [
     "unavailable",
     "upgrade",
     "users",
+    "utc",
     "vocab_terms",
 ]

@@ -47,13 +47,6 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every time in neuroferry is UTC."""
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value
-
-
 def retries_setting(params: Mapping[str, Any], default: int) -> int:
     value = params.get("retries", default)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:

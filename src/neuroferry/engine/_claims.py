@@ -10,8 +10,8 @@ from typing import Any
 
 from sqlalchemy import Engine, case, func, insert, or_, select, update
 
-from neuroferry.db import jobs, orchestrators, tasks, transaction
-from neuroferry.engine._advance import Transition, advance, aware, lock_job, now_utc
+from neuroferry.db import jobs, orchestrators, tasks, transaction, utc
+from neuroferry.engine._advance import Transition, advance, lock_job, now_utc
 from neuroferry.engine._context import TaskInstance
 from neuroferry.engine._kinds import JobKind, get_kind
 from neuroferry.engine._states import (
@@ -151,7 +151,7 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
                 placement=r["placement"],
                 owner_id=r["owner_id"],
                 cancel_requested=r["cancel_requested"] is not None,
-                created=aware(r["created"]),
+                created=utc(r["created"]),
             )
         )
     return claims

@@ -31,7 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from neuroferry.db import job_types, transaction
+from neuroferry.db import job_types, transaction, utc
 from neuroferry.engine._kinds import get_kind
 from neuroferry.errors import DatabaseError, InvalidInput, NotFound
 
@@ -46,11 +46,6 @@ _PUT_ATTEMPTS = 10
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time in neuroferry is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _canonical(value: Any) -> str:
@@ -123,7 +118,7 @@ def _row_to_job_type(row: RowMapping) -> JobType:
         name=row["name"],
         version=int(row["version"]),
         settings=dict(row["settings"] or {}),
-        created=_aware(row["created"]),
+        created=utc(row["created"]),
         created_by=row["created_by"],
         comment=row["comment"],
         deleted=bool(row["deleted"]),

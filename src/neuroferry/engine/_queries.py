@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import Engine, func, or_, select
 
-from neuroferry.db import jobs, tasks, transaction, users
-from neuroferry.engine._advance import Viewer, aware, now_utc
+from neuroferry.db import jobs, tasks, transaction, users, utc
+from neuroferry.engine._advance import Viewer, now_utc
 from neuroferry.engine._context import log_key
 from neuroferry.engine._kinds import get_kind
 from neuroferry.engine._states import ACTIVE, JOB_STATES, MAP, PENDING, WAITING
@@ -21,7 +21,7 @@ from neuroferry.stores import Store
 def _job_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
     out = dict(row)
     for key in ("created", "updated", "started", "finished", "cancel_requested"):
-        out[key] = aware(out[key])
+        out[key] = utc(out[key])
     return out
 
 
@@ -57,7 +57,7 @@ def job_tasks(engine: Engine, job_id: int, viewer: Viewer | None = None) -> list
         ]
     for r in rows:
         for key in ("created", "started", "finished", "not_before"):
-            r[key] = aware(r[key])
+            r[key] = utc(r[key])
     rows.sort(key=lambda r: (order.get(r["name"], len(order)), r["map_index"]))
     return rows
 

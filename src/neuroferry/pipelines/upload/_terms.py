@@ -13,7 +13,7 @@ from typing import Any, Literal, NamedTuple
 from sqlalchemy import Engine, RowMapping, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from neuroferry.db import meta, projects, transaction, vocab_terms
+from neuroferry.db import meta, projects, transaction, utc, vocab_terms
 from neuroferry.errors import InvalidInput, NotFound
 from neuroferry.pipelines.upload._vocab import _LEGACY_MODALITIES, MODALITIES, PLATFORMS, _fold
 
@@ -26,11 +26,6 @@ _NAME_RULE = "1 to 128 letters, digits, '-', '_' or '.', starting with a letter 
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes; every time in neuroferry is UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def _no_nul(field: str, value: str | None) -> None:
@@ -242,7 +237,7 @@ def list_projects(engine: Engine) -> list[Project]:
     """The project names uploads may give, by name; none means any name is allowed."""
     with transaction(engine) as conn:
         rows = conn.execute(select(projects).order_by(projects.c.name)).mappings().all()
-    return [Project(r["name"], _aware(r["created"]), r["created_by"]) for r in rows]
+    return [Project(r["name"], utc(r["created"]), r["created_by"]) for r in rows]
 
 
 def add_project(engine: Engine, name: str, user_name: str | None) -> Project:

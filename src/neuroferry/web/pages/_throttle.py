@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from neuroferry.db import sign_in_attempts as attempts
+from neuroferry.db import utc
 
 MAX_KEY = 512
 
@@ -29,10 +30,6 @@ def sign_in_keys(name: str, address: str, *, token: bool = False) -> list[str]:
     if not token:
         keys.append(f"user:{name.strip().casefold()}"[:MAX_KEY])
     return _ordered(keys)
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def _order(key: str) -> tuple[bool, str]:
@@ -108,7 +105,7 @@ class Throttle:
                     next_at = conn.execute(
                         select(attempts.c.next_at).where(attempts.c.key == key)
                     ).scalar()
-                    wait = max((_utc(next_at) - now).total_seconds() if next_at else 0.0, 0.1)
+                    wait = max((utc(next_at) - now).total_seconds() if next_at else 0.0, 0.1)
                     # raising rolls back the turns taken so far
                     raise Busy(key, wait, held=wait > self.most)
 
