@@ -71,3 +71,23 @@ def test_settings_are_read_when_asked_not_at_import(monkeypatch, tmp_path):
     monkeypatch.setenv("FERRY_HOME", str(tmp_path / "b"))
     assert get_settings().home != first.home
     assert Path(get_settings().home).name == "b"
+
+
+def test_only_kinds_settings_are_read_from_nested_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("FERRY_HOME", str(tmp_path))
+    monkeypatch.setenv("FERRY_KINDS__GREETER__TIMES", "2")
+    monkeypatch.setenv("FERRY_GRANTS__Alice__SOURCE_ROOTS", '["/"]')
+    monkeypatch.setenv("FERRY_DESTINATIONS__LAB", "s3://elsewhere")
+    monkeypatch.setenv("FERRY_COMMAND_ENVIRONMENT__0", "X")
+    s = get_settings()
+    assert s.kinds == {"greeter": {"times": "2"}}  # the kind's model converts the value
+    assert s.grants == {}  # grants come from ferry.toml alone
+    assert set(s.destinations) == {"default"}
+    assert s.command_environment == []
+
+
+def test_kinds_from_the_config_file_and_variables_merge(tmp_path, monkeypatch):
+    (tmp_path / "ferry.toml").write_text("[kinds.greeter]\ntimes = 1\nword = 'hi'\n")
+    monkeypatch.setenv("FERRY_HOME", str(tmp_path))
+    monkeypatch.setenv("FERRY_KINDS__GREETER__TIMES", "3")
+    assert get_settings().kinds == {"greeter": {"times": "3", "word": "hi"}}

@@ -48,6 +48,13 @@ def test_secret_values_of_the_settings_and_the_environment(tmp_path: Path) -> No
     }
     assert secret_values(None, {}) == frozenset()
     assert secret_values(Settings(home=tmp_path), {}) == frozenset()  # SQLite: no password
+    # a kind's own secret-named settings, and API keys of the environment
+    kinds = {"notebook": {"api_key": "kind-api-key", "hub_token": "kind-token", "url": "u-rl"}}
+    assert secret_values(Settings(home=tmp_path, kinds=kinds), {"LAB_APIKEY": "lab-key"}) == {
+        "kind-api-key",
+        "kind-token",
+        "lab-key",
+    }
 
 
 def test_redact_hides_every_secret_and_api_token() -> None:

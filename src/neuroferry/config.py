@@ -58,12 +58,30 @@ class Grant(BaseModel):
     store_prefixes: list[str] = Field(default_factory=list)
 
 
+class _KindVariables(PydanticBaseSettingsSource):
+    """``FERRY_KINDS__NAME__FIELD`` variables, one setting of one kind each. Only kinds'
+    own settings are read this way: grants, destinations and every other table come from
+    ``ferry.toml`` (or their whole-value ``FERRY_*`` variable) alone."""
+
+    PREFIX = "FERRY_KINDS__"
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        kinds: dict[str, dict[str, Any]] = {}
+        for key, value in os.environ.items():
+            if key.upper().startswith(self.PREFIX):
+                name, sep, setting = key[len(self.PREFIX) :].partition("__")
+                if sep and name and setting:
+                    kinds.setdefault(name.lower(), {})[setting.lower()] = value
+        return {"kinds": kinds} if kinds else {}
+
+
 class Settings(BaseSettings):
     """Every setting of the service and the CLI, with its embedded default."""
 
-    model_config = SettingsConfigDict(
-        env_prefix="FERRY_", env_nested_delimiter="__", extra="forbid"
-    )
+    model_config = SettingsConfigDict(env_prefix="FERRY_", extra="forbid")
 
     home: Path = Field(default_factory=default_home)
     mode: Literal["development", "production"] = "development"
@@ -251,7 +269,7 @@ class Settings(BaseSettings):
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         toml = TomlConfigSettingsSource(settings_cls, toml_file=config_path())
-        return (init_settings, env_settings, toml)
+        return (init_settings, env_settings, _KindVariables(settings_cls), toml)
 
 
 def get_settings(**overrides: Any) -> Settings:

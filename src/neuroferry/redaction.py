@@ -2,7 +2,8 @@
 API tokens are replaced by ``[redacted]`` before a log line is written.
 
 :func:`secret_values` collects what is secret (the S3 secret key, the SMTP password, the
-password in the database URL, and ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` and
+password in the database URL, a kind's own ``*secret*``/``*token*``/``*password*``
+settings, and ``AWS_SECRET_ACCESS_KEY``, ``AWS_SESSION_TOKEN`` and
 other ``*SECRET*``/``*TOKEN*``/``*PASSWORD*`` variables of the environment);
 :func:`redact` hides them and every ``nf_…`` API token in a text. Task logs (including
 the output of commands), task errors and, through :func:`install_log_redaction`, every
@@ -28,7 +29,9 @@ MIN_SECRET_LENGTH = 4
 TOKEN_PATTERN = re.compile(r"nf_[A-Za-z0-9_-]{16,}")
 """What a neuroferry API token looks like (``nf_`` and its random part)."""
 
-_SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY", re.IGNORECASE)
+_SECRET_NAME = re.compile(
+    r"SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY|API_?KEY", re.IGNORECASE
+)
 
 
 def _url_password(url: str) -> list[str]:
@@ -50,6 +53,8 @@ def secret_values(
             if secret is not None:
                 found.append(secret.get_secret_value())
         found += _url_password(settings.database_url)
+        for own in settings.kinds.values():  # a kind's own secret-named settings
+            found += [str(v) for k, v in own.items() if _SECRET_NAME.search(k) and v]
     env = os.environ if environ is None else environ
     for name, value in env.items():
         if _SECRET_NAME.search(name):

@@ -31,11 +31,14 @@ from neuroferry.db._tables import (
     users,
     vocab_terms,
 )
+from neuroferry.db._text import NAME, NAME_RULE, no_nul
 from neuroferry.db._times import utc
 from neuroferry.db._watch import DatabaseWatch
 
 __all__ = [
     "JSON_DOCUMENT",
+    "NAME",
+    "NAME_RULE",
     "UNAVAILABLE",
     "DatabaseWatch",
     "api_tokens",
@@ -53,6 +56,7 @@ __all__ = [
     "make_engine",
     "meta",
     "metadata",
+    "no_nul",
     "normalize_url",
     "orchestrators",
     "projects",

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +30,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from neuroferry.db import job_types, transaction, utc
+from neuroferry.db import NAME, NAME_RULE, job_types, no_nul, transaction, utc
 from neuroferry.engine._kinds import get_kind
 from neuroferry.errors import DatabaseError, InvalidInput, NotFound
 
@@ -39,8 +38,6 @@ DEFAULT_JOB_TYPE = "default"
 """The job type a request names when it names none; without a preset of that name in
 the database, such a request has no preset."""
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_NAME_RULE = "1 to 128 letters, digits, '-', '_' or '.', starting with a letter or digit"
 _PUT_ATTEMPTS = 10
 
 
@@ -99,16 +96,10 @@ class Change:
         return {"path": self.path, "change": self.change, "old": self.old, "new": self.new}
 
 
-def _no_nul(field: str, value: str | None) -> None:
-    """Databases cannot keep NUL characters in text; InvalidInput names the field."""
-    if isinstance(value, str) and "\x00" in value:
-        raise InvalidInput(f"{field}: {value!r} contains a NUL character")
-
-
 def check_job_type_name(name: str) -> str:
     """``name`` if it is a valid job type name; InvalidInput says the rule otherwise."""
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise InvalidInput(f"job type name {name!r} is not allowed: use {_NAME_RULE}")
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise InvalidInput(f"job type name {name!r} is not allowed: use {NAME_RULE}")
     return name
 
 
@@ -273,7 +264,7 @@ def put_job_type(
     """Save ``settings`` as the next version of job type ``name`` of ``kind`` (validated
     by the kind) and return it; settings identical to the current version's change
     nothing and return the current version. Saving a deleted job type revives it."""
-    _no_nul("comment", comment)
+    no_nul("comment", comment)
     check_job_type_name(name)
     normalised = _check_settings(kind, settings)
     return _add_version(
@@ -284,7 +275,7 @@ def put_job_type(
 def find_job_type(engine: Engine, kind: str, name: str) -> JobType | None:
     """The current version of job type ``name``, or None if there is none or it was
     deleted."""
-    _no_nul("name", name)
+    no_nul("name", name)
     with transaction(engine) as conn:
         current = _current(conn, kind, name)
     return None if current is None or current.deleted else current
@@ -295,7 +286,7 @@ def get_job_type(engine: Engine, kind: str, name: str, version: int | None = Non
 
     NotFound names the job type and lists the known ones.
     """
-    _no_nul("name", name)
+    no_nul("name", name)
     get_kind(kind)
     with transaction(engine) as conn:
         if version is None:
@@ -332,7 +323,7 @@ def list_job_types(
 
 def job_type_history(engine: Engine, kind: str, name: str) -> list[JobType]:
     """Every version of job type ``name``, oldest first (deletions included)."""
-    _no_nul("name", name)
+    no_nul("name", name)
     get_kind(kind)
     with transaction(engine) as conn:
         rows = conn.execute(_versions(kind, name).order_by(job_types.c.version)).mappings().all()
@@ -398,7 +389,7 @@ def rollback_job_type(
 ) -> JobType:
     """A new version of job type ``name`` with the settings of ``version`` (which revives
     a deleted job type); nothing changes if the current version has those settings."""
-    _no_nul("comment", comment)
+    no_nul("comment", comment)
     old = get_job_type(engine, kind, name, version)
     return _add_version(
         engine,
@@ -422,7 +413,7 @@ def delete_job_type(
     """Delete job type ``name``: a new version marked deleted (keeping the settings, so
     the history shows them and a rollback restores them). NotFound if there is no such
     job type or it is deleted already."""
-    _no_nul("comment", comment)
+    no_nul("comment", comment)
     get_job_type(engine, kind, name)  # NotFound naming the known job types
     return _add_version(
         engine,
@@ -445,7 +436,7 @@ def resolve_job_type(engine: Engine, kind: str, job_type: str | None) -> JobType
     """The preset a request names: the current version of ``job_type``; None for
     ``default`` (or no name) when no such preset is stored. Any other name that is not a
     job type of ``kind`` is InvalidInput naming ``job_type`` and the known ones."""
-    _no_nul("job_type", job_type)
+    no_nul("job_type", job_type)
     name = _requested(job_type)
     found = find_job_type(engine, kind, name)
     if found is not None or name == DEFAULT_JOB_TYPE:

@@ -42,7 +42,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from neuroferry.config import Settings
-from neuroferry.errors import ConfigError, InvalidInput
+from neuroferry.errors import ConfigError, InvalidInput, validation_problems
 
 ENTRY_POINT_GROUP = "neuroferry.job_kinds"
 
@@ -220,10 +220,7 @@ class JobKind(Generic[SpecT]):
         try:
             return self.settings_model.model_validate(given)
         except ValidationError as exc:
-            problems = "; ".join(
-                ".".join(["kinds", self.name, *(str(p) for p in err["loc"])]) + f": {err['msg']}"
-                for err in exc.errors()
-            )
+            problems = "; ".join(f"kinds.{self.name}.{p}" for p in validation_problems(exc))
             raise ConfigError(
                 f"invalid settings of job kind {self.name!r} ({problems}); check "
                 f"[kinds.{self.name}] in the config file and FERRY_KINDS__* variables"

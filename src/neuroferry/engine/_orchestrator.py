@@ -78,6 +78,8 @@ class Orchestrator:
     ) -> None:
         check_kind_settings(settings)
         self.settings = settings
+        self._kind_settings: dict[str, Any] = {}
+        """Each kind's own settings, validated once (a kind loaded later is added)."""
         self.guard = guard
         self.engine = engine
         self.executor = executor
@@ -209,12 +211,14 @@ class Orchestrator:
     def _submit(self, claim: Claim) -> None:
         task = claim.instance
         kind = get_kind(task.kind)
+        if kind.name not in self._kind_settings:
+            self._kind_settings[kind.name] = kind.settings_of(self.settings)
         call = TaskCall(
             task,
             fn=kind.task(task.task).fn,
             settings=self.settings,
             access=owner_access(self.engine, claim.owner_id, self.settings),
-            kind_settings=kind.settings_of(self.settings),
+            kind_settings=self._kind_settings[kind.name],
         )
         if claim.placement == "local":
             call.local = {

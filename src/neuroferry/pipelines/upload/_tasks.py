@@ -18,6 +18,7 @@ from typing import Any
 
 from neuroferry import __version__
 from neuroferry.engine import (
+    DESTINATION_KEY,
     EMAIL_KEY,
     AssetClaim,
     TaskContext,
@@ -451,7 +452,7 @@ def gather_final_metadata(ctx: TaskContext) -> dict[str, Any]:
         "upload_job": {
             "id": ctx.job_id,
             "job_type": ctx.spec.get("job_type"),
-            "destination": ctx.summary.get("destination"),
+            "destination": ctx.summary.get(DESTINATION_KEY),
         },
     }
     write_json(staging / PROCESSING, document)

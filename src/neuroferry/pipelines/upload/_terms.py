@@ -4,7 +4,6 @@ the database and edited by admins; the lists start as the package's ``MODALITIES
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,25 +12,16 @@ from typing import Any, Literal, NamedTuple
 from sqlalchemy import Engine, RowMapping, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from neuroferry.db import meta, projects, transaction, utc, vocab_terms
+from neuroferry.db import NAME, NAME_RULE, meta, no_nul, projects, transaction, utc, vocab_terms
 from neuroferry.errors import InvalidInput, NotFound
 from neuroferry.pipelines.upload._vocab import _LEGACY_MODALITIES, MODALITIES, PLATFORMS, _fold
 
 VocabList = Literal["modality", "platform"]
 VOCAB_LISTS: tuple[VocabList, ...] = ("modality", "platform")
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_NAME_RULE = "1 to 128 letters, digits, '-', '_' or '.', starting with a letter or digit"
-
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _no_nul(field: str, value: str | None) -> None:
-    """Databases cannot keep NUL characters in text; InvalidInput names the field."""
-    if isinstance(value, str) and "\x00" in value:
-        raise InvalidInput(f"{field}: {value!r} contains a NUL character")
 
 
 # -- modalities and platforms -----------------------------------------------------------
@@ -140,12 +130,12 @@ def put_term(
     legacy_names: Sequence[str] = (),
 ) -> VocabTerm:
     """Add a modality or platform, or change the name and legacy names of one."""
-    _no_nul("name", name)
+    no_nul("name", name)
     for i, old in enumerate(legacy_names):
-        _no_nul(f"legacy_names.{i}", old)
+        no_nul(f"legacy_names.{i}", old)
     _check_list(list_name)
-    if not isinstance(abbreviation, str) or not _NAME.fullmatch(abbreviation):
-        raise InvalidInput(f"abbreviation {abbreviation!r} is not allowed: use {_NAME_RULE}")
+    if not isinstance(abbreviation, str) or not NAME.fullmatch(abbreviation):
+        raise InvalidInput(f"abbreviation {abbreviation!r} is not allowed: use {NAME_RULE}")
     if not isinstance(name, str) or not name.strip() or len(name.strip()) > 256:
         raise InvalidInput("name: give the term's display name (1 to 256 characters)")
     legacy: list[str] = []
@@ -200,7 +190,7 @@ def put_term(
 
 def delete_term(engine: Engine, list_name: VocabList, abbreviation: str) -> None:
     """Remove a modality or platform from its list; NotFound lists the known ones."""
-    _no_nul("abbreviation", abbreviation)
+    no_nul("abbreviation", abbreviation)
     _check_list(list_name)
     _seed(engine, list_name)
     with transaction(engine) as conn:
@@ -261,7 +251,7 @@ def add_project(engine: Engine, name: str, user_name: str | None) -> Project:
 
 def delete_project(engine: Engine, name: str) -> None:
     """Remove a project name; NotFound lists the known ones."""
-    _no_nul("name", name)
+    no_nul("name", name)
     with transaction(engine) as conn:
         gone = conn.execute(delete(projects).where(projects.c.name == name)).rowcount
     if not gone:
