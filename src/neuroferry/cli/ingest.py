@@ -221,6 +221,15 @@ def _exit_for(status: dict[str, Any]) -> None:
         raise typer.Exit(1)
 
 
+def _finish(status: dict[str, Any], as_json: bool) -> None:
+    """Show the job's last status (JSON or a summary); exit 1 unless it succeeded."""
+    if as_json:
+        print_json(status)
+    else:
+        summary(status)
+    _exit_for(status)
+
+
 # -- commands -----------------------------------------------------------------------------------
 
 
@@ -254,12 +263,7 @@ def create_command(
     sys.stdout.flush()
     if not (wait or processes):
         return
-    status = _join(client, created["id"], processes, threads)
-    if as_json:
-        print_json(status)
-    else:
-        summary(status)
-    _exit_for(status)
+    _finish(_join(client, created["id"], processes, threads), as_json)
 
 
 @app.command("check")
@@ -325,13 +329,7 @@ def join_command(
     showing its progress; they retire when it ends (or on Ctrl-C), their running tasks
     going to other workers. Exit 1 unless the job succeeds. Needs an admin's token or a
     worker account's (`ferry users add NAME --role worker`), which shows only the state."""
-    client = client_for(token)
-    status = _join(client, job_id, processes, threads)
-    if as_json:
-        print_json(status)
-    else:
-        summary(status)
-    _exit_for(status)
+    _finish(_join(client_for(token), job_id, processes, threads), as_json)
 
 
 @app.command("status")

@@ -1,5 +1,6 @@
 """The job engine: states, the orchestrator and executors (the only code importing distributed)."""
 
+from neuroferry.engine._advance import Viewer
 from neuroferry.engine._assets import (
     check_asset_owners,
     lock_key,
@@ -99,6 +100,7 @@ __all__ = [
     "TaskFailed",
     "TaskInstance",
     "TaskLog",
+    "Viewer",
     "WorkerGroup",
     "apply_job_type",
     "cancel_job",

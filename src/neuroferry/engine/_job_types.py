@@ -14,7 +14,7 @@ import json
 import random
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -231,18 +231,7 @@ def _add_version(
                     comment=comment,
                     deleted=deleted,
                 )
-                conn.execute(
-                    insert(job_types).values(
-                        kind=new.kind,
-                        name=new.name,
-                        version=new.version,
-                        settings=new.settings,
-                        created=new.created,
-                        created_by=new.created_by,
-                        comment=new.comment,
-                        deleted=new.deleted,
-                    )
-                )
+                conn.execute(insert(job_types).values(**asdict(new)))
                 return new
         except IntegrityError as exc:
             if attempt == _PUT_ATTEMPTS - 1:

@@ -216,10 +216,7 @@ class ZarrReader(_ArrayReader):
             except FerryError as exc:
                 raise source_error(p.path, {}, f"cannot open the store: {exc}") from None
             return zarr_store(store, read_only=True)
-        local = self.local_file(p.path.removeprefix("file://"))
-        if not local.is_dir():
-            what = "is not a folder" if local.exists() else "does not exist"
-            raise source_error(local, {}, f"the Zarr store {what}")
+        local = self.local_folder(p.path.removeprefix("file://"), "the Zarr store")
         store = _checked_store_class(LocalStore)(local, read_only=True)
         store.check_file = self.local_file
         return store
@@ -292,10 +289,7 @@ class N5Reader(_ArrayReader):
 
     def _open(self) -> tuple[Any, str | None]:
         p: N5Params = self.params  # type: ignore[assignment]
-        container = self.local_file(p.path.removeprefix("file://"))
-        if not container.is_dir():
-            what = "is not a folder" if container.exists() else "does not exist"
-            raise source_error(container, {}, f"the N5 container {what}")
+        container = self.local_folder(p.path.removeprefix("file://"), "the N5 container")
         root = self.local_file(container / p.dataset) if p.dataset else container
         try:
             dataset = N5Dataset(root, check_file=self.local_file)

@@ -174,10 +174,7 @@ class ImageFolderReader(_PlaneReader):
     def _sorted_files(self) -> list[Path]:
         if self._files is None:
             p: ImageFolderParams = self.params  # type: ignore[assignment]
-            self.local_file(self.folder)
-            if not self.folder.is_dir():
-                what = "is not a folder" if self.folder.exists() else "does not exist"
-                raise source_error(self.folder, {}, f"the image folder {what}")
+            self.local_folder(self.folder, "the image folder")
             if p.pattern:
                 found = [f for f in self.folder.glob(p.pattern) if f.is_file()]
             else:
@@ -266,10 +263,7 @@ class ImageFolderReader(_PlaneReader):
 
     def check(self) -> None:
         e = self.config.extent
-        self.local_file(self.folder)
-        if not self.folder.is_dir():
-            what = "is not a folder" if self.folder.exists() else "does not exist"
-            raise source_error(self.folder, {}, f"the image folder {what}")
+        self.local_folder(self.folder, "the image folder")
         wanted = [(path, index) for t in range(*e.t) for _, _, path, index in self._planes(t, e.z)]
         _raise_missing(missing_files(wanted), "image")
         path, index = wanted[0]
@@ -395,10 +389,7 @@ class CatmaidReader(_PlaneReader):
         p: CatmaidParams = self.params  # type: ignore[assignment]
         e = self.config.extent
         check_region(e.z, e.y, e.x)
-        self.local_file(self.root)
-        if not self.root.is_dir():
-            what = "is not a folder" if self.root.exists() else "does not exist"
-            raise source_error(self.root, {}, f"the CATMAID stack folder {what}")
+        self.local_folder(self.root, "the CATMAID stack folder")
         sample: list[tuple[Path, dict[str, int]]] = []
         total = 0
         first: tuple[Path, dict[str, int]] | None = None

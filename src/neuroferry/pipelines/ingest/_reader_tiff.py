@@ -99,7 +99,11 @@ class MultipageTiffReader(Reader):
             )
         return self.local_file(name)
 
-    def _page_info(self, tif: tifffile.TiffFile, path: Path, t: int, index: dict[str, int]) -> Any:
+    @staticmethod
+    def _page(
+        tif: tifffile.TiffFile, path: Path, t: int, index: dict[str, int]
+    ) -> tuple[Any, PlaneInfo]:
+        """Page ``t`` (time point ``t``) of the file and its size and type."""
         try:
             page = tif.pages[t]
         except IndexError:
@@ -108,9 +112,12 @@ class MultipageTiffReader(Reader):
                 path, index, f"has {pages} pages (time points), so no time point {t}"
             ) from None
         try:
-            info = page_info(page)
+            return page, page_info(page)
         except Unreadable as exc:
             raise source_error(path, index, str(exc)) from None
+
+    def _page_info(self, tif: tifffile.TiffFile, path: Path, t: int, index: dict[str, int]) -> Any:
+        page, info = self._page(tif, path, t, index)
         if info.samples != self.config.channels:
             raise source_error(
                 path,
@@ -133,18 +140,7 @@ class MultipageTiffReader(Reader):
             path = self.file_for(e.z[0])
             index = {"t": e.t[0], "z": e.z[0]}
             with open_tiff(path, index) as tif:
-                try:
-                    page = tif.pages[e.t[0]]
-                except IndexError:
-                    raise source_error(
-                        path,
-                        index,
-                        f"has {len(tif.pages)} pages (time points), so no time point {e.t[0]}",
-                    ) from None
-                try:
-                    self._first = page_info(page)
-                except Unreadable as exc:
-                    raise source_error(path, index, str(exc)) from None
+                self._first = self._page(tif, path, e.t[0], index)[1]
         return self._first
 
     def read(self, t: int, z: Range, y: Range, x: Range) -> np.ndarray:

@@ -142,6 +142,15 @@ class Reader(ABC):
         self.grants().check_folder("source", str(path), real=True)
         return Path(path)
 
+    def local_folder(self, path: str | Path, what: str) -> Path:
+        """``path``, as :meth:`local_file`, which must be a folder: SourceDataError says
+        that ``what`` (e.g. ``the image folder``) does not exist or is not a folder."""
+        folder = self.local_file(path)
+        if not folder.is_dir():
+            state = "is not a folder" if folder.exists() else "does not exist"
+            raise source_error(folder, {}, f"{what} {state}")
+        return folder
+
     def store_url(self, label: str, url: str) -> str:
         """The canonical form of a source store URL the job's owner may read."""
         return self.grants().check_read_url(label, url)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import Engine
 
@@ -14,6 +14,7 @@ from neuroferry.config import Settings
 from neuroferry.engine import (
     SUCCEEDED,
     TERMINAL,
+    Viewer,
     cancel_job,
     get_job,
     job_tasks,
@@ -38,16 +39,6 @@ from neuroferry.stores import Store, open_store
 
 CANCEL_WAIT = 30.0
 """Seconds a cancel waits for the job's running tasks to stop before it cleans up."""
-
-
-class Viewer(Protocol):
-    """Who asks: a user with an id and whether they are an admin."""
-
-    @property
-    def id(self) -> int: ...
-
-    @property
-    def is_admin(self) -> bool: ...
 
 
 # -- submit -----------------------------------------------------------------------------------

@@ -1,8 +1,10 @@
-"""Rendering pages: the Jinja2 environment, ``render()``, who is signed in, and paging."""
+"""Rendering pages: the Jinja2 environment, ``render()``, who is signed in, paging, and
+reading the JSON a form field holds."""
 
 from __future__ import annotations
 
 import functools
+import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from markupsafe import Markup
 
 from neuroferry import __version__
 from neuroferry.auth import User, authenticate
-from neuroferry.errors import Unauthorized
+from neuroferry.errors import InvalidInput, Unauthorized
 from neuroferry.services import Services
 from neuroferry.web._deps import CSRF_FIELD, csrf_token, current_user, services, session_token
 from neuroferry.web.pages import _format
@@ -173,6 +175,16 @@ def pager(
         next_url=to(offset + limit) if after else None,
         last_url=to((math.ceil(total / limit) - 1) * limit) if after else None,
     )
+
+
+def json_field(field: str, text: str) -> Any:
+    """The JSON value typed in form field ``field``; InvalidInput says where it breaks."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(
+            f"{field}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
 
 
 def identify(request: Request, engine: Any) -> User | None:

@@ -20,7 +20,7 @@ from neuroferry.engine import JobQuery, list_jobs
 from neuroferry.errors import InvalidInput, NotFound
 from neuroferry.services import Services
 from neuroferry.web._deps import services
-from neuroferry.web.pages._render import page_user, pager, render
+from neuroferry.web.pages._render import json_field, page_user, pager, render
 
 router = APIRouter()
 
@@ -123,12 +123,7 @@ def parse_query(text: str) -> dict[str, Any]:
     if not text:
         return {}
     if text.startswith("{"):
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise InvalidInput(
-                f"filter: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-            ) from None
+        value = json_field("filter", text)
         if not isinstance(value, dict):
             raise InvalidInput("filter: a JSON filter is one object: {...}")
         return value

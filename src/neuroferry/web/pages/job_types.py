@@ -29,7 +29,7 @@ from neuroferry.engine import (
 from neuroferry.errors import InvalidInput
 from neuroferry.services import Services
 from neuroferry.web._deps import services
-from neuroferry.web.pages._render import admin_page_user, page_user, redirect, render
+from neuroferry.web.pages._render import admin_page_user, json_field, page_user, redirect, render
 
 router = APIRouter()
 
@@ -156,12 +156,7 @@ def _settings_from(text: str) -> dict[str, Any]:
     """The settings typed in the editor; InvalidInput says where the JSON breaks."""
     if not text.strip():
         raise InvalidInput("settings: empty; give an object of task name to task settings: {}")
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(
-            f"settings: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
-        ) from None
+    value = json_field("settings", text)
     if not isinstance(value, dict):
         raise InvalidInput(
             f"settings: a job type's settings are an object of task name to task settings "

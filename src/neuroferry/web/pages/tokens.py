@@ -27,11 +27,16 @@ router = APIRouter()
 DEFAULT_EXPIRY_DAYS = 90
 
 
+def _this_sign_in(request: Request, held: Services) -> TokenInfo | None:
+    """The token of the web sign-in this request comes with, if any."""
+    session = getattr(request.state, "session", None)
+    return token_info(held.engine, session) if session else None
+
+
 def _page(
     request: Request, held: Services, me: User, status: int = 200, **context: Any
 ) -> Response:
-    session = getattr(request.state, "session", None)
-    current = token_info(held.engine, session) if session else None
+    current = _this_sign_in(request, held)
     tokens = list(reversed(list_tokens(held.engine, me)))
     values: dict[str, Any] = {
         "tokens": tokens,
@@ -97,8 +102,7 @@ def tokens_revoke(
 ) -> Response:
     """Revoke one of your tokens; revoking this session's token signs you out."""
     revoke_token(held.engine, token_id, me)
-    session = getattr(request.state, "session", None)
-    current = token_info(held.engine, session) if session else None
+    current = _this_sign_in(request, held)
     if current is not None and current.id == token_id:
         response = redirect("/sign-in?signed_out=1")
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="lax")
