@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,56 +31,46 @@ class ObstoreStore:
     def scheme(self) -> str:
         return self.url.split("://", 1)[0]
 
-    def get(self, key: str) -> bytes:
+    @contextlib.contextmanager
+    def _translated(self, action: str, key: str | None = None) -> Iterator[None]:
+        """obstore's errors while doing ``action`` (to ``key``) as neuroferry's."""
         try:
-            return bytes(obstore.get(self.raw, key).bytes())
+            yield
         except Exception as exc:
-            raise translate(exc, self.url, "read", key) from exc
+            raise translate(exc, self.url, action, key) from exc
+
+    def get(self, key: str) -> bytes:
+        with self._translated("read", key):
+            return bytes(obstore.get(self.raw, key).bytes())
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
-        try:
+        with self._translated("read", key):
             return bytes(obstore.get(self.raw, key, options={"range": (start, end)}).bytes())
-        except Exception as exc:
-            raise translate(exc, self.url, "read", key) from exc
 
     def head(self, key: str) -> Entry:
-        try:
+        with self._translated("look up", key):
             meta = obstore.head(self.raw, key)
-        except Exception as exc:
-            raise translate(exc, self.url, "look up", key) from exc
         return Entry(meta["path"], int(meta["size"]), clean_etag(meta["e_tag"]))
 
     def put(self, key: str, data: bytes | memoryview) -> None:
-        try:
+        with self._translated("write", key):
             obstore.put(self.raw, key, data, use_multipart=False)
-        except Exception as exc:
-            raise translate(exc, self.url, "write", key) from exc
 
     def delete(self, key: str) -> None:
-        try:
+        with self._translated("remove", key), contextlib.suppress(NotFoundError, FileNotFoundError):
             obstore.delete(self.raw, key)
-        except (NotFoundError, FileNotFoundError):
-            pass
-        except Exception as exc:
-            raise translate(exc, self.url, "remove", key) from exc
 
     def list(self, prefix: str = "") -> Iterator[Entry]:
         # obstore's synchronous lister: its async stream can leave a runtime task behind
         # that aborts the interpreter at exit.
-        try:
+        with self._translated("list", prefix) if prefix else self._translated("list objects"):
             for chunk in obstore.list(self.raw, prefix=prefix or None, chunk_size=1000):
                 for meta in chunk:
                     yield Entry(meta["path"], int(meta["size"]), clean_etag(meta["e_tag"]))
-        except Exception as exc:
-            if prefix:
-                raise translate(exc, self.url, "list", prefix) from exc
-            raise translate(exc, self.url, "list objects") from exc
 
     def check(self) -> None:
-        try:
+        with self._translated("list its top level"):
             obstore.list_with_delimiter(self.raw)
-        except Exception as exc:
-            raise translate(exc, self.url, "list its top level") from exc
 
 
 def backed(store: Store) -> ObstoreStore:
