@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import obstore
-from obstore.exceptions import NotFoundError
+from obstore.exceptions import GenericError, NotFoundError
 
 from neuroferry.stores._errors import translate
 from neuroferry.stores._store import Entry, Store, clean_etag
@@ -45,7 +45,14 @@ class ObstoreStore:
 
     def get_range(self, key: str, start: int, end: int) -> bytes:
         with self._translated("read", key):
-            return bytes(obstore.get(self.raw, key, options={"range": (start, end)}).bytes())
+            try:
+                return bytes(obstore.get(self.raw, key, options={"range": (start, end)}).bytes())
+            except GenericError as exc:
+                # HTTP lets a server answer a range request with the whole object (some
+                # S3-compatible servers do), which obstore refuses: read it all and cut
+                if "non-partial response" not in str(exc):
+                    raise
+            return bytes(obstore.get(self.raw, key).bytes())[start:end]
 
     def head(self, key: str) -> Entry:
         with self._translated("look up", key):
