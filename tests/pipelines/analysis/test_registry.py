@@ -1,6 +1,6 @@
 """The analysis registry: analyses registered by hand and by entry point (a real
 distribution on ``sys.path``), a broken entry point that hides no other, parameter
-schemas and validation."""
+schemas and validation, and the entry points neuroferry itself declares."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import importlib
 import json
 import sys
 import textwrap
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from pydantic import BaseModel
 from neuroferry.errors import ConfigError, InvalidInput
 from neuroferry.pipelines.analysis import (
     ENTRY_POINT_GROUP,
+    FILE_SUMMARY,
+    VOLUME_STATS,
     Analysis,
     AnalysisRun,
     analyses,
@@ -29,6 +32,8 @@ from neuroferry.pipelines.analysis import (
 )
 
 pytestmark = pytest.mark.usefixtures("fresh_registry")
+
+PYPROJECT = Path(__file__).resolve().parents[3] / "pyproject.toml"
 
 
 class Threshold(BaseModel):
@@ -72,6 +77,12 @@ def test_parameter_schema_is_the_models_json_schema() -> None:
     assert schema == Threshold.model_json_schema()
     assert schema["required"] == ["method"]
     assert schema["properties"]["cutoff"]["default"] == 0.5
+    examples = parameter_schema(FILE_SUMMARY)["properties"]
+    assert {k: v["default"] for k, v in examples.items()} == {
+        "label": "",
+        "bins": 16,
+        "scale": 1.0,
+    }
 
 
 def test_parameters_are_validated_naming_the_analysis_and_each_field() -> None:
@@ -86,6 +97,10 @@ def test_parameters_are_validated_naming_the_analysis_and_each_field() -> None:
     assert "cutoff: Input should be a valid number" in message
     assert "method: Field required" in message
     assert {p["field"] for p in caught.value.problems} == {"cutoff", "method"}
+    with pytest.raises(InvalidInput, match="bins: Input should be greater than or equal to 1"):
+        validate_parameters(FILE_SUMMARY, {"bins": 0})
+    with pytest.raises(InvalidInput, match="colour: Extra inputs are not permitted"):
+        validate_parameters(VOLUME_STATS, {"colour": "red"})
 
 
 # -- entry points -----------------------------------------------------------------------
@@ -169,6 +184,28 @@ def test_an_installed_analysis_has_its_distributions_name_and_version(
     code = code_identity(get_analysis("smooth"))
     assert (code.name, code.source, code.version) == ("smooth", "lab-analyses", "2.5.0")
     assert (code.commit, code.dirty, code.image, code.digest) == (None, False, None, None)
+
+
+def test_neuroferry_declares_its_example_analyses() -> None:
+    """pyproject.toml names every example under its own name; where neuroferry is
+    installed with these entry points, they are what ``analyses()`` finds."""
+    declared = tomllib.loads(PYPROJECT.read_text())["project"]["entry-points"][ENTRY_POINT_GROUP]
+    assert set(declared) == {"file-summary", "volume-stats"}
+    for name, target in declared.items():
+        module, _, attr = target.partition(":")
+        analysis = getattr(importlib.import_module(module), attr)
+        assert isinstance(analysis, Analysis)
+        assert analysis.name == name
+    from importlib.metadata import entry_points
+
+    installed = [
+        ep.name
+        for ep in entry_points(group=ENTRY_POINT_GROUP)
+        if ep.dist is not None and ep.dist.name == "neuroferry"
+    ]
+    for name in installed:
+        assert name in declared
+        assert get_analysis(name).name == name
 
 
 def test_an_editable_install_is_found_by_its_project_folder(

@@ -1,6 +1,14 @@
 """The analysis pipeline: registered analyses (Python functions with a parameter model),
 their code identity and the identity of their results."""
 
+from neuroferry.pipelines.analysis._examples import (
+    FILE_SUMMARY,
+    VOLUME_STATS,
+    FileSummaryOutputs,
+    FileSummaryParameters,
+    VolumeStatsOutputs,
+    VolumeStatsParameters,
+)
 from neuroferry.pipelines.analysis._identity import (
     CodeIdentity,
     canonical_json,
@@ -22,10 +30,16 @@ from neuroferry.pipelines.analysis._registry import (
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "FILE_SUMMARY",
+    "VOLUME_STATS",
     "Analysis",
     "AnalysisRun",
     "CodeIdentity",
     "DispatchModel",
+    "FileSummaryOutputs",
+    "FileSummaryParameters",
+    "VolumeStatsOutputs",
+    "VolumeStatsParameters",
     "analyses",
     "broken_analyses",
     "canonical_json",
