@@ -23,6 +23,8 @@ from neuroferry.pipelines.analysis import (
     Dispatched,
     dispatch,
     read_asset_ids,
+    read_dispatch_folder,
+    write_dispatch_folder,
 )
 from neuroferry.stores import open_store
 
@@ -371,7 +373,9 @@ def test_parameter_sets_validate_against_the_analysis_model(world: World) -> Non
 
 
 @pytest.mark.s3
-def test_assets_in_s3(engine: sqlalchemy.Engine, s3_env: str) -> None:
+def test_assets_in_s3_dispatched_and_written_to_s3(
+    engine: sqlalchemy.Engine, s3_env: str, read_store: Callable[[str], dict[str, bytes]]
+) -> None:
     alice = create_user(engine, "alice", "user")
     settings = get_settings(grants={"alice": {"store_prefixes": [f"{s3_env}/lake"]}})
     for name, files in FILES.items():
@@ -395,3 +399,11 @@ def test_assets_in_s3(engine: sqlalchemy.Engine, s3_env: str) -> None:
         [f"{s3_env}/lake/{A}/nwb/{A}_block-2.nwb"],
         [f"{s3_env}/lake/{B}/nwb/{B}.nwb"],
     ]
+    out = f"{s3_env}/dispatch"
+    keys = write_dispatch_folder(models, out, num_parallel_workers=4, settings=settings)
+    assert [k.split("/")[0] for k in keys] == ["0", "0", "1", "1", "2", "3"]
+    written = read_store(out)
+    assert sorted(written) == sorted(keys)
+    assert read_dispatch_folder(out, settings=settings) == sorted(
+        models, key=lambda m: keys[models.index(m)]
+    )

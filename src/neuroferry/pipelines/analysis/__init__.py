@@ -15,6 +15,11 @@ from neuroferry.pipelines.analysis._dispatch import (
     parameter_sets,
     read_asset_ids,
 )
+from neuroferry.pipelines.analysis._folders import (
+    folder_of,
+    read_dispatch_folder,
+    write_dispatch_folder,
+)
 from neuroferry.pipelines.analysis._models import (
     AnalysisParameters,
     DispatchModel,
@@ -32,9 +37,12 @@ __all__ = [
     "assets_from_urls",
     "check_assets",
     "dispatch",
+    "folder_of",
     "list_files",
     "merge_parameters",
     "normalise_extension",
     "parameter_sets",
     "read_asset_ids",
+    "read_dispatch_folder",
+    "write_dispatch_folder",
 ]
