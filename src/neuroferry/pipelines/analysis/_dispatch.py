@@ -4,7 +4,9 @@ The data comes from one of three places: a catalog filter, a CSV with an ``asset
 column (catalog ``_id``\\ s or asset names), or store URLs. Every asset's location is
 checked against the job owner's grants; with a file extension, each asset's store is
 listed once and its matching files become the inputs (one task per file with
-``split_files``, else one per asset). N inputs x M distributed parameter sets give N x M
+``split_files``, else one per asset). A file extension is given with or without its dot
+and matches ignoring case (``.nwb`` finds ``x.NWB``, which the original's glob misses), a
+file or a folder (``.zarr``). N inputs x M distributed parameter sets give N x M
 models, inputs in order (assets by name for a filter, in row order for a CSV, as given
 for URLs; files by path), each input's parameter sets together.
 
