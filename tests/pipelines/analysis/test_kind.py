@@ -13,8 +13,9 @@ import pytest
 from pydantic import BaseModel
 
 from _rig import Rig, running_rig
-from neuroferry.engine import read_log, register_kind
-from neuroferry.errors import InvalidInput
+from neuroferry.engine import NewJob, read_log, register_kind, submit_jobs
+from neuroferry.errors import Forbidden, InvalidInput
+from neuroferry.grants import access_for
 from neuroferry.pipelines.analysis import (
     KIND,
     RESULT_KIND,
@@ -248,3 +249,15 @@ def test_the_upload_pipelines_analysis_spec_runs(rig: Rig, tmp_path: Path) -> No
     [doc] = records(rig)
     assert doc["inputs"]["assets"][0]["name"] == "ecephys_1"
     assert doc["inputs"]["query"] == json.dumps({"name": "ecephys_1"})
+
+
+def test_a_user_may_analyse_only_what_they_may_read(rig: Rig, tmp_path: Path) -> None:
+    urls = assets(rig, tmp_path / "data", ["asset-a"])
+    alice = access_for(rig.settings, "alice", "user")
+    new = NewJob("analysis", job(locations=urls))
+    with pytest.raises(Forbidden, match=r"locations\[0\]"):
+        submit_jobs(rig.engine, [new], owner_id=None, settings=rig.settings, access=alice)
+    readable = [f"{rig.settings.store_url}/asset-a"]
+    elsewhere = NewJob("analysis", job(locations=readable, results=(tmp_path / "out").as_uri()))
+    with pytest.raises(Forbidden, match="results"):
+        submit_jobs(rig.engine, [elsewhere], owner_id=None, settings=rig.settings, access=alice)
