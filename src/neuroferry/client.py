@@ -239,6 +239,17 @@ class Client:
 
     # -- job types, projects, modalities and platforms ---------------------------------
 
+    def analyses_list(self) -> dict[str, Any]:
+        """The analyses installed on the service (``analyses``) and, for admins, those
+        that cannot be loaded (``broken``)."""
+        found: dict[str, Any] = self.request("GET", "/analyses")
+        return found
+
+    def analyses_get(self, name: str) -> dict[str, Any]:
+        """One analysis: code identity and the JSON schemas of its parameters and outputs."""
+        found: dict[str, Any] = self.request("GET", f"/analyses/{quote(name, safe='')}")
+        return found
+
     def job_types_list(self, kind: str | None = None) -> list[dict[str, Any]]:
         """The current version of every job type (of ``kind``, if given)."""
         params = {"kind": kind} if kind else {}

@@ -67,6 +67,10 @@ def _register() -> None:
 
     app.add_typer(ingest.app, name="ingest")
 
+    from neuroferry.cli import analysis
+
+    app.add_typer(analysis.app, name="analysis")
+
 
 _register()
 

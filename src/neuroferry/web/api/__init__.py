@@ -2,7 +2,16 @@
 
 from fastapi import APIRouter
 
-from neuroferry.web.api import accounts, catalog, health, ingest, job_types, jobs, lists
+from neuroferry.web.api import (
+    accounts,
+    analyses,
+    catalog,
+    health,
+    ingest,
+    job_types,
+    jobs,
+    lists,
+)
 
 router = APIRouter(prefix="/api/v2")
 router.include_router(health.router)
@@ -12,5 +21,6 @@ router.include_router(jobs.router)
 router.include_router(job_types.router)
 router.include_router(lists.router)
 router.include_router(ingest.router)
+router.include_router(analyses.router)
 
 __all__ = ["router"]

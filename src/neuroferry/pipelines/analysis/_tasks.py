@@ -1,0 +1,241 @@
+"""The tasks of the ``analysis`` job kind (see :mod:`._kind`).
+
+``dispatch`` returns ``{"models": {identity: item settings}}``: one ``run`` instance per
+result identity, its settings the dispatch model, the merged parameters and where the
+results go; a result already recorded is skipped (``skip_task``), unless the job forces
+it, with the existing record in its settings. ``run`` returns the wrapper's result;
+``record`` writes a provenance record for each result made that has none yet, so a rerun
+(after a crash, say) writes no second record.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+
+from neuroferry.catalog import Catalog
+from neuroferry.engine import TaskContext, TaskFailed, job_tasks, owner_of_job
+from neuroferry.errors import InvalidInput
+from neuroferry.pipelines.analysis._dispatch import LOOKUP_BATCH, _batches
+from neuroferry.pipelines.analysis._dispatch import dispatch as dispatch_models
+from neuroferry.pipelines.analysis._identity import code_identity
+from neuroferry.pipelines.analysis._kind import AnalysisSpec, results_store
+from neuroferry.pipelines.analysis._models import AnalysisParameters, DispatchModel
+from neuroferry.pipelines.analysis._provenance import RESULT_KIND, provenance_record
+from neuroferry.pipelines.analysis._registry import get_analysis
+from neuroferry.pipelines.analysis._wrapper import (
+    PreparedTask,
+    prepare_task,
+    results_location,
+    run_task,
+)
+from neuroferry.stores import open_store
+
+RECORD_BATCH = 500
+"""Provenance records written per transaction."""
+SHOWN_PROBLEMS = 10
+"""Invalid parameter sets named in one error (the others are counted)."""
+
+
+def recorded(catalog: Catalog, identities: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The provenance records of those identities that exist: ``{identity: {"id",
+    "location"}}`` (in batches of :data:`LOOKUP_BATCH`, whoever owns them: an identity
+    names one result, whoever made it)."""
+    found: dict[str, dict[str, Any]] = {}
+    for batch in _batches(list(dict.fromkeys(identities)), LOOKUP_BATCH):
+        docs = catalog.find(
+            {"name": {"$in": list(batch)}, "kind": RESULT_KIND},
+            projection={"name": 1, "location": 1},
+        )
+        for doc in docs:
+            found[doc["name"]] = {"id": doc["_id"], "location": doc.get("location")}
+    return found
+
+
+def _asset_csv(ids: Sequence[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["asset_id"])
+    writer.writerows([value] for value in ids)
+    return out.getvalue()
+
+
+def _models(ctx: TaskContext, spec: AnalysisSpec) -> list[DispatchModel]:
+    """The spec's prebuilt models (their locations checked again), or those dispatch
+    builds from its query, asset ids or locations."""
+    if spec.models:
+        for i, model in enumerate(spec.models):
+            for url in [*model.s3_location, *(model.file_location or [])]:
+                ctx.grants.check_read_url(f"models[{i}]", url)
+        return list(spec.models)
+    owner = owner_of_job(ctx.db, ctx.owner_id)
+    return list(
+        dispatch_models(
+            filter=spec.query,
+            asset_csv=_asset_csv(spec.asset_ids) if spec.asset_ids else None,
+            urls=spec.locations or None,
+            parameters=AnalysisParameters(
+                fixed_parameters=spec.fixed_parameters,
+                distributed_parameters=spec.distributed_parameters,
+            ),
+            file_extension=spec.file_extension,
+            split_files=spec.split_files,
+            catalog=ctx.catalog,
+            viewer=owner,
+            access=ctx.grants,
+            settings=ctx.config,
+        )
+    )
+
+
+def _describe(number: int, model: DispatchModel) -> str:
+    where = ", ".join(model.file_location or model.asset_name)
+    sets = f", parameter set {model.distributed_parameters}" if model.distributed_parameters else ""
+    return f"task {number} ({where}{sets})"
+
+
+def _prepare_all(
+    ctx: TaskContext, spec: AnalysisSpec, models: Sequence[DispatchModel]
+) -> list[PreparedTask]:
+    """Every task's validated parameters and identity; :class:`TaskFailed` naming each
+    task (up to :data:`SHOWN_PROBLEMS`) whose parameters do not validate."""
+    analysis = get_analysis(spec.analysis)
+    code = code_identity(analysis, spec.allow_dirty)
+    prepared, problems = [], []
+    for number, model in enumerate(models, start=1):
+        try:
+            prepared.append(
+                prepare_task(analysis, model, code, spec.fixed_parameters, spec.parameters)
+            )
+        except InvalidInput as exc:
+            problems.append(f"{_describe(number, model)}: {exc}")
+    if problems:
+        more = len(problems) - SHOWN_PROBLEMS
+        raise TaskFailed(
+            f"{len(problems)} of {len(models)} tasks have invalid parameters, so none runs: "
+            + "; ".join(problems[:SHOWN_PROBLEMS])
+            + (f"; and {more} more" if more > 0 else "")
+        )
+    return prepared
+
+
+def dispatch(ctx: TaskContext) -> dict[str, Any]:
+    spec = AnalysisSpec.model_validate(ctx.spec)
+    results = ctx.grants.check_write_url("results", results_store(spec, ctx.config))
+    prepared = _prepare_all(ctx, spec, _models(ctx, spec))
+    unique = {task.identity: task for task in prepared}  # the same input and parameters twice
+    existing = recorded(ctx.catalog, list(unique))
+    items: dict[str, dict[str, Any]] = {}
+    for identity, task in unique.items():
+        item: dict[str, Any] = {
+            "model": task.model.model_dump(mode="json"),
+            "results": results,
+            "location": results_location(results, spec.analysis, identity),
+        }
+        if identity in existing:
+            item["existing"] = existing[identity]
+            item["skip_task"] = not spec.force
+        items[identity] = item
+    skipped = sum(1 for item in items.values() if item.get("skip_task"))
+    ctx.log.info(
+        "%d tasks (%d inputs x parameter sets, %d the same as another); %d already computed%s",
+        len(items),
+        len(prepared),
+        len(prepared) - len(unique),
+        len(existing),
+        "" if skipped or not existing else ", computed again (force)",
+    )
+    return {
+        "analysis": spec.analysis,
+        "results": results,
+        "tasks": len(items),
+        "already_computed": len(existing),
+        "models": items,
+    }
+
+
+def run(ctx: TaskContext) -> dict[str, Any]:
+    spec = AnalysisSpec.model_validate(ctx.spec)
+    analysis = get_analysis(spec.analysis)
+    model = DispatchModel.model_validate(ctx.params["model"])
+    task = prepare_task(
+        analysis,
+        model,
+        code_identity(analysis, spec.allow_dirty),
+        spec.fixed_parameters,
+        spec.parameters,
+    )
+    if task.identity != ctx.item:
+        raise TaskFailed(
+            f"the result identity on this worker ({task.identity}) is not the one dispatched "
+            f"({ctx.item}): the worker runs other code of analysis {analysis.name!r} than the "
+            "service; install the same version on both"
+        )
+    ctx.grants.check_write_url("results", ctx.params["location"])
+
+    def open_input(url: str) -> Any:
+        return open_store(ctx.grants.check_read_url("input", url), settings=ctx.config)
+
+    ctx.log.info("running %s on %s", analysis.name, ", ".join(task.locations))
+    return run_task(
+        analysis,
+        task,
+        results=ctx.params["results"],
+        open_input=open_input,
+        log=ctx.log,
+        check_cancelled=ctx.check_cancelled,
+        settings=ctx.config,
+    )
+
+
+def record(ctx: TaskContext) -> dict[str, Any]:
+    made = {k: v for k, v in (ctx.upstream.get("run") or {}).items() if v}
+    existing = {} if ctx.spec.get("force") else recorded(ctx.catalog, list(made))
+    docs = [
+        provenance_record(result, ctx.job_id)
+        for identity, result in sorted(made.items())
+        if identity not in existing
+    ]
+    owner = owner_of_job(ctx.db, ctx.owner_id)
+    for batch in _batches(docs, RECORD_BATCH):
+        ctx.catalog.upsert_many(batch, owner)
+    ctx.log.info("%d provenance records written, %d already there", len(docs), len(existing))
+    return {"recorded": len(docs), "already_recorded": len(existing)}
+
+
+COMPUTED, SKIPPED, FAILED = "computed", "skipped", "failed"
+
+
+def analysis_results(engine: Engine, job_id: int, viewer: Any = None) -> list[dict[str, Any]]:
+    """Per ``run`` task of an analysis job (which ``viewer`` may see): its state
+    (``computed``, ``skipped``: computed before, ``failed``, or the task's state while it
+    has none of those), result identity, provenance record id and results location."""
+    rows = [
+        r for r in job_tasks(engine, job_id, viewer) if r["name"] == "run" and r["map_index"] >= 0
+    ]
+    found = recorded(Catalog(engine), [r["item"] for r in rows])
+    listed = []
+    for row in rows:
+        params: Mapping[str, Any] = row.get("params") or {}
+        state = {"succeeded": COMPUTED, "skipped": SKIPPED, "failed": FAILED}.get(
+            row["state"], row["state"]
+        )
+        record_of = found.get(row["item"]) or params.get("existing") or {}
+        location = record_of.get("location") or (
+            params.get("location") if state == COMPUTED else None
+        )
+        listed.append(
+            {
+                "task": f"run[{row['item']}]",
+                "state": state,
+                "identity": row["item"],
+                "record_id": record_of.get("id"),
+                "location": location,
+                "error": row.get("error"),
+            }
+        )
+    return listed
