@@ -1,0 +1,400 @@
+"""Dispatch: the data to analyse x the parameter sets → one dispatch model per task.
+
+The data comes from one of three places: a catalog filter, a CSV with an ``asset_id``
+column (catalog ``_id``\\ s or asset names), or store URLs. Every asset's location is
+checked against the job owner's grants; with a file extension, each asset's store is
+listed once and its matching files become the inputs (one task per file with
+``split_files``, else one per asset). A file extension is given with or without its dot
+and matches ignoring case (``.nwb`` finds ``x.NWB``, which the original's glob misses), a
+file or a folder (``.zarr``). N inputs x M distributed parameter sets give N x M
+models, inputs in order (assets by name for a filter, in row order for a CSV, as given
+for URLs; files by path), each input's parameter sets together.
+
+Where the original dispatcher's behaviour shows in its files, it is kept: ``query`` is
+the filter as ``json.dumps`` writes it, but None for CSV or URL inputs and when files are
+listed without ``split_files`` (the original builds a new model there and drops it); an
+asset without a matching file is left out (and named in the :class:`Preview`);
+locations are written in the canonical form they were checked in (see
+:func:`neuroferry.grants.normalise_url`);
+without a file extension nothing is listed, ``file_location`` is None and ``split_files``
+changes nothing; without distributed sets each input gives one model whose
+``distributed_parameters`` is None.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from neuroferry.catalog import Catalog, Person
+from neuroferry.config import Settings
+from neuroferry.errors import InvalidInput, StoreError, validation_problems
+from neuroferry.grants import Access, normalise_url
+from neuroferry.pipelines.analysis._models import (
+    AnalysisParameters,
+    DispatchModel,
+    merge_parameters,
+)
+from neuroferry.stores import open_store
+
+#: At most this many stores are listed (or objects written) at the same time.
+PARALLEL_STORE_CALLS = 16
+#: Ids looked up in the catalog per query (below the filter's ``$in`` limit).
+LOOKUP_BATCH = 1000
+#: Unknown CSV ids named in one error (the others are counted).
+SHOWN_PROBLEMS = 10
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def in_parallel(function: Callable[[T], R], items: Sequence[T]) -> list[R]:
+    """``function`` of each item, in order, run on up to :data:`PARALLEL_STORE_CALLS`
+    threads (store calls wait on the network, not the interpreter)."""
+    if len(items) < 2:
+        return [function(item) for item in items]
+    with ThreadPoolExecutor(min(PARALLEL_STORE_CALLS, len(items)), "ferry-dispatch") as pool:
+        return list(pool.map(function, items))
+
+
+@dataclass(frozen=True)
+class Asset:
+    """One asset to analyse: its store URL (canonical, checked against the grants), name
+    and catalog ``_id`` ("" for a store URL that no catalog document names)."""
+
+    location: str
+    name: str
+    record_id: str
+
+
+@dataclass(frozen=True)
+class Preview:
+    """What a dispatch would run, before anything is submitted."""
+
+    assets: int
+    """Assets selected (and readable)."""
+    inputs: int
+    """N: inputs after listing files (a file each with ``split_files``, else an asset each)."""
+    parameter_sets: int
+    """M: distributed parameter sets (at least 1: no sets run the fixed parameters once)."""
+    models: int
+    """K = N x M: tasks."""
+    first: list[DispatchModel]
+    """The first few models, in order."""
+    without_files: list[str] = field(default_factory=list)
+    """Names of the assets left out because no file matched the file extension."""
+    already_computed: int | None = None
+    """J: tasks whose result exists already (filled in by the analysis kind)."""
+
+
+class Dispatched(list[DispatchModel]):
+    """The dispatch models, in order, with what a preview shows about them."""
+
+    def __init__(
+        self,
+        models: Iterable[DispatchModel],
+        assets: Sequence[Asset],
+        without_files: Sequence[Asset],
+        inputs: int,
+        parameter_sets: int,
+    ) -> None:
+        super().__init__(models)
+        self.assets = list(assets)
+        """The assets selected (locations canonical)."""
+        self.without_files = list(without_files)
+        """The assets left out because no file matched the file extension."""
+        self.inputs = inputs
+        self.parameter_sets = parameter_sets
+
+    def preview(self, first: int = 5) -> Preview:
+        """The counts and the first ``first`` models."""
+        return Preview(
+            assets=len(self.assets),
+            inputs=self.inputs,
+            parameter_sets=self.parameter_sets,
+            models=len(self),
+            first=list(self[:first]),
+            without_files=[a.name for a in self.without_files],
+        )
+
+
+# -- selecting assets --------------------------------------------------------------------
+
+
+def _asset_of(doc: Mapping[str, Any]) -> Asset:
+    location = doc.get("location")
+    if not isinstance(location, str) or not location:
+        raise InvalidInput(
+            f"catalog asset {doc.get('name')!r} has no location (store URL), so it cannot be "
+            "analysed: narrow the filter or give the asset a location"
+        )
+    return Asset(location, str(doc["name"]), str(doc["_id"]))
+
+
+def assets_from_filter(
+    catalog: Catalog, filter: Mapping[str, Any], viewer: Person | None
+) -> list[Asset]:
+    """The catalog assets matching a MongoDB-style filter that ``viewer`` may see (users:
+    their own), by name."""
+    docs = catalog.find(filter, sort=[("name", 1)], viewer=viewer)
+    return [_asset_of(doc) for doc in docs]
+
+
+def read_asset_ids(csv_text: str) -> list[tuple[int, str]]:
+    """The ``asset_id`` values of a CSV, each with its row as a spreadsheet numbers it
+    (the header is row 1); blank values are skipped. :class:`InvalidInput` without the
+    column or without any value."""
+    reader = csv.reader(io.StringIO(csv_text.removeprefix("\ufeff")))
+    header = [name.strip() for name in next(reader, [])]
+    if "asset_id" not in header:
+        shown = ", ".join(repr(name) for name in header if name) or "none"
+        raise InvalidInput(
+            f"the asset CSV has no 'asset_id' column (row 1 names the columns: {shown}); "
+            "give a header row with an asset_id column and one catalog _id or asset name "
+            "per row"
+        )
+    column = header.index("asset_id")
+    ids = [
+        (number, row[column].strip())
+        for number, row in enumerate(reader, start=2)
+        if column < len(row) and row[column].strip()
+    ]
+    if not ids:
+        raise InvalidInput(
+            "the asset CSV's asset_id column is empty; give one catalog _id or asset name per row"
+        )
+    return ids
+
+
+def _batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
+    return (items[i : i + size] for i in range(0, len(items), size))
+
+
+def assets_from_ids(
+    catalog: Catalog, ids: Sequence[tuple[int, str]], viewer: Person | None
+) -> list[Asset]:
+    """The assets named by ``(row, id)`` pairs, each id a catalog ``_id`` or an asset name
+    that ``viewer`` may see, in row order (an asset named twice counts once).
+    :class:`InvalidInput` names every row whose id is unknown."""
+    wanted = list(dict.fromkeys(value for _row, value in ids))
+    by_id: dict[str, Mapping[str, Any]] = {}
+    by_name: dict[str, Mapping[str, Any]] = {}
+    for batch in _batches(wanted, LOOKUP_BATCH):
+        found = catalog.find(
+            {"$or": [{"_id": {"$in": list(batch)}}, {"name": {"$in": list(batch)}}]},
+            viewer=viewer,
+        )
+        for found_doc in found:
+            by_id[found_doc["_id"]] = found_doc
+            by_name[found_doc["name"]] = found_doc
+    chosen: dict[str, Asset] = {}
+    unknown: list[tuple[int, str]] = []
+    for row, value in ids:
+        doc = by_id.get(value) or by_name.get(value)
+        if doc is None:
+            unknown.append((row, value))
+        elif doc["_id"] not in chosen:
+            chosen[doc["_id"]] = _asset_of(doc)
+    if unknown:
+        problems = [
+            {
+                "row": row,
+                "field": "asset_id",
+                "message": f"{value!r} is neither the _id nor the name of a catalog asset "
+                "you may see",
+            }
+            for row, value in unknown
+        ]
+        shown = "; ".join(f"row {p['row']}: {p['message']}" for p in problems[:SHOWN_PROBLEMS])
+        more = len(problems) - SHOWN_PROBLEMS
+        raise InvalidInput(
+            f"asset CSV: {shown}" + (f"; and {more} more rows" if more > 0 else ""), problems
+        )
+    return list(chosen.values())
+
+
+def assets_from_urls(
+    urls: Sequence[str], catalog: Catalog | None = None, viewer: Person | None = None
+) -> list[Asset]:
+    """The assets at store URLs, as given: named by the catalog document at that location
+    (that ``viewer`` may see) if there is one, else by the URL's last part."""
+    canonical = [normalise_url(f"urls[{i}]", url) for i, url in enumerate(urls)]
+    known: dict[str, Mapping[str, Any]] = {}
+    if catalog is not None:
+        spellings = list(dict.fromkeys([*urls, *canonical]))
+        for batch in _batches(spellings, LOOKUP_BATCH):
+            for found in catalog.find({"location": {"$in": list(batch)}}, viewer=viewer):
+                known.setdefault(normalise_url("location", found["location"]), found)
+    assets = []
+    for url in dict.fromkeys(canonical):
+        doc = known.get(url)
+        if doc is not None:
+            assets.append(Asset(url, str(doc["name"]), str(doc["_id"])))
+        else:
+            assets.append(Asset(url, url.rstrip("/").rsplit("/", 1)[-1], ""))
+    return assets
+
+
+def check_assets(assets: Sequence[Asset], access: Access) -> list[Asset]:
+    """The assets with their locations in canonical form, if the job's owner may read
+    every one (:class:`~neuroferry.errors.Forbidden` names the first other asset)."""
+    return [
+        Asset(access.check_read_url(f"asset {a.name!r}", a.location), a.name, a.record_id)
+        for a in assets
+    ]
+
+
+# -- files ------------------------------------------------------------------------------
+
+
+def normalise_extension(file_extension: str | None) -> str | None:
+    """``.nwb`` for ``.nwb``, ``nwb`` or ``.NWB``; None for None or blank."""
+    if file_extension is None or not file_extension.strip():
+        return None
+    extension = file_extension.strip().lower()
+    if any(c in extension for c in "/\\*?[]") or extension.strip(".") == "":
+        raise InvalidInput(
+            f"file_extension {file_extension!r} is not a file extension; give one like .nwb"
+        )
+    return extension if extension.startswith(".") else "." + extension
+
+
+def _match(path: str, extension: str) -> str | None:
+    """The outermost part of ``path`` (a file, or a folder such as ``x.zarr``) whose name
+    ends with ``extension`` (ignoring case), else None."""
+    parts = path.split("/")
+    for i, part in enumerate(parts):
+        if part.lower().endswith(extension):
+            return "/".join(parts[: i + 1])
+    return None
+
+
+def list_files(asset: Asset, extension: str, settings: Settings | None = None) -> list[str]:
+    """The URLs of the files (or folders) in ``asset`` whose name ends with ``extension``,
+    ignoring case, by path. The store is listed once."""
+    try:
+        entries = open_store(asset.location, settings=settings).list()
+        found = {m for entry in entries if (m := _match(entry.path, extension)) is not None}
+    except StoreError as exc:
+        raise type(exc)(f"asset {asset.name!r}: {exc}") from exc
+    return [f"{asset.location}/{path}" for path in sorted(found)]
+
+
+# -- dispatch ---------------------------------------------------------------------------
+
+
+def parameter_sets(
+    parameters: AnalysisParameters,
+    overrides: Mapping[str, Any] | None = None,
+    parameter_model: type[BaseModel] | None = None,
+) -> list[dict[str, Any] | None]:
+    """The distributed parameter sets, one per task per input (``[None]`` without any).
+    With ``parameter_model``, each set merged over the fixed parameters and ``overrides``
+    must validate (:class:`InvalidInput` names the set)."""
+    sets: list[dict[str, Any] | None] = list(parameters.distributed_parameters) or [None]
+    if parameter_model is not None:
+        for number, one in enumerate(sets, start=1):
+            merged = merge_parameters(parameters.fixed_parameters, overrides, one)
+            try:
+                parameter_model.model_validate(merged)
+            except ValidationError as exc:
+                which = f"parameter set {number}" if one is not None else "the parameters"
+                raise InvalidInput(
+                    f"{which} (fixed, overrides and distributed merged) is not valid: "
+                    + "; ".join(validation_problems(exc))
+                ) from exc
+    return sets
+
+
+Input = tuple[Asset, list[str] | None]
+"""One input: an asset and the URLs of its files to analyse (None: the whole asset)."""
+
+
+def _select(
+    filter: Mapping[str, Any] | None,
+    asset_csv: str | Path | None,
+    urls: Sequence[str] | None,
+    catalog: Catalog | None,
+    viewer: Person | None,
+) -> tuple[list[Asset], str | None]:
+    """The assets given in exactly one way, and the query text the models carry."""
+    sources = {"filter": filter, "asset_csv": asset_csv, "urls": urls}
+    given = [name for name, value in sources.items() if value is not None]
+    if len(given) != 1:
+        raise InvalidInput(
+            "give the data to analyse in exactly one way: a catalog filter, an asset CSV or "
+            f"store URLs (got {', '.join(given) or 'none'})"
+        )
+    if urls is not None:
+        return assets_from_urls(urls, catalog, viewer), None
+    if catalog is None:
+        raise InvalidInput("a catalog filter or an asset CSV needs the catalog")
+    if filter is not None:
+        return assets_from_filter(catalog, filter, viewer), json.dumps(filter)
+    text = asset_csv.read_text(encoding="utf-8") if isinstance(asset_csv, Path) else asset_csv
+    return assets_from_ids(catalog, read_asset_ids(str(text)), viewer), None
+
+
+def _inputs(
+    assets: list[Asset], extension: str | None, split_files: bool, settings: Settings | None
+) -> tuple[list[Input], list[Asset]]:
+    """The inputs, and the assets left out for want of a matching file."""
+    if extension is None:
+        return [(asset, None) for asset in assets], []
+    listed = in_parallel(lambda a: list_files(a, extension, settings), assets)
+    pairs = list(zip(assets, listed, strict=True))
+    without = [asset for asset, files in pairs if not files]
+    if split_files:
+        return [(asset, [f]) for asset, files in pairs for f in files], without
+    return [(asset, files) for asset, files in pairs if files], without
+
+
+def dispatch(
+    *,
+    filter: Mapping[str, Any] | None = None,
+    asset_csv: str | Path | None = None,
+    urls: Sequence[str] | None = None,
+    parameters: AnalysisParameters | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    parameter_model: type[BaseModel] | None = None,
+    file_extension: str | None = None,
+    split_files: bool = True,
+    catalog: Catalog | None = None,
+    viewer: Person | None = None,
+    access: Access,
+    settings: Settings | None = None,
+) -> Dispatched:
+    """The dispatch models, in order, for the data given by one of ``filter`` (a catalog
+    filter), ``asset_csv`` (CSV text, or a path to read) or ``urls`` (store URLs), x the
+    parameter sets of ``parameters``; with the counts a preview shows
+    (:meth:`Dispatched.preview`). ``catalog`` documents are those ``viewer`` may see;
+    every location must be readable under ``access``. ``parameter_model``: see
+    :func:`parameter_sets`. The module's docstring gives the rules."""
+    sets = parameter_sets(parameters or AnalysisParameters(), overrides, parameter_model)
+    extension = normalise_extension(file_extension)
+    assets, query = _select(filter, asset_csv, urls, catalog, viewer)
+    assets = check_assets(assets, access)
+    inputs, without = _inputs(assets, extension, split_files, settings)
+    if extension is not None and not split_files:
+        query = None  # as the original, which builds a new model here
+    models = (
+        DispatchModel(
+            s3_location=[asset.location],
+            asset_name=[asset.name],
+            docdb_record_id=[asset.record_id],
+            file_location=files,
+            distributed_parameters=one,
+            query=query,
+        )
+        for asset, files in inputs
+        for one in sets
+    )
+    return Dispatched(models, assets, without, len(inputs), len(sets))
