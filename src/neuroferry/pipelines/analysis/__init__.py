@@ -36,6 +36,7 @@ from neuroferry.pipelines.analysis._identity import (
     result_identity,
 )
 from neuroferry.pipelines.analysis._models import (
+    PRECEDENCE,
     AnalysisParameters,
     DispatchModel,
     merge_parameters,
@@ -55,6 +56,7 @@ from neuroferry.pipelines.analysis._registry import (
 __all__ = [
     "ENTRY_POINT_GROUP",
     "FILE_SUMMARY",
+    "PRECEDENCE",
     "VOLUME_STATS",
     "Analysis",
     "AnalysisParameters",
