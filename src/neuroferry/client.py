@@ -32,6 +32,10 @@ _BY_STATUS: dict[int, type[FerryError]] = {
 }
 
 
+#: Seconds a dispatch (or its preview) may take: it lists every asset's store.
+DISPATCH_TIMEOUT = 600
+
+
 def _token_file(path: Path) -> str | None:
     try:
         token = json.loads(path.read_text()).get("token")
@@ -248,6 +252,29 @@ class Client:
     def analyses_get(self, name: str) -> dict[str, Any]:
         """One analysis: code identity and the JSON schemas of its parameters and outputs."""
         found: dict[str, Any] = self.request("GET", f"/analyses/{quote(name, safe='')}")
+        return found
+
+    def analyses_preview(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """What a dispatch of ``name`` would run (``body``: the data, as one of ``query``,
+        ``asset_ids``, ``locations``, and the parameters): the counts N x M = K, the
+        first dispatch models, the assets without a matching file."""
+        found: dict[str, Any] = self.request(
+            "POST",
+            f"/analyses/{quote(name, safe='')}/preview",
+            dict(body),
+            timeout=DISPATCH_TIMEOUT,
+        )
+        return found
+
+    def analyses_dispatch(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The preview of :meth:`analyses_preview` and every dispatch model
+        (``dispatch_models``), in order."""
+        found: dict[str, Any] = self.request(
+            "POST",
+            f"/analyses/{quote(name, safe='')}/dispatch",
+            dict(body),
+            timeout=DISPATCH_TIMEOUT,
+        )
         return found
 
     def job_types_list(self, kind: str | None = None) -> list[dict[str, Any]]:

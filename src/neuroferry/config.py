@@ -223,6 +223,9 @@ class Settings(BaseSettings):
     """Whether an ingest config may name its reader by a ``package.module:Class`` path
     (which imports that module in the service and on the workers). Unset: allowed in
     development mode, refused in production, where readers come from entry points."""
+    analysis_max_models: int = Field(100_000, ge=1)
+    """Most dispatch models (inputs x parameter sets) one analysis preview or dispatch
+    may make; more are refused, with the counts."""
 
     # E-mail
     smtp_host: str | None = None

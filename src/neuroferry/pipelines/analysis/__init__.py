@@ -38,6 +38,7 @@ from neuroferry.pipelines.analysis._identity import (
 )
 from neuroferry.pipelines.analysis._kind import KIND, AnalysisSettings, AnalysisSpec
 from neuroferry.pipelines.analysis._models import (
+    PRECEDENCE,
     AnalysisParameters,
     DispatchModel,
     merge_parameters,
@@ -74,6 +75,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "FILE_SUMMARY",
     "KIND",
+    "PRECEDENCE",
     "RESULT_KIND",
     "VOLUME_STATS",
     "Analysis",

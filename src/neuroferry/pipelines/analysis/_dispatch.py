@@ -1,18 +1,18 @@
 """Dispatch: the data to analyse x the parameter sets → one dispatch model per task.
 
-The data comes from one of three places: a catalog filter, a CSV with an ``asset_id``
-column (catalog ``_id``\\ s or asset names), or store URLs. Every asset's location is
-checked against the job owner's grants; with a file extension, each asset's store is
-listed once and its matching files become the inputs (one task per file with
+The data comes from one of four places: a catalog filter, a CSV with an ``asset_id``
+column (catalog ``_id``\\ s or asset names), those ids as a list, or store URLs. Every
+asset's location is checked against the job owner's grants; with a file extension, each
+asset's store is listed once and its matching files become the inputs (one task per file with
 ``split_files``, else one per asset). A file extension is given with or without its dot
 and matches ignoring case (``.nwb`` finds ``x.NWB``, which the original's glob misses), a
 file or a folder (``.zarr``). N inputs x M distributed parameter sets give N x M
 models, inputs in order (assets by name for a filter, in row order for a CSV, as given
-for URLs; files by path), each input's parameter sets together.
+for ids and URLs; files by path), each input's parameter sets together.
 
 Where the original dispatcher's behaviour shows in its files, it is kept: ``query`` is
-the filter as ``json.dumps`` writes it, but None for CSV or URL inputs and when files are
-listed without ``split_files`` (the original builds a new model there and drops it); an
+the filter as ``json.dumps`` writes it, but None for CSV, id or URL inputs and when files
+are listed without ``split_files`` (the original builds a new model there and drops it); an
 asset without a matching file is left out (and named in the :class:`Preview`);
 locations are written in the canonical form they were checked in (see
 :func:`neuroferry.grants.normalise_url`);
@@ -179,11 +179,16 @@ def _batches(items: Sequence[T], size: int) -> Iterable[Sequence[T]]:
 
 
 def assets_from_ids(
-    catalog: Catalog, ids: Sequence[tuple[int, str]], viewer: Person | None
+    catalog: Catalog,
+    ids: Sequence[tuple[int, str]],
+    viewer: Person | None,
+    *,
+    listed: bool = False,
 ) -> list[Asset]:
-    """The assets named by ``(row, id)`` pairs, each id a catalog ``_id`` or an asset name
-    that ``viewer`` may see, in row order (an asset named twice counts once).
-    :class:`InvalidInput` names every row whose id is unknown."""
+    """The assets named by ``(row, id)`` pairs of an asset CSV (with ``listed``: by
+    ``(index, id)`` pairs of a list ``asset_ids``), each id a catalog ``_id`` or an asset
+    name that ``viewer`` may see, in order (an asset named twice counts once).
+    :class:`InvalidInput` names every row (or index) whose id is unknown."""
     wanted = list(dict.fromkeys(value for _row, value in ids))
     by_id: dict[str, Mapping[str, Any]] = {}
     by_name: dict[str, Mapping[str, Any]] = {}
@@ -204,21 +209,31 @@ def assets_from_ids(
         elif doc["_id"] not in chosen:
             chosen[doc["_id"]] = _asset_of(doc)
     if unknown:
-        problems = [
-            {
-                "row": row,
-                "field": "asset_id",
-                "message": f"{value!r} is neither the _id nor the name of a catalog asset "
-                "you may see",
-            }
-            for row, value in unknown
-        ]
-        shown = "; ".join(f"row {p['row']}: {p['message']}" for p in problems[:SHOWN_PROBLEMS])
-        more = len(problems) - SHOWN_PROBLEMS
-        raise InvalidInput(
-            f"asset CSV: {shown}" + (f"; and {more} more rows" if more > 0 else ""), problems
-        )
+        raise _unknown_ids(unknown, listed)
     return list(chosen.values())
+
+
+def _unknown_ids(unknown: Sequence[tuple[int, str]], listed: bool) -> InvalidInput:
+    """The error naming each unknown ``(row or index, id)``."""
+    problems: list[dict[str, Any]] = []
+    for place, value in unknown:
+        message = f"{value!r} is neither the _id nor the name of a catalog asset you may see"
+        if listed:
+            problems.append({"index": place, "field": f"asset_ids[{place}]", "message": message})
+        else:
+            problems.append({"row": place, "field": "asset_id", "message": message})
+    where = [f"asset_ids[{p['index']}]" if listed else f"row {p['row']}" for p in problems]
+    shown = "; ".join(
+        f"{w}: {p['message']}" for w, p in zip(where, problems[:SHOWN_PROBLEMS], strict=False)
+    )
+    more = len(problems) - SHOWN_PROBLEMS
+    unit = "ids" if listed else "rows"
+    return InvalidInput(
+        ("" if listed else "asset CSV: ")
+        + shown
+        + (f"; and {more} more {unit}" if more > 0 else ""),
+        problems,
+    )
 
 
 def assets_from_urls(
@@ -298,7 +313,9 @@ def parameter_sets(
 ) -> list[dict[str, Any] | None]:
     """The distributed parameter sets, one per task per input (``[None]`` without any).
     With ``parameter_model``, each set merged over the fixed parameters and ``overrides``
-    must validate (:class:`InvalidInput` names the set)."""
+    must validate: :class:`InvalidInput` names the set, the dispatch models that would run
+    it (set *j* of *M* is model *j* of every input's *M*) and each field, also in its
+    ``problems`` (``parameter_set``, ``field``, ``message``)."""
     sets: list[dict[str, Any] | None] = list(parameters.distributed_parameters) or [None]
     if parameter_model is not None:
         for number, one in enumerate(sets, start=1):
@@ -306,12 +323,28 @@ def parameter_sets(
             try:
                 parameter_model.model_validate(merged)
             except ValidationError as exc:
-                which = f"parameter set {number}" if one is not None else "the parameters"
-                raise InvalidInput(
-                    f"{which} (fixed, overrides and distributed merged) is not valid: "
-                    + "; ".join(validation_problems(exc))
-                ) from exc
+                raise _invalid_set(number, len(sets), one is not None, exc) from exc
     return sets
+
+
+def _invalid_set(number: int, total: int, distributed: bool, exc: ValidationError) -> InvalidInput:
+    """The error of parameter set ``number`` of ``total`` (merged) that failed validation."""
+    if distributed:
+        which = (
+            f"parameter set {number} (distributed_parameters[{number - 1}] over the fixed "
+            f"parameters and overrides; dispatch model {number} of each input's {total}) is"
+        )
+    else:
+        which = "the parameters (fixed and overrides merged; every dispatch model) are"
+    problems = [
+        {
+            "parameter_set": number,
+            "field": ".".join(str(part) for part in err.get("loc", ())) or None,
+            "message": str(err.get("msg")),
+        }
+        for err in exc.errors()
+    ]
+    return InvalidInput(f"{which} not valid: " + "; ".join(validation_problems(exc)), problems)
 
 
 Input = tuple[Asset, list[str] | None]
@@ -321,24 +354,29 @@ Input = tuple[Asset, list[str] | None]
 def _select(
     filter: Mapping[str, Any] | None,
     asset_csv: str | Path | None,
+    asset_ids: Sequence[str] | None,
     urls: Sequence[str] | None,
     catalog: Catalog | None,
     viewer: Person | None,
 ) -> tuple[list[Asset], str | None]:
     """The assets given in exactly one way, and the query text the models carry."""
-    sources = {"filter": filter, "asset_csv": asset_csv, "urls": urls}
+    sources = {"filter": filter, "asset_csv": asset_csv, "asset_ids": asset_ids, "urls": urls}
     given = [name for name, value in sources.items() if value is not None]
     if len(given) != 1:
         raise InvalidInput(
-            "give the data to analyse in exactly one way: a catalog filter, an asset CSV or "
-            f"store URLs (got {', '.join(given) or 'none'})"
+            "give the data to analyse in exactly one way: a catalog filter, an asset CSV, "
+            f"asset ids or store URLs (got {', '.join(given) or 'none'})"
         )
     if urls is not None:
         return assets_from_urls(urls, catalog, viewer), None
     if catalog is None:
-        raise InvalidInput("a catalog filter or an asset CSV needs the catalog")
+        raise InvalidInput("a catalog filter, an asset CSV or asset ids need the catalog")
     if filter is not None:
         return assets_from_filter(catalog, filter, viewer), json.dumps(filter)
+    if asset_ids is not None:
+        if not asset_ids:
+            raise InvalidInput("asset_ids is empty; give one catalog _id or asset name or more")
+        return assets_from_ids(catalog, list(enumerate(asset_ids)), viewer, listed=True), None
     text = asset_csv.read_text(encoding="utf-8") if isinstance(asset_csv, Path) else asset_csv
     return assets_from_ids(catalog, read_asset_ids(str(text)), viewer), None
 
@@ -361,6 +399,7 @@ def dispatch(
     *,
     filter: Mapping[str, Any] | None = None,
     asset_csv: str | Path | None = None,
+    asset_ids: Sequence[str] | None = None,
     urls: Sequence[str] | None = None,
     parameters: AnalysisParameters | None = None,
     overrides: Mapping[str, Any] | None = None,
@@ -371,18 +410,28 @@ def dispatch(
     viewer: Person | None = None,
     access: Access,
     settings: Settings | None = None,
+    max_models: int | None = None,
 ) -> Dispatched:
     """The dispatch models, in order, for the data given by one of ``filter`` (a catalog
-    filter), ``asset_csv`` (CSV text, or a path to read) or ``urls`` (store URLs), x the
+    filter), ``asset_csv`` (CSV text, or a path to read), ``asset_ids`` (catalog ids
+    or asset names, as an asset CSV's column gives them) or ``urls`` (store URLs), x the
     parameter sets of ``parameters``; with the counts a preview shows
     (:meth:`Dispatched.preview`). ``catalog`` documents are those ``viewer`` may see;
     every location must be readable under ``access``. ``parameter_model``: see
-    :func:`parameter_sets`. The module's docstring gives the rules."""
+    :func:`parameter_sets`. More than ``max_models`` models are refused
+    (:class:`InvalidInput` with the counts). The module's docstring gives the rules."""
     sets = parameter_sets(parameters or AnalysisParameters(), overrides, parameter_model)
     extension = normalise_extension(file_extension)
-    assets, query = _select(filter, asset_csv, urls, catalog, viewer)
+    assets, query = _select(filter, asset_csv, asset_ids, urls, catalog, viewer)
     assets = check_assets(assets, access)
     inputs, without = _inputs(assets, extension, split_files, settings)
+    if max_models is not None and len(inputs) * len(sets) > max_models:
+        raise InvalidInput(
+            f"{len(inputs)} inputs x {len(sets)} parameter sets = {len(inputs) * len(sets)} "
+            f"dispatch models, more than the {max_models} one dispatch may make (setting "
+            "analysis_max_models): select fewer assets or parameter sets, or dispatch them "
+            "in parts"
+        )
     if extension is not None and not split_files:
         query = None  # as the original, which builds a new model here
     models = (

@@ -52,6 +52,14 @@ class AnalysisParameters(BaseModel):
     distributed_parameters: list[dict[str, Any]] = Field(default_factory=list)
 
 
+#: The precedence of the parameters, as the front doors state it.
+PRECEDENCE = (
+    "fixed_parameters < parameters (overrides) < distributed_parameters: each task runs "
+    "the fixed parameters, overridden by the request's parameters, overridden by its own "
+    "distributed set (a later value wins)"
+)
+
+
 def merge_parameters(
     fixed: Mapping[str, Any] | None,
     overrides: Mapping[str, Any] | None,

@@ -1,25 +1,37 @@
-"""/api/v2/analyses: the analyses installed on the service, with their parameter schemas."""
+"""/api/v2/analyses: the analyses installed on the service, with their parameter schemas;
+a preview of what a dispatch would run, and its dispatch models."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
-from pydantic import BaseModel, Field
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
 
 from neuroferry.auth import User
 from neuroferry.errors import InvalidInput, NotFound
+from neuroferry.grants import access_for
 from neuroferry.pipelines.analysis import (
+    PRECEDENCE,
     Analysis,
+    AnalysisParameters,
+    Dispatched,
+    DispatchModel,
     analyses,
     broken_analyses,
     code_identity,
+    dispatch,
     get_analysis,
     parameter_schema,
 )
-from neuroferry.web._deps import current_user
+from neuroferry.services import Services
+from neuroferry.web._deps import current_user, services
+from neuroferry.web._limits import until_disconnected
 
 router = APIRouter(prefix="/analyses", tags=["analyses"])
+
+#: The dispatch models a preview shows.
+PREVIEW_MODELS = 5
 
 
 class CodeOut(BaseModel):
@@ -69,11 +81,162 @@ def list_analyses(me: User = Depends(current_user)) -> AnalysesOut:
     )
 
 
+def _analysis(name: str) -> Analysis:
+    """The analysis ``name``; 404 naming the known ones for another name."""
+    try:
+        return get_analysis(name)
+    except InvalidInput as exc:
+        raise NotFound(str(exc)) from exc
+
+
 @router.get("/{name}", response_model=AnalysisOut, summary="One analysis")
 def show_analysis(name: str, me: User = Depends(current_user)) -> AnalysisOut:
     """One analysis, as the list gives it; 404 naming the known ones for another name."""
-    try:
-        analysis = get_analysis(name)
-    except InvalidInput as exc:
-        raise NotFound(str(exc)) from exc
-    return AnalysisOut.of(analysis)
+    return AnalysisOut.of(_analysis(name))
+
+
+class DispatchRequest(BaseModel):
+    """The data to analyse (exactly one of ``query``, ``asset_ids``, ``locations``) and
+    the parameters: N inputs x M distributed parameter sets give N x M dispatch models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: dict[str, Any] | None = Field(
+        None,
+        description="a catalog filter (MongoDB-style) selecting your assets",
+        examples=[{"subject.subject_id": "774659", "data_description.data_level": "derived"}],
+    )
+    asset_ids: list[str] | None = Field(
+        None, description="catalog _ids or asset names (an asset CSV's asset_id column)"
+    )
+    locations: list[str] | None = Field(None, description="store URLs of the data")
+    fixed_parameters: dict[str, Any] = Field(
+        default_factory=dict, description="parameters of every task"
+    )
+    distributed_parameters: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="parameter sets: each makes one task per input (none: one task per input)",
+    )
+    parameters: dict[str, Any] = Field(
+        default_factory=dict,
+        description="overrides of the fixed parameters (distributed sets override these)",
+    )
+    file_extension: str | None = Field(
+        None,
+        description="analyse the files (or folders) of each asset whose name ends with it, "
+        "ignoring case; none: whole assets",
+        examples=[".nwb"],
+    )
+    split_files: bool = Field(
+        True, description="one input per matching file (else one per asset, with its files)"
+    )
+
+    def check_inputs(self) -> None:
+        """:class:`InvalidInput` unless exactly one way to give the data is used."""
+        given = [
+            name for name in ("query", "asset_ids", "locations") if getattr(self, name) is not None
+        ]
+        if len(given) != 1:
+            raise InvalidInput(
+                "give the data to analyse in exactly one way: query (a catalog filter), "
+                f"asset_ids or locations (got {', '.join(given) or 'none'})"
+            )
+
+
+class PreviewOut(BaseModel):
+    analysis: str
+    assets: int = Field(description="assets selected")
+    inputs: int = Field(description="N: files (split_files) or assets, after listing")
+    parameter_sets: int = Field(description="M: distributed parameter sets (at least 1)")
+    models: int = Field(description="K = N x M: dispatch models, one task each")
+    first: list[DispatchModel] = Field(description="the first dispatch models, in order")
+    without_files: list[str] = Field(
+        description="assets left out because no file matched file_extension"
+    )
+    already_computed: int | None = Field(
+        description="tasks whose result exists already (not checked yet: null)"
+    )
+    precedence: str = Field(description="how the parameters of a task are merged")
+
+    @classmethod
+    def of(cls, name: str, dispatched: Dispatched) -> PreviewOut:
+        preview = dispatched.preview(PREVIEW_MODELS)
+        return cls(
+            analysis=name,
+            assets=preview.assets,
+            inputs=preview.inputs,
+            parameter_sets=preview.parameter_sets,
+            models=preview.models,
+            first=preview.first,
+            without_files=preview.without_files,
+            already_computed=preview.already_computed,
+            precedence=PRECEDENCE,
+        )
+
+
+class DispatchOut(PreviewOut):
+    dispatch_models: list[DispatchModel] = Field(description="every dispatch model, in order")
+
+
+async def _dispatch(
+    name: str, body: DispatchRequest, request: Request, held: Services, me: User
+) -> Dispatched:
+    """The dispatch models of ``body`` for ``me``: their own documents, locations within
+    their grants, every parameter set valid for the analysis."""
+    analysis = _analysis(name)
+    body.check_inputs()
+    settings = held.settings
+    return await until_disconnected(
+        request,
+        held.catalog.engine,
+        lambda: dispatch(
+            filter=body.query,
+            asset_ids=body.asset_ids,
+            urls=body.locations,
+            parameters=AnalysisParameters(
+                fixed_parameters=body.fixed_parameters,
+                distributed_parameters=body.distributed_parameters,
+            ),
+            overrides=body.parameters,
+            parameter_model=analysis.parameters,
+            file_extension=body.file_extension,
+            split_files=body.split_files,
+            catalog=held.catalog,
+            viewer=me,
+            access=access_for(settings, me.name, me.role),
+            settings=settings,
+            max_models=settings.analysis_max_models,
+        ),
+    )
+
+
+@router.post("/{name}/preview", response_model=PreviewOut, summary="Preview a dispatch")
+async def preview_dispatch(
+    name: str,
+    body: DispatchRequest,
+    request: Request,
+    held: Services = Depends(services),
+    me: User = Depends(current_user),
+) -> PreviewOut:
+    """What a dispatch would run: N inputs x M parameter sets = K dispatch models, the
+    first few, and the assets left out for want of a matching file. Users select only
+    their own catalog documents and locations within their grants (403 naming the
+    asset); every merged parameter set must be valid for the analysis (422 naming the
+    set, its dispatch models and the field)."""
+    return PreviewOut.of(name, await _dispatch(name, body, request, held, me))
+
+
+@router.post("/{name}/dispatch", response_model=DispatchOut, summary="Every dispatch model")
+async def dispatch_models(
+    name: str,
+    body: DispatchRequest,
+    request: Request,
+    held: Services = Depends(services),
+    me: User = Depends(current_user),
+) -> DispatchOut:
+    """The preview and every dispatch model, in order (at most ``analysis_max_models``:
+    more are a 422 with the counts), as ``ferry analysis dispatch`` writes them to a
+    dispatch folder."""
+    dispatched = await _dispatch(name, body, request, held, me)
+    preview = PreviewOut.of(name, dispatched)
+    return DispatchOut(**dict(preview), dispatch_models=list(dispatched))
