@@ -47,7 +47,8 @@ def test_list_and_show_the_example_analyses(admin: dict[str, str]) -> None:
 
     shown = ferry(["analysis", "show", "file-summary"], admin, 0).stdout
     assert shown.startswith("# file-summary ")
-    rows = {line.split()[0]: line.split()[1:3] for line in shown.splitlines() if line[:1].isalpha()}
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in shown.splitlines()]
+    rows = {row[0]: row[1:3] for row in cells if len(row) == 4}
     assert rows["bins"] == ["integer", "16"] and rows["scale"] == ["number", "1.0"]
     assert rows["label"] == ["string", "''"]
 
