@@ -8,6 +8,7 @@ Each page module has a ``router``; ``router`` here holds them all. Pages render 
 from fastapi import APIRouter
 
 from neuroferry.web.pages import (
+    analyses,
     catalog,
     help,
     home,
@@ -54,6 +55,7 @@ router.include_router(job.router)
 router.include_router(submit.router)
 router.include_router(job_types.router)
 router.include_router(catalog.router)
+router.include_router(analyses.router)
 router.include_router(help.router)
 
 __all__ = [

@@ -34,6 +34,7 @@ NAV = (
     ("/jobs", "Jobs"),
     ("/job-types", "Job types"),
     ("/catalog", "Catalog"),
+    ("/analyses", "Analyses"),
     ("/help", "Help"),
 )
 
