@@ -178,35 +178,39 @@ class DispatchOut(PreviewOut):
     dispatch_models: list[DispatchModel] = Field(description="every dispatch model, in order")
 
 
-async def _dispatch(
-    name: str, body: DispatchRequest, request: Request, held: Services, me: User
+def dispatch_request(
+    analysis: Analysis, body: DispatchRequest, held: Services, me: User
 ) -> Dispatched:
     """The dispatch models of ``body`` for ``me``: their own documents, locations within
     their grants, every parameter set valid for the analysis."""
-    analysis = _analysis(name)
     body.check_inputs()
     settings = held.settings
-    return await until_disconnected(
-        request,
-        held.catalog.engine,
-        lambda: dispatch(
-            filter=body.query,
-            asset_ids=body.asset_ids,
-            urls=body.locations,
-            parameters=AnalysisParameters(
-                fixed_parameters=body.fixed_parameters,
-                distributed_parameters=body.distributed_parameters,
-            ),
-            overrides=body.parameters,
-            parameter_model=analysis.parameters,
-            file_extension=body.file_extension,
-            split_files=body.split_files,
-            catalog=held.catalog,
-            viewer=me,
-            access=access_for(settings, me.name, me.role),
-            settings=settings,
-            max_models=settings.analysis_max_models,
+    return dispatch(
+        filter=body.query,
+        asset_ids=body.asset_ids,
+        urls=body.locations,
+        parameters=AnalysisParameters(
+            fixed_parameters=body.fixed_parameters,
+            distributed_parameters=body.distributed_parameters,
         ),
+        overrides=body.parameters,
+        parameter_model=analysis.parameters,
+        file_extension=body.file_extension,
+        split_files=body.split_files,
+        catalog=held.catalog,
+        viewer=me,
+        access=access_for(settings, me.name, me.role),
+        settings=settings,
+        max_models=settings.analysis_max_models,
+    )
+
+
+async def _dispatch(
+    name: str, body: DispatchRequest, request: Request, held: Services, me: User
+) -> Dispatched:
+    analysis = _analysis(name)
+    return await until_disconnected(
+        request, held.catalog.engine, lambda: dispatch_request(analysis, body, held, me)
     )
 
 

@@ -20,24 +20,22 @@ from fastapi.responses import Response
 from neuroferry.auth import User
 from neuroferry.engine import NewJob, submit_jobs
 from neuroferry.errors import Conflict, Forbidden, InvalidInput, NotFound
-from neuroferry.grants import access_for
 from neuroferry.pipelines.analysis import (
     KIND,
     PRECEDENCE,
     RESULT_KIND,
     Analysis,
-    AnalysisParameters,
     AnalysisSpec,
     Preview,
     analyses,
     code_identity,
-    dispatch,
     get_analysis,
     parameter_schema,
     validate_parameters,
 )
 from neuroferry.services import Services
 from neuroferry.web._deps import services
+from neuroferry.web.api.analyses import DispatchRequest, dispatch_request
 from neuroferry.web.pages._render import json_field, page_user, redirect, render
 
 router = APIRouter()
@@ -310,22 +308,17 @@ async def analysis_preview(
     analysis, fields, filled, spec = await _filled(request, name)
     if spec is None:
         return _page(request, analysis, filled, 422)
-    settings = held.settings
+    body = DispatchRequest(
+        query=spec.query,
+        asset_ids=None,
+        locations=None,
+        distributed_parameters=spec.distributed_parameters,
+        parameters=spec.parameters,
+        file_extension=spec.file_extension,
+        split_files=spec.split_files,
+    )
     try:
-        dispatched = await asyncio.to_thread(
-            dispatch,
-            filter=spec.query,
-            parameters=AnalysisParameters(distributed_parameters=spec.distributed_parameters),
-            overrides=spec.parameters,
-            parameter_model=analysis.parameters,
-            file_extension=spec.file_extension,
-            split_files=spec.split_files,
-            catalog=held.catalog,
-            viewer=me,
-            access=access_for(settings, me.name, me.role),
-            settings=settings,
-            max_models=settings.analysis_max_models,
-        )
+        dispatched = await asyncio.to_thread(dispatch_request, analysis, body, held, me)
     except (InvalidInput, Forbidden) as exc:
         _blame(filled, fields, InvalidInput(str(exc), getattr(exc, "problems", None)))
         return _page(request, analysis, filled, exc.status_code)
