@@ -69,8 +69,15 @@ def test_the_list_and_the_form_made_from_the_parameter_schema(portal, page_as, s
     expect(page.get_by_label("Catalog query")).to_have_value('{"subject.subject_id": "none"}')
     page.get_by_label("Catalog query").fill("[1")
     page.get_by_label("Bins").fill("16")
+    page.get_by_label("Distributed parameter sets").fill('[{"bins": 2}, {"bins": -1}]')
     page.get_by_role("button", name="Preview").click()
     expect(page.locator(".field.has-error")).to_contain_text("query: not valid JSON")
+    page.get_by_label("Catalog query").fill("{}")
+    page.get_by_role("button", name="Preview").click()
+    sets = page.locator(".field.has-error").filter(
+        has=page.get_by_label("Distributed parameter sets")
+    )
+    expect(sets.locator(".error")).to_contain_text("distributed_parameters[1]")
 
 
 def test_preview_submit_and_the_record_of_a_result(portal, page_as, shot, tmp_path):

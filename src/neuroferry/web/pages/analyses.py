@@ -226,7 +226,14 @@ def _read(
 
 
 def _blame(filled: Filled, fields: list[Field], exc: InvalidInput) -> None:
-    """Put the problems of ``exc`` next to the fields they name (else above the form)."""
+    """Put the problem of ``exc`` next to the field it names: the distributed parameter
+    sets when it names one (``distributed_parameters[1]``), a field of the form its
+    message starts with, else the parameters its problems name, else above the form."""
+    message = str(exc)
+    for key in (SETS, QUERY, EXTENSION):
+        if message.startswith(key) or (key == SETS and f"{SETS}[" in message):
+            filled.errors.setdefault(key, message)
+            return
     names = {f.name for f in fields}
     placed = False
     for problem in exc.problems or []:
@@ -234,11 +241,6 @@ def _blame(filled: Filled, fields: list[Field], exc: InvalidInput) -> None:
         if name in names:
             filled.errors.setdefault(PARAM + name, f"{name}: {problem.get('message')}")
             placed = True
-    message = str(exc)
-    for key in (SETS, QUERY, EXTENSION):
-        if message.startswith(key):
-            filled.errors.setdefault(key, message)
-            return
     if not placed:
         filled.errors.setdefault("", message)
 
