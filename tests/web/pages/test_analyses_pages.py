@@ -121,4 +121,3 @@ def test_preview_submit_and_the_record_of_a_result(portal, page_as, shot, tmp_pa
     for file in record["files"]:
         row = page.locator("tbody tr").filter(has_text=file["path"])
         expect(row).to_contain_text(file["sha256"])
-    shot(page, "analysis-record")
