@@ -202,7 +202,7 @@ def _inputs(run: AnalysisRun) -> Iterator[tuple[str, Store, list[str]]]:
 class FileSummaryParameters(BaseModel):
     """Parameters of ``file-summary``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     label: str = ""
     """A label copied into ``summary.json``."""
@@ -325,7 +325,7 @@ FILE_SUMMARY = Analysis(
 class VolumeStatsParameters(BaseModel):
     """Parameters of ``volume-stats``."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     level: int = Field(0, ge=0)
     """The pyramid level (0: full resolution)."""
