@@ -277,6 +277,26 @@ class Client:
         )
         return found
 
+    def analyses_submit(self, name: str, body: Mapping[str, Any]) -> int:
+        """Submit an ``analysis`` job of ``name`` (``body``: the data and parameters as for
+        :meth:`analyses_preview`, and ``models``, ``force``, ``results``, ``user_email``);
+        the job's id."""
+        found = self.request(
+            "POST", f"/analyses/{quote(name, safe='')}/jobs", dict(body), timeout=DISPATCH_TIMEOUT
+        )
+        return int(found["job_id"])
+
+    def analyses_results(self, job_id: int) -> list[dict[str, Any]]:
+        """A line per task of an analysis job: ``state`` (computed, skipped, failed, or
+        the task's state), ``identity``, ``record_id``, ``location``, ``error``."""
+        lines: list[dict[str, Any]] = self.request("GET", f"/analyses/jobs/{job_id}/results")
+        return lines
+
+    def submit_kind(self, kind: str, spec: Mapping[str, Any]) -> int:
+        """Submit one job of an installed ``kind`` by its spec; the job's id."""
+        found = self.request("POST", f"/jobs/{quote(kind, safe='')}", dict(spec))
+        return int(found["job_id"])
+
     def job_types_list(self, kind: str | None = None) -> list[dict[str, Any]]:
         """The current version of every job type (of ``kind``, if given)."""
         params = {"kind": kind} if kind else {}

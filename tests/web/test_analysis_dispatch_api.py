@@ -234,3 +234,80 @@ def test_bad_requests(lab: Lab) -> None:
     bad_extension = lab.post("preview", {**BODY, "file_extension": "*.nwb"})
     assert bad_extension.status_code == 422 and "file_extension" in bad_extension.json()["detail"]
     assert lab.api.post("/api/v2/analyses/quality-test/preview", json=BODY).status_code == 401
+
+
+# -- submitting analysis jobs -------------------------------------------------------------
+
+
+def _get(lab: Lab, path: str, who: str = "alice") -> Any:
+    return lab.api.get(path, headers={"Authorization": f"Bearer {lab.tokens[who]}"})
+
+
+def test_submit_makes_an_analysis_job_owned_by_the_user(lab: Lab) -> None:
+    results = lab.held.settings.store_url + "/mine"
+    answer = lab.post("jobs", {**BODY, "force": True, "results": results})
+    assert answer.status_code == 201, answer.text
+    job_id = answer.json()["job_id"]
+    job = _get(lab, f"/api/v2/jobs/{job_id}").json()
+    assert (job["kind"], job["owner"], job["state"]) == ("analysis", "alice", "queued")
+    assert job["spec"]["analysis"] == "quality-test" and job["spec"]["force"] is True
+    assert job["spec"]["query"] == SUBJECT
+    results = _get(lab, f"/api/v2/analyses/jobs/{job_id}/results")
+    assert results.status_code == 200 and results.json() == []  # not dispatched yet
+    other = _get(lab, f"/api/v2/analyses/jobs/{job_id}/results", who="bob")
+    assert other.status_code == 404
+
+
+def test_submit_runs_dispatch_models(lab: Lab) -> None:
+    models = lab.post("dispatch", BODY).json()["dispatch_models"]
+    body = {"fixed_parameters": BODY["fixed_parameters"], "models": models}
+    answer = lab.post("jobs", body)
+    assert answer.status_code == 201, answer.text
+    spec = _get(lab, f"/api/v2/jobs/{answer.json()['job_id']}").json()["spec"]
+    assert len(spec["models"]) == 3 * 2
+
+
+def test_a_bad_submission_is_refused_naming_the_field(lab: Lab) -> None:
+    typo = lab.post("jobs", {**BODY, "forced": True})
+    assert typo.status_code == 422 and typo.json()["detail"][0]["loc"] == ["body", "forced"]
+    wrong = lab.post("jobs", {**BODY, "force": "maybe"})
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["loc"] == ["body", "force"]
+    both = lab.post("jobs", {**BODY, "locations": [lab.url(A)]})
+    assert both.status_code == 422 and "(got query, locations)" in both.json()["detail"]
+    invalid = lab.post("jobs", {**BODY, "parameters": {"isi_violations_cutoff": 7}})
+    assert invalid.status_code == 422 and "isi_violations_cutoff" in invalid.json()["detail"]
+    elsewhere = lab.post(
+        "jobs", {"locations": [lab.url(D)], **{"fixed_parameters": {"analysis_name": "q"}}}
+    )
+    assert elsewhere.status_code == 403
+    missing = lab.api.post(
+        "/api/v2/analyses/no-such/jobs",
+        json=BODY,
+        headers={"Authorization": f"Bearer {lab.tokens['alice']}"},
+    )
+    assert missing.status_code == 404
+
+
+def test_a_job_of_any_installed_kind_is_submitted_by_its_spec(lab: Lab) -> None:
+    headers = {"Authorization": f"Bearer {lab.tokens['alice']}"}
+    spec = {
+        "analysis": "quality-test",
+        "locations": [lab.url(A)],
+        **{"fixed_parameters": {"analysis_name": "q"}},
+    }
+    answer = lab.api.post("/api/v2/jobs/analysis", json=spec, headers=headers)
+    assert answer.status_code == 201, answer.text
+    job_id = answer.json()["job_id"]
+    assert answer.json()["url"].endswith(f"/api/v2/jobs/{job_id}")
+    job = _get(lab, f"/api/v2/jobs/{job_id}").json()
+    assert (job["kind"], job["owner"]) == ("analysis", "alice")
+
+    bad = lab.api.post("/api/v2/jobs/analysis", json={**spec, "forse": 1}, headers=headers)
+    assert bad.status_code == 422 and "forse" in bad.json()["detail"]
+    unknown = lab.api.post("/api/v2/jobs/no-such-kind", json=spec, headers=headers)
+    assert (
+        unknown.status_code == 422 and "unknown job kind 'no-such-kind'" in unknown.json()["detail"]
+    )
+    upload = lab.api.post("/api/v2/jobs/upload", json={}, headers=headers)
+    assert upload.status_code == 422 and "/api/v2/submit_jobs" in upload.json()["detail"]
+    assert lab.api.post("/api/v2/jobs/analysis", json=spec).status_code == 401

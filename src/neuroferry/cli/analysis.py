@@ -357,3 +357,319 @@ def dispatch_command(
     )
     folders = len({key.split("/")[0] for key in keys})
     typer.echo(f"\nwrote {len(keys)} dispatch models in {folders} folders to {out}")
+
+
+# -- jobs: submit, status, results ---------------------------------------------------------
+
+MODELS = typer.Option(
+    None,
+    "--models",
+    help="A dispatch folder (local folder or store URL) whose models to run, one task each.",
+)
+DONE = ("computed", "skipped")
+"""The task states of a result that exists."""
+WAIT_POLL = 1.0
+"""Seconds between looks at a job that is not over."""
+
+
+def _models_body(
+    models: str, parameters: Path | None, set_values: list[str] | None
+) -> dict[str, Any]:
+    """The body that runs a dispatch folder's models with the fixed parameters of
+    ``--parameters`` and the ``--set`` overrides (the models carry their own sets)."""
+    from neuroferry.pipelines.analysis import read_dispatch_folder
+
+    body: dict[str, Any] = read_parameters(parameters) if parameters else {}
+    if body.get("distributed_parameters"):
+        raise typer.BadParameter(
+            "--models: the dispatch models carry their own distributed parameters; leave "
+            "distributed_parameters out of --parameters"
+        )
+    body.pop("distributed_parameters", None)
+    found = read_dispatch_folder(models)
+    return body | {
+        "parameters": parse_set(set_values),
+        "models": [m.model_dump(mode="json") for m in found],
+    }
+
+
+def _wait_for(client: Any, job_id: int) -> dict[str, Any]:
+    """The job, once it is over."""
+    import time
+
+    from neuroferry.engine import TERMINAL
+
+    while True:
+        job: dict[str, Any] = client.job(job_id)
+        if job["state"] in TERMINAL:
+            return job
+        time.sleep(WAIT_POLL)
+
+
+def _counts(lines: list[dict[str, Any]]) -> dict[str, int]:
+    counts = {state: 0 for state in ("computed", "skipped", "failed", "running", "waiting")}
+    for line in lines:
+        state = line["state"]
+        key = state if state in counts else "waiting"
+        counts[key] += 1
+    return counts
+
+
+def _count_text(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {state}" for state, n in counts.items())
+
+
+@app.command("submit")
+def submit_command(
+    name: str = typer.Argument(..., help="The analysis."),
+    query: str | None = QUERY,
+    asset_csv: Path | None = ASSET_CSV,
+    location: list[str] | None = LOCATION,
+    models: str | None = MODELS,
+    parameters: Path | None = PARAMETERS,
+    set_values: list[str] | None = SET,
+    file_extension: str | None = FILE_EXTENSION,
+    split_files: bool = SPLIT_FILES,
+    force: bool = typer.Option(False, "--force", help="Compute again results already made."),
+    results: str | None = typer.Option(
+        None, "--results", help="Destination name or store URL for the results."
+    ),
+    allow_dirty: bool = typer.Option(
+        False, "--allow-dirty", help="Run code from a checkout with uncommitted changes."
+    ),
+    wait: bool = typer.Option(False, "--wait", help="Wait for the job and print its results."),
+    token: str | None = TOKEN,
+) -> None:
+    """Submit an analysis job; prints its id first. With --wait, exit 0 only when every
+    task computed its result or was skipped as computed before."""
+    if models is not None:
+        if query or asset_csv or location:
+            raise typer.BadParameter(
+                "give the data to analyse in exactly one way: --models, --query, --asset-csv "
+                "or --location"
+            )
+        request = DispatchRequest(_models_body(models, parameters, set_values))
+    else:
+        request = dispatch_request(
+            query, asset_csv, location, parameters, set_values, file_extension, split_files
+        )
+    request.body |= {"force": force, "results": results, "allow_dirty": allow_dirty}
+    client = client_for(token)
+    job_id = request.send(lambda body: client.analyses_submit(name, body))
+    typer.echo(job_id)
+    if not wait:
+        return
+    job = _wait_for(client, job_id)
+    lines = client.analyses_results(job_id)
+    _print_results(lines)
+    typer.echo(f"job {job_id} {job['state']}: {_count_text(_counts(lines))}")
+    failed = [line for line in lines if line["state"] not in DONE]
+    for line in failed:
+        typer.echo(f"{line['task']} {line['state']}: {line.get('error') or ''}", err=True)
+    if job["state"] != "succeeded" and not failed and job.get("error"):
+        typer.echo(f"job {job_id}: {job['error']}", err=True)
+    if failed or job["state"] != "succeeded":
+        raise typer.Exit(1)
+
+
+def _print_results(lines: list[dict[str, Any]]) -> None:
+    print_table(
+        ["state", "identity", "record", "location"],
+        [
+            [line["state"], line["identity"] or "", line["record_id"] or "", line["location"] or ""]
+            for line in lines
+        ],
+    )
+
+
+@app.command("results")
+def results_command(
+    job_id: int = typer.Argument(..., help="The analysis job."),
+    fmt: str = typer.Option("table", "--format", "-f", help="table or jsonl."),
+    token: str | None = TOKEN,
+) -> None:
+    """A line per task: its state (computed, skipped, failed, or the task's state),
+    result identity, provenance record id and results location."""
+    fmt = check_format(fmt, ("table", "jsonl"))
+    lines = client_for(token).analyses_results(job_id)
+    if fmt == "jsonl":
+        for line in lines:
+            typer.echo(json.dumps(line, sort_keys=True))
+    else:
+        _print_results(lines)
+
+
+@app.command("status")
+def status_command(
+    job_id: int = typer.Argument(..., help="The analysis job."),
+    token: str | None = TOKEN,
+) -> None:
+    """The job's state and how many tasks computed, were skipped, failed, run and wait."""
+    client = client_for(token)
+    job = client.job(job_id)
+    counts = _counts(client.analyses_results(job_id))
+    typer.echo(f"job {job_id} ({job['name']}): {job['state']}")
+    typer.echo(_count_text(counts))
+    if job.get("error"):
+        typer.echo(f"error: {job['error']}")
+
+
+# -- here: run one model, reproduce a record ------------------------------------------------
+
+
+def _local_parameters(parameters: Path | None, set_values: list[str] | None) -> dict[str, Any]:
+    """The fixed parameters of ``--parameters`` overridden by ``--set``."""
+    fixed = read_parameters(parameters)["fixed_parameters"] if parameters else {}
+    return {**fixed, **parse_set(set_values)}
+
+
+@app.command("run")
+def run_command(
+    name: str = typer.Argument(..., help="The analysis (installed here)."),
+    model: Path = typer.Option(..., "--model", help="A dispatch model file (JSON)."),
+    parameters: Path | None = PARAMETERS,
+    set_values: list[str] | None = SET,
+    dry_run: bool = typer.Option(
+        True,
+        "--dry-run/--no-dry-run",
+        help="Only print what would be uploaded and recorded (the default).",
+    ),
+    results: str | None = typer.Option(
+        None, "--results", help="Store URL to upload the results to (with --no-dry-run)."
+    ),
+    allow_dirty: bool = typer.Option(
+        False, "--allow-dirty", help="Run code from a checkout with uncommitted changes."
+    ),
+) -> None:
+    """Run one dispatch model here, with the analysis installed on this machine and your
+    own credentials. The dry run (the default) prints the files it would upload, where,
+    and the provenance record it would write, and writes nothing; --no-dry-run uploads the
+    results to --results (no record is written)."""
+    from neuroferry.pipelines.analysis import DispatchModel, get_analysis, run_locally
+
+    found = DispatchModel.model_validate_json(read_file(model))
+    done = run_locally(
+        get_analysis(name),
+        found,
+        _local_parameters(parameters, set_values),
+        dry_run=dry_run,
+        results=results,
+        allow_dirty=allow_dirty,
+    )
+    where = done["location"] or "(no results store given)"
+    verb = "would upload" if dry_run else "uploaded"
+    typer.echo(f"{name} {done['identity']}: {verb} {len(done['files'])} files to {where}")
+    print_table(
+        ["path", "size", "sha256"],
+        [[f["path"], str(f["size"]), f["sha256"]] for f in done["files"]],
+    )
+    typer.echo("\nrecord:" if not dry_run else "\nrecord it would write:")
+    print_json(done["record"], indent=2)
+
+
+def _same_code(code: dict[str, Any]) -> tuple[Any, ...]:
+    """What of a code identity must match for a result to be reproduced: what its result
+    identity hashes (name, version, commit, image digest, dirty)."""
+    return (
+        code.get("name"),
+        code.get("version"),
+        code.get("commit"),
+        code.get("digest"),
+        bool(code.get("dirty")),
+    )
+
+
+def _record(client: Any, record: str) -> dict[str, Any]:
+    """The provenance record with this catalog ``_id`` or name."""
+    from neuroferry.errors import NotFound
+
+    try:
+        return dict(client.catalog_get(record))
+    except NotFound:
+        found = client.catalog_find({"name": record}, limit=1)
+        if not found:
+            raise NotFound(f"no provenance record has the _id or name {record!r}") from None
+        return dict(found[0])
+
+
+def _model_of(record: dict[str, Any]) -> Any:
+    """The dispatch model a record's task ran (its assets, files and parameter set)."""
+    from neuroferry.pipelines.analysis import DispatchModel
+
+    inputs = record.get("inputs") or {}
+    assets = inputs.get("assets") or []
+    asset_locations = [a.get("location") for a in assets]
+    locations = inputs.get("locations") or []
+    return DispatchModel(
+        s3_location=asset_locations,
+        asset_name=[a.get("name") or "" for a in assets],
+        docdb_record_id=[a.get("record_id") or "" for a in assets],
+        file_location=None if locations == asset_locations else locations,
+        distributed_parameters=inputs.get("distributed_parameters"),
+        group_metadata=inputs.get("group_metadata"),
+        query=inputs.get("query"),
+    )
+
+
+def compare_files(
+    recorded: list[dict[str, Any]], made: list[dict[str, Any]]
+) -> list[tuple[str, str]]:
+    """``(path, verdict)`` for every output file of either list, by path: ``identical``
+    (same sha256), ``differs``, ``missing`` (recorded, not made again) or ``extra``."""
+    before = {f["path"]: f.get("sha256") for f in recorded}
+    after = {f["path"]: f.get("sha256") for f in made}
+    verdicts = []
+    for path in sorted(before.keys() | after.keys()):
+        if path not in after:
+            verdicts.append((path, "missing"))
+        elif path not in before:
+            verdicts.append((path, "extra"))
+        else:
+            verdicts.append((path, "identical" if before[path] == after[path] else "differs"))
+    return verdicts
+
+
+@app.command("reproduce")
+def reproduce_command(
+    record: str = typer.Argument(..., help="A provenance record: its catalog _id or name."),
+    token: str | None = TOKEN,
+) -> None:
+    """Run a recorded result's analysis again here, on the same inputs with the same
+    parameters, in a temporary folder (nothing is uploaded or recorded), and say file by
+    file whether the outputs are identical to the recorded ones (by sha256). Refused when
+    the analysis installed here is other code than the record's. Exit 0 only if every
+    file is identical."""
+    from neuroferry.pipelines.analysis import code_identity, get_analysis, run_locally
+
+    found = _record(client_for(token), record)
+    if found.get("kind") != "analysis-result":
+        raise typer.BadParameter(f"{record} is not a provenance record (kind analysis-result)")
+    analysis = get_analysis(found["analysis"])
+    here = code_identity(analysis, allow_dirty=True).as_dict()
+    then = found.get("code") or {}
+    if _same_code(here) != _same_code(then):
+        typer.echo(
+            f"cannot reproduce {record}: it was made by {found['analysis']} {_code(then)}, "
+            f"this machine has {_code(here)}; install that code",
+            err=True,
+        )
+        raise typer.Exit(2)
+    done = run_locally(
+        analysis,
+        _model_of(found),
+        found.get("parameters") or {},
+        allow_dirty=bool(then.get("dirty")),
+    )
+    if done["identity"] != found.get("identity"):
+        typer.echo(
+            f"note: the result identity here is {done['identity']}, the record's "
+            f"{found.get('identity')}",
+            err=True,
+        )
+    verdicts = compare_files(found.get("files") or [], done["files"])
+    for path, verdict in verdicts:
+        typer.echo(f"{verdict}  {path}")
+    same = sum(1 for _, verdict in verdicts if verdict == "identical")
+    typer.echo(f"{same} of {len(verdicts)} files identical")
+    if same != len(verdicts):
+        raise typer.Exit(1)

@@ -95,6 +95,17 @@ def test_result_identity_is_the_sha256_of_the_documented_json() -> None:
     assert identity(bounds={"lo": 1.0, "hi": 2.5}, label="ünï") == want
 
 
+def test_a_dirty_checkout_adds_dirty_to_the_hashed_code_and_only_then() -> None:
+    document = (
+        '{"code":{"commit":"' + "a" * 40 + '","digest":null,"dirty":true,"name":"quality",'
+        '"version":"1.2.0"},"inputs":["s3://lake/asset-a","s3://lake/asset-b"],'
+        '"parameters":{"bounds":{},"label":"x","n":3,"threshold":0.5}}'
+    )
+    dirty = identity(replace(CODE, dirty=True))
+    assert dirty == hashlib.sha256(document.encode("utf-8")).hexdigest()
+    assert dirty != identity()
+
+
 def test_result_identity_ignores_key_order() -> None:
     forward = Params.model_validate({"threshold": 0.7, "n": 4, "bounds": {"lo": 1, "hi": 2}})
     backward = Params.model_validate({"bounds": {"hi": 2, "lo": 1}, "n": 4, "threshold": 0.7})

@@ -13,8 +13,9 @@ import pytest
 from pydantic import BaseModel
 
 from _rig import Rig, running_rig
+from neuroferry.auth import create_user
 from neuroferry.engine import NewJob, read_log, register_kind, submit_jobs
-from neuroferry.errors import Forbidden, InvalidInput
+from neuroferry.errors import Forbidden, InvalidInput, NotFound
 from neuroferry.grants import access_for
 from neuroferry.pipelines.analysis import (
     KIND,
@@ -69,6 +70,18 @@ COUNT = Analysis("count-bytes", count_bytes, CountParameters, CountOutputs, vers
 FAILS = Analysis("always-fails", fails, CountParameters, version="1.0")
 register_analysis(COUNT)
 register_analysis(FAILS)
+
+
+@pytest.fixture(autouse=True)
+def git_state(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """The git state of the test analyses' source (clean, outside a checkout, unless a test
+    says otherwise), whatever the state of the checkout the tests run from."""
+    state: dict[str, Any] = {"commit": None, "dirty": False}
+    monkeypatch.setattr(
+        "neuroferry.pipelines.analysis._identity._git_state",
+        lambda path: (state["commit"], state["dirty"]),
+    )
+    return state
 
 
 @pytest.fixture
@@ -261,3 +274,51 @@ def test_a_user_may_analyse_only_what_they_may_read(rig: Rig, tmp_path: Path) ->
     elsewhere = NewJob("analysis", job(locations=readable, results=(tmp_path / "out").as_uri()))
     with pytest.raises(Forbidden, match="results"):
         submit_jobs(rig.engine, [elsewhere], owner_id=None, settings=rig.settings, access=alice)
+
+
+def test_a_result_of_code_with_uncommitted_changes_is_never_reused(
+    rig: Rig, tmp_path: Path, git_state: dict[str, Any]
+) -> None:
+    git_state.update(commit="c" * 40, dirty=True)
+    spec = job(locations=assets(rig, tmp_path / "data", ["asset-a"]))
+    first = rig.submit("analysis", spec)
+    finished(rig, first)
+    again = rig.submit("analysis", spec)
+    finished(rig, again)
+    assert run_states(rig, again) == ["succeeded"]
+    [doc] = records(rig)  # replaced, not added
+    assert doc["code"]["dirty"] is True and doc["job_id"] == again
+    [line] = analysis_results(rig.engine, again)
+    assert (line["state"], line["record_id"]) == ("computed", doc["_id"])
+
+
+def test_two_users_computing_the_same_result_each_get_their_own_record(rig: Rig) -> None:
+    shared = Path(rig.settings.store_url.removeprefix("file://")) / "shared"
+    shared.mkdir(parents=True)
+    (shared / "part0.bin").write_bytes(b"the same data for both")
+    alice = create_user(rig.engine, "alice")
+    bob = create_user(rig.engine, "bob")
+    spec = job(locations=[f"{rig.settings.store_url}/shared"])
+
+    first = rig.submit("analysis", spec, owner_id=alice.id)
+    finished(rig, first)
+    second = rig.submit("analysis", spec, owner_id=bob.id)
+    finished(rig, second)
+    assert run_states(rig, first) == run_states(rig, second) == ["succeeded"]
+    [mine] = rig.catalog.find({"kind": RESULT_KIND}, viewer=alice)
+    [theirs] = rig.catalog.find({"kind": RESULT_KIND}, viewer=bob)
+    assert mine["identity"] == theirs["identity"] and mine["_id"] != theirs["_id"]
+    assert mine["name"] == f"{mine['identity']}.{alice.id}" and mine["job_id"] == first
+    assert theirs["name"] == f"{theirs['identity']}.{bob.id}" and theirs["job_id"] == second
+    [line] = analysis_results(rig.engine, second, bob)
+    assert (line["state"], line["record_id"]) == ("computed", theirs["_id"])
+    with pytest.raises(NotFound):
+        analysis_results(rig.engine, second, alice)
+
+    # each user's own result is reused for them, and its record not written again
+    again = rig.submit("analysis", spec, owner_id=alice.id)
+    finished(rig, again)
+    assert run_states(rig, again) == ["skipped"]
+    [line] = analysis_results(rig.engine, again, alice)
+    assert (line["state"], line["record_id"]) == ("skipped", mine["_id"])
+    assert len(records(rig)) == 2

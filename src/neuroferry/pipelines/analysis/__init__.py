@@ -46,6 +46,7 @@ from neuroferry.pipelines.analysis._models import (
 from neuroferry.pipelines.analysis._provenance import (
     RESULT_KIND,
     provenance_record,
+    record_name,
     seed_record,
     seed_record_json,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "provenance_record",
     "read_asset_ids",
     "read_dispatch_folder",
+    "record_name",
     "recorded",
     "register_analysis",
     "result_identity",

@@ -13,14 +13,16 @@ container analysis is identified by its image and, when the image is given as
 
 **Result identity.** The sha256 (hex) of the canonical JSON (:func:`canonical_json`) of::
 
-    {"code": {"name", "version", "commit", "digest"},
+    {"code": {"name", "version", "commit", "digest"} and "dirty": true when dirty,
      "inputs": [input locations, sorted],
      "parameters": the validated parameters, defaults filled in (model_dump(mode="json"))}
 
 so it does not change with the order of keys or of input locations, with ``1`` given for
 ``1.0`` on a float parameter, or with a parameter left out instead of given its default;
 it changes with any parameter's value, any input, and the code's name, version, commit or
-image digest.
+image digest. Code run from a checkout with uncommitted changes adds ``"dirty": true`` (a
+clean identity has no ``dirty`` key, so identities of clean code stay what they were): a
+dirty run never stands for a clean one.
 
 **Canonical JSON.** Object keys sorted, no spaces (``,`` and ``:``), characters outside
 ASCII written as themselves (UTF-8), and one spelling per number: a float with an integral
@@ -241,13 +243,16 @@ def result_identity(code: CodeIdentity, locations: Sequence[str], parameters: Ba
     """The identity of the result of ``code`` run over ``locations`` with ``parameters``
     (validated): the sha256 (hex) of their canonical JSON, as the module's documentation
     says. :class:`InvalidInput` if a parameter is NaN or infinite."""
+    hashed: dict[str, Any] = {
+        "name": code.name,
+        "version": code.version,
+        "commit": code.commit,
+        "digest": code.digest,
+    }
+    if code.dirty:
+        hashed["dirty"] = True
     document = {
-        "code": {
-            "name": code.name,
-            "version": code.version,
-            "commit": code.commit,
-            "digest": code.digest,
-        },
+        "code": hashed,
         "inputs": sorted(locations),
         "parameters": parameters.model_dump(mode="json"),
     }

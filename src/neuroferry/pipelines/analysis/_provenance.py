@@ -1,8 +1,10 @@
 """Provenance records: the catalog document that says how a result was made.
 
 A record is written last, after the result's files are uploaded, so a record always
-points at complete results. Its ``name`` is the result identity (names are unique in the
-catalog), so a result is recorded at most once; docs/analysis.md gives its shape.
+points at complete results. Its ``name`` (:func:`record_name`) is the result identity
+followed by the id of the job's owner (names are unique in the catalog, and a user sees
+only their own documents), so each user's result is recorded at most once and two users
+never share or overwrite a record; docs/analysis.md gives its shape.
 :func:`seed_record` writes the same facts in the shape of the original analysis
 wrapper's ``metadata.nd.json`` (an aind-data-schema ``Metadata`` document), for readers
 that expect it.
@@ -20,8 +22,18 @@ PROVENANCE_VERSION = 1
 """The version of the record's shape."""
 
 
-def provenance_record(result: Mapping[str, Any], job_id: int | None = None) -> dict[str, Any]:
-    """The catalog document of one task's result (what the wrapper returned)."""
+def record_name(identity: str, owner_id: int | None) -> str:
+    """The catalog name of the record of result ``identity`` made by a job of the user
+    ``owner_id``: ``{identity}.{owner_id}``; the identity alone for the service's own jobs
+    (no owner)."""
+    return identity if owner_id is None else f"{identity}.{owner_id}"
+
+
+def provenance_record(
+    result: Mapping[str, Any], job_id: int | None = None, owner_id: int | None = None
+) -> dict[str, Any]:
+    """The catalog document of one task's result (what the wrapper returned), made by a
+    job of the user ``owner_id``."""
     model = result["inputs"]
     names = model.get("asset_name") or []
     locations = model.get("s3_location") or []
@@ -31,7 +43,7 @@ def provenance_record(result: Mapping[str, Any], job_id: int | None = None) -> d
         for name, location, record_id in zip(names, locations, record_ids, strict=False)
     ]
     return {
-        "name": result["identity"],
+        "name": record_name(result["identity"], owner_id),
         "location": result["location"],
         "kind": RESULT_KIND,
         "provenance_version": PROVENANCE_VERSION,

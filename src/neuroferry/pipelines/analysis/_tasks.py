@@ -17,15 +17,19 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from neuroferry.catalog import Catalog
-from neuroferry.engine import TaskContext, TaskFailed, job_tasks, owner_of_job
+from neuroferry.catalog import Catalog, Owner
+from neuroferry.engine import TaskContext, TaskFailed, get_job, job_tasks, owner_of_job
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.analysis._dispatch import LOOKUP_BATCH, _batches
 from neuroferry.pipelines.analysis._dispatch import dispatch as dispatch_models
 from neuroferry.pipelines.analysis._identity import code_identity
 from neuroferry.pipelines.analysis._kind import AnalysisSpec, results_store
 from neuroferry.pipelines.analysis._models import AnalysisParameters, DispatchModel
-from neuroferry.pipelines.analysis._provenance import RESULT_KIND, provenance_record
+from neuroferry.pipelines.analysis._provenance import (
+    RESULT_KIND,
+    provenance_record,
+    record_name,
+)
 from neuroferry.pipelines.analysis._registry import get_analysis
 from neuroferry.pipelines.analysis._wrapper import (
     PreparedTask,
@@ -41,18 +45,31 @@ SHOWN_PROBLEMS = 10
 """Invalid parameter sets named in one error (the others are counted)."""
 
 
-def recorded(catalog: Catalog, identities: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """The provenance records of those identities that exist: ``{identity: {"id",
-    "location"}}`` (in batches of :data:`LOOKUP_BATCH`, whoever owns them: an identity
-    names one result, whoever made it)."""
+def recorded(
+    catalog: Catalog,
+    identities: Sequence[str],
+    owner: Owner | None,
+    *,
+    include_dirty: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """The provenance records of those identities that the job owner ``owner`` has made:
+    ``{identity: {"id", "location"}}`` (in batches of :data:`LOOKUP_BATCH`), looked up by
+    their names (:func:`record_name`) among the documents ``owner`` may see, so a user never
+    learns of nor reuses another user's result. A record of code with uncommitted changes
+    counts only with ``include_dirty``: it never makes a task skipped."""
+    owner_id = owner.id if owner is not None else None
+    names = {record_name(i, owner_id): i for i in dict.fromkeys(identities)}
     found: dict[str, dict[str, Any]] = {}
-    for batch in _batches(list(dict.fromkeys(identities)), LOOKUP_BATCH):
+    for batch in _batches(list(names), LOOKUP_BATCH):
         docs = catalog.find(
             {"name": {"$in": list(batch)}, "kind": RESULT_KIND},
-            projection={"name": 1, "location": 1},
+            projection={"name": 1, "location": 1, "code": 1},
+            viewer=owner,
         )
         for doc in docs:
-            found[doc["name"]] = {"id": doc["_id"], "location": doc.get("location")}
+            if (doc.get("code") or {}).get("dirty") and not include_dirty:
+                continue
+            found[names[doc["name"]]] = {"id": doc["_id"], "location": doc.get("location")}
     return found
 
 
@@ -128,7 +145,7 @@ def dispatch(ctx: TaskContext) -> dict[str, Any]:
     results = ctx.grants.check_write_url("results", results_store(spec, ctx.config))
     prepared = _prepare_all(ctx, spec, _models(ctx, spec))
     unique = {task.identity: task for task in prepared}  # the same input and parameters twice
-    existing = recorded(ctx.catalog, list(unique))
+    existing = recorded(ctx.catalog, list(unique), owner_of_job(ctx.db, ctx.owner_id))
     items: dict[str, dict[str, Any]] = {}
     for identity, task in unique.items():
         item: dict[str, Any] = {
@@ -194,13 +211,13 @@ def run(ctx: TaskContext) -> dict[str, Any]:
 
 def record(ctx: TaskContext) -> dict[str, Any]:
     made = {k: v for k, v in (ctx.upstream.get("run") or {}).items() if v}
-    existing = {} if ctx.spec.get("force") else recorded(ctx.catalog, list(made))
+    owner = owner_of_job(ctx.db, ctx.owner_id)
+    existing = {} if ctx.spec.get("force") else recorded(ctx.catalog, list(made), owner)
     docs = [
-        provenance_record(result, ctx.job_id)
+        provenance_record(result, ctx.job_id, ctx.owner_id)
         for identity, result in sorted(made.items())
         if identity not in existing
     ]
-    owner = owner_of_job(ctx.db, ctx.owner_id)
     for batch in _batches(docs, RECORD_BATCH):
         ctx.catalog.upsert_many(batch, owner)
     ctx.log.info("%d provenance records written, %d already there", len(docs), len(existing))
@@ -214,10 +231,16 @@ def analysis_results(engine: Engine, job_id: int, viewer: Any = None) -> list[di
     """Per ``run`` task of an analysis job (which ``viewer`` may see): its state
     (``computed``, ``skipped``: computed before, ``failed``, or the task's state while it
     has none of those), result identity, provenance record id and results location."""
+    job = get_job(engine, job_id, viewer)
     rows = [
         r for r in job_tasks(engine, job_id, viewer) if r["name"] == "run" and r["map_index"] >= 0
     ]
-    found = recorded(Catalog(engine), [r["item"] for r in rows])
+    found = recorded(
+        Catalog(engine),
+        [r["item"] for r in rows],
+        owner_of_job(engine, job["owner_id"]),
+        include_dirty=True,
+    )
     listed = []
     for row in rows:
         params: Mapping[str, Any] = row.get("params") or {}

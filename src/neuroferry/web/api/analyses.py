@@ -1,5 +1,6 @@
 """/api/v2/analyses: the analyses installed on the service, with their parameter schemas;
-a preview of what a dispatch would run, and its dispatch models."""
+a preview of what a dispatch would run, and its dispatch models; analysis jobs submitted
+and their results, task by task."""
 
 from __future__ import annotations
 
@@ -9,15 +10,19 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from neuroferry.auth import User
+from neuroferry.engine import NewJob, submit_jobs
 from neuroferry.errors import InvalidInput, NotFound
 from neuroferry.grants import access_for
 from neuroferry.pipelines.analysis import (
+    KIND,
     PRECEDENCE,
     Analysis,
     AnalysisParameters,
+    AnalysisSpec,
     Dispatched,
     DispatchModel,
     analyses,
+    analysis_results,
     broken_analyses,
     code_identity,
     dispatch,
@@ -244,3 +249,74 @@ async def dispatch_models(
     dispatched = await _dispatch(name, body, request, held, me)
     preview = PreviewOut.of(name, dispatched)
     return DispatchOut(**dict(preview), dispatch_models=list(dispatched))
+
+
+class SubmitRequest(DispatchRequest):
+    """An analysis job: the data (exactly one of ``query``, ``asset_ids``, ``locations``,
+    ``models``) and the parameters, as for a preview, and what to do with the results."""
+
+    models: list[DispatchModel] | None = Field(
+        None, description="dispatch models, as a dispatch folder holds them (one task each)"
+    )
+    force: bool = Field(False, description="compute again the results already recorded")
+    results: str | None = Field(
+        None,
+        description="a destination name or store URL for the results (default: the "
+        "analysis kind's results_store)",
+    )
+    allow_dirty: bool = Field(
+        False, description="run code from a git checkout with uncommitted changes"
+    )
+    user_email: str | None = Field(None, description="where to send the job's notifications")
+
+    def spec(self, name: str) -> AnalysisSpec:
+        """The ``analysis`` job's spec."""
+        given = self.model_dump(exclude_none=True)
+        return AnalysisSpec.model_validate({"analysis": name, **given})
+
+
+class SubmittedOut(BaseModel):
+    job_id: int
+
+
+class ResultOut(BaseModel):
+    task: str = Field(description="the run task, named by its result identity")
+    state: str = Field(
+        description="computed, skipped (computed before), failed, or the task's state"
+    )
+    identity: str | None
+    record_id: str | None = Field(description="the provenance record's catalog _id")
+    location: str | None = Field(description="where the result's files are")
+    error: str | None
+
+
+@router.post(
+    "/{name}/jobs", status_code=201, response_model=SubmittedOut, summary="Run an analysis"
+)
+def submit_analysis(
+    name: str,
+    body: SubmitRequest,
+    held: Services = Depends(services),
+    me: User = Depends(current_user),
+) -> SubmittedOut:
+    """Submit an ``analysis`` job owned by you: one task per input and parameter set,
+    results already recorded for you skipped unless ``force``. 404 for an unknown
+    analysis; 422 naming the field of a bad body or parameter set; 403 for a location
+    outside your grants."""
+    _analysis(name)
+    [job_id] = submit_jobs(
+        held.engine, [NewJob(KIND.name, body.spec(name))], owner_id=me.id, settings=held.settings
+    )
+    held.wake()
+    return SubmittedOut(job_id=job_id)
+
+
+@router.get(
+    "/jobs/{job_id}/results", response_model=list[ResultOut], summary="An analysis job's results"
+)
+def job_results(
+    job_id: int, held: Services = Depends(services), me: User = Depends(current_user)
+) -> list[ResultOut]:
+    """A line per task of an analysis job: its state, result identity, provenance record
+    and results location. Users see only their own jobs (404 for another's)."""
+    return [ResultOut.model_validate(r) for r in analysis_results(held.engine, job_id, me)]

@@ -1,5 +1,6 @@
-"""Upload requests (``submit_jobs``, ``validate_json``, ``validate_csv``) and the jobs of
-every kind: list, show, tasks, logs, cancel, retry."""
+"""Upload requests (``submit_jobs``, ``validate_json``, ``validate_csv``), a job of any
+other installed kind submitted by its spec, and the jobs of every kind: list, show, tasks,
+logs, cancel, retry."""
 
 from __future__ import annotations
 
@@ -20,12 +21,14 @@ from neuroferry.engine import (
     SORTABLE,
     TERMINAL,
     JobQuery,
+    NewJob,
     cancel_job,
     get_job,
     job_tasks,
     list_jobs,
     read_log_part,
     retry_job,
+    submit_jobs,
 )
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload import SheetLimits, check_upload_jobs, submit_upload_jobs
@@ -233,6 +236,33 @@ def template(held: Services = Depends(services), _user: User = Depends(current_u
         media_type=XLSX,
         headers={"Content-Disposition": 'attachment; filename="job_upload_template.xlsx"'},
     )
+
+
+class KindSubmitted(BaseModel):
+    job_id: int
+    url: str
+
+
+@router.post(
+    "/jobs/{kind}", status_code=201, response_model=KindSubmitted, summary="Submit a job of a kind"
+)
+def submit_kind(
+    kind: str,
+    spec: dict[str, Any],
+    request: Request,
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> KindSubmitted:
+    """Submit one job of an installed kind, owned by you; the body is the kind's spec (an
+    unknown kind is a 422 naming the known ones). Upload jobs go through ``submit_jobs`` (their job
+    types and checks). 422 naming the field of a spec that does not validate."""
+    if kind == "upload":
+        raise InvalidInput("submit upload jobs with POST /api/v2/submit_jobs")
+    [job_id] = submit_jobs(
+        held.engine, [NewJob(kind, spec)], owner_id=user.id, settings=held.settings
+    )
+    held.wake()
+    return KindSubmitted(job_id=job_id, url=_job_url(request, job_id))
 
 
 @router.get("/jobs", response_model=JobPage, summary="Jobs, filtered, sorted and paged")
