@@ -209,13 +209,15 @@ def _settled(
     """A running mapped task's state and result ``{item: result}`` once every instance
     has ended, else ``None``. Whether one has not is one indexed look-up; the instances
     are read only when none is left."""
-    instances = (tasks.c.job_id == job_id, tasks.c.name == name, tasks.c.map_index >= 0)
-    unfinished = select(tasks.c.id).where(*instances, tasks.c.state.in_(UNFINISHED)).limit(1)
-    if conn.execute(unfinished).first() is not None:
+    task = (tasks.c.job_id == job_id, tasks.c.name == name)
+    # by (job, name, state) alone: with map_index >= 0 too the planner would walk the
+    # instances in order, past every finished one. The mapped task's own row is one more.
+    unfinished = select(tasks.c.map_index).where(*task, tasks.c.state.in_(sorted(UNFINISHED)))
+    if any(i >= 0 for i in conn.execute(unfinished.limit(2)).scalars()):
         return None
     ended = conn.execute(
         select(tasks.c.item, tasks.c.state, tasks.c.result)
-        .where(*instances)
+        .where(*task, tasks.c.map_index >= 0)
         .order_by(tasks.c.map_index)
     ).all()
     states = [r.state for r in ended]
