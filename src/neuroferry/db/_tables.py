@@ -176,6 +176,8 @@ tasks = Table(
     # instances, without reading the other instances of a big mapped task
     Index("ix_tasks_job_level", "job_id", "map_index"),
     Index("ix_tasks_job_name_state", "job_id", "name", "state"),
+    # the first waiting tasks of a state, without sorting every waiting task
+    Index("ix_tasks_state_id", "state", "id"),
 )
 
 #: Running orchestrators and their heartbeats: a task claimed by one whose heartbeat is

@@ -9,7 +9,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    union_all,
+    update,
+)
 
 from neuroferry.db import jobs, orchestrators, tasks, transaction, utc
 from neuroferry.engine._advance import Transition, advance, lock_job, now_utc
@@ -48,29 +59,44 @@ class Claim:
 def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime) -> list[Claim]:
     """Mark up to ``limit`` runnable tasks as running by this orchestrator and return them.
 
-    On PostgreSQL the candidates are first locked with ``FOR UPDATE SKIP LOCKED``, so
-    service processes that claim at the same moment never get the same task. (Locking them
-    inside the UPDATE's own sub-select is not enough: PostgreSQL may run that sub-select
-    again for every row, and with SKIP LOCKED each run finds new rows, past the limit.)"""
+    The candidates are the ``limit`` runnable tasks that came first (lowest id). On
+    PostgreSQL they are first locked with ``FOR UPDATE SKIP LOCKED``, so service processes
+    that claim at the same moment never get the same task. (Locking them inside the
+    UPDATE's own sub-select is not enough: PostgreSQL may run that sub-select again for
+    every row, and with SKIP LOCKED each run finds new rows, past the limit.)"""
     if limit <= 0:
         return []
-    candidates = (
-        select(tasks.c.id)
-        .where(
-            tasks.c.state.in_(WAITING),
-            tasks.c.placement != MAP,
-            or_(tasks.c.not_before.is_(None), tasks.c.not_before <= now),
+
+    def waiting(state: str) -> Select[tuple[int]]:
+        """The first runnable tasks in one waiting state: an index walk over (state, id),
+        however many tasks wait (one query over every waiting state sorts them all)."""
+        return (
+            select(tasks.c.id)
+            .where(
+                tasks.c.state == state,
+                tasks.c.placement != MAP,
+                or_(tasks.c.not_before.is_(None), tasks.c.not_before <= now),
+            )
+            .order_by(tasks.c.id)
+            .limit(limit)
         )
-        .order_by(tasks.c.id)
-        .limit(limit)
-    )
+
     with transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
-            locked = conn.execute(candidates.with_for_update(skip_locked=True)).scalars().all()
+            locked = sorted(
+                task_id
+                for state in sorted(WAITING)
+                for task_id in conn.execute(waiting(state).with_for_update(skip_locked=True))
+                .scalars()
+                .all()
+            )[:limit]
             if not locked:
                 return []
             chosen = tasks.c.id.in_(locked)
         else:  # one writer at a time: the UPDATE takes the write lock before it reads
+            each = union_all(*(select(waiting(s).subquery().c.id) for s in sorted(WAITING)))
+            first = each.subquery()
+            candidates = select(first.c.id).order_by(first.c.id).limit(limit)
             chosen = tasks.c.id.in_(candidates.scalar_subquery())
         ids = (
             conn.execute(
