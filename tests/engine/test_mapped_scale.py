@@ -47,6 +47,20 @@ register_kind(
 )
 
 
+register_kind(
+    JobKind(
+        name="mapchain",
+        spec_model=ScaleSpec,
+        prepare=_prepare,
+        tasks=(
+            TaskDef("items", "ferry_toy_tasks:record"),
+            TaskDef("each", "ferry_toy_tasks:record", upstream=("items",), map_over="items"),
+            TaskDef("again", "ferry_toy_tasks:record", upstream=("each",), map_over="each"),
+        ),
+    )
+)
+
+
 @contextmanager
 def rows_read(engine: Engine) -> Iterator[list[int]]:
     """The number of rows each SELECT run inside the block gives (counted again once the
@@ -161,3 +175,18 @@ def test_outcomes_recorded_together_keep_each_tasks_rules(engine: Engine) -> Non
             )
         ).one()
     assert (each.state, each.result) == ("failed", {"a": 1, "b": None, "c": 3})
+
+
+def test_a_task_mapped_over_a_mapped_task_expands_as_that_one_settles(engine: Engine) -> None:
+    job_id = submit_job(engine, "mapchain", {"n": 2}, owner_id=None, settings=get_settings())
+    [first] = claim(engine, 10)
+    finish_task(engine, first, ME, Outcome("succeeded", result={"a": {}, "b": {}}), now_utc())
+    ended = [(c, Outcome("succeeded", result={"x": c.instance.item})) for c in claim(engine, 10)]
+    finish_tasks(engine, ended, ME, now_utc())
+    again = claim(engine, 10)
+    assert [(c.instance.task, c.instance.item, c.instance.params) for c in again] == [
+        ("again", "a", {"x": "a"}),
+        ("again", "b", {"x": "b"}),
+    ]
+    finish_tasks(engine, [(c, Outcome("succeeded", result=1)) for c in again], ME, now_utc())
+    assert get_job(engine, job_id)["state"] == "succeeded"

@@ -88,7 +88,7 @@ def _map_items(result: Any, source: str) -> dict[str, Any] | str:
 #: settled mapped task's result gathers all its instances'): read only where needed.
 _ROW = [c for c in tasks.c if c.name not in ("result", "saved_state")]
 
-UNFINISHED = frozenset(TASK_STATES) - TERMINAL
+_UNFINISHED = frozenset(TASK_STATES) - TERMINAL
 
 
 def advance(
@@ -133,8 +133,10 @@ def advance(
                 set_row(row, state=QUEUED, not_before=None)
             else:
                 source = rows[t.map_over.split(".")[0]]
-                result = conn.execute(select(tasks.c.result).where(tasks.c.id == source["id"]))
-                items = _map_items(result.scalar(), t.map_over)
+                if "result" not in source:  # else it settled just now, in this loop
+                    by_id = select(tasks.c.result).where(tasks.c.id == source["id"])
+                    source["result"] = conn.execute(by_id).scalar()
+                items = _map_items(source["result"], t.map_over)
                 if isinstance(items, str):
                     set_row(row, state=FAILED, error=items, finished=now)
                 elif not items:
@@ -212,7 +214,7 @@ def _settled(
     task = (tasks.c.job_id == job_id, tasks.c.name == name)
     # by (job, name, state) alone: with map_index >= 0 too the planner would walk the
     # instances in order, past every finished one. The mapped task's own row is one more.
-    unfinished = select(tasks.c.map_index).where(*task, tasks.c.state.in_(sorted(UNFINISHED)))
+    unfinished = select(tasks.c.map_index).where(*task, tasks.c.state.in_(sorted(_UNFINISHED)))
     if any(i >= 0 for i in conn.execute(unfinished.limit(2)).scalars()):
         return None
     ended = conn.execute(
