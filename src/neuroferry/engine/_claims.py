@@ -367,11 +367,14 @@ def requeue_orphans(engine: Engine) -> list[int]:
     now = now_utc()
     with transaction(engine) as conn:
         orphans = conn.execute(
-            select(tasks.c.id, tasks.c.job_id).where(
+            select(tasks.c.id, tasks.c.job_id)
+            .where(
                 tasks.c.state == RUNNING,
                 tasks.c.placement != MAP,
                 or_(tasks.c.claimed_by.is_(None), tasks.c.claimed_by.not_in(live)),
             )
+            # the jobs' rows in the order finish_tasks locks them: neither waits for the other
+            .order_by(tasks.c.job_id, tasks.c.id)
         ).all()
         for task_id, job_id in orphans:
             lock_job(conn, job_id, now)
