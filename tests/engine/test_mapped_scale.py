@@ -33,31 +33,18 @@ def _prepare(spec: BaseModel, settings: Settings) -> PreparedJob:
     return PreparedJob(name=f"scale-{spec.n}", task_settings={"each": {"retries": 1}})
 
 
-register_kind(
-    JobKind(
-        name="mapscale",
-        spec_model=ScaleSpec,
-        prepare=_prepare,
-        tasks=(
-            TaskDef("items", "ferry_toy_tasks:record"),
-            TaskDef("each", "ferry_toy_tasks:record", upstream=("items",), map_over="items"),
-            TaskDef("end", "ferry_toy_tasks:record", upstream=("each",)),
-        ),
-    )
-)
+def _register(name: str, last: TaskDef) -> None:
+    """A kind of three tasks: one that gives the items, one mapped over them, ``last``."""
+    each = TaskDef("each", "ferry_toy_tasks:record", upstream=("items",), map_over="items")
+    first = TaskDef("items", "ferry_toy_tasks:record")
+    steps = (first, each, last)
+    register_kind(JobKind(name=name, spec_model=ScaleSpec, prepare=_prepare, tasks=steps))
 
 
-register_kind(
-    JobKind(
-        name="mapchain",
-        spec_model=ScaleSpec,
-        prepare=_prepare,
-        tasks=(
-            TaskDef("items", "ferry_toy_tasks:record"),
-            TaskDef("each", "ferry_toy_tasks:record", upstream=("items",), map_over="items"),
-            TaskDef("again", "ferry_toy_tasks:record", upstream=("each",), map_over="each"),
-        ),
-    )
+_register("mapscale", TaskDef("end", "ferry_toy_tasks:record", upstream=("each",)))
+_register(
+    "mapchain",
+    TaskDef("again", "ferry_toy_tasks:record", upstream=("each",), map_over="each"),
 )
 
 
