@@ -1,4 +1,5 @@
-"""The job kind of ``bench/engine.py`` and the same steps as plain Dask functions.
+"""The job kinds of ``bench/engine.py`` and ``bench/mapped.py``, and the same steps as
+plain Dask functions.
 
 A ``bench`` job is three chained no-op cluster tasks and one local task. Every step
 returns when it began and ended by the wall clock (workers are processes of this
@@ -48,6 +49,39 @@ KIND = JobKind(
         TaskDef("b", f"{HERE}:step", upstream=("a",)),
         TaskDef("c", f"{HERE}:step", upstream=("b",)),
         TaskDef("d", f"{HERE}:step", upstream=("c",), placement="local"),
+    ),
+)
+
+
+class MappedSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    items: int
+
+
+def items(ctx: TaskContext) -> dict[str, dict[str, int]]:
+    """The items the mapped task runs over: ``items`` of them."""
+    return {f"item-{i:06}": {"i": i} for i in range(int(ctx.spec["items"]))}
+
+
+def noop(ctx: TaskContext) -> None:
+    """An instance of the mapped task: nothing."""
+
+
+def prepare_mapped(spec: BaseModel, settings: Settings) -> PreparedJob:
+    assert isinstance(spec, MappedSpec)
+    return PreparedJob(name=f"mapped-{spec.items}")
+
+
+MAPPED = JobKind(
+    name="bench-mapped",
+    spec_model=MappedSpec,
+    prepare=prepare_mapped,
+    description="One task mapped over N items of no-op instances (bench/mapped.py).",
+    tasks=(
+        TaskDef("items", f"{HERE}:items", placement="local"),
+        TaskDef("each", f"{HERE}:noop", upstream=("items",), map_over="items"),
+        TaskDef("end", f"{HERE}:noop", upstream=("each",), placement="local"),
     ),
 )
 

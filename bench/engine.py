@@ -256,7 +256,7 @@ class Timers:
     @contextlib.contextmanager
     def installed(self, orch: Orchestrator) -> Iterator[None]:
         saved = {
-            name: getattr(orchestrator_module, name) for name in ("claim_tasks", "finish_task")
+            name: getattr(orchestrator_module, name) for name in ("claim_tasks", "finish_tasks")
         }
         for name, fn in saved.items():
             setattr(orchestrator_module, name, self.wrap(name, fn))
@@ -692,7 +692,7 @@ def report(results: dict[str, Any]) -> str:
         "claim -> function began (dispatch) and function ended -> finished (record), "
         "and CPU per task of the service process and of the Dask workers:",
         "",
-        "| run | busy | serial ms/task | fetch result | finish_task | claim_tasks (tasks) "
+        "| run | busy | serial ms/task | fetch result | finish_tasks | claim_tasks (tasks) "
         "| submit | dispatch p50 | record p50 | service CPU | worker CPU |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
@@ -705,7 +705,7 @@ def report(results: dict[str, Any]) -> str:
             o, cpu = b["orchestrator"], b["cpu"]
             lines.append(
                 f"| {db} {phase} | {o['busy_fraction']:.0%} | {o['busy_ms_per_task']} "
-                f"| {o['fetch result']['ms_per_call']} | {o['finish_task']['ms_per_call']} "
+                f"| {o['fetch result']['ms_per_call']} | {o['finish_tasks']['ms_per_call']} "
                 f"| {o['claim_tasks']['ms_per_call']} ({o['tasks_per_claim']}) "
                 f"| {o['submit to executor']['ms_per_call']} "
                 f"| {b['dispatch_ms']['p50']} | {b['record_ms']['p50']} "

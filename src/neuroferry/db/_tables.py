@@ -172,6 +172,12 @@ tasks = Table(
     Index("uq_tasks_instance", "job_id", "name", "map_index", unique=True),
     Index("ix_tasks_runnable", "state", "not_before"),
     Index("ix_tasks_claimed_by", "claimed_by"),
+    # a job's top-level tasks (map_index -1), and whether a mapped task has unfinished
+    # instances, without reading the other instances of a big mapped task
+    Index("ix_tasks_job_level", "job_id", "map_index"),
+    Index("ix_tasks_job_name_state", "job_id", "name", "state"),
+    # the first waiting tasks of a state, without sorting every waiting task
+    Index("ix_tasks_state_id", "state", "id"),
 )
 
 #: Running orchestrators and their heartbeats: a task claimed by one whose heartbeat is

@@ -9,14 +9,14 @@ on SQLite).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, insert, select, update
 
-from neuroferry.db import jobs, tasks
+from neuroferry.db import jobs, tasks, utc
 from neuroferry.engine._assets import release_locks
 from neuroferry.engine._kinds import JobKind
 from neuroferry.engine._states import (
@@ -27,6 +27,7 @@ from neuroferry.engine._states import (
     QUEUED,
     RUNNING,
     SKIPPED,
+    TASK_STATES,
     TERMINAL,
     job_state,
 )
@@ -83,6 +84,13 @@ def _map_items(result: Any, source: str) -> dict[str, Any] | str:
     return {str(k): dict(v) if isinstance(v, Mapping) else {"value": v} for k, v in value.items()}
 
 
+#: Every column of a task row but its result and saved state, which can be large (a
+#: settled mapped task's result gathers all its instances'): read only where needed.
+_ROW = [c for c in tasks.c if c.name not in ("result", "saved_state")]
+
+_UNFINISHED = frozenset(TASK_STATES) - TERMINAL
+
+
 def advance(
     conn: Connection,
     kind: JobKind[Any],
@@ -91,12 +99,18 @@ def advance(
     job: Mapping[str, Any] | None = None,
 ) -> Transition | None:
     """Queue the tasks whose upstream is done, expand mapped tasks, settle finished mapped
-    tasks, and derive the job's state. ``job`` is the row if the caller already locked it."""
+    tasks, and derive the job's state. ``job`` is the row if the caller already locked it.
+
+    It reads the job's top-level task rows only: a mapped task's instances are read when
+    it settles (their last one ended), so finishing one instance of a big mapped task
+    costs the same as finishing a task of a small job."""
     if job is None:
         job = lock_job(conn, job_id, now)
     rows = {
-        (r["name"], r["map_index"]): dict(r)
-        for r in conn.execute(select(tasks).where(tasks.c.job_id == job_id)).mappings()
+        r["name"]: dict(r)
+        for r in conn.execute(
+            select(*_ROW).where(tasks.c.job_id == job_id, tasks.c.map_index == -1)
+        ).mappings()
     }
     changed: dict[int, dict[str, Any]] = {}
 
@@ -106,11 +120,11 @@ def advance(
 
     cancelling = job["cancel_requested"] is not None
     for t in kind.tasks:
-        row = rows.get((t.name, -1))
+        row = rows.get(t.name)
         if row is None:  # a task its kind gained after the job was created: not run
             continue
         if row["state"] == PENDING and not cancelling:
-            ups = [rows[(u, -1)]["state"] if (u, -1) in rows else SKIPPED for u in t.upstream]
+            ups = [rows[u]["state"] if u in rows else SKIPPED for u in t.upstream]
             if not all(s in DONE_OK for s in ups):
                 continue
             if row["params"].get("skip_task"):
@@ -118,48 +132,31 @@ def advance(
             elif t.map_over is None:
                 set_row(row, state=QUEUED, not_before=None)
             else:
-                source = rows[(t.map_over.split(".")[0], -1)]
+                source = rows[t.map_over.split(".")[0]]
+                if "result" not in source:  # else it settled just now, in this loop
+                    by_id = select(tasks.c.result).where(tasks.c.id == source["id"])
+                    source["result"] = conn.execute(by_id).scalar()
                 items = _map_items(source["result"], t.map_over)
                 if isinstance(items, str):
                     set_row(row, state=FAILED, error=items, finished=now)
                 elif not items:
                     set_row(row, state=SKIPPED, result={}, finished=now)
                 else:
-                    new_rows = []
-                    for index, (item, params) in enumerate(items.items()):
-                        instance = {
-                            "job_id": job_id,
-                            "name": t.name,
-                            "map_index": index,
-                            "item": item,
-                            "placement": t.placement,
-                            "state": SKIPPED if params.get("skip_task") else QUEUED,
-                            "attempt": 0,
-                            "retries_left": retries_setting(params, row["retries_left"]),
-                            "params": params,
-                            "created": now,
-                            "finished": now if params.get("skip_task") else None,
-                        }
-                        new_rows.append(instance)
-                        rows[(t.name, index)] = instance
-                    conn.execute(insert(tasks), new_rows)
+                    _expand(conn, job_id, t.name, t.placement, items, row["retries_left"], now)
                     set_row(row, state=RUNNING, started=now)
         if row["placement"] == MAP and row["state"] == RUNNING:
-            instances = [r for (n, i), r in rows.items() if n == t.name and i >= 0]
-            states = [r["state"] for r in instances]
-            if all(s in TERMINAL for s in states):
-                result = {r["item"]: r.get("result") for r in instances}
-                settled = job_state(states, started=True, cancel_requested=cancelling)
-                if all(s == SKIPPED for s in states):
-                    settled = SKIPPED
-                set_row(row, state=settled, result=result, finished=now)
+            settled = _settled(conn, job_id, t.name, cancelling)
+            if settled is not None:
+                set_row(row, state=settled[0], result=settled[1], finished=now)
 
     for task_id, values in changed.items():
         conn.execute(update(tasks).where(tasks.c.id == task_id).values(**values))
 
-    top = [r for (_, i), r in rows.items() if i < 0]
-    started = any(r.get("started") is not None for r in rows.values())
-    new_state = job_state((r["state"] for r in top), started=started, cancel_requested=cancelling)
+    # an instance starts after its mapped task's row, which is top-level
+    started = any(r["started"] is not None for r in rows.values())
+    new_state = job_state(
+        (r["state"] for r in rows.values()), started=started, cancel_requested=cancelling
+    )
     job_values: dict[str, Any] = {}
     if new_state != job["state"]:
         job_values["state"] = new_state
@@ -169,7 +166,7 @@ def advance(
         release_locks(conn, job_id)
         job_values["finished"] = job["finished"] or now
         if new_state == FAILED:
-            job_values["error"] = _job_error(rows.values())
+            job_values["error"] = _job_error(conn, job_id)
     if job_values:
         conn.execute(update(jobs).where(jobs.c.id == job_id).values(**job_values))
     if new_state != job["state"]:
@@ -177,12 +174,71 @@ def advance(
     return None
 
 
-def _job_error(rows: Iterable[Mapping[str, Any]]) -> str:
-    failed = [r for r in rows if r["state"] == FAILED and r["placement"] != MAP]
-    failed.sort(key=lambda r: r["finished"] or datetime.max.replace(tzinfo=UTC))
+def _expand(
+    conn: Connection,
+    job_id: int,
+    name: str,
+    placement: str,
+    items: Mapping[str, dict[str, Any]],
+    retries: int,
+    now: datetime,
+) -> None:
+    """Insert one instance row per item of a mapped task."""
+    conn.execute(
+        insert(tasks),
+        [
+            {
+                "job_id": job_id,
+                "name": name,
+                "map_index": index,
+                "item": item,
+                "placement": placement,
+                "state": SKIPPED if params.get("skip_task") else QUEUED,
+                "attempt": 0,
+                "retries_left": retries_setting(params, retries),
+                "params": params,
+                "created": now,
+                "finished": now if params.get("skip_task") else None,
+            }
+            for index, (item, params) in enumerate(items.items())
+        ],
+    )
+
+
+def _settled(
+    conn: Connection, job_id: int, name: str, cancelling: bool
+) -> tuple[str, dict[str, Any]] | None:
+    """A running mapped task's state and result ``{item: result}`` once every instance
+    has ended, else ``None``. Whether one has not is one indexed look-up; the instances
+    are read only when none is left."""
+    task = (tasks.c.job_id == job_id, tasks.c.name == name)
+    # by (job, name, state) alone: with map_index >= 0 too the planner would walk the
+    # instances in order, past every finished one. The mapped task's own row is one more.
+    unfinished = select(tasks.c.map_index).where(*task, tasks.c.state.in_(sorted(_UNFINISHED)))
+    if any(i >= 0 for i in conn.execute(unfinished.limit(2)).scalars()):
+        return None
+    ended = conn.execute(
+        select(tasks.c.item, tasks.c.state, tasks.c.result)
+        .where(*task, tasks.c.map_index >= 0)
+        .order_by(tasks.c.map_index)
+    ).all()
+    states = [r.state for r in ended]
+    settled = job_state(states, started=True, cancel_requested=cancelling)
+    if all(s == SKIPPED for s in states):
+        settled = SKIPPED
+    return settled, {r.item: r.result for r in ended}
+
+
+def _job_error(conn: Connection, job_id: int) -> str:
+    failed = conn.execute(
+        select(tasks.c.name, tasks.c.item, tasks.c.map_index, tasks.c.error, tasks.c.finished)
+        .where(tasks.c.job_id == job_id, tasks.c.state == FAILED, tasks.c.placement != MAP)
+        .order_by(tasks.c.id)
+    ).all()
     if not failed:
         return "a task failed"
-    first = failed[0]
-    where = first["name"] + (f" [{first['item']}]" if first["map_index"] >= 0 else "")
+    never = datetime.max.replace(tzinfo=UTC)
+    first = min(failed, key=lambda r: utc(r.finished) or never)
+    where = first.name + (f" [{first.item}]" if first.map_index >= 0 else "")
     more = f" (and {len(failed) - 1} more tasks)" if len(failed) > 1 else ""
-    return f"{where} failed: {first['error']}{more}"
+    return f"{where} failed: {first.error}{more}"

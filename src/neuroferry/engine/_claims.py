@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, case, func, insert, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    union_all,
+    update,
+)
 
 from neuroferry.db import jobs, orchestrators, tasks, transaction, utc
 from neuroferry.engine._advance import Transition, advance, lock_job, now_utc
@@ -25,6 +37,7 @@ from neuroferry.engine._states import (
     UP_FOR_RETRY,
     WAITING,
 )
+from neuroferry.errors import FerryError
 
 MAX_RETRY_DELAY = 3600.0
 
@@ -46,29 +59,44 @@ class Claim:
 def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime) -> list[Claim]:
     """Mark up to ``limit`` runnable tasks as running by this orchestrator and return them.
 
-    On PostgreSQL the candidates are first locked with ``FOR UPDATE SKIP LOCKED``, so
-    service processes that claim at the same moment never get the same task. (Locking them
-    inside the UPDATE's own sub-select is not enough: PostgreSQL may run that sub-select
-    again for every row, and with SKIP LOCKED each run finds new rows, past the limit.)"""
+    The candidates are the ``limit`` runnable tasks that came first (lowest id). On
+    PostgreSQL they are first locked with ``FOR UPDATE SKIP LOCKED``, so service processes
+    that claim at the same moment never get the same task. (Locking them inside the
+    UPDATE's own sub-select is not enough: PostgreSQL may run that sub-select again for
+    every row, and with SKIP LOCKED each run finds new rows, past the limit.)"""
     if limit <= 0:
         return []
-    candidates = (
-        select(tasks.c.id)
-        .where(
-            tasks.c.state.in_(WAITING),
-            tasks.c.placement != MAP,
-            or_(tasks.c.not_before.is_(None), tasks.c.not_before <= now),
+
+    def waiting(state: str) -> Select[tuple[int]]:
+        """The first runnable tasks in one waiting state: an index walk over (state, id),
+        however many tasks wait (one query over every waiting state sorts them all)."""
+        return (
+            select(tasks.c.id)
+            .where(
+                tasks.c.state == state,
+                tasks.c.placement != MAP,
+                or_(tasks.c.not_before.is_(None), tasks.c.not_before <= now),
+            )
+            .order_by(tasks.c.id)
+            .limit(limit)
         )
-        .order_by(tasks.c.id)
-        .limit(limit)
-    )
+
     with transaction(engine) as conn:
         if conn.dialect.name == "postgresql":
-            locked = conn.execute(candidates.with_for_update(skip_locked=True)).scalars().all()
+            locked = sorted(
+                task_id
+                for state in sorted(WAITING)
+                for task_id in conn.execute(waiting(state).with_for_update(skip_locked=True))
+                .scalars()
+                .all()
+            )[:limit]
             if not locked:
                 return []
             chosen = tasks.c.id.in_(locked)
         else:  # one writer at a time: the UPDATE takes the write lock before it reads
+            each = union_all(*(select(waiting(s).subquery().c.id) for s in sorted(WAITING)))
+            first = each.subquery()
+            candidates = select(first.c.id).order_by(first.c.id).limit(limit)
             chosen = tasks.c.id.in_(candidates.scalar_subquery())
         ids = (
             conn.execute(
@@ -109,13 +137,20 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
             .mappings()
             .all()
         )
-        job_ids = {r["job_id"] for r in rows}
+        wanted: set[str] = set()
+        for r in rows:
+            # a kind or task that cannot be had fails below, once the claim is recorded
+            with contextlib.suppress(FerryError):
+                wanted |= _ancestors(get_kind(r["kind"]), r["name"])
         done = (
             conn.execute(
-                # by job only: a filter on state would let the planner scan every
-                # finished task of every job
+                # the claimed tasks' ancestors only: not a settled mapped task's result
+                # that no claimed task needs. By job and level only: a filter on state
+                # would let the planner scan every finished task of every job
                 select(tasks.c.job_id, tasks.c.name, tasks.c.state, tasks.c.result).where(
-                    tasks.c.job_id.in_(job_ids), tasks.c.map_index == -1
+                    tasks.c.job_id.in_({r["job_id"] for r in rows}),
+                    tasks.c.map_index == -1,
+                    tasks.c.name.in_(wanted),
                 )
             )
             .mappings()
@@ -193,49 +228,69 @@ def finish_task(
 ) -> Finished | None:
     """Record a task's outcome and advance its job. ``None`` if the task was no longer
     this orchestrator's (it was given to another after this one was thought dead)."""
+    return finish_tasks(engine, [(claim, outcome)], orchestrator_id, now)[0]
+
+
+def finish_tasks(
+    engine: Engine,
+    ended: Sequence[tuple[Claim, Outcome]],
+    orchestrator_id: str,
+    now: datetime,
+) -> list[Finished | None]:
+    """Record the outcomes of tasks that ended together in one transaction: each as
+    :func:`finish_task` would, in turn, with what it did (or ``None``) for each."""
+    with transaction(engine) as conn:
+        # the jobs' rows in one order, so that two writers never wait for each other
+        for job_id in sorted({claim.instance.job_id for claim, _ in ended}):
+            lock_job(conn, job_id, now)
+        return [_finish(conn, claim, orchestrator_id, outcome, now) for claim, outcome in ended]
+
+
+def _finish(
+    conn: Connection, claim: Claim, orchestrator_id: str, outcome: Outcome, now: datetime
+) -> Finished | None:
     task = claim.instance
     kind = get_kind(task.kind)
-    with transaction(engine) as conn:
-        job = lock_job(conn, task.job_id, now)
-        row = (
-            conn.execute(
-                select(
-                    tasks.c.state, tasks.c.claimed_by, tasks.c.attempt, tasks.c.retries_left
-                ).where(tasks.c.id == claim.task_id)
+    job = lock_job(conn, task.job_id, now)
+    row = (
+        conn.execute(
+            select(tasks.c.state, tasks.c.claimed_by, tasks.c.attempt, tasks.c.retries_left).where(
+                tasks.c.id == claim.task_id
             )
-            .mappings()
-            .first()
         )
-        if (
-            row is None
-            or row["state"] != RUNNING
-            or row["claimed_by"] != orchestrator_id
-            or row["attempt"] != task.attempt
-        ):
-            return None
-        values: dict[str, Any] = {"worker": outcome.worker, "claimed_by": None}
-        state = outcome.state
-        if state == FAILED and job["cancel_requested"] is not None:
-            state = CANCELLED
-        if state == UP_FOR_RESCHEDULE:
-            values.update(
-                not_before=now + timedelta(seconds=max(outcome.after, 0.0)),
-                saved_state=dict(outcome.saved_state or {}),
-            )
-        elif state == FAILED and row["retries_left"] > 0:
-            state = UP_FOR_RETRY
-            delay = float(task.params.get("retry_delay", kind.task(task.task).retry_delay))
-            backoff = min(delay * 2 ** max(task.attempt - 1, 0), MAX_RETRY_DELAY)
-            values.update(
-                retries_left=row["retries_left"] - 1,
-                not_before=now + timedelta(seconds=backoff),
-                error=outcome.error,
-            )
-        else:
-            values.update(result=_json_safe(outcome.result), error=outcome.error, finished=now)
-        values["state"] = state
-        conn.execute(update(tasks).where(tasks.c.id == claim.task_id).values(**values))
-        transition = advance(conn, kind, task.job_id, now, job)
+        .mappings()
+        .first()
+    )
+    if (
+        row is None
+        or row["state"] != RUNNING
+        or row["claimed_by"] != orchestrator_id
+        or row["attempt"] != task.attempt
+    ):
+        return None
+    values: dict[str, Any] = {"worker": outcome.worker, "claimed_by": None}
+    state = outcome.state
+    if state == FAILED and job["cancel_requested"] is not None:
+        state = CANCELLED
+    if state == UP_FOR_RESCHEDULE:
+        values.update(
+            not_before=now + timedelta(seconds=max(outcome.after, 0.0)),
+            saved_state=dict(outcome.saved_state or {}),
+        )
+    elif state == FAILED and row["retries_left"] > 0:
+        state = UP_FOR_RETRY
+        delay = float(task.params.get("retry_delay", kind.task(task.task).retry_delay))
+        backoff = min(delay * 2 ** max(task.attempt - 1, 0), MAX_RETRY_DELAY)
+        values.update(
+            retries_left=row["retries_left"] - 1,
+            not_before=now + timedelta(seconds=backoff),
+            error=outcome.error,
+        )
+    else:
+        values.update(result=_json_safe(outcome.result), error=outcome.error, finished=now)
+    values["state"] = state
+    conn.execute(update(tasks).where(tasks.c.id == claim.task_id).values(**values))
+    transition = advance(conn, kind, task.job_id, now, job)
     return Finished(state, transition)
 
 
@@ -312,11 +367,14 @@ def requeue_orphans(engine: Engine) -> list[int]:
     now = now_utc()
     with transaction(engine) as conn:
         orphans = conn.execute(
-            select(tasks.c.id, tasks.c.job_id).where(
+            select(tasks.c.id, tasks.c.job_id)
+            .where(
                 tasks.c.state == RUNNING,
                 tasks.c.placement != MAP,
                 or_(tasks.c.claimed_by.is_(None), tasks.c.claimed_by.not_in(live)),
             )
+            # the jobs' rows in the order finish_tasks locks them: neither waits for the other
+            .order_by(tasks.c.job_id, tasks.c.id)
         ).all()
         for task_id, job_id in orphans:
             lock_job(conn, job_id, now)

@@ -28,7 +28,7 @@ from neuroferry.engine._claims import (
     Claim,
     Outcome,
     claim_tasks,
-    finish_task,
+    finish_tasks,
     forget_orchestrators,
     heartbeat,
     list_orchestrators,
@@ -279,13 +279,8 @@ class Orchestrator:
             except queue.Empty:
                 break
         outcomes = self._outcomes([e for e in events if e is not None])
-        for i, (claim, outcome) in enumerate(outcomes):
-            try:
-                self._record(claim, outcome)
-            except Exception:  # the database is away: keep the outcomes for the next try
-                for kept in outcomes[i:]:
-                    self._events.put(kept)
-                raise
+        if outcomes:
+            self._record(outcomes)
 
     def _outcomes(self, events: list[tuple[Claim, Any]]) -> list[tuple[Claim, Outcome]]:
         """The outcomes of finished task runs; results of Dask futures that finished are
@@ -325,21 +320,29 @@ class Orchestrator:
             worker=raw.get("worker"),
         )
 
-    def _record(self, claim: Claim, outcome: Outcome) -> None:
-        self._inflight.pop(claim.task_id, None)
-        finished = finish_task(self.engine, claim, self.id, outcome, now_utc())
-        if finished is None:
-            log.info(
-                "%s of job %d was given to another orchestrator",
-                claim.instance.task,
-                claim.instance.job_id,
-            )
-            return
-        METRICS.observe_end(claim, finished.state, outcome.result)
-        if finished.state == UP_FOR_RETRY:
-            self._notify(claim.instance.job_id, "retry")
-        if finished.transition is not None:
-            self._transition(finished.transition)
+    def _record(self, outcomes: list[tuple[Claim, Outcome]]) -> None:
+        """Record outcomes that arrived together in one transaction, then tell of each."""
+        for claim, _ in outcomes:
+            self._inflight.pop(claim.task_id, None)
+        try:
+            recorded = finish_tasks(self.engine, outcomes, self.id, now_utc())
+        except Exception:  # the database is away: keep the outcomes for the next try
+            for kept in outcomes:
+                self._events.put(kept)
+            raise
+        for (claim, outcome), finished in zip(outcomes, recorded, strict=True):
+            if finished is None:
+                log.info(
+                    "%s of job %d was given to another orchestrator",
+                    claim.instance.task,
+                    claim.instance.job_id,
+                )
+                continue
+            METRICS.observe_end(claim, finished.state, outcome.result)
+            if finished.state == UP_FOR_RETRY:
+                self._notify(claim.instance.job_id, "retry")
+            if finished.transition is not None:
+                self._transition(finished.transition)
 
     def _transition(self, t: Transition) -> None:
         log.info("job %d: %s -> %s", t.job_id, t.old, t.new)
