@@ -60,7 +60,13 @@ def fan(ctx: TaskContext) -> dict[str, Any]:
 
 def each(ctx: TaskContext) -> dict[str, Any]:
     _mark(ctx)
-    return {"letter": ctx.params["letter"].upper(), "bytes_copied": ctx.spec["nbytes"]}
+    # an instance sees its upstream's result without the mapping it was made from
+    fan_result = sorted(ctx.upstream["fan"])
+    return {
+        "letter": ctx.params["letter"].upper(),
+        "bytes_copied": ctx.spec["nbytes"],
+        "fan": fan_result,
+    }
 
 
 def flaky(ctx: TaskContext) -> dict[str, Any]:

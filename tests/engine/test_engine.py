@@ -71,9 +71,9 @@ def test_a_job_runs_its_dag_with_mapped_and_skipped_tasks(rig: Rig, tmp_path: Pa
     ]
     # a mapped task's result gathers its instances'; downstream sees every ancestor
     assert got["each"]["result"] == {
-        "a": {"letter": "A", "bytes_copied": 1000},
+        "a": {"letter": "A", "bytes_copied": 1000, "fan": ["owner"]},  # not fan's "items"
         "b": None,
-        "c": {"letter": "C", "bytes_copied": 1000},
+        "c": {"letter": "C", "bytes_copied": 1000, "fan": ["owner"]},
     }
     assert got["end"]["result"]["upstream"] == ["begin", "each", "fan", "flaky", "slow", "wait"]
     log = read_log(rig.engine, rig.log_store, job_id, "each", 0)

@@ -125,7 +125,7 @@ def advance(
             continue
         if row["state"] == PENDING and not cancelling:
             ups = [rows[u]["state"] if u in rows else SKIPPED for u in t.upstream]
-            if not all(s in DONE_OK for s in ups):
+            if not all(s in (DONE_OK if t.trigger == "all_succeeded" else TERMINAL) for s in ups):
                 continue
             if row["params"].get("skip_task"):
                 set_row(row, state=SKIPPED, finished=now)

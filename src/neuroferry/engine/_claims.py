@@ -25,14 +25,14 @@ from sqlalchemy import (
 from neuroferry.db import jobs, orchestrators, tasks, transaction, utc
 from neuroferry.engine._advance import Transition, advance, lock_job, now_utc
 from neuroferry.engine._context import TaskInstance
-from neuroferry.engine._kinds import JobKind, get_kind
+from neuroferry.engine._kinds import get_kind
 from neuroferry.engine._states import (
     CANCELLED,
-    DONE_OK,
     FAILED,
     MAP,
     QUEUED,
     RUNNING,
+    TERMINAL,
     UP_FOR_RESCHEDULE,
     UP_FOR_RETRY,
     WAITING,
@@ -141,7 +141,7 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
         for r in rows:
             # a kind or task that cannot be had fails below, once the claim is recorded
             with contextlib.suppress(FerryError):
-                wanted |= _ancestors(get_kind(r["kind"]), r["name"])
+                wanted |= get_kind(r["kind"]).ancestors(r["name"])
         done = (
             conn.execute(
                 # the claimed tasks' ancestors only: not a settled mapped task's result
@@ -157,14 +157,17 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
             .all()
         )
     results: dict[int, dict[str, Any]] = {}
-    for r in done:
-        if r["state"] in DONE_OK:
+    for r in done:  # ended ancestors (a task that runs after failures sees them too)
+        if r["state"] in TERMINAL:
             results.setdefault(r["job_id"], {})[r["name"]] = r["result"]
     claims = []
     for r in rows:
         kind = get_kind(r["kind"])
-        ancestors = _ancestors(kind, r["name"])
+        ancestors = kind.ancestors(r["name"])
         upstream = {n: v for n, v in results.get(r["job_id"], {}).items() if n in ancestors}
+        map_over = kind.task(r["name"]).map_over
+        if r["map_index"] >= 0 and map_over:
+            _leave_out_items(upstream, map_over)
         instance = TaskInstance(
             job_id=r["job_id"],
             kind=r["kind"],
@@ -192,15 +195,15 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
     return claims
 
 
-def _ancestors(kind: JobKind[Any], name: str) -> set[str]:
-    seen: set[str] = set()
-    todo = list(kind.task(name).upstream)
-    while todo:
-        n = todo.pop()
-        if n not in seen:
-            seen.add(n)
-            todo.extend(kind.task(n).upstream)
-    return seen
+def _leave_out_items(upstream: dict[str, Any], map_over: str) -> None:
+    """A mapped instance's upstream without the mapping its task was made from: it has its
+    own item's settings in ``params``, and the whole mapping (one entry per instance)
+    would make each instance cost as much as all of them."""
+    source, _, key = map_over.partition(".")
+    if not key:
+        upstream.pop(source, None)
+    elif isinstance(upstream.get(source), dict):
+        upstream[source] = {k: v for k, v in upstream[source].items() if k != key}
 
 
 @dataclass(frozen=True)

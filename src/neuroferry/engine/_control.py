@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Engine, select, update
@@ -10,7 +11,7 @@ from neuroferry.db import jobs, tasks, transaction
 from neuroferry.engine._advance import Viewer, advance, lock_job, now_utc, retries_setting
 from neuroferry.engine._assets import claim_assets, claims_of
 from neuroferry.engine._context import cancel_key
-from neuroferry.engine._kinds import get_kind
+from neuroferry.engine._kinds import JobKind, get_kind
 from neuroferry.engine._queries import check_visible, get_job
 from neuroferry.engine._states import (
     CANCELLED,
@@ -58,6 +59,14 @@ def cancel_job(
     return get_job(engine, job_id)
 
 
+def _runs_again(kind: JobKind[Any], row: Mapping[Any, Any], retried: set[str]) -> bool:
+    """Whether a finished ``all_done`` task runs again because tasks above it are retried."""
+    if row["map_index"] >= 0 or row["state"] in (FAILED, CANCELLED):
+        return False
+    task = kind.task(row["name"])
+    return task.trigger == "all_done" and bool(kind.ancestors(task.name) & retried)
+
+
 def retry_job(
     engine: Engine, log_store: Store, job_id: int, viewer: Viewer | None = None
 ) -> dict[str, Any]:
@@ -80,8 +89,15 @@ def retry_job(
             .values(cancel_requested=None, finished=None, error=None)
         )
         rows = conn.execute(select(tasks).where(tasks.c.job_id == job_id)).mappings().all()
+        retried = {r["name"] for r in rows if r["state"] in (FAILED, CANCELLED)}
         values: dict[str, Any]
         for r in rows:
+            if _runs_again(kind, r, retried):  # it ran after failures: run it after these
+                conn.execute(
+                    update(tasks)
+                    .where(tasks.c.id == r["id"])
+                    .values(state=PENDING, finished=None, result=None, error=None)
+                )
             if r["state"] not in (FAILED, CANCELLED):
                 continue
             default = kind.task(r["name"]).retries

@@ -68,6 +68,11 @@ class TaskDef:
     map_over: str | None = None
     retries: int = 0
     retry_delay: float = 30.0
+    trigger: Literal["all_succeeded", "all_done"] = "all_succeeded"
+    """When the task runs: once every upstream task succeeded (or was skipped), or, with
+    ``all_done``, once every upstream task ended however it ended (a step that records
+    what a mapped task's instances made even when some of them failed; it runs again
+    when the job is retried)."""
 
 
 def task_maker(module: str) -> Callable[..., TaskDef]:
@@ -225,6 +230,17 @@ class JobKind(Generic[SpecT]):
                 f"invalid settings of job kind {self.name!r} ({problems}); check "
                 f"[kinds.{self.name}] in the config file and FERRY_KINDS__* variables"
             ) from exc
+
+    def ancestors(self, name: str) -> set[str]:
+        """The names of every task that task ``name`` comes after, directly or not."""
+        seen: set[str] = set()
+        todo = list(self.task(name).upstream)
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo.extend(self.task(n).upstream)
+        return seen
 
     def task(self, name: str) -> TaskDef:
         """The task called ``name``; :class:`ConfigError` if the kind has none (a job made

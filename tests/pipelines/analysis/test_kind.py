@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from _rig import Rig, running_rig
 from neuroferry.auth import create_user
-from neuroferry.engine import NewJob, read_log, register_kind, submit_jobs
+from neuroferry.engine import NewJob, read_log, register_kind, retry_job, submit_jobs
 from neuroferry.errors import Forbidden, InvalidInput, NotFound
 from neuroferry.grants import access_for
 from neuroferry.pipelines.analysis import (
@@ -66,10 +66,22 @@ def fails(run: AnalysisRun) -> None:
     raise RuntimeError("the analysis broke on purpose")
 
 
+BROKEN = {"bad": True}
+"""Whether ``fails-on-bad`` fails on the label ``bad`` (a test mends it before a retry)."""
+
+
+def fails_on_bad(run: AnalysisRun) -> CountOutputs:
+    assert isinstance(run.parameters, CountParameters)
+    if run.parameters.label == "bad" and BROKEN["bad"]:
+        raise RuntimeError("the label is bad")
+    return count_bytes(run)
+
+
 COUNT = Analysis("count-bytes", count_bytes, CountParameters, CountOutputs, version="1.0")
 FAILS = Analysis("always-fails", fails, CountParameters, version="1.0")
 register_analysis(COUNT)
 register_analysis(FAILS)
+register_analysis(Analysis("fails-on-bad", fails_on_bad, CountParameters, CountOutputs))
 
 
 @pytest.fixture(autouse=True)
@@ -221,6 +233,32 @@ def test_a_failing_analysis_fails_its_task_and_leaves_no_results(rig: Rig, tmp_p
     assert not (Path(rig.settings.store_url.removeprefix("file://")) / "analysis").exists()
     assert [r["state"] for r in analysis_results(rig.engine, job_id)] == ["failed"]
     assert analysis_results(rig.engine, job_id)[0]["location"] is None
+
+
+def test_results_of_the_tasks_that_succeeded_are_recorded_and_a_retry_records_the_rest(
+    rig: Rig, tmp_path: Path
+) -> None:
+    assets(rig, tmp_path / "data", ["asset-a"])
+    sets = [{"label": "good"}, {"label": "bad"}]
+    job_id = rig.submit(
+        "analysis", job("fails-on-bad", query={"name": "asset-a"}, distributed_parameters=sets)
+    )
+    finished(rig, job_id, "failed")
+    assert sorted(r["state"] for r in analysis_results(rig.engine, job_id)) == [
+        "computed",
+        "failed",
+    ]
+    assert [doc["parameters"]["label"] for doc in records(rig)] == ["good"]
+
+    BROKEN["bad"] = False
+    try:
+        retry_job(rig.engine, rig.log_store, job_id)
+        rig.wake()
+        finished(rig, job_id)
+    finally:
+        BROKEN["bad"] = True
+    labels = sorted(doc["parameters"]["label"] for doc in records(rig))
+    assert labels == ["bad", "good"]  # the record step ran again, and wrote one more
 
 
 def test_invalid_parameters_are_refused_before_any_task_runs(rig: Rig, tmp_path: Path) -> None:

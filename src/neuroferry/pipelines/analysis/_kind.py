@@ -160,7 +160,7 @@ KIND: JobKind[AnalysisSpec] = JobKind(
     tasks=(
         task("dispatch", placement="local"),
         task("run", "dispatch", map_over="dispatch.models", retries=1),
-        task("record", "run", placement="local"),
+        task("record", "run", placement="local", trigger="all_done"),
     ),
     settings_model=AnalysisSettings,
 )
