@@ -348,6 +348,9 @@ def test_two_users_computing_the_same_result_each_get_their_own_record(rig: Rig)
     assert mine["identity"] == theirs["identity"] and mine["_id"] != theirs["_id"]
     assert mine["name"] == f"{mine['identity']}.{alice.id}" and mine["job_id"] == first
     assert theirs["name"] == f"{theirs['identity']}.{bob.id}" and theirs["job_id"] == second
+    # and their own results folders: bob's run does not replace alice's files
+    assert mine["location"].endswith(f"/{mine['name']}") and mine["location"] != theirs["location"]
+    assert Path(mine["location"].removeprefix("file://"), "summary.json").is_file()
     [line] = analysis_results(rig.engine, second, bob)
     assert (line["state"], line["record_id"]) == ("computed", theirs["_id"])
     with pytest.raises(NotFound):

@@ -109,6 +109,10 @@ def _check_parameters(spec: AnalysisSpec) -> None:
             raise InvalidInput(f"{where}: {exc}", exc.problems) from None
 
 
+MAX_NAME = 200
+"""The longest job name an analysis job gets from its query's ``name``."""
+
+
 def prepare(spec: AnalysisSpec, settings: Settings) -> PreparedJob:
     given = _inputs_given(spec)
     if len(given) != 1:
@@ -127,6 +131,16 @@ def prepare(spec: AnalysisSpec, settings: Settings) -> PreparedJob:
             "distributed_parameters: prebuilt models carry their own parameter sets; "
             "leave distributed_parameters out"
         )
+    counts = {
+        "models": len(spec.models),
+        "distributed_parameters": len(spec.distributed_parameters),
+    }
+    for what, count in counts.items():
+        if count > settings.analysis_max_models:
+            raise InvalidInput(
+                f"{what}: {count} given, more than the {settings.analysis_max_models} "
+                "a job may run (analysis_max_models); split the work into several jobs"
+            )
     _check_parameters(spec)
     results = results_store(spec, settings)
     reads = [(f"locations[{i}]", url) for i, url in enumerate(spec.locations)]
@@ -135,7 +149,7 @@ def prepare(spec: AnalysisSpec, settings: Settings) -> PreparedJob:
         reads += [(f"models[{i}].file_location", url) for url in model.file_location or []]
     name = spec.analysis
     if spec.query is not None and isinstance(spec.query.get("name"), str):
-        name = f"{spec.analysis} {spec.query['name']}"
+        name = f"{spec.analysis} {spec.query['name']}"[:MAX_NAME]
     return PreparedJob(
         name=name,
         summary={"analysis": spec.analysis},

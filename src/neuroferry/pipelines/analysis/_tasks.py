@@ -105,6 +105,7 @@ def _models(ctx: TaskContext, spec: AnalysisSpec) -> list[DispatchModel]:
             viewer=owner,
             access=ctx.grants,
             settings=ctx.config,
+            max_models=ctx.config.analysis_max_models,
         )
     )
 
@@ -151,7 +152,7 @@ def dispatch(ctx: TaskContext) -> dict[str, Any]:
         item: dict[str, Any] = {
             "model": task.model.model_dump(mode="json"),
             "results": results,
-            "location": results_location(results, spec.analysis, identity),
+            "location": results_location(results, spec.analysis, identity, ctx.owner_id),
         }
         if identity in existing:
             item["existing"] = existing[identity]
@@ -202,6 +203,7 @@ def run(ctx: TaskContext) -> dict[str, Any]:
         analysis,
         task,
         results=ctx.params["results"],
+        location=ctx.params["location"],
         open_input=open_input,
         log=ctx.log,
         check_cancelled=ctx.check_cancelled,

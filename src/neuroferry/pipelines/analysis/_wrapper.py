@@ -35,7 +35,7 @@ from neuroferry.config import Settings
 from neuroferry.errors import InvalidInput, StoreError, validation_problems
 from neuroferry.pipelines.analysis._identity import CodeIdentity, code_identity, result_identity
 from neuroferry.pipelines.analysis._models import DispatchModel, merge_parameters
-from neuroferry.pipelines.analysis._provenance import RESULT_KIND, provenance_record
+from neuroferry.pipelines.analysis._provenance import RESULT_KIND, provenance_record, record_name
 from neuroferry.pipelines.analysis._registry import Analysis, AnalysisRun, validate_parameters
 from neuroferry.stores import Store, SyncOptions, open_store, sync
 
@@ -88,9 +88,11 @@ def prepare_task(
     return PreparedTask(model, parameters, code, identity)
 
 
-def results_location(results: str, analysis: str, identity: str) -> str:
-    """Where one result's files go: ``{results}/{analysis}/{identity}``."""
-    return f"{results.rstrip('/')}/{analysis}/{identity}"
+def results_location(results: str, analysis: str, identity: str, owner_id: int | None) -> str:
+    """Where one result's files go: ``{results}/{analysis}/{record name}``, the record
+    name being the identity and the owner (one user's run never replaces another's
+    files, nor its record)."""
+    return f"{results.rstrip('/')}/{analysis}/{record_name(identity, owner_id)}"
 
 
 def _now() -> str:
@@ -196,6 +198,7 @@ def run_task(
     task: PreparedTask,
     *,
     results: str | None,
+    location: str | None = None,
     open_input: Callable[[str], Store],
     log: logging.Logger,
     check_cancelled: Callable[[], None] = lambda: None,
@@ -207,7 +210,8 @@ def run_task(
     (``dry_run``: nothing is uploaded; ``results`` may then be None). The result: what the
     provenance record says (see :func:`neuroferry.pipelines.analysis.provenance_record`).
     An exception of the analysis propagates, and nothing is uploaded."""
-    location = results_location(results, analysis.name, task.identity) if results else None
+    if location is None and results:  # a run of the service itself (no owner)
+        location = results_location(results, analysis.name, task.identity, None)
     started = _now()
     before = _usage()
     with tempfile.TemporaryDirectory(prefix="ferry-analysis-", dir=scratch) as folder:
