@@ -5,7 +5,7 @@ distributed, :func:`merge_parameters`), validates them with the analysis's model
 computes the result identity over the code, the input locations (the model's
 ``file_location`` if given, else its ``s3_location``) and the validated parameters.
 :func:`run_task` then runs the function in a private scratch folder, hashes every file it
-wrote there, and uploads the folder to ``{results}/{analysis}/{identity}/``: a folder of
+wrote there, and uploads the folder to ``{results}/{analysis}/{record name}/``: a folder of
 its own, so that no two results mix. A run that fails uploads nothing.
 
 The wrapper runs where the data is (a Dask worker): it never opens the database. It
@@ -206,8 +206,9 @@ def run_task(
     dry_run: bool = False,
     scratch: Path | None = None,
 ) -> dict[str, Any]:
-    """Run one task and upload its results folder to ``{results}/{analysis}/{identity}``
-    (``dry_run``: nothing is uploaded; ``results`` may then be None). The result: what the
+    """Run one task and upload its results folder to ``location`` (by default
+    ``{results}/{analysis}/{identity}``; ``dry_run``: nothing is uploaded, and ``results``
+    may be None). The result: what the
     provenance record says (see :func:`neuroferry.pipelines.analysis.provenance_record`).
     An exception of the analysis propagates, and nothing is uploaded."""
     if location is None and results:  # a run of the service itself (no owner)
