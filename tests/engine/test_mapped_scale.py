@@ -83,7 +83,8 @@ def run_big_job(engine: Engine, n: int) -> tuple[int, int, int]:
     finish_task(engine, first, ME, Outcome("succeeded", result=items), now_utc())
     with rows_read(engine) as claimed:
         [one] = claim(engine, 1)
-    assert one.instance.upstream == {"items": items}
+    assert one.instance.upstream == {}  # not the mapping of every instance: its own item only
+    assert one.instance.params == items[one.instance.item]
     with rows_read(engine) as finished:
         done = finish_task(
             engine, one, ME, Outcome("succeeded", result=one.instance.params), now_utc()

@@ -211,8 +211,11 @@ def test_an_analysis_that_selects_its_own_data(
 
 
 def test_without_the_analysis_kind_the_task_says_what_to_install(
-    session: Session, harness: MakeHarness, catalog: Catalog
+    session: Session, harness: MakeHarness, catalog: Catalog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    installed = _kinds.job_kinds()
+    without = {name: kind for name, kind in installed.items() if name != "analysis"}
+    monkeypatch.setattr("neuroferry.pipelines.upload._tasks.job_kinds", lambda: without)
     job = harness(with_analyses(session, {"ecephys": {"job_settings": {"analysis": "a"}}}))
     job.catalog = catalog
     job.submit_job = Submitted()
