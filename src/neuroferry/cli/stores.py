@@ -210,12 +210,12 @@ def ls_command(
     json_out: bool = typer.Option(False, "--json", help="One JSON object per line."),
 ) -> None:
     """List the files of a store with sizes, ETags and, where a sync recorded it, sha256."""
-    from neuroferry.stores import Entry, list_store, load_manifest, open_store
+    from neuroferry.stores import Entry, list_store, open_store, read_manifest
 
     async def gather() -> list[tuple[Entry, str | None]]:
         store = open_store(url)
         listing = await list_store(store, local=False)
-        manifest = await load_manifest(store)
+        manifest = await asyncio.to_thread(read_manifest, store)
         for path, problem in sorted(listing.problems.items()):
             typer.secho(f"skipped {path!r}: {problem}", fg="yellow", err=True)
         rows = []

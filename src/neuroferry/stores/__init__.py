@@ -4,7 +4,7 @@ transfer (sync) engine. No other package imports obstore."""
 from neuroferry.stores._confine import check_fd, fd_real_path, open_confined, read_confined
 from neuroferry.stores._keys import check_key
 from neuroferry.stores._listing import RESERVED_PREFIX, Listing, list_store
-from neuroferry.stores._manifest import MANIFEST_KEY, ManifestEntry, load_manifest
+from neuroferry.stores._manifest import MANIFEST_KEY, ManifestEntry, load_manifest, read_manifest
 from neuroferry.stores._obstore import zarr_store
 from neuroferry.stores._open import SCHEMES, open_store
 from neuroferry.stores._store import Entry, Store
@@ -41,6 +41,7 @@ __all__ = [
     "open_store",
     "part_size_for",
     "read_confined",
+    "read_manifest",
     "sync",
     "sync_async",
     "zarr_store",

@@ -11,7 +11,7 @@ from typing import Any
 import obstore
 from obstore.exceptions import NotFoundError
 
-from neuroferry.errors import FerryError
+from neuroferry.errors import FerryError, StoreNotFound
 from neuroferry.stores._errors import translate
 from neuroferry.stores._obstore import backed
 from neuroferry.stores._store import Store
@@ -48,6 +48,20 @@ async def load_manifest(store: Store) -> dict[str, ManifestEntry]:
         raise
     except Exception as exc:
         raise translate(exc, store.url, "read the manifest") from exc
+
+
+def read_manifest(store: Store) -> dict[str, ManifestEntry]:
+    """:func:`load_manifest` without obstore's async runtime, whose leftover task can abort
+    a short-lived process (``ferry ls``) as it exits."""
+    try:
+        data = json.loads(store.get(MANIFEST_KEY))
+        files: dict[str, Any] = data["files"]
+        return {path: ManifestEntry(**fields) for path, fields in files.items()}
+    except StoreNotFound:
+        return {}
+    except (ValueError, KeyError, TypeError) as exc:
+        log.warning("ignoring unreadable manifest %s/%s: %s", store.url, MANIFEST_KEY, exc)
+        return {}
 
 
 async def save_manifest(store: Store, entries: dict[str, ManifestEntry], source: str) -> None:
