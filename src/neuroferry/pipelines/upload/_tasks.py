@@ -576,7 +576,7 @@ def run_analyses(ctx: TaskContext) -> dict[str, Any]:
     spec = analysis_spec(asset, ctx.params)
     try:
         job_id = ctx.submit_job(ANALYSIS_KIND, spec)
-    except InvalidInput as exc:
+    except (InvalidInput, Forbidden) as exc:
         raise TaskFailed(
             f"the analysis job for {modality} was refused: {exc}; "
             f"fix tasks.analysis_settings.{modality}.job_settings"
