@@ -4,6 +4,7 @@ uploaded to their own folders, provenance records written last and once."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,7 @@ from neuroferry.pipelines.analysis import (
 )
 from neuroferry.pipelines.upload._tasks import analysis_spec
 from neuroferry.stores import RESERVED_PREFIX as RESERVED
+from neuroferry.stores import open_store
 
 register_kind(KIND)
 
@@ -47,11 +49,14 @@ def count_bytes(run: AnalysisRun) -> CountOutputs:
     p = run.parameters
     assert isinstance(p, CountParameters)
     total = files = 0
-    for url in run.inputs.file_location or run.inputs.s3_location:
+    for url in run.inputs.file_location or []:
         run.check_cancelled()
         parent, _, name = url.rpartition("/")
-        store = run.open_store(parent)
-        entries = [e for e in store.list(name) if e.path == name or e.path.startswith(name + "/")]
+        total += run.open_store(parent).head(name).size
+        files += 1
+    for url in [] if run.inputs.file_location else run.inputs.s3_location:
+        run.check_cancelled()
+        entries = list(run.open_store(url).list())
         total += sum(e.size for e in entries)
         files += len(entries)
     summary = {"bytes": total, "scaled": total * p.scale, "label": p.label}
@@ -273,21 +278,45 @@ def test_invalid_parameters_are_refused_before_any_task_runs(rig: Rig, tmp_path:
 
 
 @pytest.mark.s3
-def test_results_go_to_s3(tmp_path: Path, s3_server: Any, s3_env: str) -> None:
-    bucket = s3_env.removeprefix("s3://")
+def test_inputs_read_from_and_results_written_to_s3(
+    tmp_path: Path, s3_server: Any, s3_env: str
+) -> None:
+    data = open_store(f"{s3_env}/data/asset-s", create=True)
+    data.put("x.bin", b"12345")
+    data.put("deep/y.bin", b"678")
     with running_rig(f"sqlite:///{tmp_path / 'ferry.db'}") as rig:
         rig.start()
-        store = rig.catalog
-        (tmp_path / "data" / "asset-s").mkdir(parents=True)
-        (tmp_path / "data" / "asset-s" / "x.bin").write_bytes(b"12345")
-        store.upsert({"name": "asset-s", "location": (tmp_path / "data" / "asset-s").as_uri()})
-        spec = job(query={"name": "asset-s"}, results=f"{s3_env}/results")
+        rig.catalog.upsert({"name": "asset-s", "location": f"{s3_env}/data/asset-s"})
+        spec = job(
+            query={"name": "asset-s"},
+            file_extension=".bin",
+            split_files=False,
+            results=f"{s3_env}/results",
+        )
         job_id = rig.submit("analysis", spec)
         finished(rig, job_id)
         [doc] = records(rig)
         assert doc["location"] == f"{s3_env}/results/count-bytes/{doc['name']}"
+        assert doc["outputs"] == {"bytes": 8, "files": 2}
+        read = {f["location"]: f for f in doc["inputs"]["files"]}
+        for key in ("x.bin", "deep/y.bin"):
+            file = read[f"{s3_env}/data/asset-s/{key}"]
+            assert file["size"] == data.head(key).size and file["etag"] == data.head(key).etag
+
+        results = open_store(doc["location"])
+        stored = {e.path: results.get(e.path) for e in results.list() if e.path[0] != "."}
+        assert sorted(stored) == [f["path"] for f in doc["files"]]
+        assert sorted(stored) == ["parts/label.txt", "summary.json"]
+        for file in doc["files"]:
+            assert file["sha256"] == hashlib.sha256(stored[file["path"]]).hexdigest()
+            assert file["size"] == len(stored[file["path"]])
+        assert json.loads(stored["summary.json"])["bytes"] == 8
+        # and the S3 server holds them where the record says
+        bucket = s3_env.removeprefix("s3://")
         folder = s3_server.root / bucket / "results" / "count-bytes" / doc["name"]
-        assert json.loads((folder / "summary.json").read_text())["bytes"] == 5
+        assert (folder / "parts" / "label.txt").read_bytes() == stored["parts/label.txt"]
+        [line] = analysis_results(rig.engine, job_id)
+        assert (line["state"], line["location"]) == ("computed", doc["location"])
 
 
 def test_the_upload_pipelines_analysis_spec_runs(rig: Rig, tmp_path: Path) -> None:
