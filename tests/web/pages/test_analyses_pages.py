@@ -41,6 +41,18 @@ def wait_for(portal, job_id: int, timeout: float = 90) -> dict[str, Any]:
         time.sleep(0.3)
 
 
+def record_links(page) -> dict[str, str]:
+    """The provenance record links of a job page's tasks, by the result identity of
+    their rows."""
+    rows = page.locator("tr.instance").filter(has=page.locator("a.record-link"))
+    return dict(
+        rows.evaluate_all(
+            "rows => rows.map(r => [r.querySelector('.instance-item').textContent,"
+            " r.querySelector('a.record-link').getAttribute('href')])"
+        )
+    )
+
+
 def test_the_list_and_the_form_made_from_the_parameter_schema(portal, page_as, shot):
     page = page_as("alice")
     page.goto("/jobs")
@@ -110,7 +122,11 @@ def test_preview_submit_and_the_record_of_a_result(portal, page_as, shot, tmp_pa
     ).json()["documents"]
     assert len(found) == 2
     record = next(d for d in found if d["inputs"]["assets"][0]["name"] == docs[0]["name"])
-    page.goto(f"/analyses/records/{record['_id']}")
+    page.goto(f"/jobs/{job_id}")
+    assert record_links(page) == {d["identity"]: f"/analyses/records/{d['_id']}" for d in found}
+    row = page.locator("tr.instance").filter(has_text=record["identity"])
+    row.get_by_role("link", name=re.compile("Provenance record")).click()
+    page.wait_for_url(f"**/analyses/records/{record['_id']}")
     expect(page.get_by_role("heading", name="Result of file-summary")).to_be_visible()
     page.get_by_role("link", name=f"Job {job_id}").wait_for()
     expect(page.get_by_role("link", name=docs[0]["name"])).to_have_attribute(
@@ -121,3 +137,21 @@ def test_preview_submit_and_the_record_of_a_result(portal, page_as, shot, tmp_pa
     for file in record["files"]:
         row = page.locator("tbody tr").filter(has_text=file["path"])
         expect(row).to_contain_text(file["sha256"])
+
+    # the same job again: each task links to the record of its result, the one it skipped
+    # as computed before (or, from a checkout with uncommitted changes, the one it replaced)
+    body = {
+        "query": {"subject.subject_id": subject},
+        "parameters": {"label": "from the page"},
+        "allow_dirty": True,
+    }
+    answer = portal.api("POST", "/analyses/file-summary/jobs", who="alice", json=body)
+    assert answer.status_code == 201, answer.text
+    again = answer.json()["job_id"]
+    assert wait_for(portal, again)["state"] == "succeeded"
+    lines = portal.api("GET", f"/analyses/jobs/{again}/results", who="alice").json()
+    assert {line["state"] for line in lines} <= {"skipped", "computed"} and len(lines) == 2
+    page.goto(f"/jobs/{again}")
+    assert record_links(page) == {
+        line["identity"]: f"/analyses/records/{line['record_id']}" for line in lines
+    }

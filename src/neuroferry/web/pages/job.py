@@ -22,8 +22,18 @@ from markupsafe import Markup
 from sqlalchemy import Engine
 
 from neuroferry.auth import User
-from neuroferry.engine import DESTINATION_KEY, TERMINAL, cancel_job, get_job, job_tasks, retry_job
+from neuroferry.engine import (
+    DESTINATION_KEY,
+    TERMINAL,
+    cancel_job,
+    get_job,
+    job_tasks,
+    owner_of_job,
+    retry_job,
+)
 from neuroferry.errors import ConfigError, InvalidInput, NotFound
+from neuroferry.pipelines.analysis import KIND as ANALYSIS
+from neuroferry.pipelines.analysis import recorded
 from neuroferry.services import Services
 from neuroferry.stores import Store
 from neuroferry.web._deps import services
@@ -195,6 +205,27 @@ def _open_groups(request: Request, job_id: int, groups: list[TaskGroup]) -> None
         g.toggle_url += f"#t-{g.key}"
 
 
+def _record_pages(
+    held: Services, job: Mapping[str, Any], groups: list[TaskGroup]
+) -> dict[str, str]:
+    """An analysis job's provenance record pages, by the key of each ``run`` instance
+    shown that computed its result or was skipped as computed before."""
+    if job["kind"] != ANALYSIS.name:
+        return {}
+    done = {
+        v.item: v.key
+        for g in groups
+        if g.key == "run"
+        for v in g.shown
+        if v.state in ("succeeded", "skipped")
+    }
+    if not done:
+        return {}
+    owner = owner_of_job(held.engine, job["owner_id"])
+    found = recorded(held.catalog, list(done), owner, include_dirty=True)
+    return {done[i]: f"/analyses/records/{quote(str(r['id']), safe='')}" for i, r in found.items()}
+
+
 def _job_context(request: Request, held: Services, viewer: User, job_id: int) -> dict[str, Any]:
     if not 1 <= job_id <= MAX_JOB_ID:
         raise NotFound(f"job {job_id} does not exist")
@@ -211,6 +242,7 @@ def _job_context(request: Request, held: Services, viewer: User, job_id: int) ->
     return {
         "job": job,
         "groups": groups,
+        "records": _record_pages(held, job, groups),
         "tasks_error": tasks_error,
         "summary_items": [(str(k), _fact(v)) for k, v in summary.items()],
         "destination": summary.get(DESTINATION_KEY) or summary.get("volume"),
