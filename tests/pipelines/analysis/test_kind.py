@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,14 @@ from pydantic import BaseModel
 
 from _rig import Rig, running_rig
 from neuroferry.auth import create_user
-from neuroferry.engine import NewJob, read_log, register_kind, retry_job, submit_jobs
+from neuroferry.engine import (
+    NewJob,
+    cancel_job,
+    read_log,
+    register_kind,
+    retry_job,
+    submit_jobs,
+)
 from neuroferry.errors import Forbidden, InvalidInput, NotFound
 from neuroferry.grants import access_for
 from neuroferry.pipelines.analysis import (
@@ -82,11 +91,25 @@ def fails_on_bad(run: AnalysisRun) -> CountOutputs:
     return count_bytes(run)
 
 
+GATE = threading.Event()
+"""Opens ``gated``'s runs with the label ``slow`` (they wait, checking for a cancel)."""
+GATED_RUNS: list[str] = []
+
+
+def gated(run: AnalysisRun) -> CountOutputs:
+    assert isinstance(run.parameters, CountParameters)
+    GATED_RUNS.append(run.parameters.label)
+    while run.parameters.label == "slow" and not GATE.wait(0.05):
+        run.check_cancelled()
+    return count_bytes(run)
+
+
 COUNT = Analysis("count-bytes", count_bytes, CountParameters, CountOutputs, version="1.0")
 FAILS = Analysis("always-fails", fails, CountParameters, version="1.0")
 register_analysis(COUNT)
 register_analysis(FAILS)
 register_analysis(Analysis("fails-on-bad", fails_on_bad, CountParameters, CountOutputs))
+register_analysis(Analysis("gated", gated, CountParameters, CountOutputs))
 
 
 @pytest.fixture(autouse=True)
@@ -128,6 +151,15 @@ def job(analysis: str = "count-bytes", **spec: Any) -> dict[str, Any]:
 
 def run_states(rig: Rig, job_id: int) -> list[str]:
     return [t["state"] for k, t in rig.tasks(job_id).items() if k.startswith("run[")]
+
+
+def run_attempts(rig: Rig, job_id: int) -> dict[str, int]:
+    """The attempts of a job's ``run`` tasks, by the label of their parameter set."""
+    return {
+        (t["params"]["model"]["distributed_parameters"] or {}).get("label", "x"): t["attempt"]
+        for k, t in rig.tasks(job_id).items()
+        if k.startswith("run[")
+    }
 
 
 def records(rig: Rig) -> list[dict[str, Any]]:
@@ -253,7 +285,8 @@ def test_results_of_the_tasks_that_succeeded_are_recorded_and_a_retry_records_th
         "computed",
         "failed",
     ]
-    assert [doc["parameters"]["label"] for doc in records(rig)] == ["good"]
+    [good] = records(rig)
+    assert good["parameters"]["label"] == "good"
 
     BROKEN["bad"] = False
     try:
@@ -264,6 +297,64 @@ def test_results_of_the_tasks_that_succeeded_are_recorded_and_a_retry_records_th
         BROKEN["bad"] = True
     labels = sorted(doc["parameters"]["label"] for doc in records(rig))
     assert labels == ["bad", "good"]  # the record step ran again, and wrote one more
+    assert run_attempts(rig, job_id) == {"good": 1, "bad": 3}  # two tries, then the retry
+    assert good in records(rig)  # the recorded result was neither run nor written again
+    assert rig.tasks(job_id)["record"]["result"] == {"recorded": 1, "already_recorded": 1}
+
+
+@pytest.fixture
+def gate() -> Iterator[None]:
+    """``gated``'s slow runs wait until the test opens the gate (or ends)."""
+    GATE.clear()
+    GATED_RUNS.clear()
+    yield
+    GATE.set()
+
+
+def test_a_cancel_stops_the_tasks_left_and_a_retry_runs_only_those(
+    rig: Rig, tmp_path: Path, gate: None
+) -> None:
+    assets(rig, tmp_path / "data", ["asset-a"])
+    earlier = rig.submit("analysis", job("gated", query={"name": "asset-a"}))
+    finished(rig, earlier)
+    [kept] = records(rig)
+
+    sets = [{}, {"label": "quick"}, {"label": "slow"}]  # {}: the earlier job's result
+    job_id = rig.submit(
+        "analysis", job("gated", query={"name": "asset-a"}, distributed_parameters=sets)
+    )
+    deadline = time.monotonic() + 60
+    while not ("slow" in GATED_RUNS and "succeeded" in run_states(rig, job_id)):
+        assert time.monotonic() < deadline, rig.states(job_id)
+        time.sleep(0.02)
+    cancel_job(rig.engine, rig.log_store, job_id)
+    finished(rig, job_id, "cancelled")
+    by_state = {line["state"]: line for line in analysis_results(rig.engine, job_id)}
+    assert set(by_state) == {"skipped", "computed", "cancelled"}
+    assert by_state["skipped"]["record_id"] == kept["_id"]
+    assert rig.tasks(job_id)["record"]["state"] == "cancelled"
+    assert records(rig) == [kept]  # the record made before stays, as it was
+    # the cancelled run uploaded nothing; the one that finished has its files, unrecorded
+    [slow] = [t for k, t in rig.tasks(job_id).items() if k.startswith("run[") and t["error"]]
+    assert slow["state"] == "cancelled"
+    assert not Path(slow["params"]["location"].removeprefix("file://")).exists()
+    quick = Path(by_state["computed"]["location"].removeprefix("file://"))
+    assert (quick / "summary.json").is_file() and by_state["computed"]["record_id"] is None
+
+    GATE.set()
+    retry_job(rig.engine, rig.log_store, job_id)
+    rig.wake()
+    finished(rig, job_id)
+    assert sorted(GATED_RUNS) == ["quick", "slow", "slow", "x"]  # only the cancelled ran again
+    assert run_attempts(rig, job_id) == {"x": 0, "quick": 1, "slow": 2}
+    assert rig.tasks(job_id)["record"]["result"] == {"recorded": 2, "already_recorded": 0}
+    docs = records(rig)
+    assert sorted(d["parameters"]["label"] for d in docs) == ["quick", "slow", "x"]
+    assert next(d for d in docs if d["_id"] == kept["_id"]) == kept
+    assert {line["state"] for line in analysis_results(rig.engine, job_id)} == {
+        "skipped",
+        "computed",
+    }
 
 
 def test_invalid_parameters_are_refused_before_any_task_runs(rig: Rig, tmp_path: Path) -> None:
