@@ -9,7 +9,7 @@ import logging
 import os
 import shlex
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ import pytest
 from _rig import Rig, running_rig
 from neuroferry.config import get_settings
 from neuroferry.engine import (
+    Cancelled,
+    TaskFailed,
     get_job_type,
     job_type_history,
     list_job_types,
@@ -30,6 +32,7 @@ from neuroferry.pipelines.analysis import (
     COMMAND_ANALYSES,
     KIND,
     RESULT_KIND,
+    Analysis,
     AnalysisRun,
     DispatchModel,
     analyses,
@@ -139,19 +142,43 @@ def fake_docker(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         "if sys.argv[1] == 'image':\n"
         f"    print('lab/count@{DIGEST}')\n"
         "else:\n"
-        "    words = sys.argv[sys.argv.index('lab/count:2') + 1:]\n"
-        "    sys.exit(subprocess.run(words).returncode)\n"
+        "    at = next(i for i, w in enumerate(sys.argv) if w.startswith('lab/count'))\n"
+        "    sys.exit(subprocess.run(sys.argv[at + 1:]).returncode)\n"
     )
     docker.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return calls
 
 
+def _run(
+    analysis: Analysis,
+    results: Path,
+    locations: list[str],
+    check_cancelled: Callable[[], None] = lambda: None,
+    **parameters: Any,
+) -> Any:
+    """Runs ``analysis`` as a task would, over whole assets at ``locations``."""
+    results.mkdir(parents=True)
+    return analysis.run(
+        AnalysisRun(
+            inputs=DispatchModel(
+                s3_location=locations, asset_name=["x"] * len(locations), docdb_record_id=[]
+            ),
+            parameters=analysis.parameters.model_validate(parameters),
+            results=results,
+            open_store=lambda url: open_store(url),
+            log=logging.getLogger("test-command"),
+            check_cancelled=check_cancelled,
+        )
+    )
+
+
 def test_in_a_container_the_command_runs_through_the_runtime(
     tmp_path: Path, fake_docker: Path
 ) -> None:
     settings = get_settings(container_runtime="docker")
-    assert image_digest(settings, "lab/count", "2") == DIGEST
+    digest = image_digest(settings, "lab/count", "2")
+    assert digest == DIGEST
     assert image_digest(get_settings(), "lab/count", "2") is None  # no runtime: unknown
     assert image_digest(get_settings(), f"lab/count@{DIGEST}", None) == DIGEST
 
@@ -159,27 +186,15 @@ def test_in_a_container_the_command_runs_through_the_runtime(
     data.mkdir()
     (data / "a.bin").write_bytes(b"12345")
     definition = {**DEFINITION, "image": "lab/count", "image_version": "2"}
-    analysis = command_analysis("counter", {"version": 1, "definition": definition}, settings)
+    pinned = {"version": 1, "definition": definition, "digest": digest}
     results = tmp_path / "work" / "results"
-    results.mkdir(parents=True)
-    outputs = analysis.run(
-        AnalysisRun(
-            inputs=DispatchModel(
-                s3_location=[data.as_uri()], asset_name=["asset"], docdb_record_id=[""]
-            ),
-            parameters=analysis.parameters.model_validate({"scale": 2}),
-            results=results,
-            open_store=lambda url: open_store(url),
-            log=logging.getLogger("test-command"),
-            check_cancelled=lambda: None,
-        )
-    )
+    outputs = _run(command_analysis("counter", pinned, settings), results, [data.as_uri()], scale=2)
     assert outputs == {"files": 1, "bytes": 10.0}
     assert (results / "listing.txt").read_text() == "0/asset/a.bin\n"
     [inspect, run] = [json.loads(line) for line in fake_docker.read_text().splitlines()]
     assert inspect[:2] == ["image", "inspect"] and inspect[-1] == "lab/count:2"
     assert run[:4] == ["run", "--rm", "--user", f"{os.getuid()}:{os.getgid()}"]
-    image_at = run.index("lab/count:2")
+    image_at = run.index(f"lab/count:2@{DIGEST}")  # the image run is the one identified
     assert run[image_at + 1 :][:2] == [sys.executable, str(SCRIPT)]
     assert run[image_at + 4 :] == [str(results), '{"scale":2.0}']  # parameters: one word
     assert f"{results}:{results}" in run and "-w" in run
@@ -187,21 +202,28 @@ def test_in_a_container_the_command_runs_through_the_runtime(
 
 
 def test_without_a_runtime_a_container_analysis_fails_saying_so(tmp_path: Path) -> None:
-    definition = {**DEFINITION, "image": "lab/count"}
-    analysis = command_analysis("counter", {"version": 1, "definition": definition}, get_settings())
-    results = tmp_path / "results"
-    results.mkdir()
-    with pytest.raises(Exception, match="no container runtime is configured"):
-        analysis.run(
-            AnalysisRun(
-                inputs=DispatchModel(s3_location=[], asset_name=[], docdb_record_id=[]),
-                parameters=analysis.parameters.model_validate({}),
-                results=results,
-                open_store=lambda url: open_store(url),
-                log=logging.getLogger("test-command"),
-                check_cancelled=lambda: None,
-            )
-        )
+    pinned = {"version": 1, "definition": {**DEFINITION, "image": "lab/count"}}
+    analysis = command_analysis("counter", pinned, get_settings())
+    with pytest.raises(TaskFailed, match="no container runtime is configured"):
+        _run(analysis, tmp_path / "results", [])
+
+
+def test_cancelling_stops_the_command(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    script = (
+        f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(600)"
+    )
+    definition = {**DEFINITION, "command_script": shlex.join([sys.executable, "-c", script])}
+    analysis = command_analysis("sleeper", {"version": 1, "definition": definition})
+
+    def check_cancelled() -> None:
+        if pid_file.exists() and pid_file.read_text():
+            raise Cancelled("cancelled while running")
+
+    with pytest.raises(Cancelled):
+        _run(analysis, tmp_path / "results", [], check_cancelled)
+    with pytest.raises(ProcessLookupError):  # stopped, and waited for
+        os.kill(int(pid_file.read_text()), 0)
 
 
 # -- jobs ---------------------------------------------------------------------------------

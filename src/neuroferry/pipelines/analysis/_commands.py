@@ -169,7 +169,7 @@ def command_analysis(
         image = f"{image}:{definition.image_version}"
     return Analysis(
         name=name,
-        run=partial(_run, name, definition, settings),
+        run=partial(_run, name, definition, pinned.get("digest"), settings),
         parameters=_model(f"{name} parameters", definition.parameters, "parameters"),
         outputs=_model(f"{name} outputs", definition.outputs, "outputs")
         if definition.outputs
@@ -270,10 +270,15 @@ def _download(
 
 
 def _run(
-    name: str, definition: CommandDefinition, settings: Settings | None, run: AnalysisRun
+    name: str,
+    definition: CommandDefinition,
+    digest: str | None,
+    settings: Settings | None,
+    run: AnalysisRun,
 ) -> dict[str, Any] | None:
     """Run the command on the task's inputs (copied to ``%INPUT_SOURCE``, input ``i`` at
-    ``%INPUT_SOURCE/i/NAME``); its outputs are those of ``outputs.json``, if it declares any."""
+    ``%INPUT_SOURCE/i/NAME``); its outputs are those of ``outputs.json``, if it declares any.
+    Docker runs the image by its pinned ``digest``, when known: the image identified."""
     settings = settings or get_settings()
     with tempfile.TemporaryDirectory(prefix="ferry-command-", dir=run.results.parent) as work:
         inputs, home = Path(work) / "inputs", Path(work) / "home"
@@ -300,9 +305,12 @@ def _run(
                     "runtime is configured: set FERRY_CONTAINER_RUNTIME to apptainer, "
                     "singularity or docker"
                 )
+            reference = image_reference(runtime, definition.image, definition.image_version)
+            if digest and runtime == "docker" and "@" not in reference:
+                reference += f"@{digest}"
             words = in_container(
                 runtime,
-                image_reference(runtime, definition.image, definition.image_version),
+                reference,
                 words,
                 read_only=[str(inputs)],
                 writable=[str(run.results)],
