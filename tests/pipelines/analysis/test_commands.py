@@ -70,6 +70,8 @@ DIGEST = "sha256:" + "ab" * 32
         ({"command_script": "echo 'unclosed"}, "command_script"),
         ({"command_script": ""}, "command_script"),
         ({"image_version": "1.0"}, "image_version"),
+        ({"image": "--privileged"}, "image"),
+        ({"image": "lab/x", "image_version": "1 --rm"}, "image_version"),
         ({"shell": True}, "shell"),
     ],
 )

@@ -150,6 +150,10 @@ def check_definition(name: str, given: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidInput(f"command_script cannot be split into words: {exc}") from None
     if definition.image_version and not definition.image:
         raise InvalidInput("image_version: give the image too")
+    for field in ("image", "image_version"):
+        value = getattr(definition, field)
+        if value is not None and (not value or value.startswith("-") or value.split() != [value]):
+            raise InvalidInput(f"{field}: {value!r} is not an image: no spaces, no leading '-'")
     _model(name, definition.parameters, "parameters")
     _model(name, definition.outputs, "outputs")
     return definition.model_dump(mode="json", exclude_none=True)
