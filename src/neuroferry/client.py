@@ -254,6 +254,42 @@ class Client:
         found: dict[str, Any] = self.request("GET", f"/analyses/{quote(name, safe='')}")
         return found
 
+    def analyses_register(
+        self, name: str, definition: Mapping[str, Any], comment: str | None = None
+    ) -> dict[str, Any]:
+        """Register command analysis ``name`` or save a new version of it (admins): the
+        version saved (``settings``: the definition; ``changed`` false when it was the
+        current version's)."""
+        saved: dict[str, Any] = self.request(
+            "PUT", f"/analyses/{quote(name, safe='')}", {**definition, "comment": comment}
+        )
+        return saved
+
+    def analyses_history(self, name: str) -> list[dict[str, Any]]:
+        """Every version of a command analysis, oldest first."""
+        path = f"/analyses/{quote(name, safe='')}/history"
+        versions: list[dict[str, Any]] = self.request("GET", path)["versions"]
+        return versions
+
+    def analyses_rollback(
+        self, name: str, version: int, comment: str | None = None
+    ) -> dict[str, Any]:
+        """Make ``version`` of a command analysis current again, as a new version (admins)."""
+        saved: dict[str, Any] = self.request(
+            "POST",
+            f"/analyses/{quote(name, safe='')}/rollback",
+            {"version": version, "comment": comment},
+        )
+        return saved
+
+    def analyses_delete(self, name: str, comment: str | None = None) -> dict[str, Any]:
+        """Delete a command analysis (admins): a new version marked deleted."""
+        params = {"comment": comment} if comment else {}
+        deleted: dict[str, Any] = self.request(
+            "DELETE", f"/analyses/{quote(name, safe='')}", params=params
+        )
+        return deleted
+
     def analyses_preview(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """What a dispatch of ``name`` would run (``body``: the data, as one of ``query``,
         ``asset_ids``, ``locations``, and the parameters): the counts N x M = K, the

@@ -67,9 +67,11 @@ def _register() -> None:
 
     app.add_typer(ingest.app, name="ingest")
 
-    from neuroferry.cli import analysis
+    from neuroferry.cli import analysis, command_analyses
 
     app.add_typer(analysis.app, name="analysis")
+    for name, command in command_analyses.COMMANDS.items():
+        analysis.app.command(name)(command)
 
 
 _register()

@@ -89,6 +89,8 @@ def show_command(
         print_json(found, indent=2)
         return
     typer.echo(f"# {found['name']} {_code(found['code'])}")
+    if found["code"].get("command"):
+        typer.echo(f"command: {found['code']['command']}")
     if found["description"]:
         typer.echo(found["description"].strip())
     typer.echo("\nparameters:")

@@ -8,6 +8,14 @@ from neuroferry.engine._assets import (
     recheck_asset_owner,
 )
 from neuroferry.engine._clusters import make_cluster, resources_for, worker_resources
+from neuroferry.engine._commands import (
+    CONTAINER_COMMANDS,
+    PLACEHOLDERS,
+    command_words,
+    image_reference,
+    in_container,
+    starts_own_container,
+)
 from neuroferry.engine._context import (
     Cancelled,
     Reschedule,
@@ -17,10 +25,12 @@ from neuroferry.engine._context import (
     TaskLog,
     cancel_key,
     log_key,
+    run_command,
 )
 from neuroferry.engine._control import cancel_job, retry_job
 from neuroferry.engine._dask_tls import Credentials, scheduler_credentials
 from neuroferry.engine._destinations import named_destination
+from neuroferry.engine._environment import command_environment
 from neuroferry.engine._executor import Executor
 from neuroferry.engine._job_types import (
     DEFAULT_JOB_TYPE,
@@ -36,6 +46,7 @@ from neuroferry.engine._job_types import (
     job_type_history,
     list_job_types,
     put_job_type,
+    register_definitions,
     resolve_job_type,
     rollback_job_type,
 )
@@ -73,12 +84,14 @@ from neuroferry.engine._worker_group import WorkerGroup
 
 __all__ = [
     "BYTES_COPIED_KEY",
+    "CONTAINER_COMMANDS",
     "DEFAULT_JOB_TYPE",
     "DESTINATION_KEY",
     "EMAIL_KEY",
     "EVENTS_KEY",
     "JOB_STATES",
     "METRICS",
+    "PLACEHOLDERS",
     "SORTABLE",
     "SUCCEEDED",
     "TASK_STATES",
@@ -109,6 +122,8 @@ __all__ = [
     "check_asset_owners",
     "check_job_type_name",
     "check_kind_settings",
+    "command_environment",
+    "command_words",
     "delete_job_type",
     "diff_job_type_versions",
     "diff_job_types",
@@ -116,6 +131,8 @@ __all__ = [
     "get_job",
     "get_job_type",
     "get_kind",
+    "image_reference",
+    "in_container",
     "job_kinds",
     "job_state_counts",
     "job_tasks",
@@ -132,12 +149,15 @@ __all__ = [
     "read_log",
     "read_log_part",
     "recheck_asset_owner",
+    "register_definitions",
     "register_kind",
     "resolve_job_type",
     "resources_for",
     "retry_job",
     "rollback_job_type",
+    "run_command",
     "scheduler_credentials",
+    "starts_own_container",
     "submit_job",
     "submit_jobs",
     "task_maker",

@@ -342,58 +342,86 @@ class TaskContext:
         scratch: str | os.PathLike[str] | None = None,
     ) -> None:
         """Run a command, its output going to this task's log (secrets redacted); stop it
-        if the job is cancelled or the time limit passes. A non-zero exit raises
-        :class:`TaskFailed`.
+        if the job is cancelled or the time limit passes (see :func:`run_command`)."""
+        run_command(
+            command,
+            settings=self.config,
+            log=self.log,
+            check_cancelled=self.check_cancelled,
+            cwd=cwd,
+            env=env,
+            scratch=scratch,
+        )
 
-        The command gets a scrubbed environment (see :func:`command_environment`): HOME
-        and TMPDIR are ``scratch`` (a temporary folder if not given), plus ``env``."""
-        if scratch is None:
-            with tempfile.TemporaryDirectory(prefix="ferry-task-") as folder:
-                self.run(command, cwd=cwd, env=env, scratch=folder)
-            return
-        variables = {
-            **command_environment(scratch, self.config.command_environment),
-            **(env or {}),
-        }
-        secrets = secret_values(self.config)
-        self.log.info("running: %s", subprocess.list2cmdline(list(command)))
-        handler = next((h for h in self.log.handlers if isinstance(h, TaskLog)), None)
-        try:
-            proc = subprocess.Popen(
-                list(command),
+
+def run_command(
+    command: Sequence[str],
+    *,
+    settings: Settings,
+    log: logging.Logger,
+    check_cancelled: Callable[[], None] = lambda: None,
+    cwd: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    scratch: str | os.PathLike[str] | None = None,
+) -> None:
+    """Run a command without a shell, its output going to ``log`` (secrets redacted); stop
+    it and everything it started when ``check_cancelled`` raises. A non-zero exit raises
+    :class:`TaskFailed`.
+
+    The command gets a scrubbed environment (see :func:`command_environment`): HOME and
+    TMPDIR are ``scratch`` (a temporary folder if not given), plus ``env``."""
+    if scratch is None:
+        with tempfile.TemporaryDirectory(prefix="ferry-task-") as folder:
+            run_command(
+                command,
+                settings=settings,
+                log=log,
+                check_cancelled=check_cancelled,
                 cwd=cwd,
-                env=variables,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
+                env=env,
+                scratch=folder,
             )
-        except OSError as exc:
-            raise TaskFailed(f"cannot start {command[0]!r}: {exc}") from exc
+        return
+    variables = {**command_environment(scratch, settings.command_environment), **(env or {})}
+    secrets = secret_values(settings)
+    log.info("running: %s", subprocess.list2cmdline(list(command)))
+    handler = next((h for h in log.handlers if isinstance(h, TaskLog)), None)
+    try:
+        proc = subprocess.Popen(
+            list(command),
+            cwd=cwd,
+            env=variables,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise TaskFailed(f"cannot start {command[0]!r}: {exc}") from exc
 
-        def pump() -> None:
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = redact(raw.decode(errors="replace").rstrip("\n"), secrets)
-                if handler is not None:
-                    handler.write(line)
-                else:
-                    self.log.info("%s", line)
+    def pump() -> None:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = redact(raw.decode(errors="replace").rstrip("\n"), secrets)
+            if handler is not None:
+                handler.write(line)
+            else:
+                log.info("%s", line)
 
-        reader = threading.Thread(target=pump, daemon=True)
-        reader.start()
-        try:
-            while proc.poll() is None:
-                try:
-                    self.check_cancelled()
-                except BaseException:
-                    _stop(proc)
-                    raise
-                time.sleep(0.2)
-        finally:
-            reader.join(timeout=5)
-        if proc.returncode != 0:
-            raise TaskFailed(f"command exited with status {proc.returncode}: {command[0]}")
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    try:
+        while proc.poll() is None:
+            try:
+                check_cancelled()
+            except BaseException:
+                _stop(proc)
+                raise
+            time.sleep(0.2)
+    finally:
+        reader.join(timeout=5)
+    if proc.returncode != 0:
+        raise TaskFailed(f"command exited with status {proc.returncode}: {command[0]}")
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

@@ -5,6 +5,11 @@ Job types are generic over job kinds: a kind validates its presets with its
 Every change is a new version row; nothing is overwritten. The current version is the
 highest; deleting adds a version marked ``deleted``, so the history keeps what was there
 and a later change revives the name.
+
+The same versions keep other admin definitions (command analyses): each is a namespace
+registered with :func:`register_definitions` under a ``kind:what`` key that no job kind
+has; the functions here, given that key as ``kind``, store, list, compare, roll back and
+delete them, and their messages name them by the namespace's noun.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import hashlib
 import json
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -32,13 +37,38 @@ from sqlalchemy.exc import IntegrityError
 
 from neuroferry.db import NAME, NAME_RULE, job_types, no_nul, transaction, utc
 from neuroferry.engine._kinds import get_kind
-from neuroferry.errors import DatabaseError, InvalidInput, NotFound
+from neuroferry.errors import ConfigError, DatabaseError, InvalidInput, NotFound
 
 DEFAULT_JOB_TYPE = "default"
 """The job type a request names when it names none; without a preset of that name in
 the database, such a request has no preset."""
 
 _PUT_ATTEMPTS = 10
+
+DefinitionCheck = Callable[[str, Mapping[str, Any]], dict[str, Any]]
+"""``check(name, settings) -> normalised settings``: validates one definition (raising
+InvalidInput naming the field)."""
+_NAMESPACES: dict[str, tuple[str, DefinitionCheck]] = {}
+
+
+def register_definitions(key: str, noun: str, check: DefinitionCheck) -> None:
+    """Keep definitions other than job types (``noun``, e.g. ``command analysis``) as job
+    types are kept, under ``key`` (``kind:what``): the job type functions given ``key`` as
+    their kind keep them, ``check`` validating each one saved. Job type lists leave them
+    out."""
+    if ":" not in key or len(key) > 32:
+        raise ConfigError(f"definitions key {key!r}: use kind:what, at most 32 characters")
+    _NAMESPACES[key] = (noun, check)
+
+
+def _noun(kind: str) -> str:
+    return _NAMESPACES[kind][0] if kind in _NAMESPACES else "job type"
+
+
+def _check_kind(kind: str) -> None:
+    """A job kind or a registered namespace of definitions (else the kind's error)."""
+    if kind not in _NAMESPACES:
+        get_kind(kind)
 
 
 def _now() -> datetime:
@@ -160,12 +190,19 @@ def _known_text(names: Sequence[str]) -> str:
 
 
 def _no_such(conn: Connection, kind: str, name: str) -> NotFound:
-    return NotFound(
-        f"no job type {name!r} of kind {kind!r}; known job types: {_known_text(_known(conn, kind))}"
-    )
+    noun = _noun(kind)
+    where = "" if kind in _NAMESPACES else f" of kind {kind!r}"
+    return NotFound(f"no {noun} {name!r}{where}; known {noun}s: {_known_text(_known(conn, kind))}")
 
 
-def _check_settings(kind: str, settings: Any) -> dict[str, Any]:
+def _check_settings(kind: str, name: str, settings: Any) -> dict[str, Any]:
+    if kind in _NAMESPACES:
+        if not isinstance(settings, Mapping):
+            raise InvalidInput(f"a {_noun(kind)} is an object, not {type(settings).__name__}")
+        normalised = _NAMESPACES[kind][1](name, settings)
+        if "\\u0000" in _canonical(normalised):
+            raise InvalidInput(f"text in a {_noun(kind)} may not contain NUL characters")
+        return normalised
     job_kind = get_kind(kind)
     if job_kind.check_preset is None:
         raise InvalidInput(f"job kind {kind!r} has no job types (its tasks take no presets)")
@@ -219,7 +256,7 @@ def _add_version(
                     return current
                 if deleted:  # a deletion keeps the settings of the version it ends
                     if current is None or current.deleted:
-                        raise NotFound(f"job type {name!r} ({kind}) is deleted already")
+                        raise NotFound(f"{_noun(kind)} {name!r} ({kind}) is deleted already")
                     settings = current.settings
                 new = JobType(
                     kind=kind,
@@ -236,7 +273,7 @@ def _add_version(
         except IntegrityError as exc:
             if attempt == _PUT_ATTEMPTS - 1:
                 raise DatabaseError(
-                    f"job type {name!r} kept changing while it was saved; try again"
+                    f"{_noun(kind)} {name!r} kept changing while it was saved; try again"
                 ) from exc
             time.sleep(random.uniform(0.01, 0.05) * (attempt + 1))
     raise AssertionError("unreachable")
@@ -254,8 +291,9 @@ def put_job_type(
     by the kind) and return it; settings identical to the current version's change
     nothing and return the current version. Saving a deleted job type revives it."""
     no_nul("comment", comment)
-    check_job_type_name(name)
-    normalised = _check_settings(kind, settings)
+    if kind not in _NAMESPACES:  # a namespace's check says its own rule
+        check_job_type_name(name)
+    normalised = _check_settings(kind, name, settings)
     return _add_version(
         engine, kind, name, normalised, user_name, comment, deleted=False, skip_if_same=True
     )
@@ -276,21 +314,21 @@ def get_job_type(engine: Engine, kind: str, name: str, version: int | None = Non
     NotFound names the job type and lists the known ones.
     """
     no_nul("name", name)
-    get_kind(kind)
+    _check_kind(kind)
     with transaction(engine) as conn:
         if version is None:
             found = _current(conn, kind, name)
             if found is not None and found.deleted:
                 raise NotFound(
-                    f"job type {name!r} ({kind}) was deleted in version {found.version}; "
-                    f"known job types: {_known_text(_known(conn, kind))}"
+                    f"{_noun(kind)} {name!r} ({kind}) was deleted in version {found.version}; "
+                    f"known {_noun(kind)}s: {_known_text(_known(conn, kind))}"
                 )
         else:
             found = _first(conn, _versions(kind, name).where(job_types.c.version == version))
             latest = _current(conn, kind, name) if found is None else None
             if latest is not None:
                 raise NotFound(
-                    f"job type {name!r} ({kind}) has no version {version}; "
+                    f"{_noun(kind)} {name!r} ({kind}) has no version {version}; "
                     f"its versions are 1 to {latest.version}"
                 )
         if found is None:
@@ -301,19 +339,20 @@ def get_job_type(engine: Engine, kind: str, name: str, version: int | None = Non
 def list_job_types(
     engine: Engine, kind: str | None = None, *, include_deleted: bool = False
 ) -> list[JobType]:
-    """The current version of every job type (of ``kind``, if given), by kind and name."""
+    """The current version of every job type (of ``kind``, if given; or the definitions
+    of a namespace), by kind and name."""
     if kind is not None:
-        get_kind(kind)
+        _check_kind(kind)
     with transaction(engine) as conn:
         rows = conn.execute(_latest_rows(kind)).mappings().all()
-    found = [_row_to_job_type(r) for r in rows]
+    found = [_row_to_job_type(r) for r in rows if kind is not None or ":" not in r["kind"]]
     return [t for t in found if include_deleted or not t.deleted]
 
 
 def job_type_history(engine: Engine, kind: str, name: str) -> list[JobType]:
     """Every version of job type ``name``, oldest first (deletions included)."""
     no_nul("name", name)
-    get_kind(kind)
+    _check_kind(kind)
     with transaction(engine) as conn:
         rows = conn.execute(_versions(kind, name).order_by(job_types.c.version)).mappings().all()
         if not rows:
@@ -362,7 +401,7 @@ def diff_job_type_versions(
             settings[field] = versions[number].settings
         else:
             raise InvalidInput(
-                f"{field}: job type {name!r} has no version {number}; "
+                f"{field}: {_noun(kind)} {name!r} has no version {number}; "
                 f"its versions are 1 to {max(versions)} (0: empty settings)"
             )
     return old, new, diff_job_types(settings["from"], settings["to"])
@@ -384,7 +423,7 @@ def rollback_job_type(
         engine,
         kind,
         name,
-        _check_settings(kind, old.settings),
+        _check_settings(kind, name, old.settings),
         user_name,
         comment or f"rollback to version {version}",
         deleted=False,

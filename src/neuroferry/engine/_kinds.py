@@ -23,6 +23,9 @@ The contract of a kind, all of it:
   ``ferry.toml`` or ``FERRY_KINDS__NAME__FIELD`` variables, checked when the service
   starts, given to its tasks as ``ctx.kind_settings`` and to ``prepare`` by
   ``KIND.settings_of(settings)``.
+* ``check`` (optional): ``check(spec, db)`` checks a validated spec against what the
+  database holds (names admins define there) before ``prepare``, raising InvalidInput
+  naming the field.
 * ``check_preset`` (optional): validates a job type's task settings for this kind;
   ``merge_preset`` merges them under a request's own (by default the request's tasks win,
   task by task).
@@ -40,6 +43,7 @@ from importlib.metadata import entry_points
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine
 
 from neuroferry.config import Settings
 from neuroferry.errors import ConfigError, InvalidInput, validation_problems
@@ -186,6 +190,9 @@ class JobKind(Generic[SpecT]):
     settings_model: type[BaseModel] | None = field(default=None, kw_only=True)
     """The kind's own settings, read from ``[kinds.NAME]`` (see :meth:`settings_of`)."""
     description: str = ""
+    check: Callable[[SpecT, Engine], None] | None = None
+    """Checks a validated spec against the database before ``prepare`` (e.g. that the
+    admin-defined thing it names exists), raising InvalidInput naming the field."""
     check_preset: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
     """Validates a job type's task settings for this kind (raising InvalidInput naming
     the task and field) and returns them normalised; ``None``: the kind has no presets."""

@@ -82,6 +82,8 @@ def submit_jobs(
             problems = "; ".join(validation_problems(exc, "spec"))
             raise InvalidInput(f"{where}invalid {kind.name} job: {problems}") from exc
         try:
+            if kind.check is not None:
+                kind.check(spec, engine)
             plan = kind.prepare(spec, settings)
             check_access(plan, access)
         except (InvalidInput, Forbidden) as exc:

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
-from neuroferry.engine import TaskFailed
-from neuroferry.pipelines.upload._command import (
+from neuroferry.engine import (
+    TaskFailed,
     command_words,
     image_reference,
     in_container,

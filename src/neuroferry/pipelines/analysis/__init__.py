@@ -1,8 +1,18 @@
-"""The analysis pipeline: registered analyses (Python functions with a parameter model),
+"""The analysis pipeline: registered analyses (Python functions, or admins' commands, with a
+parameter model),
 their code identity and the identity of their results; dispatch (one task per input and
 parameter set); the wrapper that runs one task, provenance records and the ``analysis``
 job kind."""
 
+from neuroferry.pipelines.analysis._commands import (
+    COMMAND_ANALYSES,
+    OUTPUTS_FILE,
+    CommandDefinition,
+    FieldSpec,
+    command_analysis,
+    image_digest,
+    pin_command,
+)
 from neuroferry.pipelines.analysis._dispatch import (
     Asset,
     Dispatched,
@@ -54,10 +64,12 @@ from neuroferry.pipelines.analysis._registry import (
     ENTRY_POINT_GROUP,
     Analysis,
     AnalysisRun,
+    Command,
     analyses,
     broken_analyses,
     get_analysis,
     parameter_schema,
+    python_analyses,
     register_analysis,
     validate_parameters,
 )
@@ -73,9 +85,11 @@ from neuroferry.pipelines.analysis._wrapper import (
 )
 
 __all__ = [
+    "COMMAND_ANALYSES",
     "ENTRY_POINT_GROUP",
     "FILE_SUMMARY",
     "KIND",
+    "OUTPUTS_FILE",
     "PRECEDENCE",
     "RESULT_KIND",
     "VOLUME_STATS",
@@ -86,8 +100,11 @@ __all__ = [
     "AnalysisSpec",
     "Asset",
     "CodeIdentity",
+    "Command",
+    "CommandDefinition",
     "DispatchModel",
     "Dispatched",
+    "FieldSpec",
     "FileSummaryOutputs",
     "FileSummaryParameters",
     "PreparedTask",
@@ -103,17 +120,21 @@ __all__ = [
     "canonical_json",
     "check_assets",
     "code_identity",
+    "command_analysis",
     "dispatch",
     "folder_of",
     "get_analysis",
+    "image_digest",
     "input_locations",
     "list_files",
     "merge_parameters",
     "normalise_extension",
     "parameter_schema",
     "parameter_sets",
+    "pin_command",
     "prepare_task",
     "provenance_record",
+    "python_analyses",
     "read_asset_ids",
     "read_dispatch_folder",
     "record_name",

@@ -9,7 +9,9 @@ that are not committed (``git status --porcelain`` lists anything: modified, sta
 untracked files) is refused unless the caller allows it; the identity then says
 ``dirty``. Without git, or outside a checkout, the commit is unknown (``None``). A
 container analysis is identified by its image and, when the image is given as
-``name@sha256:…``, its digest.
+``name@sha256:…``, its digest. A command analysis (registered by an admin) is identified
+by its name, the version the admin saved, its command script, and its image and the
+image's digest when the container runtime could tell.
 
 **Result identity.** The sha256 (hex) of the canonical JSON (:func:`canonical_json`) of::
 
@@ -20,7 +22,10 @@ container analysis is identified by its image and, when the image is given as
 so it does not change with the order of keys or of input locations, with ``1`` given for
 ``1.0`` on a float parameter, or with a parameter left out instead of given its default;
 it changes with any parameter's value, any input, and the code's name, version, commit or
-image digest. Code run from a checkout with uncommitted changes adds ``"dirty": true`` (a
+image digest. A command analysis's identity adds ``"command"`` and ``"image"`` (the code of
+other analyses has neither key, so their identities stay what they were).
+
+Code run from a checkout with uncommitted changes adds ``"dirty": true`` (a
 clean identity has no ``dirty`` key, so identities of clean code stay what they were): a
 dirty run never stands for a clean one.
 
@@ -80,7 +85,10 @@ class CodeIdentity:
     image: str | None = None
     """A container analysis's image, without its digest."""
     digest: str | None = None
-    """The image's digest (``sha256:…``) when the image was given with one."""
+    """The image's digest (``sha256:…``) when the image was given with one (or, for a
+    command analysis, when the container runtime could tell)."""
+    command: str | None = None
+    """A command analysis's command script."""
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -90,6 +98,18 @@ def code_identity(analysis: Analysis, allow_dirty: bool = False) -> CodeIdentity
     """The code identity of ``analysis``. :class:`ConfigError` if its source lies in a git
     checkout with uncommitted changes, unless ``allow_dirty`` (the identity then says
     ``dirty``)."""
+    if analysis.command is not None:
+        command = analysis.command
+        return CodeIdentity(
+            analysis.name,
+            analysis.version,
+            None,
+            None,
+            False,
+            image=command.image,
+            digest=command.digest,
+            command=command.script,
+        )
     if analysis.image is not None:
         image, digest = _split_image(analysis)
         return CodeIdentity(
@@ -251,6 +271,8 @@ def result_identity(code: CodeIdentity, locations: Sequence[str], parameters: Ba
     }
     if code.dirty:
         hashed["dirty"] = True
+    if code.command is not None:
+        hashed.update(command=code.command, image=code.image)
     document = {
         "code": hashed,
         "inputs": sorted(locations),

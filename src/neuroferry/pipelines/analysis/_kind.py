@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Engine
 
 from neuroferry.config import Settings
 from neuroferry.engine import JobKind, PreparedJob, named_destination, task_maker
@@ -90,10 +91,11 @@ def _inputs_given(spec: AnalysisSpec) -> list[str]:
     return [name for name, yes in given.items() if yes]
 
 
-def _check_parameters(spec: AnalysisSpec) -> None:
-    """Each parameter set the spec names, merged, validates: a quick check before the job
-    exists (dispatch checks every task's again)."""
-    analysis = get_analysis(spec.analysis)
+def _check_parameters(spec: AnalysisSpec, db: Engine) -> None:
+    """The analysis exists (installed, or a command analysis in ``db``) and each parameter
+    set the spec names, merged, validates: a quick check before the job exists (dispatch
+    checks every task's again)."""
+    analysis = get_analysis(spec.analysis, db)
     if spec.models:
         sets = [(f"models[{i}]", m.distributed_parameters) for i, m in enumerate(spec.models)]
     else:
@@ -141,7 +143,6 @@ def prepare(spec: AnalysisSpec, settings: Settings) -> PreparedJob:
                 f"{what}: {count} given, more than the {settings.analysis_max_models} "
                 "a job may run (analysis_max_models); split the work into several jobs"
             )
-    _check_parameters(spec)
     results = results_store(spec, settings)
     reads = [(f"locations[{i}]", url) for i, url in enumerate(spec.locations)]
     for i, model in enumerate(spec.models):
@@ -177,4 +178,5 @@ KIND: JobKind[AnalysisSpec] = JobKind(
         task("record", "run", placement="local", trigger="all_done"),
     ),
     settings_model=AnalysisSettings,
+    check=_check_parameters,
 )

@@ -1,8 +1,10 @@
-"""Analyses: Python functions registered by entry point, each with a parameter model.
+"""Analyses: Python functions registered by entry point, or commands registered by admins,
+each with a parameter model.
 
 An analysis is an :class:`Analysis` published under the entry point group
-``neuroferry.analyses`` by an installed package (installing one is an admin's act), or
-registered by hand with :func:`register_analysis` (tests, plugins loaded by hand). Its
+``neuroferry.analyses`` by an installed package (installing one is an admin's act),
+registered by hand with :func:`register_analysis` (tests, plugins loaded by hand), or a
+command analysis kept in the database (:mod:`._commands`; found when a database is given). Its
 ``run`` function gets an :class:`AnalysisRun` (the task's inputs, the validated parameters,
 a private results folder, a store opener checked against the job owner's grants, a logger
 and a cancel check) and returns its small outputs: an instance of ``outputs``, a mapping, or
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Engine
 
 from neuroferry.errors import ConfigError, InvalidInput
 from neuroferry.pipelines.analysis._models import DispatchModel
@@ -48,9 +51,22 @@ class AnalysisRun:
     log: logging.Logger
     check_cancelled: Callable[[], None]
     """Raises when the job was cancelled: call it between units of work."""
+    location: str | None = None
+    """The store URL the results folder is uploaded to (None: a dry run)."""
 
 
 RunFunction = Callable[[AnalysisRun], BaseModel | Mapping[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Command:
+    """What a command analysis runs: an admin's command line, optionally in an image."""
+
+    script: str
+    image: str | None = None
+    """The image as the container runtime names it (``name:version``)."""
+    digest: str | None = None
+    """The image's digest (``sha256:…``), when the runtime could tell."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,9 @@ class Analysis:
     description: str = ""
     version: str | None = None
     image: str | None = None
+    command: Command | None = None
+    """A command analysis's command: its code identity is the command (and image), and
+    ``version`` the version an admin saved."""
 
     def __post_init__(self) -> None:
         if not re.match(NAME_PATTERN, self.name):
@@ -122,11 +141,23 @@ def _load_installed() -> dict[str, Analysis | str]:
     return _installed
 
 
-def analyses() -> dict[str, Analysis]:
-    """Every usable analysis by name: those installed under the ``neuroferry.analyses``
-    entry point group and those registered with :func:`register_analysis`."""
+def python_analyses() -> dict[str, Analysis]:
+    """Every usable analysis by name that is a Python function: those installed under the
+    ``neuroferry.analyses`` entry point group and those registered with
+    :func:`register_analysis`."""
     found = {k: v for k, v in _load_installed().items() if isinstance(v, Analysis)}
     found.update(_registered)
+    return found
+
+
+def analyses(db: Engine | None = None) -> dict[str, Analysis]:
+    """Every usable analysis by name: the Python ones (:func:`python_analyses`) and, with
+    the database ``db``, the command analyses kept there."""
+    found = python_analyses()
+    if db is not None:
+        from neuroferry.pipelines.analysis._commands import command_analyses  # imports this
+
+        found = {**command_analyses(db), **found}
     return dict(sorted(found.items()))
 
 
@@ -139,9 +170,10 @@ def broken_analyses() -> dict[str, str]:
     }
 
 
-def get_analysis(name: str) -> Analysis:
-    """The analysis called ``name``: :class:`InvalidInput` naming the known ones if there
-    is none, :class:`ConfigError` with the reason if it is installed but broken."""
+def get_analysis(name: str, db: Engine | None = None) -> Analysis:
+    """The analysis called ``name`` (with the database ``db``: also the current version of
+    a command analysis): :class:`InvalidInput` naming the known ones if there is none,
+    :class:`ConfigError` with the reason if it is installed but broken."""
     if name in _registered:
         return _registered[name]
     found = _load_installed().get(name)
@@ -149,7 +181,13 @@ def get_analysis(name: str) -> Analysis:
         return found
     if isinstance(found, str):
         raise ConfigError(f"analysis {name!r} is installed but broken: {found}")
-    known = ", ".join(analyses()) or "none"
+    if db is not None:
+        from neuroferry.pipelines.analysis._commands import find_command_analysis
+
+        command = find_command_analysis(db, name)
+        if command is not None:
+            return command
+    known = ", ".join(analyses(db)) or "none"
     raise InvalidInput(f"unknown analysis {name!r}; known analyses: {known}")
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from neuroferry.catalog import Catalog, Owner
 from neuroferry.engine import TaskContext, TaskFailed, get_job, job_tasks, owner_of_job
 from neuroferry.errors import InvalidInput
+from neuroferry.pipelines.analysis._commands import analysis_of, pin_command
 from neuroferry.pipelines.analysis._dispatch import LOOKUP_BATCH, _batches
 from neuroferry.pipelines.analysis._dispatch import dispatch as dispatch_models
 from neuroferry.pipelines.analysis._identity import code_identity
@@ -30,7 +31,7 @@ from neuroferry.pipelines.analysis._provenance import (
     provenance_record,
     record_name,
 )
-from neuroferry.pipelines.analysis._registry import get_analysis
+from neuroferry.pipelines.analysis._registry import Analysis
 from neuroferry.pipelines.analysis._wrapper import (
     PreparedTask,
     prepare_task,
@@ -117,11 +118,10 @@ def _describe(number: int, model: DispatchModel) -> str:
 
 
 def _prepare_all(
-    ctx: TaskContext, spec: AnalysisSpec, models: Sequence[DispatchModel]
+    analysis: Analysis, spec: AnalysisSpec, models: Sequence[DispatchModel]
 ) -> list[PreparedTask]:
     """Every task's validated parameters and identity; :class:`TaskFailed` naming each
     task (up to :data:`SHOWN_PROBLEMS`) whose parameters do not validate."""
-    analysis = get_analysis(spec.analysis)
     code = code_identity(analysis, spec.allow_dirty)
     prepared, problems = [], []
     for number, model in enumerate(models, start=1):
@@ -144,7 +144,10 @@ def _prepare_all(
 def dispatch(ctx: TaskContext) -> dict[str, Any]:
     spec = AnalysisSpec.model_validate(ctx.spec)
     results = ctx.grants.check_write_url("results", results_store(spec, ctx.config))
-    prepared = _prepare_all(ctx, spec, _models(ctx, spec))
+    command = pin_command(spec.analysis, ctx.db, ctx.config)  # the run tasks get it pinned
+    prepared = _prepare_all(
+        analysis_of(spec.analysis, command, ctx.config), spec, _models(ctx, spec)
+    )
     unique = {task.identity: task for task in prepared}  # the same input and parameters twice
     existing = recorded(ctx.catalog, list(unique), owner_of_job(ctx.db, ctx.owner_id))
     items: dict[str, dict[str, Any]] = {}
@@ -173,12 +176,14 @@ def dispatch(ctx: TaskContext) -> dict[str, Any]:
         "tasks": len(items),
         "already_computed": len(existing),
         "models": items,
+        **({"command": command} if command is not None else {}),
     }
 
 
 def run(ctx: TaskContext) -> dict[str, Any]:
     spec = AnalysisSpec.model_validate(ctx.spec)
-    analysis = get_analysis(spec.analysis)
+    pinned = (ctx.upstream.get("dispatch") or {}).get("command")
+    analysis = analysis_of(spec.analysis, pinned, ctx.config)
     model = DispatchModel.model_validate(ctx.params["model"])
     task = prepare_task(
         analysis,

@@ -226,6 +226,7 @@ def run_task(
                 open_store=open_input,
                 log=log,
                 check_cancelled=check_cancelled,
+                location=None if dry_run else location,
             )
         )
         outputs = _outputs(analysis, returned)

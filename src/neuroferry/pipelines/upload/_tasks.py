@@ -23,9 +23,13 @@ from neuroferry.engine import (
     AssetClaim,
     TaskContext,
     TaskFailed,
+    command_words,
+    image_reference,
+    in_container,
     job_kinds,
     owner_of_job,
     recheck_asset_owner,
+    starts_own_container,
 )
 from neuroferry.errors import (
     FerryError,
@@ -36,12 +40,6 @@ from neuroferry.errors import (
     UnsafePath,
 )
 from neuroferry.notify import notify_job
-from neuroferry.pipelines.upload._command import (
-    command_words,
-    image_reference,
-    in_container,
-    starts_own_container,
-)
 from neuroferry.pipelines.upload._metadata import (
     DATA_DESCRIPTION,
     PROCESSING,

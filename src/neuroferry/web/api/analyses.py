@@ -47,6 +47,7 @@ class CodeOut(BaseModel):
     dirty: bool = Field(description="its git checkout has uncommitted changes")
     image: str | None
     digest: str | None
+    command: str | None = Field(None, description="a command analysis's command script")
 
 
 class AnalysisOut(BaseModel):
@@ -77,27 +78,31 @@ class AnalysesOut(BaseModel):
 
 
 @router.get("", response_model=AnalysesOut, summary="List the analyses")
-def list_analyses(me: User = Depends(current_user)) -> AnalysesOut:
-    """Every analysis installed on the service, with its code identity and the JSON
-    schemas of its parameters and outputs."""
+def list_analyses(
+    held: Services = Depends(services), me: User = Depends(current_user)
+) -> AnalysesOut:
+    """Every analysis installed on the service or registered by an admin as a command,
+    with its code identity and the JSON schemas of its parameters and outputs."""
     return AnalysesOut(
-        analyses=[AnalysisOut.of(a) for a in analyses().values()],
+        analyses=[AnalysisOut.of(a) for a in analyses(held.engine).values()],
         broken=broken_analyses() if me.is_admin else {},
     )
 
 
-def _analysis(name: str) -> Analysis:
+def _analysis(name: str, held: Services) -> Analysis:
     """The analysis ``name``; 404 naming the known ones for another name."""
     try:
-        return get_analysis(name)
+        return get_analysis(name, held.engine)
     except InvalidInput as exc:
         raise NotFound(str(exc)) from exc
 
 
 @router.get("/{name}", response_model=AnalysisOut, summary="One analysis")
-def show_analysis(name: str, me: User = Depends(current_user)) -> AnalysisOut:
+def show_analysis(
+    name: str, held: Services = Depends(services), me: User = Depends(current_user)
+) -> AnalysisOut:
     """One analysis, as the list gives it; 404 naming the known ones for another name."""
-    return AnalysisOut.of(_analysis(name))
+    return AnalysisOut.of(_analysis(name, held))
 
 
 class DispatchRequest(BaseModel):
@@ -213,7 +218,7 @@ def dispatch_request(
 async def _dispatch(
     name: str, body: DispatchRequest, request: Request, held: Services, me: User
 ) -> Dispatched:
-    analysis = _analysis(name)
+    analysis = _analysis(name, held)
     return await until_disconnected(
         request, held.catalog.engine, lambda: dispatch_request(analysis, body, held, me)
     )
@@ -303,7 +308,7 @@ def submit_analysis(
     results already recorded for you skipped unless ``force``. 404 for an unknown
     analysis; 422 naming the field of a bad body or parameter set; 403 for a location
     outside your grants."""
-    _analysis(name)
+    _analysis(name, held)
     [job_id] = submit_jobs(
         held.engine, [NewJob(KIND.name, body.spec(name))], owner_id=me.id, settings=held.settings
     )

@@ -245,9 +245,9 @@ def _blame(filled: Filled, fields: list[Field], exc: InvalidInput) -> None:
         filled.errors.setdefault("", message)
 
 
-def _analysis(name: str) -> Analysis:
+def _analysis(name: str, held: Services) -> Analysis:
     try:
-        return get_analysis(name)
+        return get_analysis(name, held.engine)
     except InvalidInput as exc:
         raise NotFound(str(exc)) from exc
 
@@ -273,23 +273,27 @@ def _page(
 
 
 @router.get("/analyses")
-def analyses_page(request: Request, me: User = Depends(page_user)) -> Response:
-    """Every installed analysis with its description and code identity."""
-    listed = [(a, code_identity(a, allow_dirty=True)) for a in analyses().values()]
+def analyses_page(
+    request: Request, held: Services = Depends(services), me: User = Depends(page_user)
+) -> Response:
+    """Every analysis with its description and code identity."""
+    listed = [(a, code_identity(a, allow_dirty=True)) for a in analyses(held.engine).values()]
     return render(request, "analyses.html", listed=listed)
 
 
 @router.get("/analyses/{name}")
-def analysis_page(request: Request, name: str, me: User = Depends(page_user)) -> Response:
+def analysis_page(
+    request: Request, name: str, held: Services = Depends(services), me: User = Depends(page_user)
+) -> Response:
     """One analysis's form, its parameters' defaults filled in."""
-    analysis = _analysis(name)
+    analysis = _analysis(name, held)
     return _page(request, analysis, _blank(form_fields(parameter_schema(analysis))))
 
 
 async def _filled(
-    request: Request, name: str
+    request: Request, name: str, held: Services
 ) -> tuple[Analysis, list[Field], Filled, AnalysisSpec | None]:
-    analysis = _analysis(name)
+    analysis = _analysis(name, held)
     fields = form_fields(parameter_schema(analysis))
     form = await request.form()
     filled, spec = _read(form, fields, analysis.name)
@@ -307,7 +311,7 @@ async def analysis_preview(
     request: Request, name: str, held: Services = Depends(services), me: User = Depends(page_user)
 ) -> Response:
     """The form again, with what it would run: N inputs x M parameter sets = K tasks."""
-    analysis, fields, filled, spec = await _filled(request, name)
+    analysis, fields, filled, spec = await _filled(request, name, held)
     if spec is None:
         return _page(request, analysis, filled, 422)
     body = DispatchRequest(
@@ -332,7 +336,7 @@ async def analysis_submit(
     request: Request, name: str, held: Services = Depends(services), me: User = Depends(page_user)
 ) -> Response:
     """Submit the form as an ``analysis`` job and go to its page."""
-    analysis, fields, filled, spec = await _filled(request, name)
+    analysis, fields, filled, spec = await _filled(request, name, held)
     if spec is None:
         return _page(request, analysis, filled, 422)
     try:

@@ -1,4 +1,5 @@
-"""The command line of a ``command`` transformation: placeholders and container runtimes."""
+"""Command lines of admin-defined commands (the upload's ``command`` transformation, command
+analyses): placeholders and container runtimes."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 from pathlib import PurePosixPath
 
-from neuroferry.engine import TaskFailed
+from neuroferry.engine._context import TaskFailed
 
 PLACEHOLDERS = (
     "INPUT_SOURCE",
@@ -18,7 +19,7 @@ PLACEHOLDERS = (
     "IMAGE",
     "S3_LOCATION",
 )
-"""What ``%NAME`` in a ``command_script`` is replaced with (see the upload guide)."""
+"""What ``%NAME`` in a ``command_script`` is replaced with (see the upload and analysis guides)."""
 
 # longest first, so that %IMAGE_VERSION is not read as %IMAGE followed by "_VERSION"
 _PATTERN = re.compile("%(" + "|".join(sorted(PLACEHOLDERS, key=len, reverse=True)) + ")")
