@@ -35,14 +35,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from neuroferry.catalog import Catalog, Person
-from neuroferry.config import Settings
-from neuroferry.errors import InvalidInput, StoreError, validation_problems
+from neuroferry.config import Settings, get_settings
+from neuroferry.errors import Forbidden, InvalidInput, StoreError, validation_problems
 from neuroferry.grants import Access, normalise_url
+from neuroferry.pipelines.analysis._kind import AnalysisSpec
 from neuroferry.pipelines.analysis._models import (
     AnalysisParameters,
     DispatchModel,
     merge_parameters,
 )
+from neuroferry.pipelines.analysis._registry import get_analysis
 from neuroferry.stores import open_store
 
 #: At most this many stores are listed (or objects written) at the same time.
@@ -258,13 +260,85 @@ def assets_from_urls(
     return assets
 
 
-def check_assets(assets: Sequence[Asset], access: Access) -> list[Asset]:
+def check_assets(
+    assets: Sequence[Asset],
+    access: Access,
+    catalog: Catalog | None = None,
+    viewer: Person | None = None,
+) -> list[Asset]:
     """The assets with their locations in canonical form, if the job's owner may read
-    every one (:class:`~neuroferry.errors.Forbidden` names the first other asset)."""
-    return [
+    every one: within their grants and, with the ``catalog``, holding no data of another
+    user (:func:`check_not_others`). :class:`~neuroferry.errors.Forbidden` names the first
+    other asset."""
+    checked = [
         Asset(access.check_read_url(f"asset {a.name!r}", a.location), a.name, a.record_id)
         for a in assets
     ]
+    if catalog is not None:
+        check_not_others([(f"asset {a.name!r}", a.location) for a in checked], catalog, viewer)
+    return checked
+
+
+def _parents(url: str) -> list[str]:
+    """The folders or prefixes that hold canonical ``url``, nearest first (not the
+    scheme's root)."""
+    scheme, _, path = url.partition("://")
+    parts = path.split("/")
+    return [f"{scheme}://{'/'.join(parts[:i])}" for i in range(len(parts) - 1, 0, -1)]
+
+
+def _root(urls: Sequence[str]) -> str:
+    """The deepest folder or prefix that holds (or is) every one of canonical ``urls``
+    (all of one scheme and bucket)."""
+    split = [u.split("/") for u in urls]
+    common = []
+    for parts in zip(*split, strict=False):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return "/".join(common)
+
+
+def check_not_others(
+    located: Sequence[tuple[str, str]], catalog: Catalog, viewer: Person | None
+) -> None:
+    """:class:`~neuroferry.errors.Forbidden`, naming the label, if one of the canonical
+    ``(label, url)`` is, lies inside or holds the location of a catalog document that
+    ``viewer`` may not see (another user's asset or result, or one without an owner): a
+    user reads only their own data, whatever store prefix or destination it lies in.
+    Admins (and the service, ``viewer`` None) read anywhere their grants allow."""
+    if viewer is None or viewer.is_admin or not located:
+        return
+    urls = list(dict.fromkeys(url for _label, url in located))
+    around = {u: u for u in urls}
+    for url in urls:
+        for parent in _parents(url):
+            around.setdefault(parent, url)
+    groups: dict[str, list[str]] = {}
+    for url in urls:
+        scheme, _, path = url.partition("://")
+        groups.setdefault(f"{scheme}://{path.split('/', 1)[0]}", []).append(url)
+    under = [_root(group) for group in groups.values()]
+    wanted = set(urls)
+    for location in catalog.hidden_from(viewer, at=list(around), under=under):
+        try:
+            theirs = normalise_url("location", location)
+        except InvalidInput:
+            continue
+        if theirs in around:
+            url = around[theirs]
+            how = "is" if theirs == url else "lies inside"
+        else:
+            holder = next((p for p in _parents(theirs) if p in wanted), None)
+            if holder is None:
+                continue
+            url, how = holder, "holds"
+        label = next(label for label, u in located if u == url)
+        raise Forbidden(
+            f"{label}: {url} {how} the data of another user (a catalog asset or result you "
+            "may not see); you may analyse only your own data: select your own assets, or "
+            "a location that holds nothing of another user's"
+        )
 
 
 # -- files ------------------------------------------------------------------------------
@@ -292,12 +366,29 @@ def _match(path: str, extension: str) -> str | None:
     return None
 
 
-def list_files(asset: Asset, extension: str, settings: Settings | None = None) -> list[str]:
+def list_files(
+    asset: Asset,
+    extension: str,
+    settings: Settings | None = None,
+    max_listed: int | None = None,
+) -> list[str]:
     """The URLs of the files (or folders) in ``asset`` whose name ends with ``extension``,
-    ignoring case, by path. The store is listed once."""
+    ignoring case, by path. The store is listed once, at most ``max_listed`` objects
+    (default: the setting ``analysis_max_listed``): a location that holds more is refused
+    (:class:`InvalidInput` naming it and the number)."""
+    if max_listed is None:
+        max_listed = (settings or get_settings()).analysis_max_listed
+    found: set[str] = set()
     try:
-        entries = open_store(asset.location, settings=settings).list()
-        found = {m for entry in entries if (m := _match(entry.path, extension)) is not None}
+        for listed, entry in enumerate(open_store(asset.location, settings=settings).list()):
+            if listed == max_listed:
+                raise InvalidInput(
+                    f"asset {asset.name!r}: {asset.location} holds more than {max_listed} "
+                    "objects, more than a dispatch lists in one location (setting "
+                    "analysis_max_listed): select the assets or folders that hold the files"
+                )
+            if (m := _match(entry.path, extension)) is not None:
+                found.add(m)
     except StoreError as exc:
         raise type(exc)(f"asset {asset.name!r}: {exc}") from exc
     return [f"{asset.location}/{path}" for path in sorted(found)]
@@ -423,7 +514,7 @@ def dispatch(
     sets = parameter_sets(parameters or AnalysisParameters(), overrides, parameter_model)
     extension = normalise_extension(file_extension)
     assets, query = _select(filter, asset_csv, asset_ids, urls, catalog, viewer)
-    assets = check_assets(assets, access)
+    assets = check_assets(assets, access, catalog, viewer)
     inputs, without = _inputs(assets, extension, split_files, settings)
     if max_models is not None and len(inputs) * len(sets) > max_models:
         raise InvalidInput(
@@ -447,3 +538,85 @@ def dispatch(
         for one in sets
     )
     return Dispatched(models, assets, without, len(inputs), len(sets))
+
+
+# -- an analysis job's spec --------------------------------------------------------------
+
+
+def check_models(
+    models: Sequence[DispatchModel],
+    catalog: Catalog,
+    viewer: Person | None,
+    access: Access,
+) -> list[DispatchModel]:
+    """Prebuilt dispatch models, if the job's owner may read every location they name
+    (as :func:`check_assets` checks an asset's) and every ``docdb_record_id`` names a
+    catalog document the owner may see (or is ""), so that a record never claims another
+    user's asset; :class:`~neuroferry.errors.Forbidden` or :class:`InvalidInput` names
+    the model and field."""
+    located = []
+    for i, model in enumerate(models):
+        for field_name in ("s3_location", "file_location"):
+            for j, url in enumerate(getattr(model, field_name) or []):
+                label = f"models[{i}].{field_name}[{j}]"
+                located.append((label, access.check_read_url(label, url)))
+    check_not_others(located, catalog, viewer)
+    ids = {
+        (f"models[{i}].docdb_record_id[{j}]", value)
+        for i, model in enumerate(models)
+        for j, value in enumerate(model.docdb_record_id)
+        if value
+    }
+    wanted = list(dict.fromkeys(value for _label, value in sorted(ids)))
+    seen: set[str] = set()
+    for batch in _batches(wanted, LOOKUP_BATCH):
+        docs = catalog.find({"_id": {"$in": list(batch)}}, projection={"_id": 1}, viewer=viewer)
+        seen.update(str(doc["_id"]) for doc in docs)
+    unknown = sorted(label for label, value in ids if value not in seen)
+    if unknown:
+        more = len(unknown) - SHOWN_PROBLEMS
+        raise InvalidInput(
+            "; ".join(
+                f"{label}: not the _id of a catalog document you may see"
+                for label in unknown[:SHOWN_PROBLEMS]
+            )
+            + (f"; and {more} more" if more > 0 else "")
+            + ' (give the _id of one of your own assets, or "" for a location without one)',
+            [{"field": label, "message": "unknown catalog _id"} for label in unknown],
+        )
+    return list(models)
+
+
+def dispatch_spec(
+    spec: AnalysisSpec,
+    *,
+    catalog: Catalog,
+    viewer: Person | None,
+    access: Access,
+    settings: Settings,
+) -> Dispatched:
+    """The dispatch models of an ``analysis`` job's spec (or of a preview's request) for
+    its owner ``viewer``, whose reads ``access`` allows: its prebuilt ``models``
+    (:func:`check_models`), or those :func:`dispatch` makes from its query, asset ids or
+    locations, with every parameter set checked against the analysis's model."""
+    if spec.models:
+        models = check_models(spec.models, catalog, viewer, access)
+        return Dispatched(models, [], [], len(models), 1)
+    return dispatch(
+        filter=spec.query,
+        asset_ids=spec.asset_ids or None,
+        urls=spec.locations or None,
+        parameters=AnalysisParameters(
+            fixed_parameters=spec.fixed_parameters,
+            distributed_parameters=spec.distributed_parameters,
+        ),
+        overrides=spec.parameters,
+        parameter_model=get_analysis(spec.analysis).parameters,
+        file_extension=spec.file_extension,
+        split_files=spec.split_files,
+        catalog=catalog,
+        viewer=viewer,
+        access=access,
+        settings=settings,
+        max_models=settings.analysis_max_models,
+    )

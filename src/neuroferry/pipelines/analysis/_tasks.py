@@ -10,8 +10,6 @@ it, with the existing record in its settings. ``run`` returns the wrapper's resu
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,11 +18,10 @@ from sqlalchemy import Engine
 from neuroferry.catalog import Catalog, Owner
 from neuroferry.engine import TaskContext, TaskFailed, get_job, job_tasks, owner_of_job
 from neuroferry.errors import InvalidInput
-from neuroferry.pipelines.analysis._dispatch import LOOKUP_BATCH, _batches
-from neuroferry.pipelines.analysis._dispatch import dispatch as dispatch_models
+from neuroferry.pipelines.analysis._dispatch import LOOKUP_BATCH, _batches, dispatch_spec
 from neuroferry.pipelines.analysis._identity import code_identity
 from neuroferry.pipelines.analysis._kind import AnalysisSpec, results_store
-from neuroferry.pipelines.analysis._models import AnalysisParameters, DispatchModel
+from neuroferry.pipelines.analysis._models import DispatchModel
 from neuroferry.pipelines.analysis._provenance import (
     RESULT_KIND,
     provenance_record,
@@ -73,39 +70,16 @@ def recorded(
     return found
 
 
-def _asset_csv(ids: Sequence[str]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["asset_id"])
-    writer.writerows([value] for value in ids)
-    return out.getvalue()
-
-
 def _models(ctx: TaskContext, spec: AnalysisSpec) -> list[DispatchModel]:
-    """The spec's prebuilt models (their locations checked again), or those dispatch
-    builds from its query, asset ids or locations."""
-    if spec.models:
-        for i, model in enumerate(spec.models):
-            for url in [*model.s3_location, *(model.file_location or [])]:
-                ctx.grants.check_read_url(f"models[{i}]", url)
-        return list(spec.models)
-    owner = owner_of_job(ctx.db, ctx.owner_id)
+    """The spec's prebuilt models (checked again), or those dispatch builds from its
+    query, asset ids or locations, for the job's owner."""
     return list(
-        dispatch_models(
-            filter=spec.query,
-            asset_csv=_asset_csv(spec.asset_ids) if spec.asset_ids else None,
-            urls=spec.locations or None,
-            parameters=AnalysisParameters(
-                fixed_parameters=spec.fixed_parameters,
-                distributed_parameters=spec.distributed_parameters,
-            ),
-            file_extension=spec.file_extension,
-            split_files=spec.split_files,
+        dispatch_spec(
+            spec,
             catalog=ctx.catalog,
-            viewer=owner,
+            viewer=owner_of_job(ctx.db, ctx.owner_id),
             access=ctx.grants,
             settings=ctx.config,
-            max_models=ctx.config.analysis_max_models,
         )
     )
 
@@ -221,7 +195,7 @@ def record(ctx: TaskContext) -> dict[str, Any]:
         if identity not in existing
     ]
     for batch in _batches(docs, RECORD_BATCH):
-        ctx.catalog.upsert_many(batch, owner)
+        ctx.catalog.upsert_many(batch, owner, records=True)
     ctx.log.info("%d provenance records written, %d already there", len(docs), len(existing))
     return {"recorded": len(docs), "already_recorded": len(existing)}
 

@@ -17,7 +17,6 @@ from neuroferry.pipelines.analysis import (
     KIND,
     PRECEDENCE,
     Analysis,
-    AnalysisParameters,
     AnalysisSpec,
     Dispatched,
     DispatchModel,
@@ -25,7 +24,7 @@ from neuroferry.pipelines.analysis import (
     analysis_results,
     broken_analyses,
     code_identity,
-    dispatch,
+    dispatch_spec,
     get_analysis,
     parameter_schema,
 )
@@ -136,6 +135,10 @@ class DispatchRequest(BaseModel):
         True, description="one input per matching file (else one per asset, with its files)"
     )
 
+    def spec(self, name: str) -> AnalysisSpec:
+        """The ``analysis`` job's spec (of a preview: the job it previews)."""
+        return AnalysisSpec.model_validate({"analysis": name, **self.model_dump(exclude_none=True)})
+
     def check_inputs(self) -> None:
         """:class:`InvalidInput` unless exactly one way to give the data is used."""
         given = [
@@ -189,24 +192,12 @@ def dispatch_request(
     """The dispatch models of ``body`` for ``me``: their own documents, locations within
     their grants, every parameter set valid for the analysis."""
     body.check_inputs()
-    settings = held.settings
-    return dispatch(
-        filter=body.query,
-        asset_ids=body.asset_ids,
-        urls=body.locations,
-        parameters=AnalysisParameters(
-            fixed_parameters=body.fixed_parameters,
-            distributed_parameters=body.distributed_parameters,
-        ),
-        overrides=body.parameters,
-        parameter_model=analysis.parameters,
-        file_extension=body.file_extension,
-        split_files=body.split_files,
+    return dispatch_spec(
+        body.spec(analysis.name),
         catalog=held.catalog,
         viewer=me,
-        access=access_for(settings, me.name, me.role),
-        settings=settings,
-        max_models=settings.analysis_max_models,
+        access=access_for(held.settings, me.name, me.role),
+        settings=held.settings,
     )
 
 
@@ -268,11 +259,6 @@ class SubmitRequest(DispatchRequest):
         False, description="run code from a git checkout with uncommitted changes"
     )
     user_email: str | None = Field(None, description="where to send the job's notifications")
-
-    def spec(self, name: str) -> AnalysisSpec:
-        """The ``analysis`` job's spec."""
-        given = self.model_dump(exclude_none=True)
-        return AnalysisSpec.model_validate({"analysis": name, **given})
 
 
 class SubmittedOut(BaseModel):
