@@ -336,8 +336,8 @@ def check_not_others(
         label = next(label for label, u in located if u == url)
         raise Forbidden(
             f"{label}: {url} {how} the data of another user (a catalog asset or result you "
-            "may not see); you may analyse only your own data: select your own assets, or "
-            "a location that holds nothing of another user's"
+            "may not see); your analyses read and write only your own data: choose a "
+            "location that neither is, lies inside nor holds another user's"
         )
 
 

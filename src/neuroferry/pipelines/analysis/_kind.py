@@ -10,14 +10,14 @@ the provenance records of the results made, :mod:`._provenance`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from neuroferry.config import Settings
 from neuroferry.engine import JobKind, PreparedJob, named_destination, task_maker
 from neuroferry.errors import InvalidInput
-from neuroferry.pipelines.analysis._models import DispatchModel, merge_parameters
+from neuroferry.pipelines.analysis._models import DispatchModel, check_finite, merge_parameters
 from neuroferry.pipelines.analysis._registry import get_analysis, validate_parameters
 
 KIND_NAME = "analysis"
@@ -67,6 +67,11 @@ class AnalysisSpec(BaseModel):
     """Run an analysis whose source checkout has uncommitted changes (its records say so)."""
     user_email: str | None = None
     email_notification_types: list[EVENTS] | None = None
+
+    @model_validator(mode="after")
+    def _finite(self) -> Self:
+        check_finite(self, ("query", "fixed_parameters", "distributed_parameters", "parameters"))
+        return self
 
 
 def results_store(spec: AnalysisSpec, settings: Settings) -> str:

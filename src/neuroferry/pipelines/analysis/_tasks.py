@@ -17,8 +17,13 @@ from sqlalchemy import Engine
 
 from neuroferry.catalog import Catalog, Owner
 from neuroferry.engine import TaskContext, TaskFailed, get_job, job_tasks, owner_of_job
-from neuroferry.errors import InvalidInput
-from neuroferry.pipelines.analysis._dispatch import LOOKUP_BATCH, _batches, dispatch_spec
+from neuroferry.errors import Forbidden, InvalidInput
+from neuroferry.pipelines.analysis._dispatch import (
+    LOOKUP_BATCH,
+    _batches,
+    check_not_others,
+    dispatch_spec,
+)
 from neuroferry.pipelines.analysis._identity import code_identity
 from neuroferry.pipelines.analysis._kind import AnalysisSpec, results_store
 from neuroferry.pipelines.analysis._models import DispatchModel
@@ -120,13 +125,19 @@ def dispatch(ctx: TaskContext) -> dict[str, Any]:
     results = ctx.grants.check_write_url("results", results_store(spec, ctx.config))
     prepared = _prepare_all(ctx, spec, _models(ctx, spec))
     unique = {task.identity: task for task in prepared}  # the same input and parameters twice
-    existing = recorded(ctx.catalog, list(unique), owner_of_job(ctx.db, ctx.owner_id))
+    owner = owner_of_job(ctx.db, ctx.owner_id)
+    locations = {i: results_location(results, spec.analysis, i, ctx.owner_id) for i in unique}
+    try:
+        check_not_others([("results", url) for url in locations.values()], ctx.catalog, owner)
+    except Forbidden as exc:
+        raise TaskFailed(f"{exc}; nothing was computed") from exc
+    existing = recorded(ctx.catalog, list(unique), owner)
     items: dict[str, dict[str, Any]] = {}
     for identity, task in unique.items():
         item: dict[str, Any] = {
             "model": task.model.model_dump(mode="json"),
             "results": results,
-            "location": results_location(results, spec.analysis, identity, ctx.owner_id),
+            "location": locations[identity],
         }
         if identity in existing:
             item["existing"] = existing[identity]

@@ -7,11 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from neuroferry.auth import User
 from neuroferry.engine import NewJob, submit_jobs
-from neuroferry.errors import InvalidInput, NotFound
+from neuroferry.errors import InvalidInput, NotFound, validation_problems
 from neuroferry.grants import access_for
 from neuroferry.pipelines.analysis import (
     KIND,
@@ -137,7 +137,13 @@ class DispatchRequest(BaseModel):
 
     def spec(self, name: str) -> AnalysisSpec:
         """The ``analysis`` job's spec (of a preview: the job it previews)."""
-        return AnalysisSpec.model_validate({"analysis": name, **self.model_dump(exclude_none=True)})
+        try:
+            return AnalysisSpec.model_validate(
+                {"analysis": name, **self.model_dump(exclude_none=True)}
+            )
+        except ValidationError as exc:
+            problems = validation_problems(exc)
+            raise InvalidInput("; ".join(problems)) from exc
 
     def check_inputs(self) -> None:
         """:class:`InvalidInput` unless exactly one way to give the data is used."""
