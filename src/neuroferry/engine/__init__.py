@@ -51,6 +51,7 @@ from neuroferry.engine._kinds import (
     check_kind_settings,
     get_kind,
     job_kinds,
+    load_entry_points,
     register_kind,
     task_maker,
 )
@@ -122,6 +123,7 @@ __all__ = [
     "job_type_history",
     "list_job_types",
     "list_jobs",
+    "load_entry_points",
     "lock_key",
     "log_key",
     "make_cluster",
