@@ -14,6 +14,7 @@ from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from neuroferry.catalog import parse_filter
 from neuroferry.config import Settings
 from neuroferry.engine import JobKind, PreparedJob, named_destination, task_maker
 from neuroferry.errors import InvalidInput
@@ -147,6 +148,11 @@ def prepare(spec: AnalysisSpec, settings: Settings) -> PreparedJob:
                 "a job may run (analysis_max_models); split the work into several jobs"
             )
     _check_parameters(spec)
+    if spec.query is not None:
+        try:
+            parse_filter(spec.query)
+        except InvalidInput as exc:
+            raise type(exc)(f"query: {exc}", exc.problems) from None
     results = results_store(spec, settings)
     reads = [(f"locations[{i}]", url) for i, url in enumerate(spec.locations)]
     for i, model in enumerate(spec.models):

@@ -23,6 +23,7 @@ from neuroferry.pipelines.analysis import (
     analyses,
     analysis_results,
     broken_analyses,
+    check_models,
     code_identity,
     dispatch_spec,
     get_analysis,
@@ -296,8 +297,11 @@ def submit_analysis(
     analysis; 422 naming the field of a bad body or parameter set; 403 for a location
     outside your grants."""
     _analysis(name)
+    spec = body.spec(name)
+    if spec.models:  # checked again when the job dispatches; here to refuse it at once
+        check_models(spec.models, held.catalog, me, access_for(held.settings, me.name, me.role))
     [job_id] = submit_jobs(
-        held.engine, [NewJob(KIND.name, body.spec(name))], owner_id=me.id, settings=held.settings
+        held.engine, [NewJob(KIND.name, spec)], owner_id=me.id, settings=held.settings
     )
     held.wake()
     return SubmittedOut(job_id=job_id)
