@@ -2,8 +2,9 @@
 
 The data comes from one of four places: a catalog filter, a CSV with an ``asset_id``
 column (catalog ``_id``\\ s or asset names), those ids as a list, or store URLs. Every
-asset's location is checked against the job owner's grants; with a file extension, each
-asset's store is listed once and its matching files become the inputs (one task per file with
+asset's location is checked against the job owner's grants and must hold none of another
+user's data (:func:`check_not_others`); with a file extension, each asset's store is listed
+once (at most ``analysis_max_listed`` objects) and its matching files become the inputs (one task per file with
 ``split_files``, else one per asset). A file extension is given with or without its dot
 and matches ignoring case (``.nwb`` finds ``x.NWB``, which the original's glob misses), a
 file or a folder (``.zarr``). N inputs x M distributed parameter sets give N x M
@@ -508,7 +509,8 @@ def dispatch(
     or asset names, as an asset CSV's column gives them) or ``urls`` (store URLs), x the
     parameter sets of ``parameters``; with the counts a preview shows
     (:meth:`Dispatched.preview`). ``catalog`` documents are those ``viewer`` may see;
-    every location must be readable under ``access``. ``parameter_model``: see
+    every location must be readable under ``access`` and hold none of another user's
+    data (:func:`check_assets`). ``parameter_model``: see
     :func:`parameter_sets`. More than ``max_models`` models are refused
     (:class:`InvalidInput` with the counts). The module's docstring gives the rules."""
     sets = parameter_sets(parameters or AnalysisParameters(), overrides, parameter_model)
