@@ -3,13 +3,14 @@
 The data comes from one of four places: a catalog filter, a CSV with an ``asset_id``
 column (catalog ``_id``\\ s or asset names), those ids as a list, or store URLs. Every
 asset's location is checked against the job owner's grants and must hold none of another
-user's data (:func:`check_not_others`); with a file extension, each asset's store is listed
-once (at most ``analysis_max_listed`` objects) and its matching files become the inputs
-(one task per file with ``split_files``, else one per asset). A file extension is given
-with or without its dot and matches ignoring case (``.nwb`` finds ``x.NWB``, which the
-original's glob misses), a file or a folder (``.zarr``). N inputs x M distributed parameter sets give N x M
-models, inputs in order (assets by name for a filter, in row order for a CSV, as given
-for ids and URLs; files by path), each input's parameter sets together.
+user's data (:func:`check_not_others`); with a file extension, each asset's store is
+listed once (at most ``analysis_max_listed`` objects) and its matching files become the
+inputs (one task per file with ``split_files``, else one per asset). A file extension is
+given with or without its dot and matches ignoring case (``.nwb`` finds ``x.NWB``, which
+the original's glob misses), a file or a folder (``.zarr``). N inputs x M distributed
+parameter sets give N x M models, inputs in order (assets by name for a filter, in row
+order for a CSV, as given for ids and URLs; files by path), each input's parameter sets
+together.
 
 Where the original dispatcher's behaviour shows in its files, it is kept: ``query`` is
 the filter as ``json.dumps`` writes it, but None for CSV, id or URL inputs and when files
