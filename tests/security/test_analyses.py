@@ -246,6 +246,17 @@ def test_query_operators_that_run_code_are_refused(hostile: Deployment) -> None:
             assert resp.status_code == 422, (query, resp.text)
 
 
+def test_unsafe_locations_are_refused_naming_the_field(hostile: Deployment) -> None:
+    home = hostile.home.as_uri()
+    for url in (f"{home}/lake/x?y=1", f"{home}/lake/x#y", "etc/passwd", f"{home}/lake/x\x00"):
+        resp = hostile.api("POST", f"{ANALYSIS}/preview", "bob", json={"locations": [url]})
+        assert resp.status_code == 422, (url, resp.text)
+        assert resp.json()["detail"].startswith("locations[0]: "), resp.text
+    for url in (f"{home}/ferry.db", f"{home}/lake/%252e%252e/ferry.toml", "file:///etc"):
+        resp = hostile.api("POST", f"{ANALYSIS}/preview", "bob", json={"locations": [url]})
+        assert resp.status_code == 403, (url, resp.text)
+
+
 def test_bad_file_extensions_are_refused(hostile: Deployment, lab: dict[str, Any]) -> None:
     for extension in ("../secret", "a/b", ".", "..", "*", ".nwb/../x", "%2E%2E%2F"):
         body = {"locations": [lab["bob"].as_uri()], "file_extension": extension}

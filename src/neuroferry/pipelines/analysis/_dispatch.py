@@ -245,7 +245,7 @@ def assets_from_urls(
 ) -> list[Asset]:
     """The assets at store URLs, as given: named by the catalog document at that location
     (that ``viewer`` may see) if there is one, else by the URL's last part."""
-    canonical = [normalise_url(f"urls[{i}]", url) for i, url in enumerate(urls)]
+    canonical = [normalise_url(f"locations[{i}]", url) for i, url in enumerate(urls)]
     known: dict[str, Mapping[str, Any]] = {}
     if catalog is not None:
         spellings = list(dict.fromkeys([*urls, *canonical]))
