@@ -215,8 +215,8 @@ class DispatchOptions:
 
     def inputs_given(self) -> list[str]:
         """The INPUTS options given."""
-        given = (("--query", self.query), ("--asset-csv", self.asset_csv))
-        return [name for name, value in (*given, ("--location", self.location)) if value]
+        given = {"--query": self.query, "--asset-csv": self.asset_csv, "--location": self.location}
+        return [name for name, value in given.items() if value]
 
     def request(self) -> DispatchRequest:
         """The request body of the INPUTS (exactly one of ``--query``, ``--asset-csv``,
@@ -252,14 +252,15 @@ class DispatchOptions:
 
 
 _OPTIONS = {
-    "query": (str | None, QUERY),
-    "asset_csv": (Path | None, ASSET_CSV),
-    "location": (list[str] | None, LOCATION),
-    "parameters": (Path | None, PARAMETERS),
-    "set_values": (list[str] | None, SET),
-    "file_extension": (str | None, FILE_EXTENSION),
-    "split_files": (bool, SPLIT_FILES),
+    "query": QUERY,
+    "asset_csv": ASSET_CSV,
+    "location": LOCATION,
+    "parameters": PARAMETERS,
+    "set_values": SET,
+    "file_extension": FILE_EXTENSION,
+    "split_files": SPLIT_FILES,
 }
+"""The option of each field of :class:`DispatchOptions`."""
 
 
 def dispatch_options(command: Callable[..., None]) -> Callable[..., None]:
@@ -272,9 +273,11 @@ def dispatch_options(command: Callable[..., None]) -> Callable[..., None]:
         for p in signature.parameters.values()
         if p.name != "options"
     ]
+    kinds = get_type_hints(DispatchOptions)
+    keyword = inspect.Parameter.KEYWORD_ONLY
     added = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
-        for name, (kind, default) in _OPTIONS.items()
+        inspect.Parameter(name, keyword, default=option, annotation=kinds[name])
+        for name, option in _OPTIONS.items()
     ]
 
     @functools.wraps(command)
@@ -282,7 +285,7 @@ def dispatch_options(command: Callable[..., None]) -> Callable[..., None]:
         options = DispatchOptions(**{name: given.pop(name) for name in _OPTIONS})
         command(options=options, **given)
 
-    parameters = [own[0], *added, *(p.replace(kind=p.KEYWORD_ONLY) for p in own[1:])]
+    parameters = [own[0], *added, *(p.replace(kind=keyword) for p in own[1:])]
     with_options.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     with_options.__annotations__ = {
         **{p.name: p.annotation for p in parameters},
