@@ -121,9 +121,16 @@ def test_another_users_data_is_neither_read_nor_listed(
             assert not any(name in resp.text for name in files), (url, resp.text)
             if url.rstrip("/") == lake:  # the lake's answer names nothing in it
                 assert ASSET not in resp.text and "bob-data" not in resp.text, resp.text
-        job = analysis_job(hostile, "bob", locations=[url])
-        assert job["state"] == "failed", (url, job)
-        assert "another user" in task_errors(hostile, "bob", job["id"])["dispatch"]
+        resp = hostile.api("POST", f"{ANALYSIS}/jobs", "bob", json={"locations": [url]})
+        assert resp.status_code == 403, (url, resp.text)
+        assert resp.json()["detail"].startswith("locations[0]: "), resp.text
+    # a job submitted by its spec alone fails when it dispatches, and reads nothing
+    spec = {"analysis": "file-summary", "locations": [lake], "allow_dirty": True}
+    resp = hostile.api("POST", "/jobs/analysis", "bob", json=spec)
+    assert resp.status_code == 201, resp.text
+    job = hostile.wait(resp.json()["job_id"], "bob")
+    assert job["state"] == "failed", job
+    assert "another user" in task_errors(hostile, "bob", job["id"])["dispatch"]
     # nor through prebuilt dispatch models
     model = {"s3_location": [lab["asset"].as_uri()], "asset_name": ["x"], "docdb_record_id": [""]}
     resp = hostile.api("POST", f"{ANALYSIS}/jobs", "bob", json={"models": [model]})

@@ -590,6 +590,21 @@ def check_models(
     return list(models)
 
 
+def check_spec(
+    spec: AnalysisSpec, *, catalog: Catalog, viewer: Person | None, access: Access
+) -> None:
+    """The checks of a spec's ``locations`` and prebuilt ``models`` that need the catalog
+    (:func:`check_not_others`, :func:`check_models`), to refuse a job when it is
+    submitted rather than when it dispatches (which checks them again)."""
+    if spec.models:
+        check_models(spec.models, catalog, viewer, access)
+    located = [
+        (f"locations[{i}]", access.check_read_url(f"locations[{i}]", url))
+        for i, url in enumerate(spec.locations)
+    ]
+    check_not_others(located, catalog, viewer)
+
+
 def dispatch_spec(
     spec: AnalysisSpec,
     *,

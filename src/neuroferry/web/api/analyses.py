@@ -23,7 +23,7 @@ from neuroferry.pipelines.analysis import (
     analyses,
     analysis_results,
     broken_analyses,
-    check_models,
+    check_spec,
     code_identity,
     dispatch_spec,
     get_analysis,
@@ -294,12 +294,12 @@ def submit_analysis(
 ) -> SubmittedOut:
     """Submit an ``analysis`` job owned by you: one task per input and parameter set,
     results already recorded for you skipped unless ``force``. 404 for an unknown
-    analysis; 422 naming the field of a bad body or parameter set; 403 for a location
-    outside your grants."""
+    analysis; 422 naming the field of a bad body, parameter set or model; 403 for a
+    location outside your grants or at, inside or around another user's data."""
     _analysis(name)
     spec = body.spec(name)
-    if spec.models:  # checked again when the job dispatches; here to refuse it at once
-        check_models(spec.models, held.catalog, me, access_for(held.settings, me.name, me.role))
+    access = access_for(held.settings, me.name, me.role)
+    check_spec(spec, catalog=held.catalog, viewer=me, access=access)  # at once, not at dispatch
     [job_id] = submit_jobs(
         held.engine, [NewJob(KIND.name, spec)], owner_id=me.id, settings=held.settings
     )
