@@ -75,20 +75,6 @@ def recorded(
     return found
 
 
-def _models(ctx: TaskContext, spec: AnalysisSpec) -> list[DispatchModel]:
-    """The spec's prebuilt models (checked again), or those dispatch builds from its
-    query, asset ids or locations, for the job's owner."""
-    return list(
-        dispatch_spec(
-            spec,
-            catalog=ctx.catalog,
-            viewer=owner_of_job(ctx.db, ctx.owner_id),
-            access=ctx.grants,
-            settings=ctx.config,
-        )
-    )
-
-
 def _describe(number: int, model: DispatchModel) -> str:
     where = ", ".join(model.file_location or model.asset_name)
     sets = f", parameter set {model.distributed_parameters}" if model.distributed_parameters else ""
@@ -123,9 +109,12 @@ def _prepare_all(
 def dispatch(ctx: TaskContext) -> dict[str, Any]:
     spec = AnalysisSpec.model_validate(ctx.spec)
     results = ctx.grants.check_write_url("results", results_store(spec, ctx.config))
-    prepared = _prepare_all(ctx, spec, _models(ctx, spec))
-    unique = {task.identity: task for task in prepared}  # the same input and parameters twice
     owner = owner_of_job(ctx.db, ctx.owner_id)
+    models = dispatch_spec(
+        spec, catalog=ctx.catalog, viewer=owner, access=ctx.grants, settings=ctx.config
+    )
+    prepared = _prepare_all(ctx, spec, models)
+    unique = {task.identity: task for task in prepared}  # the same input and parameters twice
     locations = {i: results_location(results, spec.analysis, i, ctx.owner_id) for i in unique}
     try:
         check_not_others([("results", url) for url in locations.values()], ctx.catalog, owner)

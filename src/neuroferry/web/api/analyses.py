@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from neuroferry.auth import User
 from neuroferry.engine import NewJob, submit_jobs
 from neuroferry.errors import InvalidInput, NotFound, validation_problems
-from neuroferry.grants import access_for
+from neuroferry.grants import Access, access_for
 from neuroferry.pipelines.analysis import (
     KIND,
     PRECEDENCE,
@@ -193,6 +193,10 @@ class DispatchOut(PreviewOut):
     dispatch_models: list[DispatchModel] = Field(description="every dispatch model, in order")
 
 
+def _access(held: Services, me: User) -> Access:
+    return access_for(held.settings, me.name, me.role)
+
+
 def dispatch_request(
     analysis: Analysis, body: DispatchRequest, held: Services, me: User
 ) -> Dispatched:
@@ -203,7 +207,7 @@ def dispatch_request(
         body.spec(analysis.name),
         catalog=held.catalog,
         viewer=me,
-        access=access_for(held.settings, me.name, me.role),
+        access=_access(held, me),
         settings=held.settings,
     )
 
@@ -298,8 +302,7 @@ def submit_analysis(
     location outside your grants or at, inside or around another user's data."""
     _analysis(name)
     spec = body.spec(name)
-    access = access_for(held.settings, me.name, me.role)
-    check_spec(spec, catalog=held.catalog, viewer=me, access=access)  # at once, not at dispatch
+    check_spec(spec, catalog=held.catalog, viewer=me, access=_access(held, me))  # not at dispatch
     [job_id] = submit_jobs(
         held.engine, [NewJob(KIND.name, spec)], owner_id=me.id, settings=held.settings
     )
