@@ -226,6 +226,9 @@ class Settings(BaseSettings):
     analysis_max_models: int = Field(100_000, ge=1)
     """Most dispatch models (inputs x parameter sets) one analysis preview or dispatch
     may make; more are refused, with the counts."""
+    analysis_max_listed: int = Field(100_000, ge=1)
+    """Most objects an analysis dispatch lists in one location to find the files matching
+    a file extension; a location that holds more is refused, naming it and this number."""
 
     # E-mail
     smtp_host: str | None = None

@@ -231,3 +231,47 @@ def test_a_regex_runs_only_on_the_viewers_own_documents(tmp_path, monkeypatch):
     assert catalog.count(query, viewer=admin) == 3  # admins see every document
     assert any(value.startswith("alice_") for value in seen)
     engine.dispose()
+
+
+def test_a_users_document_may_not_take_a_provenance_records_name(catalog):
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Owner
+
+    bob = Owner(create_user(catalog.engine, "bob").id)
+    admin = Owner(create_user(catalog.engine, "admin", "admin").id, is_admin=True)
+    record = "ab" * 32 + ".7"
+    for squat in (record, record.upper(), "ab" * 32):
+        with pytest.raises(InvalidInput, match="form of a provenance record's name"):
+            catalog.upsert({"name": squat, "kind": "volume"}, bob)
+    assert catalog.count({}) == 0
+    catalog.upsert_many([{"name": record, "kind": "analysis-result"}], bob, records=True)
+    catalog.upsert({"name": "ab" * 32 + ".8"}, admin)  # an admin restores a record
+    catalog.upsert({"name": "ab" * 31 + ".7"}, bob)  # not of that form
+    assert catalog.count({}) == 3
+
+
+def test_the_locations_a_user_may_not_see(catalog):
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Owner
+
+    alice, bob = (Owner(create_user(catalog.engine, name).id) for name in ("alice", "bob"))
+    admin = Owner(create_user(catalog.engine, "admin", "admin").id, is_admin=True)
+    catalog.upsert({"name": "a", "location": "s3://lake/a"}, alice)
+    catalog.upsert({"name": "a2", "location": "s3://lake/x/a2/"}, alice)
+    catalog.upsert({"name": "ab", "location": "s3://lake/ab"}, alice)
+    catalog.upsert({"name": "b", "location": "s3://lake/b"}, bob)
+    catalog.upsert({"name": "service", "location": "s3://lake/s"})  # no owner
+    assert catalog.hidden_from(bob, at=["s3://lake/a", "s3://lake/x/a2"]) == [
+        "s3://lake/a",
+        "s3://lake/x/a2/",
+    ]
+    assert catalog.hidden_from(bob, under=["s3://lake"]) == [
+        "s3://lake/a",
+        "s3://lake/ab",
+        "s3://lake/s",
+        "s3://lake/x/a2/",
+    ]
+    assert catalog.hidden_from(bob, under=["s3://lake/a"]) == []  # whole path parts
+    assert catalog.hidden_from(alice, under=["s3://lake/x"]) == []
+    assert catalog.hidden_from(admin, under=["s3://lake"]) == []
+    assert catalog.hidden_from(None, at=["s3://lake/b"]) == []

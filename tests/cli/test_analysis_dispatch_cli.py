@@ -129,15 +129,16 @@ def test_dispatch_writes_a_folder_that_reads_back_as_the_same_models(
     written = read_dispatch_folder(str(tmp_path / "dispatch"))
     preview = json.loads(ferry("preview", *args, "--format", "json").stdout)
     assert preview["models"] == 6
-    body = analysis_cli.dispatch_request(
-        "@filter.json",
-        None,
-        None,
-        tmp_path / "analysis_parameters.json",
-        ["bins=32"],
-        "nwb",
-        True,
-    ).body
+    body = (
+        analysis_cli.DispatchOptions(
+            query="@filter.json",
+            parameters=tmp_path / "analysis_parameters.json",
+            set_values=["bins=32"],
+            file_extension="nwb",
+        )
+        .request()
+        .body
+    )
     served = analysis_cli.client_for(None).analyses_dispatch("sorting-test", body)
     # the same models (the order within a folder is not kept: file names are random)
     assert sorted(m.model_dump_json() for m in written) == sorted(
@@ -210,9 +211,16 @@ def test_set_values_are_json_when_they_parse(ferry: Callable[..., Result], tmp_p
         "on": True,
         "x": {"a": 1},
     }
-    body = analysis_cli.dispatch_request(
-        None, None, ["file:///data/a"], None, ["k=v=w"], ".tif", False
-    ).body
+    body = (
+        analysis_cli.DispatchOptions(
+            location=["file:///data/a"],
+            set_values=["k=v=w"],
+            file_extension=".tif",
+            split_files=False,
+        )
+        .request()
+        .body
+    )
     assert body == {
         "parameters": {"k": "v=w"},
         "file_extension": ".tif",

@@ -55,6 +55,10 @@ def test_reading_the_form_types_each_value_and_names_a_wrong_one() -> None:
         ("scale", "much", "scale: not a number: 'much'"),
         ("mode", "slow", "mode: not one of fast, exact"),
         ("channels", "[1", "channels: not valid JSON"),
+        ("scale", "nan", "scale: not a finite number: 'nan'"),
+        ("scale", "-inf", "scale: not a finite number"),
+        ("channels", "[1, NaN]", "channels: NaN is not a number JSON allows"),
+        ("channels", "[1e999]", "channels: 1e999 is not a finite number"),
     ]:
         with pytest.raises(InvalidInput, match=message):
             fields[name].read(text)

@@ -1,6 +1,6 @@
 """The catalog: JSON documents queried with MongoDB-style filters compiled to SQL."""
 
-from neuroferry.catalog._documents import Catalog, ImportReport, Owner, Person
+from neuroferry.catalog._documents import RECORD_NAME, Catalog, ImportReport, Owner, Person
 from neuroferry.catalog._filter import (
     SUPPORTED_OPERATORS,
     FilterLimits,
@@ -11,6 +11,7 @@ from neuroferry.catalog._filter import (
 from neuroferry.catalog._projection import Projection, parse_projection
 
 __all__ = [
+    "RECORD_NAME",
     "SUPPORTED_OPERATORS",
     "Catalog",
     "FilterLimits",

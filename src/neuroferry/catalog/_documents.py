@@ -24,6 +24,7 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    or_,
     select,
     text,
     update,
@@ -45,6 +46,10 @@ from neuroferry.errors import Forbidden, InvalidInput, NotFound, QueryError
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 BATCH = 1000
+RECORD_NAME = re.compile(r"[0-9a-f]{64}(?:\.[0-9]+)?", re.IGNORECASE)
+"""The form of a provenance record's name (a result identity, then ``.`` and the id of the
+user whose job made it): reserved for those records, so that no other document of a user
+can take the name of another user's record before it is written."""
 
 
 class Person(Protocol):
@@ -124,6 +129,20 @@ def _prepare(doc: Any) -> dict[str, Any]:
     return {"id": doc_id, "name": name, "location": location, "body": body}
 
 
+def _refuse_record_names(rows: Sequence[Mapping[str, Any]]) -> None:
+    for row in rows:
+        if RECORD_NAME.fullmatch(row["name"]):
+            raise InvalidInput(
+                f"document name {row['name']!r} has the form of a provenance record's name "
+                "(64 hexadecimal digits, optionally '.' and a user id), which only the "
+                "analysis kind's records may have: choose another name"
+            )
+
+
+def _batched(items: Sequence[str]) -> list[Sequence[str]]:
+    return [items[i : i + BATCH] for i in range(0, len(items), BATCH)]
+
+
 def _check_page(skip: int, limit: int) -> None:
     for label, value in (("skip", skip), ("limit", limit)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -187,15 +206,23 @@ class Catalog:
         return ImportReport(inserted, updated)
 
     def upsert_many(
-        self, docs: Sequence[Mapping[str, Any]], owner: Person | None = None
+        self,
+        docs: Sequence[Mapping[str, Any]],
+        owner: Person | None = None,
+        *,
+        records: bool = False,
     ) -> tuple[ImportReport, list[str]]:
         """Upsert documents by name in one transaction; the report and each one's _id.
 
         With an ``owner``, new documents are theirs, and a user (not an admin) may replace
         only their own documents (:class:`Forbidden` names the first other one, and
         nothing is written); a replaced document keeps its owner. Without one (the
-        service's own tools), new documents have no owner: only admins see them."""
+        service's own tools), new documents have no owner: only admins see them. A user's
+        document may have a name of the :data:`RECORD_NAME` form only when it is a
+        provenance record (``records``, the analysis kind's)."""
         rows = [_prepare(doc) for doc in docs]
+        if not records and owner is not None and not owner.is_admin:
+            _refuse_record_names(rows)
         by_name = {row["name"]: row for row in rows}  # the last of a name wins
         now = datetime.now(UTC)
         try:
@@ -357,6 +384,29 @@ class Catalog:
                 stmt = stmt.limit(limit)
             found = [dict(doc) for doc in conn.execute(stmt).scalars()]
         return [shape.apply(doc) for doc in found] if shape else found
+
+    def hidden_from(
+        self, viewer: Person | None, *, at: Sequence[str] = (), under: Sequence[str] = ()
+    ) -> list[str]:
+        """The location of each document ``viewer`` may not see (a user: other
+        users' and those without an owner; admins and the service: none) whose location
+        is one of ``at`` or lies under one of ``under`` (whole path parts), as stored."""
+        if viewer is None or viewer.is_admin:
+            return []
+        hidden = or_(documents.c.owner_id.is_(None), documents.c.owner_id != viewer.id)
+        exact = list(dict.fromkeys(u for a in at for u in (a.rstrip("/"), a.rstrip("/") + "/")))
+        wheres: list[ColumnElement[bool]] = [
+            documents.c.location.in_(list(batch)) for batch in _batched(exact)
+        ]
+        wheres += [
+            documents.c.location.startswith(u.rstrip("/") + "/", autoescape=True) for u in under
+        ]
+        found: set[str] = set()
+        with self.engine.connect() as conn:
+            for where in wheres:
+                rows = conn.execute(select(documents.c.location).where(hidden, where))
+                found.update(str(location) for location in rows.scalars())
+        return sorted(found)
 
     def count(self, filter: Mapping[str, Any] | None = None, viewer: Person | None = None) -> int:
         """How many documents (that ``viewer`` may see) match the filter."""

@@ -3,11 +3,13 @@ over catalogued data."""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_type_hints
 
 import typer
 
@@ -199,53 +201,99 @@ class DispatchRequest:
             raise InvalidInput(f"{self.csv}: {shown}", problems) from exc
 
 
-def dispatch_request(
-    query: str | None,
-    asset_csv: Path | None,
-    locations: list[str] | None,
-    parameters: Path | None,
-    set_values: list[str] | None,
-    file_extension: str | None,
-    split_files: bool,
-) -> DispatchRequest:
-    """The request body of the INPUTS (exactly one of ``--query``, ``--asset-csv``,
-    ``--location``) and PARAMS options."""
-    from neuroferry.errors import InvalidInput
-    from neuroferry.pipelines.analysis import read_asset_ids
+@dataclass(frozen=True)
+class DispatchOptions:
+    """The INPUTS (``--query``, ``--asset-csv``, ``--location``) and PARAMS
+    (``--parameters``, ``--set``, ``--file-extension``, ``--split-files``) options of a
+    command that dispatches an analysis (see :func:`dispatch_options`)."""
 
-    given = [
-        name
-        for name, value in (
-            ("--query", query),
-            ("--asset-csv", asset_csv),
-            ("--location", locations),
-        )
-        if value
+    query: str | None = None
+    asset_csv: Path | None = None
+    location: list[str] | None = None
+    parameters: Path | None = None
+    set_values: list[str] | None = None
+    file_extension: str | None = None
+    split_files: bool = True
+
+    def inputs_given(self) -> list[str]:
+        """The INPUTS options given."""
+        given = {"--query": self.query, "--asset-csv": self.asset_csv, "--location": self.location}
+        return [name for name, value in given.items() if value]
+
+    def request(self) -> DispatchRequest:
+        """The request body of the INPUTS (exactly one of ``--query``, ``--asset-csv``,
+        ``--location``) and PARAMS options."""
+        from neuroferry.errors import InvalidInput
+        from neuroferry.pipelines.analysis import read_asset_ids
+
+        given = self.inputs_given()
+        if len(given) != 1:
+            raise typer.BadParameter(
+                "give the data to analyse in exactly one way: --query, --asset-csv or "
+                f"--location (got {', '.join(given) or 'none'})"
+            )
+        body: dict[str, Any] = read_parameters(self.parameters) if self.parameters else {}
+        body |= {
+            "parameters": parse_set(self.set_values),
+            "file_extension": self.file_extension,
+            "split_files": self.split_files,
+        }
+        request = DispatchRequest(body)
+        if self.query:
+            body["query"] = parse_json_arg(self.query, "--query")
+        elif self.location:
+            body["locations"] = list(self.location)
+        elif self.asset_csv is not None:
+            try:
+                ids = read_asset_ids(read_file(self.asset_csv))
+            except InvalidInput as exc:
+                raise InvalidInput(f"{self.asset_csv}: {exc}") from exc
+            body["asset_ids"] = [value for _row, value in ids]
+            request.csv, request.rows = self.asset_csv, [row for row, _value in ids]
+        return request
+
+
+_OPTIONS = {
+    "query": QUERY,
+    "asset_csv": ASSET_CSV,
+    "location": LOCATION,
+    "parameters": PARAMETERS,
+    "set_values": SET,
+    "file_extension": FILE_EXTENSION,
+    "split_files": SPLIT_FILES,
+}
+"""The option of each field of :class:`DispatchOptions`."""
+
+
+def dispatch_options(command: Callable[..., None]) -> Callable[..., None]:
+    """A command with the INPUTS and PARAMS options after its first parameter (the
+    analysis), which it gets as one :class:`DispatchOptions`, its ``options``."""
+    hints = get_type_hints(command)
+    signature = inspect.signature(command)
+    own = [
+        p.replace(annotation=hints[p.name])
+        for p in signature.parameters.values()
+        if p.name != "options"
     ]
-    if len(given) != 1:
-        raise typer.BadParameter(
-            "give the data to analyse in exactly one way: --query, --asset-csv or --location "
-            f"(got {', '.join(given) or 'none'})"
-        )
-    body: dict[str, Any] = read_parameters(parameters) if parameters else {}
-    body |= {
-        "parameters": parse_set(set_values),
-        "file_extension": file_extension,
-        "split_files": split_files,
+    kinds = get_type_hints(DispatchOptions)
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    added = [
+        inspect.Parameter(name, keyword, default=option, annotation=kinds[name])
+        for name, option in _OPTIONS.items()
+    ]
+
+    @functools.wraps(command)
+    def with_options(**given: Any) -> None:
+        options = DispatchOptions(**{name: given.pop(name) for name in _OPTIONS})
+        command(options=options, **given)
+
+    parameters = [own[0], *added, *(p.replace(kind=keyword) for p in own[1:])]
+    with_options.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    with_options.__annotations__ = {
+        **{p.name: p.annotation for p in parameters},
+        "return": None,
     }
-    request = DispatchRequest(body)
-    if query:
-        body["query"] = parse_json_arg(query, "--query")
-    elif locations:
-        body["locations"] = list(locations)
-    elif asset_csv is not None:
-        try:
-            ids = read_asset_ids(read_file(asset_csv))
-        except InvalidInput as exc:
-            raise InvalidInput(f"{asset_csv}: {exc}") from exc
-        body["asset_ids"] = [value for _row, value in ids]
-        request.csv, request.rows = asset_csv, [row for row, _value in ids]
-    return request
+    return with_options
 
 
 def _files(model: dict[str, Any], width: int = 60) -> str:
@@ -290,24 +338,18 @@ def print_preview(preview: dict[str, Any]) -> None:
 
 
 @app.command("preview")
+@dispatch_options
 def preview_command(
     name: str = typer.Argument(..., help="The analysis."),
-    query: str | None = QUERY,
-    asset_csv: Path | None = ASSET_CSV,
-    location: list[str] | None = LOCATION,
-    parameters: Path | None = PARAMETERS,
-    set_values: list[str] | None = SET,
-    file_extension: str | None = FILE_EXTENSION,
-    split_files: bool = SPLIT_FILES,
     fmt: str = FORMAT,
     token: str | None = TOKEN,
+    *,
+    options: DispatchOptions,
 ) -> None:
     """Print what a dispatch would run: N inputs x M parameter sets = K dispatch models,
     and the first few."""
     fmt = check_format(fmt)
-    request = dispatch_request(
-        query, asset_csv, location, parameters, set_values, file_extension, split_files
-    )
+    request = options.request()
     client = client_for(token)
     preview = request.send(lambda body: client.analyses_preview(name, body))
     if fmt == "json":
@@ -317,15 +359,9 @@ def preview_command(
 
 
 @app.command("dispatch")
+@dispatch_options
 def dispatch_command(
     name: str = typer.Argument(..., help="The analysis."),
-    query: str | None = QUERY,
-    asset_csv: Path | None = ASSET_CSV,
-    location: list[str] | None = LOCATION,
-    parameters: Path | None = PARAMETERS,
-    set_values: list[str] | None = SET,
-    file_extension: str | None = FILE_EXTENSION,
-    split_files: bool = SPLIT_FILES,
     workers: int | None = typer.Option(
         None,
         "--workers",
@@ -339,6 +375,8 @@ def dispatch_command(
         ..., "--out", help="The dispatch folder to write: a local folder or a store URL."
     ),
     token: str | None = TOKEN,
+    *,
+    options: DispatchOptions,
 ) -> None:
     """Write the dispatch models of an analysis to a dispatch folder (0/<uuid>.json, …,
     as the original dispatcher writes them), after printing the preview. Without
@@ -347,9 +385,7 @@ def dispatch_command(
 
     if workers is not None and tasks_per_job is not None:
         raise typer.BadParameter("give --workers or --tasks-per-job, not both")
-    request = dispatch_request(
-        query, asset_csv, location, parameters, set_values, file_extension, split_files
-    )
+    request = options.request()
     client = client_for(token)
     found = request.send(lambda body: client.analyses_dispatch(name, body))
     print_preview(found)
@@ -422,16 +458,10 @@ def _count_text(counts: dict[str, int]) -> str:
 
 
 @app.command("submit")
+@dispatch_options
 def submit_command(
     name: str = typer.Argument(..., help="The analysis."),
-    query: str | None = QUERY,
-    asset_csv: Path | None = ASSET_CSV,
-    location: list[str] | None = LOCATION,
     models: str | None = MODELS,
-    parameters: Path | None = PARAMETERS,
-    set_values: list[str] | None = SET,
-    file_extension: str | None = FILE_EXTENSION,
-    split_files: bool = SPLIT_FILES,
     force: bool = typer.Option(False, "--force", help="Compute again results already made."),
     results: str | None = typer.Option(
         None, "--results", help="Destination name or store URL for the results."
@@ -441,20 +471,20 @@ def submit_command(
     ),
     wait: bool = typer.Option(False, "--wait", help="Wait for the job and print its results."),
     token: str | None = TOKEN,
+    *,
+    options: DispatchOptions,
 ) -> None:
     """Submit an analysis job; prints its id first. With --wait, exit 0 only when every
     task computed its result or was skipped as computed before."""
     if models is not None:
-        if query or asset_csv or location:
+        if options.inputs_given():
             raise typer.BadParameter(
                 "give the data to analyse in exactly one way: --models, --query, --asset-csv "
                 "or --location"
             )
-        request = DispatchRequest(_models_body(models, parameters, set_values))
+        request = DispatchRequest(_models_body(models, options.parameters, options.set_values))
     else:
-        request = dispatch_request(
-            query, asset_csv, location, parameters, set_values, file_extension, split_files
-        )
+        request = options.request()
     request.body |= {"force": force, "results": results, "allow_dirty": allow_dirty}
     client = client_for(token)
     job_id = request.send(lambda body: client.analyses_submit(name, body))

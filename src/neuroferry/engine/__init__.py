@@ -62,6 +62,7 @@ from neuroferry.engine._kinds import (
     check_kind_settings,
     get_kind,
     job_kinds,
+    load_entry_points,
     register_kind,
     task_maker,
 )
@@ -139,6 +140,7 @@ __all__ = [
     "job_type_history",
     "list_job_types",
     "list_jobs",
+    "load_entry_points",
     "lock_key",
     "log_key",
     "make_cluster",

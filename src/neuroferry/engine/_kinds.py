@@ -39,7 +39,7 @@ import copy
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -270,22 +270,36 @@ def register_kind(kind: JobKind[Any]) -> None:
     _registered[kind.name] = kind
 
 
+T = TypeVar("T")
+
+
+def load_entry_points(
+    group: str, check: Callable[[EntryPoint, Any], T | str]
+) -> dict[str, T | str]:
+    """Each entry point of ``group`` by name: what ``check(entry point, loaded object)``
+    makes of it, or the reason (text) why it is not usable, so that a broken plugin
+    stops nothing but itself."""
+    found: dict[str, T | str] = {}
+    for ep in entry_points(group=group):
+        try:
+            loaded = ep.load()
+        except Exception as exc:  # a broken plugin must not stop the others
+            found[ep.name] = f"cannot load {ep.value}: {type(exc).__name__}: {exc}"
+            continue
+        found[ep.name] = check(ep, loaded)
+    return found
+
+
+def _check_kind(ep: EntryPoint, kind: Any) -> JobKind[Any] | str:
+    return kind if isinstance(kind, JobKind) else f"entry point {ep.value} is not a JobKind"
+
+
 def _load_installed() -> dict[str, JobKind[Any] | str]:
     """Kinds of the ``neuroferry.job_kinds`` entry points, loaded once; a kind that cannot
     be loaded is kept as the reason, so that only its own jobs fail."""
     global _installed
     if _installed is None:
-        found: dict[str, JobKind[Any] | str] = {}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                kind = ep.load()
-            except Exception as exc:  # a broken plugin must not stop the other kinds
-                found[ep.name] = f"cannot load {ep.value}: {type(exc).__name__}: {exc}"
-                continue
-            found[ep.name] = (
-                kind if isinstance(kind, JobKind) else f"entry point {ep.value} is not a JobKind"
-            )
-        _installed = found
+        _installed = load_entry_points(ENTRY_POINT_GROUP, _check_kind)
     return _installed
 
 

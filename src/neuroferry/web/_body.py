@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,10 +30,12 @@ _BRACKETS = re.compile(_STRING + rb"|[\[\]{}]", re.DOTALL)
 class BodyError(ValueError):
     """Why a request body is refused, and where (``where``: a JSON path or a position)."""
 
-    def __init__(self, message: str, where: str) -> None:
+    def __init__(self, message: str, where: str, path: str | None = None) -> None:
         super().__init__(f"{message} ({where})")
         self.message = message
         self.where = where
+        self.field = path[1:].lstrip(".") if path and path != "$" else "body"
+        """The field the problem is in (``query.x``), or ``body``."""
 
 
 def _is_json(scope: Scope) -> bool:
@@ -106,22 +109,59 @@ def _depth(body: bytes) -> int | None:
     return None
 
 
-def _surrogate(value: Any, path: str = "$") -> str | None:
-    """The JSON path of the first string (or key) holding an unpaired surrogate."""
-    if isinstance(value, str):
-        return path if any("\ud800" <= c <= "\udfff" for c in value) else None
+def _find(value: Any, bad: Callable[[Any], bool], path: str = "$") -> str | None:
+    """The JSON path of the first value (or key) that is ``bad``."""
     if isinstance(value, list):
         for i, item in enumerate(value):
-            if found := _surrogate(item, f"{path}[{i}]"):
+            if found := _find(item, bad, f"{path}[{i}]"):
                 return found
     elif isinstance(value, dict):
         for key, item in value.items():
             inner = f"{path}.{key}" if key.isidentifier() else f"{path}[{json.dumps(key)}]"
-            if _surrogate(key):
+            if bad(key):
                 return path
-            if found := _surrogate(item, inner):
+            if found := _find(item, bad, inner):
                 return found
+    elif bad(value):
+        return path
     return None
+
+
+def _surrogate(value: Any) -> str | None:
+    """The JSON path of the first string (or key) holding an unpaired surrogate."""
+    return _find(value, lambda v: isinstance(v, str) and any("\ud800" <= c <= "\udfff" for c in v))
+
+
+class _Refused:
+    """Where a number JSON does not allow was, in a body parsed again to find its path."""
+
+
+_REFUSED = _Refused()
+
+
+def _number_path(text: str) -> str | None:
+    """The JSON path of the first number :func:`check_json` refuses (NaN, an infinity, a
+    float or whole number too large), if the body parses with those numbers marked."""
+
+    def marked(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+        def parse_or_mark(token: str) -> Any:
+            try:
+                return parse(token)
+            except _Number:
+                return _REFUSED
+
+        return parse_or_mark
+
+    try:
+        value = json.loads(
+            text,
+            parse_constant=lambda _token: _REFUSED,
+            parse_float=marked(_float),
+            parse_int=marked(_int),
+        )
+    except (ValueError, RecursionError):
+        return None
+    return _find(value, lambda v: v is _REFUSED)
 
 
 def check_json(body: bytes) -> Any:
@@ -134,7 +174,9 @@ def check_json(body: bytes) -> Any:
     try:
         value = json.loads(text, parse_constant=_constant, parse_float=_float, parse_int=_int)
     except _Number as exc:
-        raise BodyError(exc.message, _locate(text, exc.token)) from exc
+        where = _locate(text, exc.token)
+        path = _number_path(text)
+        raise BodyError(exc.message, f"{path}, {where}" if path else where, path) from exc
     except json.JSONDecodeError as exc:
         raise BodyError(f"the body is not valid JSON: {exc.msg}", _position(text, exc.pos)) from exc
     except RecursionError as exc:  # far deeper than MAX_DEPTH
@@ -197,6 +239,6 @@ async def _refuse(scope: Scope, receive: Receive, send: Send, exc: BodyError) ->
     content = {
         "detail": f"the request body is not accepted: {exc}",
         "error": "InvalidInput",
-        "problems": [{"field": "body", "where": exc.where, "message": exc.message}],
+        "problems": [{"field": exc.field, "where": exc.where, "message": exc.message}],
     }
     await JSONResponse(content, status_code=422)(scope, receive, send)

@@ -407,3 +407,35 @@ def test_assets_in_s3_dispatched_and_written_to_s3(
     assert read_dispatch_folder(out, settings=settings) == sorted(
         models, key=lambda m: keys[models.index(m)]
     )
+
+
+def test_a_listing_is_bounded(world: World) -> None:
+    from neuroferry.pipelines.analysis import Asset, list_files
+
+    asset = Asset(world.url(A), A, "")
+    with pytest.raises(InvalidInput, match=r"holds more than 2 objects.*analysis_max_listed"):
+        list_files(asset, ".nwb", max_listed=2)
+    assert len(list_files(asset, ".nwb", max_listed=3)) == 2
+    small = world.settings.model_copy(update={"analysis_max_listed": 1})
+    with pytest.raises(InvalidInput, match=rf"asset '{B}': .* holds more than 1 objects"):
+        dispatch(
+            urls=[world.url(B)],
+            file_extension=".nwb",
+            catalog=world.catalog,
+            viewer=world.users["alice"],
+            access=world.access("alice"),
+            settings=small,
+        )
+
+
+def test_a_user_reads_nothing_of_another_users_data(world: World) -> None:
+    inside = world.url(A) + "/nwb"
+    world.catalog.upsert({"name": "bobs-in-alices", "location": inside}, world.users["bob"])
+    lake = world.lakes["alice"].as_uri()
+    for urls, how in (([lake], "holds"), ([inside], "is"), ([inside + "/x.nwb"], "lies inside")):
+        with pytest.raises(Forbidden, match=f" {how} the data of another user"):
+            world.dispatch(urls=urls, file_extension=".nwb")
+    with pytest.raises(Forbidden, match=f"asset '{A}'"):
+        world.dispatch(filter={"name": A})  # her own document, holding bob's
+    assert world.dispatch(filter={"name": B}).inputs == 1  # the others are hers to read
+    assert world.dispatch("admin", urls=[lake], file_extension=".nwb").inputs == 3

@@ -205,3 +205,32 @@ def test_merge_matches_the_fixture_merge_cases() -> None:
         FIXED, {"isi_violations_cutoff": 0.9}, {"isi_violations_cutoff": 0.5, **m}
     )
     assert items(five) == items(cases["M5"])
+
+
+def test_nan_and_infinities_are_refused_naming_the_field() -> None:
+    from pydantic import ValidationError
+
+    from neuroferry.pipelines.analysis import AnalysisSpec, DispatchModel
+
+    bad = {
+        "query": {"x": [1, float("nan")]},
+        "fixed_parameters": {"scale": float("inf")},
+        "distributed_parameters": [{}, {"w": -float("inf")}],
+        "parameters": {"a": {"b": float("nan")}},
+    }
+    shown = {
+        "query": r"query\.x\[1\]",
+        "fixed_parameters": r"fixed_parameters\.scale",
+        "distributed_parameters": r"distributed_parameters\[1\]\.w",
+        "parameters": r"parameters\.a\.b",
+    }
+    for field, value in bad.items():
+        with pytest.raises(ValidationError, match=shown[field] + ": NaN and infinities"):
+            AnalysisSpec.model_validate({"analysis": "a", field: value})
+    model = {"s3_location": ["s3://b/a"], "asset_name": ["a"], "docdb_record_id": [""]}
+    with pytest.raises(ValidationError, match=r"extra\.w: NaN and infinities"):
+        DispatchModel.model_validate({**model, "extra": {"w": float("nan")}})
+    with pytest.raises(ValidationError, match=r"models\.0[\s\S]*group_metadata\.g"):
+        AnalysisSpec.model_validate(
+            {"analysis": "a", "models": [{**model, "group_metadata": {"g": float("inf")}}]}
+        )

@@ -2,13 +2,15 @@
 
 The data comes from one of four places: a catalog filter, a CSV with an ``asset_id``
 column (catalog ``_id``\\ s or asset names), those ids as a list, or store URLs. Every
-asset's location is checked against the job owner's grants; with a file extension, each
-asset's store is listed once and its matching files become the inputs (one task per file with
-``split_files``, else one per asset). A file extension is given with or without its dot
-and matches ignoring case (``.nwb`` finds ``x.NWB``, which the original's glob misses), a
-file or a folder (``.zarr``). N inputs x M distributed parameter sets give N x M
-models, inputs in order (assets by name for a filter, in row order for a CSV, as given
-for ids and URLs; files by path), each input's parameter sets together.
+asset's location is checked against the job owner's grants and must hold none of another
+user's data (:func:`check_not_others`); with a file extension, each asset's store is
+listed once (at most ``analysis_max_listed`` objects) and its matching files become the
+inputs (one task per file with ``split_files``, else one per asset). A file extension is
+given with or without its dot and matches ignoring case (``.nwb`` finds ``x.NWB``, which
+the original's glob misses), a file or a folder (``.zarr``). N inputs x M distributed
+parameter sets give N x M models, inputs in order (assets by name for a filter, in row
+order for a CSV, as given for ids and URLs; files by path), each input's parameter sets
+together.
 
 Where the original dispatcher's behaviour shows in its files, it is kept: ``query`` is
 the filter as ``json.dumps`` writes it, but None for CSV, id or URL inputs and when files
@@ -35,14 +37,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from neuroferry.catalog import Catalog, Person
-from neuroferry.config import Settings
-from neuroferry.errors import InvalidInput, StoreError, validation_problems
+from neuroferry.config import Settings, get_settings
+from neuroferry.errors import Forbidden, InvalidInput, StoreError, validation_problems
 from neuroferry.grants import Access, normalise_url
+from neuroferry.pipelines.analysis._kind import AnalysisSpec
 from neuroferry.pipelines.analysis._models import (
     AnalysisParameters,
     DispatchModel,
     merge_parameters,
 )
+from neuroferry.pipelines.analysis._registry import get_analysis
 from neuroferry.stores import open_store
 
 #: At most this many stores are listed (or objects written) at the same time.
@@ -241,7 +245,7 @@ def assets_from_urls(
 ) -> list[Asset]:
     """The assets at store URLs, as given: named by the catalog document at that location
     (that ``viewer`` may see) if there is one, else by the URL's last part."""
-    canonical = [normalise_url(f"urls[{i}]", url) for i, url in enumerate(urls)]
+    canonical = [normalise_url(f"locations[{i}]", url) for i, url in enumerate(urls)]
     known: dict[str, Mapping[str, Any]] = {}
     if catalog is not None:
         spellings = list(dict.fromkeys([*urls, *canonical]))
@@ -258,13 +262,85 @@ def assets_from_urls(
     return assets
 
 
-def check_assets(assets: Sequence[Asset], access: Access) -> list[Asset]:
+def check_assets(
+    assets: Sequence[Asset],
+    access: Access,
+    catalog: Catalog | None = None,
+    viewer: Person | None = None,
+) -> list[Asset]:
     """The assets with their locations in canonical form, if the job's owner may read
-    every one (:class:`~neuroferry.errors.Forbidden` names the first other asset)."""
-    return [
+    every one: within their grants and, with the ``catalog``, holding no data of another
+    user (:func:`check_not_others`). :class:`~neuroferry.errors.Forbidden` names the first
+    other asset."""
+    checked = [
         Asset(access.check_read_url(f"asset {a.name!r}", a.location), a.name, a.record_id)
         for a in assets
     ]
+    if catalog is not None:
+        check_not_others([(f"asset {a.name!r}", a.location) for a in checked], catalog, viewer)
+    return checked
+
+
+def _parents(url: str) -> list[str]:
+    """The folders or prefixes that hold canonical ``url``, nearest first (not the
+    scheme's root)."""
+    scheme, _, path = url.partition("://")
+    parts = path.split("/")
+    return [f"{scheme}://{'/'.join(parts[:i])}" for i in range(len(parts) - 1, 0, -1)]
+
+
+def _root(urls: Sequence[str]) -> str:
+    """The deepest folder or prefix that holds (or is) every one of canonical ``urls``
+    (all of one scheme and bucket)."""
+    split = [u.split("/") for u in urls]
+    common = []
+    for parts in zip(*split, strict=False):
+        if len(set(parts)) != 1:
+            break
+        common.append(parts[0])
+    return "/".join(common)
+
+
+def check_not_others(
+    located: Sequence[tuple[str, str]], catalog: Catalog, viewer: Person | None
+) -> None:
+    """:class:`~neuroferry.errors.Forbidden`, naming the label, if one of the canonical
+    ``(label, url)`` is, lies inside or holds the location of a catalog document that
+    ``viewer`` may not see (another user's asset or result, or one without an owner): a
+    user reads only their own data, whatever store prefix or destination it lies in.
+    Admins (and the service, ``viewer`` None) read anywhere their grants allow."""
+    if viewer is None or viewer.is_admin or not located:
+        return
+    urls = list(dict.fromkeys(url for _label, url in located))
+    around = {u: u for u in urls}
+    for url in urls:
+        for parent in _parents(url):
+            around.setdefault(parent, url)
+    groups: dict[str, list[str]] = {}
+    for url in urls:
+        scheme, _, path = url.partition("://")
+        groups.setdefault(f"{scheme}://{path.split('/', 1)[0]}", []).append(url)
+    under = [_root(group) for group in groups.values()]
+    wanted = set(urls)
+    for location in catalog.hidden_from(viewer, at=list(around), under=under):
+        try:
+            theirs = normalise_url("location", location)
+        except InvalidInput:
+            continue
+        if theirs in around:
+            url = around[theirs]
+            how = "is" if theirs == url else "lies inside"
+        else:
+            holder = next((p for p in _parents(theirs) if p in wanted), None)
+            if holder is None:
+                continue
+            url, how = holder, "holds"
+        label = next(label for label, u in located if u == url)
+        raise Forbidden(
+            f"{label}: {url} {how} the data of another user (a catalog asset or result you "
+            "may not see); your analyses read and write only your own data: choose a "
+            "location that neither is, lies inside nor holds another user's"
+        )
 
 
 # -- files ------------------------------------------------------------------------------
@@ -292,12 +368,29 @@ def _match(path: str, extension: str) -> str | None:
     return None
 
 
-def list_files(asset: Asset, extension: str, settings: Settings | None = None) -> list[str]:
+def list_files(
+    asset: Asset,
+    extension: str,
+    settings: Settings | None = None,
+    max_listed: int | None = None,
+) -> list[str]:
     """The URLs of the files (or folders) in ``asset`` whose name ends with ``extension``,
-    ignoring case, by path. The store is listed once."""
+    ignoring case, by path. The store is listed once, at most ``max_listed`` objects
+    (default: the setting ``analysis_max_listed``): a location that holds more is refused
+    (:class:`InvalidInput` naming it and the number)."""
+    if max_listed is None:
+        max_listed = (settings or get_settings()).analysis_max_listed
+    found: set[str] = set()
     try:
-        entries = open_store(asset.location, settings=settings).list()
-        found = {m for entry in entries if (m := _match(entry.path, extension)) is not None}
+        for listed, entry in enumerate(open_store(asset.location, settings=settings).list()):
+            if listed == max_listed:
+                raise InvalidInput(
+                    f"asset {asset.name!r}: {asset.location} holds more than {max_listed} "
+                    "objects, more than a dispatch lists in one location (setting "
+                    "analysis_max_listed): select the assets or folders that hold the files"
+                )
+            if (m := _match(entry.path, extension)) is not None:
+                found.add(m)
     except StoreError as exc:
         raise type(exc)(f"asset {asset.name!r}: {exc}") from exc
     return [f"{asset.location}/{path}" for path in sorted(found)]
@@ -417,13 +510,14 @@ def dispatch(
     or asset names, as an asset CSV's column gives them) or ``urls`` (store URLs), x the
     parameter sets of ``parameters``; with the counts a preview shows
     (:meth:`Dispatched.preview`). ``catalog`` documents are those ``viewer`` may see;
-    every location must be readable under ``access``. ``parameter_model``: see
+    every location must be readable under ``access`` and hold none of another user's
+    data (:func:`check_assets`). ``parameter_model``: see
     :func:`parameter_sets`. More than ``max_models`` models are refused
     (:class:`InvalidInput` with the counts). The module's docstring gives the rules."""
     sets = parameter_sets(parameters or AnalysisParameters(), overrides, parameter_model)
     extension = normalise_extension(file_extension)
     assets, query = _select(filter, asset_csv, asset_ids, urls, catalog, viewer)
-    assets = check_assets(assets, access)
+    assets = check_assets(assets, access, catalog, viewer)
     inputs, without = _inputs(assets, extension, split_files, settings)
     if max_models is not None and len(inputs) * len(sets) > max_models:
         raise InvalidInput(
@@ -447,3 +541,100 @@ def dispatch(
         for one in sets
     )
     return Dispatched(models, assets, without, len(inputs), len(sets))
+
+
+# -- an analysis job's spec --------------------------------------------------------------
+
+
+def check_models(
+    models: Sequence[DispatchModel],
+    catalog: Catalog,
+    viewer: Person | None,
+    access: Access,
+) -> list[DispatchModel]:
+    """Prebuilt dispatch models, if the job's owner may read every location they name
+    (as :func:`check_assets` checks an asset's) and every ``docdb_record_id`` names a
+    catalog document the owner may see (or is ""), so that a record never claims another
+    user's asset; :class:`~neuroferry.errors.Forbidden` or :class:`InvalidInput` names
+    the model and field."""
+    located = []
+    for i, model in enumerate(models):
+        for field_name in ("s3_location", "file_location"):
+            for j, url in enumerate(getattr(model, field_name) or []):
+                label = f"models[{i}].{field_name}[{j}]"
+                located.append((label, access.check_read_url(label, url)))
+    check_not_others(located, catalog, viewer)
+    ids = {
+        (f"models[{i}].docdb_record_id[{j}]", value)
+        for i, model in enumerate(models)
+        for j, value in enumerate(model.docdb_record_id)
+        if value
+    }
+    wanted = list(dict.fromkeys(value for _label, value in sorted(ids)))
+    seen: set[str] = set()
+    for batch in _batches(wanted, LOOKUP_BATCH):
+        docs = catalog.find({"_id": {"$in": list(batch)}}, projection={"_id": 1}, viewer=viewer)
+        seen.update(str(doc["_id"]) for doc in docs)
+    unknown = sorted(label for label, value in ids if value not in seen)
+    if unknown:
+        more = len(unknown) - SHOWN_PROBLEMS
+        raise InvalidInput(
+            "; ".join(
+                f"{label}: not the _id of a catalog document you may see"
+                for label in unknown[:SHOWN_PROBLEMS]
+            )
+            + (f"; and {more} more" if more > 0 else "")
+            + ' (give the _id of one of your own assets, or "" for a location without one)',
+            [{"field": label, "message": "unknown catalog _id"} for label in unknown],
+        )
+    return list(models)
+
+
+def check_spec(
+    spec: AnalysisSpec, *, catalog: Catalog, viewer: Person | None, access: Access
+) -> None:
+    """The checks of a spec's ``locations`` and prebuilt ``models`` that need the catalog
+    (:func:`check_not_others`, :func:`check_models`), to refuse a job when it is
+    submitted rather than when it dispatches (which checks them again)."""
+    if spec.models:
+        check_models(spec.models, catalog, viewer, access)
+    located = [
+        (f"locations[{i}]", access.check_read_url(f"locations[{i}]", url))
+        for i, url in enumerate(spec.locations)
+    ]
+    check_not_others(located, catalog, viewer)
+
+
+def dispatch_spec(
+    spec: AnalysisSpec,
+    *,
+    catalog: Catalog,
+    viewer: Person | None,
+    access: Access,
+    settings: Settings,
+) -> Dispatched:
+    """The dispatch models of an ``analysis`` job's spec (or of a preview's request) for
+    its owner ``viewer``, whose reads ``access`` allows: its prebuilt ``models``
+    (:func:`check_models`), or those :func:`dispatch` makes from its query, asset ids or
+    locations, with every parameter set checked against the analysis's model."""
+    if spec.models:
+        models = check_models(spec.models, catalog, viewer, access)
+        return Dispatched(models, [], [], len(models), 1)
+    return dispatch(
+        filter=spec.query,
+        asset_ids=spec.asset_ids or None,
+        urls=spec.locations or None,
+        parameters=AnalysisParameters(
+            fixed_parameters=spec.fixed_parameters,
+            distributed_parameters=spec.distributed_parameters,
+        ),
+        overrides=spec.parameters,
+        parameter_model=get_analysis(spec.analysis).parameters,
+        file_extension=spec.file_extension,
+        split_files=spec.split_files,
+        catalog=catalog,
+        viewer=viewer,
+        access=access,
+        settings=settings,
+        max_models=settings.analysis_max_models,
+    )

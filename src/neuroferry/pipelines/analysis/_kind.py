@@ -10,15 +10,16 @@ the provenance records of the results made, :mod:`._provenance`).
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Engine
 
+from neuroferry.catalog import parse_filter
 from neuroferry.config import Settings
 from neuroferry.engine import JobKind, PreparedJob, named_destination, task_maker
 from neuroferry.errors import InvalidInput
-from neuroferry.pipelines.analysis._models import DispatchModel, merge_parameters
+from neuroferry.pipelines.analysis._models import DispatchModel, check_finite, merge_parameters
 from neuroferry.pipelines.analysis._registry import get_analysis, validate_parameters
 
 KIND_NAME = "analysis"
@@ -68,6 +69,11 @@ class AnalysisSpec(BaseModel):
     """Run an analysis whose source checkout has uncommitted changes (its records say so)."""
     user_email: str | None = None
     email_notification_types: list[EVENTS] | None = None
+
+    @model_validator(mode="after")
+    def _finite(self) -> Self:
+        check_finite(self, ("query", "fixed_parameters", "distributed_parameters", "parameters"))
+        return self
 
 
 def results_store(spec: AnalysisSpec, settings: Settings) -> str:
@@ -143,6 +149,11 @@ def prepare(spec: AnalysisSpec, settings: Settings) -> PreparedJob:
                 f"{what}: {count} given, more than the {settings.analysis_max_models} "
                 "a job may run (analysis_max_models); split the work into several jobs"
             )
+    if spec.query is not None:
+        try:
+            parse_filter(spec.query)
+        except InvalidInput as exc:
+            raise type(exc)(f"query: {exc}", exc.problems) from None
     results = results_store(spec, settings)
     reads = [(f"locations[{i}]", url) for i, url in enumerate(spec.locations)]
     for i, model in enumerate(spec.models):

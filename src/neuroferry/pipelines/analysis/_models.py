@@ -6,10 +6,39 @@ it wrote and written back with ``model_dump_json(indent=4)`` gives the same byte
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+def non_finite(value: Any, path: str) -> str | None:
+    """The path (``query.x[1]``) of the first NaN or infinity in a JSON-like value, which
+    JSON cannot hold (it would be stored as null)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return path
+    if isinstance(value, Mapping):
+        items = [(f"{path}.{k}" if path else str(k), v) for k, v in value.items()]
+    elif isinstance(value, list | tuple):
+        items = [(f"{path}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None
+    for inner, item in items:
+        if (found := non_finite(item, inner)) is not None:
+            return found
+    return None
+
+
+def check_finite(model: BaseModel, fields: tuple[str, ...] | None = None) -> None:
+    """ValueError naming the first field of ``model`` (all, extras included, by default)
+    that holds a NaN or an infinity."""
+    values = model.model_dump()
+    for name in fields if fields is not None else tuple(values):
+        if (found := non_finite(values[name], name)) is not None:
+            raise ValueError(
+                f"{found}: NaN and infinities are not JSON numbers; give a finite number"
+            )
 
 
 class DispatchModel(BaseModel):
@@ -39,6 +68,11 @@ class DispatchModel(BaseModel):
     """The catalog filter that selected the assets, as JSON text."""
     analysis_code: dict[str, Any] | None = None
     """The code (and merged parameters) the original dispatcher expected to run."""
+
+    @model_validator(mode="after")
+    def _finite(self) -> Self:
+        check_finite(self)
+        return self
 
 
 class AnalysisParameters(BaseModel):

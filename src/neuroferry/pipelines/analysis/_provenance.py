@@ -25,7 +25,8 @@ PROVENANCE_VERSION = 1
 def record_name(identity: str, owner_id: int | None) -> str:
     """The catalog name of the record of result ``identity`` made by a job of the user
     ``owner_id``: ``{identity}.{owner_id}``; the identity alone for the service's own jobs
-    (no owner)."""
+    (no owner). Names of this form are reserved for records
+    (:data:`neuroferry.catalog.RECORD_NAME`)."""
     return identity if owner_id is None else f"{identity}.{owner_id}"
 
 

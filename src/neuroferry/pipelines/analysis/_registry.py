@@ -20,13 +20,14 @@ import logging
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy import Engine
 
+from neuroferry.engine import load_entry_points
 from neuroferry.errors import ConfigError, InvalidInput
 from neuroferry.pipelines.analysis._models import DispatchModel
 from neuroferry.stores import Store
@@ -116,28 +117,23 @@ def register_analysis(analysis: Analysis) -> None:
     _registered[analysis.name] = analysis
 
 
+def _check_analysis(ep: EntryPoint, loaded: Any) -> Analysis | str:
+    if not isinstance(loaded, Analysis):
+        return f"entry point {ep.value} is not an Analysis"
+    if loaded.name != ep.name:
+        return (
+            f"entry point {ep.name!r} ({ep.value}) loads the analysis {loaded.name!r}; "
+            "name the entry point after its analysis"
+        )
+    return loaded
+
+
 def _load_installed() -> dict[str, Analysis | str]:
     """Analyses of the ``neuroferry.analyses`` entry points, loaded once; one that cannot
     be loaded is kept as the reason, so that it hides no other."""
     global _installed
     if _installed is None:
-        found: dict[str, Analysis | str] = {}
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
-            try:
-                loaded = ep.load()
-            except Exception as exc:  # a broken plugin must not hide the other analyses
-                found[ep.name] = f"cannot load {ep.value}: {type(exc).__name__}: {exc}"
-                continue
-            if not isinstance(loaded, Analysis):
-                found[ep.name] = f"entry point {ep.value} is not an Analysis"
-            elif loaded.name != ep.name:
-                found[ep.name] = (
-                    f"entry point {ep.name!r} ({ep.value}) loads the analysis {loaded.name!r}; "
-                    "name the entry point after its analysis"
-                )
-            else:
-                found[ep.name] = loaded
-        _installed = found
+        _installed = load_entry_points(ENTRY_POINT_GROUP, _check_analysis)
     return _installed
 
 

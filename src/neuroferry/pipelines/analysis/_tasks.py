@@ -10,8 +10,6 @@ it, with the existing record in its settings. ``run`` returns the wrapper's resu
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,13 +17,17 @@ from sqlalchemy import Engine
 
 from neuroferry.catalog import Catalog, Owner
 from neuroferry.engine import TaskContext, TaskFailed, get_job, job_tasks, owner_of_job
-from neuroferry.errors import InvalidInput
+from neuroferry.errors import Forbidden, InvalidInput
 from neuroferry.pipelines.analysis._commands import analysis_of, pin_command
-from neuroferry.pipelines.analysis._dispatch import LOOKUP_BATCH, _batches
-from neuroferry.pipelines.analysis._dispatch import dispatch as dispatch_models
+from neuroferry.pipelines.analysis._dispatch import (
+    LOOKUP_BATCH,
+    _batches,
+    check_not_others,
+    dispatch_spec,
+)
 from neuroferry.pipelines.analysis._identity import code_identity
 from neuroferry.pipelines.analysis._kind import AnalysisSpec, results_store
-from neuroferry.pipelines.analysis._models import AnalysisParameters, DispatchModel
+from neuroferry.pipelines.analysis._models import DispatchModel
 from neuroferry.pipelines.analysis._provenance import (
     RESULT_KIND,
     provenance_record,
@@ -74,43 +76,6 @@ def recorded(
     return found
 
 
-def _asset_csv(ids: Sequence[str]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["asset_id"])
-    writer.writerows([value] for value in ids)
-    return out.getvalue()
-
-
-def _models(ctx: TaskContext, spec: AnalysisSpec) -> list[DispatchModel]:
-    """The spec's prebuilt models (their locations checked again), or those dispatch
-    builds from its query, asset ids or locations."""
-    if spec.models:
-        for i, model in enumerate(spec.models):
-            for url in [*model.s3_location, *(model.file_location or [])]:
-                ctx.grants.check_read_url(f"models[{i}]", url)
-        return list(spec.models)
-    owner = owner_of_job(ctx.db, ctx.owner_id)
-    return list(
-        dispatch_models(
-            filter=spec.query,
-            asset_csv=_asset_csv(spec.asset_ids) if spec.asset_ids else None,
-            urls=spec.locations or None,
-            parameters=AnalysisParameters(
-                fixed_parameters=spec.fixed_parameters,
-                distributed_parameters=spec.distributed_parameters,
-            ),
-            file_extension=spec.file_extension,
-            split_files=spec.split_files,
-            catalog=ctx.catalog,
-            viewer=owner,
-            access=ctx.grants,
-            settings=ctx.config,
-            max_models=ctx.config.analysis_max_models,
-        )
-    )
-
-
 def _describe(number: int, model: DispatchModel) -> str:
     where = ", ".join(model.file_location or model.asset_name)
     sets = f", parameter set {model.distributed_parameters}" if model.distributed_parameters else ""
@@ -145,17 +110,24 @@ def dispatch(ctx: TaskContext) -> dict[str, Any]:
     spec = AnalysisSpec.model_validate(ctx.spec)
     results = ctx.grants.check_write_url("results", results_store(spec, ctx.config))
     command = pin_command(spec.analysis, ctx.db, ctx.config)  # the run tasks get it pinned
-    prepared = _prepare_all(
-        analysis_of(spec.analysis, command, ctx.config), spec, _models(ctx, spec)
+    owner = owner_of_job(ctx.db, ctx.owner_id)
+    models = dispatch_spec(
+        spec, catalog=ctx.catalog, viewer=owner, access=ctx.grants, settings=ctx.config
     )
+    prepared = _prepare_all(analysis_of(spec.analysis, command, ctx.config), spec, models)
     unique = {task.identity: task for task in prepared}  # the same input and parameters twice
-    existing = recorded(ctx.catalog, list(unique), owner_of_job(ctx.db, ctx.owner_id))
+    locations = {i: results_location(results, spec.analysis, i, ctx.owner_id) for i in unique}
+    try:
+        check_not_others([("results", url) for url in locations.values()], ctx.catalog, owner)
+    except Forbidden as exc:
+        raise TaskFailed(f"{exc}; nothing was computed") from exc
+    existing = recorded(ctx.catalog, list(unique), owner)
     items: dict[str, dict[str, Any]] = {}
     for identity, task in unique.items():
         item: dict[str, Any] = {
             "model": task.model.model_dump(mode="json"),
             "results": results,
-            "location": results_location(results, spec.analysis, identity, ctx.owner_id),
+            "location": locations[identity],
         }
         if identity in existing:
             item["existing"] = existing[identity]
@@ -226,7 +198,7 @@ def record(ctx: TaskContext) -> dict[str, Any]:
         if identity not in existing
     ]
     for batch in _batches(docs, RECORD_BATCH):
-        ctx.catalog.upsert_many(batch, owner)
+        ctx.catalog.upsert_many(batch, owner, records=True)
     ctx.log.info("%d provenance records written, %d already there", len(docs), len(existing))
     return {"recorded": len(docs), "already_recorded": len(existing)}
 

@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from neuroferry.catalog import RECORD_NAME
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.ingest._params import BUILTIN_PARAMS
 
@@ -204,6 +205,12 @@ class IngestConfig(BaseModel):
                     f"{value!r}: part {segment!r} is not allowed; parts are 1 to 128 letters, "
                     "digits, '.', '-' or '_' (no leading or trailing '/')"
                 )
+        if RECORD_NAME.fullmatch(value):
+            raise _error(
+                f"{value!r} has the form of an analysis result's provenance record name (64 "
+                "hexadecimal digits, optionally '.' and a user id), which is reserved for "
+                "those records; choose another name"
+            )
         return value
 
     @field_validator("destination")

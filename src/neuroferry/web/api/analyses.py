@@ -7,25 +7,25 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from neuroferry.auth import User
 from neuroferry.engine import NewJob, submit_jobs
-from neuroferry.errors import InvalidInput, NotFound
-from neuroferry.grants import access_for
+from neuroferry.errors import InvalidInput, NotFound, validation_problems
+from neuroferry.grants import Access, access_for
 from neuroferry.pipelines.analysis import (
     KIND,
     PRECEDENCE,
     Analysis,
-    AnalysisParameters,
     AnalysisSpec,
     Dispatched,
     DispatchModel,
     analyses,
     analysis_results,
     broken_analyses,
+    check_spec,
     code_identity,
-    dispatch,
+    dispatch_spec,
     get_analysis,
     parameter_schema,
 )
@@ -141,6 +141,16 @@ class DispatchRequest(BaseModel):
         True, description="one input per matching file (else one per asset, with its files)"
     )
 
+    def spec(self, name: str) -> AnalysisSpec:
+        """The ``analysis`` job's spec (of a preview: the job it previews)."""
+        try:
+            return AnalysisSpec.model_validate(
+                {"analysis": name, **self.model_dump(exclude_none=True)}
+            )
+        except ValidationError as exc:
+            problems = validation_problems(exc)
+            raise InvalidInput("; ".join(problems)) from exc
+
     def check_inputs(self) -> None:
         """:class:`InvalidInput` unless exactly one way to give the data is used."""
         given = [
@@ -188,30 +198,22 @@ class DispatchOut(PreviewOut):
     dispatch_models: list[DispatchModel] = Field(description="every dispatch model, in order")
 
 
+def _access(held: Services, me: User) -> Access:
+    return access_for(held.settings, me.name, me.role)
+
+
 def dispatch_request(
     analysis: Analysis, body: DispatchRequest, held: Services, me: User
 ) -> Dispatched:
     """The dispatch models of ``body`` for ``me``: their own documents, locations within
     their grants, every parameter set valid for the analysis."""
     body.check_inputs()
-    settings = held.settings
-    return dispatch(
-        filter=body.query,
-        asset_ids=body.asset_ids,
-        urls=body.locations,
-        parameters=AnalysisParameters(
-            fixed_parameters=body.fixed_parameters,
-            distributed_parameters=body.distributed_parameters,
-        ),
-        overrides=body.parameters,
-        parameter_model=analysis.parameters,
-        file_extension=body.file_extension,
-        split_files=body.split_files,
+    return dispatch_spec(
+        body.spec(analysis.name),
         catalog=held.catalog,
         viewer=me,
-        access=access_for(settings, me.name, me.role),
-        settings=settings,
-        max_models=settings.analysis_max_models,
+        access=_access(held, me),
+        settings=held.settings,
     )
 
 
@@ -274,11 +276,6 @@ class SubmitRequest(DispatchRequest):
     )
     user_email: str | None = Field(None, description="where to send the job's notifications")
 
-    def spec(self, name: str) -> AnalysisSpec:
-        """The ``analysis`` job's spec."""
-        given = self.model_dump(exclude_none=True)
-        return AnalysisSpec.model_validate({"analysis": name, **given})
-
 
 class SubmittedOut(BaseModel):
     job_id: int
@@ -306,11 +303,13 @@ def submit_analysis(
 ) -> SubmittedOut:
     """Submit an ``analysis`` job owned by you: one task per input and parameter set,
     results already recorded for you skipped unless ``force``. 404 for an unknown
-    analysis; 422 naming the field of a bad body or parameter set; 403 for a location
-    outside your grants."""
+    analysis; 422 naming the field of a bad body, parameter set or model; 403 for a
+    location outside your grants or at, inside or around another user's data."""
     _analysis(name, held)
+    spec = body.spec(name)
+    check_spec(spec, catalog=held.catalog, viewer=me, access=_access(held, me))  # not at dispatch
     [job_id] = submit_jobs(
-        held.engine, [NewJob(KIND.name, body.spec(name))], owner_id=me.id, settings=held.settings
+        held.engine, [NewJob(KIND.name, spec)], owner_id=me.id, settings=held.settings
     )
     held.wake()
     return SubmittedOut(job_id=job_id)

@@ -179,9 +179,20 @@ def pager(
 
 
 def json_field(field: str, text: str) -> Any:
-    """The JSON value typed in form field ``field``; InvalidInput says where it breaks."""
+    """The JSON value typed in form field ``field``; InvalidInput says where it breaks,
+    and refuses NaN and infinities (JSON has no such numbers)."""
+
+    def finite(token: str) -> float:
+        value = float(token)
+        if not math.isfinite(value):
+            raise InvalidInput(f"{field}: {token} is not a finite number; give one")
+        return value
+
+    def constant(token: str) -> Any:
+        raise InvalidInput(f"{field}: {token} is not a number JSON allows; give a finite number")
+
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=constant, parse_float=finite)
     except json.JSONDecodeError as exc:
         raise InvalidInput(
             f"{field}: not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -94,9 +95,12 @@ class Field:
                 raise InvalidInput(f"{self.name}: not a whole number: {text!r}") from None
         if self.kind == "number":
             try:
-                return float(text)
+                number = float(text)
             except ValueError:
                 raise InvalidInput(f"{self.name}: not a number: {text!r}") from None
+            if not math.isfinite(number):
+                raise InvalidInput(f"{self.name}: not a finite number: {text!r}")
+            return number
         if self.kind == "enum":
             for choice in self.choices:
                 if str(choice) == text:
