@@ -50,7 +50,9 @@ def plain_run(location: str, method: str) -> dict[str, Any]:
     return trivial(
         AnalysisRun(
             inputs=DispatchModel(
-                s3_location=[location], asset_name=[location.rsplit("/", 1)[-1]], docdb_record_id=[""]
+                s3_location=[location],
+                asset_name=[location.rsplit("/", 1)[-1]],
+                docdb_record_id=[""],
             ),
             parameters=Parameters(method=method),
             results=Path("."),

@@ -30,8 +30,11 @@ Progress goes to stderr, the figures to stdout.
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import json
 import os
+import pstats
 import resource
 import subprocess
 import sys
@@ -98,6 +101,7 @@ def make_lake(root: Path, assets: int) -> Lake:
         docs.append(
             {
                 "name": name,
+                "index": i,
                 "location": (lake / name).as_uri(),
                 "subject": {"subject_id": str(700000 + i % 97)},
                 "data_description": {"data_level": "derived"},
@@ -215,16 +219,23 @@ def wait_job(engine: Engine, job_id: int, states: tuple[str, ...] = DONE) -> str
         time.sleep(0.2)
 
 
-def part_engine(lake: Lake, executor: Executor, n: int) -> dict[str, Any]:
-    """A job of ``n`` tasks (the first ``n`` assets, one parameter set), then plain Dask."""
+def part_engine(
+    lake: Lake, executor: Executor, n: int, profile: Path | None = None
+) -> dict[str, Any]:
+    """A job of ``n`` tasks (the first ``n`` assets, one parameter set), then plain Dask.
+    With ``profile``, the orchestrator thread's cProfile statistics go to that file."""
     client = executor.client
     client.run(_analysis_tasks.registered)  # the workers import the analysis
     orch = Orchestrator(lake.settings, lake.engine, executor, catalog=lake.catalog)
+    profiler = cProfile.Profile()
+    if profile is not None:
+        run = orch._run
+        orch._run = lambda: profiler.runcall(run)  # type: ignore[method-assign]
     orch.start()
     names = [asset_name(i) for i in range(n)]
     spec = {
         "analysis": _analysis_tasks.NAME,
-        "asset_ids": names,
+        "query": {"index": {"$lt": n}},
         "distributed_parameters": [{"method": "m0"}],
         "allow_dirty": True,
     }
@@ -239,6 +250,11 @@ def part_engine(lake: Lake, executor: Executor, n: int) -> dict[str, Any]:
         ended = time.time()
     finally:
         orch.stop()
+    if profile is not None:
+        profiler.dump_stats(profile)
+        buf = io.StringIO()
+        pstats.Stats(profiler, stream=buf).sort_stats("cumulative").print_stats(40)
+        say(f"profile of the orchestrator thread ({profile}):\n{buf.getvalue()}")
     if state != "succeeded":
         raise RuntimeError(f"the analysis job ended {state}")
     with lake.engine.connect() as conn:
@@ -379,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tasks", type=int, default=10_000, help="tasks of the engine's job")
     parser.add_argument("--workers", type=int, default=64, help="dispatch folders written")
     parser.add_argument("--parts", default=",".join(PARTS), help=", ".join(PARTS))
+    parser.add_argument("--profile", type=Path, help="cProfile the orchestrator thread to FILE")
     parser.add_argument("--memory-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_child:
@@ -406,7 +423,7 @@ def main(argv: list[str] | None = None) -> int:
         if "engine" in parts:
             executor = Executor.start(lake.settings)
             try:
-                got = part_engine(lake, executor, args.tasks)
+                got = part_engine(lake, executor, args.tasks, args.profile)
             finally:
                 executor.close()
             ferry = got["tasks"] / got["run_s"]

@@ -22,7 +22,7 @@ from neuroferry.engine import TaskContext, TaskFailed, get_job, job_tasks, owner
 from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.analysis._dispatch import LOOKUP_BATCH, _batches
 from neuroferry.pipelines.analysis._dispatch import dispatch as dispatch_models
-from neuroferry.pipelines.analysis._identity import code_identity
+from neuroferry.pipelines.analysis._identity import code_identity, known_code_identity
 from neuroferry.pipelines.analysis._kind import AnalysisSpec, results_store
 from neuroferry.pipelines.analysis._models import AnalysisParameters, DispatchModel
 from neuroferry.pipelines.analysis._provenance import (
@@ -180,14 +180,12 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     spec = AnalysisSpec.model_validate(ctx.spec)
     analysis = get_analysis(spec.analysis)
     model = DispatchModel.model_validate(ctx.params["model"])
-    task = prepare_task(
-        analysis,
-        model,
-        code_identity(analysis, spec.allow_dirty),
-        spec.fixed_parameters,
-        spec.parameters,
-    )
-    if task.identity != ctx.item:
+    for fresh in (False, True):  # the identity this worker knew may be stale: look again
+        code = known_code_identity(analysis, spec.allow_dirty, fresh=fresh)
+        task = prepare_task(analysis, model, code, spec.fixed_parameters, spec.parameters)
+        if task.identity == ctx.item:
+            break
+    else:
         raise TaskFailed(
             f"the result identity on this worker ({task.identity}) is not the one dispatched "
             f"({ctx.item}): the worker runs other code of analysis {analysis.name!r} than the "
