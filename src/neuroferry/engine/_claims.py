@@ -13,6 +13,7 @@ from sqlalchemy import (
     Engine,
     RowMapping,
     Select,
+    bindparam,
     case,
     func,
     insert,
@@ -299,9 +300,8 @@ def finish_tasks(
                 ).where(tasks.c.id.in_({claim.task_id for claim, _ in ended}))
             ).mappings()
         }
-        states = [
+        changes = [
             _finish(
-                conn,
                 claim,
                 rows.pop(claim.task_id, None),  # a second outcome of a task: not again
                 orchestrator_id,
@@ -311,6 +311,19 @@ def finish_tasks(
             )
             for claim, outcome in ended
         ]
+        # one UPDATE per set of columns changed, run for all its rows at once
+        same: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for (claim, _), values in zip(ended, changes, strict=True):
+            if values is not None:
+                same.setdefault(tuple(sorted(values)), []).append({"_id": claim.task_id, **values})
+        for columns, rows_values in same.items():
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == bindparam("_id"))
+                .values({c: bindparam(c) for c in columns}),
+                rows_values,
+            )
+        states = [None if values is None else values["state"] for values in changes]
         last = {
             claim.instance.job_id: i
             for i, ((claim, _), state) in enumerate(zip(ended, states, strict=True))
@@ -327,16 +340,15 @@ def finish_tasks(
 
 
 def _finish(
-    conn: Connection,
     claim: Claim,
     row: RowMapping | None,
     orchestrator_id: str,
     outcome: Outcome,
     now: datetime,
     job: Mapping[str, Any],
-) -> str | None:
-    """Record one outcome of the locked ``job``'s task (``row``: its state, claim, attempt
-    and retries left): its new state, or ``None`` if the task is no longer this
+) -> dict[str, Any] | None:
+    """The columns that record one outcome of the locked ``job``'s task (``row``: its
+    state, claim, attempt and retries left), or ``None`` if the task is no longer this
     orchestrator's."""
     task = claim.instance
     if (
@@ -368,8 +380,7 @@ def _finish(
     else:
         values.update(result=_json_safe(outcome.result), error=outcome.error, finished=now)
     values["state"] = state
-    conn.execute(update(tasks).where(tasks.c.id == claim.task_id).values(**values))
-    return state
+    return values
 
 
 def _json_safe(value: Any) -> Any:
