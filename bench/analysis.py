@@ -362,6 +362,11 @@ def memory_child(root: Path, sets: int) -> None:
                 tasks.c.job_id == job_id, tasks.c.name == "dispatch"
             )
         ).scalar()
+        params_bytes = conn.execute(
+            select(func.sum(func.length(cast(tasks.c.params, Text)))).where(
+                tasks.c.job_id == job_id, tasks.c.name == "run", tasks.c.map_index >= 0
+            )
+        ).scalar()
     after = _rss_mib()
     orch.stop()
     executor.close()
@@ -378,6 +383,7 @@ def memory_child(root: Path, sets: int) -> None:
                 "after_mib": after,
                 "peak_mib": peak,
                 "dispatch_result_mib": (dispatch_bytes or 0) / 2**20,
+                "params_mib": (params_bytes or 0) / 2**20,
                 "db_mib": db_mib,
             }
         )
@@ -441,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"memory: {got['tasks']:,} tasks queued in {got['queued_s']:.1f} s; service "
                 f"peak RSS {got['peak_mib']:.0f} MiB (idle {got['idle_mib']:.0f}, after "
                 f"{got['after_mib']:.0f}); dispatch result {got['dispatch_result_mib']:.1f} "
-                f"MiB; database {got['db_mib']:.0f} MiB"
+                f"MiB, the tasks' settings {got['params_mib']:.1f} MiB; database "
+                f"{got['db_mib']:.0f} MiB"
             )
     return 0
 
