@@ -109,3 +109,30 @@ def test_equality_on_an_indexed_path_uses_the_index(tmp_path):
         == []
     )
     engine.dispose()
+
+
+def test_a_filter_on_name_finds_the_documents_by_the_name_column(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'names.db'}")
+    upgrade(engine)
+    catalog = Catalog(engine)
+    for name in ("a", "b", "c"):
+        catalog.insert({"name": name, "kind": "k"})
+    assert _names(catalog, {"name": {"$in": ["a", "c", 1, None]}}) == ["a", "c"]
+    assert _names(catalog, {"name": "b", "kind": "k"}) == ["b"]
+    assert _names(catalog, {"name": 1}) == []
+    assert _names(catalog, {"$and": [{"name": {"$in": ["a", "b"]}}, {"name": {"$ne": "a"}}]}) == [
+        "b"
+    ]
+    assert _names(catalog, {"name": {"$nin": ["a"]}}) == ["b", "c"]
+    with engine.connect() as conn:
+        where = catalog._where({"name": {"$in": ["a", "b"]}, "kind": "k"}, conn, None)
+        sql = str(
+            documents.select().where(where).compile(engine, compile_kwargs={"literal_binds": True})
+        )
+        plan = " ".join(str(r) for r in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}"))
+    assert "(name=?)" in plan, plan
+    engine.dispose()
+
+
+def _names(catalog, filter):
+    return sorted(d["name"] for d in catalog.find(filter))

@@ -32,7 +32,13 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 
 from neuroferry.catalog._filter import DEFAULT_LIMITS, FilterLimits, parse_filter, parse_sort
-from neuroferry.catalog._indexes import check_index_path, index_rows, prefilters, values_at
+from neuroferry.catalog._indexes import (
+    check_index_path,
+    index_rows,
+    name_prefilters,
+    prefilters,
+    values_at,
+)
 from neuroferry.catalog._projection import parse_projection
 from neuroferry.catalog._sql import (
     filter_clause,
@@ -336,7 +342,8 @@ class Catalog:
         with regex_guard(owned):
             clause = filter_clause(node, documents.c.body, self.dialect)
         mine = [] if owned is None else [owned]
-        return and_(*mine, *prefilters(node, self._indexed(conn), documents.c.id), clause)
+        indexed = prefilters(node, self._indexed(conn), documents.c.id)
+        return and_(*mine, *name_prefilters(node, documents.c.name), *indexed, clause)
 
     def delete(self, doc_id: str) -> None:
         """Remove a document; :class:`NotFound` if there is none with that id."""

@@ -116,3 +116,23 @@ def prefilters(node: Node, indexed: set[str], doc_id: ColumnElement[Any]) -> lis
         if field.path in indexed and (where := _field_condition(field)) is not None:
             found.append(doc_id.in_(select(values_table.c.doc_id).where(where)))
     return found
+
+
+def name_prefilters(node: Node, name: ColumnElement[Any]) -> list[Any]:
+    """``name IN (…)`` for each equality or ``$in`` on ``name`` at the filter's top level
+    (or a top-level ``$and``): a document's ``name``, always a string, is also its row's
+    unique ``name`` column, whose index then finds the documents instead of a scan of
+    them all (the dedupe check of an analysis job looks up 100,000 names)."""
+    fields = [node] if isinstance(node, Field) else []
+    if isinstance(node, And):
+        fields = [child for child in node.children if isinstance(child, Field)]
+    found = []
+    for field in fields:
+        if field.path != "name":
+            continue
+        for cond in field.conditions:
+            if isinstance(cond, Equals):
+                found.append(name.in_([cond.value] if isinstance(cond.value, str) else []))
+            elif isinstance(cond, In) and not cond.negated:
+                found.append(name.in_([v for v in cond.values if isinstance(v, str)]))
+    return found

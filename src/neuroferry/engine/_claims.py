@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,7 +11,9 @@ from typing import Any
 from sqlalchemy import (
     Connection,
     Engine,
+    RowMapping,
     Select,
+    bindparam,
     case,
     func,
     insert,
@@ -137,37 +138,9 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
             .mappings()
             .all()
         )
-        wanted: set[str] = set()
-        for r in rows:
-            # a kind or task that cannot be had fails below, once the claim is recorded
-            with contextlib.suppress(FerryError):
-                wanted |= get_kind(r["kind"]).ancestors(r["name"])
-        done = (
-            conn.execute(
-                # the claimed tasks' ancestors only: not a settled mapped task's result
-                # that no claimed task needs. By job and level only: a filter on state
-                # would let the planner scan every finished task of every job
-                select(tasks.c.job_id, tasks.c.name, tasks.c.state, tasks.c.result).where(
-                    tasks.c.job_id.in_({r["job_id"] for r in rows}),
-                    tasks.c.map_index == -1,
-                    tasks.c.name.in_(wanted),
-                )
-            )
-            .mappings()
-            .all()
-        )
-    results: dict[int, dict[str, Any]] = {}
-    for r in done:  # ended ancestors (a task that runs after failures sees them too)
-        if r["state"] in TERMINAL:
-            results.setdefault(r["job_id"], {})[r["name"]] = r["result"]
+        upstreams = _upstreams(conn, rows)
     claims = []
     for r in rows:
-        kind = get_kind(r["kind"])
-        ancestors = kind.ancestors(r["name"])
-        upstream = {n: v for n, v in results.get(r["job_id"], {}).items() if n in ancestors}
-        map_over = kind.task(r["name"]).map_over
-        if r["map_index"] >= 0 and map_over:
-            _leave_out_items(upstream, map_over)
         instance = TaskInstance(
             job_id=r["job_id"],
             kind=r["kind"],
@@ -178,7 +151,7 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
             attempt=r["attempt"],
             spec=dict(r["spec"] or {}),
             params=dict(r["params"] or {}),
-            upstream=upstream,
+            upstream=upstreams.get(r["id"], {}),
             summary=dict(r["summary"] or {}),
             saved_state=dict(r["saved_state"] or {}),
         )
@@ -195,15 +168,79 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
     return claims
 
 
-def _leave_out_items(upstream: dict[str, Any], map_over: str) -> None:
-    """A mapped instance's upstream without the mapping its task was made from: it has its
-    own item's settings in ``params``, and the whole mapping (one entry per instance)
-    would make each instance cost as much as all of them."""
-    source, _, key = map_over.partition(".")
-    if not key:
-        upstream.pop(source, None)
-    elif isinstance(upstream.get(source), dict):
-        upstream[source] = {k: v for k, v in upstream[source].items() if k != key}
+_SOURCES_KEPT = 64
+_sources: dict[tuple[int, int, Any, str], Any] = {}
+"""The results of mapped tasks' sources without their mapping (what each instance sees),
+by the source's row, attempt, end and the mapping's key: read from the database and
+decoded once, not at every claim (the mapping may hold 100,000 items)."""
+
+
+def _upstreams(conn: Connection, rows: Sequence[RowMapping]) -> dict[int, dict[str, Any]]:
+    """The results of the claimed tasks' ended ancestors (a task that runs after failures
+    sees them too), by claimed task id. A mapped instance's upstream leaves out the mapping
+    its task was made from: it has its own item's settings in ``params``, and the whole
+    mapping (one entry per instance) would make each instance cost as much as all of
+    them."""
+    # per claimed task: (ancestor, None for its whole result or the mapping's key to leave
+    # out, "" when the whole result is the mapping)
+    wants: dict[int, list[tuple[str, str | None]]] = {}
+    for r in rows:
+        try:  # a kind or task that cannot be had fails later, once the claim is recorded
+            kind = get_kind(r["kind"])
+            map_over = kind.task(r["name"]).map_over if r["map_index"] >= 0 else None
+            ancestors = kind.ancestors(r["name"])
+        except FerryError:
+            continue
+        source, _, mapping = (map_over or "").partition(".")
+        wants[r["id"]] = [(a, mapping if a == source else None) for a in ancestors]
+    ended = {
+        (e.job_id, e.name): e
+        for e in conn.execute(
+            # by job and level only: a filter on state would let the planner scan every
+            # finished task of every job
+            select(
+                tasks.c.id,
+                tasks.c.job_id,
+                tasks.c.name,
+                tasks.c.state,
+                tasks.c.attempt,
+                tasks.c.finished,
+            ).where(
+                tasks.c.job_id.in_({r["job_id"] for r in rows}),
+                tasks.c.map_index == -1,
+                tasks.c.name.in_({a for want in wants.values() for a, _ in want}),
+            )
+        )
+        if e.state in TERMINAL
+    }
+    job_of = {r["id"]: r["job_id"] for r in rows}
+    needed = [
+        (task_id, name, e, key, (e.id, e.attempt, e.finished, key or ""))
+        for task_id, want in wants.items()
+        for name, key in want
+        if (e := ended.get((job_of[task_id], name))) is not None and key != ""
+    ]
+    known = {c: _sources[c] for *_, key, c in needed if key is not None and c in _sources}
+    fetch = {e.id for _, _, e, key, c in needed if key is None or c not in known}
+    results = dict(
+        conn.execute(select(tasks.c.id, tasks.c.result).where(tasks.c.id.in_(fetch))).all()
+        if fetch
+        else []
+    )
+    out: dict[int, dict[str, Any]] = {task_id: {} for task_id in wants}
+    for task_id, name, e, key, c in needed:
+        if key is None:
+            out[task_id][name] = results[e.id]
+            continue
+        if c not in known:
+            value = results[e.id]
+            if isinstance(value, dict):
+                value = {k: v for k, v in value.items() if k != key}
+            if len(_sources) >= _SOURCES_KEPT:
+                _sources.clear()
+            _sources[c] = known[c] = value
+        out[task_id][name] = dict(known[c]) if isinstance(known[c], dict) else known[c]
+    return out
 
 
 @dataclass(frozen=True)
@@ -216,6 +253,8 @@ class Outcome:
     after: float = 0.0
     saved_state: Mapping[str, Any] | None = None
     worker: str | None = None
+    seconds: float | None = None
+    """How long the task's function ran, where it ran."""
 
 
 @dataclass(frozen=True)
@@ -241,29 +280,77 @@ def finish_tasks(
     now: datetime,
 ) -> list[Finished | None]:
     """Record the outcomes of tasks that ended together in one transaction: each as
-    :func:`finish_task` would, in turn, with what it did (or ``None``) for each."""
+    :func:`finish_task` would, with what it did (or ``None``) for each. Each job advances
+    once, after all its outcomes are in; its transition goes with its last outcome."""
     with transaction(engine) as conn:
         # the jobs' rows in one order, so that two writers never wait for each other
-        for job_id in sorted({claim.instance.job_id for claim, _ in ended}):
-            lock_job(conn, job_id, now)
-        return [_finish(conn, claim, orchestrator_id, outcome, now) for claim, outcome in ended]
+        locked = {
+            job_id: lock_job(conn, job_id, now)
+            for job_id in sorted({claim.instance.job_id for claim, _ in ended})
+        }
+        rows = {
+            r["id"]: r
+            for r in conn.execute(
+                select(
+                    tasks.c.id,
+                    tasks.c.state,
+                    tasks.c.claimed_by,
+                    tasks.c.attempt,
+                    tasks.c.retries_left,
+                ).where(tasks.c.id.in_({claim.task_id for claim, _ in ended}))
+            ).mappings()
+        }
+        changes = [
+            _finish(
+                claim,
+                rows.pop(claim.task_id, None),  # a second outcome of a task: not again
+                orchestrator_id,
+                outcome,
+                now,
+                locked[claim.instance.job_id],
+            )
+            for claim, outcome in ended
+        ]
+        # one UPDATE per set of columns changed, run for all its rows at once
+        same: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for (claim, _), values in zip(ended, changes, strict=True):
+            if values is not None:
+                same.setdefault(tuple(sorted(values)), []).append({"_id": claim.task_id, **values})
+        for columns, rows_values in same.items():
+            conn.execute(
+                update(tasks)
+                .where(tasks.c.id == bindparam("_id"))
+                .values({c: bindparam(c) for c in columns}),
+                rows_values,
+            )
+        states = [None if values is None else values["state"] for values in changes]
+        last = {
+            claim.instance.job_id: i
+            for i, ((claim, _), state) in enumerate(zip(ended, states, strict=True))
+            if state is not None
+        }
+        transitions = {
+            i: advance(conn, get_kind(ended[i][0].instance.kind), job_id, now, locked[job_id])
+            for job_id, i in last.items()
+        }
+    return [
+        None if state is None else Finished(state, transitions.get(i))
+        for i, state in enumerate(states)
+    ]
 
 
 def _finish(
-    conn: Connection, claim: Claim, orchestrator_id: str, outcome: Outcome, now: datetime
-) -> Finished | None:
+    claim: Claim,
+    row: RowMapping | None,
+    orchestrator_id: str,
+    outcome: Outcome,
+    now: datetime,
+    job: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """The columns that record one outcome of the locked ``job``'s task (``row``: its
+    state, claim, attempt and retries left), or ``None`` if the task is no longer this
+    orchestrator's."""
     task = claim.instance
-    kind = get_kind(task.kind)
-    job = lock_job(conn, task.job_id, now)
-    row = (
-        conn.execute(
-            select(tasks.c.state, tasks.c.claimed_by, tasks.c.attempt, tasks.c.retries_left).where(
-                tasks.c.id == claim.task_id
-            )
-        )
-        .mappings()
-        .first()
-    )
     if (
         row is None
         or row["state"] != RUNNING
@@ -282,7 +369,8 @@ def _finish(
         )
     elif state == FAILED and row["retries_left"] > 0:
         state = UP_FOR_RETRY
-        delay = float(task.params.get("retry_delay", kind.task(task.task).retry_delay))
+        retry_delay = get_kind(task.kind).task(task.task).retry_delay
+        delay = float(task.params.get("retry_delay", retry_delay))
         backoff = min(delay * 2 ** max(task.attempt - 1, 0), MAX_RETRY_DELAY)
         values.update(
             retries_left=row["retries_left"] - 1,
@@ -292,9 +380,7 @@ def _finish(
     else:
         values.update(result=_json_safe(outcome.result), error=outcome.error, finished=now)
     values["state"] = state
-    conn.execute(update(tasks).where(tasks.c.id == claim.task_id).values(**values))
-    transition = advance(conn, kind, task.job_id, now, job)
-    return Finished(state, transition)
+    return values
 
 
 def _json_safe(value: Any) -> Any:

@@ -43,11 +43,15 @@ from neuroferry.engine._runner import TaskCall, run_task
 from neuroferry.engine._states import FAILED, UP_FOR_RETRY
 from neuroferry.engine._submit import NewJob, owner_access, submit_jobs
 from neuroferry.errors import FerryError
+from neuroferry.grants import Access
 
 log = logging.getLogger(__name__)
 
 STATISTICS_EVERY = 3600.0
 """Seconds between refreshes of the database's planner statistics (SQLite)."""
+SHORT_TASK = 0.25
+"""Seconds a cluster task runs on average, below which the orchestrator keeps more
+tasks in flight per worker thread."""
 
 Notifier = Callable[[Settings, dict[str, Any], str], Any]
 
@@ -96,6 +100,8 @@ class Orchestrator:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._threads = 0
+        self._task_seconds = SHORT_TASK
+        """A moving average of how long cluster tasks ran (on their workers)."""
         self._worker_resources: list[dict[str, float]] = []
         self._threads_checked = 0.0
         self._said_waiting = False
@@ -193,22 +199,30 @@ class Orchestrator:
                 self._threads = max(
                     self._threads, self.settings.cluster_max_jobs * self.settings.cluster_cores
                 )
-        # twice the threads: a worker finds its next task waiting when it finishes one
-        return 2 * max(self._threads, 1) + self.settings.local_task_threads
+        # twice the threads: a worker finds its next task waiting when it finishes one;
+        # more while tasks are short, since then one round of this thread (record, claim,
+        # send) takes longer than a task, and a worker would wait for the next round
+        ahead = 2 if self._task_seconds >= SHORT_TASK else 8
+        return ahead * max(self._threads, 1) + self.settings.local_task_threads
 
     def _dispatch(self) -> None:
         room = self._capacity() - len(self._inflight)
+        access: dict[int | None, Access] = {}  # each owner's, looked up once per claim
         for claim in claim_tasks(self.engine, self.id, room, now_utc()):
             self._inflight[claim.task_id] = claim
             METRICS.observe_start(claim)
             try:
-                self._submit(claim)
+                if claim.owner_id not in access:
+                    access[claim.owner_id] = owner_access(
+                        self.engine, claim.owner_id, self.settings
+                    )
+                self._submit(claim, access[claim.owner_id])
             except Exception as exc:  # the executor refused it: record, do not lose it
                 task = claim.instance
                 log.warning("cannot start %s of job %d: %s", task.task, task.job_id, exc)
                 self._events.put((claim, {"state": FAILED, "error": f"cannot start: {exc}"}))
 
-    def _submit(self, claim: Claim) -> None:
+    def _submit(self, claim: Claim, access: Access) -> None:
         task = claim.instance
         kind = get_kind(task.kind)
         if kind.name not in self._kind_settings:
@@ -217,7 +231,7 @@ class Orchestrator:
             task,
             fn=kind.task(task.task).fn,
             settings=self.settings,
-            access=owner_access(self.engine, claim.owner_id, self.settings),
+            access=access,
             kind_settings=self._kind_settings[kind.name],
         )
         if claim.placement == "local":
@@ -318,6 +332,7 @@ class Orchestrator:
             after=float(raw.get("after", 0.0)),
             saved_state=raw.get("saved_state"),
             worker=raw.get("worker"),
+            seconds=raw.get("seconds"),
         )
 
     def _record(self, outcomes: list[tuple[Claim, Outcome]]) -> None:
@@ -339,6 +354,8 @@ class Orchestrator:
                 )
                 continue
             METRICS.observe_end(claim, finished.state, outcome.result)
+            if claim.placement != "local" and outcome.seconds is not None:
+                self._task_seconds += (outcome.seconds - self._task_seconds) / 20
             if finished.state == UP_FOR_RETRY:
                 self._notify(claim.instance.job_id, "retry")
             if finished.transition is not None:

@@ -106,7 +106,8 @@ def check_result(task: TaskInstance, value: Any, what: str = "result") -> None:
 def run_task(call: TaskCall) -> dict[str, Any]:
     """Run one task instance and return its outcome as a small dict: ``state``
     (succeeded, failed, cancelled, up_for_reschedule), ``result``, ``error``, ``after``,
-    ``saved_state``, ``worker``. Never raises for the task's own errors."""
+    ``saved_state``, ``worker``, ``seconds`` (how long the function ran). Never raises
+    for the task's own errors."""
     worker = f"{socket.gethostname()}:{os.getpid()}"
     task = call.instance
     store = _log_store(call.settings)
@@ -168,10 +169,12 @@ def run_task(call: TaskCall) -> dict[str, Any]:
         logger.error("failed: %s: %s\n%s", type(exc).__name__, exc, traceback.format_exc())
         outcome = {"state": "failed", "error": f"{type(exc).__name__}: {exc}"}
     finally:
-        logger.info("finished in %.2f s", time.monotonic() - started)
+        seconds = time.monotonic() - started
+        logger.info("finished in %.2f s", seconds)
         handler.close()
         logger.handlers = []
     if isinstance(outcome.get("error"), str):  # shown to the job's owner: no secrets
         outcome["error"] = redact(outcome["error"], secrets)
     outcome["worker"] = worker
+    outcome["seconds"] = seconds
     return outcome

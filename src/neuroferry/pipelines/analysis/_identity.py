@@ -39,6 +39,7 @@ string, number, boolean or ``None`` is refused.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -133,6 +134,25 @@ def code_identity(analysis: Analysis, allow_dirty: bool = False) -> CodeIdentity
     return CodeIdentity(analysis.name, found_version, source, commit, dirty)
 
 
+_KNOWN_MAX = 256
+_known: dict[tuple[Analysis, bool], CodeIdentity] = {}
+
+
+def known_code_identity(
+    analysis: Analysis, allow_dirty: bool = False, *, fresh: bool = False
+) -> CodeIdentity:
+    """:func:`code_identity` as this process last worked it out (``fresh``: work it out
+    again). For the many tasks a worker runs of one analysis: looking at the checkout
+    starts three git processes each time. A caller that finds the identity stale (it does
+    not match the one dispatched) asks again with ``fresh``."""
+    key = (analysis, allow_dirty)
+    if fresh or key not in _known:
+        if len(_known) >= _KNOWN_MAX:
+            _known.clear()
+        _known[key] = code_identity(analysis, allow_dirty)
+    return _known[key]
+
+
 def _split_image(analysis: Analysis) -> tuple[str, str | None]:
     assert analysis.image is not None
     image, at, digest = analysis.image.partition("@")
@@ -146,10 +166,13 @@ def _split_image(analysis: Analysis) -> tuple[str, str | None]:
     return image, digest
 
 
+@functools.lru_cache(maxsize=256)
 def _distribution(module: str, path: Path | None) -> str | None:
     """The installed distribution that provides ``module`` (the first by name when several
     provide its top-level package), or, for an editable install, the one whose project
-    folder holds the module's source file ``path``."""
+    folder holds the module's source file ``path``. Looked up once per process, as the
+    analyses themselves are loaded once: it reads every installed distribution's metadata
+    (a tenth of a second or more), which a task that runs in milliseconds cannot afford."""
     top = module.partition(".")[0]
     names = packages_distributions().get(top) if top else None
     if names:

@@ -25,7 +25,7 @@ from neuroferry.pipelines.analysis._dispatch import (
     check_not_others,
     dispatch_spec,
 )
-from neuroferry.pipelines.analysis._identity import code_identity
+from neuroferry.pipelines.analysis._identity import code_identity, known_code_identity
 from neuroferry.pipelines.analysis._kind import AnalysisSpec, results_store
 from neuroferry.pipelines.analysis._models import DispatchModel
 from neuroferry.pipelines.analysis._provenance import (
@@ -157,14 +157,12 @@ def run(ctx: TaskContext) -> dict[str, Any]:
     pinned = (ctx.upstream.get("dispatch") or {}).get("command")
     analysis = analysis_of(spec.analysis, pinned, ctx.config)
     model = DispatchModel.model_validate(ctx.params["model"])
-    task = prepare_task(
-        analysis,
-        model,
-        code_identity(analysis, spec.allow_dirty),
-        spec.fixed_parameters,
-        spec.parameters,
-    )
-    if task.identity != ctx.item:
+    for fresh in (False, True):  # the identity this worker knew may be stale: look again
+        code = known_code_identity(analysis, spec.allow_dirty, fresh=fresh)
+        task = prepare_task(analysis, model, code, spec.fixed_parameters, spec.parameters)
+        if task.identity == ctx.item:
+            break
+    else:
         raise TaskFailed(
             f"the result identity on this worker ({task.identity}) is not the one dispatched "
             f"({ctx.item}): the worker runs other code of analysis {analysis.name!r} than the "

@@ -15,6 +15,7 @@ returns a small JSON result, the facts the provenance record is made of
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import platform
@@ -157,10 +158,17 @@ def input_files(model: DispatchModel, open_input: Callable[[str], Store]) -> lis
 
 def _package_versions(code: CodeIdentity) -> dict[str, str]:
     """The versions of neuroferry, of the analysis's distribution and of what it requires."""
+    return dict(_versions(code.source))
+
+
+@functools.lru_cache(maxsize=64)
+def _versions(source: str | None) -> tuple[tuple[str, str], ...]:
+    """:func:`_package_versions` of a distribution, read once per process (as the code
+    that runs is imported once)."""
     names = ["neuroferry", "pydantic"]
-    if code.source:
-        names.append(code.source)
-        for requirement in requires(code.source) or []:
+    if source:
+        names.append(source)
+        for requirement in requires(source) or []:
             if "extra ==" not in requirement:
                 names.append(re.split(r"[\s<>=!~;\[(]", requirement, maxsplit=1)[0])
     found = {}
@@ -169,7 +177,7 @@ def _package_versions(code: CodeIdentity) -> dict[str, str]:
             found[name] = version(name)
         except PackageNotFoundError:
             continue
-    return dict(sorted(found.items()))
+    return tuple(sorted(found.items()))
 
 
 def _outputs(analysis: Analysis, returned: Any) -> Any:
@@ -262,6 +270,8 @@ def run_task(
 def _upload(folder: Path, location: str, settings: Settings | None) -> None:
     """Copy ``folder`` to ``location``, replacing what an earlier attempt left there."""
     dest = open_store(location, create=True, settings=settings)
+    if not any(folder.iterdir()) and next(iter(dest.list()), None) is None:
+        return  # nothing made and nothing to replace
     report = sync(
         folder.as_uri(),
         dest,
