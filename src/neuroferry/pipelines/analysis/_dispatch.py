@@ -46,7 +46,7 @@ from neuroferry.pipelines.analysis._models import (
     DispatchModel,
     merge_parameters,
 )
-from neuroferry.pipelines.analysis._registry import get_analysis
+from neuroferry.pipelines.analysis._registry import Analysis
 from neuroferry.stores import open_store
 
 #: At most this many stores are listed (or objects written) at the same time.
@@ -607,14 +607,15 @@ def check_spec(
 
 def dispatch_spec(
     spec: AnalysisSpec,
+    analysis: Analysis,
     *,
     catalog: Catalog,
     viewer: Person | None,
     access: Access,
     settings: Settings,
 ) -> Dispatched:
-    """The dispatch models of an ``analysis`` job's spec (or of a preview's request) for
-    its owner ``viewer``, whose reads ``access`` allows: its prebuilt ``models``
+    """The dispatch models of an ``analysis`` job's spec (or of a preview's request) of
+    ``analysis`` for its owner ``viewer``, whose reads ``access`` allows: its prebuilt ``models``
     (:func:`check_models`), or those :func:`dispatch` makes from its query, asset ids or
     locations, with every parameter set checked against the analysis's model."""
     if spec.models:
@@ -629,7 +630,7 @@ def dispatch_spec(
             distributed_parameters=spec.distributed_parameters,
         ),
         overrides=spec.parameters,
-        parameter_model=get_analysis(spec.analysis).parameters,
+        parameter_model=analysis.parameters,
         file_extension=spec.file_extension,
         split_files=spec.split_files,
         catalog=catalog,

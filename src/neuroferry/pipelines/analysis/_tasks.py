@@ -111,10 +111,11 @@ def dispatch(ctx: TaskContext) -> dict[str, Any]:
     results = ctx.grants.check_write_url("results", results_store(spec, ctx.config))
     command = pin_command(spec.analysis, ctx.db, ctx.config)  # the run tasks get it pinned
     owner = owner_of_job(ctx.db, ctx.owner_id)
+    analysis = analysis_of(spec.analysis, command, ctx.config)
     models = dispatch_spec(
-        spec, catalog=ctx.catalog, viewer=owner, access=ctx.grants, settings=ctx.config
+        spec, analysis, catalog=ctx.catalog, viewer=owner, access=ctx.grants, settings=ctx.config
     )
-    prepared = _prepare_all(analysis_of(spec.analysis, command, ctx.config), spec, models)
+    prepared = _prepare_all(analysis, spec, models)
     unique = {task.identity: task for task in prepared}  # the same input and parameters twice
     locations = {i: results_location(results, spec.analysis, i, ctx.owner_id) for i in unique}
     try:

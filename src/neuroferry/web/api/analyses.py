@@ -210,6 +210,7 @@ def dispatch_request(
     body.check_inputs()
     return dispatch_spec(
         body.spec(analysis.name),
+        analysis,
         catalog=held.catalog,
         viewer=me,
         access=_access(held, me),
