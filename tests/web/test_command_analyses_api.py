@@ -29,6 +29,7 @@ class Api:
     http: TestClient
     admin: dict[str, str]
     user: dict[str, str]
+    store: str
 
 
 @pytest.fixture
@@ -40,7 +41,7 @@ def api(database_url, tmp_path):
             {"Authorization": f"Bearer {create_token(held.engine, create_user(held.engine, n, r))}"}
             for n, r in (("root-admin", "admin"), ("scientist", "user"))
         )
-        yield Api(client, admin, user)
+        yield Api(client, admin, user, settings.store_url)
 
 
 def test_admins_register_and_version_a_command_analysis_that_users_see(api: Api) -> None:
@@ -136,6 +137,6 @@ def test_a_user_cannot_send_a_command_with_a_job(api: Api) -> None:
     spec = {"analysis": "counter", "locations": ["file:///data/x"], "image": "evil/image"}
     refused = api.http.post("/api/v2/jobs/analysis", json=spec, headers=api.user)
     assert refused.status_code == 422 and "image" in refused.text
-    bad = {"locations": ["file:///data/x"], "parameters": {"bins": 0}}
+    bad = {"locations": [api.store + "/data/x"], "parameters": {"bins": 0}}
     refused = api.http.post("/api/v2/analyses/counter/jobs", json=bad, headers=api.user)
     assert refused.status_code == 422 and "bins" in refused.text
