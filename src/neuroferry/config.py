@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     """Seconds between the orchestrator's looks at the database for new work."""
     local_task_threads: int = Field(4, ge=1)
     """Tasks that run inside the orchestrator (database and catalog work) at once."""
+    dropbox_poll: float = Field(5.0, gt=0)
+    """Seconds between the drop-box watcher's looks for new submit files (and its updates
+    of running drop-box jobs' certificates)."""
     staging_dir: Path | None = None
     """Where upload jobs stage metadata and transformed data; ``{home}/staging`` if empty.
     Must be shared with the workers when they run on other machines."""

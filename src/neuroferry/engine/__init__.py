@@ -69,6 +69,13 @@ from neuroferry.engine._queries import (
 )
 from neuroferry.engine._states import JOB_STATES, SUCCEEDED, TASK_STATES, TERMINAL
 from neuroferry.engine._submit import NewJob, check_access, owner_access, submit_job, submit_jobs
+from neuroferry.engine._watchers import (
+    Watcher,
+    WatcherContext,
+    register_watcher,
+    registered_watchers,
+    watcher_states,
+)
 from neuroferry.engine._worker_group import WorkerGroup
 
 __all__ = [
@@ -101,6 +108,8 @@ __all__ = [
     "TaskInstance",
     "TaskLog",
     "Viewer",
+    "Watcher",
+    "WatcherContext",
     "WorkerGroup",
     "apply_job_type",
     "cancel_job",
@@ -133,6 +142,8 @@ __all__ = [
     "read_log_part",
     "recheck_asset_owner",
     "register_kind",
+    "register_watcher",
+    "registered_watchers",
     "resolve_job_type",
     "resources_for",
     "retry_job",
@@ -142,5 +153,6 @@ __all__ = [
     "submit_jobs",
     "task_maker",
     "unfinished_jobs",
+    "watcher_states",
     "worker_resources",
 ]
