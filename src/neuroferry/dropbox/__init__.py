@@ -1,0 +1,45 @@
+"""Drop-boxes: an analysis published at a store location with a folder per user group;
+a ``*submit.json`` dropped in a group's ``submissions/`` becomes an ``analysis`` job, with
+its certificate, dataset status files and ``end.txt`` written back in the original's
+layout. Importing the package registers its periodic watcher with the engine."""
+
+from neuroferry.dropbox._layout import (
+    END_MARKER,
+    certificate_key,
+    dataset_names,
+    end_key,
+    job_folder,
+    status_key,
+)
+from neuroferry.dropbox._registry import (
+    FOLDERS,
+    Dropbox,
+    Group,
+    add_group,
+    check_name,
+    get_dropbox,
+    list_dropboxes,
+    publish_dropbox,
+)
+from neuroferry.dropbox._watcher import WATCHER, WATCHER_NAME, Watch, watch_dropboxes
+
+__all__ = [
+    "END_MARKER",
+    "FOLDERS",
+    "WATCHER",
+    "WATCHER_NAME",
+    "Dropbox",
+    "Group",
+    "Watch",
+    "add_group",
+    "certificate_key",
+    "check_name",
+    "dataset_names",
+    "end_key",
+    "get_dropbox",
+    "job_folder",
+    "list_dropboxes",
+    "publish_dropbox",
+    "status_key",
+    "watch_dropboxes",
+]

@@ -1,0 +1,326 @@
+"""Drop-boxes end to end, on a local folder and on the real S3 server: a submit file in a
+group's ``submissions/`` becomes one analysis job with a task per dataset, and the
+certificate, the dataset status files, the results and ``end.txt`` appear beside it; bad
+submissions get a certificate naming the problem and run nothing; a file is never run
+twice; a group cannot name another group's data."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy import select
+
+from _rig import Rig, running_rig
+from neuroferry.auth import create_user
+from neuroferry.db import dropbox_submissions, jobs
+from neuroferry.dropbox import (
+    END_MARKER,
+    add_group,
+    certificate_key,
+    end_key,
+    publish_dropbox,
+    status_key,
+)
+from neuroferry.engine import watcher_states
+from neuroferry.errors import NotFound
+from neuroferry.pipelines.analysis import Analysis, AnalysisRun, register_analysis
+from neuroferry.stores import Store, open_store
+
+BOX = "caiman-ncap-web"
+JOB = f"user1/results/job__{BOX}_1709647330"
+
+
+class LineParameters(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    scale: float = 1.0
+    label: str = ""
+
+
+def count_lines(run: AnalysisRun) -> dict[str, Any]:
+    """Counts each input file's lines; a file that says ``fail`` fails the task."""
+    assert isinstance(run.parameters, LineParameters)
+    counts = {}
+    for url in run.inputs.file_location or []:
+        run.check_cancelled()
+        parent, _, name = url.rpartition("/")
+        data = run.open_store(parent).get(name)
+        if data.startswith(b"fail"):
+            raise RuntimeError(f"{name} asks to fail")
+        run.log.info("counting %s", name)
+        counts[name] = data.count(b"\n") * run.parameters.scale
+    (run.results / "lines.json").write_text(json.dumps({"label": run.parameters.label, **counts}))
+    return {}
+
+
+register_analysis(Analysis("count-lines", count_lines, LineParameters, version="1.0"))
+
+
+@pytest.fixture(autouse=True)
+def clean_git_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test analysis counts as committed code, whatever the checkout's state."""
+    monkeypatch.setattr(
+        "neuroferry.pipelines.analysis._identity._git_state", lambda path: (None, False)
+    )
+
+
+def wait_for(check: Callable[[], Any], what: str, timeout: float = 90.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        found = check()
+        if found:
+            return found
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+class Box:
+    """A published drop-box with groups ``user1`` (alice) and ``user2`` (bob), and a rig
+    whose orchestrator runs the drop-box watcher."""
+
+    def __init__(self, rig: Rig, store: Store, url: str) -> None:
+        self.rig = rig
+        self.store = store
+        self.url = url
+
+    def put(self, key: str, data: bytes | str) -> None:
+        self.store.put(key, data.encode() if isinstance(data, str) else data)
+
+    def text(self, key: str) -> str:
+        return self.store.get(key).decode()
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.store.head(key)
+        except NotFound:
+            return False
+        return True
+
+    def submit(self, key: str, fields: dict[str, Any] | str) -> None:
+        self.put(key, fields if isinstance(fields, str) else json.dumps(fields))
+
+    def runs(self) -> int:
+        return next(s["runs"] for s in watcher_states(self.rig.engine) if s["name"] == "dropbox")
+
+    def settle(self) -> None:
+        """Wait for two more whole runs of the watcher: what is there now was seen."""
+        wait_for(lambda: any(s["name"] == "dropbox" for s in watcher_states(self.rig.engine)), "w")
+        start = self.runs()
+        wait_for(lambda: self.runs() >= start + 2, "two watcher runs")
+
+    def analysis_jobs(self) -> list[dict[str, Any]]:
+        with self.rig.engine.connect() as conn:
+            rows = conn.execute(select(jobs.c.id, jobs.c.spec).where(jobs.c.kind == "analysis"))
+            return [dict(r._mapping) for r in rows]
+
+    def submissions(self) -> list[dict[str, Any]]:
+        with self.rig.engine.connect() as conn:
+            rows = conn.execute(select(dropbox_submissions).order_by(dropbox_submissions.c.id))
+            return [dict(r) for r in rows.mappings()]
+
+
+@pytest.fixture(params=["file", pytest.param("s3", marks=pytest.mark.s3)])
+def box(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Box]:
+    if request.param == "file":
+        url = (tmp_path / "caiman-ncap-web").as_uri()
+    else:
+        url = request.getfixturevalue("s3_env")  # a whole bucket, as the original has
+    with running_rig("sqlite:///" + str(tmp_path / "ferry.db"), dropbox_poll=0.1) as rig:
+        admin = create_user(rig.engine, "admin", "admin")
+        for name in ("alice", "bob"):
+            create_user(rig.engine, name)
+        publish_dropbox(rig.engine, rig.settings, admin, BOX, "count-lines", url)
+        add_group(rig.engine, rig.settings, admin, "user1", BOX, ["alice"])
+        add_group(rig.engine, rig.settings, admin, "user2", BOX, ["bob"])
+        store = open_store(url)
+        rig.start()
+        yield Box(rig, store, url)
+
+
+def test_a_group_gets_its_four_folders(box: Box) -> None:
+    listed = {e.path for e in box.store.list("user1/")}
+    if box.store.local_root is None:
+        assert listed == {
+            f"user1/{f}/.keep" for f in ("inputs", "configs", "submissions", "results")
+        }
+        listed = {p.removesuffix("/.keep") for p in listed}
+    else:
+        listed = {
+            p.relative_to(box.store.local_root).as_posix()
+            for p in (box.store.local_root / "user1").iterdir()
+        }
+    assert listed == {"user1/inputs", "user1/configs", "user1/submissions", "user1/results"}
+
+
+def test_three_datasets_make_three_tasks_certificate_status_results_and_end(box: Box) -> None:
+    for i in (1, 2, 3):
+        box.put(f"user1/inputs/data{i}.txt", "line\n" * i)
+    box.put("user1/configs/config.yaml", "__duration__: 120\n__dataset_size__: 50\nscale: 2\n")
+    names = [f"user1/inputs/data{i}.txt" for i in (1, 2, 3)]
+    box.submit(
+        "user1/submissions/submit.json",
+        {"dataname": names, "configname": "user1/configs/config.yaml", "timestamp": 1709647330},
+    )
+    wait_for(lambda: box.exists(end_key(JOB)), "end.txt")
+    assert box.store.get(end_key(JOB)) == END_MARKER
+
+    [job] = box.analysis_jobs()
+    assert box.rig.wait(job["id"])["state"] == "succeeded"
+    runs = {k: t for k, t in box.rig.tasks(job["id"]).items() if k.startswith("run[")}
+    assert len(runs) == 3 and {t["state"] for t in runs.values()} == {"succeeded"}
+    assert job["spec"]["fixed_parameters"] == {"scale": 2}  # the drop-box's own keys left out
+
+    cert = box.text(certificate_key(JOB))
+    lines = [line for line in cert.splitlines() if line.startswith("DATANAME:")]
+    assert [line.split(" | ")[0] for line in lines] == [f"DATANAME: {n}" for n in names]
+    assert all("| STATUS: SUCCESS |" in line and "(finished)" in line for line in lines)
+    assert "parameter __duration__ given: 120" in cert
+    assert "STEP 3/3 (Submission): DONE" in cert and "JOB ID: 1709647330\t [+" in cert
+
+    for i in (1, 2, 3):
+        status = json.loads(box.text(status_key(JOB, f"data{i}.txt")))
+        assert status["input"] == f"user1/inputs/data{i}.txt"
+        assert status["status"] == "SUCCESS" and status["reason"] == 0
+        assert any(f"counting data{i}.txt" in line for line in status["std"].values())
+        results = status["results"]
+        assert results.startswith(f"{JOB}/process_results/count-lines/")
+        assert json.loads(box.text(f"{results}/lines.json")) == {
+            "label": "",
+            f"data{i}.txt": 2.0 * i,
+        }
+
+    # the same file again (a new upload, the same bytes) is not run twice
+    box.submit(
+        "user1/submissions/submit.json",
+        {"dataname": names, "configname": "user1/configs/config.yaml", "timestamp": 1709647330},
+    )
+    box.settle()
+    assert len(box.analysis_jobs()) == 1
+
+
+def test_a_failed_dataset_still_ends_with_its_final_state(box: Box) -> None:
+    box.put("user1/inputs/good.txt", "a\nb\n")
+    box.put("user1/inputs/bad.txt", "fail\n")
+    box.put("user1/configs/c.json", "{}")
+    box.submit(
+        "user1/submissions/two_submit.json",
+        {
+            "dataname": ["user1/inputs/good.txt", "user1/inputs/bad.txt"],
+            "configname": "user1/configs/c.json",
+            "timestamp": "t1",
+        },
+    )
+    folder = f"user1/results/job__{BOX}_t1"
+    wait_for(lambda: box.exists(end_key(folder)), "end.txt")
+    good = json.loads(box.text(status_key(folder, "good.txt")))
+    bad = json.loads(box.text(status_key(folder, "bad.txt")))
+    assert good["status"] == "SUCCESS"
+    assert bad["status"] == "FAILED" and bad["reason"] == 1 and "asks to fail" in bad["error"]
+    cert = box.text(certificate_key(folder))
+    assert "DATANAME: user1/inputs/bad.txt | STATUS: FAILED" in cert
+
+
+def refused(box: Box, folder: str) -> str:
+    """The certificate of a refused submission, once it is there with its end.txt."""
+    wait_for(lambda: box.exists(end_key(folder)), f"end.txt of {folder}")
+    assert not box.exists(f"{folder}/logs/DATASET_NAME:data1.txt_STATUS.txt")
+    return box.text(certificate_key(folder))
+
+
+def test_bad_submissions_get_a_certificate_naming_the_problem_and_run_nothing(
+    box: Box,
+) -> None:
+    box.put("user1/inputs/data1.txt", "x\n")
+    box.put("user2/inputs/secret.txt", "x\n")
+    box.put("user1/configs/config.yaml", "scale: 1\n")
+    box.put("user1/configs/wrong.yaml", "scale: lots\nspeed: 3\n")
+    box.put("user1/configs/duration.yaml", "__duration__: soon\n")
+    config = "user1/configs/config.yaml"
+    cases = {
+        "json": '{"dataname": "user1/inputs/data1.txt", "configname": "x" "timestamp": "1"}',
+        "no_data": {"configname": config, "timestamp": "2"},
+        "other_group": {
+            "dataname": ["user1/inputs/data1.txt", "user2/inputs/secret.txt"],
+            "configname": config,
+            "timestamp": "3",
+        },
+        "climbs": {
+            "dataname": "user1/../user2/inputs/secret.txt",
+            "configname": config,
+            "timestamp": "4",
+        },
+        "missing": {"dataname": "user1/inputs/nope.txt", "configname": config, "timestamp": "5"},
+        "params": {
+            "dataname": "user1/inputs/data1.txt",
+            "configname": "user1/configs/wrong.yaml",
+            "timestamp": "6",
+        },
+        "duration": {
+            "dataname": "user1/inputs/data1.txt",
+            "configname": "user1/configs/duration.yaml",
+            "timestamp": "7",
+        },
+        "no_config": {
+            "dataname": "user1/inputs/data1.txt",
+            "configname": "user1/configs/x.json",
+            "timestamp": "8",
+        },
+        "bypass": {"dataname": "s3://elsewhere/data.bin", "configname": config, "timestamp": "9"},
+    }
+    for name, fields in cases.items():
+        box.submit(f"user1/submissions/{name}_submit.json", fields)
+    certs = {
+        "json": refused(box, f"user1/results/job__{BOX}_json_submit"),
+        **{
+            name: refused(box, f"user1/results/job__{BOX}_{fields['timestamp']}")
+            for name, fields in cases.items()
+            if isinstance(fields, dict)
+        },
+    }
+    assert "not valid JSON: Expecting ',' delimiter at line 1" in certs["json"]
+    assert "does not contain field 'dataname'" in certs["no_data"]
+    assert (
+        "dataname[1]': user2/inputs/secret.txt is not inside your group's folder user1/"
+        in (certs["other_group"])
+    )
+    assert "segment '..'" in certs["climbs"]
+    assert "cannot be found: ['user1/inputs/nope.txt']" in certs["missing"]
+    assert "scale: Input should be a valid number" in certs["params"]
+    assert "speed: Extra inputs are not permitted" in certs["params"]
+    assert "__duration__ parameter is not valid" in certs["duration"]
+    assert "configuration file that cannot be found: user1/configs/x.json" in certs["no_config"]
+    assert "storage bypass is not available" in certs["bypass"]
+    for cert in certs.values():
+        assert "What to do: " in cert and "Nothing was run." in cert
+    assert box.analysis_jobs() == []
+    assert {s["state"] for s in box.submissions()} == {"rejected"}
+
+
+def test_a_timestamp_used_before_leaves_the_earlier_job_alone(box: Box) -> None:
+    box.put("user1/inputs/data1.txt", "x\n")
+    box.put("user1/configs/c.yaml", "label: first\n")
+    fields = {
+        "dataname": "user1/inputs/data1.txt",
+        "configname": "user1/configs/c.yaml",
+        "timestamp": "same",
+    }
+    box.submit("user1/submissions/submit.json", fields)
+    folder = f"user1/results/job__{BOX}_same"
+    wait_for(lambda: box.exists(end_key(folder)), "end.txt")
+    before = box.text(certificate_key(folder))
+    box.submit(
+        "user1/submissions/again_submit.json", {**fields, "dataname": ["user1/inputs/data1.txt"]}
+    )
+    notes = wait_for(
+        lambda: [e.path for e in box.store.list(f"{folder}/logs/") if "rejected_again" in e.path],
+        "the note",
+    )
+    assert "which submit file user1/submissions/submit.json" in box.text(notes[0])
+    assert box.text(certificate_key(folder)) == before
+    assert len(box.analysis_jobs()) == 1
