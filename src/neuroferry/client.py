@@ -297,6 +297,30 @@ class Client:
         found = self.request("POST", f"/jobs/{quote(kind, safe='')}", dict(spec))
         return int(found["job_id"])
 
+    def dropboxes_list(self) -> list[dict[str, Any]]:
+        """The drop-boxes (users: those of their groups, with only those groups)."""
+        found: list[dict[str, Any]] = self.request("GET", "/dropboxes")["dropboxes"]
+        return found
+
+    def dropboxes_publish(self, name: str, analysis: str, store: str) -> dict[str, Any]:
+        """Publish ``analysis`` as the drop-box ``name`` at the store URL ``store`` (admins)."""
+        made: dict[str, Any] = self.request(
+            "POST", "/dropboxes", {"name": name, "analysis": analysis, "store": store}
+        )
+        return made
+
+    def dropboxes_add_group(
+        self, dropbox: str, group: str, members: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Add the user group ``group`` with its ``members`` to ``dropbox`` (admins); its
+        four folders are made in the drop-box's store."""
+        made: dict[str, Any] = self.request(
+            "POST",
+            f"/dropboxes/{quote(dropbox, safe='')}/groups",
+            {"name": group, "members": list(members)},
+        )
+        return made
+
     def job_types_list(self, kind: str | None = None) -> list[dict[str, Any]]:
         """The current version of every job type (of ``kind``, if given)."""
         params = {"kind": kind} if kind else {}

@@ -71,6 +71,10 @@ def _register() -> None:
 
     app.add_typer(analysis.app, name="analysis")
 
+    from neuroferry.cli import dropbox
+
+    app.add_typer(dropbox.app, name="dropbox")
+
 
 _register()
 

@@ -6,6 +6,7 @@ from neuroferry.web.api import (
     accounts,
     analyses,
     catalog,
+    dropboxes,
     health,
     ingest,
     job_types,
@@ -22,5 +23,6 @@ router.include_router(job_types.router)
 router.include_router(lists.router)
 router.include_router(ingest.router)
 router.include_router(analyses.router)
+router.include_router(dropboxes.router)
 
 __all__ = ["router"]

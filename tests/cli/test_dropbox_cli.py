@@ -1,0 +1,157 @@
+"""`ferry dropbox publish | group add | list` against a real `ferry serve`, and a submit
+file dropped in a group's folder run by the service's own watcher."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from _service import running_service
+from neuroferry.auth import create_token, create_user
+from neuroferry.db import make_engine
+
+NO_GIT = {"PATH": os.path.dirname(sys.executable)}
+"""The service runs without git: the analyses' identity is their installed version."""
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    home = tmp_path_factory.mktemp("service-home")
+    with running_service(
+        home,
+        FERRY_DASK_PROCESSES="false",
+        FERRY_DASK_WORKERS="1",
+        FERRY_DROPBOX_POLL="0.2",
+        **NO_GIT,
+    ) as svc:
+        yield svc.url, home
+
+
+def ferry(args, *, env, check=None):
+    proc = subprocess.run(
+        [sys.executable, "-m", "neuroferry", *args],
+        env={k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+        | {"COLUMNS": "250"}
+        | env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    if check is not None:
+        assert proc.returncode == check, (proc.stdout, proc.stderr)
+    return proc
+
+
+@pytest.fixture(scope="module")
+def admin(service):
+    url, home = service
+    return {"FERRY_URL": url, "FERRY_HOME": str(home)}
+
+
+@pytest.fixture(scope="module")
+def users(service):
+    url, home = service
+    engine = make_engine(f"sqlite:///{Path(home) / 'ferry.db'}")
+    tokens = {
+        name: {"FERRY_URL": url, "FERRY_TOKEN": create_token(engine, create_user(engine, name))}
+        for name in ("alice", "bob")
+    }
+    engine.dispose()
+    return tokens
+
+
+def test_publish_add_groups_list_and_run_a_submission(admin, users, tmp_path):
+    box = tmp_path / "summary-box"
+    out = ferry(
+        ["dropbox", "publish", "summary-box", "--analysis", "file-summary", "--store", str(box)],
+        env=admin,
+        check=0,
+    ).stdout
+    assert f"published file-summary as drop-box summary-box at {box.as_uri()}" in out
+    out = ferry(
+        ["dropbox", "group", "add", "lab1", "--dropbox", "summary-box", "--member", "alice"],
+        env=admin,
+        check=0,
+    ).stdout
+    assert "group lab1 of drop-box summary-box" in out
+    ferry(["dropbox", "group", "add", "lab2", "--dropbox", "summary-box"], env=admin, check=0)
+    assert sorted(p.name for p in (box / "lab1").iterdir()) == [
+        "configs",
+        "inputs",
+        "results",
+        "submissions",
+    ]
+
+    everything = json.loads(ferry(["dropbox", "list", "-f", "json"], env=admin, check=0).stdout)
+    assert [(g["name"], g["members"]) for g in everything[0]["groups"]] == [
+        ("lab1", ["alice"]),
+        ("lab2", []),
+    ]
+    alices = json.loads(ferry(["dropbox", "list", "-f", "json"], env=users["alice"]).stdout)
+    assert [g["name"] for g in alices[0]["groups"]] == ["lab1"]
+    assert json.loads(ferry(["dropbox", "list", "-f", "json"], env=users["bob"]).stdout) == []
+    table = ferry(["dropbox", "list"], env=users["alice"], check=0).stdout
+    assert "summary-box" in table and "lab1 (alice)" in table and "lab2" not in table
+
+    (box / "lab1/inputs/a.npy").write_bytes(b"\x93NUMPY not really")
+    (box / "lab1/inputs/b.txt").write_text("hello\n")
+    (box / "lab1/configs/config.json").write_text(json.dumps({"bins": 4, "__duration__": 5}))
+    (box / "lab1/submissions/submit.json").write_text(
+        json.dumps(
+            {
+                "dataname": ["lab1/inputs/a.npy", "lab1/inputs/b.txt"],
+                "configname": "lab1/configs/config.json",
+                "timestamp": "run1",
+            }
+        )
+    )
+    job = box / "lab1/results/job__summary-box_run1"
+    deadline = time.monotonic() + 120
+    while not (job / "process_results/end.txt").exists():
+        assert time.monotonic() < deadline, "no end.txt"
+        time.sleep(0.1)
+    assert (job / "process_results/end.txt").read_bytes() == b"end of analysis marker"
+    statuses = sorted(p.name for p in (job / "logs").iterdir())
+    assert statuses == [
+        "DATASET_NAME:a.npy_STATUS.txt",
+        "DATASET_NAME:b.txt_STATUS.txt",
+        "certificate.txt",
+    ]
+    summaries = sorted(job.glob("process_results/file-summary/*/summary.json"))
+    assert len(summaries) == 2
+    assert {json.loads(p.read_text())["bins"] for p in summaries} == {4}
+    listed = ferry(["jobs", "list", "--kind", "analysis", "--format", "json"], env=admin)
+    assert '"state": "succeeded"' in listed.stdout  # the job shows in `ferry jobs` too
+
+
+def test_only_admins_publish_and_add_groups(admin, users, tmp_path):
+    proc = ferry(
+        ["dropbox", "publish", "mine", "--analysis", "file-summary", "--store", str(tmp_path)],
+        env=users["alice"],
+        check=3,
+    )
+    assert "only admins may POST /api/v2/dropboxes" in proc.stderr
+    proc = ferry(["dropbox", "group", "add", "g", "--dropbox", "x"], env=users["alice"], check=3)
+    assert "only admins" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["publish", "bad name", "--analysis", "file-summary"], "'bad name' is not a valid name"),
+        (["publish", "ok-name", "--analysis", "nope"], "unknown analysis 'nope'"),
+        (["group", "add", "../up", "--dropbox", "summary-box"], "'../up' is not a valid name"),
+    ],
+)
+def test_bad_names_are_exit_2_naming_the_problem(admin, tmp_path, args, message):
+    if args[0] == "publish":
+        args = [*args, "--store", str(tmp_path)]
+    proc = ferry(["dropbox", *args], env=admin, check=2)
+    assert message in proc.stderr
