@@ -69,6 +69,10 @@ def users(service):
 
 def test_publish_add_groups_list_and_run_a_submission(admin, users, tmp_path):
     box = tmp_path / "summary-box"
+    missing = ["dropbox", "publish", "summary-box", "--analysis", "file-summary"]
+    proc = ferry([*missing, "--store", str(box)], env=admin, check=3)
+    assert f"local folder {box} does not exist" in proc.stderr
+    box.mkdir()
     out = ferry(
         ["dropbox", "publish", "summary-box", "--analysis", "file-summary", "--store", str(box)],
         env=admin,

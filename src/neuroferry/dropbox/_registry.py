@@ -95,14 +95,17 @@ def make_folder(store: Store, prefix: str) -> None:
 def publish_dropbox(
     engine: Engine, settings: Settings, by: User, name: str, analysis: str, store_url: str
 ) -> Dropbox:
-    """Publish ``analysis`` as the drop-box ``name`` at ``store_url`` (admins only)."""
+    """Publish ``analysis`` as the drop-box ``name`` at ``store_url`` (admins only): a
+    bucket, a prefix or an existing local folder, not the service's own files."""
     by.require_admin("publish drop-boxes")
     check_name("name", name)
     get_analysis(analysis)  # InvalidInput naming the known ones
     url = access_for(settings, by.name, by.role).check_write_url("store", store_url)
-    open_store(url, create=True, settings=settings).check()
+    # a local folder must exist (StoreNotFound otherwise); an object store is first used
+    # when a group is added
+    open_store(url, settings=settings)
     try:
-        with transaction(engine) as conn:
+        with transaction(engine, keep=(IntegrityError,)) as conn:
             conn.execute(
                 insert(dropboxes).values(
                     name=name,
@@ -132,7 +135,7 @@ def add_group(
     box = get_dropbox(engine, dropbox)
     people = [get_user(engine, member) for member in dict.fromkeys(members)]
     try:
-        with transaction(engine) as conn:
+        with transaction(engine, keep=(IntegrityError,)) as conn:
             group_id = conn.execute(
                 insert(dropbox_groups)
                 .values(dropbox_id=box.id, name=group, created=datetime.now(UTC))

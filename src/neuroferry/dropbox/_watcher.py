@@ -347,7 +347,7 @@ class Watch:
         sha = hashlib.sha256(data).hexdigest()
         start = _now()
         try:
-            with transaction(self.engine) as conn:
+            with transaction(self.engine, keep=(IntegrityError,)) as conn:
                 row_id = conn.execute(
                     insert(dropbox_submissions)
                     .values(
