@@ -226,3 +226,52 @@ def test_a_timestamp_used_before_leaves_the_earlier_job_alone(box: Box) -> None:
     assert "which submit file user1/submissions/submit.json" in box.text(notes[0])
     assert box.text(certificate_key(folder)) == before
     assert len(box.analysis_jobs()) == 1
+
+
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "neurocaas"
+
+
+def fixture_text(name: str) -> str:
+    path = FIXTURES / "submit" / name
+    if not path.is_file():
+        pytest.skip(f"the original's sample submit files are not available ({path})")
+    return path.read_text()
+
+
+def test_the_originals_submit_files_get_their_outcomes(box: Box) -> None:
+    """The original's own submit files, good and bad. Unlike the original, every bad one
+    gets a certificate (the original wrote none for some) and .yml configs are read."""
+    for name in ("data1.h5", "data2.h5"):
+        box.put(f"user1/inputs/{name}", "one\ntwo\n")
+    box.put("user1/configs/config.yaml", "scale: 1\n")
+    box.put("user1/configs/config.yml", "scale: 3\n")
+    names = [
+        "list_submit.json",
+        "err_config_yml_extension_submit.json",
+        "err_no_timestamp_submit.json",
+        "err_no_dataname_submit.json",
+        "err_data_not_found_submit.json",
+        "err_bypass_bucket_mismatch_submit.json",
+        "err_invalid_json_submit.json",
+    ]
+    for name in names:
+        box.put(f"user1/submissions/{name}", fixture_text(name))
+
+    def job(timestamp: str) -> str:
+        return f"user1/results/job__{BOX}_{timestamp}"
+
+    expected = {
+        job("err_no_timestamp_submit"): "does not contain field 'timestamp'",
+        job("1709647400"): "does not contain field 'dataname'",
+        job("1709647500"): "cannot be found: ['user1/inputs/data_missing.h5']",
+        job("1709647600"): "storage bypass is not available",
+        job("err_invalid_json_submit"): "is not valid JSON",
+    }
+    for folder, problem in expected.items():
+        wait_for(lambda f=folder: box.exists(end_key(f)), f"end.txt of {folder}")
+        assert problem in box.text(certificate_key(folder)), folder
+    for timestamp, datasets in (("1709647330", 2), ("1709647800", 1)):
+        wait_for(lambda t=timestamp: box.exists(end_key(job(t))), f"end.txt of {timestamp}")
+        cert = box.text(certificate_key(job(timestamp)))
+        assert cert.count("| STATUS: SUCCESS |") == datasets, cert
+    assert len(box.analysis_jobs()) == 2
