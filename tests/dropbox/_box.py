@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 
@@ -101,3 +102,12 @@ class Box:
         with self.rig.engine.connect() as conn:
             rows = conn.execute(select(dropbox_submissions).order_by(dropbox_submissions.c.id))
             return [dict(r) for r in rows.mappings()]
+
+
+@pytest.fixture(autouse=True)
+def clean_git_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test analysis counts as committed code, whatever the checkout's state (used by
+    every drop-box test module: ``from _box import clean_git_state``)."""
+    monkeypatch.setattr(
+        "neuroferry.pipelines.analysis._identity._git_state", lambda path: (None, False)
+    )

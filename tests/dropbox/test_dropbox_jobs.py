@@ -11,7 +11,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _box import BOX, JOB, Box, wait_for
+from _box import (
+    BOX,
+    JOB,
+    Box,
+    clean_git_state,  # noqa: F401  (autouse)
+    wait_for,
+)
 
 from _rig import running_rig
 from neuroferry.auth import create_user

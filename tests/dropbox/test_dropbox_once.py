@@ -10,7 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _box import BOX, Box, wait_for
+from _box import (
+    BOX,
+    Box,
+    clean_git_state,  # noqa: F401  (autouse)
+    wait_for,
+)
 
 from _rig import Rig, running_rig
 from neuroferry.auth import create_user
