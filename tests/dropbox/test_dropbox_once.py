@@ -24,10 +24,11 @@ from neuroferry.engine import Orchestrator
 
 
 @pytest.fixture
-def box(database_url: str, tmp_path: Path) -> Iterator[Box]:
-    root = tmp_path / "box"
-    root.mkdir()
+def box(database_url: str) -> Iterator[Box]:
     with running_rig(database_url, dropbox_poll=0.05) as rig:
+        # inside the service's own lake: the groups' folders are reachable, nothing else
+        root = Path(rig.settings.store_url.removeprefix("file://")) / "box"
+        root.mkdir(parents=True)
         admin = create_user(rig.engine, "admin", "admin")
         publish_dropbox(rig.engine, rig.settings, admin, BOX, "count-lines", str(root))
         add_group(rig.engine, rig.settings, admin, "user1", BOX, [])

@@ -543,6 +543,9 @@ class Watch:
             "force": True,  # each submission gets its own results, like the original's
         }
         base = owner_access(self.engine, box.owner_id, self.settings)
+        # a local drop-box may lie in one of the service's stores (its default lake):
+        # the group's own folder stays reachable, the rest of them does not
+        group_folder = open_store(group_url, create=True, settings=self.settings).local_root
         confined = replace(
             base,
             is_admin=False,
@@ -550,6 +553,7 @@ class Watch:
             own_roots=(),
             store_prefixes=(group_url,),
             destinations=(results,),
+            exempt=(*base.exempt, group_folder) if group_folder is not None else base.exempt,
         )
         [job_id] = submit_jobs(
             self.engine,
