@@ -321,6 +321,14 @@ class Client:
         )
         return made
 
+    def dropboxes_policy(self, dropbox: str, group: str) -> dict[str, Any]:
+        """The S3 policy for keys scoped to ``group``'s folder of ``dropbox`` (admins)."""
+        found: dict[str, Any] = self.request(
+            "GET",
+            f"/dropboxes/{quote(dropbox, safe='')}/groups/{quote(group, safe='')}/policy",
+        )
+        return found
+
     def job_types_list(self, kind: str | None = None) -> list[dict[str, Any]]:
         """The current version of every job type (of ``kind``, if given)."""
         params = {"kind": kind} if kind else {}

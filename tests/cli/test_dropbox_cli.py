@@ -8,13 +8,17 @@ import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import insert, select
 
 from _service import running_service
 from neuroferry.auth import create_token, create_user
-from neuroferry.db import make_engine
+from neuroferry.db import dropbox_groups, dropboxes, make_engine
+
+NOW = datetime.now(UTC)
 
 NO_GIT = {"PATH": os.path.dirname(sys.executable)}
 """The service runs without git: the analyses' identity is their installed version."""
@@ -159,3 +163,31 @@ def test_bad_names_are_exit_2_naming_the_problem(admin, tmp_path, args, message)
         args = [*args, "--store", str(tmp_path)]
     proc = ferry(["dropbox", *args], env=admin, check=2)
     assert message in proc.stderr
+
+
+def test_policy_of_a_group(admin, users, tmp_path):
+    made = ferry(
+        ["dropbox", "publish", "on-s3", "--analysis", "file-summary", "--store", "s3://lab/x"],
+        env=admin,
+        check=0,
+    )
+    assert "at s3://lab/x" in made.stdout
+    # adding a group would write its folders to the bucket: this one is added directly
+    engine = make_engine(f"sqlite:///{Path(admin['FERRY_HOME']) / 'ferry.db'}")
+
+    with engine.begin() as conn:
+        box_id = conn.execute(select(dropboxes.c.id).where(dropboxes.c.name == "on-s3")).scalar()
+        conn.execute(insert(dropbox_groups).values(dropbox_id=box_id, name="lab1", created=NOW))
+    engine.dispose()
+    policy = json.loads(
+        ferry(["dropbox", "policy", "lab1", "--dropbox", "on-s3"], env=admin, check=0).stdout
+    )
+    assert policy["Statement"][5]["Resource"] == [
+        f"arn:aws:s3:::lab/x/lab1/{f}/*" for f in ("inputs", "configs", "submissions")
+    ]
+    refused = ferry(
+        ["dropbox", "policy", "lab1", "--dropbox", "on-s3"], env=users["alice"], check=3
+    )
+    assert "only admins" in refused.stderr
+    missing = ferry(["dropbox", "policy", "lab9", "--dropbox", "on-s3"], env=admin, check=2)
+    assert "has no group 'lab9'" in missing.stderr

@@ -3,6 +3,9 @@ the service's own files refused, users see only their groups."""
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,7 +13,15 @@ from sqlalchemy import Engine
 
 from neuroferry.auth import create_user
 from neuroferry.config import get_settings
-from neuroferry.dropbox import add_group, get_dropbox, list_dropboxes, publish_dropbox
+from neuroferry.dropbox import (
+    Dropbox,
+    Group,
+    add_group,
+    get_dropbox,
+    group_policy,
+    list_dropboxes,
+    publish_dropbox,
+)
 from neuroferry.errors import Forbidden, InvalidInput, NotFound
 
 
@@ -61,3 +72,34 @@ def test_admins_publish_and_add_groups_users_see_their_groups(
     assert [g.name for g in mine.groups] == ["g2"]
     assert len(list_dropboxes(engine, alice)[0].groups) == 2
     assert list_dropboxes(engine, create_user(engine, "carol")) == []
+
+
+NOW = datetime.now(UTC)
+FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "neurocaas"
+
+
+def test_a_groups_policy_is_the_originals(tmp_path: Path) -> None:
+    path = FIXTURES / "platform" / "user_policy_example.json"
+    if not path.is_file():
+        pytest.skip(f"the original's policy sample is not available ({path})")
+    original = json.loads(path.read_text())
+    listing = original["Statement"][3]["Condition"]["StringEquals"]["s3:prefix"]
+    listing.remove("logs")  # the original's own folder: nothing a group lists here
+
+    group = Group(1, "user1")
+    box = Dropbox(1, "caiman", "file-summary", "s3://caiman-ncap-web", None, None, NOW, (group,))
+    assert group_policy(box, "user1") == original
+
+    inside = replace(box, store_url="s3://lab/boxes/caiman")
+    policy = group_policy(inside, "user1")
+    assert policy["Statement"][3]["Condition"]["StringEquals"]["s3:prefix"][:4] == [
+        "",
+        "boxes/",
+        "boxes/caiman/",
+        "boxes/caiman/user1/",
+    ]
+    assert policy["Statement"][5]["Resource"][0] == "arn:aws:s3:::lab/boxes/caiman/user1/inputs/*"
+    with pytest.raises(InvalidInput, match="has no group 'user2'"):
+        group_policy(box, "user2")
+    with pytest.raises(InvalidInput, match="only an s3:// drop-box has a bucket policy"):
+        group_policy(replace(box, store_url=tmp_path.as_uri()), "user1")

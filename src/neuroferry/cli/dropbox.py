@@ -69,3 +69,14 @@ def list_command(fmt: str = FORMAT, token: str | None = TOKEN) -> None:
             for b in found
         ],
     )
+
+
+@app.command("policy")
+def policy_command(
+    group: str = typer.Argument(..., help="The group."),
+    dropbox: str = typer.Option(..., "--dropbox", help="The drop-box (an s3:// one)."),
+    token: str | None = TOKEN,
+) -> None:
+    """Print the S3 policy for keys scoped to a group's folder, to attach to the group's
+    IAM user (AWS) or user (MinIO, Ceph RGW) (admins)."""
+    print_json(client_for(token).dropboxes_policy(dropbox, group), indent=4)

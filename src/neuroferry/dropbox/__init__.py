@@ -11,6 +11,7 @@ from neuroferry.dropbox._layout import (
     job_folder,
     status_key,
 )
+from neuroferry.dropbox._policy import group_policy
 from neuroferry.dropbox._registry import (
     FOLDERS,
     Dropbox,
@@ -37,6 +38,7 @@ __all__ = [
     "dataset_names",
     "end_key",
     "get_dropbox",
+    "group_policy",
     "job_folder",
     "list_dropboxes",
     "publish_dropbox",

@@ -4,12 +4,20 @@ user groups; admins publish them and add groups, users list those of their group
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from neuroferry.auth import User
-from neuroferry.dropbox import Dropbox, add_group, get_dropbox, list_dropboxes, publish_dropbox
+from neuroferry.dropbox import (
+    Dropbox,
+    add_group,
+    get_dropbox,
+    group_policy,
+    list_dropboxes,
+    publish_dropbox,
+)
 from neuroferry.errors import NotFound
 from neuroferry.services import Services
 from neuroferry.web._deps import admin_user, current_user, services
@@ -93,3 +101,16 @@ def add(
     return DropboxOut.of(
         add_group(held.engine, held.settings, admin, body.name, name, body.members)
     )
+
+
+@router.get(
+    "/{name}/groups/{group}/policy",
+    summary="The S3 policy for keys scoped to one group's folder (admins)",
+)
+def policy(
+    name: str,
+    group: str,
+    held: Services = Depends(services),
+    _admin: User = Depends(admin_user),
+) -> dict[str, Any]:
+    return group_policy(get_dropbox(held.engine, name), group)
