@@ -329,6 +329,39 @@ class Client:
         )
         return found
 
+    def dropbox_files(
+        self, dropbox: str, prefix: str = "", group: str | None = None
+    ) -> dict[str, Any]:
+        """Your group's files under ``prefix`` (``{"group", "files": [{"path", "size"}]}``)."""
+        params = {"prefix": prefix} | ({"group": group} if group else {})
+        found: dict[str, Any] = self.request(
+            "GET", f"/dropboxes/{quote(dropbox, safe='')}/files", params=params
+        )
+        return found
+
+    def _dropbox_file(self, dropbox: str, path: str) -> str:
+        return f"/dropboxes/{quote(dropbox, safe='')}/files/{quote(path, safe='/')}"
+
+    def dropbox_get(self, dropbox: str, path: str, group: str | None = None) -> bytes:
+        """A file of your group's ``configs/`` or ``results/``."""
+        params = {"group": group} if group else {}
+        return self.send("GET", self._dropbox_file(dropbox, path), params=params).content
+
+    def dropbox_put(self, dropbox: str, path: str, data: bytes, group: str | None = None) -> None:
+        """Write a file to your group's ``inputs/``, ``configs/`` or ``submissions/``."""
+        params = {"group": group} if group else {}
+        self.send(
+            "PUT",
+            self._dropbox_file(dropbox, path),
+            content=data,
+            params=params,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def dropbox_delete(self, dropbox: str, path: str, group: str | None = None) -> None:
+        params = {"group": group} if group else {}
+        self.send("DELETE", self._dropbox_file(dropbox, path), params=params)
+
     def job_types_list(self, kind: str | None = None) -> list[dict[str, Any]]:
         """The current version of every job type (of ``kind``, if given)."""
         params = {"kind": kind} if kind else {}

@@ -191,3 +191,62 @@ def test_policy_of_a_group(admin, users, tmp_path):
     assert "only admins" in refused.stderr
     missing = ferry(["dropbox", "policy", "lab9", "--dropbox", "on-s3"], env=admin, check=2)
     assert "has no group 'lab9'" in missing.stderr
+
+
+def test_members_upload_submit_watch_fetch_and_list_their_own_folder(admin, users, tmp_path):
+    box = tmp_path / "members-box"
+    box.mkdir()
+    publish = ["dropbox", "publish", "members-box", "--analysis", "file-summary"]
+    ferry([*publish, "--store", str(box)], env=admin, check=0)
+    for group, member in (("g1", "alice"), ("g2", "bob")):
+        add = ["dropbox", "group", "add", group, "--dropbox", "members-box", "--member", member]
+        ferry(add, env=admin, check=0)
+    alice, bob = users["alice"], users["bob"]
+    on = ["--dropbox", "members-box"]
+
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.txt").write_text("one\n")
+    (data / "y.txt").write_text("two\n")
+    (tmp_path / "c.json").write_text('{"bins": 2}')
+    out = ferry(["dropbox", "upload", str(data), *on], env=alice, check=0).stdout
+    assert "uploaded" in out and (box / "g1/inputs/y.txt").read_text() == "two\n"
+    ferry(
+        ["dropbox", "upload", str(tmp_path / "c.json"), "--to", "configs", *on], env=alice, check=0
+    )
+
+    # inputs can be written but not read back; another group's folder is out of reach
+    refused = ferry(["dropbox", "fetch", "x", str(tmp_path / "n"), *on], env=alice, check=2)
+    assert "nothing in results/job__members-box_x/ yet" in refused.stderr
+    refused = ferry(["dropbox", "ls", *on, "--group", "g2"], env=alice, check=3)
+    assert "'g2' is not a group of drop-box 'members-box' of yours" in refused.stderr
+    bobs = json.loads(ferry(["dropbox", "ls", *on, "-f", "json"], env=bob, check=0).stdout)
+    assert bobs["group"] == "g2" and bobs["files"] == []
+
+    out = ferry(
+        [
+            "dropbox",
+            "submit",
+            *on,
+            "--data",
+            "inputs/x.txt",
+            "--data",
+            "y.txt",
+            "--config",
+            "c.json",
+            "--timestamp",
+            "t1",
+        ],
+        env=alice,
+        check=0,
+    ).stdout
+    assert "results in results/job__members-box_t1/" in out
+    watched = ferry(["dropbox", "watch", "t1", *on, "--every", "0.2"], env=alice, check=0)
+    assert watched.stdout.count("| STATUS: SUCCESS |") >= 2
+    ferry(["dropbox", "fetch", "t1", str(tmp_path / "got"), *on], env=alice, check=0)
+    got = tmp_path / "got"
+    assert (got / "process_results/end.txt").read_bytes() == b"end of analysis marker"
+    assert (got / "logs/certificate.txt").exists()
+    assert len(list(got.glob("process_results/file-summary/*/summary.json"))) == 2
+    listed = ferry(["dropbox", "ls", "inputs/", *on], env=alice, check=0).stdout
+    assert "inputs/x.txt" in listed and "inputs/y.txt" in listed

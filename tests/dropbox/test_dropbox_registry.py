@@ -17,10 +17,15 @@ from neuroferry.dropbox import (
     Dropbox,
     Group,
     add_group,
+    delete_group_file,
     get_dropbox,
+    group_files,
     group_policy,
     list_dropboxes,
+    list_group_files,
     publish_dropbox,
+    read_group_file,
+    write_group_file,
 )
 from neuroferry.errors import Forbidden, InvalidInput, NotFound
 
@@ -103,3 +108,41 @@ def test_a_groups_policy_is_the_originals(tmp_path: Path) -> None:
         group_policy(box, "user2")
     with pytest.raises(InvalidInput, match="only an s3:// drop-box has a bucket policy"):
         group_policy(replace(box, store_url=tmp_path.as_uri()), "user1")
+
+
+def test_members_reach_only_their_folder_and_inputs_are_not_read_back(
+    engine: Engine, tmp_path: Path
+) -> None:
+    settings = get_settings()
+    admin = create_user(engine, "root", "admin")
+    alice = create_user(engine, "alice")
+    create_user(engine, "bob")
+    publish_dropbox(engine, settings, admin, "box", "file-summary", str(tmp_path))
+    add_group(engine, settings, admin, "g1", "box", ["alice"])
+    add_group(engine, settings, admin, "g2", "box", ["bob"])
+    mine = group_files(engine, settings, alice, "box", None)
+    assert mine.group == "g1"
+    with pytest.raises(Forbidden, match="'g2' is not a group of drop-box 'box' of yours"):
+        group_files(engine, settings, alice, "box", "g2")
+    with pytest.raises(NotFound, match="no drop-box is named 'box' for you"):
+        group_files(engine, settings, create_user(engine, "carol"), "box", None)
+
+    write_group_file(mine, "inputs/a.bin", b"data")
+    write_group_file(mine, "configs/c.yaml", b"bins: 2\n")
+    assert (tmp_path / "g1/inputs/a.bin").read_bytes() == b"data"
+    with pytest.raises(Forbidden, match="downloading is not allowed in inputs/"):
+        read_group_file(mine, "inputs/a.bin")
+    assert read_group_file(mine, "configs/c.yaml") == b"bins: 2\n"
+    with pytest.raises(Forbidden, match="uploading is not allowed in results/"):
+        write_group_file(mine, "results/forged.txt", b"x")
+    for bad in ("../g2/inputs/x", "inputs/../../g2/x", "elsewhere/x", "inputs"):
+        with pytest.raises(InvalidInput):
+            write_group_file(mine, bad, b"x")
+    with pytest.raises(InvalidInput, match="not inside the group's folders"):
+        list_group_files(mine, "../g2/")
+    assert [f["path"] for f in list_group_files(mine, "inputs/")] == ["inputs/a.bin"]
+    delete_group_file(mine, "inputs/a.bin")
+    with pytest.raises(NotFound):
+        delete_group_file(mine, "inputs/a.bin")
+    admins = group_files(engine, settings, admin, "box", "g2")  # admins reach every group
+    assert list_group_files(admins) == []

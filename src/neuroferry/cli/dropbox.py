@@ -3,10 +3,16 @@ user group) and their groups."""
 
 from __future__ import annotations
 
+import json
+import time
+from pathlib import Path
+from typing import Any
+
 import typer
 
 from neuroferry.cli._common import FORMAT, TOKEN, check_format, client_for
 from neuroferry.cli._output import print_json, print_table, when
+from neuroferry.errors import NotFound
 
 app = typer.Typer(
     help="Drop-boxes: a submit.json dropped in a group's submissions/ folder runs the "
@@ -80,3 +86,137 @@ def policy_command(
     """Print the S3 policy for keys scoped to a group's folder, to attach to the group's
     IAM user (AWS) or user (MinIO, Ceph RGW) (admins)."""
     print_json(client_for(token).dropboxes_policy(dropbox, group), indent=4)
+
+
+# -- for the groups' members --------------------------------------------------------------
+
+DROPBOX = typer.Option(..., "--dropbox", "-d", help="The drop-box.")
+GROUP = typer.Option(None, "--group", "-g", help="Your group (default: your only one).")
+
+
+@app.command("ls")
+def ls_command(
+    prefix: str = typer.Argument("", help="Within your group's folder, e.g. results/."),
+    dropbox: str = DROPBOX,
+    group: str | None = GROUP,
+    fmt: str = FORMAT,
+    token: str | None = TOKEN,
+) -> None:
+    """List your group's files."""
+    found = client_for(token).dropbox_files(dropbox, prefix, group)
+    if check_format(fmt) == "json":
+        print_json(found, indent=2)
+        return
+    print_table(["path", "size"], [[f["path"], str(f["size"])] for f in found["files"]])
+
+
+@app.command("upload")
+def upload_command(
+    path: Path = typer.Argument(..., help="A file, or a folder (every file below it)."),
+    dropbox: str = DROPBOX,
+    to: str = typer.Option("inputs", "--to", help="inputs or configs."),
+    group: str | None = GROUP,
+    token: str | None = TOKEN,
+) -> None:
+    """Upload data to your group's inputs/ (or a config to configs/)."""
+    if to not in ("inputs", "configs"):
+        raise typer.BadParameter(f"--to: {to!r}; give inputs or configs")
+    if not path.exists():
+        raise typer.BadParameter(f"{path} does not exist")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    client = client_for(token)
+    for file in files:
+        name = file.name if file == path else file.relative_to(path).as_posix()
+        client.dropbox_put(dropbox, f"{to}/{name}", file.read_bytes(), group)
+        typer.echo(f"uploaded {file} to {to}/{name}")
+
+
+@app.command("submit")
+def submit_command(
+    data: list[str] = typer.Option(..., "--data", help="A file in inputs/ (repeatable)."),
+    config: str = typer.Option(..., "--config", help="A file in configs/."),
+    dropbox: str = DROPBOX,
+    timestamp: str | None = typer.Option(None, "--timestamp", help="Default: now."),
+    group: str | None = GROUP,
+    token: str | None = TOKEN,
+) -> None:
+    """Write a submit file for data and a config already uploaded; prints where the
+    results will appear."""
+    client = client_for(token)
+    group = group or client.dropbox_files(dropbox, "submissions/", None)["group"]
+    stamp = timestamp or str(int(time.time()))
+
+    def inside(value: str, folder: str) -> str:
+        value = value.removeprefix(f"{group}/")
+        return f"{group}/{value}" if value.startswith(f"{folder}/") else f"{group}/{folder}/{value}"
+
+    fields = {
+        "dataname": [inside(d, "inputs") for d in data],
+        "configname": inside(config, "configs"),
+        "timestamp": stamp,
+    }
+    client.dropbox_put(
+        dropbox, f"submissions/{stamp}_submit.json", json.dumps(fields).encode(), group
+    )
+    typer.echo(f"submitted {len(data)} dataset(s); results in results/job__{dropbox}_{stamp}/")
+    typer.echo(stamp)
+
+
+def _status(client: Any, dropbox: str, stamp: str, group: str | None) -> tuple[str, bool]:
+    folder = f"results/job__{dropbox}_{stamp}"
+    try:
+        certificate = client.dropbox_get(dropbox, f"{folder}/logs/certificate.txt", group)
+    except NotFound:
+        return "", False
+    listed = client.dropbox_files(dropbox, f"{folder}/process_results/", group)["files"]
+    end = f"{folder}/process_results/end.txt"
+    return certificate.decode(errors="replace"), any(f["path"] == end for f in listed)
+
+
+@app.command("watch")
+def watch_command(
+    timestamp: str = typer.Argument(..., help="The submission's timestamp."),
+    dropbox: str = DROPBOX,
+    group: str | None = GROUP,
+    every: float = typer.Option(2.0, "--every", min=0.1, help="Seconds between looks."),
+    token: str | None = TOKEN,
+) -> None:
+    """Follow a submission's certificate until end.txt appears; exit 0 if every dataset
+    succeeded, 1 otherwise."""
+    client = client_for(token)
+    shown = ""
+    while True:
+        certificate, ended = _status(client, dropbox, timestamp, group)
+        lines = [x for x in certificate.splitlines() if x.startswith("DATANAME:")]
+        now = "\n".join(lines) if lines else certificate.strip()
+        if now and now != shown:
+            typer.echo(now)
+            shown = now
+        if ended:
+            ok = bool(lines) and all("| STATUS: SUCCESS |" in x for x in lines)
+            raise typer.Exit(0 if ok else 1)
+        time.sleep(every)
+
+
+@app.command("fetch")
+def fetch_command(
+    timestamp: str = typer.Argument(..., help="The submission's timestamp."),
+    dest: Path = typer.Argument(..., help="A local folder."),
+    dropbox: str = DROPBOX,
+    group: str | None = GROUP,
+    token: str | None = TOKEN,
+) -> None:
+    """Download a submission's process_results/ (and logs/) to DEST."""
+    client = client_for(token)
+    base = f"results/job__{dropbox}_{timestamp}/"
+    listed = client.dropbox_files(dropbox, base, group)["files"]
+    if not listed:
+        raise typer.BadParameter(f"nothing in {base} yet")
+    for f in listed:
+        relative = f["path"].removeprefix(base)
+        target = dest / relative
+        if ".." in relative.split("/") or relative.startswith("/"):
+            raise typer.BadParameter(f"the service listed {f['path']!r}, outside {base}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(client.dropbox_get(dropbox, f["path"], group))
+    typer.echo(f"fetched {len(listed)} files to {dest}")

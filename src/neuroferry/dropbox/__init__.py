@@ -3,6 +3,14 @@ a ``*submit.json`` dropped in a group's ``submissions/`` becomes an ``analysis``
 its certificate, dataset status files and ``end.txt`` written back in the original's
 layout. Importing the package registers its periodic watcher with the engine."""
 
+from neuroferry.dropbox._files import (
+    GroupFiles,
+    delete_group_file,
+    group_files,
+    list_group_files,
+    read_group_file,
+    write_group_file,
+)
 from neuroferry.dropbox._layout import (
     END_MARKER,
     certificate_key,
@@ -31,17 +39,23 @@ __all__ = [
     "WATCHER_NAME",
     "Dropbox",
     "Group",
+    "GroupFiles",
     "Watch",
     "add_group",
     "certificate_key",
     "check_name",
     "dataset_names",
+    "delete_group_file",
     "end_key",
     "get_dropbox",
+    "group_files",
     "group_policy",
     "job_folder",
     "list_dropboxes",
+    "list_group_files",
     "publish_dropbox",
+    "read_group_file",
     "status_key",
     "watch_dropboxes",
+    "write_group_file",
 ]

@@ -3,20 +3,26 @@ user groups; admins publish them and add groups, users list those of their group
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from neuroferry.auth import User
 from neuroferry.dropbox import (
     Dropbox,
     add_group,
+    delete_group_file,
     get_dropbox,
+    group_files,
     group_policy,
     list_dropboxes,
+    list_group_files,
     publish_dropbox,
+    read_group_file,
+    write_group_file,
 )
 from neuroferry.errors import NotFound
 from neuroferry.services import Services
@@ -114,3 +120,83 @@ def policy(
     _admin: User = Depends(admin_user),
 ) -> dict[str, Any]:
     return group_policy(get_dropbox(held.engine, name), group)
+
+
+GROUP = Query(None, max_length=128, description="Your group (default: your only one).")
+
+
+class FileOut(BaseModel):
+    path: str = Field(description="relative to the group's folder, e.g. results/job__…")
+    size: int
+
+
+class FileList(BaseModel):
+    group: str
+    files: list[FileOut]
+
+
+@router.get("/{name}/files", response_model=FileList, summary="List your group's files")
+def list_files(
+    name: str,
+    group: str | None = GROUP,
+    prefix: str = Query("", max_length=1024, description="e.g. results/ or inputs/"),
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> FileList:
+    files = group_files(held.engine, held.settings, user, name, group)
+    listed = [FileOut.model_validate(f) for f in list_group_files(files, prefix)]
+    return FileList(group=files.group, files=listed)
+
+
+@router.get(
+    "/{name}/files/{path:path}",
+    summary="Download a file of your group's configs/ or results/",
+    response_class=Response,
+)
+def download(
+    name: str,
+    path: str,
+    group: str | None = GROUP,
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> Response:
+    files = group_files(held.engine, held.settings, user, name, group)
+    return Response(read_group_file(files, path), media_type="application/octet-stream")
+
+
+@router.put(
+    "/{name}/files/{path:path}",
+    status_code=204,
+    summary="Upload a file to your group's inputs/, configs/ or submissions/",
+    response_class=Response,
+)
+async def upload(
+    request: Request,
+    name: str,
+    path: str,
+    group: str | None = GROUP,
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> Response:
+    files = await asyncio.to_thread(group_files, held.engine, held.settings, user, name, group)
+    data = await request.body()
+    await asyncio.to_thread(write_group_file, files, path, data)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/{name}/files/{path:path}",
+    status_code=204,
+    summary="Delete a file of your group's folder",
+    response_class=Response,
+)
+def delete(
+    name: str,
+    path: str,
+    group: str | None = GROUP,
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> Response:
+    files = group_files(held.engine, held.settings, user, name, group)
+    delete_group_file(files, path)
+    return Response(status_code=204)
