@@ -31,7 +31,8 @@ class LineParameters(BaseModel):
 
 
 def count_lines(run: AnalysisRun) -> dict[str, Any]:
-    """Counts each input file's lines; a file that says ``fail`` fails the task."""
+    """Counts each input file's lines; a file that says ``fail`` fails the task, one that
+    says ``sleep`` runs until its job is cancelled."""
     assert isinstance(run.parameters, LineParameters)
     counts = {}
     for url in run.inputs.file_location or []:
@@ -40,6 +41,9 @@ def count_lines(run: AnalysisRun) -> dict[str, Any]:
         data = run.open_store(parent).get(name)
         if data.startswith(b"fail"):
             raise RuntimeError(f"{name} asks to fail")
+        while data.startswith(b"sleep"):  # until the job is cancelled
+            run.check_cancelled()
+            time.sleep(0.02)
         run.log.info("counting %s", name)
         counts[name] = data.count(b"\n") * run.parameters.scale
     (run.results / "lines.json").write_text(json.dumps({"label": run.parameters.label, **counts}))

@@ -294,6 +294,11 @@ dropbox_groups = Table(
     Column("dropbox_id", Integer, ForeignKey("dropboxes.id", ondelete="CASCADE"), nullable=False),
     Column("name", String(128), nullable=False),
     Column("created", DateTime(timezone=True), nullable=False),
+    # the group's limits (none: no limit): datasets running at once, minutes one dataset
+    # may run, datasets submitted per 24 hours
+    Column("max_running", Integer, nullable=True),
+    Column("max_minutes", Integer, nullable=True),
+    Column("max_per_day", Integer, nullable=True),
     Index("uq_dropbox_groups_name", "dropbox_id", "name", unique=True),
 )
 
@@ -312,8 +317,9 @@ dropbox_members = Table(
 
 #: Every submit file a drop-box's watcher has taken, by its key and content: one row per
 #: (drop-box, key, sha256), so the same file is never run twice. ``state`` is
-#: ``claimed`` (being submitted), ``running`` (its job runs), ``ended`` (``end.txt``
-#: written), ``rejected`` (a bad submission: its certificate says why) or ``duplicate``.
+#: ``claimed`` (being submitted), ``waiting`` (for the group's running datasets),
+#: ``running`` (its job runs), ``ended`` (``end.txt`` written), ``rejected`` (a bad
+#: submission: its certificate says why) or ``duplicate``.
 dropbox_submissions = Table(
     "dropbox_submissions",
     metadata,
@@ -328,6 +334,8 @@ dropbox_submissions = Table(
     Column("state", String(16), nullable=False),
     Column("job_id", Integer, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True),
     Column("datasets", JSON_DOCUMENT, nullable=False),
+    # the analysis's parameters and the config's own keys, kept while a submission waits
+    Column("parameters", JSON_DOCUMENT, nullable=True),
     Column("setup_log", JSON_DOCUMENT, nullable=False),
     Column("written", String(64), nullable=True),
     Column("error", Text, nullable=True),

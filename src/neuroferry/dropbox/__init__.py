@@ -24,11 +24,13 @@ from neuroferry.dropbox._registry import (
     FOLDERS,
     Dropbox,
     Group,
+    Limits,
     add_group,
     check_name,
     get_dropbox,
     list_dropboxes,
     publish_dropbox,
+    set_group_limits,
 )
 from neuroferry.dropbox._watcher import WATCHER, WATCHER_NAME, Watch, watch_dropboxes
 
@@ -40,6 +42,7 @@ __all__ = [
     "Dropbox",
     "Group",
     "GroupFiles",
+    "Limits",
     "Watch",
     "add_group",
     "certificate_key",
@@ -55,6 +58,7 @@ __all__ = [
     "list_group_files",
     "publish_dropbox",
     "read_group_file",
+    "set_group_limits",
     "status_key",
     "watch_dropboxes",
     "write_group_file",

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from neuroferry.auth import User, get_user
@@ -34,12 +34,37 @@ FOLDER_MARKER = ".keep"
 
 
 @dataclass(frozen=True)
+class Limits:
+    """A group's limits; None: no limit."""
+
+    max_running: int | None = None
+    """Datasets of the group's submissions that run at once (more wait their turn)."""
+    max_minutes: int | None = None
+    """Minutes one dataset may run (a longer one's job is cancelled); also the most a
+    config's ``__duration__`` may ask for."""
+    max_per_day: int | None = None
+    """Datasets the group may submit in 24 hours."""
+
+    def check(self) -> Limits:
+        for name, value in self.__dict__.items():
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise InvalidInput(f"{name}: {value!r}; give a whole number of 1 or more")
+        return self
+
+    def as_dict(self) -> dict[str, int | None]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True)
 class Group:
     """One user group of a drop-box: its folder is ``{name}/`` in the drop-box's store."""
 
     id: int
     name: str
     members: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass(frozen=True)
@@ -64,7 +89,10 @@ class Dropbox:
             "store": self.store_url,
             "published_by": self.owner,
             "created": self.created.isoformat(),
-            "groups": [{"name": g.name, "members": list(g.members)} for g in self.groups],
+            "groups": [
+                {"name": g.name, "members": list(g.members), "limits": g.limits.as_dict()}
+                for g in self.groups
+            ],
         }
 
 
@@ -127,18 +155,25 @@ def add_group(
     group: str,
     dropbox: str,
     members: list[str] | tuple[str, ...] = (),
+    limits: Limits | None = None,
 ) -> Dropbox:
-    """Add the user group ``group`` to ``dropbox`` with its ``members`` (user names), and
-    make its four folders in the drop-box's store (admins only)."""
+    """Add the user group ``group`` to ``dropbox`` with its ``members`` (user names) and
+    ``limits``, and make its four folders in the drop-box's store (admins only)."""
     by.require_admin("add drop-box groups")
     check_name("group", group)
+    limits = (limits or Limits()).check()
     box = get_dropbox(engine, dropbox)
     people = [get_user(engine, member) for member in dict.fromkeys(members)]
     try:
         with transaction(engine, keep=(IntegrityError,)) as conn:
             group_id = conn.execute(
                 insert(dropbox_groups)
-                .values(dropbox_id=box.id, name=group, created=datetime.now(UTC))
+                .values(
+                    dropbox_id=box.id,
+                    name=group,
+                    created=datetime.now(UTC),
+                    **limits.as_dict(),
+                )
                 .returning(dropbox_groups.c.id)
             ).scalar_one()
             for person in people:
@@ -148,6 +183,22 @@ def add_group(
     store = open_dropbox_store(box, settings)
     for folder in FOLDERS:
         make_folder(store, f"{group}/{folder}")
+    return get_dropbox(engine, dropbox)
+
+
+def set_group_limits(engine: Engine, by: User, dropbox: str, group: str, limits: Limits) -> Dropbox:
+    """Replace the limits of ``group`` of ``dropbox`` (admins only)."""
+    by.require_admin("change drop-box groups")
+    limits.check()
+    box = get_dropbox(engine, dropbox)
+    if group not in {g.name for g in box.groups}:
+        raise NotFound(f"drop-box {dropbox!r} has no group {group!r}")
+    with transaction(engine) as conn:
+        conn.execute(
+            update(dropbox_groups)
+            .where(dropbox_groups.c.dropbox_id == box.id, dropbox_groups.c.name == group)
+            .values(**limits.as_dict())
+        )
     return get_dropbox(engine, dropbox)
 
 
@@ -175,7 +226,12 @@ def _load(engine: Engine, name: str | None = None) -> list[Dropbox]:
     found = []
     for row in boxes:
         own = tuple(
-            Group(g["id"], g["name"], tuple(by_group.get(g["id"], [])))
+            Group(
+                g["id"],
+                g["name"],
+                tuple(by_group.get(g["id"], [])),
+                Limits(g["max_running"], g["max_minutes"], g["max_per_day"]),
+            )
             for g in groups
             if g["dropbox_id"] == row["id"]
         )

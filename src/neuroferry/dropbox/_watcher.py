@@ -40,12 +40,13 @@ from neuroferry.dropbox._layout import (
     status_file,
     status_key,
 )
-from neuroferry.dropbox._registry import Dropbox, list_dropboxes, open_dropbox_store
+from neuroferry.dropbox._registry import Dropbox, Limits, list_dropboxes, open_dropbox_store
 from neuroferry.engine import (
     TERMINAL,
     NewJob,
     Watcher,
     WatcherContext,
+    cancel_job,
     get_job,
     job_tasks,
     owner_access,
@@ -68,13 +69,16 @@ STD_LINES = 200
 """The last lines of a dataset's log kept in its status file."""
 LOG_BYTES = 256 * 1024
 """The most bytes of a dataset's log read for its status file."""
-CLAIMED, RUNNING, ENDED, REJECTED, DUPLICATE = (
+CLAIMED, WAITING, RUNNING, ENDED, REJECTED, DUPLICATE = (
     "claimed",
+    "waiting",
     "running",
     "ended",
     "rejected",
     "duplicate",
 )
+SECONDS_PER_MINUTE = 60.0
+"""A minute of the groups' limits and ``__duration__``, in seconds."""
 STEPS = ("Initialization", "Validation", "Submission")
 INDENT = "        "
 
@@ -305,6 +309,7 @@ class Watch:
             try:
                 store = open_dropbox_store(box, self.settings)
                 self.settle_claimed(box)
+                self.start_waiting(box, store)
                 self.scan(box, store)
             except FerryError as exc:  # one drop-box's store away: the others go on
                 log.warning("drop-box %s: %s", box.name, exc)
@@ -437,6 +442,7 @@ class Watch:
             if used is not None:
                 self._duplicate(box, store, folder, entry, row_id, timestamp, used)
                 return
+            self._check_limits(box, group, row_id, len(datanames), own)
             slog.add(f"[Job Manager] STEP 2/{len(STEPS)} ({STEPS[1]}): DONE")
             step = 3
             names = dataset_names(datanames)
@@ -444,26 +450,24 @@ class Watch:
                 {"dataname": d, "name": n, "url": f"{box.store_url}/{d}"}
                 for d, n in zip(datanames, names, strict=True)
             ]
-            self._save(row_id, timestamp=timestamp, folder=folder, datasets=datasets)
-            job_id = self._submit(box, group, folder, datasets, parameters)
-            slog.internal(
-                "submit",
-                f"job {job_id}: {len(datasets)} dataset(s) of analysis {box.analysis}; "
-                f"results in {folder}/process_results/",
+            self._save(
+                row_id,
+                timestamp=timestamp,
+                folder=folder,
+                datasets=datasets,
+                parameters={"parameters": parameters, "own": own},
             )
-            slog.add(f"[Job Manager] STEP 3/{len(STEPS)} ({STEPS[2]}): DONE")
-            self._save(row_id, state=RUNNING, job_id=job_id, setup_log=slog.lines)
-            self.ctx.wake()
-            log.info("drop-box %s: %s is job %d (%s)", box.name, entry.path, job_id, own)
-            with self.engine.connect() as conn:
-                row = (
-                    conn.execute(
-                        select(dropbox_submissions).where(dropbox_submissions.c.id == row_id)
-                    )
-                    .mappings()
-                    .one()
+            limit = _limits(box, group).max_running
+            if not self._room(box, group, len(datasets)):
+                slog.internal(
+                    "limits",
+                    f"WAITING: your group's datasets running at once are at its limit of "
+                    f"{limit}; this submission starts when enough of them have ended.",
                 )
-            refresh_submission(self, box, dict(row))
+                self._save(row_id, state=WAITING, setup_log=slog.lines)
+                store.put(certificate_key(folder), certificate(slog.lines, None, 0).encode())
+                return
+            self._start(box, store, row_id, slog)
         except Rejected as exc:
             self._reject(box, store, folder, row_id, slog, exc)
         except FerryError as exc:  # the service refused the job
@@ -477,6 +481,121 @@ class Watch:
             )
 
     # -- helpers -------------------------------------------------------------------------
+    def _row(self, row_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return dict(
+                conn.execute(select(dropbox_submissions).where(dropbox_submissions.c.id == row_id))
+                .mappings()
+                .one()
+            )
+
+    def _start(self, box: Dropbox, store: Store, row_id: int, slog: SetupLog) -> None:
+        """Submit the job of a checked submission (its row holds what it runs)."""
+        row = self._row(row_id)
+        group, folder, datasets = row["group_name"], row["folder"], row["datasets"]
+        try:
+            job_id = self._submit(box, group, folder, datasets, row["parameters"]["parameters"])
+        except FerryError as exc:  # the service refused the job
+            self._reject(
+                box,
+                store,
+                folder,
+                row_id,
+                slog,
+                Rejected(3, f"the job was refused: {exc}", "ask the drop-box's administrator"),
+            )
+            return
+        slog.internal(
+            "submit",
+            f"job {job_id}: {len(datasets)} dataset(s) of analysis {box.analysis}; "
+            f"results in {folder}/process_results/",
+        )
+        slog.add(f"[Job Manager] STEP 3/{len(STEPS)} ({STEPS[2]}): DONE")
+        self._save(row_id, state=RUNNING, job_id=job_id, setup_log=slog.lines)
+        self.ctx.wake()
+        log.info("drop-box %s: %s is job %d", box.name, row["key"], job_id)
+        refresh_submission(self, box, self._row(row_id))
+
+    def start_waiting(self, box: Dropbox, store: Store) -> None:
+        """Start the waiting submissions that their groups' limits now let run, oldest
+        first in each group."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(dropbox_submissions)
+                    .where(
+                        dropbox_submissions.c.dropbox_id == box.id,
+                        dropbox_submissions.c.state == WAITING,
+                    )
+                    .order_by(dropbox_submissions.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        blocked: set[str] = set()
+        for row in rows:
+            group = row["group_name"]
+            if group in blocked or not self._room(box, group, len(row["datasets"])):
+                blocked.add(group)
+                continue
+            slog = SetupLog(utc(row["created"]))
+            slog.lines = [list(line) for line in row["setup_log"]]
+            slog.internal("limits", "Started: your group has room for its datasets now.")
+            self._start(box, store, row["id"], slog)
+
+    def _group_datasets(
+        self, box: Dropbox, group: str, states: Sequence[str], since: datetime | None = None
+    ) -> int:
+        """The datasets of the group's submissions in ``states`` (taken ``since``)."""
+        query = select(dropbox_submissions.c.datasets).where(
+            dropbox_submissions.c.dropbox_id == box.id,
+            dropbox_submissions.c.group_name == group,
+            dropbox_submissions.c.state.in_(states),
+        )
+        if since is not None:
+            query = query.where(dropbox_submissions.c.created >= since)
+        with self.engine.connect() as conn:
+            return sum(len(d or []) for d in conn.execute(query).scalars())
+
+    def _room(self, box: Dropbox, group: str, count: int) -> bool:
+        limit = _limits(box, group).max_running
+        return limit is None or self._group_datasets(box, group, (RUNNING,)) + count <= limit
+
+    def _check_limits(
+        self, box: Dropbox, group: str, row_id: int, count: int, own: Mapping[str, Any]
+    ) -> None:
+        """:class:`Rejected` for a submission its group's limits never let run."""
+        limits = _limits(box, group)
+        admin = "or ask the drop-box's administrator"
+        if limits.max_running is not None and count > limits.max_running:
+            raise Rejected(
+                2,
+                f"the submission has {count} datasets, more than the {limits.max_running} "
+                "your group may run at once",
+                f"split it into submissions of at most {limits.max_running} datasets",
+            )
+        duration = own.get("__duration__")
+        if (
+            limits.max_minutes is not None
+            and duration is not None
+            and (duration > limits.max_minutes)
+        ):
+            raise Rejected(
+                2,
+                f"__duration__ asks for {duration} minutes, more than your group's "
+                f"limit of {limits.max_minutes} minutes per dataset",
+                f"give __duration__ of at most {limits.max_minutes}, {admin}",
+            )
+        if limits.max_per_day is not None:
+            since = _now() - timedelta(days=1)
+            used = self._group_datasets(box, group, (WAITING, RUNNING, ENDED), since)
+            if used + count > limits.max_per_day:
+                raise Rejected(
+                    2,
+                    f"your group has submitted {used} datasets in the last 24 hours; {count} "
+                    f"more would pass its limit of {limits.max_per_day} per day",
+                    f"submit again later, {admin}",
+                )
 
     def _version(self, box: Dropbox) -> str:
         try:
@@ -496,7 +615,7 @@ class Watch:
                         dropbox_submissions.c.dropbox_id == box.id,
                         dropbox_submissions.c.group_name == group,
                         dropbox_submissions.c.timestamp == timestamp,
-                        dropbox_submissions.c.state.in_((CLAIMED, RUNNING, ENDED)),
+                        dropbox_submissions.c.state.in_((CLAIMED, WAITING, RUNNING, ENDED)),
                         dropbox_submissions.c.id != row_id,
                     )
                 )
@@ -673,6 +792,10 @@ class Watch:
         return self._log_store
 
 
+def _limits(box: Dropbox, group: str) -> Limits:
+    return next((g.limits for g in box.groups if g.name == group), Limits())
+
+
 def _exists(store: Store, key: str) -> bool:
     try:
         store.head(key)
@@ -771,9 +894,54 @@ def dataset_states(
     return out, ended
 
 
+def enforce_duration(watch: Watch, box: Dropbox, row: dict[str, Any]) -> None:
+    """Cancel a submission's job once one of its datasets has run longer than its group's
+    ``max_minutes`` or the config's ``__duration__`` (the smaller), saying so in the
+    certificate."""
+    own = (row.get("parameters") or {}).get("own") or {}
+    caps = [m for m in (_limits(box, row["group_name"]).max_minutes, own.get("__duration__")) if m]
+    if not caps:
+        return
+    limit = min(caps)
+    now = _now()
+    try:
+        tasks = job_tasks(watch.engine, row["job_id"])
+    except NotFound:
+        return
+    late = [
+        t
+        for t in tasks
+        if t["name"] == "run"
+        and t["state"] == "running"
+        and t["started"] is not None
+        and (now - t["started"]).total_seconds() > limit * SECONDS_PER_MINUTE
+    ]
+    if not late:
+        return
+    try:
+        cancel_job(watch.engine, watch.log_store(), row["job_id"])
+    except InvalidInput:  # it ended meanwhile
+        return
+    at = (now - utc(row["created"])).total_seconds()
+    line = (
+        f"{INDENT}[Internal (limits)] {len(late)} dataset(s) ran longer than {limit} minutes "
+        "(the group's limit or the config's __duration__): the job is cancelled."
+    )
+    row["setup_log"] = [*row["setup_log"], [line, round(at, 2)]]
+    row["written"] = None
+    with transaction(watch.engine) as conn:
+        conn.execute(
+            update(dropbox_submissions)
+            .where(dropbox_submissions.c.id == row["id"])
+            .values(setup_log=row["setup_log"], written=None)
+        )
+
+
 def refresh_submission(watch: Watch, box: Dropbox, row: Mapping[str, Any]) -> None:
     """Rewrite a running submission's certificate and status files when a dataset's state
     changed, and write ``end.txt`` (last) once its job has ended."""
+    row = dict(row)
+    enforce_duration(watch, box, row)
     datasets, ended = dataset_states(watch, box, row)
     fingerprint = hashlib.sha256(
         json.dumps([datasets, ended], sort_keys=True, default=str).encode()

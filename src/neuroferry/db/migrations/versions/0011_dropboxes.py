@@ -56,6 +56,9 @@ def upgrade() -> None:
         ),
         sa.Column("name", sa.String(128), nullable=False),
         sa.Column("created", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("max_running", sa.Integer(), nullable=True),
+        sa.Column("max_minutes", sa.Integer(), nullable=True),
+        sa.Column("max_per_day", sa.Integer(), nullable=True),
     )
     op.create_index("uq_dropbox_groups_name", "dropbox_groups", ["dropbox_id", "name"], unique=True)
     op.create_table(
@@ -93,6 +96,7 @@ def upgrade() -> None:
             "job_id", sa.Integer(), sa.ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
         ),
         sa.Column("datasets", JSON_DOCUMENT, nullable=False),
+        sa.Column("parameters", JSON_DOCUMENT, nullable=True),
         sa.Column("setup_log", JSON_DOCUMENT, nullable=False),
         sa.Column("written", sa.String(64), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
