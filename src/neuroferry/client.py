@@ -310,15 +310,28 @@ class Client:
         return made
 
     def dropboxes_add_group(
-        self, dropbox: str, group: str, members: Sequence[str] = ()
+        self,
+        dropbox: str,
+        group: str,
+        members: Sequence[str] = (),
+        limits: Mapping[str, int | None] | None = None,
     ) -> dict[str, Any]:
-        """Add the user group ``group`` with its ``members`` to ``dropbox`` (admins); its
+        """Add the user group ``group`` with its ``members`` and ``limits``
+        (``max_running``, ``max_minutes``, ``max_per_day``) to ``dropbox`` (admins); its
         four folders are made in the drop-box's store."""
         made: dict[str, Any] = self.request(
             "POST",
             f"/dropboxes/{quote(dropbox, safe='')}/groups",
-            {"name": group, "members": list(members)},
+            {"name": group, "members": list(members), **(limits or {})},
         )
+        return made
+
+    def dropboxes_set_limits(
+        self, dropbox: str, group: str, limits: Mapping[str, int | None]
+    ) -> dict[str, Any]:
+        """Replace a group's limits (admins); a limit left out is none."""
+        path = f"/dropboxes/{quote(dropbox, safe='')}/groups/{quote(group, safe='')}/limits"
+        made: dict[str, Any] = self.request("PUT", path, dict(limits))
         return made
 
     def dropboxes_policy(self, dropbox: str, group: str) -> dict[str, Any]:

@@ -250,3 +250,36 @@ def test_members_upload_submit_watch_fetch_and_list_their_own_folder(admin, user
     assert len(list(got.glob("process_results/file-summary/*/summary.json"))) == 2
     listed = ferry(["dropbox", "ls", "inputs/", *on], env=alice, check=0).stdout
     assert "inputs/x.txt" in listed and "inputs/y.txt" in listed
+
+
+def test_admins_set_a_groups_limits(admin, users, tmp_path):
+    (tmp_path / "lim").mkdir()
+    publish = ["dropbox", "publish", "lim-box", "--analysis", "file-summary"]
+    ferry([*publish, "--store", str(tmp_path / "lim")], env=admin, check=0)
+    add = ["dropbox", "group", "add", "g", "--dropbox", "lim-box", "--max-per-day", "10"]
+    ferry(add, env=admin, check=0)
+    out = ferry(
+        [
+            "dropbox",
+            "group",
+            "limits",
+            "g",
+            "--dropbox",
+            "lim-box",
+            "--max-running",
+            "2",
+            "--max-minutes",
+            "30",
+        ],
+        env=admin,
+        check=0,
+    ).stdout
+    assert "limits of group g of drop-box lim-box: max_running 2, max_minutes 30" in out
+    boxes = json.loads(ferry(["dropbox", "list", "-f", "json"], env=admin, check=0).stdout)
+    [group] = next(b for b in boxes if b["name"] == "lim-box")["groups"]
+    assert group["limits"] == {"max_running": 2, "max_minutes": 30, "max_per_day": None}
+    limits = ["dropbox", "group", "limits", "g", "--dropbox", "lim-box"]
+    assert "only admins" in ferry(limits, env=users["alice"], check=3).stderr
+    ferry([*limits, "--max-running", "0"], env=admin, check=2)
+    missing = ferry(["dropbox", "group", "limits", "h", "--dropbox", "lim-box"], env=admin, check=3)
+    assert "drop-box 'lim-box' has no group 'h'" in missing.stderr

@@ -37,20 +37,49 @@ def publish_command(
     typer.echo(f"published {made['analysis']} as drop-box {made['name']} at {made['store']}")
 
 
+MAX_RUNNING = typer.Option(None, "--max-running", min=1, help="Datasets at once (more wait).")
+MAX_MINUTES = typer.Option(None, "--max-minutes", min=1, help="Minutes one dataset may run.")
+MAX_PER_DAY = typer.Option(None, "--max-per-day", min=1, help="Datasets per 24 hours.")
+
+
+def _limits(running: int | None, minutes: int | None, per_day: int | None) -> dict[str, Any]:
+    return {"max_running": running, "max_minutes": minutes, "max_per_day": per_day}
+
+
 @group_app.command("add")
 def group_add_command(
     group: str = typer.Argument(..., help="The group's name: its folder in the drop-box."),
     dropbox: str = typer.Option(..., "--dropbox", help="The drop-box."),
     member: list[str] = typer.Option([], "--member", help="A user of the group (repeatable)."),
+    max_running: int | None = MAX_RUNNING,
+    max_minutes: int | None = MAX_MINUTES,
+    max_per_day: int | None = MAX_PER_DAY,
     token: str | None = TOKEN,
 ) -> None:
     """Add a user group to a drop-box and make its inputs/ configs/ submissions/ results/
     folders (admins)."""
-    made = client_for(token).dropboxes_add_group(dropbox, group, member)
+    limits = _limits(max_running, max_minutes, max_per_day)
+    made = client_for(token).dropboxes_add_group(dropbox, group, member, limits)
     folder = f"{made['store'].rstrip('/')}/{group}/"
     typer.echo(
         f"group {group} of drop-box {made['name']}: {folder}{{inputs,configs,submissions,results}}/"
     )
+
+
+@group_app.command("limits")
+def group_limits_command(
+    group: str = typer.Argument(..., help="The group."),
+    dropbox: str = typer.Option(..., "--dropbox", help="The drop-box."),
+    max_running: int | None = MAX_RUNNING,
+    max_minutes: int | None = MAX_MINUTES,
+    max_per_day: int | None = MAX_PER_DAY,
+    token: str | None = TOKEN,
+) -> None:
+    """Replace a group's limits (a limit not given is none) (admins)."""
+    limits = _limits(max_running, max_minutes, max_per_day)
+    client_for(token).dropboxes_set_limits(dropbox, group, limits)
+    shown = ", ".join(f"{k} {v}" for k, v in limits.items() if v is not None) or "none"
+    typer.echo(f"limits of group {group} of drop-box {dropbox}: {shown}")
 
 
 @app.command("list")

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from neuroferry.auth import User
 from neuroferry.dropbox import (
     Dropbox,
+    Limits,
     add_group,
     delete_group_file,
     get_dropbox,
@@ -22,6 +23,7 @@ from neuroferry.dropbox import (
     list_group_files,
     publish_dropbox,
     read_group_file,
+    set_group_limits,
     write_group_file,
 )
 from neuroferry.errors import NotFound
@@ -31,9 +33,21 @@ from neuroferry.web._deps import admin_user, current_user, services
 router = APIRouter(prefix="/dropboxes", tags=["drop-boxes"])
 
 
+class LimitsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_running: int | None = Field(None, ge=1, le=10**9, description="datasets at once")
+    max_minutes: int | None = Field(None, ge=1, le=10**9, description="minutes per dataset")
+    max_per_day: int | None = Field(None, ge=1, le=10**9, description="datasets per 24 h")
+
+    def limits(self) -> Limits:
+        return Limits(self.max_running, self.max_minutes, self.max_per_day)
+
+
 class GroupOut(BaseModel):
     name: str
     members: list[str]
+    limits: dict[str, int | None] = Field(description="none: no limit")
 
 
 class DropboxOut(BaseModel):
@@ -61,9 +75,7 @@ class NewDropbox(BaseModel):
     store: str = Field(max_length=2048, description="a store URL or an absolute folder")
 
 
-class NewGroup(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NewGroup(LimitsIn):
     name: str = Field(max_length=128)
     members: list[str] = Field(default_factory=list, max_length=1000)
 
@@ -105,8 +117,23 @@ def add(
 ) -> DropboxOut:
     get_dropbox(held.engine, name)
     return DropboxOut.of(
-        add_group(held.engine, held.settings, admin, body.name, name, body.members)
+        add_group(held.engine, held.settings, admin, body.name, name, body.members, body.limits())
     )
+
+
+@router.put(
+    "/{name}/groups/{group}/limits",
+    response_model=DropboxOut,
+    summary="Replace a group's limits (admins)",
+)
+def limits(
+    name: str,
+    group: str,
+    body: LimitsIn,
+    held: Services = Depends(services),
+    admin: User = Depends(admin_user),
+) -> DropboxOut:
+    return DropboxOut.of(set_group_limits(held.engine, admin, name, group, body.limits()))
 
 
 @router.get(
