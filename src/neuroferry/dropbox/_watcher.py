@@ -303,6 +303,7 @@ class Watch:
         self.engine: Engine = ctx.db
         self.settings: Settings = ctx.settings
         self._log_store: Store | None = None
+        self._versions: dict[str, str] = {}
 
     def run(self) -> None:
         for box in list_dropboxes(self.engine):
@@ -598,6 +599,13 @@ class Watch:
                 )
 
     def _version(self, box: Dropbox) -> str:
+        """The analysis's code identity for the certificate, looked up once a run (the
+        lookup reads every installed distribution's metadata)."""
+        if box.analysis not in self._versions:
+            self._versions[box.analysis] = self._find_version(box)
+        return self._versions[box.analysis]
+
+    def _find_version(self, box: Dropbox) -> str:
         try:
             code = code_identity(get_analysis(box.analysis), allow_dirty=True)
         except FerryError as exc:
