@@ -193,13 +193,15 @@ def submit_command(
 
 def _status(client: Any, dropbox: str, stamp: str, group: str | None) -> tuple[str, bool]:
     folder = f"results/job__{dropbox}_{stamp}"
+    # end.txt first: it is written after the last certificate, which is then read
+    listed = client.dropbox_files(dropbox, f"{folder}/process_results/", group)["files"]
+    end = f"{folder}/process_results/end.txt"
+    ended = any(f["path"] == end for f in listed)
     try:
         certificate = client.dropbox_get(dropbox, f"{folder}/logs/certificate.txt", group)
     except NotFound:
         return "", False
-    listed = client.dropbox_files(dropbox, f"{folder}/process_results/", group)["files"]
-    end = f"{folder}/process_results/end.txt"
-    return certificate.decode(errors="replace"), any(f["path"] == end for f in listed)
+    return certificate.decode(errors="replace"), ended
 
 
 @app.command("watch")

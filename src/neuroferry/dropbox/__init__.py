@@ -1,7 +1,7 @@
 """Drop-boxes: an analysis published at a store location with a folder per user group;
 a ``*submit.json`` dropped in a group's ``submissions/`` becomes an ``analysis`` job, with
 its certificate, dataset status files and ``end.txt`` written back in the original's
-layout. Importing the package registers its periodic watcher with the engine."""
+layout. Importing the package registers its periodic watchers with the engine."""
 
 from neuroferry.dropbox._files import (
     GroupFiles,
@@ -32,11 +32,21 @@ from neuroferry.dropbox._registry import (
     publish_dropbox,
     set_group_limits,
 )
-from neuroferry.dropbox._watcher import WATCHER, WATCHER_NAME, Watch, watch_dropboxes
+from neuroferry.dropbox._watcher import (
+    REFRESHER,
+    REFRESHER_NAME,
+    WATCHER,
+    WATCHER_NAME,
+    Watch,
+    refresh_dropbox_jobs,
+    watch_dropboxes,
+)
 
 __all__ = [
     "END_MARKER",
     "FOLDERS",
+    "REFRESHER",
+    "REFRESHER_NAME",
     "WATCHER",
     "WATCHER_NAME",
     "Dropbox",
@@ -58,6 +68,7 @@ __all__ = [
     "list_group_files",
     "publish_dropbox",
     "read_group_file",
+    "refresh_dropbox_jobs",
     "set_group_limits",
     "status_key",
     "watch_dropboxes",

@@ -1,7 +1,9 @@
-"""The drop-box watcher: finds new ``*submit.json`` files in every group's
-``submissions/`` folder, turns each into one ``analysis`` job (or a certificate saying
-what is wrong with it), and keeps the certificates and dataset status files of the
-running drop-box jobs up to date, writing ``end.txt`` when a job has ended.
+"""The drop-box watchers: one (``dropbox``, every ``dropbox_poll`` seconds) finds new
+``*submit.json`` files in every group's ``submissions/`` folder and turns each into one
+``analysis`` job (or a certificate saying what is wrong with it); the other
+(``dropbox-refresh``, every ``dropbox_refresh`` seconds) keeps the certificates and
+dataset status files of the running drop-box jobs up to date, writing ``end.txt`` when a
+job has ended.
 
 Each submit file is taken once: a row of ``dropbox_submissions`` per (drop-box, key,
 content hash) is written before anything else happens, so a file seen again (another
@@ -61,6 +63,7 @@ from neuroferry.stores import Entry, Store, check_key, open_store
 log = logging.getLogger(__name__)
 
 WATCHER_NAME = "dropbox"
+REFRESHER_NAME = "dropbox-refresh"
 MAX_FILE_BYTES = 1 << 20
 """The largest submit or config file read (bigger ones are refused, saying so)."""
 OWN_KEYS = ("__duration__", "__dataset_size__")
@@ -314,7 +317,6 @@ class Watch:
                 self.scan(box, store)
             except FerryError as exc:  # one drop-box's store away: the others go on
                 log.warning("drop-box %s: %s", box.name, exc)
-        self.refresh_running()
 
     # -- finding submit files ------------------------------------------------------------
 
@@ -512,10 +514,17 @@ class Watch:
             f"results in {folder}/process_results/",
         )
         slog.add(f"[Job Manager] STEP 3/{len(STEPS)} ({STEPS[2]}): DONE")
+        # the first files before the row is running: from then on only the refresher
+        # writes them, so an older state never overwrites a newer one
+        created = str(utc(row["created"]).replace(tzinfo=None))
+        initial = [
+            {"dataname": d["dataname"], "name": d["name"], "status": INITIALIZING, "time": created}
+            for d in datasets
+        ]
+        write_files(store, folder, slog.lines, initial, self.settings.dropbox_refresh)
         self._save(row_id, state=RUNNING, job_id=job_id, setup_log=slog.lines)
         self.ctx.wake()
         log.info("drop-box %s: %s is job %d", box.name, row["key"], job_id)
-        refresh_submission(self, box, self._row(row_id))
 
     def start_waiting(self, box: Dropbox, store: Store) -> None:
         """Start the waiting submissions that their groups' limits now let run, oldest
@@ -945,6 +954,19 @@ def enforce_duration(watch: Watch, box: Dropbox, row: dict[str, Any]) -> None:
         )
 
 
+def write_files(
+    store: Store,
+    folder: str,
+    setup_log: Sequence[Sequence[Any]],
+    datasets: Sequence[Mapping[str, Any]],
+    refresh: float,
+) -> None:
+    """A submission's dataset status files, then its certificate."""
+    for d in datasets:
+        store.put(status_key(folder, d["name"]), status_file(d))
+    store.put(certificate_key(folder), certificate(setup_log, datasets, refresh).encode())
+
+
 def refresh_submission(watch: Watch, box: Dropbox, row: Mapping[str, Any]) -> None:
     """Rewrite a running submission's certificate and status files when a dataset's state
     changed, and write ``end.txt`` (last) once its job has ended."""
@@ -957,10 +979,7 @@ def refresh_submission(watch: Watch, box: Dropbox, row: Mapping[str, Any]) -> No
     folder = row["folder"]
     store = open_dropbox_store(box, watch.settings)
     if fingerprint != row["written"]:
-        for d in datasets:
-            store.put(status_key(folder, d["name"]), status_file(d))
-        text = certificate(row["setup_log"], datasets, watch.settings.dropbox_poll)
-        store.put(certificate_key(folder), text.encode())
+        write_files(store, folder, row["setup_log"], datasets, watch.settings.dropbox_refresh)
     if ended:
         store.put(end_key(folder), END_MARKER)
     with transaction(watch.engine) as conn:
@@ -972,9 +991,18 @@ def refresh_submission(watch: Watch, box: Dropbox, row: Mapping[str, Any]) -> No
 
 
 def watch_dropboxes(ctx: WatcherContext) -> None:
-    """One look at every drop-box: new submit files, and the running jobs' files."""
+    """One look at every drop-box for new submit files (and waiting submissions)."""
     Watch(ctx).run()
 
 
+def refresh_dropbox_jobs(ctx: WatcherContext) -> None:
+    """One update of every running drop-box job's files (``end.txt`` once it ended)."""
+    Watch(ctx).refresh_running()
+
+
 WATCHER = Watcher(WATCHER_NAME, watch_dropboxes, interval=lambda settings: settings.dropbox_poll)
+REFRESHER = Watcher(
+    REFRESHER_NAME, refresh_dropbox_jobs, interval=lambda settings: settings.dropbox_refresh
+)
 register_watcher(WATCHER)
+register_watcher(REFRESHER)
