@@ -23,7 +23,7 @@ from neuroferry.stores import open_store
 
 @pytest.fixture
 def box(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Box]:
-    monkeypatch.setattr("neuroferry.dropbox._watcher.SECONDS_PER_MINUTE", 0.5)
+    monkeypatch.setattr("neuroferry.dropbox._progress.SECONDS_PER_MINUTE", 0.5)
     root = tmp_path / "box"
     root.mkdir()
     with running_rig("sqlite:///" + str(tmp_path / "ferry.db"), dropbox_poll=0.05) as rig:

@@ -96,6 +96,11 @@ class Dropbox:
         }
 
 
+def group_limits(box: Dropbox, group: str) -> Limits:
+    """The limits of ``group`` of ``box`` (none for a group it does not have)."""
+    return next((g.limits for g in box.groups if g.name == group), Limits())
+
+
 def check_name(label: str, name: str) -> str:
     """``name`` if it is a valid drop-box or group name; :class:`InvalidInput` naming
     ``label`` and the rule otherwise."""

@@ -15,15 +15,13 @@ job it had submitted, if there is one, else taken again.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
-import yaml
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -31,268 +29,48 @@ from neuroferry.config import Settings
 from neuroferry.db import dropbox_submissions, jobs, transaction, utc
 from neuroferry.dropbox._layout import (
     END_MARKER,
-    FAILED,
     INITIALIZING,
-    STATUS_OF_TASK,
     certificate,
     certificate_key,
     dataset_names,
     end_key,
-    stamp,
-    status_file,
-    status_key,
 )
-from neuroferry.dropbox._registry import Dropbox, Limits, list_dropboxes, open_dropbox_store
+from neuroferry.dropbox._progress import refresh_submission, write_files
+from neuroferry.dropbox._registry import Dropbox, group_limits, list_dropboxes, open_dropbox_store
+from neuroferry.dropbox._submission import (
+    CLAIMED,
+    DUPLICATE,
+    ENDED,
+    MAX_FILE_BYTES,
+    REJECTED,
+    RUNNING,
+    STEPS,
+    WAITING,
+    Rejected,
+    SetupLog,
+    check_fields,
+    check_timestamp,
+    object_exists,
+    read_config,
+    read_submit_file,
+    utc_now,
+)
 from neuroferry.engine import (
-    TERMINAL,
     NewJob,
     Watcher,
     WatcherContext,
-    cancel_job,
-    get_job,
-    job_tasks,
     owner_access,
-    read_log_part,
     register_watcher,
     submit_jobs,
 )
-from neuroferry.errors import FerryError, InvalidInput, NotFound, UnsafePath, first_line
+from neuroferry.errors import FerryError, InvalidInput, NotFound, first_line
 from neuroferry.pipelines.analysis import code_identity, get_analysis, validate_parameters
-from neuroferry.stores import Entry, Store, check_key, open_store
+from neuroferry.stores import Entry, Store, open_store
 
 log = logging.getLogger(__name__)
 
 WATCHER_NAME = "dropbox"
 REFRESHER_NAME = "dropbox-refresh"
-MAX_FILE_BYTES = 1 << 20
-"""The largest submit or config file read (bigger ones are refused, saying so)."""
-OWN_KEYS = ("__duration__", "__dataset_size__")
-"""Config keys that are the drop-box's own, not the analysis's parameters."""
-STD_LINES = 200
-"""The last lines of a dataset's log kept in its status file."""
-LOG_BYTES = 256 * 1024
-"""The most bytes of a dataset's log read for its status file."""
-CLAIMED, WAITING, RUNNING, ENDED, REJECTED, DUPLICATE = (
-    "claimed",
-    "waiting",
-    "running",
-    "ended",
-    "rejected",
-    "duplicate",
-)
-SECONDS_PER_MINUTE = 60.0
-"""A minute of the groups' limits and ``__duration__``, in seconds."""
-STEPS = ("Initialization", "Validation", "Submission")
-INDENT = "        "
-
-
-class Rejected(Exception):
-    """A submission that cannot run: what is wrong and what to do about it."""
-
-    def __init__(self, step: int, problem: str, advice: str) -> None:
-        super().__init__(problem)
-        self.step = step
-        self.problem = problem
-        self.advice = advice
-
-
-class SetupLog:
-    """The certificate's set-up log: lines with the seconds since the submission was
-    taken, kept with the submission so that later rewrites keep them."""
-
-    def __init__(self, start: datetime) -> None:
-        self.start = start
-        self.lines: list[list[Any]] = []
-
-    def add(self, text: str) -> None:
-        at = (datetime.now(UTC) - self.start).total_seconds()
-        self.lines.append([text, round(at, 2)])
-
-    def internal(self, where: str, text: str) -> None:
-        self.add(f"{INDENT}[Internal ({where})] {text}")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-# -- reading a submission ---------------------------------------------------------------
-
-
-def _inside_group(field: str, value: Any, group: str) -> str:
-    """A path of the submission checked to lie inside the group's own folder."""
-    if not isinstance(value, str) or not value.strip():
-        raise Rejected(
-            1,
-            f"'{field}' must be a path such as {group}/inputs/data.bin (got {value!r})",
-            f"give '{field}' as the file's path inside the drop-box, without the bucket name",
-        )
-    path = value.strip()
-    if path.startswith("s3://") or "://" in path:
-        raise Rejected(
-            1,
-            f"'{field}': {path} is a URL; storage bypass is not available in this drop-box",
-            f"upload the file to {group}/inputs/ (or {group}/configs/) and name it by its "
-            "path there, without the bucket name",
-        )
-    try:
-        check_key(path)
-    except UnsafePath as exc:
-        raise Rejected(
-            1, f"'{field}': {exc}", f"give a plain path such as {group}/inputs/data.bin"
-        ) from None
-    if not path.startswith(f"{group}/") or path.rstrip("/") == group:
-        raise Rejected(
-            1,
-            f"'{field}': {path} is not inside your group's folder {group}/",
-            f"name files of your own group only, such as {group}/inputs/data.bin",
-        )
-    return path
-
-
-def read_submit_file(data: bytes) -> dict[str, Any]:
-    """The submit file's fields, checked: ``timestamp`` (text), ``datanames`` (list),
-    ``configname``; :class:`Rejected` saying what is wrong."""
-    try:
-        fields = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise Rejected(1, "the submit file is not UTF-8 text", "write it as UTF-8 JSON") from None
-    except json.JSONDecodeError as exc:
-        raise Rejected(
-            1,
-            f"the submit file is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
-            "correct the JSON (`python -m json.tool FILE` shows where it breaks) and upload "
-            "it again",
-        ) from None
-    if not isinstance(fields, dict):
-        raise Rejected(
-            1,
-            "the submit file must hold a JSON object with 'dataname', 'configname' and "
-            f"'timestamp' (it holds a {type(fields).__name__})",
-            'write {"dataname": [...], "configname": "...", "timestamp": "..."}',
-        )
-    return fields
-
-
-def check_timestamp(fields: Mapping[str, Any]) -> str:
-    if "timestamp" not in fields:
-        raise Rejected(
-            1,
-            "Submit file does not contain field 'timestamp', needed to name the results folder.",
-            'add "timestamp": "a text no earlier submission of your group used" and upload '
-            "it again",
-        )
-    value = fields["timestamp"]
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise Rejected(1, "'timestamp' must be text", 'give e.g. "timestamp": "1709647330"')
-    text = str(value)
-    try:
-        check_key(text)
-        if "/" in text or len(text) > 128:
-            raise UnsafePath("it holds '/' or is longer than 128 characters")
-    except UnsafePath as exc:
-        raise Rejected(
-            1,
-            f"'timestamp' {text!r} cannot name a folder: {exc}",
-            "give 1 to 128 characters without '/' or control characters",
-        ) from None
-    return text
-
-
-def check_fields(fields: Mapping[str, Any], group: str, max_datasets: int) -> tuple[list[str], str]:
-    """The submission's data paths and config path, checked to lie in the group's
-    folder."""
-    if "dataname" not in fields:
-        raise Rejected(
-            1,
-            "Submit file does not contain field 'dataname', needed to analyze data.",
-            f'add "dataname": ["{group}/inputs/FILE", ...] and upload it again',
-        )
-    value = fields["dataname"]
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value:
-        raise Rejected(
-            1,
-            "'dataname' field is not the right type. Should be string or list.",
-            f'give one path ("{group}/inputs/FILE") or a list of them',
-        )
-    if len(value) > max_datasets:
-        raise Rejected(
-            1,
-            f"'dataname' names {len(value)} datasets, more than the {max_datasets} one "
-            "submission may run",
-            "split them over several submissions",
-        )
-    datanames = [_inside_group(f"dataname[{i}]", v, group) for i, v in enumerate(value)]
-    if "configname" not in fields:
-        raise Rejected(
-            1,
-            "'configname' field not given in submit.json file",
-            f'add "configname": "{group}/configs/config.yaml" and upload it again',
-        )
-    config = _inside_group("configname", fields["configname"], group)
-    if not config.lower().endswith((".json", ".yaml", ".yml")):
-        raise Rejected(
-            1,
-            f"'configname': {config} is neither .json nor .yaml/.yml",
-            "give the analysis's parameters in a JSON or YAML file",
-        )
-    return datanames, config
-
-
-def read_config(store: Store, config: str, slog: SetupLog) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The analysis's parameters and the drop-box's own keys from the config file."""
-    try:
-        entry = store.head(config)
-        if entry.size > MAX_FILE_BYTES:
-            raise Rejected(
-                2,
-                f"config file {config} has {entry.size} bytes, more than {MAX_FILE_BYTES}",
-                "give the analysis's parameters alone in the config file",
-            )
-        data = store.get(config)
-    except NotFound:
-        raise Rejected(
-            2,
-            f"'configname' field refers to a configuration file that cannot be found: {config}",
-            "upload it (aws s3 cp FILE .../configs/) or correct the path, without the bucket name",
-        ) from None
-    try:
-        if config.lower().endswith(".json"):
-            values = json.loads(data.decode("utf-8"))
-        else:
-            values = yaml.safe_load(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
-        raise Rejected(
-            2,
-            f"config file {config} does not parse: {first_line(exc)}",
-            "correct the file and submit again",
-        ) from None
-    if values is None:
-        values = {}
-    if not isinstance(values, dict):
-        raise Rejected(
-            2,
-            f"config file {config} must hold a mapping of parameter names to values",
-            "write one 'name: value' per parameter",
-        )
-    own = {}
-    for key in OWN_KEYS:
-        if key not in values:
-            slog.internal("parse_config", f"parameter {key} is not given")
-            continue
-        given = values.pop(key)
-        if isinstance(given, bool) or not isinstance(given, int) or given < 0:
-            what = "minutes" if key == "__duration__" else "GB"
-            raise Rejected(
-                2,
-                f"Given {key} parameter is not valid. Must be an integer ({what}).",
-                f"give {key} as a whole number of {what}, or leave it out",
-            )
-        own[key] = given
-        slog.internal("parse_config", f"parameter {key} given: {given}")
-    return values, own
 
 
 # -- taking a submission ----------------------------------------------------------------
@@ -359,7 +137,7 @@ class Watch:
         # a file too big to read is known by its size and tag (it is refused anyway)
         known_by = data if entry.size <= MAX_FILE_BYTES else f"{entry.size}:{entry.etag}".encode()
         sha = hashlib.sha256(known_by).hexdigest()
-        start = _now()
+        start = utc_now()
         try:
             with transaction(self.engine, keep=(IntegrityError,)) as conn:
                 row_id = conn.execute(
@@ -429,7 +207,7 @@ class Watch:
             )
             slog.add(f"[Job Manager] STEP 1/{len(STEPS)} ({STEPS[0]}): DONE")
             step = 2
-            missing = [d for d in datanames if not _exists(store, d)]
+            missing = [d for d in datanames if not object_exists(store, d)]
             if missing:
                 raise Rejected(
                     2,
@@ -466,7 +244,7 @@ class Watch:
                 datasets=datasets,
                 parameters={"parameters": parameters, "own": own},
             )
-            limit = _limits(box, group).max_running
+            limit = group_limits(box, group).max_running
             if not self._room(box, group, len(datasets)):
                 slog.internal(
                     "limits",
@@ -574,14 +352,14 @@ class Watch:
             return sum(len(d or []) for d in conn.execute(query).scalars())
 
     def _room(self, box: Dropbox, group: str, count: int) -> bool:
-        limit = _limits(box, group).max_running
+        limit = group_limits(box, group).max_running
         return limit is None or self._group_datasets(box, group, (RUNNING,)) + count <= limit
 
     def _check_limits(
         self, box: Dropbox, group: str, row_id: int, count: int, own: Mapping[str, Any]
     ) -> None:
         """:class:`Rejected` for a submission its group's limits never let run."""
-        limits = _limits(box, group)
+        limits = group_limits(box, group)
         admin = "or ask the drop-box's administrator"
         if limits.max_running is not None and count > limits.max_running:
             raise Rejected(
@@ -603,7 +381,7 @@ class Watch:
                 f"give __duration__ of at most {limits.max_minutes}, {admin}",
             )
         if limits.max_per_day is not None:
-            since = _now() - timedelta(days=1)
+            since = utc_now() - timedelta(days=1)
             used = self._group_datasets(box, group, (WAITING, RUNNING, ENDED), since)
             if used + count > limits.max_per_day:
                 raise Rejected(
@@ -652,7 +430,7 @@ class Watch:
             conn.execute(
                 update(dropbox_submissions)
                 .where(dropbox_submissions.c.id == row_id)
-                .values(updated=_now(), **values)
+                .values(updated=utc_now(), **values)
             )
 
     def _submit(
@@ -813,187 +591,6 @@ class Watch:
                 self.settings.log_store_url, create=True, settings=self.settings
             )
         return self._log_store
-
-
-def _limits(box: Dropbox, group: str) -> Limits:
-    return next((g.limits for g in box.groups if g.name == group), Limits())
-
-
-def _exists(store: Store, key: str) -> bool:
-    try:
-        store.head(key)
-    except NotFound:
-        return False
-    return True
-
-
-def _iso(when: datetime | None) -> str | None:
-    return when.strftime("%Y-%m-%dT%H:%M:%SZ") if when is not None else None
-
-
-def _std(watch: Watch, job_id: int, task: Mapping[str, Any], store_url: str) -> list[str]:
-    """The last lines of a dataset's task log (its standard output and error), with the
-    drop-box's store URL left out of the paths."""
-    try:
-        data, size = read_log_part(
-            watch.engine, watch.log_store(), job_id, "run", task["map_index"], limit=LOG_BYTES
-        )
-        if size > LOG_BYTES:
-            data, _ = read_log_part(
-                watch.engine,
-                watch.log_store(),
-                job_id,
-                "run",
-                task["map_index"],
-                offset=size - LOG_BYTES,
-                limit=LOG_BYTES,
-            )
-    except FerryError:
-        return []
-    # the group sees its own paths, not where the service keeps the drop-box
-    text = data.decode(errors="replace").replace(store_url.rstrip("/") + "/", "")
-    return text.splitlines(keepends=True)[-STD_LINES:]
-
-
-def dataset_states(
-    watch: Watch, box: Dropbox, row: Mapping[str, Any]
-) -> tuple[list[dict[str, Any]], bool]:
-    """Each dataset's state from its job's tasks, and whether the job has ended."""
-    job_id = row["job_id"]
-    try:
-        job = get_job(watch.engine, job_id)
-        tasks = job_tasks(watch.engine, job_id)
-    except NotFound:
-        job, tasks = {"state": "cancelled", "error": f"job {job_id} was deleted"}, []
-    ended = job["state"] in TERMINAL
-    by_url: dict[str, Mapping[str, Any]] = {}
-    dispatch_error = None
-    for task in tasks:
-        if task["name"] == "dispatch" and task["state"] in ("failed", "cancelled"):
-            dispatch_error = task.get("error") or task["state"]
-        if task["name"] == "run" and task["map_index"] >= 0:
-            model = (task.get("params") or {}).get("model") or {}
-            for url in model.get("file_location") or []:
-                by_url[url] = task
-    out = []
-    created = utc(row["created"])
-    prefix = box.store_url.rstrip("/") + "/"
-    for d in row["datasets"]:
-        run_task = by_url.get(d["url"])
-        entry: dict[str, Any] = {"dataname": d["dataname"], "name": d["name"]}
-        if run_task is None:
-            failed = dispatch_error or (job.get("error") or job["state"] if ended else None)
-            entry.update(
-                status=FAILED if failed else INITIALIZING,
-                time=str(created.replace(tzinfo=None)),
-                error=failed,
-                finished=bool(failed),
-            )
-        else:
-            status = STATUS_OF_TASK.get(run_task["state"], INITIALIZING)
-            if ended and status == INITIALIZING:
-                status = FAILED
-            done = run_task["state"] in TERMINAL or ended
-            started = run_task["started"] is not None
-            std = _std(watch, job_id, run_task, box.store_url) if started else []
-            last = next((s.strip() for s in reversed(std) if s.strip()), None)
-            location = (run_task.get("params") or {}).get("location")
-            entry.update(
-                status=status,
-                time=stamp(run_task["finished"] if done else run_task["started"] or created),
-                finished=done,
-                error=run_task.get("error") or (run_task["state"] if status == FAILED else None),
-                worker=run_task.get("worker"),
-                command=f"job {job_id} run[{run_task['item']}] attempt {run_task['attempt']}",
-                start=_iso(run_task["started"]),
-                finish=_iso(run_task["finished"]) if done else None,
-                std=std,
-                last=last,
-                results=location.removeprefix(prefix)
-                if status != FAILED and isinstance(location, str)
-                else None,
-            )
-        out.append(entry)
-    return out, ended
-
-
-def enforce_duration(watch: Watch, box: Dropbox, row: dict[str, Any]) -> None:
-    """Cancel a submission's job once one of its datasets has run longer than its group's
-    ``max_minutes`` or the config's ``__duration__`` (the smaller), saying so in the
-    certificate."""
-    own = (row.get("parameters") or {}).get("own") or {}
-    caps = [m for m in (_limits(box, row["group_name"]).max_minutes, own.get("__duration__")) if m]
-    if not caps:
-        return
-    limit = min(caps)
-    now = _now()
-    try:
-        tasks = job_tasks(watch.engine, row["job_id"])
-    except NotFound:
-        return
-    late = [
-        t
-        for t in tasks
-        if t["name"] == "run"
-        and t["state"] == "running"
-        and t["started"] is not None
-        and (now - t["started"]).total_seconds() > limit * SECONDS_PER_MINUTE
-    ]
-    if not late:
-        return
-    try:
-        cancel_job(watch.engine, watch.log_store(), row["job_id"])
-    except InvalidInput:  # it ended meanwhile
-        return
-    at = (now - utc(row["created"])).total_seconds()
-    line = (
-        f"{INDENT}[Internal (limits)] {len(late)} dataset(s) ran longer than {limit} minutes "
-        "(the group's limit or the config's __duration__): the job is cancelled."
-    )
-    row["setup_log"] = [*row["setup_log"], [line, round(at, 2)]]
-    row["written"] = None
-    with transaction(watch.engine) as conn:
-        conn.execute(
-            update(dropbox_submissions)
-            .where(dropbox_submissions.c.id == row["id"])
-            .values(setup_log=row["setup_log"], written=None)
-        )
-
-
-def write_files(
-    store: Store,
-    folder: str,
-    setup_log: Sequence[Sequence[Any]],
-    datasets: Sequence[Mapping[str, Any]],
-    refresh: float,
-) -> None:
-    """A submission's dataset status files, then its certificate."""
-    for d in datasets:
-        store.put(status_key(folder, d["name"]), status_file(d))
-    store.put(certificate_key(folder), certificate(setup_log, datasets, refresh).encode())
-
-
-def refresh_submission(watch: Watch, box: Dropbox, row: Mapping[str, Any]) -> None:
-    """Rewrite a running submission's certificate and status files when a dataset's state
-    changed, and write ``end.txt`` (last) once its job has ended."""
-    row = dict(row)
-    enforce_duration(watch, box, row)
-    datasets, ended = dataset_states(watch, box, row)
-    fingerprint = hashlib.sha256(
-        json.dumps([datasets, ended], sort_keys=True, default=str).encode()
-    ).hexdigest()
-    folder = row["folder"]
-    store = open_dropbox_store(box, watch.settings)
-    if fingerprint != row["written"]:
-        write_files(store, folder, row["setup_log"], datasets, watch.settings.dropbox_refresh)
-    if ended:
-        store.put(end_key(folder), END_MARKER)
-    with transaction(watch.engine) as conn:
-        conn.execute(
-            update(dropbox_submissions)
-            .where(dropbox_submissions.c.id == row["id"])
-            .values(written=fingerprint, state=ENDED if ended else RUNNING, updated=_now())
-        )
 
 
 def watch_dropboxes(ctx: WatcherContext) -> None:
