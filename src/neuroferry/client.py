@@ -333,6 +333,84 @@ class Client:
         found = self.request("POST", f"/jobs/{quote(kind, safe='')}", dict(spec))
         return int(found["job_id"])
 
+    def dropboxes_list(self) -> list[dict[str, Any]]:
+        """The drop-boxes (users: those of their groups, with only those groups)."""
+        found: list[dict[str, Any]] = self.request("GET", "/dropboxes")["dropboxes"]
+        return found
+
+    def dropboxes_publish(self, name: str, analysis: str, store: str) -> dict[str, Any]:
+        """Publish ``analysis`` as the drop-box ``name`` at the store URL ``store`` (admins)."""
+        made: dict[str, Any] = self.request(
+            "POST", "/dropboxes", {"name": name, "analysis": analysis, "store": store}
+        )
+        return made
+
+    def dropboxes_add_group(
+        self,
+        dropbox: str,
+        group: str,
+        members: Sequence[str] = (),
+        limits: Mapping[str, int | None] | None = None,
+    ) -> dict[str, Any]:
+        """Add the user group ``group`` with its ``members`` and ``limits``
+        (``max_running``, ``max_minutes``, ``max_per_day``) to ``dropbox`` (admins); its
+        four folders are made in the drop-box's store."""
+        made: dict[str, Any] = self.request(
+            "POST",
+            f"/dropboxes/{quote(dropbox, safe='')}/groups",
+            {"name": group, "members": list(members), **(limits or {})},
+        )
+        return made
+
+    def dropboxes_set_limits(
+        self, dropbox: str, group: str, limits: Mapping[str, int | None]
+    ) -> dict[str, Any]:
+        """Replace a group's limits (admins); a limit left out is none."""
+        path = f"/dropboxes/{quote(dropbox, safe='')}/groups/{quote(group, safe='')}/limits"
+        made: dict[str, Any] = self.request("PUT", path, dict(limits))
+        return made
+
+    def dropboxes_policy(self, dropbox: str, group: str) -> dict[str, Any]:
+        """The S3 policy for keys scoped to ``group``'s folder of ``dropbox`` (admins)."""
+        found: dict[str, Any] = self.request(
+            "GET",
+            f"/dropboxes/{quote(dropbox, safe='')}/groups/{quote(group, safe='')}/policy",
+        )
+        return found
+
+    def dropbox_files(
+        self, dropbox: str, prefix: str = "", group: str | None = None
+    ) -> dict[str, Any]:
+        """Your group's files under ``prefix`` (``{"group", "files": [{"path", "size"}]}``)."""
+        params = {"prefix": prefix} | ({"group": group} if group else {})
+        found: dict[str, Any] = self.request(
+            "GET", f"/dropboxes/{quote(dropbox, safe='')}/files", params=params
+        )
+        return found
+
+    def _dropbox_file(self, dropbox: str, path: str) -> str:
+        return f"/dropboxes/{quote(dropbox, safe='')}/files/{quote(path, safe='/')}"
+
+    def dropbox_get(self, dropbox: str, path: str, group: str | None = None) -> bytes:
+        """A file of your group's ``configs/`` or ``results/``."""
+        params = {"group": group} if group else {}
+        return self.send("GET", self._dropbox_file(dropbox, path), params=params).content
+
+    def dropbox_put(self, dropbox: str, path: str, data: bytes, group: str | None = None) -> None:
+        """Write a file to your group's ``inputs/``, ``configs/`` or ``submissions/``."""
+        params = {"group": group} if group else {}
+        self.send(
+            "PUT",
+            self._dropbox_file(dropbox, path),
+            content=data,
+            params=params,
+            headers={"Content-Type": "application/octet-stream"},
+        )
+
+    def dropbox_delete(self, dropbox: str, path: str, group: str | None = None) -> None:
+        params = {"group": group} if group else {}
+        self.send("DELETE", self._dropbox_file(dropbox, path), params=params)
+
     def job_types_list(self, kind: str | None = None) -> list[dict[str, Any]]:
         """The current version of every job type (of ``kind``, if given)."""
         params = {"kind": kind} if kind else {}

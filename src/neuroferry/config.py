@@ -155,6 +155,11 @@ class Settings(BaseSettings):
     """Seconds between the orchestrator's looks at the database for new work."""
     local_task_threads: int = Field(4, ge=1)
     """Tasks that run inside the orchestrator (database and catalog work) at once."""
+    dropbox_poll: float = Field(5.0, gt=0)
+    """Seconds between the drop-box watcher's looks for new submit files."""
+    dropbox_refresh: float = Field(0.5, gt=0)
+    """Seconds between updates of the running drop-box jobs' certificates, dataset status
+    files and ``end.txt``."""
     staging_dir: Path | None = None
     """Where upload jobs stage metadata and transformed data; ``{home}/staging`` if empty.
     Must be shared with the workers when they run on other machines."""

@@ -76,6 +76,7 @@ class Services:
         catalog = open_catalog(engine, settings)
         services = cls(settings, engine, store, executor, catalog, log_store)
         if executor is not None:
+            import neuroferry.dropbox  # noqa: F401  (registers the drop-box watcher)
             from neuroferry.notify import notify_job
 
             services.orchestrator = Orchestrator(

@@ -73,6 +73,10 @@ def _register() -> None:
     for name, command in command_analyses.COMMANDS.items():
         analysis.app.command(name)(command)
 
+    from neuroferry.cli import dropbox
+
+    app.add_typer(dropbox.app, name="dropbox")
+
 
 _register()
 

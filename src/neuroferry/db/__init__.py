@@ -20,6 +20,10 @@ from neuroferry.db._tables import (
     catalog_index_values,
     catalog_indexes,
     documents,
+    dropbox_groups,
+    dropbox_members,
+    dropbox_submissions,
+    dropboxes,
     job_types,
     jobs,
     meta,
@@ -30,6 +34,7 @@ from neuroferry.db._tables import (
     tasks,
     users,
     vocab_terms,
+    watcher_leases,
 )
 from neuroferry.db._text import NAME, NAME_RULE, no_nul
 from neuroferry.db._times import utc
@@ -47,6 +52,10 @@ __all__ = [
     "catalog_indexes",
     "current_revision",
     "documents",
+    "dropbox_groups",
+    "dropbox_members",
+    "dropbox_submissions",
+    "dropboxes",
     "head_revision",
     "interrupt_statements",
     "interrupt_thread",
@@ -71,4 +80,5 @@ __all__ = [
     "users",
     "utc",
     "vocab_terms",
+    "watcher_leases",
 ]

@@ -258,3 +258,90 @@ sign_in_attempts = Table(
     Column("next_at", DateTime(timezone=True), nullable=False),
     Column("updated", DateTime(timezone=True), nullable=False),
 )
+
+#: Periodic watchers (see ``engine._watchers``): who runs one now (an orchestrator's id;
+#: free again once that orchestrator's heartbeat row is gone) and when it is due next.
+watcher_leases = Table(
+    "watcher_leases",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("holder", String(64), nullable=True),
+    Column("next_run", DateTime(timezone=True), nullable=False),
+    Column("started", DateTime(timezone=True), nullable=True),
+    Column("finished", DateTime(timezone=True), nullable=True),
+    Column("runs", Integer, nullable=False),
+    Column("last_error", Text, nullable=True),
+)
+
+#: Drop-boxes: an analysis published at a store location; ``name`` is what appears in
+#: ``job__{name}_{timestamp}``; its jobs are owned by the admin who published it.
+dropboxes = Table(
+    "dropboxes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("analysis", String(128), nullable=False),
+    Column("store_url", Text, nullable=False),
+    Column("created_by", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+)
+
+#: A drop-box's user groups: each has its folder ``{name}/`` in the drop-box's store.
+dropbox_groups = Table(
+    "dropbox_groups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dropbox_id", Integer, ForeignKey("dropboxes.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("created", DateTime(timezone=True), nullable=False),
+    # the group's limits (none: no limit): datasets running at once, minutes one dataset
+    # may run, datasets submitted per 24 hours
+    Column("max_running", Integer, nullable=True),
+    Column("max_minutes", Integer, nullable=True),
+    Column("max_per_day", Integer, nullable=True),
+    Index("uq_dropbox_groups_name", "dropbox_id", "name", unique=True),
+)
+
+#: The users of each group.
+dropbox_members = Table(
+    "dropbox_members",
+    metadata,
+    Column(
+        "group_id",
+        Integer,
+        ForeignKey("dropbox_groups.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+)
+
+#: Every submit file a drop-box's watcher has taken, by its key and content: one row per
+#: (drop-box, key, sha256), so the same file is never run twice. ``state`` is
+#: ``claimed`` (being submitted), ``waiting`` (for the group's running datasets),
+#: ``running`` (its job runs), ``ended`` (``end.txt`` written), ``rejected`` (a bad
+#: submission: its certificate says why) or ``duplicate``.
+dropbox_submissions = Table(
+    "dropbox_submissions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("dropbox_id", Integer, ForeignKey("dropboxes.id", ondelete="CASCADE"), nullable=False),
+    Column("group_name", String(128), nullable=False),
+    Column("key", String(1024), nullable=False),
+    Column("etag", String(256), nullable=True),
+    Column("sha256", String(64), nullable=False),
+    Column("timestamp", String(256), nullable=True),
+    Column("folder", Text, nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("job_id", Integer, ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True),
+    Column("datasets", JSON_DOCUMENT, nullable=False),
+    # the analysis's parameters and the config's own keys, kept while a submission waits
+    Column("parameters", JSON_DOCUMENT, nullable=True),
+    Column("setup_log", JSON_DOCUMENT, nullable=False),
+    Column("written", String(64), nullable=True),
+    Column("error", Text, nullable=True),
+    Column("created", DateTime(timezone=True), nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+    Index("uq_dropbox_submissions_file", "dropbox_id", "key", "sha256", unique=True),
+    Index("ix_dropbox_submissions_timestamp", "dropbox_id", "group_name", "timestamp"),
+    Index("ix_dropbox_submissions_state", "state"),
+)

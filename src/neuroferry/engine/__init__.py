@@ -81,6 +81,13 @@ from neuroferry.engine._queries import (
 )
 from neuroferry.engine._states import JOB_STATES, SUCCEEDED, TASK_STATES, TERMINAL
 from neuroferry.engine._submit import NewJob, check_access, owner_access, submit_job, submit_jobs
+from neuroferry.engine._watchers import (
+    Watcher,
+    WatcherContext,
+    register_watcher,
+    registered_watchers,
+    watcher_states,
+)
 from neuroferry.engine._worker_group import WorkerGroup
 
 __all__ = [
@@ -115,6 +122,8 @@ __all__ = [
     "TaskInstance",
     "TaskLog",
     "Viewer",
+    "Watcher",
+    "WatcherContext",
     "WorkerGroup",
     "apply_job_type",
     "cancel_job",
@@ -153,6 +162,8 @@ __all__ = [
     "recheck_asset_owner",
     "register_definitions",
     "register_kind",
+    "register_watcher",
+    "registered_watchers",
     "resolve_job_type",
     "resources_for",
     "retry_job",
@@ -164,5 +175,6 @@ __all__ = [
     "submit_jobs",
     "task_maker",
     "unfinished_jobs",
+    "watcher_states",
     "worker_resources",
 ]

@@ -14,7 +14,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from typing import Any
@@ -42,6 +42,13 @@ from neuroferry.engine._queries import get_job, job_tasks
 from neuroferry.engine._runner import TaskCall, run_task
 from neuroferry.engine._states import FAILED, UP_FOR_RETRY
 from neuroferry.engine._submit import NewJob, owner_access, submit_jobs
+from neuroferry.engine._watchers import (
+    Watcher,
+    WatcherContext,
+    registered_watchers,
+    run_watcher,
+    take_watcher_lease,
+)
 from neuroferry.errors import FerryError
 from neuroferry.grants import Access
 
@@ -79,6 +86,7 @@ class Orchestrator:
         catalog: Any = None,
         notifier: Notifier | None = None,
         guard: Callable[[], str | None] | None = None,
+        watchers: Sequence[Watcher] | None = None,
     ) -> None:
         check_kind_settings(settings)
         self.settings = settings
@@ -107,6 +115,11 @@ class Orchestrator:
         self._said_waiting = False
         self._said_stopped = False
         self._analysed = time.monotonic()  # the service refreshed them as it started
+        self._watchers = None if watchers is None else list(watchers)
+        """The periodic watchers to run (None: those registered, looked up each time)."""
+        self._watch_pool = ThreadPoolExecutor(2, "ferry-watcher")
+        self._watching: dict[str, Future[Any]] = {}
+        self._watch_next: dict[str, float] = {}
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -124,6 +137,7 @@ class Orchestrator:
         if self._thread is not None:
             self._thread.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._watch_pool.shutdown(wait=True, cancel_futures=True)
         try:
             release_tasks(self.engine, self.id)
         except Exception as exc:  # the database is gone: the lease expiry will do it
@@ -139,6 +153,7 @@ class Orchestrator:
                 self._drain(wait=self.settings.orchestrator_poll)
                 if self.active and not self._stop.is_set() and self._may_claim():
                     self._dispatch()
+                    self._watch()
             except FerryError as exc:  # the database or the scheduler is away
                 log.warning("orchestrator step failed (%s); trying again", exc)
                 self._stop.wait(min(self.settings.orchestrator_lease / 3, 5.0))
@@ -180,6 +195,33 @@ class Orchestrator:
             refresh_statistics(self.engine)
         if self.active and (requeued := requeue_orphans(self.engine)):
             log.info("queued again %d tasks of an orchestrator that stopped", len(requeued))
+
+    # -- periodic watchers ------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Start each watcher that is due here and whose lease this orchestrator takes
+        (in its own thread: a slow watcher holds up neither tasks nor other watchers)."""
+        watchers = registered_watchers() if self._watchers is None else self._watchers
+        now = time.monotonic()
+        for watcher in watchers:
+            running = self._watching.get(watcher.name)
+            if running is not None and not running.done():
+                continue
+            if now < self._watch_next.get(watcher.name, 0.0):
+                continue
+            interval = watcher.interval(self.settings)
+            self._watch_next[watcher.name] = now + min(interval, self.settings.orchestrator_lease)
+            if not take_watcher_lease(self.engine, watcher.name, self.id):
+                continue
+            self._watch_next[watcher.name] = now + interval
+            context = WatcherContext(
+                settings=self.settings,
+                db=self.engine,
+                catalog=self.catalog,
+                wake=self.wake,
+                orchestrator_id=self.id,
+            )
+            self._watching[watcher.name] = self._watch_pool.submit(run_watcher, watcher, context)
 
     # -- dispatch ---------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from neuroferry.web.api import (
     analyses,
     catalog,
     command_analyses,
+    dropboxes,
     health,
     ingest,
     job_types,
@@ -24,5 +25,6 @@ router.include_router(lists.router)
 router.include_router(ingest.router)
 router.include_router(analyses.router)
 router.include_router(command_analyses.router)
+router.include_router(dropboxes.router)
 
 __all__ = ["router"]

@@ -1,0 +1,76 @@
+"""Drop-boxes: an analysis published at a store location with a folder per user group;
+a ``*submit.json`` dropped in a group's ``submissions/`` becomes an ``analysis`` job, with
+its certificate, dataset status files and ``end.txt`` written back in the original's
+layout. Importing the package registers its periodic watchers with the engine."""
+
+from neuroferry.dropbox._files import (
+    GroupFiles,
+    delete_group_file,
+    group_files,
+    list_group_files,
+    read_group_file,
+    write_group_file,
+)
+from neuroferry.dropbox._layout import (
+    END_MARKER,
+    certificate_key,
+    dataset_names,
+    end_key,
+    job_folder,
+    status_key,
+)
+from neuroferry.dropbox._policy import group_policy
+from neuroferry.dropbox._registry import (
+    FOLDERS,
+    Dropbox,
+    Group,
+    Limits,
+    add_group,
+    check_name,
+    get_dropbox,
+    list_dropboxes,
+    publish_dropbox,
+    set_group_limits,
+)
+from neuroferry.dropbox._watcher import (
+    REFRESHER,
+    REFRESHER_NAME,
+    WATCHER,
+    WATCHER_NAME,
+    Watch,
+    refresh_dropbox_jobs,
+    watch_dropboxes,
+)
+
+__all__ = [
+    "END_MARKER",
+    "FOLDERS",
+    "REFRESHER",
+    "REFRESHER_NAME",
+    "WATCHER",
+    "WATCHER_NAME",
+    "Dropbox",
+    "Group",
+    "GroupFiles",
+    "Limits",
+    "Watch",
+    "add_group",
+    "certificate_key",
+    "check_name",
+    "dataset_names",
+    "delete_group_file",
+    "end_key",
+    "get_dropbox",
+    "group_files",
+    "group_policy",
+    "job_folder",
+    "list_dropboxes",
+    "list_group_files",
+    "publish_dropbox",
+    "read_group_file",
+    "refresh_dropbox_jobs",
+    "set_group_limits",
+    "status_key",
+    "watch_dropboxes",
+    "write_group_file",
+]

@@ -1,0 +1,611 @@
+"""The drop-box watchers: one (``dropbox``, every ``dropbox_poll`` seconds) finds new
+``*submit.json`` files in every group's ``submissions/`` folder and turns each into one
+``analysis`` job (or a certificate saying what is wrong with it); the other
+(``dropbox-refresh``, every ``dropbox_refresh`` seconds) keeps the certificates and
+dataset status files of the running drop-box jobs up to date, writing ``end.txt`` when a
+job has ended.
+
+Each submit file is taken once: a row of ``dropbox_submissions`` per (drop-box, key,
+content hash) is written before anything else happens, so a file seen again (another
+poll, another orchestrator, a restart, an identical re-upload) is not run again. A row
+left ``claimed`` by a watcher that stopped half-way is settled by the next run: with the
+job it had submitted, if there is one, else taken again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import posixpath
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from neuroferry.config import Settings
+from neuroferry.db import dropbox_submissions, jobs, transaction, utc
+from neuroferry.dropbox._layout import (
+    END_MARKER,
+    INITIALIZING,
+    certificate,
+    certificate_key,
+    dataset_names,
+    end_key,
+)
+from neuroferry.dropbox._progress import refresh_submission, write_files
+from neuroferry.dropbox._registry import Dropbox, group_limits, list_dropboxes, open_dropbox_store
+from neuroferry.dropbox._submission import (
+    CLAIMED,
+    DUPLICATE,
+    ENDED,
+    MAX_FILE_BYTES,
+    REJECTED,
+    RUNNING,
+    STEPS,
+    WAITING,
+    Rejected,
+    SetupLog,
+    check_fields,
+    check_timestamp,
+    object_exists,
+    read_config,
+    read_submit_file,
+    utc_now,
+)
+from neuroferry.engine import (
+    NewJob,
+    Watcher,
+    WatcherContext,
+    owner_access,
+    register_watcher,
+    submit_jobs,
+)
+from neuroferry.errors import FerryError, InvalidInput, NotFound, first_line
+from neuroferry.pipelines.analysis import code_identity, get_analysis, validate_parameters
+from neuroferry.stores import Entry, Store, open_store
+
+log = logging.getLogger(__name__)
+
+WATCHER_NAME = "dropbox"
+REFRESHER_NAME = "dropbox-refresh"
+
+
+# -- taking a submission ----------------------------------------------------------------
+
+
+class Watch:
+    """One run of the watcher over every drop-box."""
+
+    def __init__(self, ctx: WatcherContext) -> None:
+        self.ctx = ctx
+        self.engine: Engine = ctx.db
+        self.settings: Settings = ctx.settings
+        self._log_store: Store | None = None
+        self._versions: dict[str, str] = {}
+
+    def run(self) -> None:
+        for box in list_dropboxes(self.engine):
+            try:
+                store = open_dropbox_store(box, self.settings)
+                self.settle_claimed(box)
+                self.start_waiting(box, store)
+                self.scan(box, store)
+            except FerryError as exc:  # one drop-box's store away: the others go on
+                log.warning("drop-box %s: %s", box.name, exc)
+
+    # -- finding submit files ------------------------------------------------------------
+
+    def scan(self, box: Dropbox, store: Store) -> None:
+        for group in box.groups:
+            try:
+                entries = sorted(
+                    (
+                        e
+                        for e in store.list(f"{group.name}/submissions/")
+                        if e.path.endswith("submit.json")
+                    ),
+                    key=lambda e: e.path,
+                )
+            except FerryError as exc:  # one group's folder gone: the others go on
+                log.warning("drop-box %s, group %s: %s", box.name, group.name, exc)
+                continue
+            if not entries:
+                continue
+            with self.engine.connect() as conn:
+                seen = {
+                    (r.key, r.etag)
+                    for r in conn.execute(
+                        select(dropbox_submissions.c.key, dropbox_submissions.c.etag).where(
+                            dropbox_submissions.c.dropbox_id == box.id,
+                            dropbox_submissions.c.key.like(f"{group.name}/submissions/%"),
+                        )
+                    )
+                }
+            for entry in entries:
+                if (entry.path, entry.etag) not in seen:
+                    self.take(box, store, group.name, entry)
+
+    def take(self, box: Dropbox, store: Store, group: str, entry: Entry) -> None:
+        """Claim one new submit file (once: by key and content) and process it."""
+        try:
+            data = store.get(entry.path) if entry.size <= MAX_FILE_BYTES else b""
+        except NotFound:  # removed since it was listed
+            return
+        # a file too big to read is known by its size and tag (it is refused anyway)
+        known_by = data if entry.size <= MAX_FILE_BYTES else f"{entry.size}:{entry.etag}".encode()
+        sha = hashlib.sha256(known_by).hexdigest()
+        start = utc_now()
+        try:
+            with transaction(self.engine, keep=(IntegrityError,)) as conn:
+                row_id = conn.execute(
+                    insert(dropbox_submissions)
+                    .values(
+                        dropbox_id=box.id,
+                        group_name=group,
+                        key=entry.path,
+                        etag=entry.etag,
+                        sha256=sha,
+                        state=CLAIMED,
+                        datasets=[],
+                        setup_log=[],
+                        created=start,
+                        updated=start,
+                    )
+                    .returning(dropbox_submissions.c.id)
+                ).scalar_one()
+        except IntegrityError:  # this very file was taken before (an identical re-upload)
+            with transaction(self.engine) as conn:
+                conn.execute(
+                    update(dropbox_submissions)
+                    .where(
+                        dropbox_submissions.c.dropbox_id == box.id,
+                        dropbox_submissions.c.key == entry.path,
+                        dropbox_submissions.c.sha256 == sha,
+                    )
+                    .values(etag=entry.etag)
+                )
+            log.info("drop-box %s: %s was taken before; not run again", box.name, entry.path)
+            return
+        slog = SetupLog(start)
+        self.process(box, store, group, entry, data, row_id, slog)
+
+    def process(
+        self,
+        box: Dropbox,
+        store: Store,
+        group: str,
+        entry: Entry,
+        data: bytes,
+        row_id: int,
+        slog: SetupLog,
+    ) -> None:
+        stem = posixpath.basename(entry.path).removesuffix(".json")
+        folder = f"{group}/results/job__{box.name}_{stem}"
+        slog.add(f"REQUEST START TIME: {slog.start:%Y-%m-%d %H:%M:%S.%f}"[:-4] + " (GMT)")
+        slog.add(f"ANALYSIS VERSION ID: {self._version(box)}")
+        step = 1
+        try:
+            if entry.size > MAX_FILE_BYTES:
+                raise Rejected(
+                    1,
+                    f"the submit file has {entry.size} bytes, more than {MAX_FILE_BYTES}",
+                    "give dataname, configname and timestamp alone",
+                )
+            fields = read_submit_file(data)
+            timestamp = check_timestamp(fields)
+            folder = f"{group}/results/job__{box.name}_{timestamp}"
+            slog.add(f"JOB ID: {timestamp}")
+            slog.add("\n ")
+            slog.add("[Job Manager] Detected new job: starting up.")
+            slog.internal("init", f"Initializing job manager for submit file {entry.path}.")
+            datanames, config = check_fields(fields, group, self.settings.analysis_max_models)
+            slog.internal(
+                "init", f"Analysis request with dataset(s): {datanames}, config file {config}"
+            )
+            slog.add(f"[Job Manager] STEP 1/{len(STEPS)} ({STEPS[0]}): DONE")
+            step = 2
+            missing = [d for d in datanames if not object_exists(store, d)]
+            if missing:
+                raise Rejected(
+                    2,
+                    f"'dataname' field refers to data that cannot be found: {missing}",
+                    "upload the data to your inputs/ folder (aws s3 cp FILE .../inputs/) or "
+                    "correct the paths, without the bucket name",
+                )
+            parameters, own = read_config(store, config, slog)
+            try:
+                validate_parameters(get_analysis(box.analysis), parameters)
+            except (InvalidInput, FerryError) as exc:
+                raise Rejected(
+                    2,
+                    f"config file {config}: {exc}",
+                    f"correct the parameters (`ferry analysis show {box.analysis}` lists "
+                    "them) and submit again",
+                ) from None
+            used = self._timestamp_used(box, group, timestamp, row_id)
+            if used is not None:
+                self._duplicate(box, store, folder, entry, row_id, timestamp, used)
+                return
+            self._check_limits(box, group, row_id, len(datanames), own)
+            slog.add(f"[Job Manager] STEP 2/{len(STEPS)} ({STEPS[1]}): DONE")
+            step = 3
+            names = dataset_names(datanames)
+            datasets = [
+                {"dataname": d, "name": n, "url": f"{box.store_url}/{d}"}
+                for d, n in zip(datanames, names, strict=True)
+            ]
+            self._save(
+                row_id,
+                timestamp=timestamp,
+                folder=folder,
+                datasets=datasets,
+                parameters={"parameters": parameters, "own": own},
+            )
+            limit = group_limits(box, group).max_running
+            if not self._room(box, group, len(datasets)):
+                slog.internal(
+                    "limits",
+                    f"WAITING: your group's datasets running at once are at its limit of "
+                    f"{limit}; this submission starts when enough of them have ended.",
+                )
+                self._save(row_id, state=WAITING, setup_log=slog.lines)
+                store.put(certificate_key(folder), certificate(slog.lines, None, 0).encode())
+                return
+            self._start(box, store, row_id, slog)
+        except Rejected as exc:
+            self._reject(box, store, folder, row_id, slog, exc)
+        except FerryError as exc:  # the service refused the job
+            self._reject(
+                box,
+                store,
+                folder,
+                row_id,
+                slog,
+                Rejected(step, f"the job was refused: {exc}", "ask the drop-box's administrator"),
+            )
+
+    # -- helpers -------------------------------------------------------------------------
+    def _row(self, row_id: int) -> dict[str, Any]:
+        with self.engine.connect() as conn:
+            return dict(
+                conn.execute(select(dropbox_submissions).where(dropbox_submissions.c.id == row_id))
+                .mappings()
+                .one()
+            )
+
+    def _start(self, box: Dropbox, store: Store, row_id: int, slog: SetupLog) -> None:
+        """Submit the job of a checked submission (its row holds what it runs)."""
+        row = self._row(row_id)
+        group, folder, datasets = row["group_name"], row["folder"], row["datasets"]
+        try:
+            job_id = self._submit(box, group, folder, datasets, row["parameters"]["parameters"])
+        except FerryError as exc:  # the service refused the job
+            self._reject(
+                box,
+                store,
+                folder,
+                row_id,
+                slog,
+                Rejected(3, f"the job was refused: {exc}", "ask the drop-box's administrator"),
+            )
+            return
+        slog.internal(
+            "submit",
+            f"job {job_id}: {len(datasets)} dataset(s) of analysis {box.analysis}; "
+            f"results in {folder}/process_results/",
+        )
+        slog.add(f"[Job Manager] STEP 3/{len(STEPS)} ({STEPS[2]}): DONE")
+        # the first files before the row is running: from then on only the refresher
+        # writes them, so an older state never overwrites a newer one
+        created = str(utc(row["created"]).replace(tzinfo=None))
+        initial = [
+            {"dataname": d["dataname"], "name": d["name"], "status": INITIALIZING, "time": created}
+            for d in datasets
+        ]
+        write_files(store, folder, slog.lines, initial, self.settings.dropbox_refresh)
+        self._save(row_id, state=RUNNING, job_id=job_id, setup_log=slog.lines)
+        self.ctx.wake()
+        log.info("drop-box %s: %s is job %d", box.name, row["key"], job_id)
+
+    def start_waiting(self, box: Dropbox, store: Store) -> None:
+        """Start the waiting submissions that their groups' limits now let run, oldest
+        first in each group."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(dropbox_submissions)
+                    .where(
+                        dropbox_submissions.c.dropbox_id == box.id,
+                        dropbox_submissions.c.state == WAITING,
+                    )
+                    .order_by(dropbox_submissions.c.id)
+                )
+                .mappings()
+                .all()
+            )
+        blocked: set[str] = set()
+        for row in rows:
+            group = row["group_name"]
+            if group in blocked or not self._room(box, group, len(row["datasets"])):
+                blocked.add(group)
+                continue
+            slog = SetupLog(utc(row["created"]))
+            slog.lines = [list(line) for line in row["setup_log"]]
+            slog.internal("limits", "Started: your group has room for its datasets now.")
+            self._start(box, store, row["id"], slog)
+
+    def _group_datasets(
+        self, box: Dropbox, group: str, states: Sequence[str], since: datetime | None = None
+    ) -> int:
+        """The datasets of the group's submissions in ``states`` (taken ``since``)."""
+        query = select(dropbox_submissions.c.datasets).where(
+            dropbox_submissions.c.dropbox_id == box.id,
+            dropbox_submissions.c.group_name == group,
+            dropbox_submissions.c.state.in_(states),
+        )
+        if since is not None:
+            query = query.where(dropbox_submissions.c.created >= since)
+        with self.engine.connect() as conn:
+            return sum(len(d or []) for d in conn.execute(query).scalars())
+
+    def _room(self, box: Dropbox, group: str, count: int) -> bool:
+        limit = group_limits(box, group).max_running
+        return limit is None or self._group_datasets(box, group, (RUNNING,)) + count <= limit
+
+    def _check_limits(
+        self, box: Dropbox, group: str, row_id: int, count: int, own: Mapping[str, Any]
+    ) -> None:
+        """:class:`Rejected` for a submission its group's limits never let run."""
+        limits = group_limits(box, group)
+        admin = "or ask the drop-box's administrator"
+        if limits.max_running is not None and count > limits.max_running:
+            raise Rejected(
+                2,
+                f"the submission has {count} datasets, more than the {limits.max_running} "
+                "your group may run at once",
+                f"split it into submissions of at most {limits.max_running} datasets",
+            )
+        duration = own.get("__duration__")
+        if (
+            limits.max_minutes is not None
+            and duration is not None
+            and (duration > limits.max_minutes)
+        ):
+            raise Rejected(
+                2,
+                f"__duration__ asks for {duration} minutes, more than your group's "
+                f"limit of {limits.max_minutes} minutes per dataset",
+                f"give __duration__ of at most {limits.max_minutes}, {admin}",
+            )
+        if limits.max_per_day is not None:
+            since = utc_now() - timedelta(days=1)
+            used = self._group_datasets(box, group, (WAITING, RUNNING, ENDED), since)
+            if used + count > limits.max_per_day:
+                raise Rejected(
+                    2,
+                    f"your group has submitted {used} datasets in the last 24 hours; {count} "
+                    f"more would pass its limit of {limits.max_per_day} per day",
+                    f"submit again later, {admin}",
+                )
+
+    def _version(self, box: Dropbox) -> str:
+        """The analysis's code identity for the certificate, looked up once a run (the
+        lookup reads every installed distribution's metadata)."""
+        if box.analysis not in self._versions:
+            self._versions[box.analysis] = self._find_version(box)
+        return self._versions[box.analysis]
+
+    def _find_version(self, box: Dropbox) -> str:
+        try:
+            code = code_identity(get_analysis(box.analysis), allow_dirty=True)
+        except FerryError as exc:
+            return f"{box.analysis} (unavailable: {first_line(exc)})"
+        parts = [code.name, code.version or "", code.commit or code.digest or ""]
+        return " ".join(p for p in parts if p)
+
+    def _timestamp_used(
+        self, box: Dropbox, group: str, timestamp: str, row_id: int
+    ) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(dropbox_submissions.c.key, dropbox_submissions.c.job_id).where(
+                        dropbox_submissions.c.dropbox_id == box.id,
+                        dropbox_submissions.c.group_name == group,
+                        dropbox_submissions.c.timestamp == timestamp,
+                        dropbox_submissions.c.state.in_((CLAIMED, WAITING, RUNNING, ENDED)),
+                        dropbox_submissions.c.id != row_id,
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row is not None else None
+
+    def _save(self, row_id: int, **values: Any) -> None:
+        with transaction(self.engine) as conn:
+            conn.execute(
+                update(dropbox_submissions)
+                .where(dropbox_submissions.c.id == row_id)
+                .values(updated=utc_now(), **values)
+            )
+
+    def _submit(
+        self,
+        box: Dropbox,
+        group: str,
+        folder: str,
+        datasets: Sequence[Mapping[str, Any]],
+        parameters: Mapping[str, Any],
+    ) -> int:
+        """One ``analysis`` job, a task per dataset, its results in the job's folder. It
+        is owned by who published the drop-box and checked against an access that reads
+        only the group's folder and writes only the job's own results."""
+        group_url = f"{box.store_url}/{group}"
+        results = f"{box.store_url}/{folder}/process_results"
+        models = [
+            {
+                "s3_location": [f"{group_url}/inputs"],
+                "asset_name": [d["name"]],
+                "docdb_record_id": [""],
+                "file_location": [d["url"]],
+            }
+            for d in datasets
+        ]
+        spec = {
+            "analysis": box.analysis,
+            "models": models,
+            "fixed_parameters": dict(parameters),
+            "results": results,
+            "force": True,  # each submission gets its own results, like the original's
+        }
+        base = owner_access(self.engine, box.owner_id, self.settings)
+        # a local drop-box may lie in one of the service's stores (its default lake):
+        # the group's own folder stays reachable, the rest of them does not
+        group_folder = open_store(group_url, create=True, settings=self.settings).local_root
+        confined = replace(
+            base,
+            is_admin=False,
+            roots=(),
+            own_roots=(),
+            store_prefixes=(group_url,),
+            destinations=(results,),
+            exempt=(*base.exempt, group_folder) if group_folder is not None else base.exempt,
+        )
+        [job_id] = submit_jobs(
+            self.engine,
+            [NewJob("analysis", spec)],
+            owner_id=box.owner_id,
+            settings=self.settings,
+            access=confined,
+        )
+        return job_id
+
+    def _reject(
+        self,
+        box: Dropbox,
+        store: Store,
+        folder: str,
+        row_id: int,
+        slog: SetupLog,
+        exc: Rejected,
+    ) -> None:
+        where = ("init", "check_existence", "submit")[exc.step - 1]
+        slog.internal(where, f"INPUT ERROR: {exc.problem}")
+        slog.add(
+            f"[Job Manager] STEP {exc.step}/{len(STEPS)} ({STEPS[exc.step - 1]}): FAILED. "
+            f"What to do: {exc.advice}"
+        )
+        slog.add("[Job Manager] Shutting down job. Nothing was run.")
+        store.put(certificate_key(folder), certificate(slog.lines, None, 0).encode())
+        store.put(end_key(folder), END_MARKER)
+        self._save(row_id, state=REJECTED, folder=folder, setup_log=slog.lines, error=exc.problem)
+        log.info("drop-box %s: submission refused (%s): %s", box.name, folder, exc.problem)
+
+    def _duplicate(
+        self,
+        box: Dropbox,
+        store: Store,
+        folder: str,
+        entry: Entry,
+        row_id: int,
+        timestamp: str,
+        used: Mapping[str, Any],
+    ) -> None:
+        """A timestamp the group used before: the earlier job's folder is left alone and
+        a note beside its certificate says why this submit file did not run."""
+        stem = posixpath.basename(entry.path).removesuffix(".json")
+        note = (
+            f"INPUT ERROR: submit file {entry.path} gives timestamp {timestamp!r}, which "
+            f"submit file {used['key']} (job {used['job_id']}) of your group used already. "
+            "Nothing was run. What to do: give a timestamp no earlier submission used and "
+            "upload the submit file again.\n"
+        )
+        key = f"{folder}/logs/rejected_{stem}_{hashlib.sha256(note.encode()).hexdigest()[:8]}.txt"
+        store.put(key, note.encode())
+        self._save(row_id, state=DUPLICATE, error=note.strip())
+
+    # -- settling what a stopped watcher left ------------------------------------------
+
+    def settle_claimed(self, box: Dropbox) -> None:
+        """Rows left ``claimed`` by a run that stopped: given their job if it was
+        submitted, else removed so that the next scan takes the file again."""
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(dropbox_submissions).where(
+                        dropbox_submissions.c.dropbox_id == box.id,
+                        dropbox_submissions.c.state == CLAIMED,
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        for row in rows:
+            job_id = None
+            if row["folder"]:
+                results = f"{box.store_url}/{row['folder']}/process_results"
+                since = utc(row["created"]) - timedelta(seconds=1)
+                with self.engine.connect() as conn:
+                    found = conn.execute(
+                        select(jobs.c.id, jobs.c.spec).where(
+                            jobs.c.kind == "analysis", jobs.c.created >= since
+                        )
+                    ).all()
+                job_id = next((i for i, spec in found if spec.get("results") == results), None)
+            if job_id is not None:
+                self._save(row["id"], state=RUNNING, job_id=job_id)
+            else:
+                with transaction(self.engine) as conn:
+                    conn.execute(
+                        delete(dropbox_submissions).where(dropbox_submissions.c.id == row["id"])
+                    )
+
+    # -- keeping the running jobs' files up to date -----------------------------------
+
+    def refresh_running(self) -> None:
+        boxes = {b.id: b for b in list_dropboxes(self.engine)}
+        with self.engine.connect() as conn:
+            rows = (
+                conn.execute(
+                    select(dropbox_submissions).where(dropbox_submissions.c.state == RUNNING)
+                )
+                .mappings()
+                .all()
+            )
+        for row in rows:
+            box = boxes.get(row["dropbox_id"])
+            if box is None:
+                continue
+            try:
+                refresh_submission(self, box, dict(row))
+            except FerryError as exc:
+                log.warning("drop-box %s: cannot update %s: %s", box.name, row["folder"], exc)
+
+    def log_store(self) -> Store:
+        if self._log_store is None:
+            self._log_store = open_store(
+                self.settings.log_store_url, create=True, settings=self.settings
+            )
+        return self._log_store
+
+
+def watch_dropboxes(ctx: WatcherContext) -> None:
+    """One look at every drop-box for new submit files (and waiting submissions)."""
+    Watch(ctx).run()
+
+
+def refresh_dropbox_jobs(ctx: WatcherContext) -> None:
+    """One update of every running drop-box job's files (``end.txt`` once it ended)."""
+    Watch(ctx).refresh_running()
+
+
+WATCHER = Watcher(WATCHER_NAME, watch_dropboxes, interval=lambda settings: settings.dropbox_poll)
+REFRESHER = Watcher(
+    REFRESHER_NAME, refresh_dropbox_jobs, interval=lambda settings: settings.dropbox_refresh
+)
+register_watcher(WATCHER)
+register_watcher(REFRESHER)

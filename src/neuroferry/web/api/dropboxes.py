@@ -1,0 +1,229 @@
+"""/api/v2/dropboxes: drop-boxes (an analysis published at a store location) and their
+user groups; admins publish them and add groups, users list those of their groups."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from neuroferry.auth import User
+from neuroferry.dropbox import (
+    Dropbox,
+    Limits,
+    add_group,
+    delete_group_file,
+    get_dropbox,
+    group_files,
+    group_policy,
+    list_dropboxes,
+    list_group_files,
+    publish_dropbox,
+    read_group_file,
+    set_group_limits,
+    write_group_file,
+)
+from neuroferry.errors import NotFound
+from neuroferry.services import Services
+from neuroferry.web._deps import admin_user, current_user, services
+
+router = APIRouter(prefix="/dropboxes", tags=["drop-boxes"])
+
+
+class LimitsIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    max_running: int | None = Field(None, ge=1, le=10**9, description="datasets at once")
+    max_minutes: int | None = Field(None, ge=1, le=10**9, description="minutes per dataset")
+    max_per_day: int | None = Field(None, ge=1, le=10**9, description="datasets per 24 h")
+
+    def limits(self) -> Limits:
+        return Limits(self.max_running, self.max_minutes, self.max_per_day)
+
+
+class GroupOut(BaseModel):
+    name: str
+    members: list[str]
+    limits: dict[str, int | None] = Field(description="none: no limit")
+
+
+class DropboxOut(BaseModel):
+    name: str = Field(description="what job folders are named by: job__{name}_{timestamp}")
+    analysis: str
+    store: str = Field(description="the store URL of the drop-box's folders")
+    published_by: str | None
+    created: datetime
+    groups: list[GroupOut] = Field(description="admins: every group; users: their own")
+
+    @classmethod
+    def of(cls, box: Dropbox) -> DropboxOut:
+        return cls.model_validate(box.as_dict())
+
+
+class DropboxList(BaseModel):
+    dropboxes: list[DropboxOut]
+
+
+class NewDropbox(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(max_length=128)
+    analysis: str = Field(max_length=128)
+    store: str = Field(max_length=2048, description="a store URL or an absolute folder")
+
+
+class NewGroup(LimitsIn):
+    name: str = Field(max_length=128)
+    members: list[str] = Field(default_factory=list, max_length=1000)
+
+
+@router.get("", response_model=DropboxList, summary="Drop-boxes (users: of their groups)")
+def list_all(held: Services = Depends(services), user: User = Depends(current_user)) -> DropboxList:
+    return DropboxList(dropboxes=[DropboxOut.of(b) for b in list_dropboxes(held.engine, user)])
+
+
+@router.get("/{name}", response_model=DropboxOut, summary="One drop-box")
+def get(
+    name: str, held: Services = Depends(services), user: User = Depends(current_user)
+) -> DropboxOut:
+    mine = {b.name: b for b in list_dropboxes(held.engine, user)}
+    if name not in mine:  # users learn nothing of drop-boxes they are not in
+        raise NotFound(f"no drop-box is named {name!r} for you; `ferry dropbox list`")
+    return DropboxOut.of(mine[name])
+
+
+@router.post("", response_model=DropboxOut, status_code=201, summary="Publish an analysis (admins)")
+def publish(
+    body: NewDropbox, held: Services = Depends(services), admin: User = Depends(admin_user)
+) -> DropboxOut:
+    box = publish_dropbox(held.engine, held.settings, admin, body.name, body.analysis, body.store)
+    return DropboxOut.of(box)
+
+
+@router.post(
+    "/{name}/groups",
+    response_model=DropboxOut,
+    status_code=201,
+    summary="Add a user group and make its folders (admins)",
+)
+def add(
+    name: str,
+    body: NewGroup,
+    held: Services = Depends(services),
+    admin: User = Depends(admin_user),
+) -> DropboxOut:
+    get_dropbox(held.engine, name)
+    return DropboxOut.of(
+        add_group(held.engine, held.settings, admin, body.name, name, body.members, body.limits())
+    )
+
+
+@router.put(
+    "/{name}/groups/{group}/limits",
+    response_model=DropboxOut,
+    summary="Replace a group's limits (admins)",
+)
+def limits(
+    name: str,
+    group: str,
+    body: LimitsIn,
+    held: Services = Depends(services),
+    admin: User = Depends(admin_user),
+) -> DropboxOut:
+    return DropboxOut.of(set_group_limits(held.engine, admin, name, group, body.limits()))
+
+
+@router.get(
+    "/{name}/groups/{group}/policy",
+    summary="The S3 policy for keys scoped to one group's folder (admins)",
+)
+def policy(
+    name: str,
+    group: str,
+    held: Services = Depends(services),
+    _admin: User = Depends(admin_user),
+) -> dict[str, Any]:
+    return group_policy(get_dropbox(held.engine, name), group)
+
+
+GROUP = Query(None, max_length=128, description="Your group (default: your only one).")
+
+
+class FileOut(BaseModel):
+    path: str = Field(description="relative to the group's folder, e.g. results/job__…")
+    size: int
+
+
+class FileList(BaseModel):
+    group: str
+    files: list[FileOut]
+
+
+@router.get("/{name}/files", response_model=FileList, summary="List your group's files")
+def list_files(
+    name: str,
+    group: str | None = GROUP,
+    prefix: str = Query("", max_length=1024, description="e.g. results/ or inputs/"),
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> FileList:
+    files = group_files(held.engine, held.settings, user, name, group)
+    listed = [FileOut.model_validate(f) for f in list_group_files(files, prefix)]
+    return FileList(group=files.group, files=listed)
+
+
+@router.get(
+    "/{name}/files/{path:path}",
+    summary="Download a file of your group's configs/ or results/",
+    response_class=Response,
+)
+def download(
+    name: str,
+    path: str,
+    group: str | None = GROUP,
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> Response:
+    files = group_files(held.engine, held.settings, user, name, group)
+    return Response(read_group_file(files, path), media_type="application/octet-stream")
+
+
+@router.put(
+    "/{name}/files/{path:path}",
+    status_code=204,
+    summary="Upload a file to your group's inputs/, configs/ or submissions/",
+    response_class=Response,
+)
+async def upload(
+    request: Request,
+    name: str,
+    path: str,
+    group: str | None = GROUP,
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> Response:
+    files = await asyncio.to_thread(group_files, held.engine, held.settings, user, name, group)
+    data = await request.body()
+    await asyncio.to_thread(write_group_file, files, path, data)
+    return Response(status_code=204)
+
+
+@router.delete(
+    "/{name}/files/{path:path}",
+    status_code=204,
+    summary="Delete a file of your group's folder",
+    response_class=Response,
+)
+def delete(
+    name: str,
+    path: str,
+    group: str | None = GROUP,
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> Response:
+    files = group_files(held.engine, held.settings, user, name, group)
+    delete_group_file(files, path)
+    return Response(status_code=204)
