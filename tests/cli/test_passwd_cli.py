@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -37,9 +38,15 @@ def ferry(args, *, env, stdin="", check=None):
 
 
 def signs_in(service, name, password):
-    answer = httpx.post(
-        service["FERRY_URL"] + "/sign-in", data={"name": name, "password": password}
-    )
+    """Whether the password signs ``name`` in; a 429 (the wait after a failed attempt,
+    which a slow machine may still be in) is waited out as its Retry-After asks."""
+    for _ in range(3):
+        answer = httpx.post(
+            service["FERRY_URL"] + "/sign-in", data={"name": name, "password": password}
+        )
+        if answer.status_code != 429:
+            break
+        time.sleep(float(answer.headers["Retry-After"]))
     return answer.status_code == 303
 
 
