@@ -250,6 +250,7 @@ def part_engine(
     finally:
         orch.stop()
     if profile is not None:
+        profile.parent.mkdir(parents=True, exist_ok=True)
         profiler.dump_stats(profile)
         buf = io.StringIO()
         pstats.Stats(profiler, stream=buf).sort_stats("cumulative").print_stats(40)
