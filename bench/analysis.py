@@ -5,8 +5,8 @@ and the service's memory with a 100,000-task job queued.
     python bench/analysis.py --assets 1000 --tasks 1000 --parts dispatch,dedupe,engine
 
 The assets are folders on local disk (one ``.nwb`` file and one other file each), their
-documents in a SQLite catalog owned by ``alice``, who is granted that folder and a results
-folder. The parts, each against its target:
+documents in a SQLite catalog owned by ``alice``, who is granted that folder. The parts,
+each against its target:
 
 * ``dispatch``: 10,000 assets x 10 parameter sets -> 100,000 dispatch models, without a
   file extension (nothing listed) and with ``.nwb`` (each asset's folder listed once), and
@@ -232,7 +232,6 @@ def part_engine(
         run = orch._run
         orch._run = lambda: profiler.runcall(run)  # type: ignore[method-assign]
     orch.start()
-    names = [asset_name(i) for i in range(n)]
     spec = {
         "analysis": _analysis_tasks.NAME,
         "query": {"index": {"$lt": n}},
@@ -251,6 +250,7 @@ def part_engine(
     finally:
         orch.stop()
     if profile is not None:
+        profile.parent.mkdir(parents=True, exist_ok=True)
         profiler.dump_stats(profile)
         buf = io.StringIO()
         pstats.Stats(profiler, stream=buf).sort_stats("cumulative").print_stats(40)
@@ -279,7 +279,7 @@ def part_engine(
     def seconds(name: str) -> float:
         return epoch(by_task[name].finished) - epoch(by_task[name].started)
 
-    locations = [(lake.root / "lake" / name).as_uri() for name in names]
+    locations = [(lake.root / "lake" / asset_name(i)).as_uri() for i in range(n)]
     say(f"plain Dask: client.map over {n:,} inputs ...")
     started = time.perf_counter()
     futures = client.map(_analysis_tasks.plain_run, locations, ["m0"] * n, pure=False)

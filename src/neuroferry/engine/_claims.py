@@ -169,6 +169,7 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
 
 
 _SOURCES_KEPT = 64
+_MISSING = object()
 _sources: dict[tuple[int, int, Any, str], Any] = {}
 """The results of mapped tasks' sources without their mapping (what each instance sees),
 by the source's row, attempt, end and the mapping's key: read from the database and
@@ -220,7 +221,11 @@ def _upstreams(conn: Connection, rows: Sequence[RowMapping]) -> dict[int, dict[s
         for name, key in want
         if (e := ended.get((job_of[task_id], name))) is not None and key != ""
     ]
-    known = {c: _sources[c] for *_, key, c in needed if key is not None and c in _sources}
+    known = {
+        c: value
+        for *_, key, c in needed
+        if key is not None and (value := _sources.get(c, _MISSING)) is not _MISSING
+    }
     fetch = {e.id for _, _, e, key, c in needed if key is None or c not in known}
     results = dict(
         conn.execute(select(tasks.c.id, tasks.c.result).where(tasks.c.id.in_(fetch))).all()

@@ -58,7 +58,7 @@ STATISTICS_EVERY = 3600.0
 """Seconds between refreshes of the database's planner statistics (SQLite)."""
 SHORT_TASK = 0.25
 """Seconds a cluster task runs on average, below which the orchestrator keeps more
-tasks in flight per worker thread."""
+tasks in flight per worker thread, and claims them in larger batches."""
 
 Notifier = Callable[[Settings, dict[str, Any], str], Any]
 
@@ -103,6 +103,9 @@ class Orchestrator:
         self.exclusive = engine.dialect.name == "sqlite"
         self.active = False
         self._events: queue.Queue[tuple[Claim, Future[Any] | Any] | None] = queue.Queue()
+        self._finished: queue.Queue[tuple[Claim, Any] | None] = queue.Queue()
+        """Dask futures that ended, for the thread that fetches their results."""
+        self._fetcher: threading.Thread | None = None
         self._inflight: dict[int, Claim] = {}
         self._pool = ThreadPoolExecutor(settings.local_task_threads, "ferry-local-task")
         self._stop = threading.Event()
@@ -124,6 +127,10 @@ class Orchestrator:
     # -- life cycle -------------------------------------------------------------------
 
     def start(self) -> None:
+        self._fetcher = threading.Thread(
+            target=self._fetch_results, name="ferry-results", daemon=True
+        )
+        self._fetcher.start()
         self._thread = threading.Thread(target=self._run, name="ferry-orchestrator", daemon=True)
         self._thread.start()
 
@@ -136,6 +143,9 @@ class Orchestrator:
         self.wake()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._finished.put(None)
+        if self._fetcher is not None:
+            self._fetcher.join(timeout)
         self._pool.shutdown(wait=False, cancel_futures=True)
         self._watch_pool.shutdown(wait=True, cancel_futures=True)
         try:
@@ -248,7 +258,10 @@ class Orchestrator:
         return ahead * max(self._threads, 1) + self.settings.local_task_threads
 
     def _dispatch(self) -> None:
-        room = self._capacity() - len(self._inflight)
+        capacity = self._capacity()
+        room = capacity - len(self._inflight)
+        if self._task_seconds < SHORT_TASK and room < capacity // 4:
+            return  # short tasks: claim them in fewer, larger batches
         access: dict[int | None, Access] = {}  # each owner's, looked up once per claim
         for claim in claim_tasks(self.engine, self.id, room, now_utc()):
             self._inflight[claim.task_id] = claim
@@ -296,7 +309,26 @@ class Orchestrator:
         future.add_done_callback(partial(self._done, claim))
 
     def _done(self, claim: Claim, future: Future[Any]) -> None:
-        self._events.put((claim, future))
+        # a Dask future's result is still on its worker: fetched by another thread, so
+        # that this one records outcomes and claims tasks meanwhile
+        (self._finished if hasattr(future, "release") else self._events).put((claim, future))
+
+    def _fetch_results(self) -> None:
+        """Fetch the results of Dask tasks that ended (all that ended together in one
+        round trip) and hand their outcomes to the orchestrator thread."""
+        while True:
+            ended = [self._finished.get()]
+            while not self._finished.empty():
+                ended.append(self._finished.get_nowait())
+            try:
+                got = self._outcomes([e for e in ended if e is not None])
+            except Exception:  # never lose an outcome: the orchestrator asks again
+                log.exception("cannot fetch task results")
+                got = [e for e in ended if e is not None]
+            for one in got:
+                self._events.put(one)
+            if None in ended:
+                return
 
     def _resources(self, image_resources: Any) -> dict[str, float] | None:
         """Dask resource restrictions for a task's ``image_resources`` when the workers

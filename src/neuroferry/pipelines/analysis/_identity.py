@@ -146,11 +146,13 @@ def known_code_identity(
     starts three git processes each time. A caller that finds the identity stale (it does
     not match the one dispatched) asks again with ``fresh``."""
     key = (analysis, allow_dirty)
-    if fresh or key not in _known:
+    code = None if fresh else _known.get(key)
+    if code is None:
+        code = code_identity(analysis, allow_dirty)
         if len(_known) >= _KNOWN_MAX:
             _known.clear()
-        _known[key] = code_identity(analysis, allow_dirty)
-    return _known[key]
+        _known[key] = code
+    return code
 
 
 def _split_image(analysis: Analysis) -> tuple[str, str | None]:
