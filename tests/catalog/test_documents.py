@@ -263,15 +263,87 @@ def test_the_locations_a_user_may_not_see(catalog):
     catalog.upsert({"name": "service", "location": "s3://lake/s"})  # no owner
     assert catalog.hidden_from(bob, at=["s3://lake/a", "s3://lake/x/a2"]) == [
         "s3://lake/a",
-        "s3://lake/x/a2/",
+        "s3://lake/x/a2",
     ]
     assert catalog.hidden_from(bob, under=["s3://lake"]) == [
         "s3://lake/a",
         "s3://lake/ab",
         "s3://lake/s",
-        "s3://lake/x/a2/",
+        "s3://lake/x/a2",
     ]
     assert catalog.hidden_from(bob, under=["s3://lake/a"]) == []  # whole path parts
     assert catalog.hidden_from(alice, under=["s3://lake/x"]) == []
     assert catalog.hidden_from(admin, under=["s3://lake"]) == []
     assert catalog.hidden_from(None, at=["s3://lake/b"]) == []
+
+
+SPELLINGS = {
+    "plain": ("/data/alice/plain", "file:///data/alice/plain"),
+    "localhost": ("file://localhost/data/alice/lh", "file:///data/alice/lh"),
+    "double": ("s3://bucket/alice//dbl", "s3://bucket/alice/dbl"),
+    "upper": ("S3://Bucket/alice/upper", "s3://bucket/alice/upper"),
+    "percent": ("s3://bucket/alice/pct%20x", "s3://bucket/alice/pct x"),
+    "dots": ("s3://bucket/alice/./x/../dots/", "s3://bucket/alice/dots"),
+    "canonical": ("s3://bucket/alice/ok", "s3://bucket/alice/ok"),
+}
+
+
+def test_another_users_locations_are_found_however_they_are_spelled(catalog):
+    from sqlalchemy import select
+
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Owner
+    from neuroferry.db import documents
+
+    alice, bob = (Owner(create_user(catalog.engine, name).id) for name in ("alice", "bob"))
+    catalog.upsert_many(
+        [{"name": name, "location": given} for name, (given, _key) in SPELLINGS.items()], alice
+    )
+    with catalog.engine.connect() as conn:
+        rows = conn.execute(
+            select(documents.c.name, documents.c.location, documents.c.location_key)
+        ).all()
+    # the documents keep their location as given; the key is its canonical form
+    assert {name: (location, key) for name, location, key in rows} == SPELLINGS
+    found = {doc["name"]: doc["location"] for doc in catalog.find({})}
+    assert found == {name: given for name, (given, _key) in SPELLINGS.items()}
+    for name, (_given, key) in SPELLINGS.items():
+        assert catalog.hidden_from(bob, at=[key]) == [key], name
+        parent = key.rsplit("/", 1)[0]
+        assert key in catalog.hidden_from(bob, under=[parent]), name
+        assert catalog.hidden_from(alice, at=[key]) == [], name
+    keys = sorted(key for _given, key in SPELLINGS.values())
+    assert catalog.hidden_from(bob, under=["s3://bucket", "file:///data"]) == keys
+    assert catalog.hidden_from(bob, under=["s3://bucket/alic", "file:///data/alic"]) == []
+
+
+def test_a_location_moved_by_an_upsert_moves_its_key(catalog):
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Owner
+
+    alice, bob = (Owner(create_user(catalog.engine, name).id) for name in ("alice", "bob"))
+    catalog.upsert({"name": "a", "location": "S3://Lake/old"}, alice)
+    catalog.upsert({"name": "a", "location": "s3://lake//new/"}, alice)
+    assert catalog.hidden_from(bob, under=["s3://lake"]) == ["s3://lake/new"]
+    catalog.upsert_many([{"name": "a", "location": "/x/../y"}], alice)
+    assert catalog.hidden_from(bob, under=["s3://lake"]) == []
+    assert catalog.hidden_from(bob, at=["file:///y"]) == ["file:///y"]
+
+
+def test_a_location_that_is_not_a_store_url_is_matched_as_stored(catalog):
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Owner, location_key
+
+    for location in ("relative/path", "s3://lake/q?x=1", "s3://lake/../up", "s3://me@lake/x"):
+        assert location_key(location) is None, location
+    assert location_key(None) is None
+    alice, bob = (Owner(create_user(catalog.engine, name).id) for name in ("alice", "bob"))
+    catalog.upsert({"name": "q", "location": "s3://lake/q?x=1"}, alice)
+    catalog.upsert({"name": "up", "location": "s3://lake/../up/"}, alice)
+    assert catalog.find({"name": "q"})[0]["location"] == "s3://lake/q?x=1"
+    assert catalog.hidden_from(bob, under=["s3://lake"]) == [
+        "s3://lake/../up/",
+        "s3://lake/q?x=1",
+    ]
+    assert catalog.hidden_from(bob, at=["s3://lake/../up"]) == ["s3://lake/../up/"]
+    assert catalog.hidden_from(bob, at=["s3://lake/q"]) == []

@@ -77,3 +77,49 @@ def test_a_new_sqlite_file_is_private(tmp_path):
         os.umask(old)
     for path in (tmp_path / "new").iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_the_location_keys_of_existing_documents_are_filled_in(database_url):
+    """Migration 0012 gives the documents already catalogued the canonical form of their
+    location, and leaves the location itself as it was."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert
+
+    from neuroferry.db import documents
+
+    engine = make_engine(database_url)
+    assert upgrade(engine, "0011") == "0011"
+    stored = {
+        "plain": ("/data/alice/plain", "file:///data/alice/plain"),
+        "localhost": ("file://localhost/data/alice/lh", "file:///data/alice/lh"),
+        "double": ("s3://bucket/alice//dbl", "s3://bucket/alice/dbl"),
+        "upper": ("S3://Bucket/alice/upper", "s3://bucket/alice/upper"),
+        "percent": ("s3://bucket/alice/pct%20x", "s3://bucket/alice/pct x"),
+        "canonical": ("s3://bucket/alice/ok", "s3://bucket/alice/ok"),
+        "query": ("s3://bucket/q?x=1", None),
+        "none": (None, None),
+    }
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(documents),  # without location_key, which 0011 does not have
+            [
+                {
+                    "id": f"doc-{name}",
+                    "name": name,
+                    "location": location,
+                    "created": now,
+                    "modified": now,
+                    "body": {"name": name, "location": location},
+                }
+                for name, (location, _key) in stored.items()
+            ],
+        )
+    assert upgrade(engine) == head_revision()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(documents.c.name, documents.c.location, documents.c.location_key)
+        ).all()
+    assert {name: (location, key) for name, location, key in rows} == stored
+    engine.dispose()

@@ -250,3 +250,18 @@ def test_the_location_of_another_users_asset_is_refused(
     admins = submit(engine, users["admin"], asset="vlab")  # admins may
     cancel_job(engine, log_store, admins, None)
     assert submit(engine, users["alice"], asset="vlab/vol/more")  # her own
+
+
+def test_another_users_asset_location_is_refused_however_it_is_spelled(
+    engine: Engine, users: dict[str, int]
+) -> None:
+    spellings = ["/lake/a", "file://localhost/lake/b", "file:///lake//c/", "FILE:///lake/d%2Fe"]
+    Catalog(engine).upsert_many(
+        [{"name": f"vol{i}", "location": where} for i, where in enumerate(spellings)],
+        Owner(users["alice"]),
+    )
+    for asset in ("a", "b/x", "c", "d/e", "d"):
+        with pytest.raises(Forbidden, match=f"asset: this job would write file:///lake/{asset},"):
+            submit(engine, users["bob"], asset=asset)
+    assert locks(engine) == {}
+    assert submit(engine, users["bob"], asset="ab")  # beside them: allowed

@@ -119,6 +119,12 @@ def test_only_admins_change_command_analyses(api: Api, method: str, path: str, b
         ({"parameters": {"label": {"type": "string", "maximum": 3}}}, "parameters.label"),
         ({"command_script": "echo 'open"}, "command_script"),
         ({"run_as": "root"}, "run_as"),
+        ({"parameters": {"model_dump": {"type": "string"}}}, "parameters.model_dump"),
+        ({"parameters": {"model_config": {"type": "string"}}}, "parameters.model_config"),
+        ({"parameters": {"schema": {"type": "integer"}}}, "parameters.schema"),
+        ({"parameters": {"dict": {"type": "integer"}}}, "parameters.dict"),
+        ({"outputs": {"copy": {"type": "integer"}}}, "outputs.copy"),
+        ({"outputs": {"json": {"type": "number"}}}, "outputs.json"),
     ],
 )
 def test_a_bad_definition_is_422_naming_the_field(

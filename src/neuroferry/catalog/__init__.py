@@ -1,6 +1,13 @@
 """The catalog: JSON documents queried with MongoDB-style filters compiled to SQL."""
 
-from neuroferry.catalog._documents import RECORD_NAME, Catalog, ImportReport, Owner, Person
+from neuroferry.catalog._documents import (
+    RECORD_NAME,
+    Catalog,
+    ImportReport,
+    Owner,
+    Person,
+    location_key,
+)
 from neuroferry.catalog._filter import (
     SUPPORTED_OPERATORS,
     FilterLimits,
@@ -20,6 +27,7 @@ __all__ = [
     "Person",
     "Projection",
     "check_size",
+    "location_key",
     "parse_filter",
     "parse_projection",
     "parse_sort",

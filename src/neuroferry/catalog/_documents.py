@@ -48,6 +48,7 @@ from neuroferry.catalog._sql import (
 )
 from neuroferry.db import catalog_index_values, catalog_indexes, documents
 from neuroferry.errors import Forbidden, InvalidInput, NotFound, QueryError
+from neuroferry.grants import normalise_url
 
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -111,6 +112,21 @@ def _check_json(value: Any, path: str) -> None:
         raise InvalidInput(f"{path}: {type(value).__name__} is not a JSON value")
 
 
+def location_key(location: str | None) -> str | None:
+    """The canonical form of a document's ``location`` (``normalise_url``: scheme and
+    host in lower case, percent-decoded, no empty, ``.`` or ``..`` parts, no trailing
+    ``/``, ``file://`` for a plain path), by which documents are found at, inside or
+    around a store URL; None without a location or for one that is not a store URL (a
+    relative path, a query, a ``..`` above the root …): such documents are matched by
+    their location as stored."""
+    if location is None:
+        return None
+    try:
+        return normalise_url("location", location)
+    except InvalidInput:
+        return None
+
+
 def _prepare(doc: Any) -> dict[str, Any]:
     """Validate a document and return the row values (``body`` includes ``_id``)."""
     if not isinstance(doc, Mapping):
@@ -132,7 +148,13 @@ def _prepare(doc: Any) -> dict[str, Any]:
         raise InvalidInput("document field 'location' must be a string (a store URL)")
     body = {**doc, "_id": doc_id}
     _check_json(body, "")
-    return {"id": doc_id, "name": name, "location": location, "body": body}
+    return {
+        "id": doc_id,
+        "name": name,
+        "location": location,
+        "location_key": location_key(location),
+        "body": body,
+    }
 
 
 def _refuse_record_names(rows: Sequence[Mapping[str, Any]]) -> None:
@@ -266,6 +288,7 @@ class Catalog:
                     row["body"]["_id"] = doc_id
                     values: dict[str, Any] = {
                         "location": row["location"],
+                        "location_key": row["location_key"],
                         "body": row["body"],
                         "modified": now,
                     }
@@ -395,23 +418,28 @@ class Catalog:
     def hidden_from(
         self, viewer: Person | None, *, at: Sequence[str] = (), under: Sequence[str] = ()
     ) -> list[str]:
-        """The location of each document ``viewer`` may not see (a user: other
-        users' and those without an owner; admins and the service: none) whose location
-        is one of ``at`` or lies under one of ``under`` (whole path parts), as stored."""
+        """The location of each document ``viewer`` may not see (a user: other users'
+        and those without an owner; admins and the service: none) that is one of the
+        canonical store URLs ``at`` or lies under one of ``under`` (whole path parts),
+        however it is spelled: its canonical form (:func:`location_key`). A location
+        that has none (not a store URL) is compared as stored and given as stored."""
         if viewer is None or viewer.is_admin:
             return []
         hidden = or_(documents.c.owner_id.is_(None), documents.c.owner_id != viewer.id)
-        exact = list(dict.fromkeys(u for a in at for u in (a.rstrip("/"), a.rstrip("/") + "/")))
-        wheres: list[ColumnElement[bool]] = [
-            documents.c.location.in_(list(batch)) for batch in _batched(exact)
-        ]
+        key = documents.c.location_key
+        raw = documents.c.location
+        spelled = list(dict.fromkeys(u for a in at for u in (a.rstrip("/"), a.rstrip("/") + "/")))
+        wheres: list[ColumnElement[bool]] = [key.in_(list(b)) for b in _batched(spelled)]
+        wheres += [key.startswith(u.rstrip("/") + "/", autoescape=True) for u in under]
+        # locations that are not store URLs: as stored, as before canonical keys
+        wheres += [and_(key.is_(None), raw.in_(list(b))) for b in _batched(spelled)]
         wheres += [
-            documents.c.location.startswith(u.rstrip("/") + "/", autoescape=True) for u in under
+            and_(key.is_(None), raw.startswith(u.rstrip("/") + "/", autoescape=True)) for u in under
         ]
         found: set[str] = set()
         with self.engine.connect() as conn:
             for where in wheres:
-                rows = conn.execute(select(documents.c.location).where(hidden, where))
+                rows = conn.execute(select(func.coalesce(key, raw)).where(hidden, where))
                 found.update(str(location) for location in rows.scalars())
         return sorted(found)
 

@@ -54,6 +54,15 @@ documents = Table(
     # who registered it: only they (or an admin) may overwrite it; NULL for documents
     # written by admins' tools or before owners were recorded
     Column("owner_id", Integer, ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+    # the canonical form of ``location`` (``grants.normalise_url``), which ``location``
+    # keeps as given: what finds the documents at, inside or around a store URL however
+    # their location is spelled; NULL when there is no location or it is not a store URL
+    Column("location_key", Text, nullable=True),
+    Index(
+        "ix_catalog_documents_location_key",
+        "location_key",
+        postgresql_ops={"location_key": "text_pattern_ops"},
+    ),
 )
 
 #: Document paths that admins declared indexed.

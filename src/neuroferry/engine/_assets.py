@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, delete, func, insert, or_, select
+from sqlalchemy import Connection, Engine, and_, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from neuroferry.catalog import Owner
@@ -162,13 +162,21 @@ def _check_location(conn: Connection, claim: AssetClaim, owner_id: int) -> None:
     if url is None:
         return
     around = [url, *ancestors(url)]
+    spelled = around + [u + "/" for u in around]
+    key, raw = documents.c.location_key, documents.c.location
     found = conn.execute(
-        select(documents.c.name, documents.c.location)
+        select(documents.c.name, func.coalesce(key, raw).label("location"))
         .where(
             or_(documents.c.owner_id.is_(None), documents.c.owner_id != owner_id),
             or_(
-                documents.c.location.in_(around + [u + "/" for u in around]),
-                documents.c.location.startswith(url + "/", autoescape=True),
+                # however the document's location is spelled: its canonical form
+                key.in_(spelled),
+                key.startswith(url + "/", autoescape=True),
+                # a location that is not a store URL: as stored
+                and_(
+                    key.is_(None),
+                    or_(raw.in_(spelled), raw.startswith(url + "/", autoescape=True)),
+                ),
             ),
         )
         .limit(1)

@@ -17,10 +17,11 @@ from neuroferry.auth import User, create_user
 from neuroferry.catalog import Catalog
 from neuroferry.config import Settings, get_settings
 from neuroferry.errors import Forbidden, InvalidInput, StoreNotFound
-from neuroferry.grants import Access, access_for
+from neuroferry.grants import Access, access_for, normalise_url
 from neuroferry.pipelines.analysis import (
     AnalysisParameters,
     Dispatched,
+    check_not_others,
     dispatch,
     read_asset_ids,
     read_dispatch_folder,
@@ -439,3 +440,36 @@ def test_a_user_reads_nothing_of_another_users_data(world: World) -> None:
         world.dispatch(filter={"name": A})  # her own document, holding bob's
     assert world.dispatch(filter={"name": B}).inputs == 1  # the others are hers to read
     assert world.dispatch("admin", urls=[lake], file_extension=".nwb").inputs == 3
+
+
+@pytest.mark.parametrize(
+    ("stored", "wanted"),
+    [
+        ("/data/alice/plain", "/data/alice/plain"),
+        ("file://localhost/data/alice/lh", "file:///data/alice/lh"),
+        ("s3://bucket/alice//dbl", "s3://bucket/alice/dbl"),
+        ("S3://Bucket/alice/upper", "s3://bucket/alice/upper"),
+        ("s3://bucket/alice/pct%20x", "s3://bucket/alice/pct x"),
+        ("s3://bucket/alice/ok/", "s3://bucket/alice/ok"),
+    ],
+)
+def test_another_users_data_is_refused_however_its_location_is_spelled(
+    catalog: Catalog, stored: str, wanted: str
+) -> None:
+    alice, bob = (create_user(catalog.engine, name) for name in ("alice", "bob"))
+    catalog.upsert({"name": "hers", "location": stored}, alice)
+    url = normalise_url("results", wanted)
+    parent = url.rsplit("/", 1)[0]
+    for where, how in ((url, "is"), (url + "/out", "lies inside"), (parent, "holds")):
+        with pytest.raises(Forbidden, match=f"^results: .* {how} the data of another user"):
+            check_not_others([("results", where)], catalog, bob)
+        check_not_others([("results", where)], catalog, alice)  # her own
+    check_not_others([("results", url + "2")], catalog, bob)  # beside it
+
+
+def test_a_location_that_is_not_a_store_url_is_compared_as_stored(catalog: Catalog) -> None:
+    alice, bob = (create_user(catalog.engine, name) for name in ("alice", "bob"))
+    catalog.upsert({"name": "odd", "location": "s3://lake/../odd/"}, alice)
+    with pytest.raises(Forbidden, match=r"^results: s3://lake holds the data of another"):
+        check_not_others([("results", "s3://lake")], catalog, bob)
+    check_not_others([("results", "s3://lake/odd")], catalog, bob)

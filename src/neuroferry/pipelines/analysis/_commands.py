@@ -60,6 +60,11 @@ COMMAND_ANALYSES = "analysis:command"
 OUTPUTS_FILE = "outputs.json"
 """The file (in ``%OUTPUT_LOCATION``) a command writes its declared outputs to."""
 FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+RESERVED_FIELD_NAMES = frozenset(
+    name for name in dir(BaseModel) if FIELD_NAME.match(name) and not name.startswith("model_")
+)
+"""Names a field may not take besides those starting with ``model_``: they are the
+parameter and output models' own (pydantic's ``copy``, ``dict``, ``json``, ``schema`` …)."""
 DIGEST_TIMEOUT = 30.0
 """Seconds the container runtime may take to say an image's digest."""
 READ_BYTES = 16 * 2**20
@@ -109,6 +114,12 @@ def _model(title: str, fields: Mapping[str, FieldSpec], where: str) -> type[Base
                 f"{field}: a field name is 1 to 64 lower case letters, digits and '_', "
                 "starting with a letter"
             )
+        if name.startswith("model_") or name in RESERVED_FIELD_NAMES:
+            reserved = ", ".join(sorted(RESERVED_FIELD_NAMES))
+            raise InvalidInput(
+                f"{field}: {name!r} is taken by the field model itself: choose a name that "
+                f"does not start with 'model_' and is none of {reserved}"
+            )
         bounded = spec.minimum is not None or spec.maximum is not None
         if bounded and spec.type not in ("integer", "number"):
             raise InvalidInput(f"{field}: minimum and maximum are for integer and number fields")
@@ -121,7 +132,10 @@ def _model(title: str, fields: Mapping[str, FieldSpec], where: str) -> type[Base
                 problems = "; ".join(validation_problems(exc))
                 raise InvalidInput(f"{field}.default: {problems}") from None
         made[name] = (kind, Field(default, description=spec.description or None))
-    return create_model(title, __config__=ConfigDict(extra="forbid"), **made)
+    try:
+        return create_model(title, __config__=ConfigDict(extra="forbid"), **made)
+    except (TypeError, ValueError, NameError) as exc:  # a name pydantic will not take
+        raise InvalidInput(f"{where}: these fields are not allowed: {exc}") from None
 
 
 def check_definition(name: str, given: Mapping[str, Any]) -> dict[str, Any]:

@@ -326,7 +326,7 @@ def check_not_others(
         try:
             theirs = normalise_url("location", location)
         except InvalidInput:
-            continue
+            theirs = location.rstrip("/")  # not a store URL: compared as stored
         if theirs in around:
             url = around[theirs]
             how = "is" if theirs == url else "lies inside"
