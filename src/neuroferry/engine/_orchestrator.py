@@ -59,6 +59,9 @@ STATISTICS_EVERY = 3600.0
 SHORT_TASK = 0.25
 """Seconds a cluster task runs on average, below which the orchestrator keeps more
 tasks in flight per worker thread, and claims them in larger batches."""
+GATHER_OUTCOMES = 0.05
+"""Seconds the orchestrator waits for more outcomes of short cluster tasks after the
+first arrives, so that it records them in fewer, larger transactions."""
 
 Notifier = Callable[[Settings, dict[str, Any], str], Any]
 
@@ -254,7 +257,7 @@ class Orchestrator:
         # twice the threads: a worker finds its next task waiting when it finishes one;
         # more while tasks are short, since then one round of this thread (record, claim,
         # send) takes longer than a task, and a worker would wait for the next round
-        ahead = 2 if self._task_seconds >= SHORT_TASK else 8
+        ahead = 2 if self._task_seconds >= SHORT_TASK else 32
         return ahead * max(self._threads, 1) + self.settings.local_task_threads
 
     def _dispatch(self) -> None:
@@ -263,6 +266,9 @@ class Orchestrator:
         if self._task_seconds < SHORT_TASK and room < capacity // 4:
             return  # short tasks: claim them in fewer, larger batches
         access: dict[int | None, Access] = {}  # each owner's, looked up once per claim
+        # the cluster's tasks go in one graph per set of resources: one message to the
+        # scheduler per claim, not one per task
+        batches: dict[tuple[tuple[str, float], ...], list[tuple[Claim, TaskCall]]] = {}
         for claim in claim_tasks(self.engine, self.id, room, now_utc()):
             self._inflight[claim.task_id] = claim
             METRICS.observe_start(claim)
@@ -271,41 +277,61 @@ class Orchestrator:
                     access[claim.owner_id] = owner_access(
                         self.engine, claim.owner_id, self.settings
                     )
-                self._submit(claim, access[claim.owner_id])
+                call = self._call(claim, access[claim.owner_id])
+                if claim.placement == "local":
+                    self._start_local(claim, call)
+                else:
+                    needs = self._resources(claim.instance.params.get("image_resources"))
+                    batches.setdefault(tuple(sorted((needs or {}).items())), []).append(
+                        (claim, call)
+                    )
             except Exception as exc:  # the executor refused it: record, do not lose it
-                task = claim.instance
-                log.warning("cannot start %s of job %d: %s", task.task, task.job_id, exc)
-                self._events.put((claim, {"state": FAILED, "error": f"cannot start: {exc}"}))
+                self._refused(claim, exc)
+        for restrictions, batch in batches.items():
+            try:
+                futures = self.executor.client.map(
+                    run_task,
+                    [call for _, call in batch],
+                    key=[
+                        f"ferry-task-{c.task_id}-{c.instance.attempt}-{uuid.uuid4().hex[:6]}"
+                        for c, _ in batch
+                    ],
+                    pure=False,
+                    resources=dict(restrictions) or None,
+                )
+            except Exception as exc:  # the executor refused them: record, do not lose them
+                for sent, _ in batch:
+                    self._refused(sent, exc)
+                continue
+            for (sent, _), future in zip(batch, futures, strict=True):
+                future.add_done_callback(partial(self._done, sent))
 
-    def _submit(self, claim: Claim, access: Access) -> None:
+    def _refused(self, claim: Claim, exc: Exception) -> None:
+        task = claim.instance
+        log.warning("cannot start %s of job %d: %s", task.task, task.job_id, exc)
+        self._events.put((claim, {"state": FAILED, "error": f"cannot start: {exc}"}))
+
+    def _call(self, claim: Claim, access: Access) -> TaskCall:
         task = claim.instance
         kind = get_kind(task.kind)
         if kind.name not in self._kind_settings:
             self._kind_settings[kind.name] = kind.settings_of(self.settings)
-        call = TaskCall(
+        return TaskCall(
             task,
             fn=kind.task(task.task).fn,
             settings=self.settings,
             access=access,
             kind_settings=self._kind_settings[kind.name],
         )
-        if claim.placement == "local":
-            call.local = {
-                "db": self.engine,
-                "catalog": self.catalog,
-                "submit_job": self._submitter(claim.owner_id),
-                "owner_id": claim.owner_id,
-            }
-            future: Future[Any] = self._pool.submit(run_task, call)
-        else:
-            resources = self._resources(task.params.get("image_resources"))
-            future = self.executor.client.submit(
-                run_task,
-                call,
-                key=f"ferry-task-{claim.task_id}-{task.attempt}-{uuid.uuid4().hex[:6]}",
-                pure=False,
-                resources=resources or None,
-            )
+
+    def _start_local(self, claim: Claim, call: TaskCall) -> None:
+        call.local = {
+            "db": self.engine,
+            "catalog": self.catalog,
+            "submit_job": self._submitter(claim.owner_id),
+            "owner_id": claim.owner_id,
+        }
+        future: Future[Any] = self._pool.submit(run_task, call)
         future.add_done_callback(partial(self._done, claim))
 
     def _done(self, claim: Claim, future: Future[Any]) -> None:
@@ -361,9 +387,15 @@ class Orchestrator:
             events = [self._events.get(timeout=wait)]
         except queue.Empty:
             return
+        # short tasks end many at a time: wait a little for more, while more are running
+        until = time.monotonic() + (GATHER_OUTCOMES if self._task_seconds < SHORT_TASK else 0.0)
         while True:
+            left = until - time.monotonic()
             try:
-                events.append(self._events.get_nowait())
+                if left > 0 and len(events) < len(self._inflight) and not self._stop.is_set():
+                    events.append(self._events.get(timeout=left))
+                else:
+                    events.append(self._events.get_nowait())
             except queue.Empty:
                 break
         outcomes = self._outcomes([e for e in events if e is not None])
