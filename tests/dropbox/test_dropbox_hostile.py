@@ -215,3 +215,23 @@ def test_the_validated_parameters_are_kept(box: Box) -> None:
     assert row["parameters"]["parameters"] == {"scale": 2.0, "label": ""}
     [job] = box.analysis_jobs()
     assert job["spec"]["fixed_parameters"] == {"scale": 2.0, "label": ""}
+
+
+def test_a_refused_job_is_told_without_the_service_folders(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    home = box.rig.settings.home
+
+    def refused(self: Watch, *args: Any) -> int:
+        raise StoreError(
+            f"cannot write {box.url}/user1/results/x nor {home}/staging/y nor "
+            f"{home.as_uri()}/lake/z"
+        )
+
+    monkeypatch.setattr(Watch, "_submit", refused)
+    box.submit("user1/submissions/p_submit.json", fields("user1", "1"))
+    watch(box)
+    assert states(box)["user1/submissions/p_submit.json"] == "rejected"
+    cert = box.text(certificate_key(folder("user1", "1")))
+    assert "the job was refused: cannot write user1/results/x nor [service]/staging/y" in cert
+    assert str(home) not in cert and "file://" not in cert

@@ -20,7 +20,9 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -65,6 +67,7 @@ from neuroferry.engine import (
 )
 from neuroferry.errors import FerryError, InvalidInput, NotFound, first_line
 from neuroferry.pipelines.analysis import code_identity, get_analysis, validate_parameters
+from neuroferry.redaction import redact, secret_values
 from neuroferry.stores import Entry, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -290,7 +293,11 @@ class Watch:
                 folder,
                 row_id,
                 slog,
-                Rejected(step, f"the job was refused: {exc}", "ask the drop-box's administrator"),
+                Rejected(
+                    step,
+                    f"the job was refused: {self._for_members(box, str(exc))}",
+                    "ask the drop-box's administrator",
+                ),
             )
         except Exception:  # a fault of the service's: the member is told little, admins all
             log.exception("drop-box %s: cannot process %s", box.name, entry.path)
@@ -312,6 +319,23 @@ class Watch:
             self._start(box, store, row_id, slog)
 
     # -- helpers -------------------------------------------------------------------------
+    def _for_members(self, box: Dropbox, text: str) -> str:
+        """``text`` as the group's members may read it: the drop-box's files named by
+        their paths in it, the service's own folders and secrets left out."""
+        root = box.store_url.rstrip("/")
+        places: list[tuple[str, str]] = [(f"{root}/", ""), (root, "the drop-box")]
+        if root.startswith("file://"):
+            local = unquote(urlsplit(root).path)
+            places += [(f"{local}/", ""), (local, "the drop-box")]
+        home = str(self.settings.home)
+        for url in (self.settings.store_url, self.settings.log_store_url, home):
+            places.append((url.rstrip("/"), "[service]"))
+        places += [(Path(home).as_uri(), "[service]"), (home, "[service]")]
+        for value, shown in places:
+            if value:
+                text = text.replace(value, shown)
+        return redact(text, secret_values(self.settings))
+
     def _row(self, row_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
             return dict(
@@ -333,7 +357,11 @@ class Watch:
                 folder,
                 row_id,
                 slog,
-                Rejected(3, f"the job was refused: {exc}", "ask the drop-box's administrator"),
+                Rejected(
+                    3,
+                    f"the job was refused: {self._for_members(box, str(exc))}",
+                    "ask the drop-box's administrator",
+                ),
             )
             return
         slog.internal(
