@@ -235,3 +235,26 @@ def test_a_refused_job_is_told_without_the_service_folders(
     cert = box.text(certificate_key(folder("user1", "1")))
     assert "the job was refused: cannot write user1/results/x nor [service]/staging/y" in cert
     assert str(home) not in cert and "file://" not in cert
+
+
+def test_the_database_keeps_one_live_submission_per_timestamp(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box.submit("user1/submissions/1_submit.json", fields("user1", "T"))
+    watch(box)
+    real = Watch._timestamp_used
+    calls: list[int] = []
+
+    def missed_once(self: Watch, *args: Any) -> Any:
+        calls.append(1)  # the first look misses it, as another watcher's would
+        return None if len(calls) == 1 else real(self, *args)
+
+    monkeypatch.setattr(Watch, "_timestamp_used", missed_once)
+    box.submit("user1/submissions/2_submit.json", fields("user1", "T"))
+    watch(box)
+    assert len(calls) == 2
+    assert states(box) == {
+        "user1/submissions/1_submit.json": "running",
+        "user1/submissions/2_submit.json": "duplicate",
+    }
+    assert len(box.analysis_jobs()) == 1

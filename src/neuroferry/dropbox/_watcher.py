@@ -224,10 +224,21 @@ class Watch:
             # the timestamp names the folder: one the group used before is left alone,
             # whatever else is wrong with this submission
             used = self._timestamp_used(box, group, timestamp, row_id)
+            if used is None:
+                try:  # the database keeps one live submission per timestamp too
+                    with transaction(self.engine, keep=(IntegrityError,)) as conn:
+                        conn.execute(
+                            update(dropbox_submissions)
+                            .where(dropbox_submissions.c.id == row_id)
+                            .values(timestamp=timestamp, folder=folder, updated=utc_now())
+                        )
+                except IntegrityError:  # another watcher took the timestamp just now
+                    used = self._timestamp_used(box, group, timestamp, row_id)
+                    if used is None:
+                        raise
             if used is not None:
                 self._duplicate(box, store, folder, entry, row_id, timestamp, used)
                 return
-            self._save(row_id, timestamp=timestamp, folder=folder)
             slog.add(f"JOB ID: {timestamp}")
             slog.add("\n ")
             slog.add("[Job Manager] Detected new job: starting up.")
