@@ -87,6 +87,8 @@ DEEP = "[" * 30000
         ("c.json", "[" * 100000, "has 100000 bytes, more than 65536"),
         ("c.json", '{"scale": ' + "9" * 5000 + "}", "does not parse"),
         ("c.yaml", "a: &x [1]\nb: *x\n", "anchors and aliases (&name, *name) are not allowed"),
+        ("c.yaml", "label: s3://other-bucket/data\n", "parameter label ('s3://other-bucket/"),
+        ("c.json", '{"label": ["x", {"a": "/srv/data"}]}', "parameter label[1].a ('/srv/data')"),
     ],
 )
 def test_a_config_that_breaks_parsers_is_refused(

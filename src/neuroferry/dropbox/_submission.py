@@ -231,6 +231,25 @@ def check_fields(fields: Mapping[str, Any], group: str, max_datasets: int) -> tu
     return datanames, config
 
 
+_LOCATION = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|/|~|\\|[A-Za-z]:[\\/])")
+
+
+def _location(value: Any, where: str = "") -> tuple[str, str] | None:
+    """The first string of ``value`` (a parameter set) that is a URL or an absolute
+    path, with where it is (``name.key[0]``), if there is one."""
+    if isinstance(value, str):
+        return (where, value) if _LOCATION.match(value) or "://" in value else None
+    items: Any = ()
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    for inner, item in items:
+        if (found := _location(item, inner)) is not None:
+            return found
+    return None
+
+
 class NoAliasLoader(yaml.SafeLoader):
     """A safe YAML loader that refuses anchors and aliases (``&a``, ``*a``): a few
     hundred bytes of them can stand for millions of values."""
@@ -285,6 +304,15 @@ def read_config(store: Store, config: str, slog: SetupLog) -> tuple[dict[str, An
             2,
             f"config file {config} must hold a mapping of parameter names to values",
             "write one 'name: value' per parameter",
+        )
+    if (found := _location(values)) is not None:
+        where, value = found
+        shown = value if len(value) <= 60 else f"{value[:60]}..."
+        raise Rejected(
+            2,
+            f"config file {config}: parameter {where} ({shown!r}) is a URL or an absolute "
+            "path; a drop-box's analysis reads only the data the submission names",
+            "leave locations out of the parameters; name the data in 'dataname'",
         )
     own = {}
     for key in OWN_KEYS:
