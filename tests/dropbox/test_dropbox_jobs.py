@@ -82,7 +82,8 @@ def test_three_datasets_make_three_tasks_certificate_status_results_and_end(box:
     assert box.rig.wait(job["id"])["state"] == "succeeded"
     runs = {k: t for k, t in box.rig.tasks(job["id"]).items() if k.startswith("run[")}
     assert len(runs) == 3 and {t["state"] for t in runs.values()} == {"succeeded"}
-    assert job["spec"]["fixed_parameters"] == {"scale": 2}  # the drop-box's own keys left out
+    # the drop-box's own keys left out, the parameters as the analysis validated them
+    assert job["spec"]["fixed_parameters"] == {"scale": 2.0, "label": ""}
 
     cert = box.text(certificate_key(JOB))
     lines = [line for line in cert.splitlines() if line.startswith("DATANAME:")]

@@ -16,6 +16,7 @@ from sqlalchemy import (
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -329,6 +330,8 @@ dropbox_members = Table(
 #: ``claimed`` (being submitted), ``waiting`` (for the group's running datasets),
 #: ``running`` (its job runs), ``ended`` (``end.txt`` written), ``rejected`` (a bad
 #: submission: its certificate says why) or ``duplicate``.
+_LIVE_SUBMISSION = "state IN ('claimed', 'waiting', 'running', 'ended')"
+
 dropbox_submissions = Table(
     "dropbox_submissions",
     metadata,
@@ -353,4 +356,14 @@ dropbox_submissions = Table(
     Index("uq_dropbox_submissions_file", "dropbox_id", "key", "sha256", unique=True),
     Index("ix_dropbox_submissions_timestamp", "dropbox_id", "group_name", "timestamp"),
     Index("ix_dropbox_submissions_state", "state"),
+    # a timestamp names a group's results folder: one submission that is not refused has it
+    Index(
+        "uq_dropbox_submissions_live_timestamp",
+        "dropbox_id",
+        "group_name",
+        "timestamp",
+        unique=True,
+        postgresql_where=text(_LIVE_SUBMISSION),
+        sqlite_where=text(_LIVE_SUBMISSION),
+    ),
 )

@@ -5,7 +5,9 @@ read and deleted."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -18,14 +20,39 @@ from neuroferry.dropbox._registry import (
     list_dropboxes,
     open_dropbox_store,
 )
-from neuroferry.errors import Forbidden, InvalidInput, NotFound, UnsafePath
-from neuroferry.stores import Store, check_key
+from neuroferry.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    StoreAuthError,
+    StoreError,
+    StoreUnreachable,
+    UnsafePath,
+)
+from neuroferry.stores import Entry, Store, check_key, read_confined
 
 READABLE = ("configs", "results")
 WRITABLE = ("inputs", "configs", "submissions")
 REMOVABLE = ("inputs", "configs", "submissions", "results")
+MAX_SEGMENT_BYTES = 255
+"""The longest name of one file or folder (a local file system's limit)."""
 MAX_READ_BYTES = 64 << 20
 """The largest file read through the service (bigger ones: with the store's own tools)."""
+
+
+def check_path(field: str, path: str) -> None:
+    """:class:`InvalidInput` naming ``field`` unless ``path`` is a plain relative path of
+    names of at most :data:`MAX_SEGMENT_BYTES` bytes."""
+    try:
+        check_key(path)
+    except UnsafePath as exc:
+        raise InvalidInput(f"{field}: {exc}") from None
+    long = next((s for s in path.split("/") if len(s.encode()) > MAX_SEGMENT_BYTES), None)
+    if long is not None:
+        raise InvalidInput(
+            f"{field}: the name {long[:40]}... is longer than {MAX_SEGMENT_BYTES} bytes"
+        )
 
 
 @dataclass(frozen=True)
@@ -39,10 +66,7 @@ class GroupFiles:
     def key(self, path: str, allowed: tuple[str, ...], action: str) -> str:
         """The store key of ``path`` (relative to the group's folder) if ``action`` is
         allowed in its folder; :class:`Forbidden` or :class:`InvalidInput` otherwise."""
-        try:
-            check_key(path)
-        except UnsafePath as exc:
-            raise InvalidInput(f"path: {exc}") from None
+        check_path("path", path)
         folder = path.split("/", 1)[0]
         if folder not in FOLDERS or "/" not in path:
             raise InvalidInput(
@@ -54,7 +78,25 @@ class GroupFiles:
                 f"{action} is not allowed in {folder}/ (allowed in "
                 f"{', '.join(f + '/' for f in allowed)})"
             )
-        return f"{self.group}/{path}"
+        key = f"{self.group}/{path}"
+        self.confined(path, key)
+        return key
+
+    def group_root(self) -> Path | None:
+        """The real path of the group's folder of a local drop-box (None for a bucket)."""
+        root = self.store.local_root
+        return None if root is None else Path(os.path.realpath(root / self.group))
+
+    def confined(self, path: str, key: str) -> Path | None:
+        """The real path of ``key`` in a local drop-box, :class:`Forbidden` unless it lies
+        inside the group's folder (a symbolic link may lead elsewhere)."""
+        root, group_root = self.store.local_root, self.group_root()
+        if root is None or group_root is None:
+            return None
+        real = Path(os.path.realpath(root / key))
+        if real != group_root and group_root not in real.parents:
+            raise Forbidden(f"path: {path} leads outside the group's folder (a symbolic link)")
+        return real
 
 
 def group_files(
@@ -80,7 +122,9 @@ def group_files(
 
 def list_group_files(files: GroupFiles, prefix: str = "") -> list[dict[str, object]]:
     """The group's files under ``prefix`` (relative to its folder), with their sizes."""
-    if prefix and (prefix.split("/", 1)[0] not in FOLDERS or ".." in prefix.split("/")):
+    if prefix:
+        check_path("prefix", prefix.removesuffix("/"))
+    if prefix and prefix.split("/", 1)[0] not in FOLDERS:
         raise InvalidInput(
             f"prefix: {prefix!r} is not inside the group's folders "
             f"({', '.join(f + '/' for f in FOLDERS)})"
@@ -93,22 +137,47 @@ def list_group_files(files: GroupFiles, prefix: str = "") -> list[dict[str, obje
     ]
 
 
+def _head(files: GroupFiles, path: str, key: str) -> Entry:
+    try:
+        return files.store.head(key)
+    except NotFound:  # the store's own message names where the drop-box lies
+        raise NotFound(f"path: {path} is not a file of the group's folder") from None
+
+
 def read_group_file(files: GroupFiles, path: str) -> bytes:
     key = files.key(path, READABLE, "downloading")
-    entry = files.store.head(key)
+    entry = _head(files, path, key)
     if entry.size > MAX_READ_BYTES:
         raise InvalidInput(
             f"path: {path} has {entry.size} bytes, more than {MAX_READ_BYTES} read through "
             "the service; download it from the store directly"
         )
-    return files.store.get(key)
+    real, group_root = files.confined(path, key), files.group_root()
+    if real is None or group_root is None:
+        return files.store.get(key)
+    try:  # checked on the open file: a link swapped in since is not followed out
+        return read_confined(real, group_root)
+    except UnsafePath:
+        raise Forbidden(f"path: {path} leads outside the group's folder") from None
 
 
 def write_group_file(files: GroupFiles, path: str, data: bytes) -> None:
-    files.store.put(files.key(path, WRITABLE, "uploading"), data)
+    key = files.key(path, WRITABLE, "uploading")
+    try:
+        files.store.put(key, data)
+    except (StoreUnreachable, StoreAuthError):
+        raise
+    except StoreError:
+        if files.store.local_root is None:
+            raise
+        # the store's own message names the service's folders: not for members
+        raise Conflict(
+            f"path: {path} cannot be written: a file or folder of its name, or of one of "
+            "its folders, is in the way"
+        ) from None
 
 
 def delete_group_file(files: GroupFiles, path: str) -> None:
     key = files.key(path, REMOVABLE, "deleting")
-    files.store.head(key)  # NotFound for a file that is not there
+    _head(files, path, key)  # NotFound for a file that is not there
     files.store.delete(key)

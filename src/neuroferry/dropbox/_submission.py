@@ -4,6 +4,7 @@ wrong with a submission (:class:`Rejected`) and what to do about it."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +16,10 @@ from neuroferry.stores import Store, check_key
 
 MAX_FILE_BYTES = 1 << 20
 """The largest submit or config file read (bigger ones are refused, saying so)."""
+MAX_CONFIG_BYTES = 64 << 10
+"""The largest config file read: an analysis's parameters, not data."""
+MAX_DEPTH = 64
+"""The deepest nesting of lists and mappings a submit or config file may have."""
 OWN_KEYS = ("__duration__", "__dataset_size__")
 """Config keys that are the drop-box's own, not the analysis's parameters."""
 CLAIMED, WAITING, RUNNING, ENDED, REJECTED, DUPLICATE = (
@@ -62,6 +67,28 @@ def utc_now() -> datetime:
 # -- reading a submission ---------------------------------------------------------------
 
 
+_BRACKETS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+
+
+def too_deep(text: str) -> bool:
+    """Whether ``text`` (JSON or YAML) nests lists and mappings deeper than
+    :data:`MAX_DEPTH` (brackets outside double-quoted strings; a YAML line of nested
+    ``- `` items counts each)."""
+    if text.count("[") + text.count("{") + text.count("- ") <= MAX_DEPTH:
+        return False
+    depth = 0
+    for found in _BRACKETS.finditer(text):
+        mark = found.group()
+        if mark in ("[", "{"):
+            depth += 1
+            if depth > MAX_DEPTH:
+                return True
+        elif mark in ("]", "}"):
+            depth -= 1
+    # YAML block items nested on one line: "- - - - x"
+    return any(line.lstrip().count("- ") > MAX_DEPTH for line in text.splitlines())
+
+
 def _inside_group(field: str, value: Any, group: str) -> str:
     """A path of the submission checked to lie inside the group's own folder."""
     if not isinstance(value, str) or not value.strip():
@@ -97,15 +124,29 @@ def read_submit_file(data: bytes) -> dict[str, Any]:
     """The submit file's fields, checked: ``timestamp`` (text), ``datanames`` (list),
     ``configname``; :class:`Rejected` saying what is wrong."""
     try:
-        fields = json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise Rejected(1, "the submit file is not UTF-8 text", "write it as UTF-8 JSON") from None
+    if too_deep(text):
+        raise Rejected(
+            1,
+            f"the submit file nests lists or objects deeper than {MAX_DEPTH} levels",
+            'write {"dataname": [...], "configname": "...", "timestamp": "..."}',
+        )
+    try:
+        fields = json.loads(text)
     except json.JSONDecodeError as exc:
         raise Rejected(
             1,
             f"the submit file is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}",
             "correct the JSON (`python -m json.tool FILE` shows where it breaks) and upload "
             "it again",
+        ) from None
+    except (ValueError, RecursionError) as exc:  # e.g. a number of too many digits
+        raise Rejected(
+            1,
+            f"the submit file cannot be read: {first_line(exc)}",
+            'write {"dataname": [...], "configname": "...", "timestamp": "..."}',
         ) from None
     if not isinstance(fields, dict):
         raise Rejected(
@@ -117,7 +158,10 @@ def read_submit_file(data: bytes) -> dict[str, Any]:
     return fields
 
 
-def check_timestamp(fields: Mapping[str, Any]) -> str:
+def check_timestamp(fields: Mapping[str, Any], room: int = 128) -> str:
+    """The submission's timestamp, checked to name a folder: at most ``room`` bytes (and
+    128) are left for it in the folder's name."""
+    longest = max(1, min(128, room))
     if "timestamp" not in fields:
         raise Rejected(
             1,
@@ -131,13 +175,16 @@ def check_timestamp(fields: Mapping[str, Any]) -> str:
     text = str(value)
     try:
         check_key(text)
-        if "/" in text or len(text) > 128:
-            raise UnsafePath("it holds '/' or is longer than 128 characters")
+        if "/" in text:
+            raise UnsafePath("it holds '/'")
+        if len(text.encode()) > longest:
+            raise UnsafePath(f"it is longer than {longest} bytes")
     except UnsafePath as exc:
+        shown = text if len(text) <= 40 else f"{text[:40]}..."
         raise Rejected(
             1,
-            f"'timestamp' {text!r} cannot name a folder: {exc}",
-            "give 1 to 128 characters without '/' or control characters",
+            f"'timestamp' {shown!r} cannot name a folder: {exc}",
+            f"give 1 to {longest} plain characters without '/' or control characters",
         ) from None
     return text
 
@@ -184,14 +231,49 @@ def check_fields(fields: Mapping[str, Any], group: str, max_datasets: int) -> tu
     return datanames, config
 
 
+_LOCATION = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|/|~|\\|[A-Za-z]:[\\/])")
+
+
+def _location(value: Any, where: str = "") -> tuple[str, str] | None:
+    """The first string of ``value`` (a parameter set) that is a URL or an absolute
+    path, with where it is (``name.key[0]``), if there is one."""
+    if isinstance(value, str):
+        return (where, value) if _LOCATION.match(value) or "://" in value else None
+    items: Any = ()
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    for inner, item in items:
+        if (found := _location(item, inner)) is not None:
+            return found
+    return None
+
+
+class NoAliasLoader(yaml.SafeLoader):
+    """A safe YAML loader that refuses anchors and aliases (``&a``, ``*a``): a few
+    hundred bytes of them can stand for millions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()  # type: ignore[no-untyped-call]
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                "anchors and aliases (&name, *name) are not allowed; write each value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
 def read_config(store: Store, config: str, slog: SetupLog) -> tuple[dict[str, Any], dict[str, Any]]:
     """The analysis's parameters and the drop-box's own keys from the config file."""
     try:
         entry = store.head(config)
-        if entry.size > MAX_FILE_BYTES:
+        if entry.size > MAX_CONFIG_BYTES:
             raise Rejected(
                 2,
-                f"config file {config} has {entry.size} bytes, more than {MAX_FILE_BYTES}",
+                f"config file {config} has {entry.size} bytes, more than {MAX_CONFIG_BYTES}",
                 "give the analysis's parameters alone in the config file",
             )
         data = store.get(config)
@@ -202,11 +284,14 @@ def read_config(store: Store, config: str, slog: SetupLog) -> tuple[dict[str, An
             "upload it (aws s3 cp FILE .../configs/) or correct the path, without the bucket name",
         ) from None
     try:
+        text = data.decode("utf-8")
+        if too_deep(text):
+            raise ValueError(f"it nests lists or mappings deeper than {MAX_DEPTH} levels")
         if config.lower().endswith(".json"):
-            values = json.loads(data.decode("utf-8"))
+            values = json.loads(text)
         else:
-            values = yaml.safe_load(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError, yaml.YAMLError) as exc:
+            values = yaml.load(text, Loader=NoAliasLoader)  # a safe loader
+    except (UnicodeDecodeError, ValueError, RecursionError, yaml.YAMLError) as exc:
         raise Rejected(
             2,
             f"config file {config} does not parse: {first_line(exc)}",
@@ -219,6 +304,15 @@ def read_config(store: Store, config: str, slog: SetupLog) -> tuple[dict[str, An
             2,
             f"config file {config} must hold a mapping of parameter names to values",
             "write one 'name: value' per parameter",
+        )
+    if (found := _location(values)) is not None:
+        where, value = found
+        shown = value if len(value) <= 60 else f"{value[:60]}..."
+        raise Rejected(
+            2,
+            f"config file {config}: parameter {where} ({shown!r}) is a URL or an absolute "
+            "path; a drop-box's analysis reads only the data the submission names",
+            "leave locations out of the parameters; name the data in 'dataname'",
         )
     own = {}
     for key in OWN_KEYS:

@@ -20,7 +20,9 @@ import posixpath
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -65,6 +67,7 @@ from neuroferry.engine import (
 )
 from neuroferry.errors import FerryError, InvalidInput, NotFound, first_line
 from neuroferry.pipelines.analysis import code_identity, get_analysis, validate_parameters
+from neuroferry.redaction import redact, secret_values
 from neuroferry.stores import Entry, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,19 @@ REFRESHER_NAME = "dropbox-refresh"
 
 
 # -- taking a submission ----------------------------------------------------------------
+
+MAX_STEM = 64
+"""The longest submit-file name (without ``.json``) kept whole in a folder's name."""
+
+
+def short_stem(key: str) -> str:
+    """The submit file's name without ``.json``, a long one cut and told apart by a hash
+    of it (a folder's name has at most 255 bytes)."""
+    stem = posixpath.basename(key).removesuffix(".json")
+    if len(stem.encode()) <= MAX_STEM:
+        return stem
+    digest = hashlib.sha256(stem.encode()).hexdigest()[:16]
+    return f"{stem.encode()[: MAX_STEM - 17].decode('utf-8', 'ignore')}_{digest}"
 
 
 class Watch:
@@ -95,38 +111,47 @@ class Watch:
                 self.scan(box, store)
             except FerryError as exc:  # one drop-box's store away: the others go on
                 log.warning("drop-box %s: %s", box.name, exc)
+            except Exception:  # nor does anything else about one drop-box stop the others
+                log.exception("drop-box %s: cannot look at its submissions", box.name)
 
     # -- finding submit files ------------------------------------------------------------
 
     def scan(self, box: Dropbox, store: Store) -> None:
         for group in box.groups:
             try:
-                entries = sorted(
-                    (
-                        e
-                        for e in store.list(f"{group.name}/submissions/")
-                        if e.path.endswith("submit.json")
-                    ),
-                    key=lambda e: e.path,
+                self.scan_group(box, store, group.name)
+            except Exception:  # one group's trouble does not stop the others
+                log.exception(
+                    "drop-box %s, group %s: cannot take submissions", box.name, group.name
                 )
-            except FerryError as exc:  # one group's folder gone: the others go on
-                log.warning("drop-box %s, group %s: %s", box.name, group.name, exc)
-                continue
-            if not entries:
-                continue
-            with self.engine.connect() as conn:
-                seen = {
-                    (r.key, r.etag)
-                    for r in conn.execute(
-                        select(dropbox_submissions.c.key, dropbox_submissions.c.etag).where(
-                            dropbox_submissions.c.dropbox_id == box.id,
-                            dropbox_submissions.c.key.like(f"{group.name}/submissions/%"),
-                        )
+
+    def scan_group(self, box: Dropbox, store: Store, group: str) -> None:
+        try:
+            entries = sorted(
+                (e for e in store.list(f"{group}/submissions/") if e.path.endswith("submit.json")),
+                key=lambda e: e.path,
+            )
+        except FerryError as exc:  # one group's folder gone: the others go on
+            log.warning("drop-box %s, group %s: %s", box.name, group, exc)
+            return
+        if not entries:
+            return
+        with self.engine.connect() as conn:
+            seen = {
+                (r.key, r.etag)
+                for r in conn.execute(
+                    select(dropbox_submissions.c.key, dropbox_submissions.c.etag).where(
+                        dropbox_submissions.c.dropbox_id == box.id,
+                        dropbox_submissions.c.key.like(f"{group}/submissions/%"),
                     )
-                }
-            for entry in entries:
-                if (entry.path, entry.etag) not in seen:
-                    self.take(box, store, group.name, entry)
+                )
+            }
+        for entry in entries:
+            if (entry.path, entry.etag) not in seen:
+                try:
+                    self.take(box, store, group, entry)
+                except Exception:  # nor does one submit file stop the group's next ones
+                    log.exception("drop-box %s: cannot take %s", box.name, entry.path)
 
     def take(self, box: Dropbox, store: Store, group: str, entry: Entry) -> None:
         """Claim one new submit file (once: by key and content) and process it."""
@@ -182,8 +207,7 @@ class Watch:
         row_id: int,
         slog: SetupLog,
     ) -> None:
-        stem = posixpath.basename(entry.path).removesuffix(".json")
-        folder = f"{group}/results/job__{box.name}_{stem}"
+        folder = f"{group}/results/job__{box.name}_{short_stem(entry.path)}"
         slog.add(f"REQUEST START TIME: {slog.start:%Y-%m-%d %H:%M:%S.%f}"[:-4] + " (GMT)")
         slog.add(f"ANALYSIS VERSION ID: {self._version(box)}")
         step = 1
@@ -195,8 +219,26 @@ class Watch:
                     "give dataname, configname and timestamp alone",
                 )
             fields = read_submit_file(data)
-            timestamp = check_timestamp(fields)
+            timestamp = check_timestamp(fields, 255 - len(f"job__{box.name}_".encode()))
             folder = f"{group}/results/job__{box.name}_{timestamp}"
+            # the timestamp names the folder: one the group used before is left alone,
+            # whatever else is wrong with this submission
+            used = self._timestamp_used(box, group, timestamp, row_id)
+            if used is None:
+                try:  # the database keeps one live submission per timestamp too
+                    with transaction(self.engine, keep=(IntegrityError,)) as conn:
+                        conn.execute(
+                            update(dropbox_submissions)
+                            .where(dropbox_submissions.c.id == row_id)
+                            .values(timestamp=timestamp, folder=folder, updated=utc_now())
+                        )
+                except IntegrityError:  # another watcher took the timestamp just now
+                    used = self._timestamp_used(box, group, timestamp, row_id)
+                    if used is None:
+                        raise
+            if used is not None:
+                self._duplicate(box, store, folder, entry, row_id, timestamp, used)
+                return
             slog.add(f"JOB ID: {timestamp}")
             slog.add("\n ")
             slog.add("[Job Manager] Detected new job: starting up.")
@@ -215,9 +257,12 @@ class Watch:
                     "upload the data to your inputs/ folder (aws s3 cp FILE .../inputs/) or "
                     "correct the paths, without the bucket name",
                 )
-            parameters, own = read_config(store, config, slog)
+            given, own = read_config(store, config, slog)
             try:
-                validate_parameters(get_analysis(box.analysis), parameters)
+                # the validated parameters are kept, not the file's own values
+                parameters = validate_parameters(get_analysis(box.analysis), given).model_dump(
+                    mode="json"
+                )
             except (InvalidInput, FerryError) as exc:
                 raise Rejected(
                     2,
@@ -225,10 +270,6 @@ class Watch:
                     f"correct the parameters (`ferry analysis show {box.analysis}` lists "
                     "them) and submit again",
                 ) from None
-            used = self._timestamp_used(box, group, timestamp, row_id)
-            if used is not None:
-                self._duplicate(box, store, folder, entry, row_id, timestamp, used)
-                return
             self._check_limits(box, group, row_id, len(datanames), own)
             slog.add(f"[Job Manager] STEP 2/{len(STEPS)} ({STEPS[1]}): DONE")
             step = 3
@@ -254,7 +295,6 @@ class Watch:
                 self._save(row_id, state=WAITING, setup_log=slog.lines)
                 store.put(certificate_key(folder), certificate(slog.lines, None, 0).encode())
                 return
-            self._start(box, store, row_id, slog)
         except Rejected as exc:
             self._reject(box, store, folder, row_id, slog, exc)
         except FerryError as exc:  # the service refused the job
@@ -264,10 +304,49 @@ class Watch:
                 folder,
                 row_id,
                 slog,
-                Rejected(step, f"the job was refused: {exc}", "ask the drop-box's administrator"),
+                Rejected(
+                    step,
+                    f"the job was refused: {self._for_members(box, str(exc))}",
+                    "ask the drop-box's administrator",
+                ),
             )
+        except Exception:  # a fault of the service's: the member is told little, admins all
+            log.exception("drop-box %s: cannot process %s", box.name, entry.path)
+            self._reject(
+                box,
+                store,
+                folder,
+                row_id,
+                slog,
+                Rejected(
+                    step,
+                    "the submission could not be processed because of an internal error",
+                    "ask the drop-box's administrator (the service's log says more)",
+                ),
+            )
+        else:
+            # outside the guard above: once its job is submitted, a submission is not
+            # refused (a row left claimed is settled by the next run)
+            self._start(box, store, row_id, slog)
 
     # -- helpers -------------------------------------------------------------------------
+    def _for_members(self, box: Dropbox, text: str) -> str:
+        """``text`` as the group's members may read it: the drop-box's files named by
+        their paths in it, the service's own folders and secrets left out."""
+        root = box.store_url.rstrip("/")
+        places: list[tuple[str, str]] = [(f"{root}/", ""), (root, "the drop-box")]
+        if root.startswith("file://"):
+            local = unquote(urlsplit(root).path)
+            places += [(f"{local}/", ""), (local, "the drop-box")]
+        home = str(self.settings.home)
+        for url in (self.settings.store_url, self.settings.log_store_url, home):
+            places.append((url.rstrip("/"), "[service]"))
+        places += [(Path(home).as_uri(), "[service]"), (home, "[service]")]
+        for value, shown in places:
+            if value:
+                text = text.replace(value, shown)
+        return redact(text, secret_values(self.settings))
+
     def _row(self, row_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
             return dict(
@@ -289,7 +368,11 @@ class Watch:
                 folder,
                 row_id,
                 slog,
-                Rejected(3, f"the job was refused: {exc}", "ask the drop-box's administrator"),
+                Rejected(
+                    3,
+                    f"the job was refused: {self._for_members(box, str(exc))}",
+                    "ask the drop-box's administrator",
+                ),
             )
             return
         slog.internal(
@@ -305,6 +388,8 @@ class Watch:
             {"dataname": d["dataname"], "name": d["name"], "status": INITIALIZING, "time": created}
             for d in datasets
         ]
+        # an end.txt an earlier, refused submission with this timestamp left
+        store.delete(end_key(folder))
         write_files(store, folder, slog.lines, initial, self.settings.dropbox_refresh)
         self._save(row_id, state=RUNNING, job_id=job_id, setup_log=slog.lines)
         self.ctx.wake()
@@ -500,10 +585,22 @@ class Watch:
             f"What to do: {exc.advice}"
         )
         slog.add("[Job Manager] Shutting down job. Nothing was run.")
-        store.put(certificate_key(folder), certificate(slog.lines, None, 0).encode())
-        store.put(end_key(folder), END_MARKER)
+        # recorded first: whatever happens to the files, the submission is settled
         self._save(row_id, state=REJECTED, folder=folder, setup_log=slog.lines, error=exc.problem)
         log.info("drop-box %s: submission refused (%s): %s", box.name, folder, exc.problem)
+        text = certificate(slog.lines, None, 0)
+        try:
+            if self._folder_used(box, folder, row_id):
+                # another submission's folder: its certificate and end.txt stay its own
+                key = f"{folder}/logs/rejected_{hashlib.sha256(text.encode()).hexdigest()[:12]}.txt"
+                store.put(key, text.encode())
+            else:
+                store.put(certificate_key(folder), text.encode())
+                store.put(end_key(folder), END_MARKER)
+        except FerryError as err:
+            log.warning(
+                "drop-box %s: cannot write the certificate of %s: %s", box.name, folder, err
+            )
 
     def _duplicate(
         self,
@@ -517,7 +614,7 @@ class Watch:
     ) -> None:
         """A timestamp the group used before: the earlier job's folder is left alone and
         a note beside its certificate says why this submit file did not run."""
-        stem = posixpath.basename(entry.path).removesuffix(".json")
+        stem = short_stem(entry.path)
         note = (
             f"INPUT ERROR: submit file {entry.path} gives timestamp {timestamp!r}, which "
             f"submit file {used['key']} (job {used['job_id']}) of your group used already. "
@@ -525,8 +622,24 @@ class Watch:
             "upload the submit file again.\n"
         )
         key = f"{folder}/logs/rejected_{stem}_{hashlib.sha256(note.encode()).hexdigest()[:8]}.txt"
-        store.put(key, note.encode())
         self._save(row_id, state=DUPLICATE, error=note.strip())
+        try:
+            store.put(key, note.encode())
+        except FerryError as err:
+            log.warning("drop-box %s: cannot write %s: %s", box.name, key, err)
+
+    def _folder_used(self, box: Dropbox, folder: str, row_id: int) -> bool:
+        """Whether another submission that was not refused has ``folder``."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(dropbox_submissions.c.id).where(
+                    dropbox_submissions.c.dropbox_id == box.id,
+                    dropbox_submissions.c.folder == folder,
+                    dropbox_submissions.c.state.in_((CLAIMED, WAITING, RUNNING, ENDED)),
+                    dropbox_submissions.c.id != row_id,
+                )
+            ).first()
+        return found is not None
 
     # -- settling what a stopped watcher left ------------------------------------------
 

@@ -115,9 +115,20 @@ def upgrade() -> None:
         ["dropbox_id", "group_name", "timestamp"],
     )
     op.create_index("ix_dropbox_submissions_state", "dropbox_submissions", ["state"])
+    # a timestamp names a group's results folder: one submission that is not refused has it
+    live = sa.text("state IN ('claimed', 'waiting', 'running', 'ended')")
+    op.create_index(
+        "uq_dropbox_submissions_live_timestamp",
+        "dropbox_submissions",
+        ["dropbox_id", "group_name", "timestamp"],
+        unique=True,
+        postgresql_where=live,
+        sqlite_where=live,
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("uq_dropbox_submissions_live_timestamp", table_name="dropbox_submissions")
     op.drop_index("ix_dropbox_submissions_state", table_name="dropbox_submissions")
     op.drop_index("ix_dropbox_submissions_timestamp", table_name="dropbox_submissions")
     op.drop_index("uq_dropbox_submissions_file", table_name="dropbox_submissions")
