@@ -298,18 +298,7 @@ class Watch:
         except Rejected as exc:
             self._reject(box, store, folder, row_id, slog, exc)
         except FerryError as exc:  # the service refused the job
-            self._reject(
-                box,
-                store,
-                folder,
-                row_id,
-                slog,
-                Rejected(
-                    step,
-                    f"the job was refused: {self._for_members(box, str(exc))}",
-                    "ask the drop-box's administrator",
-                ),
-            )
+            self._reject(box, store, folder, row_id, slog, self._refused(box, step, exc))
         except Exception:  # a fault of the service's: the member is told little, admins all
             log.exception("drop-box %s: cannot process %s", box.name, entry.path)
             self._reject(
@@ -330,6 +319,14 @@ class Watch:
             self._start(box, store, row_id, slog)
 
     # -- helpers -------------------------------------------------------------------------
+    def _refused(self, box: Dropbox, step: int, exc: FerryError) -> Rejected:
+        """The rejection of a job the service refused, told as members may read it."""
+        return Rejected(
+            step,
+            f"the job was refused: {self._for_members(box, str(exc))}",
+            "ask the drop-box's administrator",
+        )
+
     def _for_members(self, box: Dropbox, text: str) -> str:
         """``text`` as the group's members may read it: the drop-box's files named by
         their paths in it, the service's own folders and secrets left out."""
@@ -362,18 +359,7 @@ class Watch:
         try:
             job_id = self._submit(box, group, folder, datasets, row["parameters"]["parameters"])
         except FerryError as exc:  # the service refused the job
-            self._reject(
-                box,
-                store,
-                folder,
-                row_id,
-                slog,
-                Rejected(
-                    3,
-                    f"the job was refused: {self._for_members(box, str(exc))}",
-                    "ask the drop-box's administrator",
-                ),
-            )
+            self._reject(box, store, folder, row_id, slog, self._refused(box, 3, exc))
             return
         slog.internal(
             "submit",
