@@ -123,3 +123,34 @@ def test_the_location_keys_of_existing_documents_are_filled_in(database_url):
         ).all()
     assert {name: (location, key) for name, location, key in rows} == stored
     engine.dispose()
+
+
+def test_going_back_from_0012_keeps_the_documents_index_values(database_url):
+    """The downgrade of 0012 drops the column in place: rebuilding the documents table on
+    SQLite (foreign keys on) would delete every index value by cascade."""
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import func, insert
+
+    from neuroferry.db import catalog_index_values, documents
+    from neuroferry.db._migrate import _config
+
+    engine = make_engine(database_url)
+    assert upgrade(engine) == head_revision()
+    now = datetime.now(UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(documents),
+            [{"id": "d1", "name": "d1", "created": now, "modified": now, "body": {"x": 1}}],
+        )
+        conn.execute(
+            insert(catalog_index_values), [{"doc_id": "d1", "path": "x", "kind": "n", "num": 1}]
+        )
+    command.downgrade(_config(engine), "0011")
+    assert current_revision(engine) == "0011"
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(documents)).scalar() == 1
+        kept = conn.execute(select(func.count()).select_from(catalog_index_values)).scalar()
+    assert kept == 1
+    engine.dispose()

@@ -289,22 +289,34 @@ class Orchestrator:
                 self._refused(claim, exc)
         for restrictions, batch in batches.items():
             try:
-                futures = self.executor.client.map(
-                    run_task,
-                    [call for _, call in batch],
-                    key=[
-                        f"ferry-task-{c.task_id}-{c.instance.attempt}-{uuid.uuid4().hex[:6]}"
-                        for c, _ in batch
-                    ],
-                    pure=False,
-                    resources=dict(restrictions) or None,
-                )
-            except Exception as exc:  # the executor refused them: record, do not lose them
-                for sent, _ in batch:
-                    self._refused(sent, exc)
-                continue
-            for (sent, _), future in zip(batch, futures, strict=True):
+                self._send(batch, restrictions)
+            except Exception:  # one call the executor refuses must not fail the others
+                for one in batch:
+                    try:
+                        self._send([one], restrictions)
+                    except Exception as exc:  # the executor refused it: record, do not lose it
+                        self._refused(one[0], exc)
+
+    def _send(
+        self, batch: list[tuple[Claim, TaskCall]], restrictions: tuple[tuple[str, float], ...]
+    ) -> None:
+        """Send ``batch`` to the cluster as one graph; each outcome comes back to
+        :meth:`_done`."""
+        futures = self.executor.client.map(
+            run_task,
+            [call for _, call in batch],
+            key=[
+                f"ferry-task-{c.task_id}-{c.instance.attempt}-{uuid.uuid4().hex[:6]}"
+                for c, _ in batch
+            ],
+            pure=False,
+            resources=dict(restrictions) or None,
+        )
+        for (sent, _), future in zip(batch, futures, strict=True):
+            try:
                 future.add_done_callback(partial(self._done, sent))
+            except Exception as exc:  # a closing client: record it, never leave it running
+                self._refused(sent, exc)
 
     def _refused(self, claim: Claim, exc: Exception) -> None:
         task = claim.instance

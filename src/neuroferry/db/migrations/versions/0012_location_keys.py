@@ -58,5 +58,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_index("ix_catalog_documents_location_key", table_name="catalog_documents")
-    with op.batch_alter_table("catalog_documents") as batch:
+    # never rebuilt: on SQLite a rebuild drops the table, and with foreign keys on that
+    # deletes every index value of the documents (ON DELETE CASCADE)
+    with op.batch_alter_table("catalog_documents", recreate="never") as batch:
         batch.drop_column("location_key")
