@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from neuroferry.auth import User
 from neuroferry.dropbox import (
     Dropbox,
+    GroupFiles,
     Limits,
     add_group,
     delete_group_file,
@@ -149,7 +150,16 @@ def policy(
     return group_policy(get_dropbox(held.engine, name), group)
 
 
-GROUP = Query(None, max_length=128, description="Your group (default: your only one).")
+def member_files(
+    name: str,
+    group: str | None = Query(
+        None, max_length=128, description="Your group (default: your only one)."
+    ),
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> GroupFiles:
+    """The folder of the caller's group in drop-box ``name`` (the files routes' access)."""
+    return group_files(held.engine, held.settings, user, name, group)
 
 
 class FileOut(BaseModel):
@@ -164,13 +174,9 @@ class FileList(BaseModel):
 
 @router.get("/{name}/files", response_model=FileList, summary="List your group's files")
 def list_files(
-    name: str,
-    group: str | None = GROUP,
     prefix: str = Query("", max_length=1024, description="e.g. results/ or inputs/"),
-    held: Services = Depends(services),
-    user: User = Depends(current_user),
+    files: GroupFiles = Depends(member_files),
 ) -> FileList:
-    files = group_files(held.engine, held.settings, user, name, group)
     listed = [FileOut.model_validate(f) for f in list_group_files(files, prefix)]
     return FileList(group=files.group, files=listed)
 
@@ -180,14 +186,7 @@ def list_files(
     summary="Download a file of your group's configs/ or results/",
     response_class=Response,
 )
-def download(
-    name: str,
-    path: str,
-    group: str | None = GROUP,
-    held: Services = Depends(services),
-    user: User = Depends(current_user),
-) -> Response:
-    files = group_files(held.engine, held.settings, user, name, group)
+def download(path: str, files: GroupFiles = Depends(member_files)) -> Response:
     return Response(read_group_file(files, path), media_type="application/octet-stream")
 
 
@@ -198,14 +197,8 @@ def download(
     response_class=Response,
 )
 async def upload(
-    request: Request,
-    name: str,
-    path: str,
-    group: str | None = GROUP,
-    held: Services = Depends(services),
-    user: User = Depends(current_user),
+    request: Request, path: str, files: GroupFiles = Depends(member_files)
 ) -> Response:
-    files = await asyncio.to_thread(group_files, held.engine, held.settings, user, name, group)
     data = await request.body()
     await asyncio.to_thread(write_group_file, files, path, data)
     return Response(status_code=204)
@@ -217,13 +210,6 @@ async def upload(
     summary="Delete a file of your group's folder",
     response_class=Response,
 )
-def delete(
-    name: str,
-    path: str,
-    group: str | None = GROUP,
-    held: Services = Depends(services),
-    user: User = Depends(current_user),
-) -> Response:
-    files = group_files(held.engine, held.settings, user, name, group)
+def delete(path: str, files: GroupFiles = Depends(member_files)) -> Response:
     delete_group_file(files, path)
     return Response(status_code=204)
