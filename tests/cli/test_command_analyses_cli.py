@@ -115,6 +115,10 @@ def test_register_show_run_history_rollback_delete(
     )
     assert "unknown analysis 'counter'" in ferry(["analysis", "show", "counter"], user, 3).stderr
 
+    # the record names version 1, which the history still holds: it is run again here
+    again = ferry(["analysis", "reproduce", line["record_id"]], admin, 0).stdout
+    assert "identical  outputs.json" in again and "identical  settings.json" in again
+
 
 def test_a_bad_schema_file_is_an_error_naming_it(admin: dict[str, str], tmp_path: Path) -> None:
     schema = tmp_path / "schema.json"

@@ -549,6 +549,41 @@ def status_command(
 # -- here: run one model, reproduce a record ------------------------------------------------
 
 
+def analysis_here(name: str, token: str | None, code: dict[str, Any] | None = None) -> Any:
+    """Analysis ``name`` as this machine runs it: the installed one, else the service's
+    command analysis of that name (its current version, or the version and image digest
+    of the recorded ``code``), run here with this machine's container runtime."""
+    from neuroferry.config import get_settings
+    from neuroferry.errors import InvalidInput, NotFound
+    from neuroferry.pipelines.analysis import command_analysis, get_analysis, image_digest
+
+    try:
+        return get_analysis(name)
+    except InvalidInput as unknown:
+        missing = unknown
+    try:
+        versions = client_for(token).analyses_history(name)
+    except NotFound:
+        raise missing from None
+    if code is None:
+        chosen = versions[-1] if versions and not versions[-1].get("deleted") else None
+    else:
+        chosen = next((v for v in versions if str(v["version"]) == str(code.get("version"))), None)
+        if chosen is not None and chosen["settings"].get("command_script") != code.get("command"):
+            chosen = None
+    if chosen is None:
+        raise missing
+    definition = chosen["settings"]
+    if code is not None:
+        digest = code.get("digest")
+    elif definition.get("image"):
+        digest = image_digest(get_settings(), definition["image"], definition.get("image_version"))
+    else:
+        digest = None
+    pinned = {"version": chosen["version"], "definition": definition, "digest": digest}
+    return command_analysis(name, pinned)
+
+
 def _local_parameters(parameters: Path | None, set_values: list[str] | None) -> dict[str, Any]:
     """The fixed parameters of ``--parameters`` overridden by ``--set``."""
     fixed = read_parameters(parameters)["fixed_parameters"] if parameters else {}
@@ -572,16 +607,18 @@ def run_command(
     allow_dirty: bool = typer.Option(
         False, "--allow-dirty", help="Run code from a checkout with uncommitted changes."
     ),
+    token: str | None = TOKEN,
 ) -> None:
-    """Run one dispatch model here, with the analysis installed on this machine and your
-    own credentials. The dry run (the default) prints the files it would upload, where,
-    and the provenance record it would write, and writes nothing; --no-dry-run uploads the
+    """Run one dispatch model here, with the analysis installed on this machine (or the
+    service's command analysis of that name, its current version) and your own
+    credentials. The dry run (the default) prints the files it would upload, where, and
+    the provenance record it would write, and writes nothing; --no-dry-run uploads the
     results to --results (no record is written)."""
-    from neuroferry.pipelines.analysis import DispatchModel, get_analysis, run_locally
+    from neuroferry.pipelines.analysis import DispatchModel, run_locally
 
     found = DispatchModel.model_validate_json(read_file(model))
     done = run_locally(
-        get_analysis(name),
+        analysis_here(name, token),
         found,
         _local_parameters(parameters, set_values),
         dry_run=dry_run,
@@ -666,19 +703,20 @@ def reproduce_command(
     record: str = typer.Argument(..., help="A provenance record: its catalog _id or name."),
     token: str | None = TOKEN,
 ) -> None:
-    """Run a recorded result's analysis again here, on the same inputs with the same
+    """Run a recorded result's analysis again here (a command analysis: the recorded
+    version of its command, from the service), on the same inputs with the same
     parameters, in a temporary folder (nothing is uploaded or recorded), and say file by
     file whether the outputs are identical to the recorded ones (by sha256). Refused when
     the analysis installed here is other code than the record's. Exit 0 only if every
     file is identical."""
-    from neuroferry.pipelines.analysis import code_identity, get_analysis, run_locally
+    from neuroferry.pipelines.analysis import code_identity, run_locally
 
     found = _record(client_for(token), record)
     if found.get("kind") != "analysis-result":
         raise typer.BadParameter(f"{record} is not a provenance record (kind analysis-result)")
-    analysis = get_analysis(found["analysis"])
-    here = code_identity(analysis, allow_dirty=True).as_dict()
     then = found.get("code") or {}
+    analysis = analysis_here(found["analysis"], token, then)
+    here = code_identity(analysis, allow_dirty=True).as_dict()
     if _same_code(here) != _same_code(then):
         typer.echo(
             f"cannot reproduce {record}: it was made by {found['analysis']} {_code(then)}, "
