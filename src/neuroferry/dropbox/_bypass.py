@@ -244,6 +244,8 @@ def parse_s3_url(field: str, value: Any, *, prefix: bool = False) -> tuple[str, 
             f"give e.g. {example}",
         )
     if "@" in parts.netloc or ":" in parts.netloc or "?" in text or "#" in text:
+        if "@" in parts.netloc:  # not repeated where others may read it
+            shown = f"s3://[credentials]@{parts.netloc.rsplit('@', 1)[1]}{parts.path}"
         raise Rejected(
             1,
             f"'{field}': {shown} holds credentials, a port, a query or a fragment",

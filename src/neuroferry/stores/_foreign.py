@@ -22,6 +22,8 @@ from neuroferry.stores._store import Store
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP_LIKE = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
 SIGNABLE = ("GET", "PUT")
+COPY_PART = 8 << 20
+"""Bytes of an object held at once while it is copied."""
 
 
 def check_bucket(bucket: str) -> str:
@@ -104,11 +106,10 @@ def copy_object(src: Store, key: str, dest: Store, dest_key: str) -> int:
     """Copy one object from ``src`` to ``dest``, streamed (in parts when large); its
     size."""
     source, target = backed(src), backed(dest)
-    with source._translated("read", key):
-        result = obstore.get(source.raw, key)
-        size = int(result.meta["size"])
-    with target._translated("write", dest_key):
-        obstore.put(target.raw, dest_key, iter(result))
+    size = source.head(key).size
+    with target._translated("write", dest_key), obstore.open_writer(target.raw, dest_key) as out:
+        for start in range(0, size, COPY_PART):
+            out.write(source.get_range(key, start, min(size, start + COPY_PART)))
     return size
 
 
