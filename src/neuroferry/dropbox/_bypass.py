@@ -234,7 +234,11 @@ def parse_s3_url(field: str, value: Any, *, prefix: bool = False) -> tuple[str, 
     if text != unquote(text):
         raise Rejected(1, f"'{field}': {value!r} is encoded twice", f"give e.g. {example}")
     shown = text if len(text) <= 200 else f"{text[:200]}..."
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. an unclosed "[" in the host
+        problem = f"'{field}': {shown} is not a URL: {exc}"
+        raise Rejected(1, problem, f"give e.g. {example}") from None
     if parts.scheme.lower() != "s3" or not text.lower().startswith("s3://"):
         scheme = f"{parts.scheme}://" if parts.scheme else "a path"
         raise Rejected(

@@ -40,7 +40,11 @@ def check_bucket(bucket: str) -> str:
 def check_endpoint(endpoint: str, settings: Settings) -> tuple[str, bool]:
     """``endpoint`` without a trailing ``/`` and whether it is plain http;
     :class:`InvalidInput` for one that is not an http(s) URL of a host alone."""
-    parts = urlsplit(endpoint)
+    try:
+        parts = urlsplit(endpoint)
+        parts.port  # noqa: B018  (a port that is not a number raises here)
+    except ValueError:
+        parts = urlsplit("")
     if (
         parts.scheme not in ("http", "https")
         or not parts.hostname
