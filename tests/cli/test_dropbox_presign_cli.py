@@ -12,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from _service import running_service
@@ -111,6 +112,18 @@ def test_big_files_go_straight_to_and_from_the_store(
     ferry(["dropbox", "fetch", "t1", str(got), "--dropbox", "big-box"], env=alice, check=0)
     assert digest((got / "process_results/out.bin").read_bytes()) == digest(result)
     assert (got / "logs/certificate.txt").read_bytes() == b"small\n"
+
+    url = ferry(
+        ["dropbox", "presign", "configs/c.yaml", "-m", "put", "--dropbox", "big-box"],
+        env=alice,
+        check=0,
+    ).stdout.strip()
+    assert httpx.put(url, content=b"scale: 1\n").status_code == 200
+    assert store.get("g1/configs/c.yaml") == b"scale: 1\n"
+    refused = ferry(
+        ["dropbox", "presign", "inputs/big.bin", "--dropbox", "big-box"], env=alice, check=3
+    )
+    assert "downloading is not allowed in inputs/" in refused.stderr
 
     refused = ferry(["dropbox", "upload", str(big), "--dropbox", "local-box"], env=alice, check=2)
     assert "lies in a local folder, which has no presigned URLs" in refused.stderr

@@ -213,6 +213,27 @@ def upload_command(
         typer.echo(f"uploaded {file} to {to}/{name}")
 
 
+@app.command("presign")
+def presign_command(
+    path: str = typer.Argument(..., help="Within your group's folder, e.g. inputs/big.h5."),
+    method: str = typer.Option("GET", "--method", "-m", help="GET (download) or PUT (upload)."),
+    expires: int | None = typer.Option(
+        None, "--expires", min=1, help="Seconds it lasts (default: the service's most)."
+    ),
+    dropbox: str = DROPBOX,
+    group: str | None = GROUP,
+    token: str | None = TOKEN,
+) -> None:
+    """Print a presigned URL that uploads (PUT) or downloads (GET) one file of your
+    group's folder straight at the store, with plain HTTP (curl) and no credentials."""
+    method = method.upper()
+    if method not in ("GET", "PUT"):
+        raise typer.BadParameter(f"--method: {method!r}; give GET or PUT")
+    made = client_for(token).dropbox_presign(dropbox, path, method, group, expires)
+    typer.echo(made["url"])
+    typer.echo(f"expires {made['expires']}", err=True)
+
+
 @app.command("submit")
 def submit_command(
     data: list[str] = typer.Option(..., "--data", help="A file in inputs/ (repeatable)."),
