@@ -166,6 +166,13 @@ def test_bad_bypasses_get_a_certificate_and_nothing_runs(
                 "configname": f"s3://{data}/c.json",
             },
         ),
+        "https_creds": (
+            "user1",
+            {
+                "dataname": f"https://{GROUP_KEY}:{GROUP_SECRET}@example.org/d.txt",
+                "configname": f"https://{GROUP_KEY}:{GROUP_SECRET}@example.org/c.json",
+            },
+        ),
         "climb": (
             "user1",
             {"dataname": f"s3://{data}/in/%2e%2e/in/d.txt", "configname": f"s3://{data}/c.json"},
@@ -220,7 +227,8 @@ def test_bad_bypasses_get_a_certificate_and_nothing_runs(
     assert "is gopher://; storage bypass reads and writes s3:// URLs only" in certs["scheme"]
     assert "is file://; storage bypass reads and writes s3:// URLs only" in certs["file"]
     assert "holds credentials, a port, a query or a fragment" in certs["creds"]
-    assert GROUP_SECRET not in certs["creds"]
+    assert "https://[credentials]@example.org/d.txt is https://" in certs["https_creds"]
+    assert all(GROUP_SECRET not in cert for cert in certs.values())
     assert "segment '..'" in certs["climb"]
     assert "is not a valid bucket name" in certs["bucket"]
     assert f"cannot be found: ['s3://{data}/in/nope.txt']" in certs["missing"]

@@ -169,6 +169,8 @@ def group_bypass_command(
 THROUGH_SERVICE = 64 << 20
 """The largest file sent through the service; bigger ones go straight to (or come straight
 from) the store through presigned URLs, on object-store drop-boxes."""
+ONE_REQUEST = 5 << 30
+"""The largest object one S3 PUT may write."""
 DROPBOX = typer.Option(..., "--dropbox", "-d", help="The drop-box.")
 GROUP = typer.Option(None, "--group", "-g", help="Your group (default: your only one).")
 
@@ -203,6 +205,12 @@ def upload_command(
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    huge = [f for f in files if f.stat().st_size > ONE_REQUEST]
+    if huge:
+        raise typer.BadParameter(
+            f"{huge[0]} has more than 5 GiB, more than one upload sends; copy it with the "
+            "store's own tools (aws s3 cp, with keys from the drop-box's administrator)"
+        )
     client = client_for(token)
     for file in files:
         name = file.name if file == path else file.relative_to(path).as_posix()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import posixpath
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -233,7 +234,9 @@ def parse_s3_url(field: str, value: Any, *, prefix: bool = False) -> tuple[str, 
     text = unquote(value.strip())
     if text != unquote(text):
         raise Rejected(1, f"'{field}': {value!r} is encoded twice", f"give e.g. {example}")
-    shown = text if len(text) <= 200 else f"{text[:200]}..."
+    # credentials in the URL are not repeated where others may read them
+    shown = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1[credentials]@", text)
+    shown = shown if len(shown) <= 200 else f"{shown[:200]}..."
     try:
         parts = urlsplit(text)
     except ValueError as exc:  # e.g. an unclosed "[" in the host
@@ -248,8 +251,6 @@ def parse_s3_url(field: str, value: Any, *, prefix: bool = False) -> tuple[str, 
             f"give e.g. {example}",
         )
     if "@" in parts.netloc or ":" in parts.netloc or "?" in text or "#" in text:
-        if "@" in parts.netloc:  # not repeated where others may read it
-            shown = f"s3://[credentials]@{parts.netloc.rsplit('@', 1)[1]}{parts.path}"
         raise Rejected(
             1,
             f"'{field}': {shown} holds credentials, a port, a query or a fragment",
