@@ -10,6 +10,7 @@ results are copied to ``resultpath`` when it has ended, ``end.txt`` last."""
 
 from __future__ import annotations
 
+import logging
 import os
 import posixpath
 import re
@@ -55,6 +56,8 @@ from neuroferry.stores import (
 
 if TYPE_CHECKING:
     from neuroferry.dropbox._watcher import Watch
+
+log = logging.getLogger(__name__)
 
 STAGED = "bypass_inputs"
 """The folder of a bypass job's copied data, inside the job's folder."""
@@ -450,7 +453,6 @@ def deliver_results(watch: Watch, box: Dropbox, row: Mapping[str, Any], store: S
         return []
     folder = row["folder"]
     lines = []
-    staged = bypass.get("staged")
     result = bypass.get("result")
     if result:
         url = f"s3://{result['bucket']}/{result['prefix']}".rstrip("/")
@@ -479,10 +481,20 @@ def deliver_results(watch: Watch, box: Dropbox, row: Mapping[str, Any], store: S
                 f"{INDENT}[Internal (bypass)] RESULT ERROR: the results could not be written "
                 f"to {target}: {shown}. They are in this job's process_results/ folder."
             )
-    if staged:
-        try:
-            for entry in list(store.list(staged)):
-                store.delete(entry.path)
-        except FerryError as exc:
-            lines.append(f"{INDENT}[Internal (bypass)] the copied data was not all removed: {exc}")
+    if not remove_staged(store, row.get("parameters")):
+        lines.append(f"{INDENT}[Internal (bypass)] the copied data was not all removed.")
     return lines
+
+
+def remove_staged(store: Store, parameters: Mapping[str, Any] | None) -> bool:
+    """Remove a bypass submission's copied data from the drop-box; whether it is gone."""
+    staged = ((parameters or {}).get("bypass") or {}).get("staged")
+    if not staged:
+        return True
+    try:
+        for entry in list(store.list(staged)):
+            store.delete(entry.path)
+    except FerryError as exc:
+        log.warning("cannot remove the copied data in %s: %s", staged, exc)
+        return False
+    return True

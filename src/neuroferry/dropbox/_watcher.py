@@ -36,6 +36,7 @@ from neuroferry.dropbox._bypass import (
     check_result_path,
     group_bypass,
     plan_bypass,
+    remove_staged,
     stage_inputs,
     wants_bypass,
 )
@@ -404,6 +405,7 @@ class Watch:
             job_id = self._submit(box, group, folder, datasets, row["parameters"]["parameters"])
         except FerryError as exc:  # the service refused the job
             self._reject(box, store, folder, row_id, slog, self._refused(box, 3, exc))
+            remove_staged(store, row["parameters"])
             return
         slog.internal(
             "submit",
