@@ -269,3 +269,47 @@ def test_the_groups_secret_is_stored_encrypted_and_never_shown(
 
 def box_of(box: Box) -> Any:
     return get_dropbox(box.rig.engine, BOX)
+
+
+def test_a_local_folder_dropbox_bypasses_to_another_store_too(
+    tmp_path: Path, elsewhere: S3Server
+) -> None:
+    folder = tmp_path / "box"
+    folder.mkdir()
+    with running_rig("sqlite:///" + str(tmp_path / "ferry.db"), dropbox_poll=0.1) as rig:
+        admin = create_user(rig.engine, "admin", "admin")
+        publish_dropbox(rig.engine, rig.settings, admin, BOX, "count-lines", str(folder))
+        add_group(rig.engine, rig.settings, admin, "user1", BOX, [])
+        signed = Bypass(elsewhere.endpoint, "us-east-1", GROUP_KEY, GROUP_SECRET)
+        set_group_bypass(rig.engine, rig.settings, admin, BOX, "user1", signed)
+        rig.start()
+        box = Box(rig, open_store(str(folder)), folder.as_uri())
+        bucket = elsewhere.make_bucket()
+        theirs = open_s3_with(
+            bucket,
+            endpoint=elsewhere.endpoint,
+            region="us-east-1",
+            access_key_id=GROUP_KEY,
+            secret_access_key=GROUP_SECRET,
+            settings=rig.settings,
+        )
+        # data in the group's own folder, results to the other store
+        box.put("user1/inputs/d.txt", "1\n2\n")
+        box.put("user1/configs/c.yaml", "label: here\n")
+        box.submit(
+            "user1/submissions/submit.json",
+            {
+                "dataname": "user1/inputs/d.txt",
+                "configname": "user1/configs/c.yaml",
+                "timestamp": "local1",
+                "resultpath": f"s3://{bucket}/out/",
+            },
+        )
+        job = f"user1/results/job__{BOX}_local1"
+        wait_for(lambda: box.exists(end_key(job)), "end.txt")
+        assert "| STATUS: SUCCESS |" in box.text(certificate_key(job))
+        written = sorted(e.path for e in theirs.list(f"out/job__{BOX}_local1/"))
+        assert f"out/job__{BOX}_local1/process_results/end.txt" in written
+        lines = [p for p in written if p.endswith("lines.json")]
+        assert len(lines) == 1
+        assert json.loads(theirs.get(lines[0])) == {"label": "here", "d.txt": 2.0}
