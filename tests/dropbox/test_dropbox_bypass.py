@@ -118,6 +118,7 @@ def test_bypass_reads_another_store_and_writes_results_to_its_resultpath(
     assert f"Storage Bypass initiated from bucket: s3://{data}" in cert
     assert f"Results written to s3://{out}/sep_results/job__{BOX}_testtimestamp/" in cert
     assert f"DATANAME: s3://{data}/sep_inputs/data1.txt" in cert
+    assert f"config file s3://{data}/sep_configs/configsep.json" in cert
     # the copied data is gone from the drop-box once the job has ended
     assert not [e for e in box.store.list(f"{folder}/bypass_inputs/")]
 

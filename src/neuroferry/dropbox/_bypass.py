@@ -286,6 +286,12 @@ class BypassPlan:
     datanames: list[str] = field(default_factory=list)
     """The datanames as the certificate shows them (URLs, or paths in the group)."""
 
+    def config_url(self) -> str:
+        """The config as the certificate names it: its URL, or its path in the group."""
+        if self.input_bucket is None:
+            return self.config
+        return f"s3://{self.input_bucket}/{self.config}"
+
     def result_url(self) -> str | None:
         if self.result_bucket is None:
             return None

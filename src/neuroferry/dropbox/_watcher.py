@@ -261,8 +261,9 @@ class Watch:
                 datanames, config = plan.datanames, plan.config
             else:
                 datanames, config = check_fields(fields, group, self.settings.analysis_max_models)
+            shown = plan.config_url() if plan is not None else config
             slog.internal(
-                "init", f"Analysis request with dataset(s): {datanames}, config file {config}"
+                "init", f"Analysis request with dataset(s): {datanames}, config file {shown}"
             )
             if plan is not None and plan.input_bucket is not None:
                 slog.internal(
@@ -287,9 +288,7 @@ class Watch:
                 try:
                     given, own = read_config(source, config, slog)
                 except FerryError as exc:
-                    raise bypass_unreachable(
-                        "'configname'", f"s3://{source.url.removeprefix('s3://')}/{config}", exc
-                    ) from None
+                    raise bypass_unreachable("'configname'", shown, exc) from None
             try:
                 # the validated parameters are kept, not the file's own values
                 parameters = validate_parameters(get_analysis(box.analysis), given).model_dump(
