@@ -160,6 +160,9 @@ def test_admins_register_a_groups_bypass_and_its_secret_never_comes_back(tmp_pat
         for who in (api.admin, api.alice):
             listed = api.http.get("/api/v2/dropboxes/box", headers=who)
             assert "the-groups-own-secret-42" not in listed.text
+            groups = {g["name"]: g["bypass"] for g in listed.json()["groups"]}
+            assert groups["user1"] == "http://127.0.0.1:9, the group's key"
+            assert groups.get("user2") is None
         bad = api.http.put(
             path, json={**body, "endpoint": "https://k:s@host.example"}, headers=api.admin
         )
@@ -169,6 +172,8 @@ def test_admins_register_a_groups_bypass_and_its_secret_never_comes_back(tmp_pat
         )
         gone = api.http.delete(path, headers=api.admin)
         assert gone.status_code == 204
+        listed = api.http.get("/api/v2/dropboxes/box", headers=api.admin).json()
+        assert [g["bypass"] for g in listed["groups"]] == [None, None]
         missing = api.http.put(
             "/api/v2/dropboxes/box/groups/nope/bypass", json=body, headers=api.admin
         )

@@ -98,7 +98,9 @@ def list_command(fmt: str = FORMAT, token: str | None = TOKEN) -> None:
                 b["analysis"],
                 b["store"],
                 ", ".join(
-                    f"{g['name']} ({', '.join(g['members']) or 'no members'})" for g in b["groups"]
+                    f"{g['name']} ({', '.join(g['members']) or 'no members'})"
+                    + (f" bypass: {g['bypass']}" if g.get("bypass") else "")
+                    for g in b["groups"]
                 ),
                 f"{when(b['created'])} by {b.get('published_by') or '?'}",
             ]

@@ -53,6 +53,9 @@ class GroupOut(BaseModel):
     name: str
     members: list[str]
     limits: dict[str, int | None] = Field(description="none: no limit")
+    bypass: str | None = Field(
+        None, description="storage bypass: endpoint, and the group's key or unsigned; none: off"
+    )
 
 
 class DropboxOut(BaseModel):
