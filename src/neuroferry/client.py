@@ -22,6 +22,19 @@ from neuroferry.errors import (
     Unauthorized,
 )
 
+
+def _check_direct(response: httpx.Response, action: str, path: str) -> None:
+    """A store's refusal of a presigned request as a neuroferry error."""
+    if response.status_code < 300:
+        return
+    if not response.is_closed:
+        response.read()
+    kind = _BY_STATUS.get(response.status_code, FerryError)
+    raise kind(
+        f"the store refused to {action} {path} (HTTP {response.status_code}): {response.text[:300]}"
+    )
+
+
 _BY_STATUS: dict[int, type[FerryError]] = {
     400: InvalidInput,
     401: Unauthorized,
@@ -378,6 +391,22 @@ class Client:
         )
         return found
 
+    def _bypass_path(self, dropbox: str, group: str) -> str:
+        return f"/dropboxes/{quote(dropbox, safe='')}/groups/{quote(group, safe='')}/bypass"
+
+    def dropboxes_set_bypass(
+        self, dropbox: str, group: str, bypass: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Register how ``group`` reaches other buckets for storage bypass (admins):
+        ``endpoint``, ``region``, ``access_key_id``, ``secret_access_key``,
+        ``allow_service_buckets``; the answer never holds the secret."""
+        made: dict[str, Any] = self.request("PUT", self._bypass_path(dropbox, group), dict(bypass))
+        return made
+
+    def dropboxes_remove_bypass(self, dropbox: str, group: str) -> None:
+        """Turn storage bypass off for ``group`` (admins)."""
+        self.send("DELETE", self._bypass_path(dropbox, group))
+
     def dropbox_files(
         self, dropbox: str, prefix: str = "", group: str | None = None
     ) -> dict[str, Any]:
@@ -410,6 +439,61 @@ class Client:
     def dropbox_delete(self, dropbox: str, path: str, group: str | None = None) -> None:
         params = {"group": group} if group else {}
         self.send("DELETE", self._dropbox_file(dropbox, path), params=params)
+
+    def dropbox_presign(
+        self,
+        dropbox: str,
+        path: str,
+        method: str,
+        group: str | None = None,
+        expires_in: int | None = None,
+    ) -> dict[str, Any]:
+        """A presigned URL (``{"url", "expires"}``) to ``method`` (``GET`` or ``PUT``) a
+        file of your group's folder directly at an object-store drop-box."""
+        body: dict[str, Any] = {"path": path, "method": method}
+        if group:
+            body["group"] = group
+        if expires_in is not None:
+            body["expires_in"] = expires_in
+        found: dict[str, Any] = self.request(
+            "POST", f"/dropboxes/{quote(dropbox, safe='')}/presign", body
+        )
+        return found
+
+    def dropbox_upload_direct(
+        self, dropbox: str, path: str, file: Path, group: str | None = None
+    ) -> None:
+        """Upload ``file`` to your group's ``path`` straight to the store, through a
+        presigned URL (one request: at most 5 GiB)."""
+        url = self.dropbox_presign(dropbox, path, "PUT", group)["url"]
+        size = file.stat().st_size
+        with file.open("rb") as data:
+            chunks = iter(lambda: data.read(1 << 20), b"")
+            try:
+                response = httpx.put(
+                    url,
+                    content=chunks,
+                    headers={"Content-Length": str(size)},
+                    timeout=httpx.Timeout(60.0, read=None, write=None),
+                )
+            except httpx.TransportError as exc:
+                raise ServiceUnavailable(f"cannot reach the store to upload {path}: {exc}") from exc
+        _check_direct(response, "upload", path)
+
+    def dropbox_download_direct(
+        self, dropbox: str, path: str, target: Path, group: str | None = None
+    ) -> None:
+        """Download your group's file ``path`` straight from the store to ``target``,
+        through a presigned URL."""
+        url = self.dropbox_presign(dropbox, path, "GET", group)["url"]
+        try:
+            with httpx.stream("GET", url, timeout=httpx.Timeout(60.0, read=None)) as response:
+                _check_direct(response, "download", path)
+                with target.open("wb") as out:
+                    for chunk in response.iter_bytes(1 << 20):
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            raise ServiceUnavailable(f"cannot reach the store to download {path}: {exc}") from exc
 
     def job_types_list(self, kind: str | None = None) -> list[dict[str, Any]]:
         """The current version of every job type (of ``kind``, if given)."""

@@ -160,6 +160,13 @@ class Settings(BaseSettings):
     dropbox_refresh: float = Field(0.5, gt=0)
     """Seconds between updates of the running drop-box jobs' certificates, dataset status
     files and ``end.txt``."""
+    presign_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    """Seconds a presigned URL of a drop-box file lasts unless its request asks for less
+    (at most 7 days, S3's own limit)."""
+    credentials_key: SecretStr | None = None
+    """The key (Fernet, URL-safe base64 of 32 bytes) that encrypts the store credentials
+    admins register for drop-box groups; empty: ``{home}/credentials.key``, made on first
+    use."""
     staging_dir: Path | None = None
     """Where upload jobs stage metadata and transformed data; ``{home}/staging`` if empty.
     Must be shared with the workers when they run on other machines."""

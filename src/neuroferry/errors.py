@@ -105,6 +105,13 @@ class Forbidden(FerryError, PermissionError):
     status_code = 403
 
 
+class NotSupported(InvalidInput):
+    """The request is well formed but asks for what the thing it names cannot do (a
+    presigned URL of a local folder)."""
+
+    status_code = 400
+
+
 class Conflict(FerryError, RuntimeError):
     """The request clashes with the current state of something (an asset another
     unfinished job is writing); the message says which and what to do."""

@@ -49,7 +49,11 @@ def secret_values(
     environment's secret-looking variables (``environ``: default ``os.environ``)."""
     found: list[str] = []
     if settings is not None:
-        for secret in (settings.s3_secret_access_key, settings.smtp_password):
+        for secret in (
+            settings.s3_secret_access_key,
+            settings.smtp_password,
+            settings.credentials_key,
+        ):
             if secret is not None:
                 found.append(secret.get_secret_value())
         found += _url_password(settings.database_url)

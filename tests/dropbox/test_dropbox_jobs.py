@@ -204,7 +204,7 @@ def test_bad_submissions_get_a_certificate_naming_the_problem_and_run_nothing(
     assert "speed: Extra inputs are not permitted" in certs["params"]
     assert "__duration__ parameter is not valid" in certs["duration"]
     assert "configuration file that cannot be found: user1/configs/x.json" in certs["no_config"]
-    assert "storage bypass is not available" in certs["bypass"]
+    assert "this submission mixes URLs and paths in your group's folder" in certs["bypass"]
     for cert in certs.values():
         assert "What to do: " in cert and "Nothing was run." in cert
     assert box.analysis_jobs() == []
@@ -271,7 +271,7 @@ def test_the_originals_submit_files_get_their_outcomes(box: Box) -> None:
         job("err_no_timestamp_submit"): "does not contain field 'timestamp'",
         job("1709647400"): "does not contain field 'dataname'",
         job("1709647500"): "cannot be found: ['user1/inputs/data_missing.h5']",
-        job("1709647600"): "storage bypass is not available",
+        job("1709647600"): "data and config must be from same bucket",
         job("err_invalid_json_submit"): "is not valid JSON",
     }
     for folder, problem in expected.items():

@@ -4,6 +4,7 @@ user group) and their groups."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,9 @@ def list_command(fmt: str = FORMAT, token: str | None = TOKEN) -> None:
                 b["analysis"],
                 b["store"],
                 ", ".join(
-                    f"{g['name']} ({', '.join(g['members']) or 'no members'})" for g in b["groups"]
+                    f"{g['name']} ({', '.join(g['members']) or 'no members'})"
+                    + (f" bypass: {g['bypass']}" if g.get("bypass") else "")
+                    for g in b["groups"]
                 ),
                 f"{when(b['created'])} by {b.get('published_by') or '?'}",
             ]
@@ -117,8 +120,59 @@ def policy_command(
     print_json(client_for(token).dropboxes_policy(dropbox, group), indent=4)
 
 
+@group_app.command("bypass")
+def group_bypass_command(
+    group: str = typer.Argument(..., help="The group."),
+    dropbox: str = typer.Option(..., "--dropbox", help="The drop-box."),
+    endpoint: str | None = typer.Option(
+        None, "--endpoint", help="The S3 endpoint of the group's buckets (default: AWS)."
+    ),
+    region: str | None = typer.Option(None, "--region", help="Their region (default us-east-1)."),
+    access_key_id: str | None = typer.Option(
+        None, "--access-key-id", help="The group's own key id (none: public buckets only)."
+    ),
+    allow_service_buckets: bool = typer.Option(
+        False, "--allow-service-buckets", help="Let the group name this service's own buckets."
+    ),
+    remove: bool = typer.Option(False, "--remove", help="Turn storage bypass off for the group."),
+    token: str | None = TOKEN,
+) -> None:
+    """Let a group's submissions read s3:// data and write a resultpath in other buckets,
+    with the group's own key (its secret is read from FERRY_BYPASS_SECRET_ACCESS_KEY or
+    asked for; it is stored encrypted and never shown) or, without a key, with unsigned
+    requests (admins)."""
+    client = client_for(token)
+    if remove:
+        client.dropboxes_remove_bypass(dropbox, group)
+        typer.echo(f"storage bypass is off for group {group} of drop-box {dropbox}")
+        return
+    secret = None
+    if access_key_id:
+        secret = os.environ.get("FERRY_BYPASS_SECRET_ACCESS_KEY") or typer.prompt(
+            "secret access key", hide_input=True
+        )
+    body = {
+        "endpoint": endpoint,
+        "region": region,
+        "access_key_id": access_key_id,
+        "secret_access_key": secret,
+        "allow_service_buckets": allow_service_buckets,
+    }
+    made = client.dropboxes_set_bypass(dropbox, group, body)
+    how = f"key {made['access_key_id']}" if made["signed"] else "unsigned requests"
+    typer.echo(
+        f"storage bypass for group {group} of drop-box {dropbox}: "
+        f"{made['endpoint'] or 'AWS'}, {how}"
+    )
+
+
 # -- for the groups' members --------------------------------------------------------------
 
+THROUGH_SERVICE = 64 << 20
+"""The largest file sent through the service; bigger ones go straight to (or come straight
+from) the store through presigned URLs, on object-store drop-boxes."""
+ONE_REQUEST = 5 << 30
+"""The largest object one S3 PUT may write."""
 DROPBOX = typer.Option(..., "--dropbox", "-d", help="The drop-box.")
 GROUP = typer.Option(None, "--group", "-g", help="Your group (default: your only one).")
 
@@ -153,11 +207,41 @@ def upload_command(
     if not path.exists():
         raise typer.BadParameter(f"{path} does not exist")
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    huge = [f for f in files if f.stat().st_size > ONE_REQUEST]
+    if huge:
+        raise typer.BadParameter(
+            f"{huge[0]} has more than 5 GiB, more than one upload sends; copy it with the "
+            "store's own tools (aws s3 cp, with keys from the drop-box's administrator)"
+        )
     client = client_for(token)
     for file in files:
         name = file.name if file == path else file.relative_to(path).as_posix()
-        client.dropbox_put(dropbox, f"{to}/{name}", file.read_bytes(), group)
+        if file.stat().st_size > THROUGH_SERVICE:  # straight to the store
+            client.dropbox_upload_direct(dropbox, f"{to}/{name}", file, group)
+        else:
+            client.dropbox_put(dropbox, f"{to}/{name}", file.read_bytes(), group)
         typer.echo(f"uploaded {file} to {to}/{name}")
+
+
+@app.command("presign")
+def presign_command(
+    path: str = typer.Argument(..., help="Within your group's folder, e.g. inputs/big.h5."),
+    method: str = typer.Option("GET", "--method", "-m", help="GET (download) or PUT (upload)."),
+    expires: int | None = typer.Option(
+        None, "--expires", min=1, help="Seconds it lasts (default: the service's most)."
+    ),
+    dropbox: str = DROPBOX,
+    group: str | None = GROUP,
+    token: str | None = TOKEN,
+) -> None:
+    """Print a presigned URL that uploads (PUT) or downloads (GET) one file of your
+    group's folder straight at the store, with plain HTTP (curl) and no credentials."""
+    method = method.upper()
+    if method not in ("GET", "PUT"):
+        raise typer.BadParameter(f"--method: {method!r}; give GET or PUT")
+    made = client_for(token).dropbox_presign(dropbox, path, method, group, expires)
+    typer.echo(made["url"])
+    typer.echo(f"expires {made['expires']}", err=True)
 
 
 @app.command("submit")
@@ -249,5 +333,8 @@ def fetch_command(
         if ".." in relative.split("/") or relative.startswith("/"):
             raise typer.BadParameter(f"the service listed {f['path']!r}, outside {base}")
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(client.dropbox_get(dropbox, f["path"], group))
+        if f["size"] > THROUGH_SERVICE:  # straight from the store
+            client.dropbox_download_direct(dropbox, f["path"], target, group)
+        else:
+            target.write_bytes(client.dropbox_get(dropbox, f["path"], group))
     typer.echo(f"fetched {len(listed)} files to {dest}")

@@ -312,6 +312,26 @@ dropbox_groups = Table(
     Index("uq_dropbox_groups_name", "dropbox_id", "name", unique=True),
 )
 
+#: A group's storage bypass (``s3://`` data and ``resultpath`` in other buckets): the
+#: endpoint the admin allows and the group's own key, its secret encrypted with the
+#: service's credentials key; no key: unsigned (public) requests.
+dropbox_bypass = Table(
+    "dropbox_bypass",
+    metadata,
+    Column(
+        "group_id",
+        Integer,
+        ForeignKey("dropbox_groups.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("endpoint", Text, nullable=True),
+    Column("region", String(64), nullable=True),
+    Column("access_key_id", String(256), nullable=True),
+    Column("secret", Text, nullable=True),
+    Column("allow_service_buckets", Boolean, nullable=False),
+    Column("updated", DateTime(timezone=True), nullable=False),
+)
+
 #: The users of each group.
 dropbox_members = Table(
     "dropbox_members",

@@ -3,11 +3,18 @@ a ``*submit.json`` dropped in a group's ``submissions/`` becomes an ``analysis``
 its certificate, dataset status files and ``end.txt`` written back in the original's
 layout. Importing the package registers its periodic watchers with the engine."""
 
+from neuroferry.dropbox._bypass import (
+    Bypass,
+    group_bypass,
+    remove_group_bypass,
+    set_group_bypass,
+)
 from neuroferry.dropbox._files import (
     GroupFiles,
     delete_group_file,
     group_files,
     list_group_files,
+    presign_group_file,
     read_group_file,
     write_group_file,
 )
@@ -49,6 +56,7 @@ __all__ = [
     "REFRESHER_NAME",
     "WATCHER",
     "WATCHER_NAME",
+    "Bypass",
     "Dropbox",
     "Group",
     "GroupFiles",
@@ -61,14 +69,18 @@ __all__ = [
     "delete_group_file",
     "end_key",
     "get_dropbox",
+    "group_bypass",
     "group_files",
     "group_policy",
     "job_folder",
     "list_dropboxes",
     "list_group_files",
+    "presign_group_file",
     "publish_dropbox",
     "read_group_file",
     "refresh_dropbox_jobs",
+    "remove_group_bypass",
+    "set_group_bypass",
     "set_group_limits",
     "status_key",
     "watch_dropboxes",

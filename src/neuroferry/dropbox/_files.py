@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import Engine
@@ -25,12 +26,13 @@ from neuroferry.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    NotSupported,
     StoreAuthError,
     StoreError,
     StoreUnreachable,
     UnsafePath,
 )
-from neuroferry.stores import Entry, Store, check_key, read_confined
+from neuroferry.stores import Entry, Store, check_key, presign, read_confined
 
 READABLE = ("configs", "results")
 WRITABLE = ("inputs", "configs", "submissions")
@@ -181,3 +183,30 @@ def delete_group_file(files: GroupFiles, path: str) -> None:
     key = files.key(path, REMOVABLE, "deleting")
     _head(files, path, key)  # NotFound for a file that is not there
     files.store.delete(key)
+
+
+def presign_group_file(
+    files: GroupFiles, path: str, method: str, seconds: int | None, settings: Settings
+) -> tuple[str, datetime]:
+    """A URL that lets its holder ``method`` (``PUT`` in ``inputs/``, ``configs/``,
+    ``submissions/``; ``GET`` in ``configs/``, ``results/``) the group's file ``path``
+    directly at the store, for ``seconds`` (at most ``presign_seconds``), and when it
+    expires. :class:`NotSupported` for a drop-box on a local folder."""
+    if method not in ("GET", "PUT"):
+        raise InvalidInput(f"method: {method!r}; allowed: GET (download), PUT (upload)")
+    if method == "GET":
+        key = files.key(path, READABLE, "downloading")
+    else:
+        key = files.key(path, WRITABLE, "uploading")
+    longest = settings.presign_seconds
+    if seconds is not None and not 1 <= seconds <= longest:
+        raise InvalidInput(f"expires_in: {seconds}; give 1 to {longest} seconds")
+    if files.store.scheme not in ("s3", "gs", "az"):
+        raise NotSupported(
+            f"drop-box {files.box.name!r} lies in a local folder, which has no presigned "
+            "URLs; upload and download through the service (or copy with the store's "
+            "own tools)"
+        )
+    lasts = timedelta(seconds=seconds or longest)
+    expires = datetime.now(UTC) + lasts
+    return presign(files.store, method, key, lasts), expires

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import update
 
 from neuroferry.db import dropbox_submissions, transaction, utc
+from neuroferry.dropbox._bypass import deliver_results
 from neuroferry.dropbox._layout import (
     END_MARKER,
     FAILED,
@@ -196,11 +197,15 @@ def refresh_submission(watch: Watch, box: Dropbox, row: Mapping[str, Any]) -> No
     row = dict(row)
     enforce_duration(watch, box, row)
     datasets, ended = dataset_states(watch, box, row)
+    store = open_dropbox_store(box, watch.settings)
+    if ended:  # a storage bypass's results go to its resultpath first
+        noted = deliver_results(watch, box, row, store)
+        at = round((utc_now() - utc(row["created"])).total_seconds(), 2)
+        row["setup_log"] = [*row["setup_log"], *([line, at] for line in noted)]
     fingerprint = hashlib.sha256(
         json.dumps([datasets, ended], sort_keys=True, default=str).encode()
     ).hexdigest()
     folder = row["folder"]
-    store = open_dropbox_store(box, watch.settings)
     if fingerprint != row["written"]:
         write_files(store, folder, row["setup_log"], datasets, watch.settings.dropbox_refresh)
     if ended:
@@ -209,5 +214,10 @@ def refresh_submission(watch: Watch, box: Dropbox, row: Mapping[str, Any]) -> No
         conn.execute(
             update(dropbox_submissions)
             .where(dropbox_submissions.c.id == row["id"])
-            .values(written=fingerprint, state=ENDED if ended else RUNNING, updated=utc_now())
+            .values(
+                written=fingerprint,
+                state=ENDED if ended else RUNNING,
+                setup_log=row["setup_log"],
+                updated=utc_now(),
+            )
         )

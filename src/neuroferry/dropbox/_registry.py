@@ -16,6 +16,7 @@ from neuroferry.config import Settings
 from neuroferry.db import (
     NAME,
     NAME_RULE,
+    dropbox_bypass,
     dropbox_groups,
     dropbox_members,
     dropboxes,
@@ -65,6 +66,9 @@ class Group:
     name: str
     members: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    bypass: str | None = None
+    """How the group's storage bypass reaches other buckets (the endpoint, and whether
+    with the group's key or unsigned); None: off."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,12 @@ class Dropbox:
             "published_by": self.owner,
             "created": self.created.isoformat(),
             "groups": [
-                {"name": g.name, "members": list(g.members), "limits": g.limits.as_dict()}
+                {
+                    "name": g.name,
+                    "members": list(g.members),
+                    "limits": g.limits.as_dict(),
+                    "bypass": g.bypass,
+                }
                 for g in self.groups
             ],
         }
@@ -225,6 +234,16 @@ def _load(engine: Engine, name: str | None = None) -> list[Dropbox]:
             .join(users, users.c.id == dropbox_members.c.user_id)
             .order_by(users.c.name)
         ).all()
+        bypasses = {
+            r.group_id: f"{r.endpoint or 'AWS'}, " + ("the group's key" if r.signed else "unsigned")
+            for r in conn.execute(
+                select(
+                    dropbox_bypass.c.group_id,
+                    dropbox_bypass.c.endpoint,
+                    dropbox_bypass.c.secret.is_not(None).label("signed"),
+                )
+            )
+        }
     by_group: dict[int, list[str]] = {}
     for group_id, member in members:
         by_group.setdefault(group_id, []).append(member)
@@ -236,6 +255,7 @@ def _load(engine: Engine, name: str | None = None) -> list[Dropbox]:
                 g["name"],
                 tuple(by_group.get(g["id"], [])),
                 Limits(g["max_running"], g["max_minutes"], g["max_per_day"]),
+                bypasses.get(g["id"]),
             )
             for g in groups
             if g["dropbox_id"] == row["id"]

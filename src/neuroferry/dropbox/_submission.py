@@ -101,9 +101,10 @@ def _inside_group(field: str, value: Any, group: str) -> str:
     if path.startswith("s3://") or "://" in path:
         raise Rejected(
             1,
-            f"'{field}': {path} is a URL; storage bypass is not available in this drop-box",
-            f"upload the file to {group}/inputs/ (or {group}/configs/) and name it by its "
-            "path there, without the bucket name",
+            f"'{field}': {path} is a URL, while the other input is a path in your group's "
+            "folder; storage bypass reads every dataname and the configname as s3:// URLs "
+            "of one bucket",
+            f"give them all as paths in {group}/ or all as s3:// URLs of one bucket",
         )
     try:
         check_key(path)
@@ -189,9 +190,9 @@ def check_timestamp(fields: Mapping[str, Any], room: int = 128) -> str:
     return text
 
 
-def check_fields(fields: Mapping[str, Any], group: str, max_datasets: int) -> tuple[list[str], str]:
-    """The submission's data paths and config path, checked to lie in the group's
-    folder."""
+def dataname_list(fields: Mapping[str, Any], group: str, max_datasets: int) -> list[Any]:
+    """The submission's ``dataname`` as a list (one string: a list of one), checked to
+    be a list of at most ``max_datasets`` entries, not yet each."""
     if "dataname" not in fields:
         raise Rejected(
             1,
@@ -214,6 +215,13 @@ def check_fields(fields: Mapping[str, Any], group: str, max_datasets: int) -> tu
             "submission may run",
             "split them over several submissions",
         )
+    return value
+
+
+def check_fields(fields: Mapping[str, Any], group: str, max_datasets: int) -> tuple[list[str], str]:
+    """The submission's data paths and config path, checked to lie in the group's
+    folder."""
+    value = dataname_list(fields, group, max_datasets)
     datanames = [_inside_group(f"dataname[{i}]", v, group) for i, v in enumerate(value)]
     if "configname" not in fields:
         raise Rejected(
@@ -221,14 +229,19 @@ def check_fields(fields: Mapping[str, Any], group: str, max_datasets: int) -> tu
             "'configname' field not given in submit.json file",
             f'add "configname": "{group}/configs/config.yaml" and upload it again',
         )
-    config = _inside_group("configname", fields["configname"], group)
+    config = check_config_name(_inside_group("configname", fields["configname"], group))
+    return datanames, config
+
+
+def check_config_name(config: str) -> str:
+    """``config`` if it names a ``.json``, ``.yaml`` or ``.yml`` file."""
     if not config.lower().endswith((".json", ".yaml", ".yml")):
         raise Rejected(
             1,
             f"'configname': {config} is neither .json nor .yaml/.yml",
             "give the analysis's parameters in a JSON or YAML file",
         )
-    return datanames, config
+    return config
 
 
 _LOCATION = re.compile(r"^\s*(?:[A-Za-z][A-Za-z0-9+.-]*://|/|~|\\|[A-Za-z]:[\\/])")

@@ -29,6 +29,17 @@ from sqlalchemy.exc import IntegrityError
 
 from neuroferry.config import Settings
 from neuroferry.db import dropbox_submissions, jobs, transaction, utc
+from neuroferry.dropbox._bypass import (
+    STAGED,
+    bypass_unreachable,
+    check_bypass_inputs,
+    check_result_path,
+    group_bypass,
+    plan_bypass,
+    remove_staged,
+    stage_inputs,
+    wants_bypass,
+)
 from neuroferry.dropbox._layout import (
     END_MARKER,
     INITIALIZING,
@@ -243,21 +254,41 @@ class Watch:
             slog.add("\n ")
             slog.add("[Job Manager] Detected new job: starting up.")
             slog.internal("init", f"Initializing job manager for submit file {entry.path}.")
-            datanames, config = check_fields(fields, group, self.settings.analysis_max_models)
+            plan = None
+            if wants_bypass(fields):
+                access = group_bypass(self.engine, self.settings, box, group)
+                plan = plan_bypass(fields, group, box, access, self.settings)
+                datanames, config = plan.datanames, plan.config
+            else:
+                datanames, config = check_fields(fields, group, self.settings.analysis_max_models)
+            shown = plan.config_url() if plan is not None else config
             slog.internal(
-                "init", f"Analysis request with dataset(s): {datanames}, config file {config}"
+                "init", f"Analysis request with dataset(s): {datanames}, config file {shown}"
             )
+            if plan is not None and plan.input_bucket is not None:
+                slog.internal(
+                    "init", f"Storage Bypass initiated from bucket: s3://{plan.input_bucket}"
+                )
+            if plan is not None and plan.result_bucket is not None:
+                slog.internal("init", f"Storage Bypass initiated to: {plan.result_url()}")
             slog.add(f"[Job Manager] STEP 1/{len(STEPS)} ({STEPS[0]}): DONE")
             step = 2
-            missing = [d for d in datanames if not object_exists(store, d)]
-            if missing:
-                raise Rejected(
-                    2,
-                    f"'dataname' field refers to data that cannot be found: {missing}",
-                    "upload the data to your inputs/ folder (aws s3 cp FILE .../inputs/) or "
-                    "correct the paths, without the bucket name",
-                )
-            given, own = read_config(store, config, slog)
+            source = check_bypass_inputs(plan, self.settings) if plan is not None else None
+            if source is None:
+                missing = [d for d in datanames if not object_exists(store, d)]
+                if missing:
+                    raise Rejected(
+                        2,
+                        f"'dataname' field refers to data that cannot be found: {missing}",
+                        "upload the data to your inputs/ folder (aws s3 cp FILE .../inputs/) "
+                        "or correct the paths, without the bucket name",
+                    )
+                given, own = read_config(store, config, slog)
+            else:
+                try:
+                    given, own = read_config(source, config, slog)
+                except FerryError as exc:
+                    raise bypass_unreachable("'configname'", shown, exc) from None
             try:
                 # the validated parameters are kept, not the file's own values
                 parameters = validate_parameters(get_analysis(box.analysis), given).model_dump(
@@ -271,19 +302,32 @@ class Watch:
                     "them) and submit again",
                 ) from None
             self._check_limits(box, group, row_id, len(datanames), own)
+            keys = datanames
+            kept: dict[str, Any] = {"parameters": parameters, "own": own}
+            if plan is not None:
+                check_result_path(plan, self.settings, posixpath.basename(folder))
+                if source is not None:
+                    keys = [k for _, k in stage_inputs(plan, source, store, folder)]
+                    slog.internal("bypass", f"{len(keys)} dataset(s) copied for the job")
+                kept["bypass"] = {
+                    "staged": f"{folder}/{STAGED}/" if source is not None else None,
+                    "result": None
+                    if plan.result_bucket is None
+                    else {"bucket": plan.result_bucket, "prefix": plan.result_prefix},
+                }
             slog.add(f"[Job Manager] STEP 2/{len(STEPS)} ({STEPS[1]}): DONE")
             step = 3
             names = dataset_names(datanames)
             datasets = [
-                {"dataname": d, "name": n, "url": f"{box.store_url}/{d}"}
-                for d, n in zip(datanames, names, strict=True)
+                {"dataname": d, "name": n, "url": f"{box.store_url}/{k}"}
+                for d, n, k in zip(datanames, names, keys, strict=True)
             ]
             self._save(
                 row_id,
                 timestamp=timestamp,
                 folder=folder,
                 datasets=datasets,
-                parameters={"parameters": parameters, "own": own},
+                parameters=kept,
             )
             limit = group_limits(box, group).max_running
             if not self._room(box, group, len(datasets)):
@@ -360,6 +404,7 @@ class Watch:
             job_id = self._submit(box, group, folder, datasets, row["parameters"]["parameters"])
         except FerryError as exc:  # the service refused the job
             self._reject(box, store, folder, row_id, slog, self._refused(box, 3, exc))
+            remove_staged(store, row["parameters"])
             return
         slog.internal(
             "submit",

@@ -2,6 +2,13 @@
 transfer (sync) engine. No other package imports obstore."""
 
 from neuroferry.stores._confine import check_fd, fd_real_path, open_confined, read_confined
+from neuroferry.stores._foreign import (
+    check_bucket,
+    check_endpoint,
+    copy_object,
+    open_s3_with,
+    presign,
+)
 from neuroferry.stores._keys import check_key
 from neuroferry.stores._listing import RESERVED_PREFIX, Listing, list_store
 from neuroferry.stores._manifest import MANIFEST_KEY, ManifestEntry, load_manifest, read_manifest
@@ -30,16 +37,21 @@ __all__ = [
     "SyncOptions",
     "SyncProgress",
     "SyncReport",
+    "check_bucket",
+    "check_endpoint",
     "check_fd",
     "check_key",
+    "copy_object",
     "fd_real_path",
     "list_store",
     "load_manifest",
     "matches",
     "memory_budget",
     "open_confined",
+    "open_s3_with",
     "open_store",
     "part_size_for",
+    "presign",
     "read_confined",
     "read_manifest",
     "sync",

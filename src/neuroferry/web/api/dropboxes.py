@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from neuroferry.auth import User
 from neuroferry.dropbox import (
+    Bypass,
     Dropbox,
     GroupFiles,
     Limits,
@@ -22,8 +23,11 @@ from neuroferry.dropbox import (
     group_policy,
     list_dropboxes,
     list_group_files,
+    presign_group_file,
     publish_dropbox,
     read_group_file,
+    remove_group_bypass,
+    set_group_bypass,
     set_group_limits,
     write_group_file,
 )
@@ -49,6 +53,9 @@ class GroupOut(BaseModel):
     name: str
     members: list[str]
     limits: dict[str, int | None] = Field(description="none: no limit")
+    bypass: str | None = Field(
+        None, description="storage bypass: endpoint, and the group's key or unsigned; none: off"
+    )
 
 
 class DropboxOut(BaseModel):
@@ -150,6 +157,68 @@ def policy(
     return group_policy(get_dropbox(held.engine, name), group)
 
 
+class BypassIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    endpoint: str | None = Field(
+        None, max_length=2048, description="the S3 endpoint of the group's buckets; none: AWS"
+    )
+    region: str | None = Field(None, max_length=64, description="default us-east-1")
+    access_key_id: str | None = Field(
+        None, max_length=256, description="the group's own key; none: unsigned requests"
+    )
+    secret_access_key: SecretStr | None = Field(
+        None, description="stored encrypted; never shown again"
+    )
+    allow_service_buckets: bool = Field(
+        False, description="let the group's URLs name this service's own buckets"
+    )
+
+
+class BypassOut(BaseModel):
+    endpoint: str | None
+    region: str | None
+    access_key_id: str | None
+    signed: bool = Field(description="whether requests are signed with the group's key")
+    allow_service_buckets: bool
+
+
+@router.put(
+    "/{name}/groups/{group}/bypass",
+    response_model=BypassOut,
+    summary="Register how a group's storage bypass reaches other buckets (admins)",
+)
+def set_bypass(
+    name: str,
+    group: str,
+    body: BypassIn,
+    held: Services = Depends(services),
+    admin: User = Depends(admin_user),
+) -> BypassOut:
+    secret = body.secret_access_key.get_secret_value() if body.secret_access_key else None
+    given = Bypass(
+        body.endpoint, body.region, body.access_key_id, secret, body.allow_service_buckets
+    )
+    made = set_group_bypass(held.engine, held.settings, admin, name, group, given)
+    return BypassOut.model_validate(made.as_dict())
+
+
+@router.delete(
+    "/{name}/groups/{group}/bypass",
+    status_code=204,
+    summary="Turn a group's storage bypass off (admins)",
+    response_class=Response,
+)
+def remove_bypass(
+    name: str,
+    group: str,
+    held: Services = Depends(services),
+    admin: User = Depends(admin_user),
+) -> Response:
+    remove_group_bypass(held.engine, admin, name, group)
+    return Response(status_code=204)
+
+
 def member_files(
     name: str,
     group: str | None = Query(
@@ -213,3 +282,37 @@ async def upload(
 def delete(path: str, files: GroupFiles = Depends(member_files)) -> Response:
     delete_group_file(files, path)
     return Response(status_code=204)
+
+
+class PresignIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    path: str = Field(max_length=4096, description="relative to your group's folder")
+    method: Literal["GET", "PUT"] = Field(
+        description="PUT: inputs/, configs/, submissions/; GET: configs/, results/"
+    )
+    group: str | None = Field(None, max_length=128, description="default: your only group")
+    expires_in: int | None = Field(
+        None, ge=1, description="seconds (default and most: the service's presign_seconds)"
+    )
+
+
+class PresignOut(BaseModel):
+    url: str = Field(description="use it with plain HTTP, without credentials")
+    expires: datetime
+
+
+@router.post(
+    "/{name}/presign",
+    response_model=PresignOut,
+    summary="A presigned URL to upload or download a file of your group's folder directly",
+)
+def presign(
+    name: str,
+    body: PresignIn,
+    held: Services = Depends(services),
+    user: User = Depends(current_user),
+) -> PresignOut:
+    files = group_files(held.engine, held.settings, user, name, body.group)
+    url, expires = presign_group_file(files, body.path, body.method, body.expires_in, held.settings)
+    return PresignOut(url=url, expires=expires)
