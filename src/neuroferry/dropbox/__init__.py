@@ -5,10 +5,13 @@ layout. Importing the package registers its periodic watchers with the engine.""
 
 from neuroferry.dropbox._files import (
     GroupFiles,
+    SubmitFile,
     delete_group_file,
     group_files,
     list_group_files,
     read_group_file,
+    submit,
+    submit_file,
     write_group_file,
 )
 from neuroferry.dropbox._layout import (
@@ -53,6 +56,7 @@ __all__ = [
     "Group",
     "GroupFiles",
     "Limits",
+    "SubmitFile",
     "Watch",
     "add_group",
     "certificate_key",
@@ -71,6 +75,8 @@ __all__ = [
     "refresh_dropbox_jobs",
     "set_group_limits",
     "status_key",
+    "submit",
+    "submit_file",
     "watch_dropboxes",
     "write_group_file",
 ]
