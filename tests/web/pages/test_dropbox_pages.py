@@ -42,11 +42,16 @@ def _signed_in() -> dict[str, Any]:
     return {}
 
 
+_named: list[str] = []
+
+
 @pytest.fixture
 def box(portal: Any, tmp_path: Path) -> str:
     """A drop-box of ``file-summary`` in a local folder: group ``lab1`` (alice) and
     ``lab2`` (bob)."""
-    name = f"box-{secrets.token_hex(3)}"
+    # the first one is named as in the guide (its screenshots show it)
+    name = "caiman-ncap-web" if not _named else f"box-{secrets.token_hex(3)}"
+    _named.append(name)
     folder = tmp_path / name
     folder.mkdir()
     made = portal.api(
@@ -103,6 +108,7 @@ def test_a_member_uploads_submits_follows_and_downloads(portal, page_as, box, tm
     submission = page.locator("#submission")
     expect(submission).to_have_attribute("data-state", "ended", timeout=WAIT_MS)
     expect(page.locator("#refresh-status")).to_contain_text("has ended")
+    expect(page.locator("#submission-outcome")).to_have_text("succeeded")
     statuses = page.locator("table.datasets tbody tr")
     expect(statuses).to_have_count(2)
     assert statuses.evaluate_all("rows => rows.map(r => r.dataset.status)") == ["SUCCESS"] * 2
@@ -188,7 +194,7 @@ def test_another_groups_page_and_files_are_refused(portal, page_as, box):
     answer = page.goto(f"/dropboxes/{box}?group=lab1")
     assert answer is not None and answer.status == 403
     expect(page.get_by_role("heading", name="Not allowed")).to_be_visible()
-    assert "lab1" not in page.locator("main").inner_text().replace("'lab1'", "")
+    expect(page.locator("#upload-form, #submit-form, #dropbox-live")).to_have_count(0)
     submitted = page.request.get(f"/api/v2/dropboxes/{box}/files?group=lab1&prefix=results/")
     assert submitted.status == 403
     # a submit form aimed at another group's folder is refused before anything is written

@@ -104,7 +104,8 @@ class Submission:
 
     @property
     def state(self) -> str:
-        return "ended" if self.ended else "running"
+        """``ended`` once ``process_results/end.txt`` is there, else ``in progress``."""
+        return "ended" if self.ended else "in progress"
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,14 @@ def datasets(files: GroupFiles, sub: Submission) -> list[DatasetView]:
     return found
 
 
+def _outcome(selected: Submission | None, shown: list[DatasetView]) -> str | None:
+    """How an ended submission went, by its datasets' status files: ``succeeded`` when
+    every dataset did, else ``failed`` (None while it runs or without status files)."""
+    if selected is None or not selected.ended or not shown:
+        return None
+    return "succeeded" if all(d.status == "SUCCESS" for d in shown) else "failed"
+
+
 def _box(held: Services, me: User, name: str) -> Dropbox:
     """The drop-box ``name`` as ``me`` sees it (users: with their groups only)."""
     box = next((b for b in list_dropboxes(held.engine, me) if b.name == name), None)
@@ -237,6 +246,7 @@ def _group_context(
         "waiting": waiting,
         "certificate": certificate,
         "datasets": shown_datasets,
+        "outcome": _outcome(selected, shown_datasets),
         "ended_marker": ended_text == END_MARKER.decode() if ended_text is not None else None,
         "max_files": MAX_FILES,
         "active": waiting is not None or (selected is not None and not selected.ended),
