@@ -198,12 +198,14 @@ def test_another_groups_page_and_files_are_refused(portal, page_as, box):
     submitted = page.request.get(f"/api/v2/dropboxes/{box}/files?group=lab1&prefix=results/")
     assert submitted.status == 403
     # a submit form aimed at another group's folder is refused before anything is written
+    page.goto(f"/dropboxes/{box}")
     token = page.locator('meta[name="csrf-token"]').get_attribute("content")
+    assert token
     answer = page.request.post(
         f"/dropboxes/{box}/submit",
-        form={"group": "lab1", "data": "a.txt", "config": "c.json", "csrf_token": token or ""},
+        form={"group": "lab1", "data": "a.txt", "config": "c.json", "csrf_token": token},
     )
-    assert answer.status == 403
+    assert answer.status == 403 and "is not a group of drop-box" in answer.text()
     listed = portal.api("GET", f"/dropboxes/{box}/files", "admin", params={"group": "lab1"})
     assert not [f for f in listed.json()["files"] if f["path"].startswith("submissions/")]
 
@@ -228,6 +230,20 @@ def test_a_user_of_no_group_is_refused_and_admins_choose_a_group(portal, page_as
     page.goto("/dropboxes")
     expect(page.locator(f'tr[data-dropbox="{other}"]')).to_have_count(0)
     assert page.request.get(f"/api/v2/dropboxes/{other}/files?group=g").status == 404
+
+    # alice, in two of its groups, is asked which, and can switch between them
+    group = {"name": "g2", "members": ["alice"]}
+    added = portal.api("POST", f"/dropboxes/{other}/groups", json=group)
+    assert added.status_code == 201, added.text
+    alice = page_as("alice")
+    alice.goto(f"/dropboxes/{other}")
+    assert alice.locator("ul.group-choice a").all_inner_texts() == ["g", "g2"]
+    alice.get_by_role("link", name="g2").click()
+    expect(alice.locator("#group-name")).to_have_text("g2")
+    switch = alice.get_by_role("navigation", name="Groups")
+    expect(switch.get_by_role("link", name="g2")).to_have_attribute("aria-current", "page")
+    switch.get_by_role("link", name="g", exact=True).click()
+    expect(alice.locator("#group-name")).to_have_text("g")
 
     # an admin sees every group and, in a drop-box of several, is asked which
     admin = page_as("admin")
