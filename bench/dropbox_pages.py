@@ -12,9 +12,11 @@ two results, ``end.txt``: six files each), ``--inputs`` data files and ten confi
 it takes turns, as alice, between each page and the API request(s) returning its data:
 
 * ``/dropboxes`` against ``GET /api/v2/dropboxes``;
-* the group's page (its newest submission shown: one listing of the folder, the
-  certificate and two status files) against ``GET …/files`` (the same listing) plus
-  ``GET …/files/{certificate}``;
+* the group's page (its newest submission shown: listings of ``inputs/`` and
+  ``configs/``, the folders of ``results/``, the newest submission's files, its
+  certificate and two status files) against what a client of the API reads to show the
+  same submission, ``GET …/files?prefix=results/`` (every file of every submission)
+  plus ``GET …/files/{certificate}``;
 * the part of that page its auto-refresh fetches (``?partial=1``), against the same.
 
 Server time is until the whole answer was read, on loopback. Progress goes to stderr, the
@@ -173,7 +175,7 @@ def main() -> None:
                             client,
                             name,
                             (page, params),
-                            [(files, own), (certificate, own)],
+                            [(files, {**own, "prefix": "results/"}), (certificate, own)],
                             lambda text: (
                                 f'data-timestamp="{newest}" data-state="ended"' in text
                                 and text.count('data-status="SUCCESS"') == 2

@@ -125,8 +125,7 @@ def group_files(
     return GroupFiles(box, group, open_dropbox_store(box, settings))
 
 
-def list_group_files(files: GroupFiles, prefix: str = "") -> list[dict[str, object]]:
-    """The group's files under ``prefix`` (relative to its folder), with their sizes."""
+def _check_prefix(prefix: str) -> None:
     if prefix:
         check_path("prefix", prefix.removesuffix("/"))
     if prefix and prefix.split("/", 1)[0] not in FOLDERS:
@@ -134,12 +133,27 @@ def list_group_files(files: GroupFiles, prefix: str = "") -> list[dict[str, obje
             f"prefix: {prefix!r} is not inside the group's folders "
             f"({', '.join(f + '/' for f in FOLDERS)})"
         )
+
+
+def list_group_files(files: GroupFiles, prefix: str = "") -> list[dict[str, object]]:
+    """The group's files under ``prefix`` (relative to its folder), with their sizes."""
+    _check_prefix(prefix)
     base = f"{files.group}/"
     return [
         {"path": e.path.removeprefix(base), "size": e.size}
         for e in sorted(files.store.list(base + prefix), key=lambda e: e.path)
         if e.path.rsplit("/", 1)[-1] != FOLDER_MARKER
     ]
+
+
+def list_group_folders(files: GroupFiles, prefix: str) -> list[str]:
+    """The folders one level below ``prefix`` (``results/``) of the group's folder,
+    relative to it (``results/job__caiman-ncap-web_1709647330``), by one listing that
+    does not read what lies below them."""
+    _check_prefix(prefix)
+    prefix = prefix.rstrip("/") + "/"
+    base = f"{files.group}/"
+    return [p.removeprefix(base) for p in files.store.folders(base + prefix)]
 
 
 def _head(files: GroupFiles, path: str, key: str) -> Entry:

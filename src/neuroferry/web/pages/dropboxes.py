@@ -3,19 +3,20 @@ group's page of a drop-box: upload data and configs, pick data and a config and 
 (the submit file ``ferry dropbox submit`` writes), follow each submission's certificate
 and dataset status files while it runs, and download its results.
 
-A group's page reads its folder once (one listing) and, of the submission it shows, the
-certificate and the dataset status files: however many submissions the group has, a page
-costs the same few store calls. It refreshes itself as the jobs page does (``partial=1``
-answers with the part that changes) while a submission shown has not ended. Uploads and
-downloads go through the drop-box files API (``/api/v2/dropboxes/{name}/files``), with
-its rules: ``inputs/`` and ``submissions/`` are written, never read back.
+A group's page lists its ``inputs/`` and ``configs/``, the folders (not the files) of its
+``results/``, and the files, certificate and dataset status files of the one submission
+it shows: however many submissions the group has, a page costs the same few store calls.
+It refreshes itself as the jobs page does (``partial=1`` answers with the part that
+changes) while the submission shown has not ended. Uploads and downloads go through the
+drop-box files API (``/api/v2/dropboxes/{name}/files``), with its rules: ``inputs/`` and
+``submissions/`` are written, never read back.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -32,9 +33,11 @@ from neuroferry.dropbox import (
     group_files,
     list_dropboxes,
     list_group_files,
+    list_group_folders,
     read_group_file,
     submit,
 )
+from neuroferry.dropbox._files import check_path
 from neuroferry.errors import Forbidden, InvalidInput, NotFound
 from neuroferry.services import Services
 from neuroferry.web._deps import services
@@ -125,22 +128,35 @@ class DatasetView:
         return status_badge(self.status)
 
 
-def submissions(box: str, group: str, listed: Iterable[Mapping[str, Any]]) -> list[Submission]:
-    """The group's submissions by their results folders, newest (by timestamp) first."""
+def submissions(box: str, folders: Iterable[str]) -> list[Submission]:
+    """The group's submissions by their results folders (``results/job__{box}_…``),
+    newest (by timestamp) first."""
     prefix = f"results/job__{box}_"
-    found: dict[str, Submission] = {}
-    for f in listed:
+    found = [
+        Submission(folder.removeprefix(prefix), folder)
+        for folder in folders
+        if folder.startswith(prefix) and len(folder) > len(prefix)
+    ]
+    return sorted(found, key=lambda s: _natural(s.timestamp), reverse=True)
+
+
+def _view(f: Mapping[str, object], linked: GroupFiles | None = None) -> FileView:
+    """A listed file; ``linked``: with its download link from that group's folder."""
+    path = str(f["path"])
+    url = file_url(linked.box.name, linked.group, path) if linked is not None else None
+    return FileView(path, int(str(f["size"])), url)
+
+
+def with_files(files: GroupFiles, sub: Submission) -> Submission:
+    """``sub`` with its files (one listing of its folder) and whether it has ended."""
+    for f in list_group_files(files, sub.folder + "/"):
         path = str(f["path"])
-        if not path.startswith(prefix) or path.count("/") < 2:
-            continue
-        folder = path.split("/", 2)[1]
-        sub = found.setdefault(
-            folder, Submission(folder.removeprefix(f"job__{box}_"), f"results/{folder}")
+        sub.files.append(
+            FileView(path, int(str(f["size"])), file_url(files.box.name, files.group, path))
         )
-        sub.files.append(FileView(path, int(f["size"]), file_url(box, group, path)))
         if path == f"{sub.folder}/process_results/end.txt":
             sub.ended = True
-    return sorted(found.values(), key=lambda s: _natural(s.timestamp), reverse=True)
+    return sub
 
 
 def _text(files: GroupFiles, path: str) -> str | None:
@@ -186,6 +202,15 @@ def datasets(files: GroupFiles, sub: Submission) -> list[DatasetView]:
     return found
 
 
+def _exists(files: GroupFiles, path: str) -> bool:
+    try:
+        check_path("job", path)
+        files.store.head(f"{files.group}/{path}")
+    except (NotFound, InvalidInput):
+        return False
+    return True
+
+
 def _outcome(selected: Submission | None, shown: list[DatasetView]) -> str | None:
     """How an ended submission went, by its datasets' status files: ``succeeded`` when
     every dataset did, else ``failed`` (None while it runs or without status files)."""
@@ -206,23 +231,29 @@ def _group_context(
     request: Request, held: Services, files: GroupFiles, chosen: str | None
 ) -> dict[str, Any]:
     box, group = files.box, files.group
-    listed: Sequence[Mapping[str, Any]] = list_group_files(files)  # the page's one listing
-    views = [FileView(str(f["path"]), int(f["size"])) for f in listed]
-    data = [f for f in views if f.path.startswith("inputs/")]
-    configs = [
-        FileView(f.path, f.size, file_url(box.name, group, f.path))
-        for f in views
-        if f.path.startswith("configs/")
-    ]
-    subs = submissions(box.name, group, listed)
-    paths = {str(f["path"]) for f in listed}
+    partial = bool(request.query_params.get("partial"))
+    data, configs = [], []
+    if not partial:  # the live part shows neither
+        data = [
+            FileView(str(f["path"]), int(str(f["size"])))
+            for f in list_group_files(files, "inputs/")
+        ]
+        configs = [
+            FileView(str(f["path"]), int(str(f["size"])), file_url(box.name, group, str(f["path"])))
+            for f in list_group_files(files, "configs/")
+        ]
+    # the folders of the submissions, not what lies in them: a page costs the same
+    # however many submissions the group has
+    subs = submissions(box.name, list_group_folders(files, "results/"))
     if chosen is None and subs:
         chosen = subs[0].timestamp
     selected = next((s for s in subs if s.timestamp == chosen), None)
+    if selected is not None:
+        with_files(files, selected)
     # submitted, not yet taken by the watcher: its submit file is there, not its folder
     waiting = (
         chosen
-        if selected is None and chosen and f"submissions/{chosen}_submit.json" in paths
+        if selected is None and chosen and _exists(files, f"submissions/{chosen}_submit.json")
         else None
     )
     certificate = None
