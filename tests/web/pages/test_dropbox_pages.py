@@ -66,6 +66,13 @@ def box(portal: Any, tmp_path: Path) -> str:
     return name
 
 
+def portal_box_folder(portal: Portal, box: str) -> Path:
+    """The local folder of drop-box ``box``."""
+    found = portal.api("GET", f"/dropboxes/{box}").json()["store"]
+    assert found.startswith("file://")
+    return Path(found.removeprefix("file://"))
+
+
 def upload(page: Any, folder: str, files: list[tuple[str, bytes]]) -> None:
     form = page.locator("#upload-form")
     form.get_by_label(f"{folder}/", exact=False).check()
@@ -165,8 +172,12 @@ def test_too_large_files_and_bad_configs_are_named(portal, page_as, box):
     page.goto(f"/dropboxes/{box}?group=lab1")
     upload(page, "configs", [("params.txt", b"bins: 4\n")])
     expect(page.get_by_text("Uploaded 1 file to configs/.")).to_be_visible()
-    upload(page, "inputs", [("d.txt", b"x\n")])
-    expect(page.get_by_text("Uploaded 1 file to inputs/.")).to_be_visible()
+    upload(page, "inputs", [("d.txt", b"x\n"), ("with space ü #1.txt", b"y\n")])
+    expect(page.get_by_text("Uploaded 2 files to inputs/.")).to_be_visible()
+    expect(page.locator("#submit-form").get_by_label("with space ü #1.txt")).to_be_visible()
+    assert (
+        portal_box_folder(portal, box) / "lab1/inputs/with space ü #1.txt"
+    ).read_bytes() == b"y\n"
     form = page.locator("#submit-form")
     form.get_by_label("d.txt").check()
     form.get_by_label("params.txt").check()
