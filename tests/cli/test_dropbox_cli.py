@@ -241,6 +241,13 @@ def test_members_upload_submit_watch_fetch_and_list_their_own_folder(admin, user
         check=0,
     ).stdout
     assert "results in results/job__members-box_t1/" in out
+    # a bad field is named before anything is written (the pages make the same checks)
+    bad = ["dropbox", "submit", *on, "--data", "x.txt", "--config", "c.txt"]
+    refused = ferry(bad, env=alice, check=2)
+    assert "config: configs/c.txt is neither .json nor .yaml/.yml" in refused.stderr
+    refused = ferry([*bad[:-1], "c.json", "--timestamp", "a/b"], env=alice, check=2)
+    assert "timestamp: 'a/b' cannot name a folder" in refused.stderr
+    assert sorted(p.name for p in (box / "g1/submissions").iterdir()) == ["t1_submit.json"]
     watched = ferry(["dropbox", "watch", "t1", *on, "--every", "0.2"], env=alice, check=0)
     assert watched.stdout.count("| STATUS: SUCCESS |") >= 2
     ferry(["dropbox", "fetch", "t1", str(tmp_path / "got"), *on], env=alice, check=0)

@@ -4,6 +4,7 @@ service's own troubles, without naming where the drop-box lies."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from neuroferry.dropbox import (
     list_group_files,
     publish_dropbox,
     read_group_file,
+    submit,
+    submit_file,
     write_group_file,
 )
 from neuroferry.errors import Conflict, Forbidden, InvalidInput, NotFound
@@ -78,3 +81,36 @@ def test_bad_paths_are_named_without_the_service_folders(mine: GroupFiles, tmp_p
             call()
         assert message in str(caught.value) and where not in str(caught.value)
     assert (tmp_path / "g1/inputs/a").read_bytes() == b"x"
+
+
+def test_the_submit_file_is_checked_naming_its_field(mine: GroupFiles, tmp_path: Path) -> None:
+    made = submit_file("box", "g1", ["a.h5", "g1/inputs/b.h5", "inputs/d/c.h5"], "c.yaml", "7")
+    assert made.path == "submissions/7_submit.json" and made.results == "results/job__box_7"
+    assert json.loads(made.body) == {
+        "dataname": ["g1/inputs/a.h5", "g1/inputs/b.h5", "g1/inputs/d/c.h5"],
+        "configname": "g1/configs/c.yaml",
+        "timestamp": "7",
+    }
+    assert submit_file("box", "g1", ["a"], "c.json").timestamp.isdigit()  # now
+    bad = [
+        (([], "c.yaml", None), "data: choose at least one file of inputs/"),
+        ((["../x"], "c.yaml", None), "data: 'inputs/../x' has the segment '..'"),
+        ((["a"], " ", None), "config: choose a config file"),
+        ((["a"], "c.txt", None), "config: configs/c.txt is neither .json nor .yaml/.yml"),
+        ((["a"], "c.yml", "a/b"), "timestamp: 'a/b' cannot name a folder: it holds '/'"),
+        ((["a"], "c.yml", "x" * 300), "timestamp: 'xxxx"),
+    ]
+    for args, message in bad:
+        with pytest.raises(InvalidInput) as caught:
+            submit_file("box", "g1", *args)
+        assert str(caught.value).startswith(message), caught.value
+
+    written = submit(mine, ["a.h5"], "c.yaml", "run1")
+    assert (tmp_path / "g1" / written.path).read_bytes() == written.body
+    with pytest.raises(InvalidInput, match="timestamp: 'run1' names a submission of your group"):
+        submit(mine, ["b.h5"], "c.yaml", "run1")
+    (tmp_path / "g1/results/job__box_run2/logs").mkdir(parents=True)
+    (tmp_path / "g1/results/job__box_run2/logs/certificate.txt").write_text("x")
+    with pytest.raises(InvalidInput, match="timestamp: 'run2' names a submission"):
+        submit(mine, ["b.h5"], "c.yaml", "run2")
+    assert not (tmp_path / "g1/submissions/run2_submit.json").exists()

@@ -112,6 +112,17 @@ def test_list_below_a_prefix(store_url: str) -> None:
         assert list(store.list("absent/")) == []
 
 
+def test_folders_one_level_below_a_prefix(store_url: str) -> None:
+    store = _open(store_url)
+    _put_all(store, FILES)
+    store.put("nested/other/c.bin", b"c")
+    store.put("nested/top.bin", b"t")
+    assert store.folders("nested/") == ["nested/deeper", "nested/other"]
+    assert "nested" in store.folders()
+    with contextlib.suppress(StoreNotFound):
+        assert store.folders("absent/") == []
+
+
 def test_put_replaces_an_object_whole(store_url: str) -> None:
     store = _open(store_url)
     store.put("x.json", b'{"a": 1, "longer": true}')

@@ -3,7 +3,6 @@ user group) and their groups."""
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -255,24 +254,14 @@ def submit_command(
 ) -> None:
     """Write a submit file for data and a config already uploaded; prints where the
     results will appear."""
+    from neuroferry.dropbox import submit_file  # the pages write the same file
+
     client = client_for(token)
     group = group or client.dropbox_files(dropbox, "submissions/", None)["group"]
-    stamp = timestamp or str(int(time.time()))
-
-    def inside(value: str, folder: str) -> str:
-        value = value.removeprefix(f"{group}/")
-        return f"{group}/{value}" if value.startswith(f"{folder}/") else f"{group}/{folder}/{value}"
-
-    fields = {
-        "dataname": [inside(d, "inputs") for d in data],
-        "configname": inside(config, "configs"),
-        "timestamp": stamp,
-    }
-    client.dropbox_put(
-        dropbox, f"submissions/{stamp}_submit.json", json.dumps(fields).encode(), group
-    )
-    typer.echo(f"submitted {len(data)} dataset(s); results in results/job__{dropbox}_{stamp}/")
-    typer.echo(stamp)
+    made = submit_file(dropbox, group, data, config, timestamp)
+    client.dropbox_put(dropbox, made.path, made.body, group)
+    typer.echo(f"submitted {len(data)} dataset(s); results in {made.results}/")
+    typer.echo(made.timestamp)
 
 
 def _status(client: Any, dropbox: str, stamp: str, group: str | None) -> tuple[str, bool]:

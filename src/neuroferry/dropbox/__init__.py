@@ -11,11 +11,15 @@ from neuroferry.dropbox._bypass import (
 )
 from neuroferry.dropbox._files import (
     GroupFiles,
+    SubmitFile,
     delete_group_file,
     group_files,
     list_group_files,
+    list_group_folders,
     presign_group_file,
     read_group_file,
+    submit,
+    submit_file,
     write_group_file,
 )
 from neuroferry.dropbox._layout import (
@@ -61,6 +65,7 @@ __all__ = [
     "Group",
     "GroupFiles",
     "Limits",
+    "SubmitFile",
     "Watch",
     "add_group",
     "certificate_key",
@@ -75,6 +80,7 @@ __all__ = [
     "job_folder",
     "list_dropboxes",
     "list_group_files",
+    "list_group_folders",
     "presign_group_file",
     "publish_dropbox",
     "read_group_file",
@@ -83,6 +89,8 @@ __all__ = [
     "set_group_bypass",
     "set_group_limits",
     "status_key",
+    "submit",
+    "submit_file",
     "watch_dropboxes",
     "write_group_file",
 ]

@@ -5,7 +5,10 @@ read and deleted."""
 
 from __future__ import annotations
 
+import json
 import os
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +17,7 @@ from sqlalchemy import Engine
 
 from neuroferry.auth import User
 from neuroferry.config import Settings
+from neuroferry.dropbox._layout import job_folder
 from neuroferry.dropbox._registry import (
     FOLDER_MARKER,
     FOLDERS,
@@ -21,6 +25,7 @@ from neuroferry.dropbox._registry import (
     list_dropboxes,
     open_dropbox_store,
 )
+from neuroferry.dropbox._submission import Rejected, check_timestamp
 from neuroferry.errors import (
     Conflict,
     Forbidden,
@@ -122,8 +127,7 @@ def group_files(
     return GroupFiles(box, group, open_dropbox_store(box, settings))
 
 
-def list_group_files(files: GroupFiles, prefix: str = "") -> list[dict[str, object]]:
-    """The group's files under ``prefix`` (relative to its folder), with their sizes."""
+def _check_prefix(prefix: str) -> None:
     if prefix:
         check_path("prefix", prefix.removesuffix("/"))
     if prefix and prefix.split("/", 1)[0] not in FOLDERS:
@@ -131,12 +135,27 @@ def list_group_files(files: GroupFiles, prefix: str = "") -> list[dict[str, obje
             f"prefix: {prefix!r} is not inside the group's folders "
             f"({', '.join(f + '/' for f in FOLDERS)})"
         )
+
+
+def list_group_files(files: GroupFiles, prefix: str = "") -> list[dict[str, object]]:
+    """The group's files under ``prefix`` (relative to its folder), with their sizes."""
+    _check_prefix(prefix)
     base = f"{files.group}/"
     return [
         {"path": e.path.removeprefix(base), "size": e.size}
         for e in sorted(files.store.list(base + prefix), key=lambda e: e.path)
         if e.path.rsplit("/", 1)[-1] != FOLDER_MARKER
     ]
+
+
+def list_group_folders(files: GroupFiles, prefix: str) -> list[str]:
+    """The folders one level below ``prefix`` (``results/``) of the group's folder,
+    relative to it (``results/job__caiman-ncap-web_1709647330``), by one listing that
+    does not read what lies below them."""
+    _check_prefix(prefix)
+    prefix = prefix.rstrip("/") + "/"
+    base = f"{files.group}/"
+    return [p.removeprefix(base) for p in files.store.folders(base + prefix)]
 
 
 def _head(files: GroupFiles, path: str, key: str) -> Entry:
@@ -210,3 +229,91 @@ def presign_group_file(
     lasts = timedelta(seconds=seconds or longest)
     expires = datetime.now(UTC) + lasts
     return presign(files.store, method, key, lasts), expires
+
+
+@dataclass(frozen=True)
+class SubmitFile:
+    """A submit file for data and a config already in a group's folder: where it goes
+    (``path``, relative to the group's folder) and what it holds."""
+
+    dropbox: str
+    group: str
+    timestamp: str
+    path: str
+    body: bytes
+
+    @property
+    def results(self) -> str:
+        """The submission's results folder, relative to the group's folder."""
+        return job_folder(self.group, self.dropbox, self.timestamp).removeprefix(f"{self.group}/")
+
+
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def submit_file(
+    dropbox: str,
+    group: str,
+    data: Sequence[str],
+    config: str,
+    timestamp: str | None = None,
+) -> SubmitFile:
+    """The submit file that runs ``dropbox``'s analysis on ``data`` (files of the group's
+    ``inputs/``) with ``config`` (a file of its ``configs/``), as ``ferry dropbox submit``
+    and the drop-box page write it: ``submissions/{timestamp}_submit.json``. Paths may be
+    given with or without the ``inputs/``, ``configs/`` or group prefix; ``timestamp``
+    (which names the results folder) defaults to now, in seconds since 1970.
+    :class:`InvalidInput` names the field that is wrong."""
+
+    def inside(field: str, value: str, folder: str) -> str:
+        value = value.strip().removeprefix(f"{group}/")
+        path = value if value.startswith(f"{folder}/") else f"{folder}/{value}"
+        check_path(field, path)
+        return f"{group}/{path}"
+
+    if not data:
+        raise InvalidInput("data: choose at least one file of inputs/ to analyse")
+    datanames = [inside("data", d, "inputs") for d in data]
+    if not config or not config.strip():
+        raise InvalidInput("config: choose a config file of configs/ (.json, .yaml or .yml)")
+    configname = inside("config", config, "configs")
+    if not configname.lower().endswith(CONFIG_SUFFIXES):
+        raise InvalidInput(
+            f"config: {configname.split('/', 1)[1]} is neither .json nor .yaml/.yml; "
+            "give the analysis's parameters in a JSON or YAML file"
+        )
+    stamp = str(int(time.time())) if timestamp is None or not timestamp.strip() else timestamp
+    room = MAX_SEGMENT_BYTES - len(f"job__{dropbox}_".encode())
+    try:
+        stamp = check_timestamp({"timestamp": stamp}, room)
+    except Rejected as exc:
+        problem = exc.problem.removeprefix("'timestamp' ")
+        raise InvalidInput(f"timestamp: {problem}; {exc.advice}") from None
+    fields = {"dataname": datanames, "configname": configname, "timestamp": stamp}
+    return SubmitFile(
+        dropbox, group, stamp, f"submissions/{stamp}_submit.json", json.dumps(fields).encode()
+    )
+
+
+def submit(
+    files: GroupFiles, data: Sequence[str], config: str, timestamp: str | None = None
+) -> SubmitFile:
+    """Write the submit file of :func:`submit_file` to the group's ``submissions/``,
+    unless its timestamp names a submission of the group already (then
+    :class:`InvalidInput`: the watcher would refuse it)."""
+    made = submit_file(files.box.name, files.group, data, config, timestamp)
+    if list_group_files(files, made.results + "/") or _exists(files, made.path):
+        raise InvalidInput(
+            f"timestamp: {made.timestamp!r} names a submission of your group already "
+            f"({made.results}/); give another one, or leave it empty for now"
+        )
+    write_group_file(files, made.path, made.body)
+    return made
+
+
+def _exists(files: GroupFiles, path: str) -> bool:
+    try:
+        files.store.head(f"{files.group}/{path}")
+    except NotFound:
+        return False
+    return True

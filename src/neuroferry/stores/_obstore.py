@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -74,6 +74,11 @@ class ObstoreStore:
             for chunk in obstore.list(self.raw, prefix=prefix or None, chunk_size=1000):
                 for meta in chunk:
                     yield Entry(meta["path"], int(meta["size"]), clean_etag(meta["e_tag"]))
+
+    def folders(self, prefix: str = "") -> Sequence[str]:
+        with self._translated("list", prefix) if prefix else self._translated("list folders"):
+            found = obstore.list_with_delimiter(self.raw, prefix or None)
+        return sorted(p.rstrip("/") for p in found["common_prefixes"])
 
     def check(self) -> None:
         with self._translated("list its top level"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -77,6 +77,12 @@ class Store(Protocol):
 
     def list(self, prefix: str = "") -> Iterator[Entry]:
         """Every object below ``prefix`` (the whole store when empty)."""
+        ...
+
+    def folders(self, prefix: str = "") -> Sequence[str]:
+        """The folders one level below ``prefix`` (a ``/``-ended key prefix, or empty),
+        as key prefixes without the trailing ``/``: one listing by delimiter, without
+        the objects below them."""
         ...
 
     def check(self) -> None:

@@ -15,11 +15,16 @@ every test of the session.
   ``FERRY_SCREENSHOTS=docs/screenshots pytest tests/web/pages`` refreshes the guide's
   images; otherwise does nothing.
 
+A module that needs a service of its own (other settings) overrides ``portal``,
+``sign_in`` and ``_signed_in`` with module-scoped fixtures made with :func:`start_portal`
+and :func:`form_sign_in`.
+
 Without playwright or chromium the tests skip, saying why; with ``CI=true`` they fail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterator
@@ -78,13 +83,13 @@ class Portal:
 ACCOUNTS = {"admin": "admin", "alice": "user", "bob": "user"}
 
 
-@pytest.fixture(scope="session")
-def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
-    """``ferry serve`` (with its orchestrator and one Dask worker) for the whole session."""
+@contextlib.contextmanager
+def start_portal(home: Path, base_temp: Path, **extra: str) -> Iterator[Portal]:
+    """``ferry serve`` on ``home`` (with its orchestrator and one Dask worker) and the
+    known users; ``extra``: more environment for the service."""
     from neuroferry.auth import create_token, create_user
     from neuroferry.db import make_engine, upgrade
 
-    home = tmp_path_factory.mktemp("portal-home")
     engine = make_engine(f"sqlite:///{home / 'ferry.db'}")
     upgrade(engine)
     accounts = {}
@@ -95,13 +100,23 @@ def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
     engine.dispose()
     env = {
         "FERRY_ORCHESTRATOR_POLL": "0.1",
+        "FERRY_DROPBOX_POLL": "0.2",
         "FERRY_DASK_WORKERS": "1",
         "FERRY_DASK_THREADS_PER_WORKER": "2",
         # the tests' sessions lie in their tmp_path folders: every user may read them
-        "FERRY_SOURCE_ROOTS": json.dumps([str(tmp_path_factory.getbasetemp())]),
+        "FERRY_SOURCE_ROOTS": json.dumps([str(base_temp)]),
+        **extra,
     }
     with running_service(home, **env) as service:
         yield Portal(service.url, home, service, accounts)
+
+
+@pytest.fixture(scope="session")
+def portal(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Portal]:
+    """``ferry serve`` (with its orchestrator and one Dask worker) for the whole session."""
+    home = tmp_path_factory.mktemp("portal-home")
+    with start_portal(home, tmp_path_factory.getbasetemp()) as started:
+        yield started
 
 
 @pytest.fixture(scope="session")
@@ -138,10 +153,9 @@ def new_page(browser: Any, portal: Portal) -> Iterator[Callable[..., Any]]:
         context.close()  # closing twice is harmless
 
 
-@pytest.fixture(scope="session")
-def sign_in(portal: Portal) -> Callable[..., Any]:
-    """``sign_in(page, name, password=None)``: sign in through the form (landing on the
-    help page) and return the page."""
+def form_sign_in(portal: Portal) -> Callable[..., Any]:
+    """``sign_in(page, name, password=None)`` on ``portal``: sign in through the form
+    (landing on the help page) and return the page."""
 
     def go(page: Any, name: str, password: str | None = None) -> Any:
         page.goto("/sign-in?next=/help")
@@ -152,6 +166,13 @@ def sign_in(portal: Portal) -> Callable[..., Any]:
         return page
 
     return go
+
+
+@pytest.fixture(scope="session")
+def sign_in(portal: Portal) -> Callable[..., Any]:
+    """``sign_in(page, name, password=None)``: sign in through the form (landing on the
+    help page) and return the page."""
+    return form_sign_in(portal)
 
 
 @pytest.fixture(scope="session")

@@ -130,7 +130,17 @@ def test_help_page_explains_the_words(portal, new_page, page_as, shot):
     page.goto("/help")  # anyone may read it
     assert page.get_by_role("heading", name="Help", exact=True).is_visible()
     words = page.locator(".glossary dt").all_inner_texts()
-    assert words == ["store", "asset", "catalog", "job", "task", "job type", "analysis", "executor"]
+    assert words == [
+        "store",
+        "asset",
+        "catalog",
+        "job",
+        "task",
+        "job type",
+        "analysis",
+        "drop-box",
+        "executor",
+    ]
     states = page.locator("#states ~ .table-wrap tbody tr td:first-child").all_inner_texts()
     assert states == [
         "pending",

@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from neuroferry.web.pages import (
     analyses,
     catalog,
+    dropboxes,
     help,
     home,
     job,
@@ -56,6 +57,7 @@ router.include_router(submit.router)
 router.include_router(job_types.router)
 router.include_router(catalog.router)
 router.include_router(analyses.router)
+router.include_router(dropboxes.router)
 router.include_router(help.router)
 
 __all__ = [

@@ -35,6 +35,7 @@ NAV = (
     ("/job-types", "Job types"),
     ("/catalog", "Catalog"),
     ("/analyses", "Analyses"),
+    ("/dropboxes", "Drop-boxes"),
     ("/help", "Help"),
 )
 

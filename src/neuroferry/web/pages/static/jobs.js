@@ -459,4 +459,7 @@
 
   if (document.getElementById("jobs-results")) jobsList();
   if (document.getElementById("job-live")) jobPage();
+  if (document.getElementById("dropbox-live")) {
+    live("#dropbox-live", { idle: "The submission shown has ended, so the page stays as it is." });
+  }
 })();
