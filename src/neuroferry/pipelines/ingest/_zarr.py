@@ -381,12 +381,14 @@ class Layout:
             },
         }
 
-    def group_metadata(self) -> dict[str, Any]:
-        """The volume's ``zarr.json``: a group with NGFF 0.5 ``ome`` attributes (an
-        ``image-label`` entry for label images)."""
+    def group_metadata(self, display: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The volume's ``zarr.json``: a group with NGFF 0.5 ``ome`` attributes, with
+        ``display`` (an ``omero`` block, or an ``image-label`` one) added; a label image has
+        an ``image-label`` entry in any case."""
         ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [self.multiscales()]}
         if self.image_kind == "label":
             ome["image-label"] = {}
+        ome.update(display or {})
         return {"zarr_format": 3, "node_type": "group", "attributes": {"ome": ome}}
 
     def fingerprint(self, source: Any = None) -> str:
