@@ -203,3 +203,26 @@ def test_the_sample_is_bounded() -> None:
     assert (z.stop - z.start, y.stop, x.stop) == (2, 10, 10)
     z, y, x = sample_region((1, 1, 9, 100, 100), limit=400)
     assert (z.stop - z.start, y.stop - y.start, x.stop - x.start) == (1, 20, 20)
+
+
+def test_ranges_and_keys_of_served_volumes() -> None:
+    from neuroferry.errors import UnsafePath
+    from neuroferry.pipelines.ingest import RangeNotSatisfiable, volume_key
+    from neuroferry.pipelines.ingest._volumes import parse_range
+
+    assert parse_range(None, 100) is None
+    assert parse_range("bytes=0-9", 100) == (0, 10)
+    assert parse_range("bytes=90-", 100) == (90, 100)
+    assert parse_range("bytes=-10", 100) == (90, 100)
+    assert parse_range("bytes=50-500", 100) == (50, 100)
+    assert parse_range("bytes=0-1,5-6", 100) is None  # several ranges: the whole object
+    assert parse_range("items=0-1", 100) is None
+    assert parse_range("bytes=9-2", 100) is None  # malformed: ignored
+    with pytest.raises(RangeNotSatisfiable):
+        parse_range("bytes=100-", 100)
+
+    assert volume_key("0/c/0/0/1/2/3") == "0/c/0/0/1/2/3"
+    assert volume_key("labels%2Fcells%2Fzarr.json") == "labels/cells/zarr.json"
+    for bad in ("", "../x", "a//b", "%252e%252e/x", "a/./b", ".ferry/ingest", "a\\b", "a\x00"):
+        with pytest.raises(UnsafePath):
+            volume_key(bad)

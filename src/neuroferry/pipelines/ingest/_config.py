@@ -582,6 +582,36 @@ def validate_config(data: Mapping[str, Any], *, origin: str | None = None) -> In
         raise _invalid(exc, origin) from exc
 
 
+def apply_overrides(
+    data: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    *,
+    origin: str | None = None,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``data`` (an ingest config, or a Boss ingest client config, mapped) with
+    ``overrides`` merged over it, checked: InvalidInput names each wrong field and, for a
+    field an override set, where it came from (``names``: field → e.g. ``--levels``)."""
+    from neuroferry.pipelines.ingest._boss import boss_to_config, is_boss_config
+
+    if is_boss_config(data):
+        data = boss_to_config(data, origin=origin)
+    merged = _merge(dict(data), overrides)
+    try:
+        validate_config(merged, origin=origin)
+    except InvalidInput as exc:
+        options: list[str] = []
+        for problem in exc.problems:
+            root = str(problem.get("field", "")).split(".")[0]
+            named = (names or {}).get(root)
+            if root in overrides and named:
+                problem["message"] = f"{problem['message']} (set by {named})"
+                options.append(named)
+        shown = f" (set by {', '.join(dict.fromkeys(options))})" if options else ""
+        raise InvalidInput(f"{exc}{shown}", exc.problems) from None
+    return merged
+
+
 def load_config(
     source: str | Path | Mapping[str, Any],
     *,
