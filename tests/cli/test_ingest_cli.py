@@ -99,7 +99,7 @@ def test_create_wait_prints_the_id_progress_and_a_summary(
     assert "shards" in done.stderr and "chunks/s" in done.stderr  # plain progress lines
 
     group = zarr.open_group(str(lake / "cli" / "em.ome.zarr"), mode="r")
-    np.testing.assert_array_equal(group["0"][0, 0], volume)
+    np.testing.assert_array_equal(group["0"][0], volume)  # (c, z, y, x)
     assert group["1"].shape == (1, 1, 6, 20, 25)
 
     shown = ferry(service, "ingest", "status", str(job_id), "--json")
@@ -155,7 +155,7 @@ def test_cancel_keeps_what_is_done_and_a_retry_resumes(
     followed = ferry(service, "ingest", "status", job_id, "--follow")
     assert followed.returncode == 0, followed.stdout + followed.stderr
     group = zarr.open_group(str(lake / "cli" / "slow.ome.zarr"), mode="r")
-    np.testing.assert_array_equal(group["0"][0, 0], volume)
+    np.testing.assert_array_equal(group["0"][0], volume)  # (c, z, y, x)
 
     done = ferry(service, "ingest", "cancel", job_id)
     assert done.returncode == 2 and "has succeeded" in done.stderr
@@ -322,7 +322,7 @@ def test_a_worker_account_joins_a_job_over_tls(service: Service, tmp_path: Path)
     assert "to tls://127.0.0.1:" in err and "retiring this machine's workers" in err
     assert "worker processes of this machine stopped" not in err  # none failed to connect
     group = zarr.open_group(str(lake / "cli" / "joined.ome.zarr"), mode="r")
-    np.testing.assert_array_equal(group["0"][0, 0], volume)
+    np.testing.assert_array_equal(group["0"][0], volume)  # (c, z, y, x)
 
     # the worker token reads where the cluster is, and nothing else
     worker = Client(service.url, worker_token)

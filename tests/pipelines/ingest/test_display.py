@@ -110,8 +110,8 @@ def test_an_image_and_its_labels_validate_with_ome_zarr_models(tmp_path: Path) -
     props = label_group.attrs["ome"]["image-label"]["properties"]
     assert {p["label-value"]: p["class"] for p in props} == {7: "soma", 9: "glia"}
     assert label_group.attrs["ome"]["image-label"]["source"] == {"image": "../../"}
-    np.testing.assert_array_equal(label_group["0"][0, 0], labels)
-    np.testing.assert_array_equal(group["0"][0, 0], image)
+    np.testing.assert_array_equal(label_group["0"][0], labels)  # (c, z, y, x)
+    np.testing.assert_array_equal(group["0"][0], image)
 
     if importlib.util.find_spec("ome_zarr") is not None:  # ome-zarr-py, where installed
         from ome_zarr.io import parse_url

@@ -85,6 +85,7 @@ def test_the_asset_page_shows_a_slice_of_every_level_and_a_viewer(portal, page_a
     page.wait_for_function(
         "img => img.complete && img.naturalWidth === 80", arg=viewer.element_handle()
     )
+    assert "(ingest, by bob): succeeded" in page.locator("#jobs-title + ul").inner_text()
     url = page.locator("#zarr-url").inner_text()
     assert url == f"{portal.url}/api/v2/volumes/{volume}/zarr/"
     shot(page, "asset-volume")
@@ -118,7 +119,7 @@ def test_the_zarr_is_served_with_ranges_and_cors_to_its_owner_only(portal, volum
     ome = group.json()["attributes"]["ome"]
     assert ome["omero"]["channels"][0]["label"] == "EM"
 
-    shard = "0/c/0/0/0/0/0"
+    shard = "0/c/0/0/0/0"  # level 0, c 0, shard z 0, y 0, x 0: a 3-D stack has no t axis
     whole = portal.api("GET", f"{base}/{shard}", who="bob")
     assert whole.status_code == 200 and len(whole.content) > 100
     part = portal.api("GET", f"{base}/{shard}", who="bob", headers={"Range": "bytes=10-41"})
@@ -146,6 +147,8 @@ def test_the_zarr_is_served_with_ranges_and_cors_to_its_owner_only(portal, volum
     assert portal.api("GET", f"{base}/zarr.json", who=None).status_code == 401
     assert portal.api("GET", f"{base}/zarr.json", who="alice").status_code == 404
     assert portal.api("GET", f"{base}/no-such-key", who="bob").status_code == 404
+    assert portal.api("GET", f"{base}/{shard}/0", who="bob").status_code == 404  # below a file
+    assert portal.api("GET", f"{base}/0/c", who="bob").status_code == 404  # a folder
     for escape in (
         "..%2F..%2Fferry.db",
         "%252e%252e/%252e%252e/ferry.db",

@@ -214,6 +214,10 @@ class IngestConfig(BaseModel):
     """How lower levels are computed; ``auto``: mean for intensity, mode for labels."""
     downsample_factors: Triple = (2, 2, 2)
     """The factor (1 or 2) along z, y and x from one level to the next."""
+    time_axis: Literal["auto", "always"] = "auto"
+    """``auto``: the volume has a ``t`` axis only when the extent has several time points
+    (a 3-D stack is (c, z, y, x)); ``always``: (t, c, z, y, x) in any case, as volumes
+    written before this field were."""
     channel_names: list[str] | None = None
     """Each channel's name, as viewers show it (default: the volume name's last part for
     one channel, ``c0``, ``c1``, … for several)."""

@@ -8,6 +8,7 @@ it an OME-Zarr image) is written last, only after every shard was verified.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -132,6 +133,13 @@ def plan(ctx: TaskContext) -> dict[str, Any]:
     volume = _volume(ctx)
     before = read_json(stores.progress, PLAN_KEY)
     if before is not None and before.get("fingerprint") != fingerprint:
+        with_time = dataclasses.replace(layout, time_axis=True)
+        if not layout.time_axis and before.get("fingerprint") == fingerprint_of(config, with_time):
+            raise TaskFailed(
+                f"{volume} holds a partial ingest of this config written with a time axis "
+                "(t, c, z, y, x), as volumes were before 'time_axis' existed: add "
+                "'time_axis: always' to the config to resume it"
+            )
         raise TaskFailed(
             f"{volume} already holds an ingest with other settings (job "
             f"{before.get('job_id')}, layout {before.get('fingerprint')}, this job's "
@@ -278,7 +286,8 @@ def _samples(store: Store, layout: Layout) -> list[Any]:
     top = layout.levels - 1
     array = zarr.open_array(store=zarr_store(store), path=str(top), mode="r")
     z, y, x = sample_region(layout.shapes[top])
-    return [array[0, c, z, y, x] for c in range(layout.shapes[top][1])]
+    lead = (0,) if layout.time_axis else ()
+    return [array[(*lead, c, z, y, x)] for c in range(layout.shapes[top][1])]
 
 
 def display_metadata(config: IngestConfig, layout: Layout, store: Store) -> dict[str, Any]:
@@ -340,8 +349,8 @@ def register(ctx: TaskContext) -> dict[str, Any]:
         "image": {
             "format": "ome-zarr",
             "ngff_version": "0.5",
-            "axes": ["t", "c", "z", "y", "x"],
-            "shape": list(layout.shapes[0]),
+            "axes": layout.axes,
+            "shape": layout.stored_shape(0),
             "dtype": layout.dtype,
             "image_kind": config.image_kind,
             **({"label_of": config.label_of} if config.label_of is not None else {}),
@@ -350,7 +359,7 @@ def register(ctx: TaskContext) -> dict[str, Any]:
             "levels": [
                 {
                     "path": str(level),
-                    "shape": list(layout.shapes[level]),
+                    "shape": layout.stored_shape(level),
                     "chunk": list(layout.chunks[level]),
                     "shard": list(layout.shards[level]),
                     "scale": layout.scale(level),

@@ -53,10 +53,19 @@ class VolumeAsset:
         found = self.image.get("levels")
         return [lv for lv in found if isinstance(lv, Mapping)] if isinstance(found, list) else []
 
+    @property
+    def time_axis(self) -> bool:
+        """Whether the arrays have a ``t`` axis (volumes of 3-D stacks need not)."""
+        axes = self.image.get("axes")
+        return not isinstance(axes, list) or "t" in axes
+
     def shape(self, level: int) -> list[int]:
-        """The level's shape (t, c, z, y, x)."""
+        """The level's shape (t, c, z, y, x), with t 1 for arrays without the axis."""
         shape = self.levels[level].get("shape")
-        return [int(n) for n in shape] if isinstance(shape, list) else []
+        if not isinstance(shape, list):
+            return []
+        found = [int(n) for n in shape]
+        return found if self.time_axis else [1, *found]
 
     def renderable(self, level: int) -> bool:
         """Whether a slice of the level is small enough to render."""
@@ -121,14 +130,17 @@ def _store(volume: VolumeAsset, settings: Settings) -> Store:
         raise NotFound(f"the data of {volume.name} are not in their store: {exc}") from exc
 
 
-def _inside(store: Store, key: str) -> None:
-    """Refuse a local file that a link takes outside the volume."""
+def _inside(store: Store, key: str, name: str) -> None:
+    """Refuse a local file that a link takes outside the volume; NotFound for a key that
+    is no file (a folder, or below a file)."""
     root = store.local_root
     if root is None:
         return
     target = (root / key).resolve()
     if not target.is_relative_to(root.resolve()):
         raise UnsafePath(f"{key!r} leads outside the volume")
+    if not target.is_file():
+        raise NotFound(f"{name} has no object {key!r}")
 
 
 @dataclass(frozen=True)
@@ -195,7 +207,7 @@ def read_object(
     """The object ``key`` of the volume, or the part a ``Range`` header asks for."""
     key = volume_key(key)
     store = _store(volume, settings)
-    _inside(store, key)
+    _inside(store, key, volume.name)
     try:
         entry = store.head(key)
         wanted = parse_range(range_header, entry.size)
@@ -351,7 +363,10 @@ def render_slice(
     volume_key(path)
     array = zarr.open_array(store=zarr_store(store), path=path, mode="r")
     step = max(1, -(-max(shape[3], shape[4]) // side))
-    planes = np.asarray(array[0, :, z, ::step, ::step])
+    lead = (0,) if volume.time_axis else ()
+    planes = np.asarray(
+        array[(*lead, slice(None), z, slice(None, None, step), slice(None, None, step))]
+    )
     if "image-label" in ome or volume.image.get("image_kind") == "label":
         rgb = _labels(planes[0], ome)
     else:

@@ -290,10 +290,15 @@ def catalog_page(
 
 
 def _jobs_of(held: Services, me: User, name: str) -> list[dict[str, Any]]:
-    """The upload jobs that ``me`` may see whose asset is ``name``, newest first."""
-    query = JobQuery(kinds=("upload",), name_contains=name, limit=100)
-    rows, _total = list_jobs(held.engine, me, query)
-    return [r for r in rows if r["name"] == name]
+    """The upload and ingest jobs that ``me`` may see whose asset is ``name``, newest
+    first (an ingest job is named by its volume, ``lab/em`` for the asset ``lab:em``)."""
+    volume = name.replace(":", "/")
+    rows: list[dict[str, Any]] = []
+    for kind, wanted in (("upload", name), ("ingest", volume)):
+        query = JobQuery(kinds=(kind,), name_contains=wanted, limit=100)
+        found, _total = list_jobs(held.engine, me, query)
+        rows.extend(r for r in found if r["name"] == wanted)
+    return sorted(rows, key=lambda r: r["id"], reverse=True)
 
 
 @dataclass(frozen=True)
