@@ -226,3 +226,38 @@ def test_ranges_and_keys_of_served_volumes() -> None:
     for bad in ("", "../x", "a//b", "%252e%252e/x", "a/./b", ".ferry/ingest", "a\\b", "a\x00"):
         with pytest.raises(UnsafePath):
             volume_key(bad)
+
+
+def test_a_partial_volume_with_a_time_axis_is_resumed_only_with_time_axis_always(
+    tmp_path: Path,
+) -> None:
+    """A partial volume of a 3-D stack left by a version that always wrote (t, c, z, y, x)
+    is not mixed with a (c, z, y, x) one: the job says to add ``time_axis: always``, and
+    with it the volume is finished with a time axis."""
+    import dataclasses
+    import json
+
+    from neuroferry.pipelines.ingest import Layout
+    from neuroferry.pipelines.ingest._tasks import fingerprint_of
+    from neuroferry.pipelines.ingest._writer import PLAN_KEY
+
+    write_image_folder(tmp_path / "em", intensity())
+    lake = tmp_path / "lake"
+    spec = config(tmp_path / "em", "lab/old")
+    new = load_config(spec)
+    older = dataclasses.replace(Layout.of(new), time_axis=True)
+    progress = lake / ".ferry" / "ingest" / "lab" / "old.ome.zarr"
+    progress.mkdir(parents=True)
+    (progress / PLAN_KEY).write_text(json.dumps({"fingerprint": fingerprint_of(new, older)}))
+    with running_rig(
+        f"sqlite:///{tmp_path / 'ferry.db'}", destinations={"lab": lake.as_uri()}
+    ) as rig:
+        rig.start()
+        refused = rig.submit("ingest", new)
+        assert rig.wait(refused, timeout=120)["state"] == "failed"
+        assert "add 'time_axis: always' to the config" in rig.tasks(refused)["plan"]["error"]
+        resumed = rig.submit("ingest", load_config({**spec, "time_axis": "always"}))
+        assert rig.wait(resumed, timeout=120)["state"] == "succeeded", rig.states(resumed)
+    group = zarr.open_group(str(lake / "lab" / "old.ome.zarr"), mode="r")
+    models.Image.from_zarr(group)
+    np.testing.assert_array_equal(group["0"][0, 0], intensity())
