@@ -100,7 +100,7 @@ def test_create_wait_prints_the_id_progress_and_a_summary(
 
     group = zarr.open_group(str(lake / "cli" / "em.ome.zarr"), mode="r")
     np.testing.assert_array_equal(group["0"][0], volume)  # (c, z, y, x)
-    assert group["1"].shape == (1, 1, 6, 20, 25)
+    assert group["1"].shape == (1, 6, 20, 25)
 
     shown = ferry(service, "ingest", "status", str(job_id), "--json")
     status = json.loads(shown.stdout)
