@@ -401,9 +401,10 @@ def check_command(
         return
     typer.echo(f"{config}: a valid ingest config for volume {parsed.name}")
     typer.echo(f"  reads   {parsed.source.plugin} {json.dumps(parsed.source.params)}")
+    axes = ", ".join(layout.axes)
     for level in plan["levels"]:
-        shape = " x ".join(map(str, level["shape"]))
-        typer.echo(f"  level {level['level']}  {shape} (t, c, z, y, x): {level['shards']} shards")
+        shape = " x ".join(map(str, layout.stored_shape(level["level"])))
+        typer.echo(f"  level {level['level']}  {shape} ({axes}): {level['shards']} shards")
     typer.echo(
         f"  {human_bytes(plan['bytes'])} of {parsed.dtype} in {plan['units']} work units"
         + ("; the source data are complete" if source else "")
