@@ -99,8 +99,8 @@ def test_create_wait_prints_the_id_progress_and_a_summary(
     assert "shards" in done.stderr and "chunks/s" in done.stderr  # plain progress lines
 
     group = zarr.open_group(str(lake / "cli" / "em.ome.zarr"), mode="r")
-    np.testing.assert_array_equal(group["0"][0, 0], volume)
-    assert group["1"].shape == (1, 1, 6, 20, 25)
+    np.testing.assert_array_equal(group["0"][0], volume)  # (c, z, y, x)
+    assert group["1"].shape == (1, 6, 20, 25)
 
     shown = ferry(service, "ingest", "status", str(job_id), "--json")
     status = json.loads(shown.stdout)
@@ -155,7 +155,7 @@ def test_cancel_keeps_what_is_done_and_a_retry_resumes(
     followed = ferry(service, "ingest", "status", job_id, "--follow")
     assert followed.returncode == 0, followed.stdout + followed.stderr
     group = zarr.open_group(str(lake / "cli" / "slow.ome.zarr"), mode="r")
-    np.testing.assert_array_equal(group["0"][0, 0], volume)
+    np.testing.assert_array_equal(group["0"][0], volume)  # (c, z, y, x)
 
     done = ferry(service, "ingest", "cancel", job_id)
     assert done.returncode == 2 and "has succeeded" in done.stderr
@@ -322,7 +322,7 @@ def test_a_worker_account_joins_a_job_over_tls(service: Service, tmp_path: Path)
     assert "to tls://127.0.0.1:" in err and "retiring this machine's workers" in err
     assert "worker processes of this machine stopped" not in err  # none failed to connect
     group = zarr.open_group(str(lake / "cli" / "joined.ome.zarr"), mode="r")
-    np.testing.assert_array_equal(group["0"][0, 0], volume)
+    np.testing.assert_array_equal(group["0"][0], volume)  # (c, z, y, x)
 
     # the worker token reads where the cluster is, and nothing else
     worker = Client(service.url, worker_token)
@@ -359,3 +359,53 @@ def test_check_reads_a_config_without_a_service_and_checks_the_source(tmp_path, 
     missing = subprocess.run([*run, str(config), "--source"], env=env, **_TEXT)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert "slice_0007.tif" in missing.stderr and "z" in missing.stderr
+
+
+def test_options_override_voxel_size_levels_and_chunking(tmp_path: Path) -> None:
+    """A Boss config has no voxel size: the options give it (and levels, chunk, shard); a
+    wrong value exits 2 naming its option, before anything is sent."""
+    env = {
+        "PATH": "",
+        "HOME": str(tmp_path),
+        "COLUMNS": "250",
+        "FERRY_HOME": str(tmp_path / "home"),
+        "PYTHONPATH": str(SRC),
+    }
+    run = [sys.executable, "-m", "neuroferry", "ingest"]
+    if BOSS.is_dir():
+        boss = json.loads((BOSS / "boss-v0.1-catmaid-file-stack-example.json").read_text())
+        boss["client"]["path_processor"]["params"]["root_dir"] = str(tmp_path / "tiles")
+        config = tmp_path / "boss.json"
+        config.write_text(json.dumps(boss))
+    else:
+        config = write_config(tmp_path / "c.json", tmp_path, tmp_path / "lake", "lab/o")
+    given = [
+        *("--voxel-size", "4,4.5,40", "--voxel-unit", "nanometer", "--levels", "3"),
+        *("--chunk", "32,64,64", "--shard", "64,256,256"),
+    ]
+    done = subprocess.run([*run, "check", str(config), *given, "--json"], env=env, **_TEXT)
+    assert done.returncode == 0, done.stderr
+    parsed = json.loads(done.stdout)["config"]
+    assert parsed["voxel_size"]["x"] == 4 and parsed["voxel_size"]["y"] == 4.5
+    assert parsed["voxel_size"]["z"] == 40 and parsed["voxel_size"]["unit"] == "nanometer"
+    assert parsed["levels"] == 3
+    assert parsed["chunk"] == [32, 64, 64] and parsed["shard"] == [64, 256, 256]
+
+    bad = [
+        (["--voxel-size", "4,4"], "--voxel-size"),
+        (["--voxel-size", "4,-4,40"], "--voxel-size"),
+        (["--voxel-unit", "parsec"], "--voxel-unit"),
+        (["--levels", "9"], "--levels"),
+        (["--chunk", "a,b,c"], "--chunk"),
+        (["--shard", "64,1000,1024"], "--shard"),
+    ]
+    for command, cases in (("check", bad), ("create", bad[::2])):
+        for options, named in cases:
+            refused = subprocess.run(
+                [*run, command, str(config), *options],
+                env={**env, "FERRY_URL": "http://127.0.0.1:9", "FERRY_TOKEN": "x"},
+                **_TEXT,
+            )
+            assert refused.returncode == 2, (options, refused.stderr)
+            assert named in refused.stderr, (options, refused.stderr)
+            assert "Traceback" not in refused.stderr and refused.stdout == ""

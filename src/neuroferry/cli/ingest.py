@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from datetime import timedelta
@@ -27,6 +28,24 @@ PROCESSES = typer.Option(
     0, "--processes", "-p", min=0, help="Dask worker processes to add on this machine."
 )
 THREADS = typer.Option(1, "--threads", min=1, help="Threads of each worker process.")
+VOXEL_SIZE = typer.Option(
+    None,
+    "--voxel-size",
+    help="Voxel size X,Y,Z (e.g. 4,4,40), over the config's (a Boss config has none).",
+)
+VOXEL_UNIT = typer.Option(
+    None, "--voxel-unit", help="Unit of --voxel-size: nanometer, micrometer, millimeter, meter."
+)
+LEVELS = typer.Option(None, "--levels", help="Resolution levels, full resolution included (1-8).")
+CHUNK = typer.Option(None, "--chunk", help="Chunk shape Z,Y,X (e.g. 64,128,128).")
+SHARD = typer.Option(None, "--shard", help="Shard shape Z,Y,X, a multiple of the chunk.")
+OPTION_OF = {
+    "voxel_size": "--voxel-size/--voxel-unit",
+    "levels": "--levels",
+    "chunk": "--chunk",
+    "shard": "--shard",
+}
+UNITS = ("nanometer", "micrometer", "millimeter", "meter")
 FINAL = ("succeeded", "failed", "cancelled")
 POLL = 1.0
 PLAIN_EVERY = 5.0
@@ -54,6 +73,65 @@ def _read_config(path: Path) -> dict[str, Any]:
             f"not {type(data).__name__}"
         )
     return data
+
+
+def _numbers(value: str, option: str, what: str, integer: bool) -> list[Any]:
+    parts = [p.strip() for p in value.split(",")]
+    try:
+        numbers: list[Any] = [int(p) if integer else float(p) for p in parts]
+    except ValueError:
+        numbers = []
+    if len(numbers) != 3 or not all(math.isfinite(n) and n > 0 for n in numbers):
+        kind = "whole numbers" if integer else "numbers"
+        raise typer.BadParameter(
+            f"{value!r}: give three positive {kind} {what}, separated by commas",
+            param_hint=option,
+        )
+    return numbers
+
+
+def overrides_of(
+    voxel_size: str | None,
+    voxel_unit: str | None,
+    levels: int | None,
+    chunk: str | None,
+    shard: str | None,
+) -> dict[str, Any]:
+    """The config fields the command's options set (nested, as the config has them)."""
+    found: dict[str, Any] = {}
+    voxel: dict[str, Any] = {}
+    if voxel_size is not None:
+        x, y, z = _numbers(voxel_size, "--voxel-size", "X,Y,Z (e.g. 4,4,40)", integer=False)
+        voxel.update(x=x, y=y, z=z)
+    if voxel_unit is not None:
+        if voxel_unit not in UNITS:
+            raise typer.BadParameter(
+                f"{voxel_unit!r} is not a unit; allowed: {', '.join(UNITS)}",
+                param_hint="--voxel-unit",
+            )
+        voxel["unit"] = voxel_unit
+    if voxel:
+        found["voxel_size"] = voxel
+    if levels is not None:
+        if not 1 <= levels <= 8:
+            raise typer.BadParameter(f"{levels} levels: allowed 1 to 8", param_hint="--levels")
+        found["levels"] = levels
+    for option, value in (("chunk", chunk), ("shard", shard)):
+        if value is not None:
+            found[option] = _numbers(value, f"--{option}", "Z,Y,X", integer=True)
+    return found
+
+
+def _with_overrides(
+    body: dict[str, Any], overrides: dict[str, Any], origin: Path
+) -> dict[str, Any]:
+    """The config with the options' values over it, checked here so that a wrong value
+    names its option."""
+    if not overrides:
+        return body
+    from neuroferry.pipelines.ingest import apply_overrides
+
+    return apply_overrides(body, overrides, origin=str(origin), names=OPTION_OF)
 
 
 # -- progress --------------------------------------------------------------------------------
@@ -239,6 +317,11 @@ def create_command(
     processes: int = PROCESSES,
     threads: int = THREADS,
     wait: bool = typer.Option(False, "--wait", help="Show progress until the job ends."),
+    voxel_size: str | None = VOXEL_SIZE,
+    voxel_unit: str | None = VOXEL_UNIT,
+    levels: int | None = LEVELS,
+    chunk: str | None = CHUNK,
+    shard: str | None = SHARD,
     as_json: bool = JSON,
     token: str | None = TOKEN,
 ) -> None:
@@ -247,9 +330,11 @@ def create_command(
     show its progress and exit 1 unless it succeeds."""
     from neuroferry.errors import InvalidInput
 
+    overrides = overrides_of(voxel_size, voxel_unit, levels, chunk, shard)
     client = client_for(token)
     body = _read_config(config)
     try:
+        body = _with_overrides(body, overrides, config)
         created = client.ingest_create(body)
     except InvalidInput as exc:
         show_problems(exc)
@@ -272,6 +357,11 @@ def check_command(
     source: bool = typer.Option(
         False, "--source", help="Also check the source data (files on this machine)."
     ),
+    voxel_size: str | None = VOXEL_SIZE,
+    voxel_unit: str | None = VOXEL_UNIT,
+    levels: int | None = LEVELS,
+    chunk: str | None = CHUNK,
+    shard: str | None = SHARD,
     as_json: bool = JSON,
 ) -> None:
     """Validate a config without a service: print it as neuroferry reads it (a Boss config
@@ -286,8 +376,13 @@ def check_command(
         shard_totals,
     )
 
+    overrides = overrides_of(voxel_size, voxel_unit, levels, chunk, shard)
     try:
-        parsed = load_config(config)
+        parsed = (
+            load_config(_with_overrides(_read_config(config), overrides, config))
+            if overrides
+            else load_config(config)
+        )
         reader = open_reader(parsed)
         if source:
             reader.check()
@@ -306,9 +401,10 @@ def check_command(
         return
     typer.echo(f"{config}: a valid ingest config for volume {parsed.name}")
     typer.echo(f"  reads   {parsed.source.plugin} {json.dumps(parsed.source.params)}")
+    axes = ", ".join(layout.axes)
     for level in plan["levels"]:
-        shape = " x ".join(map(str, level["shape"]))
-        typer.echo(f"  level {level['level']}  {shape} (t, c, z, y, x): {level['shards']} shards")
+        shape = " x ".join(map(str, layout.stored_shape(level["level"])))
+        typer.echo(f"  level {level['level']}  {shape} ({axes}): {level['shards']} shards")
     typer.echo(
         f"  {human_bytes(plan['bytes'])} of {parsed.dtype} in {plan['units']} work units"
         + ("; the source data are complete" if source else "")

@@ -29,9 +29,12 @@ def dispatch(
     )
 
 
-def write_volume(destination: str, name: str, volume: np.ndarray, levels: int = 2) -> Layout:
+def write_volume(
+    destination: str, name: str, volume: np.ndarray, levels: int = 2, time_axis: str = "auto"
+) -> Layout:
     """``volume`` (t, c, z, y, x) written by the ingest writer, unit by unit, as
-    ``{destination}/{name}.ome.zarr`` (progress records beside it, under ``.ferry/``)."""
+    ``{destination}/{name}.ome.zarr`` (progress records beside it, under ``.ferry/``);
+    ``time_axis="always"`` writes it as volumes were written before that field."""
     t, c, z, y, x = volume.shape
     config = IngestConfig.model_validate(
         {
@@ -44,6 +47,7 @@ def write_volume(destination: str, name: str, volume: np.ndarray, levels: int = 
             "chunk": (4, 8, 8),
             "shard": (8, 16, 16),
             "levels": levels,
+            "time_axis": time_axis,
         }
     )
     layout = Layout.of(config)

@@ -447,3 +447,41 @@ def test_an_ingest_checks_its_volume_is_still_its_owners_before_writing(
         run(bob)
     assert run(alice)["volume"].endswith("/lab/vol.ome.zarr")
     engine.dispose()
+
+
+def test_labels_go_only_into_an_image_of_their_owner(database_url: str, tmp_path: Path) -> None:
+    """A label image with ``label_of`` is written inside that image: another user's image
+    is refused at submit, as any write inside another user's asset is."""
+    from neuroferry.auth import create_user
+    from neuroferry.catalog import Catalog, Owner
+    from neuroferry.config import get_settings
+    from neuroferry.db import make_engine, upgrade
+    from neuroferry.engine import submit_job
+    from neuroferry.errors import Forbidden
+    from neuroferry.pipelines.ingest._kind import prepare
+
+    lake = (tmp_path / "lake").as_uri()
+    stack = tmp_path / "stack"
+    stack.mkdir()
+    spec = {
+        "name": "lab/cells",
+        "destination": lake,
+        "source": {"plugin": "image-folder", "params": {"path": str(stack), "pattern": "{z}.tif"}},
+        "extent": {"x": [0, 4], "y": [0, 4], "z": [0, 1]},
+        "dtype": "uint32",
+        "image_kind": "label",
+        "label_of": "lab/em",
+        "voxel_size": {"x": 1, "y": 1, "z": 1},
+        "levels": 1,
+    }
+    settings = get_settings(source_roots=[stack], store_url=lake)
+    [claim] = prepare(load_config(spec), settings).assets
+    assert claim.key == f"{lake}/lab/em.ome.zarr/labels/cells"
+    engine = make_engine(database_url)
+    upgrade(engine)
+    alice, bob = (create_user(engine, name).id for name in ("alice", "bob"))
+    Catalog(engine).upsert({"name": "lab:em", "location": f"{lake}/lab/em.ome.zarr"}, Owner(alice))
+    with pytest.raises(Forbidden, match="lab:em"):
+        submit_job(engine, "ingest", spec, owner_id=bob, settings=settings)
+    assert submit_job(engine, "ingest", spec, owner_id=alice, settings=settings) > 0
+    engine.dispose()

@@ -67,10 +67,10 @@ def check_volume(root: Path, volume: np.ndarray) -> None:
     group = zarr.open_group(str(root), mode="r")
     assert group.attrs["ome"]["version"] == "0.5"
     level0 = group["0"][...]
-    assert level0.shape == (1, 1, *SHAPE)
-    np.testing.assert_array_equal(level0[0, 0], volume)
+    assert level0.shape == (1, *SHAPE)  # a 3-D stack has no time axis: (c, z, y, x)
+    np.testing.assert_array_equal(level0[0], volume)
     for level in (1, 2):
-        assert group[str(level)].shape[2:] == tuple(-(-n // 2**level) for n in SHAPE)
+        assert group[str(level)].shape[1:] == tuple(-(-n // 2**level) for n in SHAPE)
 
 
 def shard_files(root: Path) -> dict[str, tuple[int, int]]:
@@ -100,8 +100,9 @@ def test_a_stack_is_ingested_into_a_local_store_and_registered(tmp_path: Path) -
 
         [doc] = rig.catalog.find({"name": "lab:em"})
         assert doc["location"] == (lake / "lab" / "em.ome.zarr").as_uri()
-        assert doc["image"]["shape"] == [1, 1, *SHAPE]
-        assert [lv["shape"][2:] for lv in doc["image"]["levels"]] == [
+        assert doc["image"]["shape"] == [1, *SHAPE]
+        assert doc["image"]["axes"] == ["c", "z", "y", "x"]
+        assert [lv["shape"][1:] for lv in doc["image"]["levels"]] == [
             [21, 70, 90],
             [11, 35, 45],
             [6, 18, 23],
@@ -193,16 +194,16 @@ def test_cancel_keeps_recorded_shards_and_retry_resumes(tmp_path: Path) -> None:
         assert len(units) >= 12
         # what a put whose record never came would leave: an object in a unit that has
         # not run, and a local store's temporary file
-        stray = root / "0/c/0/0/2/2/2"
+        stray = root / "0/c/0/2/2/2"  # level 0, c 0, shard z 2, y 2, x 2
         stray.parent.mkdir(parents=True, exist_ok=True)
         stray.write_bytes(b"not recorded")
-        (root / "0/c/0/0/2/2/1#5").write_bytes(b"half a put")
+        (root / "0/c/0/2/2/1#5").write_bytes(b"half a put")
 
         done = cancel_ingest(rig.engine, rig.log_store, rig.settings, job_id)
         assert done["job"]["state"] == "cancelled"
         cleanup = done["cleanup"]
         assert cleanup["removed"] >= 1 and cleanup["staging_removed"] == 1
-        assert not stray.exists() and not (root / "0/c/0/0/2/2/1#5").exists()
+        assert not stray.exists() and not (root / "0/c/0/2/2/1#5").exists()
         kept = shard_files(root)
         assert cleanup["kept"] == len(kept) > 0
         states = {k: t["state"] for k, t in rig.tasks(job_id).items() if k.startswith("write[")}

@@ -53,6 +53,8 @@ def config(shape_tczyx: tuple[int, ...], dtype: str, **options: Any) -> IngestCo
             "channels": c,
             "dtype": dtype,
             "voxel_size": {"x": 0.25, "y": 0.25, "z": 1.5, "unit": "micrometer", "t": 2.0},
+            # the byte-level tests below keep (t, c, z, y, x); test_time_axis covers both
+            "time_axis": options.pop("time_axis", "always"),
             **options,
         }
     )
@@ -451,3 +453,43 @@ def test_units_hold_whole_rows_within_the_budget_or_runs_of_shards() -> None:
     every = [k for u in plan_units(layout, 1) for k in u.keys(layout)]
     assert len(every) == len(set(every)) == shard_totals(layout)["shards"]
     assert Unit.from_params(units[4].params()) == units[4]
+
+
+@pytest.mark.parametrize(
+    ("t", "time_axis", "axes"),
+    [
+        (1, "auto", ["c", "z", "y", "x"]),  # a 3-D stack
+        (2, "auto", ["t", "c", "z", "y", "x"]),  # a time series
+        (1, "always", ["t", "c", "z", "y", "x"]),  # as volumes were written before
+    ],
+)
+def test_time_axis(t: int, time_axis: str, axes: list[str], tmp_path: Path) -> None:
+    """A volume has a ``t`` axis only when it has several time points (or when asked);
+    either way it reads back voxel for voxel and validates as NGFF 0.5."""
+    models = pytest.importorskip("ome_zarr_models.v05")
+    shape = (t, 2, 6, 20, 24)
+    volume = (np.arange(np.prod(shape)) % 65521).astype(np.uint16).reshape(shape)
+    cfg = config(shape, "uint16", chunk=(2, 8, 8), shard=(4, 16, 16), levels=2, time_axis=time_axis)
+    written = Written(tmp_path / "vol.ome.zarr", volume, cfg, volume[0].nbytes // 2)
+    results = written.write()
+    assert verify_volume(
+        written.volume_stores, written.layout, written.fingerprint, written.units, results
+    ).ok
+    written.commit()
+    group = zarr.open_group(str(tmp_path / "vol.ome.zarr"), mode="r")
+    image = models.Image.from_zarr(group)
+    [multiscale] = image.attributes.ome.multiscales
+    assert [a.name for a in multiscale.axes] == axes
+    for dataset in multiscale.datasets:
+        assert len(dataset.coordinateTransformations[0].scale) == len(axes)
+    level0 = group["0"][...]
+    assert level0.shape == (volume if "t" in axes else volume[0]).shape
+    np.testing.assert_array_equal(level0, volume if "t" in axes else volume[0])
+    assert group["1"].metadata.dimension_names == tuple(axes)
+    keys = sorted(written.objects())
+    assert all(len(k.split("/")) == len(axes) + 2 for k in keys), keys[:3]
+    if time_axis == "always":  # a partial volume of either layout is not resumed by the other
+        auto = Layout.of(
+            config(shape, "uint16", chunk=(2, 8, 8), shard=(4, 16, 16), levels=2, time_axis="auto")
+        )
+        assert auto.fingerprint() != written.layout.fingerprint()

@@ -41,12 +41,37 @@ _DESTINATION_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _URL = re.compile(r"[a-z][a-z0-9+.-]*://\S*")
 _LEVEL_RANGE = {"blosc-zstd": (0, 9), "blosc-lz4": (0, 9), "zstd": (1, 22), "gzip": (1, 9)}
 _MAX_FILE_BYTES = 1 << 20
+_RGB = re.compile(r"[0-9A-Fa-f]{6}")
+_RGBA = re.compile(r"[0-9A-Fa-f]{6}(?:[0-9A-Fa-f]{2})?")
 _NAMED = re.compile(r"([a-z_]+(?:\.[a-z_]+)*): (.*)", re.DOTALL)
 
 
 def _error(message: str) -> PydanticCustomError:
     # the message goes in as context so that braces in values are not format fields
     return PydanticCustomError("ingest_config", "{message}", {"message": message})
+
+
+def _volume_name(value: str) -> str:
+    """A volume name, checked."""
+    segments = value.split("/")
+    if not 1 <= len(segments) <= 4 or ".." in value:
+        raise _error(
+            f"{value!r} is not allowed; give 1 to 4 parts separated by '/', without '..' "
+            "(e.g. 'lab/mouse12/em')"
+        )
+    for segment in segments:
+        if not _SEGMENT.fullmatch(segment) or set(segment) == {"."}:
+            raise _error(
+                f"{value!r}: part {segment!r} is not allowed; parts are 1 to 128 letters, "
+                "digits, '.', '-' or '_' (no leading or trailing '/')"
+            )
+    if RECORD_NAME.fullmatch(value):
+        raise _error(
+            f"{value!r} has the form of an analysis result's provenance record name (64 "
+            "hexadecimal digits, optionally '.' and a user id), which is reserved for "
+            "those records; choose another name"
+        )
+    return value
 
 
 class SourceConfig(BaseModel):
@@ -189,29 +214,36 @@ class IngestConfig(BaseModel):
     """How lower levels are computed; ``auto``: mean for intensity, mode for labels."""
     downsample_factors: Triple = (2, 2, 2)
     """The factor (1 or 2) along z, y and x from one level to the next."""
+    time_axis: Literal["auto", "always"] = "auto"
+    """``auto``: the volume has a ``t`` axis only when the extent has several time points
+    (a 3-D stack is (c, z, y, x)); ``always``: (t, c, z, y, x) in any case, as volumes
+    written before this field were."""
+    channel_names: list[str] | None = None
+    """Each channel's name, as viewers show it (default: the volume name's last part for
+    one channel, ``c0``, ``c1``, … for several)."""
+    channel_colors: list[str] | None = None
+    """Each channel's colour as six hexadecimal digits ``RRGGBB`` (default: grey for one
+    channel, green, magenta, cyan, red, blue, yellow for several)."""
+    contrast_limits: list[tuple[float, float]] | None = None
+    """Each channel's display window ``[start, end]`` (default: computed from the data)."""
+    label_of: str | None = None
+    """For ``image_kind: label``: the name of the intensity volume (same destination) whose
+    ``labels/`` group holds this one, as ``labels/{last part of name}``."""
+    label_colors: dict[int, str] | None = None
+    """For ``image_kind: label``: label value → colour ``RRGGBB`` or ``RRGGBBAA`` (default:
+    a colour for each value found in the data, up to 256 values)."""
+    label_properties: dict[int, dict[str, Any]] | None = None
+    """For ``image_kind: label``: label value → properties (e.g. ``{"class": "soma"}``)."""
 
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        segments = value.split("/")
-        if not 1 <= len(segments) <= 4 or ".." in value:
-            raise _error(
-                f"{value!r} is not allowed; give 1 to 4 parts separated by '/', without '..' "
-                "(e.g. 'lab/mouse12/em')"
-            )
-        for segment in segments:
-            if not _SEGMENT.fullmatch(segment) or set(segment) == {"."}:
-                raise _error(
-                    f"{value!r}: part {segment!r} is not allowed; parts are 1 to 128 letters, "
-                    "digits, '.', '-' or '_' (no leading or trailing '/')"
-                )
-        if RECORD_NAME.fullmatch(value):
-            raise _error(
-                f"{value!r} has the form of an analysis result's provenance record name (64 "
-                "hexadecimal digits, optionally '.' and a user id), which is reserved for "
-                "those records; choose another name"
-            )
-        return value
+        return _volume_name(value)
+
+    @field_validator("label_of")
+    @classmethod
+    def _label_of(cls, value: str | None) -> str | None:
+        return None if value is None else _volume_name(value)
 
     @field_validator("destination")
     @classmethod
@@ -222,6 +254,60 @@ class IngestConfig(BaseModel):
             f"{value!r} is neither a store URL (file://, s3://, gs://, az://) nor the name of "
             "a destination (letters, digits, '.', '-', '_')"
         )
+
+    @field_validator("channel_names")
+    @classmethod
+    def _channel_names(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for i, name in enumerate(value):
+            if not 1 <= len(name) <= 128 or not name.isprintable():
+                raise _error(
+                    f"item {i}: {name!r} is not allowed; a channel name is 1 to 128 printable "
+                    "characters"
+                )
+        return value
+
+    @field_validator("channel_colors")
+    @classmethod
+    def _channel_colors(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        for i, color in enumerate(value):
+            if not _RGB.fullmatch(color):
+                raise _error(
+                    f"item {i}: {color!r} is not a colour; give six hexadecimal digits "
+                    "RRGGBB (e.g. 00FF00)"
+                )
+        return [c.upper() for c in value]
+
+    @field_validator("contrast_limits")
+    @classmethod
+    def _contrast_limits(
+        cls, value: list[tuple[float, float]] | None
+    ) -> list[tuple[float, float]] | None:
+        if value is None:
+            return None
+        for i, (start, end) in enumerate(value):
+            if not (math.isfinite(start) and math.isfinite(end)) or end <= start:
+                raise _error(
+                    f"item {i}: [{start}, {end}] is not a window; give [start, end] with "
+                    "finite start < end"
+                )
+        return value
+
+    @field_validator("label_colors")
+    @classmethod
+    def _label_colors(cls, value: dict[int, str] | None) -> dict[int, str] | None:
+        if value is None:
+            return None
+        for label, color in value.items():
+            if not _RGBA.fullmatch(color):
+                raise _error(
+                    f"{label}: {color!r} is not a colour; give RRGGBB or RRGGBBAA "
+                    "(hexadecimal, e.g. FF000080)"
+                )
+        return {k: v.upper() for k, v in value.items()}
 
     @field_validator("tile_size")
     @classmethod
@@ -262,6 +348,19 @@ class IngestConfig(BaseModel):
                     "downsample: 'mean' invents label values; use 'mode' or 'stride' (or "
                     "'auto') for image_kind 'label'"
                 )
+        for field in ("channel_names", "channel_colors", "contrast_limits"):
+            given = getattr(self, field)
+            if given is not None and len(given) != self.channels:
+                raise _error(
+                    f"{field}: {len(given)} given for {self.channels} channels; give one "
+                    "per channel"
+                )
+        if self.image_kind != "label":
+            for field in ("label_of", "label_colors", "label_properties"):
+                if getattr(self, field) is not None:
+                    raise _error(f"{field}: only for image_kind 'label'")
+        if self.label_of is not None and self.label_of == self.name:
+            raise _error("label_of: a label image cannot be a label of itself; name another")
         for axis, c, s in zip(_ZYX, self.chunk, self.shard, strict=True):
             if s % c:
                 raise _error(
@@ -284,6 +383,18 @@ class IngestConfig(BaseModel):
                         f"the chunk {c}; choose a shard that is chunk times a power of 2"
                     )
         return self
+
+    def volume_path(self) -> str:
+        """The volume's path under its destination: ``{name}.ome.zarr``, or for a label
+        image of another volume ``{label_of}.ome.zarr/labels/{last part of name}``."""
+        if self.label_of is not None:
+            return f"{self.label_of}.ome.zarr/labels/{self.label_name}"
+        return f"{self.name}.ome.zarr"
+
+    @property
+    def label_name(self) -> str:
+        """The name of a label image in its image's ``labels/`` group."""
+        return self.name.rsplit("/", 1)[-1]
 
     def volume_shape(self) -> tuple[int, int, int, int, int]:
         """The output volume's shape (t, c, z, y, x)."""
@@ -473,6 +584,36 @@ def validate_config(data: Mapping[str, Any], *, origin: str | None = None) -> In
         return IngestConfig.model_validate(data)
     except ValidationError as exc:
         raise _invalid(exc, origin) from exc
+
+
+def apply_overrides(
+    data: Mapping[str, Any],
+    overrides: Mapping[str, Any],
+    *,
+    origin: str | None = None,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """``data`` (an ingest config, or a Boss ingest client config, mapped) with
+    ``overrides`` merged over it, checked: InvalidInput names each wrong field and, for a
+    field an override set, where it came from (``names``: field → e.g. ``--levels``)."""
+    from neuroferry.pipelines.ingest._boss import boss_to_config, is_boss_config
+
+    if is_boss_config(data):
+        data = boss_to_config(data, origin=origin)
+    merged = _merge(dict(data), overrides)
+    try:
+        validate_config(merged, origin=origin)
+    except InvalidInput as exc:
+        options: list[str] = []
+        for problem in exc.problems:
+            root = str(problem.get("field", "")).split(".")[0]
+            named = (names or {}).get(root)
+            if root in overrides and named:
+                problem["message"] = f"{problem['message']} (set by {named})"
+                options.append(named)
+        shown = f" (set by {', '.join(dict.fromkeys(options))})" if options else ""
+        raise InvalidInput(f"{exc}{shown}", exc.problems) from None
+    return merged
 
 
 def load_config(

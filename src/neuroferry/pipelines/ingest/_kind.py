@@ -112,9 +112,10 @@ def under_destination(url: str, settings: Settings) -> bool:
 
 
 def volume_url(config: IngestConfig, settings: Settings) -> str:
-    """Where the config's volume lies: ``{destination}/{name}.ome.zarr``."""
+    """Where the config's volume lies: ``{destination}/{name}.ome.zarr`` (a label image of
+    another volume: in that volume's ``labels/`` group)."""
     base, _ = destination_of(config, settings)
-    return f"{base}/{config.name}.ome.zarr"
+    return f"{base}/{config.volume_path()}"
 
 
 def prepare(config: IngestConfig, settings: Settings) -> PreparedJob:
@@ -131,7 +132,7 @@ def prepare(config: IngestConfig, settings: Settings) -> PreparedJob:
         )
         raise InvalidInput(f"extent: {message}", [{"field": "extent", "message": message}])
     summary: dict[str, Any] = {
-        "volume": f"{base}/{config.name}.ome.zarr",
+        "volume": f"{base}/{config.volume_path()}",
         "progress": progress_url(base, config.name),
         "destination_name": destination,
         "source": config.source.plugin,

@@ -8,6 +8,7 @@ it an OME-Zarr image) is written last, only after every shard was verified.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import Any
 
@@ -132,6 +133,13 @@ def plan(ctx: TaskContext) -> dict[str, Any]:
     volume = _volume(ctx)
     before = read_json(stores.progress, PLAN_KEY)
     if before is not None and before.get("fingerprint") != fingerprint:
+        with_time = dataclasses.replace(layout, time_axis=True)
+        if not layout.time_axis and before.get("fingerprint") == fingerprint_of(config, with_time):
+            raise TaskFailed(
+                f"{volume} holds a partial ingest of this config written with a time axis "
+                "(t, c, z, y, x), as volumes were before 'time_axis' existed: add "
+                "'time_axis: always' to the config to resume it"
+            )
         raise TaskFailed(
             f"{volume} already holds an ingest with other settings (job "
             f"{before.get('job_id')}, layout {before.get('fingerprint')}, this job's "
@@ -268,15 +276,56 @@ def verify(ctx: TaskContext) -> dict[str, Any]:
     }
 
 
+def _samples(store: Store, layout: Layout) -> list[Any]:
+    """Each channel's sample of the lowest level (see :func:`_display.sample_region`)."""
+    import zarr
+
+    from neuroferry.pipelines.ingest._display import sample_region
+    from neuroferry.stores import zarr_store
+
+    top = layout.levels - 1
+    array = zarr.open_array(store=zarr_store(store), path=str(top), mode="r")
+    z, y, x = sample_region(layout.shapes[top])
+    lead = (0,) if layout.time_axis else ()
+    return [array[(*lead, c, z, y, x)] for c in range(layout.shapes[top][1])]
+
+
+def display_metadata(config: IngestConfig, layout: Layout, store: Store) -> dict[str, Any]:
+    """The ``omero`` block of an intensity image, or the ``image-label`` block of a label
+    image, with what the config does not give computed from the volume's lowest level."""
+    from neuroferry.pipelines.ingest import _display
+
+    if config.image_kind == "label":
+        sample = _samples(store, layout)[0] if config.label_colors is None else None
+        return {"image-label": _display.image_label(config, sample)}
+    return {"omero": _display.omero(config, layout, _samples(store, layout))}
+
+
 def commit(ctx: TaskContext) -> dict[str, Any]:
-    """Write the volume's group ``zarr.json`` with its OME-Zarr (NGFF 0.5) metadata: from
-    now on readers see a complete image."""
+    """Write the volume's group ``zarr.json`` with its OME-Zarr (NGFF 0.5) metadata and
+    how viewers show it (``omero``, or ``image-label``): from now on readers see a complete
+    image. A label image of another volume is then listed in that volume's ``labels``
+    group."""
+    from neuroferry.pipelines.ingest._display import labels_group
+
     config = config_of(ctx)
     layout = Layout.of(config)
     stores = _stores(ctx)
-    stores.data.put("zarr.json", dumps(layout.group_metadata()))
+    display = display_metadata(config, layout, stores.data)
+    stores.data.put("zarr.json", dumps(layout.group_metadata(display)))
+    if config.label_of is not None:
+        labels = _open(ctx, _volume(ctx).rsplit("/", 1)[0])
+        listed = labels_group(read_json(labels, "zarr.json"), config.label_name)
+        labels.put("zarr.json", dumps(listed))
+        ctx.log.info("listed %s in the labels of %s", config.label_name, config.label_of)
     ctx.log.info("committed %s", _volume(ctx))
     return {"volume": _volume(ctx), "levels": layout.levels}
+
+
+def _display_names(config: IngestConfig) -> list[str]:
+    from neuroferry.pipelines.ingest._display import channel_names
+
+    return channel_names(config)
 
 
 def catalog_name(name: str) -> str:
@@ -300,15 +349,17 @@ def register(ctx: TaskContext) -> dict[str, Any]:
         "image": {
             "format": "ome-zarr",
             "ngff_version": "0.5",
-            "axes": ["t", "c", "z", "y", "x"],
-            "shape": list(layout.shapes[0]),
+            "axes": layout.axes,
+            "shape": layout.stored_shape(0),
             "dtype": layout.dtype,
             "image_kind": config.image_kind,
+            **({"label_of": config.label_of} if config.label_of is not None else {}),
+            "channel_names": _display_names(config),
             "voxel_size": config.voxel_size.model_dump(mode="json"),
             "levels": [
                 {
                     "path": str(level),
-                    "shape": list(layout.shapes[level]),
+                    "shape": layout.stored_shape(level),
                     "chunk": list(layout.chunks[level]),
                     "shard": list(layout.shards[level]),
                     "scale": layout.scale(level),

@@ -42,7 +42,7 @@ MANIFEST_KEY = "manifest.json"
 UNITS_PREFIX = "units"
 PROBLEMS_SHOWN = 5
 
-_SHARD_KEY = re.compile(r"^(\d+)/c/\d+/\d+/\d+/\d+/\d+$")
+_SHARD_KEY = re.compile(r"^(\d+)/c/\d+/\d+/\d+/\d+(?:/\d+)?$")
 
 
 def record_key(unit: str) -> str:

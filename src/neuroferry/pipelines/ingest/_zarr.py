@@ -241,6 +241,8 @@ class Layout:
     time_unit: str
     start: tuple[int, int, int, int]
     """The source index (t, z, y, x) of the volume's voxel (0, 0, 0)."""
+    time_axis: bool = True
+    """Whether the arrays have the ``t`` axis (t, c, z, y, x) or not (c, z, y, x)."""
 
     @classmethod
     def of(cls, config: IngestConfig) -> Layout:
@@ -265,7 +267,22 @@ class Layout:
             time_step=vs.t,
             time_unit=vs.t_unit,
             start=(ext.t[0], ext.z[0], ext.y[0], ext.x[0]),
+            time_axis=config.time_axis == "always" or ext.t[1] - ext.t[0] > 1,
         )
+
+    @property
+    def axes(self) -> list[str]:
+        """The arrays' axes, in order."""
+        return ["t", "c", "z", "y", "x"] if self.time_axis else ["c", "z", "y", "x"]
+
+    def stored_shape(self, level: int) -> list[int]:
+        """The level's array shape, along :attr:`axes`."""
+        shape = list(self.shapes[level])
+        return shape if self.time_axis else shape[1:]
+
+    def _lead(self, values: list[Any]) -> list[Any]:
+        """``values`` (for t, c, z, y, x) along :attr:`axes`."""
+        return values if self.time_axis else values[1:]
 
     @property
     def levels(self) -> int:
@@ -292,6 +309,8 @@ class Layout:
 
     def shard_key(self, level: int, t: int, c: int, z: int, y: int, x: int) -> str:
         """The shard's key in the volume (Zarr v3 default chunk key encoding)."""
+        if not self.time_axis:
+            return f"{level}/c/{c}/{z}/{y}/{x}"
         return f"{level}/c/{t}/{c}/{z}/{y}/{x}"
 
     def shard_region(self, level: int, zyx: Triple) -> tuple[slice, slice, slice]:
@@ -312,11 +331,11 @@ class Layout:
         return {
             "zarr_format": 3,
             "node_type": "array",
-            "shape": list(self.shapes[level]),
+            "shape": self.stored_shape(level),
             "data_type": self.dtype,
             "chunk_grid": {
                 "name": "regular",
-                "configuration": {"chunk_shape": [1, 1, sz, sy, sx]},
+                "configuration": {"chunk_shape": self._lead([1, 1, sz, sy, sx])},
             },
             "chunk_key_encoding": {"name": "default", "configuration": {"separator": "/"}},
             "fill_value": fill,
@@ -324,7 +343,7 @@ class Layout:
                 {
                     "name": "sharding_indexed",
                     "configuration": {
-                        "chunk_shape": [1, 1, cz, cy, cx],
+                        "chunk_shape": self._lead([1, 1, cz, cy, cx]),
                         "codecs": self.codec.codecs_json(),
                         "index_codecs": _INDEX_CODECS,
                         "index_location": "end",
@@ -332,17 +351,19 @@ class Layout:
                 }
             ],
             "attributes": {},
-            "dimension_names": ["t", "c", "z", "y", "x"],
+            "dimension_names": self.axes,
             "storage_transformers": [],
         }
 
     def scale(self, level: int) -> list[float]:
-        """The level's voxel size (t, c, z, y, x): full resolution times the factors."""
-        return [
-            self.time_step,
-            1.0,
-            *(v * f**level for v, f in zip(self.voxel, self.factors, strict=True)),
-        ]
+        """The level's voxel size (along :attr:`axes`): full resolution times the factors."""
+        return self._lead(
+            [
+                self.time_step,
+                1.0,
+                *(v * f**level for v, f in zip(self.voxel, self.factors, strict=True)),
+            ]
+        )
 
     def translation(self, level: int) -> list[float]:
         """Where the level's voxel (0, 0, 0) centre lies: the extent's start and, for block
@@ -354,15 +375,19 @@ class Layout:
         ]
         t0, *zyx = self.start
         origin = [i * v for i, v in zip(zyx, self.voxel, strict=True)]
-        return [t0 * self.time_step, 0.0, *(o + s for o, s in zip(origin, shift, strict=True))]
+        return self._lead(
+            [t0 * self.time_step, 0.0, *(o + s for o, s in zip(origin, shift, strict=True))]
+        )
 
     def multiscales(self) -> dict[str, Any]:
         """The NGFF 0.5 ``multiscales`` entry of the volume."""
-        axes = [
-            {"name": "t", "type": "time", "unit": self.time_unit},
-            {"name": "c", "type": "channel"},
-            *({"name": a, "type": "space", "unit": self.unit} for a in ("z", "y", "x")),
-        ]
+        axes = self._lead(
+            [
+                {"name": "t", "type": "time", "unit": self.time_unit},
+                {"name": "c", "type": "channel"},
+                *({"name": a, "type": "space", "unit": self.unit} for a in ("z", "y", "x")),
+            ]
+        )
         datasets = []
         for level in range(self.levels):
             transforms: list[dict[str, Any]] = [{"type": "scale", "scale": self.scale(level)}]
@@ -381,12 +406,14 @@ class Layout:
             },
         }
 
-    def group_metadata(self) -> dict[str, Any]:
-        """The volume's ``zarr.json``: a group with NGFF 0.5 ``ome`` attributes (an
-        ``image-label`` entry for label images)."""
+    def group_metadata(self, display: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The volume's ``zarr.json``: a group with NGFF 0.5 ``ome`` attributes, with
+        ``display`` (an ``omero`` block, or an ``image-label`` one) added; a label image has
+        an ``image-label`` entry in any case."""
         ome: dict[str, Any] = {"version": NGFF_VERSION, "multiscales": [self.multiscales()]}
         if self.image_kind == "label":
             ome["image-label"] = {}
+        ome.update(display or {})
         return {"zarr_format": 3, "node_type": "group", "attributes": {"ome": ome}}
 
     def fingerprint(self, source: Any = None) -> str:
@@ -403,6 +430,8 @@ class Layout:
             "start": self.start,
             "source": source,
         }
+        if not self.time_axis:  # volumes with a time axis keep the fingerprint they had
+            facts["axes"] = self.axes
         text = json.dumps(facts, sort_keys=True, default=list)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

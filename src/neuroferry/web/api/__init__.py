@@ -13,6 +13,7 @@ from neuroferry.web.api import (
     job_types,
     jobs,
     lists,
+    volumes,
 )
 
 router = APIRouter(prefix="/api/v2")
@@ -26,5 +27,6 @@ router.include_router(ingest.router)
 router.include_router(analyses.router)
 router.include_router(command_analyses.router)
 router.include_router(dropboxes.router)
+router.include_router(volumes.router)
 
 __all__ = ["router"]

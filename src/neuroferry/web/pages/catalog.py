@@ -290,10 +290,49 @@ def catalog_page(
 
 
 def _jobs_of(held: Services, me: User, name: str) -> list[dict[str, Any]]:
-    """The upload jobs that ``me`` may see whose asset is ``name``, newest first."""
-    query = JobQuery(kinds=("upload",), name_contains=name, limit=100)
-    rows, _total = list_jobs(held.engine, me, query)
-    return [r for r in rows if r["name"] == name]
+    """The upload and ingest jobs that ``me`` may see whose asset is ``name``, newest
+    first (an ingest job is named by its volume, ``lab/em`` for the asset ``lab:em``)."""
+    volume = name.replace(":", "/")
+    rows: list[dict[str, Any]] = []
+    for kind, wanted in (("upload", name), ("ingest", volume)):
+        query = JobQuery(kinds=(kind,), name_contains=wanted, limit=100)
+        found, _total = list_jobs(held.engine, me, query)
+        rows.extend(r for r in found if r["name"] == wanted)
+    return sorted(rows, key=lambda r: r["id"], reverse=True)
+
+
+@dataclass(frozen=True)
+class LevelView:
+    """One level of a volume as the asset page shows it."""
+
+    level: int
+    shape: list[int]
+    renderable: bool
+
+    @property
+    def size(self) -> str:
+        """Its size (z x y x x), with channels and time points when there are several."""
+        t, c, z, y, x = self.shape
+        text = f"{z} x {y} x {x}"
+        if c > 1:
+            text += f", {c} channels"
+        if t > 1:
+            text += f", {t} time points"
+        return text
+
+
+def _levels(doc: Mapping[str, Any]) -> list[LevelView]:
+    from neuroferry.pipelines.ingest import VolumeAsset, is_volume
+
+    if not is_volume(doc):
+        return []
+    volume = VolumeAsset(str(doc.get("name")), str(doc["location"]), doc["image"])
+    found = []
+    for level in range(len(volume.levels)):
+        shape = volume.shape(level)
+        if len(shape) == 5:
+            found.append(LevelView(level, shape, volume.renderable(level)))
+    return found
 
 
 @router.get("/catalog/{name}")
@@ -303,9 +342,46 @@ def asset_page(
     held: Services = Depends(services),
     me: User = Depends(page_user),
 ) -> Response:
-    """One asset: its metadata documents, where its data lies, and the jobs that made it."""
+    """One asset: its metadata documents, where its data lies, and the jobs that made it;
+    for an OME-Zarr volume, a slice of each level and a slice viewer."""
     found = held.catalog.find({"name": name}, limit=1, viewer=me)
     if not found:
         raise NotFound(f"no asset named {name!r} in the catalog; search for it on the catalog page")
     asset = Asset(found[0])
-    return render(request, "asset.html", asset=asset, jobs=_jobs_of(held, me, name))
+    levels = _levels(found[0])
+    zarr_url = str(request.url_for("volume_object", name=name, key="zarr.json"))
+    return render(
+        request,
+        "asset.html",
+        asset=asset,
+        jobs=_jobs_of(held, me, name),
+        levels=levels,
+        zarr_url=zarr_url.removesuffix("zarr.json") if levels else None,
+        shown=next((lv for lv in reversed(levels) if lv.renderable), None),
+    )
+
+
+@router.get("/catalog/{name}/slice.png")
+def slice_png(
+    name: str,
+    level: int = Query(0, ge=0, le=64, description="The resolution level"),
+    z: int | None = Query(None, ge=0, description="The slice (default: the middle one)"),
+    side: int = Query(256, ge=16, le=1024, description="The longest side, in pixels"),
+    held: Services = Depends(services),
+    me: User = Depends(page_user),
+) -> Response:
+    """A slice of a level of the volume asset ``name`` as PNG (time point 0, every active
+    channel in its colour and window; a label image in its label colours)."""
+    from neuroferry.pipelines.ingest import render_slice, volume_asset
+
+    volume = volume_asset(held.catalog, name, me)
+    png, tag = render_slice(volume, level, held.settings, z=z, side=side)
+    return Response(
+        png,
+        media_type="image/png",
+        headers={
+            "Cache-Control": "private, max-age=300",
+            "ETag": f'"{tag}"',
+            "X-Content-Type-Options": "nosniff",
+        },
+    )
