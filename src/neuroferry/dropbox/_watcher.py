@@ -513,8 +513,9 @@ class Watch:
         parameters: Mapping[str, Any],
     ) -> int:
         """One ``analysis`` job, a task per dataset, its results in the job's folder. It
-        is owned by who published the drop-box and checked against an access that reads
-        only the group's folder and writes only the job's own results."""
+        is owned by who published the drop-box, checked against an access that reads only
+        the group's folder and writes only the job's own results, and its tasks run with
+        that access."""
         group_url = f"{box.store_url}/{group}"
         results = f"{box.store_url}/{folder}/process_results"
         models = [
@@ -552,6 +553,7 @@ class Watch:
             owner_id=box.owner_id,
             settings=self.settings,
             access=confined,
+            confine=True,
         )
         return job_id
 

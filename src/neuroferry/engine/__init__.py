@@ -80,7 +80,14 @@ from neuroferry.engine._queries import (
     unfinished_jobs,
 )
 from neuroferry.engine._states import JOB_STATES, SUCCEEDED, TASK_STATES, TERMINAL
-from neuroferry.engine._submit import NewJob, check_access, owner_access, submit_job, submit_jobs
+from neuroferry.engine._submit import (
+    NewJob,
+    check_access,
+    job_access,
+    owner_access,
+    submit_job,
+    submit_jobs,
+)
 from neuroferry.engine._watchers import (
     Watcher,
     WatcherContext,
@@ -143,6 +150,7 @@ __all__ = [
     "get_kind",
     "image_reference",
     "in_container",
+    "job_access",
     "job_kinds",
     "job_state_counts",
     "job_tasks",

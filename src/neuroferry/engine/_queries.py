@@ -93,8 +93,11 @@ class JobQuery:
     offset: int = 0
 
 
+_SHOWN = [c for c in jobs.c if c.name != "access"]  # what a job's tasks may touch: not shown
+
+
 def _with_owner(*columns: Any) -> Any:
-    return select(*(columns or (jobs,)), users.c.name.label("owner")).outerjoin(
+    return select(*(columns or _SHOWN), users.c.name.label("owner")).outerjoin(
         users, users.c.id == jobs.c.owner_id
     )
 
@@ -132,7 +135,7 @@ def list_jobs(
     order = users.c.name if column == "owner" else jobs.c[column]
     ordering = [order.desc() if q.sort.startswith("-") else order.asc()]
     ordering.append(jobs.c.id.desc() if q.sort.startswith("-") else jobs.c.id.asc())
-    listed = [c for c in jobs.c if c.name != "spec"]  # the list never shows the spec
+    listed = [c for c in _SHOWN if c.name != "spec"]  # the list never shows the spec
     page = (
         _with_owner(*listed).where(*conditions).order_by(*ordering).limit(q.limit).offset(q.offset)
     )

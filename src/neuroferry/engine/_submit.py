@@ -3,12 +3,12 @@ grants, create the rows and queue the first tasks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, null, select
 
 from neuroferry.config import Settings
 from neuroferry.db import jobs, tasks, transaction, users
@@ -42,6 +42,19 @@ def owner_access(engine: Engine, owner_id: int | None, settings: Settings) -> Ac
     return access_for(settings, row.name, row.role)
 
 
+def job_access(engine: Engine, job_ids: Iterable[int]) -> dict[int, Access]:
+    """The access each of ``job_ids`` was submitted to run with (see ``submit_jobs``'s
+    ``confine``), for the jobs that have one; the others run with their owner's."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.access).where(jobs.c.id.in_(ids), jobs.c.access.is_not(None))
+        ).all()
+    return {job_id: Access.from_json(data) for job_id, data in rows if data is not None}
+
+
 def check_access(plan: PreparedJob, access: Access) -> None:
     """Refuse a prepared job that reads, writes or removes what ``access`` does not allow
     (:class:`Forbidden` or :class:`InvalidInput` naming the field)."""
@@ -60,12 +73,17 @@ def submit_jobs(
     owner_id: int | None,
     settings: Settings,
     access: Access | None = None,
+    confine: bool = False,
 ) -> list[int]:
     """Validate every job, check that its owner may touch what it reads, writes and
     removes (``access``; by default the owner's grants), then create them all (or none)
-    and queue their first tasks."""
+    and queue their first tasks. With ``confine``, ``access`` is kept with each job and
+    its tasks run with it instead of their owner's grants."""
     if access is None:
+        if confine:
+            raise ValueError("confine: give the access the jobs are confined to")
         access = owner_access(engine, owner_id, settings)
+    kept = access.to_json() if confine else None
     prepared = []
     for i, job in enumerate(new):
         kind = get_kind(job.kind)
@@ -106,6 +124,7 @@ def submit_jobs(
                     summary=_summary(plan),
                     job_type=job.job_type,
                     job_type_version=job.job_type_version,
+                    access=kept if kept is not None else null(),
                     created=now,
                     updated=now,
                 )
