@@ -70,13 +70,16 @@ from neuroferry.engine._metrics import METRICS
 from neuroferry.engine._orchestrator import Orchestrator
 from neuroferry.engine._queries import (
     SORTABLE,
+    Audience,
     JobQuery,
     get_job,
     job_state_counts,
     job_tasks,
     list_jobs,
+    may_change,
     read_log,
     read_log_part,
+    register_audience,
     unfinished_jobs,
 )
 from neuroferry.engine._states import JOB_STATES, SUCCEEDED, TASK_STATES, TERMINAL
@@ -112,6 +115,7 @@ __all__ = [
     "TASK_STATES",
     "TERMINAL",
     "AssetClaim",
+    "Audience",
     "Cancelled",
     "Change",
     "Credentials",
@@ -161,6 +165,7 @@ __all__ = [
     "lock_key",
     "log_key",
     "make_cluster",
+    "may_change",
     "named_destination",
     "owner_access",
     "owner_of_job",
@@ -168,6 +173,7 @@ __all__ = [
     "read_log",
     "read_log_part",
     "recheck_asset_owner",
+    "register_audience",
     "register_definitions",
     "register_kind",
     "register_watcher",
