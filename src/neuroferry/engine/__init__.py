@@ -91,6 +91,7 @@ from neuroferry.engine._submit import (
     submit_job,
     submit_jobs,
 )
+from neuroferry.engine._usage import UsageMeter, usage_key
 from neuroferry.engine._watchers import (
     Watcher,
     WatcherContext,
@@ -132,6 +133,7 @@ __all__ = [
     "TaskFailed",
     "TaskInstance",
     "TaskLog",
+    "UsageMeter",
     "Viewer",
     "Watcher",
     "WatcherContext",
@@ -189,6 +191,7 @@ __all__ = [
     "submit_jobs",
     "task_maker",
     "unfinished_jobs",
+    "usage_key",
     "watcher_states",
     "worker_resources",
 ]
