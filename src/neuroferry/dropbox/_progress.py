@@ -239,6 +239,8 @@ def refresh_submission(watch: Watch, box: Dropbox, row: Mapping[str, Any]) -> No
         write_files(store, folder, row["setup_log"], datasets, watch.settings.dropbox_refresh)
     if ended:
         store.put(end_key(folder), END_MARKER)
+    elif fingerprint == row["written"]:
+        return  # nothing changed: no write (the refresher looks at every running job)
     with transaction(watch.engine) as conn:
         conn.execute(
             update(dropbox_submissions)

@@ -28,6 +28,9 @@ class NewJob:
     spec: Mapping[str, Any] | BaseModel
     job_type: str | None = None
     job_type_version: int | None = None
+    access: Access | None = None
+    """What this job is checked against (and, with ``confine``, runs with) instead of
+    the ``access`` given for all."""
 
 
 def owner_access(engine: Engine, owner_id: int | None, settings: Settings) -> Access:
@@ -78,14 +81,16 @@ def submit_jobs(
     """Validate every job, check that its owner may touch what it reads, writes and
     removes (``access``; by default the owner's grants), then create them all (or none)
     and queue their first tasks. With ``confine``, ``access`` is kept with each job and
-    its tasks run with it instead of their owner's grants."""
-    if access is None:
+    its tasks run with it instead of their owner's grants. A job's own ``access``
+    (:class:`NewJob`) replaces the one given for all."""
+    if access is None and any(job.access is None for job in new):
         if confine:
             raise ValueError("confine: give the access the jobs are confined to")
         access = owner_access(engine, owner_id, settings)
-    kept = access.to_json() if confine else None
     prepared = []
     for i, job in enumerate(new):
+        allowed = job.access or access
+        assert allowed is not None
         kind = get_kind(job.kind)
         where = f"job {i + 1}: " if len(new) > 1 else ""
         try:
@@ -103,16 +108,17 @@ def submit_jobs(
             if kind.check is not None:
                 kind.check(spec, engine)
             plan = kind.prepare(spec, settings)
-            check_access(plan, access)
+            check_access(plan, allowed)
         except (InvalidInput, Forbidden) as exc:
             raise type(exc)(f"{where}{exc}") from exc
-        prepared.append((kind, job, spec.model_dump(mode="json"), plan))
-    check_distinct([plan.assets for *_, plan in prepared])
+        kept = allowed.to_json() if confine else None
+        prepared.append((kind, job, spec.model_dump(mode="json"), plan, kept))
+    check_distinct([plan.assets for *_, plan, _kept in prepared])
 
     ids = []
     now = now_utc()
     with transaction(engine) as conn:
-        for kind, job, spec_json, plan in prepared:
+        for kind, job, spec_json, plan, kept in prepared:
             job_id = conn.execute(
                 insert(jobs)
                 .values(
