@@ -10,6 +10,9 @@ content hash) is written before anything else happens, so a file seen again (ano
 poll, another orchestrator, a restart, an identical re-upload) is not run again. A row
 left ``claimed`` by a watcher that stopped half-way is settled by the next run: with the
 job it had submitted, if there is one, else taken again.
+
+A group's new files are taken together: claimed in one insert, checked one by one, and
+the jobs of those that pass submitted in one transaction (see :meth:`Watch.start_ready`).
 """
 
 from __future__ import annotations
