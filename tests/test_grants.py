@@ -270,6 +270,15 @@ def test_access_travels_to_workers_and_settings_errors_are_named(world: dict[str
         access_for(bad, "alice", "user")
 
 
+def test_access_kept_with_a_job_as_json_is_the_same_access(world: dict[str, Path]) -> None:
+    import json
+
+    for name, role in (("alice", "user"), ("admin", "admin"), (None, "admin")):
+        access = access_for(_settings(world), name, role)
+        copy = Access.from_json(json.loads(json.dumps(access.to_json())))
+        assert copy == access
+
+
 def test_no_one_removes_a_folder_that_holds_a_source_root(tmp_path: Path) -> None:
     settings = get_settings(
         home=tmp_path / "home",

@@ -18,8 +18,10 @@ from __future__ import annotations
 import os
 import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote
 
 from neuroferry.config import Settings, config_path
@@ -162,6 +164,9 @@ def _local(url: str) -> Path | None:
 
 # -- who may touch what ------------------------------------------------------------------
 
+_PATHS = ("roots", "own_roots", "exempt", "every_root")
+"""The fields of :class:`Access` that are tuples of folders."""
+
 
 @dataclass(frozen=True)
 class Access:
@@ -189,6 +194,28 @@ class Access:
     @property
     def who(self) -> str:
         return f"user {self.user!r}" if self.user else "the service"
+
+    def to_json(self) -> dict[str, Any]:
+        """This access as JSON, to be stored with a job (see :meth:`from_json`)."""
+        out: dict[str, Any] = {"user": self.user, "is_admin": self.is_admin}
+        for name in _PATHS:
+            out[name] = [str(p) for p in getattr(self, name)]
+        out["store_prefixes"] = list(self.store_prefixes)
+        out["destinations"] = list(self.destinations)
+        out["protected"] = [[str(p), what] for p, what in self.protected]
+        return out
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Access:
+        """The access :meth:`to_json` stored."""
+        return cls(
+            user=data["user"],
+            is_admin=bool(data["is_admin"]),
+            store_prefixes=tuple(data["store_prefixes"]),
+            destinations=tuple(data["destinations"]),
+            protected=tuple((Path(p), str(what)) for p, what in data["protected"]),
+            **{name: tuple(Path(p) for p in data.get(name, ())) for name in _PATHS},
+        )
 
     # -- messages --------------------------------------------------------------------
 

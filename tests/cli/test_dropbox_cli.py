@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -137,6 +138,22 @@ def test_publish_add_groups_list_and_run_a_submission(admin, users, tmp_path):
     assert {json.loads(p.read_text())["bins"] for p in summaries} == {4}
     listed = ferry(["jobs", "list", "--kind", "analysis", "--format", "json"], env=admin)
     assert '"state": "succeeded"' in listed.stdout  # the job shows in `ferry jobs` too
+
+    # the group's members see the job (read-only); other users do not
+    [job_id] = re.findall(r"job (\d+): 2 dataset", (job / "logs/certificate.txt").read_text())
+    as_json = ["--format", "json"]
+    mine = json.loads(ferry(["jobs", "list", *as_json], env=users["alice"], check=0).stdout)
+    assert job_id in [str(j["id"]) for j in mine["jobs"]]
+    shown = json.loads(ferry(["jobs", "show", job_id, *as_json], env=users["alice"]).stdout)
+    assert shown["state"] == "succeeded"
+    assert "file-summary" in ferry(["jobs", "logs", job_id], env=users["alice"], check=0).stdout
+    refused = ferry(["jobs", "retry", job_id], env=users["alice"], check=3)
+    assert "only they or an admin may retry it" in refused.stderr
+    theirs = json.loads(ferry(["jobs", "list", *as_json], env=users["bob"], check=0).stdout)
+    assert job_id not in [str(j["id"]) for j in theirs["jobs"]]
+    for args in (["show", job_id], ["logs", job_id], ["retry", job_id]):
+        hidden = ferry(["jobs", *args], env=users["bob"], check=3)
+        assert f"job {job_id} does not exist" in hidden.stderr
 
 
 def test_only_admins_publish_and_add_groups(admin, users, tmp_path):

@@ -19,7 +19,7 @@ from _box import (
 from _rig import running_rig
 from neuroferry.auth import create_user
 from neuroferry.dropbox import Watch, add_group, certificate_key, end_key, publish_dropbox
-from neuroferry.engine import WatcherContext
+from neuroferry.engine import NewJob, WatcherContext
 from neuroferry.errors import StoreError
 from neuroferry.stores import open_store
 
@@ -224,13 +224,13 @@ def test_a_refused_job_is_told_without_the_service_folders(
 ) -> None:
     home = box.rig.settings.home
 
-    def refused(self: Watch, *args: Any) -> int:
+    def refused(self: Watch, *args: Any) -> NewJob:
         raise StoreError(
             f"cannot write {box.url}/user1/results/x nor {home}/staging/y nor "
             f"{home.as_uri()}/lake/z"
         )
 
-    monkeypatch.setattr(Watch, "_submit", refused)
+    monkeypatch.setattr(Watch, "_new_job", refused)
     box.submit("user1/submissions/p_submit.json", fields("user1", "1"))
     watch(box)
     assert states(box)["user1/submissions/p_submit.json"] == "rejected"
@@ -260,3 +260,38 @@ def test_the_database_keeps_one_live_submission_per_timestamp(
         "user1/submissions/2_submit.json": "duplicate",
     }
     assert len(box.analysis_jobs()) == 1
+
+
+def test_one_refused_job_of_a_burst_is_refused_alone(
+    box: Box, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The jobs of a group's new submit files are submitted together; when the service
+    refuses one of them, it alone is refused and the others run, each once."""
+    new_job = Watch._new_job
+
+    def refuse_two(self: Watch, box_: Any, group: str, folder_: str, *args: Any) -> NewJob:
+        if folder_.endswith("_2"):
+            raise StoreError("the store refused it")
+        return new_job(self, box_, group, folder_, *args)
+
+    monkeypatch.setattr(Watch, "_new_job", refuse_two)
+    for timestamp in ("1", "2", "3"):
+        box.submit(f"user1/submissions/{timestamp}_submit.json", fields("user1", timestamp))
+    watch(box)
+    watch(box)
+    assert states(box) == {
+        "user1/submissions/1_submit.json": "running",
+        "user1/submissions/2_submit.json": "rejected",
+        "user1/submissions/3_submit.json": "running",
+    }
+    assert sorted(j["spec"]["results"] for j in box.analysis_jobs()) == [
+        f"{box.url}/{folder('user1', t)}/process_results" for t in ("1", "3")
+    ]
+    assert "the job was refused: the store refused it" in box.text(
+        certificate_key(folder("user1", "2"))
+    )
+    for timestamp in ("1", "3"):
+        cert = box.text(certificate_key(folder("user1", timestamp)))
+        assert "STEP 3/3 (Submission): DONE" in cert and not box.exists(
+            end_key(folder("user1", timestamp))
+        )

@@ -7,8 +7,10 @@ twice; a group cannot name another group's data."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _box import (
@@ -282,3 +284,58 @@ def test_the_originals_submit_files_get_their_outcomes(box: Box) -> None:
         cert = box.text(certificate_key(job(timestamp)))
         assert cert.count("| STATUS: SUCCESS |") == datasets, cert
     assert len(box.analysis_jobs()) == 2
+
+
+def test_a_running_datasets_status_file_shows_its_cpu_memory_and_time(box: Box) -> None:
+    from neuroferry.engine import cancel_job
+
+    box.put("user1/inputs/slow.txt", "sleep\n")
+    box.put("user1/configs/c.json", "{}")
+    box.submit(
+        "user1/submissions/submit.json",
+        {"dataname": "user1/inputs/slow.txt", "configname": "user1/configs/c.json", "timestamp": 7},
+    )
+    folder = f"user1/results/job__{BOX}_7"
+
+    def live() -> dict[str, Any] | None:
+        if not box.exists(status_key(folder, "slow.txt")):
+            return None
+        status = json.loads(box.text(status_key(folder, "slow.txt")))
+        return status if status["memory_usage"] != "N/A" else None
+
+    status = wait_for(live, "the running dataset's use")
+    assert status["status"] == "IN PROGRESS" and status["job_finish"] == "N/A"
+    assert re.fullmatch(r"\d+ MB", status["memory_usage"]), status
+    assert re.fullmatch(r"\d+\.\d %", status["cpu_usage"]), status
+    assert re.fullmatch(r"\d+:\d\d:\d\d", status["elapsed"]), status
+    assert list(status)[:10] == [  # the original's keys, in its order
+        "instance",
+        "command",
+        "input",
+        "status",
+        "reason",
+        "memory_usage",
+        "cpu_usage",
+        "job_start",
+        "job_finish",
+        "std",
+    ]
+    line = wait_for(
+        lambda: next(
+            (
+                x
+                for x in box.text(certificate_key(folder)).splitlines()
+                if x.startswith("DATANAME: user1/inputs/slow.txt") and "CPU_USAGE: " in x
+            ),
+            None,
+        ),
+        "the certificate's CPU_USAGE",
+    )
+    assert re.search(r"\| CPU_USAGE: \d+\.\d %", line), line
+
+    [job] = box.analysis_jobs()
+    cancel_job(box.rig.engine, box.rig.log_store, job["id"])
+    wait_for(lambda: box.exists(end_key(folder)), "end.txt")
+    final = json.loads(box.text(status_key(folder, "slow.txt")))
+    assert final["status"] == "FAILED" and final["job_finish"] != "N/A"
+    assert final["memory_usage"].endswith(" MB") and final["elapsed"] != "N/A"

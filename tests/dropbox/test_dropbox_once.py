@@ -72,16 +72,16 @@ def test_many_files_with_two_orchestrators_each_run_once(box: Box) -> None:
 def test_a_watcher_stopped_after_submitting_leaves_one_job(
     box: Box, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = Watch._save
+    real = Watch._mark_running
     crashed: list[Any] = []
 
-    def crash_once(self: Watch, row_id: int, **values: Any) -> None:
-        if values.get("state") == "running" and not crashed:
-            crashed.append(values["job_id"])
+    def crash_once(self: Watch, ready: Any, ids: list[int]) -> None:
+        if not crashed:  # after the job was submitted, before its row says so
+            crashed.extend(ids)
             raise RuntimeError("the service died here")
-        real(self, row_id, **values)
+        real(self, ready, ids)
 
-    monkeypatch.setattr(Watch, "_save", crash_once)
+    monkeypatch.setattr(Watch, "_mark_running", crash_once)
     [folder] = drop(box, 1, "crash")
     start(box.rig, 1)
     wait_for(lambda: box.exists(end_key(folder)), "end.txt")

@@ -7,6 +7,7 @@ import copy
 import json
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +335,82 @@ def test_the_service_lists_decide_modalities_and_projects(tmp_path: Path) -> Non
         assert "Other" in wrong.json()["detail"]
     finally:
         service.stop()
+
+
+def test_a_dropbox_job_shows_to_its_groups_members_read_only(queue_only: Api) -> None:
+    """A drop-box's job (owned by the admin who published it) shows to the members of
+    the group that submitted it: its state, tasks and logs, but only admins cancel or
+    retry it; a user outside the group sees nothing of it."""
+    from sqlalchemy import insert, select
+
+    from neuroferry.db import dropbox_submissions, dropboxes
+
+    session = make_session(queue_only.root / "s-dropbox")
+    resp = queue_only.call("POST", "/submit_jobs", "admin", json=request_for(session))
+    job_id = resp.json()["data"]["jobs"][0]["id"]
+    before = queue_only.call("GET", "/jobs", "alice").json()["total"]
+    assert queue_only.call("GET", f"/jobs/{job_id}", "alice").status_code == 404
+
+    store = queue_only.root / "members-box"
+    store.mkdir()
+    made = queue_only.call(
+        "POST",
+        "/dropboxes",
+        "admin",
+        json={"name": "members-box", "analysis": "file-summary", "store": str(store)},
+    )
+    assert made.status_code == 201, made.text
+    added = queue_only.call(
+        "POST",
+        "/dropboxes/members-box/groups",
+        "admin",
+        json={"name": "lab1", "members": ["alice"]},
+    )
+    assert added.status_code == 201, added.text
+    engine = make_engine(f"sqlite:///{queue_only.service.home / 'ferry.db'}")
+    with engine.begin() as conn:
+        box_id = conn.execute(select(dropboxes.c.id).where(dropboxes.c.name == "members-box"))
+        now = datetime.now(UTC)
+        conn.execute(
+            insert(dropbox_submissions).values(
+                dropbox_id=box_id.scalar_one(),
+                group_name="lab1",
+                key="lab1/submissions/submit.json",
+                sha256="0" * 64,
+                state="running",
+                job_id=job_id,
+                datasets=[],
+                setup_log=[],
+                created=now,
+                updated=now,
+            )
+        )
+    engine.dispose()
+
+    # alice, in the group: the job is listed and counted, its detail, tasks and logs read
+    listed = queue_only.call("GET", "/jobs", "alice").json()
+    assert listed["total"] == before + 1 and job_id in [j["id"] for j in listed["jobs"]]
+    detail = queue_only.call("GET", f"/jobs/{job_id}", "alice")
+    assert detail.status_code == 200 and detail.json()["owner"] == "admin"
+    assert "access" not in detail.json()
+    tasks = queue_only.call("GET", f"/jobs/{job_id}/tasks", "alice")
+    assert tasks.status_code == 200 and tasks.json()[0]["name"] == "send_job_start_email"
+    logs = queue_only.call("GET", f"/jobs/{job_id}/tasks/send_job_start_email/logs", "alice")
+    assert logs.status_code == 200
+    # … but does not cancel or retry it
+    for action in ("cancel", "retry"):
+        refused = queue_only.call("POST", f"/jobs/{job_id}/{action}", "alice")
+        assert refused.status_code == 403, refused.text
+        assert f"only they or an admin may {action} it" in refused.json()["detail"]
+    assert queue_only.call("GET", f"/jobs/{job_id}", "alice").json()["state"] == "queued"
+
+    # bob, in no group: nothing
+    assert job_id not in [j["id"] for j in queue_only.call("GET", "/jobs", "bob").json()["jobs"]]
+    for path in ("", "/tasks", "/tasks/send_job_start_email/logs"):
+        assert queue_only.call("GET", f"/jobs/{job_id}{path}", "bob").status_code == 404
+    for action in ("cancel", "retry"):
+        assert queue_only.call("POST", f"/jobs/{job_id}/{action}", "bob").status_code == 404
+
+    # the admin cancels it
+    cancelled = queue_only.call("POST", f"/jobs/{job_id}/cancel", "admin")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"

@@ -142,6 +142,8 @@ jobs = Table(
     Column("started", DateTime(timezone=True), nullable=True),
     Column("finished", DateTime(timezone=True), nullable=True),
     Column("cancel_requested", DateTime(timezone=True), nullable=True),
+    # what the job's tasks may touch, when not their owner's grants (see grants.Access)
+    Column("access", JSON_DOCUMENT, nullable=True),
     Index("ix_jobs_state_created", "state", "created"),
     Index("ix_jobs_created", "created"),
     Index("ix_jobs_owner_created", "owner_id", "created"),

@@ -1,8 +1,10 @@
 """Drop-boxes: an analysis published at a store location with a folder per user group;
 a ``*submit.json`` dropped in a group's ``submissions/`` becomes an ``analysis`` job, with
 its certificate, dataset status files and ``end.txt`` written back in the original's
-layout. Importing the package registers its periodic watchers with the engine."""
+layout. Importing the package registers its periodic watchers with the engine, and
+shows each drop-box job to the members of its group."""
 
+from neuroferry.dropbox._audience import group_jobs
 from neuroferry.dropbox._bypass import (
     Bypass,
     group_bypass,
@@ -76,6 +78,7 @@ __all__ = [
     "get_dropbox",
     "group_bypass",
     "group_files",
+    "group_jobs",
     "group_policy",
     "job_folder",
     "list_dropboxes",

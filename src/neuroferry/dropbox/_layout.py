@@ -99,6 +99,8 @@ def certificate(
             f"DATANAME: {d['dataname']} | STATUS: {d['status']} | TIME: {time} | "
             f"LAST COMMAND: {d.get('last') or 'NONE'}"
         )
+        if d.get("cpu") is not None:
+            line += f" | CPU_USAGE: {cpu_usage(d['cpu'])}"
         if d.get("error"):
             line += f" | ERROR: {d['error']}"
         lines.append(line)
@@ -116,20 +118,34 @@ def certificate(
     return "\n".join(lines) + "\n"
 
 
+def memory_usage(value: float | None) -> str:
+    """Resident memory as the original's wrapper shows it: ``257683 MB``."""
+    return "N/A" if value is None else f"{round(value / 2**20)} MB"
+
+
+def cpu_usage(value: float | None) -> str:
+    """CPU use (percent of one core) as the original's wrapper shows it: ``96.4 %``."""
+    return "N/A" if value is None else f"{value:.1f} %"
+
+
 def status_file(dataset: Mapping[str, Any]) -> bytes:
     """One dataset's status file: the JSON the original's wrapper writes (4-space indent,
-    its keys in its order), with the task's ``error`` and ``results`` added."""
+    its keys in its order), with how long the task has run (``elapsed``, ``H:MM:SS``), its
+    ``error`` and ``results`` added."""
     body = {
         "instance": dataset.get("worker") or "N/A",
         "command": dataset.get("command") or "N/A",
         "input": dataset["dataname"],
         "status": dataset["status"],
         "reason": {SUCCESS: 0, FAILED: 1}.get(dataset["status"]),
-        "memory_usage": "N/A",
-        "cpu_usage": "N/A",
+        "memory_usage": memory_usage(dataset.get("memory")),
+        "cpu_usage": cpu_usage(dataset.get("cpu")),
         "job_start": dataset.get("start") or "N/A",
         "job_finish": dataset.get("finish") or "N/A",
         "std": {str(i): line for i, line in enumerate(dataset.get("std") or [])},
+        "elapsed": elapsed(dataset["elapsed"]).split(".")[0]
+        if dataset.get("elapsed") is not None
+        else "N/A",
         "error": dataset.get("error"),
         "results": dataset.get("results"),
     }

@@ -28,7 +28,15 @@ from neuroferry.dropbox._layout import (
 )
 from neuroferry.dropbox._registry import Dropbox, group_limits, open_dropbox_store
 from neuroferry.dropbox._submission import ENDED, INDENT, RUNNING, utc_now
-from neuroferry.engine import TERMINAL, cancel_job, get_job, job_tasks, read_log_part
+from neuroferry.engine import (
+    TERMINAL,
+    cancel_job,
+    get_job,
+    job_tasks,
+    log_key,
+    read_log_part,
+    usage_key,
+)
 from neuroferry.errors import FerryError, InvalidInput, NotFound
 from neuroferry.stores import Store
 
@@ -69,6 +77,26 @@ def _std(watch: Watch, job_id: int, task: Mapping[str, Any], store_url: str) -> 
     # the group sees its own paths, not where the service keeps the drop-box
     text = data.decode(errors="replace").replace(store_url.rstrip("/") + "/", "")
     return text.splitlines(keepends=True)[-STD_LINES:]
+
+
+def _usage(watch: Watch, job_id: int, task: Mapping[str, Any]) -> dict[str, Any]:
+    """The last CPU and memory use its worker wrote for a dataset's task ({} if none)."""
+    key = usage_key(log_key(job_id, "run", task["map_index"], task["attempt"]))
+    try:
+        found = json.loads(watch.log_store().get(key))
+    except (FerryError, ValueError):
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _elapsed(task: Mapping[str, Any], usage: Mapping[str, Any], done: bool) -> float | None:
+    """Seconds the dataset's task has run: its start to its end once done, else as of
+    its last sample (so that the files change with the samples, not every refresh)."""
+    if done and task["started"] is not None and task["finished"] is not None:
+        seconds: float = (task["finished"] - task["started"]).total_seconds()
+        return max(seconds, 0.0)
+    value = usage.get("elapsed_seconds")
+    return float(value) if isinstance(value, int | float) else None
 
 
 def dataset_states(
@@ -114,6 +142,12 @@ def dataset_states(
             std = _std(watch, job_id, run_task, box.store_url) if started else []
             last = next((s.strip() for s in reversed(std) if s.strip()), None)
             location = (run_task.get("params") or {}).get("location")
+            usage = _usage(watch, job_id, run_task) if started else {}
+            entry.update(
+                cpu=usage.get("cpu_percent"),
+                memory=usage.get("memory_bytes"),
+                elapsed=_elapsed(run_task, usage, done) if started else None,
+            )
             entry.update(
                 status=status,
                 time=stamp(run_task["finished"] if done else run_task["started"] or created),
@@ -210,6 +244,8 @@ def refresh_submission(watch: Watch, box: Dropbox, row: Mapping[str, Any]) -> No
         write_files(store, folder, row["setup_log"], datasets, watch.settings.dropbox_refresh)
     if ended:
         store.put(end_key(folder), END_MARKER)
+    elif fingerprint == row["written"]:
+        return  # nothing changed: no write (the refresher looks at every running job)
     with transaction(watch.engine) as conn:
         conn.execute(
             update(dropbox_submissions)

@@ -10,6 +10,9 @@ content hash) is written before anything else happens, so a file seen again (ano
 poll, another orchestrator, a restart, an identical re-upload) is not run again. A row
 left ``claimed`` by a watcher that stopped half-way is settled by the next run: with the
 job it had submitted, if there is one, else taken again.
+
+A group's new files are taken together: claimed in one insert, checked one by one, and
+the jobs of those that pass submitted in one transaction (see :meth:`Watch.start_ready`).
 """
 
 from __future__ import annotations
@@ -18,13 +21,15 @@ import hashlib
 import logging
 import posixpath
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy import Engine, delete, insert, select, update
+from sqlalchemy import Engine, bindparam, delete, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from neuroferry.config import Settings
@@ -77,6 +82,7 @@ from neuroferry.engine import (
     submit_jobs,
 )
 from neuroferry.errors import FerryError, InvalidInput, NotFound, first_line
+from neuroferry.grants import Access
 from neuroferry.pipelines.analysis import code_identity, get_analysis, validate_parameters
 from neuroferry.redaction import redact, secret_values
 from neuroferry.stores import Entry, Store, open_store
@@ -103,6 +109,42 @@ def short_stem(key: str) -> str:
     return f"{stem.encode()[: MAX_STEM - 17].decode('utf-8', 'ignore')}_{digest}"
 
 
+class _Seen:
+    """A group's inputs and configs as one watcher run first found them: the files of a
+    burst of submissions that name the same data or config are looked up once."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._heads: dict[str, Entry] = {}
+        self._data: dict[str, bytes] = {}
+
+    def head(self, key: str) -> Entry:
+        if key not in self._heads:
+            self._heads[key] = self.store.head(key)
+        return self._heads[key]
+
+    def get(self, key: str) -> bytes:
+        if key not in self._data:
+            self._data[key] = self.store.get(key)
+        return self._data[key]
+
+
+READY_BATCH = 100
+"""The most checked submissions whose jobs are submitted in one transaction."""
+
+
+@dataclass
+class _Ready:
+    """A checked submission whose job is not submitted yet."""
+
+    row_id: int
+    slog: SetupLog
+    group: str
+    folder: str
+    datasets: list[dict[str, Any]]
+    parameters: dict[str, Any]
+
+
 class Watch:
     """One run of the watcher over every drop-box."""
 
@@ -112,6 +154,10 @@ class Watch:
         self.settings: Settings = ctx.settings
         self._log_store: Store | None = None
         self._versions: dict[str, str] = {}
+        self._owner_access: dict[int | None, Access] = {}
+        self._ready: list[_Ready] = []
+        self._seen: tuple[str, _Seen] | None = None
+        """Checked submissions whose jobs are submitted together (see :meth:`start_ready`)."""
 
     def run(self) -> None:
         for box in list_dropboxes(self.engine):
@@ -157,42 +203,77 @@ class Watch:
                     )
                 )
             }
-        for entry in entries:
-            if (entry.path, entry.etag) not in seen:
-                try:
-                    self.take(box, store, group, entry)
-                except Exception:  # nor does one submit file stop the group's next ones
-                    log.exception("drop-box %s: cannot take %s", box.name, entry.path)
+        new = [e for e in entries if (e.path, e.etag) not in seen]
+        for at in range(0, len(new), READY_BATCH):
+            try:
+                for entry, data, row_id, start in self.take(
+                    box, store, group, new[at:][:READY_BATCH]
+                ):
+                    try:
+                        self.process(box, store, group, entry, data, row_id, SetupLog(start))
+                    except Exception:  # nor does one submit file stop the group's next ones
+                        log.exception("drop-box %s: cannot take %s", box.name, entry.path)
+            finally:
+                self.start_ready(box, store)
 
-    def take(self, box: Dropbox, store: Store, group: str, entry: Entry) -> None:
-        """Claim one new submit file (once: by key and content) and process it."""
-        try:
-            data = store.get(entry.path) if entry.size <= MAX_FILE_BYTES else b""
-        except NotFound:  # removed since it was listed
-            return
-        # a file too big to read is known by its size and tag (it is refused anyway)
-        known_by = data if entry.size <= MAX_FILE_BYTES else f"{entry.size}:{entry.etag}".encode()
-        sha = hashlib.sha256(known_by).hexdigest()
+    def take(
+        self, box: Dropbox, store: Store, group: str, entries: Sequence[Entry]
+    ) -> list[tuple[Entry, bytes, int, datetime]]:
+        """Claim new submit files (each once: by key and content) in one transaction:
+        each with its content, its row and when it was taken. A file taken before (an
+        identical re-upload) is left out."""
+        read = []
+        for entry in entries:
+            try:
+                data = store.get(entry.path) if entry.size <= MAX_FILE_BYTES else b""
+            except NotFound:  # removed since it was listed
+                continue
+            # a file too big to read is known by its size and tag (it is refused anyway)
+            known_by = (
+                data if entry.size <= MAX_FILE_BYTES else f"{entry.size}:{entry.etag}".encode()
+            )
+            read.append((entry, data, hashlib.sha256(known_by).hexdigest()))
+        if not read:
+            return []
         start = utc_now()
-        try:
-            with transaction(self.engine, keep=(IntegrityError,)) as conn:
-                row_id = conn.execute(
-                    insert(dropbox_submissions)
-                    .values(
-                        dropbox_id=box.id,
-                        group_name=group,
-                        key=entry.path,
-                        etag=entry.etag,
-                        sha256=sha,
-                        state=CLAIMED,
-                        datasets=[],
-                        setup_log=[],
-                        created=start,
-                        updated=start,
+        rows: list[dict[str, Any]] = [
+            {
+                "dropbox_id": box.id,
+                "group_name": group,
+                "key": entry.path,
+                "etag": entry.etag,
+                "sha256": sha,
+                "state": CLAIMED,
+                "datasets": [],
+                "setup_log": [],
+                "created": start,
+                "updated": start,
+            }
+            for entry, _, sha in read
+        ]
+        new_rows = (
+            pg_insert(dropbox_submissions).values(rows).on_conflict_do_nothing()
+            if self.engine.dialect.name == "postgresql"
+            else sqlite_insert(dropbox_submissions).values(rows).on_conflict_do_nothing()
+        )
+        with transaction(self.engine) as conn:
+            claimed = {
+                (r.key, r.sha256): r.id
+                for r in conn.execute(
+                    new_rows.returning(
+                        dropbox_submissions.c.id,
+                        dropbox_submissions.c.key,
+                        dropbox_submissions.c.sha256,
                     )
-                    .returning(dropbox_submissions.c.id)
-                ).scalar_one()
-        except IntegrityError:  # this very file was taken before (an identical re-upload)
+                )
+            }
+        taken = []
+        for entry, data, sha in read:
+            row_id = claimed.get((entry.path, sha))
+            if row_id is not None:
+                taken.append((entry, data, row_id, start))
+                continue
+            # this very file was taken before (an identical re-upload)
             with transaction(self.engine) as conn:
                 conn.execute(
                     update(dropbox_submissions)
@@ -204,9 +285,7 @@ class Watch:
                     .values(etag=entry.etag)
                 )
             log.info("drop-box %s: %s was taken before; not run again", box.name, entry.path)
-            return
-        slog = SetupLog(start)
-        self.process(box, store, group, entry, data, row_id, slog)
+        return taken
 
     def process(
         self,
@@ -275,7 +354,8 @@ class Watch:
             step = 2
             source = check_bypass_inputs(plan, self.settings) if plan is not None else None
             if source is None:
-                missing = [d for d in datanames if not object_exists(store, d)]
+                seen = self._seen_files(group, store)
+                missing = [d for d in datanames if not object_exists(seen, d)]
                 if missing:
                     raise Rejected(
                         2,
@@ -283,7 +363,7 @@ class Watch:
                         "upload the data to your inputs/ folder (aws s3 cp FILE .../inputs/) "
                         "or correct the paths, without the bucket name",
                     )
-                given, own = read_config(store, config, slog)
+                given, own = read_config(seen, config, slog)
             else:
                 try:
                     given, own = read_config(source, config, slog)
@@ -322,14 +402,14 @@ class Watch:
                 {"dataname": d, "name": n, "url": f"{box.store_url}/{k}"}
                 for d, n, k in zip(datanames, names, keys, strict=True)
             ]
-            self._save(
-                row_id,
-                timestamp=timestamp,
-                folder=folder,
-                datasets=datasets,
-                parameters=kept,
-            )
-            limit = group_limits(box, group).max_running
+            limits = group_limits(box, group)
+            limit = limits.max_running
+            if limit is None and limits.max_per_day is None:
+                # submitted with the group's other new ones (saved with them): no limit
+                # counts what this one runs before the next one is checked
+                self._ready.append(_Ready(row_id, slog, group, folder, datasets, kept))
+                return
+            self._save(row_id, datasets=datasets, parameters=kept)
             if not self._room(box, group, len(datasets)):
                 slog.internal(
                     "limits",
@@ -360,6 +440,7 @@ class Watch:
         else:
             # outside the guard above: once its job is submitted, a submission is not
             # refused (a row left claimed is settled by the next run)
+            # at once: the next one's room counts this one's datasets
             self._start(box, store, row_id, slog)
 
     # -- helpers -------------------------------------------------------------------------
@@ -406,25 +487,109 @@ class Watch:
             self._reject(box, store, folder, row_id, slog, self._refused(box, 3, exc))
             remove_staged(store, row["parameters"])
             return
-        slog.internal(
-            "submit",
-            f"job {job_id}: {len(datasets)} dataset(s) of analysis {box.analysis}; "
-            f"results in {folder}/process_results/",
-        )
-        slog.add(f"[Job Manager] STEP 3/{len(STEPS)} ({STEPS[2]}): DONE")
-        # the first files before the row is running: from then on only the refresher
-        # writes them, so an older state never overwrites a newer one
-        created = str(utc(row["created"]).replace(tzinfo=None))
-        initial = [
-            {"dataname": d["dataname"], "name": d["name"], "status": INITIALIZING, "time": created}
-            for d in datasets
-        ]
-        # an end.txt an earlier, refused submission with this timestamp left
-        store.delete(end_key(folder))
-        write_files(store, folder, slog.lines, initial, self.settings.dropbox_refresh)
+        ready = _Ready(row_id, slog, group, folder, datasets, row["parameters"])
+        self._started_files(box, store, ready, job_id)
         self._save(row_id, state=RUNNING, job_id=job_id, setup_log=slog.lines)
         self.ctx.wake()
         log.info("drop-box %s: %s is job %d", box.name, row["key"], job_id)
+
+    def _seen_files(self, group: str, store: Store) -> Store:
+        """The group's files as this run first found them (see :class:`_Seen`)."""
+        if self._seen is None or self._seen[0] != group or self._seen[1].store is not store:
+            self._seen = (group, _Seen(store))
+        return cast(Store, self._seen[1])
+
+    def start_ready(self, box: Dropbox, store: Store) -> None:
+        """Submit the jobs of the checked submissions waiting in :attr:`_ready` in one
+        transaction, then write their first files and record them running together. If
+        the service refuses one, each is submitted on its own, so that it alone is
+        refused."""
+        ready, self._ready = self._ready, []
+        if not ready:
+            return
+        with transaction(self.engine) as conn:  # what each runs, kept before it is submitted
+            conn.execute(
+                update(dropbox_submissions)
+                .where(dropbox_submissions.c.id == bindparam("row_id"))
+                .values(
+                    datasets=bindparam("new_datasets"),
+                    parameters=bindparam("new_parameters"),
+                    updated=utc_now(),
+                ),
+                [
+                    {"row_id": r.row_id, "new_datasets": r.datasets, "new_parameters": r.parameters}
+                    for r in ready
+                ],
+            )
+        try:
+            news = [
+                self._new_job(box, r.group, r.folder, r.datasets, r.parameters["parameters"])
+                for r in ready
+            ]
+            ids = submit_jobs(
+                self.engine, news, owner_id=box.owner_id, settings=self.settings, confine=True
+            )
+        except FerryError:
+            for r in ready:
+                self._start(box, store, r.row_id, r.slog)
+            return
+        with self.engine.connect() as conn:  # folders a refused submission left end.txt in
+            refused = set(
+                conn.execute(
+                    select(dropbox_submissions.c.folder).where(
+                        dropbox_submissions.c.dropbox_id == box.id,
+                        dropbox_submissions.c.state == REJECTED,
+                        dropbox_submissions.c.folder.in_({r.folder for r in ready}),
+                    )
+                ).scalars()
+            )
+        for r, job_id in zip(ready, ids, strict=True):
+            self._started_files(box, store, r, job_id, delete_end=r.folder in refused)
+        self._mark_running(ready, ids)
+        self.ctx.wake()
+        for r, job_id in zip(ready, ids, strict=True):
+            log.info("drop-box %s: %s is job %d", box.name, r.folder, job_id)
+
+    def _mark_running(self, ready: Sequence[_Ready], ids: Sequence[int]) -> None:
+        """Record submissions running their jobs ``ids`` (a row left claimed if this
+        does not happen is settled by the next run, with its job)."""
+        now = utc_now()
+        with transaction(self.engine) as conn:
+            conn.execute(
+                update(dropbox_submissions)
+                .where(dropbox_submissions.c.id == bindparam("row_id"))
+                .values(
+                    state=RUNNING,
+                    job_id=bindparam("new_job"),
+                    setup_log=bindparam("new_log"),
+                    updated=now,
+                ),
+                [
+                    {"row_id": r.row_id, "new_job": job_id, "new_log": r.slog.lines}
+                    for r, job_id in zip(ready, ids, strict=True)
+                ],
+            )
+
+    def _started_files(
+        self, box: Dropbox, store: Store, r: _Ready, job_id: int, *, delete_end: bool = True
+    ) -> None:
+        """The set-up log's last lines and the first files of a submission whose job is
+        ``job_id``: written before its row is running, from then on only the refresher
+        writes them, so an older state never overwrites a newer one."""
+        r.slog.internal(
+            "submit",
+            f"job {job_id}: {len(r.datasets)} dataset(s) of analysis {box.analysis}; "
+            f"results in {r.folder}/process_results/",
+        )
+        r.slog.add(f"[Job Manager] STEP 3/{len(STEPS)} ({STEPS[2]}): DONE")
+        created = str(r.slog.start.replace(tzinfo=None))
+        initial = [
+            {"dataname": d["dataname"], "name": d["name"], "status": INITIALIZING, "time": created}
+            for d in r.datasets
+        ]
+        if delete_end:  # an end.txt an earlier, refused submission with this timestamp left
+            store.delete(end_key(r.folder))
+        write_files(store, r.folder, r.slog.lines, initial, self.settings.dropbox_refresh)
 
     def start_waiting(self, box: Dropbox, store: Store) -> None:
         """Start the waiting submissions that their groups' limits now let run, oldest
@@ -557,9 +722,28 @@ class Watch:
         datasets: Sequence[Mapping[str, Any]],
         parameters: Mapping[str, Any],
     ) -> int:
+        """Submit the job of one submission (see :meth:`_new_job`)."""
+        [job_id] = submit_jobs(
+            self.engine,
+            [self._new_job(box, group, folder, datasets, parameters)],
+            owner_id=box.owner_id,
+            settings=self.settings,
+            confine=True,
+        )
+        return job_id
+
+    def _new_job(
+        self,
+        box: Dropbox,
+        group: str,
+        folder: str,
+        datasets: Sequence[Mapping[str, Any]],
+        parameters: Mapping[str, Any],
+    ) -> NewJob:
         """One ``analysis`` job, a task per dataset, its results in the job's folder. It
-        is owned by who published the drop-box and checked against an access that reads
-        only the group's folder and writes only the job's own results."""
+        is owned by who published the drop-box, checked against an access that reads only
+        the group's folder and writes only the job's own results, and its tasks run with
+        that access."""
         group_url = f"{box.store_url}/{group}"
         results = f"{box.store_url}/{folder}/process_results"
         models = [
@@ -578,7 +762,11 @@ class Watch:
             "results": results,
             "force": True,  # each submission gets its own results, like the original's
         }
-        base = owner_access(self.engine, box.owner_id, self.settings)
+        if box.owner_id not in self._owner_access:  # looked up once a run
+            self._owner_access[box.owner_id] = owner_access(
+                self.engine, box.owner_id, self.settings
+            )
+        base = self._owner_access[box.owner_id]
         # a local drop-box may lie in one of the service's stores (its default lake):
         # the group's own folder stays reachable, the rest of them does not
         group_folder = open_store(group_url, create=True, settings=self.settings).local_root
@@ -591,14 +779,7 @@ class Watch:
             destinations=(results,),
             exempt=(*base.exempt, group_folder) if group_folder is not None else base.exempt,
         )
-        [job_id] = submit_jobs(
-            self.engine,
-            [NewJob("analysis", spec)],
-            owner_id=box.owner_id,
-            settings=self.settings,
-            access=confined,
-        )
-        return job_id
+        return NewJob("analysis", spec, access=confined)
 
     def _reject(
         self,

@@ -70,17 +70,28 @@ from neuroferry.engine._metrics import METRICS
 from neuroferry.engine._orchestrator import Orchestrator
 from neuroferry.engine._queries import (
     SORTABLE,
+    Audience,
     JobQuery,
     get_job,
     job_state_counts,
     job_tasks,
     list_jobs,
+    may_change,
     read_log,
     read_log_part,
+    register_audience,
     unfinished_jobs,
 )
 from neuroferry.engine._states import JOB_STATES, SUCCEEDED, TASK_STATES, TERMINAL
-from neuroferry.engine._submit import NewJob, check_access, owner_access, submit_job, submit_jobs
+from neuroferry.engine._submit import (
+    NewJob,
+    check_access,
+    job_access,
+    owner_access,
+    submit_job,
+    submit_jobs,
+)
+from neuroferry.engine._usage import UsageMeter, usage_key
 from neuroferry.engine._watchers import (
     Watcher,
     WatcherContext,
@@ -105,6 +116,7 @@ __all__ = [
     "TASK_STATES",
     "TERMINAL",
     "AssetClaim",
+    "Audience",
     "Cancelled",
     "Change",
     "Credentials",
@@ -121,6 +133,7 @@ __all__ = [
     "TaskFailed",
     "TaskInstance",
     "TaskLog",
+    "UsageMeter",
     "Viewer",
     "Watcher",
     "WatcherContext",
@@ -143,6 +156,7 @@ __all__ = [
     "get_kind",
     "image_reference",
     "in_container",
+    "job_access",
     "job_kinds",
     "job_state_counts",
     "job_tasks",
@@ -153,6 +167,7 @@ __all__ = [
     "lock_key",
     "log_key",
     "make_cluster",
+    "may_change",
     "named_destination",
     "owner_access",
     "owner_of_job",
@@ -160,6 +175,7 @@ __all__ = [
     "read_log",
     "read_log_part",
     "recheck_asset_owner",
+    "register_audience",
     "register_definitions",
     "register_kind",
     "register_watcher",
@@ -175,6 +191,7 @@ __all__ = [
     "submit_jobs",
     "task_maker",
     "unfinished_jobs",
+    "usage_key",
     "watcher_states",
     "worker_resources",
 ]

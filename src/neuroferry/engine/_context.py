@@ -16,6 +16,7 @@ from typing import Any
 
 from neuroferry.config import Settings
 from neuroferry.engine._environment import command_environment
+from neuroferry.engine._usage import current_meter
 from neuroferry.errors import FerryError, StoreNotFound
 from neuroferry.grants import Access, internal_access
 from neuroferry.redaction import redact, secret_values
@@ -410,6 +411,9 @@ def run_command(
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
+    meter = current_meter()
+    if meter is not None:  # the task's use is the command's while it runs
+        meter.follow(proc.pid)
     try:
         while proc.poll() is None:
             try:
@@ -420,6 +424,8 @@ def run_command(
             time.sleep(0.2)
     finally:
         reader.join(timeout=5)
+        if meter is not None:
+            meter.follow(None)
     if proc.returncode != 0:
         raise TaskFailed(f"command exited with status {proc.returncode}: {command[0]}")
 

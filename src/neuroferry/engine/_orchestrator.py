@@ -41,7 +41,7 @@ from neuroferry.engine._metrics import METRICS
 from neuroferry.engine._queries import get_job, job_tasks
 from neuroferry.engine._runner import TaskCall, run_task
 from neuroferry.engine._states import FAILED, UP_FOR_RETRY
-from neuroferry.engine._submit import NewJob, owner_access, submit_jobs
+from neuroferry.engine._submit import NewJob, job_access, owner_access, submit_jobs
 from neuroferry.engine._watchers import (
     Watcher,
     WatcherContext,
@@ -95,6 +95,8 @@ class Orchestrator:
         self.settings = settings
         self._kind_settings: dict[str, Any] = {}
         """Each kind's own settings, validated once (a kind loaded later is added)."""
+        self._job_access: dict[int, Access | None] = {}
+        """The access each job of a claimed task was confined to (``None``: its owner's)."""
         self.guard = guard
         self.engine = engine
         self.executor = executor
@@ -269,15 +271,18 @@ class Orchestrator:
         # the cluster's tasks go in one graph per set of resources: one message to the
         # scheduler per claim, not one per task
         batches: dict[tuple[tuple[str, float], ...], list[tuple[Claim, TaskCall]]] = {}
-        for claim in claim_tasks(self.engine, self.id, room, now_utc()):
+        claims = claim_tasks(self.engine, self.id, room, now_utc())
+        self._confined({c.instance.job_id for c in claims})
+        for claim in claims:
             self._inflight[claim.task_id] = claim
             METRICS.observe_start(claim)
             try:
-                if claim.owner_id not in access:
+                own = self._confined({claim.instance.job_id}, strict=True)
+                if own is None and claim.owner_id not in access:
                     access[claim.owner_id] = owner_access(
                         self.engine, claim.owner_id, self.settings
                     )
-                call = self._call(claim, access[claim.owner_id])
+                call = self._call(claim, own or access[claim.owner_id])
                 if claim.placement == "local":
                     self._start_local(claim, call)
                 else:
@@ -296,6 +301,24 @@ class Orchestrator:
                         self._send([one], restrictions)
                     except Exception as exc:  # the executor refused it: record, do not lose it
                         self._refused(one[0], exc)
+
+    def _confined(self, job_ids: set[int], strict: bool = False) -> Access | None:
+        """Look up (once per job: it never changes) the access the jobs ``job_ids`` were
+        confined to; return the first one's. A failed lookup raises only when ``strict``
+        (a job is never run with more than it was confined to)."""
+        new = job_ids - self._job_access.keys()
+        if new:
+            if len(self._job_access) > 10_000:
+                self._job_access.clear()
+            try:
+                found = job_access(self.engine, new)
+            except Exception:
+                if strict:
+                    raise
+                log.warning("cannot look up the access of jobs %s", sorted(new), exc_info=True)
+                return None
+            self._job_access.update({i: found.get(i) for i in new})
+        return self._job_access.get(min(job_ids)) if job_ids else None
 
     def _send(
         self, batch: list[tuple[Claim, TaskCall]], restrictions: tuple[tuple[str, float], ...]

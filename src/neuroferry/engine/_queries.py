@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, or_, select
+from sqlalchemy import ColumnElement, Engine, func, or_, select
 
 from neuroferry.db import jobs, tasks, transaction, users, utc
 from neuroferry.engine._advance import Viewer, now_utc
@@ -25,6 +25,42 @@ def _job_dict(row: Mapping[Any, Any]) -> dict[str, Any]:
     return out
 
 
+Audience = Callable[[int], ColumnElement[bool]]
+"""A condition on ``jobs``, given a user's id, true for the jobs they may see besides
+their own."""
+
+_AUDIENCES: list[Audience] = []
+
+
+def register_audience(audience: Audience) -> None:
+    """Show jobs to more users than their owner: ``audience(user_id)`` selects the jobs
+    that user may also see (their state, tasks and logs). Only a job's owner or an admin
+    cancels or retries it."""
+    if audience not in _AUDIENCES:
+        _AUDIENCES.append(audience)
+
+
+def _visible(viewer: Viewer) -> ColumnElement[bool]:
+    """The jobs ``viewer`` (not an admin) may see: their own and their audiences'."""
+    return or_(jobs.c.owner_id == viewer.id, *(a(viewer.id) for a in _AUDIENCES))
+
+
+def _shared(engine: Engine, job_id: int, viewer: Viewer) -> bool:
+    """Whether job ``job_id`` is shown to ``viewer`` though not theirs."""
+    if not _AUDIENCES:
+        return False
+    with engine.connect() as conn:
+        found = conn.execute(
+            select(jobs.c.id).where(jobs.c.id == job_id, or_(*(a(viewer.id) for a in _AUDIENCES)))
+        ).first()
+    return found is not None
+
+
+def may_change(job: Mapping[str, Any], viewer: Viewer | None) -> bool:
+    """Whether ``viewer`` may cancel or retry ``job``: its owner or an admin."""
+    return viewer is None or viewer.is_admin or job["owner_id"] == viewer.id
+
+
 def check_visible(job: Mapping[str, Any], viewer: Viewer | None, action: str) -> None:
     if viewer is None or viewer.is_admin or job["owner_id"] == viewer.id:
         return
@@ -36,12 +72,15 @@ def check_visible(job: Mapping[str, Any], viewer: Viewer | None, action: str) ->
 
 
 def get_job(engine: Engine, job_id: int, viewer: Viewer | None = None) -> dict[str, Any]:
-    """One job's row; users see only their own jobs, admins every job."""
+    """One job's row; users see their own jobs and those shown to them (see
+    :func:`register_audience`), admins every job."""
     with engine.connect() as conn:
         row = conn.execute(_with_owner().where(jobs.c.id == job_id)).mappings().first()
     if row is None:
         raise NotFound(f"job {job_id} does not exist")
     job = _job_dict(row)
+    if may_change(job, viewer) or (viewer is not None and _shared(engine, job_id, viewer)):
+        return job
     check_visible(job, viewer, "see")
     return job
 
@@ -93,8 +132,11 @@ class JobQuery:
     offset: int = 0
 
 
+_SHOWN = [c for c in jobs.c if c.name != "access"]  # what a job's tasks may touch: not shown
+
+
 def _with_owner(*columns: Any) -> Any:
-    return select(*(columns or (jobs,)), users.c.name.label("owner")).outerjoin(
+    return select(*(columns or _SHOWN), users.c.name.label("owner")).outerjoin(
         users, users.c.id == jobs.c.owner_id
     )
 
@@ -102,15 +144,15 @@ def _with_owner(*columns: Any) -> Any:
 def list_jobs(
     engine: Engine, viewer: Viewer | None = None, query: JobQuery | None = None
 ) -> tuple[list[dict[str, Any]], int]:
-    """One page of the jobs that ``viewer`` may see (users their own, admins all) and how
-    many match in all."""
+    """One page of the jobs that ``viewer`` may see (users their own and those shown to
+    them, admins all) and how many match in all."""
     q = query or JobQuery()
     column = q.sort.removeprefix("-")
     if column not in SORTABLE:
         raise InvalidInput(f"sort: cannot sort by {column!r}; allowed: {', '.join(SORTABLE)}")
     conditions = []
     if viewer is not None and not viewer.is_admin:
-        conditions.append(jobs.c.owner_id == viewer.id)
+        conditions.append(_visible(viewer))
     if q.states:
         unknown = sorted(set(q.states) - set(JOB_STATES))
         if unknown:
@@ -132,7 +174,7 @@ def list_jobs(
     order = users.c.name if column == "owner" else jobs.c[column]
     ordering = [order.desc() if q.sort.startswith("-") else order.asc()]
     ordering.append(jobs.c.id.desc() if q.sort.startswith("-") else jobs.c.id.asc())
-    listed = [c for c in jobs.c if c.name != "spec"]  # the list never shows the spec
+    listed = [c for c in _SHOWN if c.name != "spec"]  # the list never shows the spec
     page = (
         _with_owner(*listed).where(*conditions).order_by(*ordering).limit(q.limit).offset(q.offset)
     )
@@ -166,11 +208,11 @@ def unfinished_jobs(engine: Engine, kind: str, names: Iterable[str]) -> dict[str
 
 
 def job_state_counts(engine: Engine, viewer: Viewer | None = None) -> dict[str, int]:
-    """How many of the jobs ``viewer`` may see (users their own, admins all) are in each
+    """How many of the jobs ``viewer`` may see (as :func:`list_jobs`) are in each
     state, in the order of :data:`JOB_STATES`; states without jobs are left out."""
     query = select(jobs.c.state, func.count()).group_by(jobs.c.state)
     if viewer is not None and not viewer.is_admin:
-        query = query.where(jobs.c.owner_id == viewer.id)
+        query = query.where(_visible(viewer))
     with transaction(engine) as conn:
         found = {str(state): int(n) for state, n in conn.execute(query).all()}
     return {s: found[s] for s in JOB_STATES if found.get(s)}

@@ -25,6 +25,7 @@ from neuroferry.engine._context import (
     log_key,
 )
 from neuroferry.engine._kinds import import_function
+from neuroferry.engine._usage import UsageMeter, usage_key
 from neuroferry.errors import FerryError
 from neuroferry.grants import Access
 from neuroferry.redaction import redact, secret_values
@@ -142,6 +143,8 @@ def run_task(call: TaskCall) -> dict[str, Any]:
     )
     logger.info("function %s with settings %s", call.fn, json.dumps(task.params, default=str))
     handler.start()
+    meter = UsageMeter(store, usage_key(key))
+    meter.start()
     started = time.monotonic()
     outcome: dict[str, Any]
     try:
@@ -171,6 +174,7 @@ def run_task(call: TaskCall) -> dict[str, Any]:
     finally:
         seconds = time.monotonic() - started
         logger.info("finished in %.2f s", seconds)
+        meter.close()
         handler.close()
         logger.handlers = []
     if isinstance(outcome.get("error"), str):  # shown to the job's owner: no secrets

@@ -3,12 +3,12 @@ grants, create the rows and queue the first tasks."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy import Engine, insert, select
+from sqlalchemy import Engine, insert, null, select
 
 from neuroferry.config import Settings
 from neuroferry.db import jobs, tasks, transaction, users
@@ -28,6 +28,9 @@ class NewJob:
     spec: Mapping[str, Any] | BaseModel
     job_type: str | None = None
     job_type_version: int | None = None
+    access: Access | None = None
+    """What this job is checked against (and, with ``confine``, runs with) instead of
+    the ``access`` given for all."""
 
 
 def owner_access(engine: Engine, owner_id: int | None, settings: Settings) -> Access:
@@ -40,6 +43,19 @@ def owner_access(engine: Engine, owner_id: int | None, settings: Settings) -> Ac
     if row is None:  # no such user: nothing is granted
         return access_for(settings, f"#{owner_id} (no such user)", "user")
     return access_for(settings, row.name, row.role)
+
+
+def job_access(engine: Engine, job_ids: Iterable[int]) -> dict[int, Access]:
+    """The access each of ``job_ids`` was submitted to run with (see ``submit_jobs``'s
+    ``confine``), for the jobs that have one; the others run with their owner's."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(jobs.c.id, jobs.c.access).where(jobs.c.id.in_(ids), jobs.c.access.is_not(None))
+        ).all()
+    return {job_id: Access.from_json(data) for job_id, data in rows if data is not None}
 
 
 def check_access(plan: PreparedJob, access: Access) -> None:
@@ -60,14 +76,21 @@ def submit_jobs(
     owner_id: int | None,
     settings: Settings,
     access: Access | None = None,
+    confine: bool = False,
 ) -> list[int]:
     """Validate every job, check that its owner may touch what it reads, writes and
     removes (``access``; by default the owner's grants), then create them all (or none)
-    and queue their first tasks."""
-    if access is None:
+    and queue their first tasks. With ``confine``, ``access`` is kept with each job and
+    its tasks run with it instead of their owner's grants. A job's own ``access``
+    (:class:`NewJob`) replaces the one given for all."""
+    if access is None and any(job.access is None for job in new):
+        if confine:
+            raise ValueError("confine: give the access the jobs are confined to")
         access = owner_access(engine, owner_id, settings)
     prepared = []
     for i, job in enumerate(new):
+        allowed = job.access or access
+        assert allowed is not None
         kind = get_kind(job.kind)
         where = f"job {i + 1}: " if len(new) > 1 else ""
         try:
@@ -85,16 +108,17 @@ def submit_jobs(
             if kind.check is not None:
                 kind.check(spec, engine)
             plan = kind.prepare(spec, settings)
-            check_access(plan, access)
+            check_access(plan, allowed)
         except (InvalidInput, Forbidden) as exc:
             raise type(exc)(f"{where}{exc}") from exc
-        prepared.append((kind, job, spec.model_dump(mode="json"), plan))
-    check_distinct([plan.assets for *_, plan in prepared])
+        kept = allowed.to_json() if confine else None
+        prepared.append((kind, job, spec.model_dump(mode="json"), plan, kept))
+    check_distinct([plan.assets for *_, plan, _kept in prepared])
 
     ids = []
     now = now_utc()
     with transaction(engine) as conn:
-        for kind, job, spec_json, plan in prepared:
+        for kind, job, spec_json, plan, kept in prepared:
             job_id = conn.execute(
                 insert(jobs)
                 .values(
@@ -106,6 +130,7 @@ def submit_jobs(
                     summary=_summary(plan),
                     job_type=job.job_type,
                     job_type_version=job.job_type_version,
+                    access=kept if kept is not None else null(),
                     created=now,
                     updated=now,
                 )

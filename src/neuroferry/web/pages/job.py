@@ -28,6 +28,7 @@ from neuroferry.engine import (
     cancel_job,
     get_job,
     job_tasks,
+    may_change,
     owner_of_job,
     retry_job,
 )
@@ -247,8 +248,10 @@ def _job_context(request: Request, held: Services, viewer: User, job_id: int) ->
         "summary_items": [(str(k), _fact(v)) for k, v in summary.items()],
         "destination": summary.get(DESTINATION_KEY) or summary.get("volume"),
         "spec_json": json.dumps(job["spec"], indent=2, default=str),
-        "can_cancel": state not in TERMINAL and job["cancel_requested"] is None,
-        "can_retry": state in ("failed", "cancelled"),
+        "can_cancel": may_change(job, viewer)
+        and state not in TERMINAL
+        and job["cancel_requested"] is None,
+        "can_retry": may_change(job, viewer) and state in ("failed", "cancelled"),
         "active": state in ACTIVE_JOB,
         "refresh_seconds": REFRESH_SECONDS,
         "short_time": short_time,
