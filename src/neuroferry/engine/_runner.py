@@ -114,9 +114,12 @@ def run_task(call: TaskCall) -> dict[str, Any]:
     secrets = secret_values(call.settings)
     key = log_key(task.job_id, task.task, task.map_index, task.attempt)
     handler = TaskLog(store, key, secrets=secrets)
-    logger = logging.getLogger(f"neuroferry.task.{task.job_id}.{task.task}.{task.map_index}")
+    # a logger of its own, not kept by the logging module: one per task instance would
+    # pile up in a long-lived worker, and each setLevel walks every logger kept
+    logger = logging.Logger(
+        f"neuroferry.task.{task.job_id}.{task.task}.{task.map_index}", logging.INFO
+    )
     logger.handlers = [handler]
-    logger.setLevel(logging.INFO)
     logger.propagate = False
     limit = _time_limit(task.params)
     ctx = TaskContext(
