@@ -208,7 +208,8 @@ def _outputs(analysis: Analysis, returned: Any) -> Any:
 
 class _Kept:
     """A scratch folder kept for its thread's next run; removed when the thread (or the
-    process) ends."""
+    process) ends. A process killed outright (SIGKILL) leaves it behind: two empty
+    folders in the temporary folder."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
