@@ -219,6 +219,19 @@ def wait_job(engine: Engine, job_id: int, states: tuple[str, ...] = DONE) -> str
         time.sleep(0.2)
 
 
+def _cpu_seconds() -> float:
+    """The CPU time (user and system) this process has used so far."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_now(client: Any) -> tuple[float, float]:
+    """CPU seconds used so far by this process (the service: orchestrator, Dask scheduler
+    and client) and by the Dask workers together."""
+    workers = client.run(_cpu_seconds)
+    return _cpu_seconds(), sum(workers.values())
+
+
 def part_engine(
     lake: Lake, executor: Executor, n: int, profile: Path | None = None
 ) -> dict[str, Any]:
@@ -240,6 +253,7 @@ def part_engine(
     }
     try:
         say(f"engine: one analysis job of {n:,} tasks ...")
+        cpu_before = cpu_now(client)
         submitted = time.time()
         job_id = submit_job(
             lake.engine, KIND.name, spec, owner_id=lake.user.id, settings=lake.settings
@@ -247,6 +261,7 @@ def part_engine(
         orch.wake()
         state = wait_job(lake.engine, job_id)
         ended = time.time()
+        cpu_after = cpu_now(client)
     finally:
         orch.stop()
     if profile is not None:
@@ -281,10 +296,12 @@ def part_engine(
 
     locations = [(lake.root / "lake" / asset_name(i)).as_uri() for i in range(n)]
     say(f"plain Dask: client.map over {n:,} inputs ...")
+    plain_before = cpu_now(client)
     started = time.perf_counter()
     futures = client.map(_analysis_tasks.plain_run, locations, ["m0"] * n, pure=False)
     got = client.gather(futures)
     plain = time.perf_counter() - started
+    plain_after = cpu_now(client)
     del futures
     assert len(got) == n and got[0] == {"inputs": 1, "method": "m0"}, got[0]
     return {
@@ -294,6 +311,13 @@ def part_engine(
         "record_s": seconds("record"),
         "job_s": ended - submitted,
         "plain_s": plain,
+        # CPU ms per task, the service's process and the workers' (the whole job, its
+        # dispatch and record too; plain Dask: the map and the gather)
+        "cpu_ms": [(a - b) * 1000 / n for a, b in zip(cpu_after, cpu_before, strict=True)],
+        "plain_cpu_ms": [
+            (a - b) * 1000 / n for a, b in zip(plain_after, plain_before, strict=True)
+        ],
+        "load": os.getloadavg(),
     }
 
 
@@ -439,6 +463,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"({ferry:.0f} tasks/s; dispatch {got['dispatch_s']:.1f} s, record "
                 f"{got['record_s']:.1f} s, whole job {got['job_s']:.1f} s), plain Dask "
                 f"{got['plain_s']:.1f} s ({plain:.0f} tasks/s): ratio {ferry / plain:.2f}"
+            )
+            (ferry_service, ferry_workers), (plain_service, plain_workers) = (
+                got["cpu_ms"],
+                got["plain_cpu_ms"],
+            )
+            print(
+                f"engine: CPU per task: neuroferry {ferry_service:.2f} ms in the service "
+                f"process (orchestrator, scheduler), {ferry_workers:.2f} ms in the workers; "
+                f"plain Dask {plain_service:.2f} ms and {plain_workers:.2f} ms; load average "
+                + " ".join(f"{x:.1f}" for x in got["load"])
             )
         lake.engine.dispose()
         if "memory" in parts:

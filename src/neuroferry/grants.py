@@ -141,7 +141,10 @@ def _spellings(label: str, path: str) -> list[Path]:
 
 
 def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
+    """Whether ``path`` is ``root`` or under it (both normalised): ``path == root or root
+    in path.parents``, comparing the paths' parts once instead of each parent's."""
+    parts, head = path.parts, root.parts
+    return parts[: len(head)] == head if len(parts) > len(head) else path == root
 
 
 def _url_inside(url: str, prefix: str) -> bool:
@@ -237,7 +240,7 @@ class Access:
             return None
         for where, what in self.protected:
             # inside a protected folder, or holding one (reading it all would reach it)
-            if _inside(path, where) or path in where.parents:
+            if _inside(path, where) or _inside(where, path):
                 return where, what
         return None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 from pathlib import Path
 
 import obstore
@@ -108,3 +109,33 @@ def test_a_failing_command_still_fails(tmp_path: Path) -> None:
     with pytest.raises(TaskFailed, match="status 4"):
         ctx.run([sys.executable, "-c", "raise SystemExit(4)"])
     handler.close()
+
+
+def _stored(store: object, key: str) -> str | None:
+    try:
+        return bytes(obstore.get(store.raw, key).bytes()).decode()  # type: ignore[attr-defined]
+    except FileNotFoundError:
+        return None
+
+
+def test_a_running_task_s_log_is_written_while_it_runs_and_whole_at_the_end(
+    tmp_path: Path,
+) -> None:
+    store = open_store((tmp_path / "logs").as_uri(), create=True)
+    running = TaskLog(store, "jobs/1/long/attempt-1.log", flush_every=0.05)
+    short = TaskLog(store, "jobs/1/short/attempt-1.log", flush_every=0.05)
+    log = logging.Logger("neuroferry.task.test.flusher", logging.INFO)
+    log.handlers = [running, short]
+    log.info("first line")
+    running.start()
+    short.start()
+    short.close()  # a short task: its log is written once, whole, when it ends
+    assert _stored(store, short.key) == short.text()
+    deadline = time.monotonic() + 30
+    while _stored(store, running.key) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "first line" in (_stored(store, running.key) or "")  # written while it runs
+    log.info("last line")
+    running.close()
+    assert _stored(store, running.key) == running.text()
+    assert "last line" in running.text()

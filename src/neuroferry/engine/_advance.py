@@ -205,18 +205,26 @@ def _expand(
     )
 
 
+def instances_unfinished(conn: Connection, job_id: int, name: str) -> bool:
+    """Whether an instance of the job's mapped task ``name`` has not ended: one indexed
+    look-up, however many instances there are."""
+    # by (job, name, state) alone: with map_index >= 0 too the planner would walk the
+    # instances in order, past every finished one. The mapped task's own row is one more.
+    unfinished = select(tasks.c.map_index).where(
+        tasks.c.job_id == job_id, tasks.c.name == name, tasks.c.state.in_(sorted(_UNFINISHED))
+    )
+    return any(i >= 0 for i in conn.execute(unfinished.limit(2)).scalars())
+
+
 def _settled(
     conn: Connection, job_id: int, name: str, cancelling: bool
 ) -> tuple[str, dict[str, Any]] | None:
     """A running mapped task's state and result ``{item: result}`` once every instance
     has ended, else ``None``. Whether one has not is one indexed look-up; the instances
     are read only when none is left."""
-    task = (tasks.c.job_id == job_id, tasks.c.name == name)
-    # by (job, name, state) alone: with map_index >= 0 too the planner would walk the
-    # instances in order, past every finished one. The mapped task's own row is one more.
-    unfinished = select(tasks.c.map_index).where(*task, tasks.c.state.in_(sorted(_UNFINISHED)))
-    if any(i >= 0 for i in conn.execute(unfinished.limit(2)).scalars()):
+    if instances_unfinished(conn, job_id, name):
         return None
+    task = (tasks.c.job_id == job_id, tasks.c.name == name)
     ended = conn.execute(
         select(tasks.c.item, tasks.c.state, tasks.c.result)
         .where(*task, tasks.c.map_index >= 0)

@@ -24,7 +24,13 @@ from sqlalchemy import (
 )
 
 from neuroferry.db import jobs, orchestrators, tasks, transaction, utc
-from neuroferry.engine._advance import Transition, advance, lock_job, now_utc
+from neuroferry.engine._advance import (
+    Transition,
+    advance,
+    instances_unfinished,
+    lock_job,
+    now_utc,
+)
 from neuroferry.engine._context import TaskInstance
 from neuroferry.engine._kinds import get_kind
 from neuroferry.engine._states import (
@@ -119,40 +125,44 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
         )
         if not ids:
             return []
-        rows = (
-            conn.execute(
+        task_rows = (
+            conn.execute(select(tasks).where(tasks.c.id.in_(ids)).order_by(tasks.c.id))
+            .mappings()
+            .all()
+        )
+        # each job's row once, however many of its tasks were claimed: its spec (which
+        # may list 10,000 assets) is decoded once per claim, not once per task
+        job_rows = {
+            j["id"]: j
+            for j in conn.execute(
                 select(
-                    tasks,
+                    jobs.c.id,
                     jobs.c.kind,
-                    jobs.c.name.label("job_name"),
+                    jobs.c.name,
                     jobs.c.owner_id,
                     jobs.c.summary,
                     jobs.c.spec,
                     jobs.c.cancel_requested,
-                    jobs.c.created.label("job_created"),
-                )
-                .join(jobs, jobs.c.id == tasks.c.job_id)
-                .where(tasks.c.id.in_(ids))
-                .order_by(tasks.c.id)
-            )
-            .mappings()
-            .all()
-        )
+                ).where(jobs.c.id.in_({r["job_id"] for r in task_rows}))
+            ).mappings()
+        }
+        rows = [{**r, "kind": job_rows[r["job_id"]]["kind"]} for r in task_rows]
         upstreams = _upstreams(conn, rows)
     claims = []
     for r in rows:
+        job = job_rows[r["job_id"]]
         instance = TaskInstance(
             job_id=r["job_id"],
-            kind=r["kind"],
-            job_name=r["job_name"],
+            kind=job["kind"],
+            job_name=job["name"],
             task=r["name"],
             map_index=r["map_index"],
             item=r["item"],
             attempt=r["attempt"],
-            spec=dict(r["spec"] or {}),
+            spec=dict(job["spec"] or {}),
             params=dict(r["params"] or {}),
             upstream=upstreams.get(r["id"], {}),
-            summary=dict(r["summary"] or {}),
+            summary=dict(job["summary"] or {}),
             saved_state=dict(r["saved_state"] or {}),
         )
         claims.append(
@@ -160,8 +170,8 @@ def claim_tasks(engine: Engine, orchestrator_id: str, limit: int, now: datetime)
                 task_id=r["id"],
                 instance=instance,
                 placement=r["placement"],
-                owner_id=r["owner_id"],
-                cancel_requested=r["cancel_requested"] is not None,
+                owner_id=job["owner_id"],
+                cancel_requested=job["cancel_requested"] is not None,
                 created=utc(r["created"]),
             )
         )
@@ -176,7 +186,7 @@ by the source's row, attempt, end and the mapping's key: read from the database 
 decoded once, not at every claim (the mapping may hold 100,000 items)."""
 
 
-def _upstreams(conn: Connection, rows: Sequence[RowMapping]) -> dict[int, dict[str, Any]]:
+def _upstreams(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, Any]]:
     """The results of the claimed tasks' ended ancestors (a task that runs after failures
     sees them too), by claimed task id. A mapped instance's upstream leaves out the mapping
     its task was made from: it has its own item's settings in ``params``, and the whole
@@ -337,11 +347,32 @@ def finish_tasks(
         transitions = {
             i: advance(conn, get_kind(ended[i][0].instance.kind), job_id, now, locked[job_id])
             for job_id, i in last.items()
+            if not _only_instances_before_the_end(conn, job_id, ended, states)
         }
     return [
         None if state is None else Finished(state, transitions.get(i))
         for i, state in enumerate(states)
     ]
+
+
+def _only_instances_before_the_end(
+    conn: Connection,
+    job_id: int,
+    ended: Sequence[tuple[Claim, Outcome]],
+    states: Sequence[str | None],
+) -> bool:
+    """Whether the outcomes recorded for the job are all of instances of mapped tasks
+    that still have instances to end: then no task row of the job's top level changed,
+    and advancing the job would change nothing (the mapped tasks settle with their last
+    instance), so it is not advanced (a round of short tasks ends many instances)."""
+    names = set()
+    for (claim, _), state in zip(ended, states, strict=True):
+        if state is None or claim.instance.job_id != job_id:
+            continue
+        if claim.instance.map_index < 0:
+            return False
+        names.add(claim.instance.task)
+    return all(instances_unfinished(conn, job_id, name) for name in names)
 
 
 def _finish(

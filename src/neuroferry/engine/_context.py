@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import signal
 import subprocess
@@ -49,6 +50,14 @@ class Reschedule:
     state: Mapping[str, Any] = field(default_factory=dict)
 
 
+CANCEL_CHECK = 1.0
+"""Seconds between two looks for a job's cancel marker (in one process)."""
+_JOBS_KEPT = 1024
+_not_cancelled: dict[tuple[str, int], float] = {}
+"""When a task of this process last found no cancel marker, by log store and job: the
+job's other tasks here do not look again until :data:`CANCEL_CHECK` seconds later."""
+
+
 def log_key(job_id: int, task: str, map_index: int, attempt: int) -> str:
     """Where a task instance's log for one attempt lies in the log store."""
     instance = task if map_index < 0 else f"{task}/{map_index}"
@@ -78,8 +87,8 @@ class TaskLog(logging.Handler):
         self._dropped = 0
         self._dirty = False
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._writing = threading.Lock()
+        """Held while the log is written: the last write is of the whole log."""
         self.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
 
     def _append(self, entry: str) -> None:
@@ -109,33 +118,72 @@ class TaskLog(logging.Handler):
         return (f"[{dropped} lines left out]\n" if dropped else "") + body
 
     def flush(self) -> None:
-        with self._lock:
-            if not self._dirty:
-                return
-            self._dirty = False
-        try:
-            self.store.put(self.key, self.text().encode())
-        except Exception:  # a log write must never fail the task; try again next time
+        with self._writing:
             with self._lock:
-                self._dirty = True
+                if not self._dirty:
+                    return
+                self._dirty = False
+            try:
+                self.store.put(self.key, self.text().encode())
+            except Exception:  # a log write must never fail the task; try again next time
+                with self._lock:
+                    self._dirty = True
 
     def start(self) -> None:
-        """Write what is logged so far at once, then every ``flush_every`` seconds."""
-        self.flush()
-
-        def loop() -> None:
-            while not self._stop.wait(self.flush_every):
-                self.flush()
-
-        self._thread = threading.Thread(target=loop, name=f"log {self.key}", daemon=True)
-        self._thread.start()
+        """Write what is logged every ``flush_every`` seconds (the first time after at
+        most :data:`FIRST_WRITE` seconds) until :meth:`close`, which writes it once more.
+        One thread of the process writes the logs of all its running tasks: a task of a
+        few milliseconds starts no thread and writes its log once."""
+        _FLUSHER.add(self, min(FIRST_WRITE, self.flush_every))
 
     def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        _FLUSHER.discard(self)
         self.flush()
         super().close()
+
+
+class _LogFlusher:
+    """The thread that writes the logs of a process's running tasks while they run."""
+
+    def __init__(self) -> None:
+        self._due: dict[TaskLog, float] = {}
+        self._cond = threading.Condition()
+        self._wake_at = math.inf
+        """When the thread wakes next (``inf``: it waits to be told)."""
+        self._thread: threading.Thread | None = None
+
+    def add(self, handler: TaskLog, after: float) -> None:
+        due = time.monotonic() + after
+        with self._cond:
+            self._due[handler] = due
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="task logs", daemon=True)
+                self._thread.start()
+            elif due < self._wake_at:  # else it wakes in time without being told
+                self._cond.notify()
+
+    def discard(self, handler: TaskLog) -> None:
+        with self._cond:
+            self._due.pop(handler, None)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                now = time.monotonic()
+                ready = [h for h, due in self._due.items() if due <= now]
+                for handler in ready:
+                    self._due[handler] = now + handler.flush_every
+                self._wake_at = min(self._due.values(), default=math.inf)
+                if not ready:
+                    self._cond.wait(None if self._wake_at == math.inf else self._wake_at - now)
+                    continue
+            for handler in ready:
+                handler.flush()
+
+
+FIRST_WRITE = 1.0
+"""Seconds after a task starts at which its log is first written (if it still runs)."""
+_FLUSHER = _LogFlusher()
 
 
 @dataclass(frozen=True)
@@ -311,17 +359,23 @@ class TaskContext:
         return dict(self.params.get("job_settings") or {})
 
     def cancelled(self) -> bool:
-        """Whether the job was cancelled (looked up at most once a second)."""
+        """Whether the job was cancelled (looked up at most once a second, and at most
+        once a second for all the job's tasks in this process)."""
         if self._cancelled:
             return True
         now = time.monotonic()
-        if now - self._last_check >= 1.0:
+        if now - self._last_check >= CANCEL_CHECK:
             self._last_check = now
+            job = (self.log_store.url, self.job_id)
+            if now - _not_cancelled.get(job, -math.inf) < CANCEL_CHECK:
+                return False  # another task of the job here looked just now
             try:
                 self.log_store.head(cancel_key(self.job_id))
                 self._cancelled = True
             except StoreNotFound:
-                pass
+                if len(_not_cancelled) >= _JOBS_KEPT:
+                    _not_cancelled.clear()
+                _not_cancelled[job] = now
             except Exception as exc:  # the log store is briefly away: carry on
                 self.log.debug("cannot check for cancellation: %s", exc)
         return self._cancelled

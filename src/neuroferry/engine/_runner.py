@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import platform
 import socket
 import time
@@ -48,6 +49,44 @@ class TaskCall:
     local: dict[str, Any] = field(default_factory=dict)
     """Local tasks only: ``db``, ``catalog``, ``submit_job`` and ``owner_id`` for the
     context."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # the settings, access and kind settings are the same for many calls: pickled
+        # once (a batch of calls pickled together holds them once) and decoded once per
+        # process, rather than a pydantic model rebuilt for every task
+        shared = _shared_blob(self.settings, self.access, self.kind_settings)
+        return (_rebuild_call, (self.instance, self.fn, shared, self.local))
+
+
+_KEPT = 64
+_blobs: dict[tuple[int, int, int], tuple[Any, bytes]] = {}
+"""Pickled settings, access and kind settings, by the objects' ids (with the objects, so
+that the ids stay theirs)."""
+_decoded: dict[bytes, tuple[Settings, Access | None, Any]] = {}
+"""The same, decoded, by their pickle."""
+
+
+def _shared_blob(settings: Settings, access: Access | None, kind_settings: Any) -> bytes:
+    key = (id(settings), id(access), id(kind_settings))
+    known = _blobs.get(key)
+    if known is None:
+        if len(_blobs) >= _KEPT:
+            _blobs.clear()
+        objects = (settings, access, kind_settings)
+        known = _blobs[key] = (objects, pickle.dumps(objects, pickle.HIGHEST_PROTOCOL))
+    return known[1]
+
+
+def _rebuild_call(
+    instance: TaskInstance, fn: str, shared: bytes, local: dict[str, Any]
+) -> TaskCall:
+    objects = _decoded.get(shared)
+    if objects is None:
+        if len(_decoded) >= _KEPT:
+            _decoded.clear()
+        objects = _decoded[shared] = pickle.loads(shared)
+    settings, access, kind_settings = objects
+    return TaskCall(instance, fn, settings, access, kind_settings, local)
 
 
 def _log_store(settings: Settings) -> Store:
@@ -115,9 +154,12 @@ def run_task(call: TaskCall) -> dict[str, Any]:
     secrets = secret_values(call.settings)
     key = log_key(task.job_id, task.task, task.map_index, task.attempt)
     handler = TaskLog(store, key, secrets=secrets)
-    logger = logging.getLogger(f"neuroferry.task.{task.job_id}.{task.task}.{task.map_index}")
+    # a logger of its own, not kept by the logging module: one per task instance would
+    # pile up in a long-lived worker, and each setLevel walks every logger kept
+    logger = logging.Logger(
+        f"neuroferry.task.{task.job_id}.{task.task}.{task.map_index}", logging.INFO
+    )
     logger.handlers = [handler]
-    logger.setLevel(logging.INFO)
     logger.propagate = False
     limit = _time_limit(task.params)
     ctx = TaskContext(

@@ -147,3 +147,25 @@ def test_the_record_task_writes_each_record_once(catalog: Catalog, tmp_path: Pat
     assert record(ctx) == {"recorded": 0, "already_recorded": 1}  # type: ignore[arg-type]
     [doc] = catalog.find({"kind": RESULT_KIND})
     assert doc == {"_id": doc["_id"], **provenance_record(result, 7)}
+
+
+def test_every_run_starts_in_an_empty_private_results_folder() -> None:
+    from neuroferry.pipelines.analysis._wrapper import _scratch_folder
+
+    with _scratch_folder(None) as first:
+        assert list((first / "results").iterdir()) == []
+        assert oct(first.stat().st_mode & 0o777) == "0o700"
+    with _scratch_folder(None) as second:  # left as found: kept for the next run
+        assert second == first and list((second / "results").iterdir()) == []
+        (second / "results" / "out.txt").write_text("made")
+        (second / "stray.txt").write_text("left beside the results")
+    assert not second.exists()  # files left: removed
+    with _scratch_folder(None) as third:
+        assert third != second and list(third.iterdir()) == [third / "results"]
+        assert list((third / "results").iterdir()) == []
+        (third / "results").rmdir()
+        (third / "results").symlink_to(second.parent)  # a link is never kept
+    assert not third.exists()
+    with _scratch_folder(None) as fourth:
+        assert fourth != third and (fourth / "results").is_dir()
+        assert not (fourth / "results").is_symlink()

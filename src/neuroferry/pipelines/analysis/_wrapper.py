@@ -15,15 +15,20 @@ returns a small JSON result, the facts the provenance record is made of
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import logging
+import os
 import platform
 import re
 import resource
+import shutil
 import socket
 import tempfile
-from collections.abc import Callable, Mapping
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, requires, version
@@ -201,6 +206,51 @@ def _outputs(analysis: Analysis, returned: Any) -> Any:
         ) from None
 
 
+class _Kept:
+    """A scratch folder kept for its thread's next run; removed when the thread (or the
+    process) ends. A process killed outright (SIGKILL) leaves it behind: two empty
+    folders in the temporary folder."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.remove = weakref.finalize(self, shutil.rmtree, path, True)
+
+
+_kept = threading.local()
+
+
+def _left_empty(folder: Path) -> bool:
+    """Whether ``folder`` holds its ``results`` folder (a folder, not a link) and nothing
+    else, and that holds nothing."""
+    with os.scandir(folder) as entries:
+        found = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
+    if found != [("results", True)]:
+        return False
+    with os.scandir(folder / "results") as entries:
+        return next(entries, None) is None
+
+
+@contextlib.contextmanager
+def _scratch_folder(parent: Path | None) -> Iterator[Path]:
+    """A private folder holding an empty ``results`` folder, removed afterwards. One that
+    a run leaves as it found it (it made no files) is kept for the thread's next run:
+    making and removing two folders costs a short task more than its run."""
+    kept: _Kept | None = getattr(_kept, "folder", None) if parent is None else None
+    _kept.folder = None  # taken: a run inside this one gets a folder of its own
+    if kept is None:
+        kept = _Kept(Path(tempfile.mkdtemp(prefix="ferry-analysis-", dir=parent)))
+        (kept.path / "results").mkdir()
+    unchanged = False
+    try:
+        yield kept.path
+        unchanged = _left_empty(kept.path)
+    finally:
+        if unchanged and parent is None and getattr(_kept, "folder", None) is None:
+            _kept.folder = kept
+        else:
+            kept.remove()
+
+
 def run_task(
     analysis: Analysis,
     task: PreparedTask,
@@ -223,9 +273,8 @@ def run_task(
         location = results_location(results, analysis.name, task.identity, None)
     started = _now()
     before = _usage()
-    with tempfile.TemporaryDirectory(prefix="ferry-analysis-", dir=scratch) as folder:
-        out = Path(folder) / "results"
-        out.mkdir()
+    with _scratch_folder(scratch) as folder:
+        out = folder / "results"
         returned = analysis.run(
             AnalysisRun(
                 inputs=task.model,
