@@ -504,6 +504,12 @@ class Client:
         added: dict[str, Any] = self.request("POST", "/projects", {"name": name})
         return added
 
+    def projects_set(self, name: str, facts: Mapping[str, Any]) -> dict[str, Any]:
+        """Set a project's facts (``institution``, ``funding_source``, ``investigators``;
+        admins); the ones not given are kept."""
+        found: dict[str, Any] = self.request("PUT", f"/projects/{quote(name, safe='')}", facts)
+        return found
+
     def projects_remove(self, name: str) -> None:
         """Remove a project name (admins)."""
         self.request("DELETE", f"/projects/{quote(name, safe='')}")

@@ -23,7 +23,7 @@ from neuroferry.engine import (
 )
 from neuroferry.stores import open_store
 
-from .helpers import Harness, Session, tree
+from .helpers import Harness, Session, schema_problems, tree
 
 MakeHarness = Callable[..., Harness]
 
@@ -107,8 +107,16 @@ def test_a_command_compresses_a_modality_and_its_output_is_uploaded(
     job.run("check_metadata_files")
     job.run("copy_derivatives_folder")
     job.run("gather_final_metadata")
-    processing = json.loads((job.staging / "processing.json").read_text())
-    assert processing["processing_pipeline"]["data_processes"] == [step]
+    written = (job.staging / "processing.json").read_bytes()
+    assert schema_problems("processing.json", written) == []
+    processing = json.loads(written)
+    [process] = processing["data_processes"]
+    assert process["process_type"] == "Compression" and process["stage"] == "Processing"
+    assert process["code"]["url"] == sys.executable
+    assert process["code"]["parameters"] == run["settings"]
+    assert process["experimenters"] == ["scientist@example.org"]
+    assert process["output_path"] == step["output_location"]
+    assert process["start_date_time"] <= process["end_date_time"]
 
     job.run("upload_data_to_s3")
     uploaded = tree(Path(open_store(job.destination).local_root or ""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from neuroferry.config import Settings
@@ -26,7 +27,8 @@ TASKS: tuple[TaskDef, ...] = (
     _task("check_s3_folder_exists", "check_asset_owner"),
     _task("check_source_folders_exist", "check_asset_owner"),
     _task("create_staging_folder", "check_s3_folder_exists", "check_source_folders_exist"),
-    _task("gather_preliminary_metadata", "create_staging_folder"),
+    # local: it reads the project's record and the catalog (the metadata service)
+    _task("gather_preliminary_metadata", "create_staging_folder", placement="local"),
     _task("check_metadata_files", "gather_preliminary_metadata"),
     _task("copy_derivatives_folder", "create_staging_folder"),
     _task("modality_transformation_settings", "create_staging_folder"),
@@ -66,6 +68,17 @@ TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
 
 DEFAULT_TASK_SETTINGS: dict[str, Task] = {"remove_source_folders": Task(skip_task=True)}
 """Settings used for a task the request does not configure (otherwise ``Task()``)."""
+
+GATHER_SETTINGS = frozenset({"metadata_dir", "data_description", "ignored"})
+"""The ``gather_preliminary_metadata`` job settings neuroferry acts on; the others (the
+original's metadata-service settings) are reported as ignored."""
+
+
+def creation_time(acquired: datetime) -> datetime:
+    """The data description's ``creation_time``: ``acq_datetime``, in the service's local
+    time zone when it gives none."""
+    return acquired if acquired.tzinfo is not None else acquired.astimezone()
+
 
 CODE_OCEAN_SETTINGS = frozenset({"pipeline_monitor_settings", "capsule_id", "pipeline_id"})
 """Keys of the original service's Code Ocean pipeline settings, which neuroferry does not run."""
@@ -120,20 +133,19 @@ def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
         metadata_dir=metadata_dir,
         derivatives_dir=derivatives_dir,
     )
+    given = (task_settings["gather_preliminary_metadata"].get("job_settings") or {}).keys()
+    ignored = sorted(set(given) - GATHER_SETTINGS)
     task_settings["gather_preliminary_metadata"] = _with_job_settings(
         task_settings["gather_preliminary_metadata"],
         metadata_dir=metadata_dir,
         data_description={
             "name": asset,
             "subject_id": job.subject_id,
-            "creation_time": job.acq_datetime.isoformat(),
-            "modalities": [
-                {"name": m.name, "abbreviation": m.abbreviation} for m in job.modalities
-            ],
+            "creation_time": creation_time(job.acq_datetime).isoformat(),
+            "modalities": [m.abbreviation for m in job.modalities],
             "project_name": job.project_name,
-            "platform": job.platform.model_dump() if job.platform else None,
-            "data_level": "raw",
         },
+        ignored=ignored,
     )
     derivatives = _with_job_settings(
         task_settings["copy_derivatives_folder"], input_source=derivatives_dir
@@ -156,6 +168,12 @@ def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
     )
 
     notes: list[str] = []
+    if ignored:
+        notes.append(
+            f"tasks.gather_preliminary_metadata.job_settings: {', '.join(ignored)} "
+            "ignored: neuroferry gathers subject and procedures from its catalog and the "
+            "metadata_dir, and acts on no other metadata-service setting"
+        )
     if asset != job.computed_asset_name:
         notes.append(
             f"s3_prefix {asset!r} is used as the asset's name instead of "
@@ -182,6 +200,7 @@ def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
         "destination_name": job.s3_bucket or "default",
         "staging_dir": str(staging_root(settings)),
         "project_name": job.project_name,
+        "platform": job.platform.model_dump() if job.platform else None,
         "subject_id": job.subject_id,
         "modalities": list(sources),
         "job_type": job.job_type,
