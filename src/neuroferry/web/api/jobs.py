@@ -104,6 +104,9 @@ class ValidatedJob(BaseModel):
 
 
 class ValidateData(BaseModel):
+    """The checked jobs; with the original service's keys beside them (``validate_json``:
+    ``version``, ``model_json``, ``validated_model_json``; ``validate_csv``: ``errors``)."""
+
     model_config = ConfigDict(extra="allow")
 
     jobs: list[ValidatedJob]
@@ -229,8 +232,13 @@ def validate_json(
     }
     return ValidateResponse(
         message=f"{len(jobs)} valid jobs",
-        data=ValidateData(
-            jobs=jobs, version=__version__, model_json=sent, validated_model_json=validated
+        data=ValidateData.model_validate(
+            {
+                "jobs": jobs,
+                "version": __version__,
+                "model_json": sent,
+                "validated_model_json": validated,
+            }
         ),
     )
 
@@ -275,7 +283,8 @@ async def _check_sheet(file: UploadFile, held: Services, user: User) -> Validate
     )
     jobs = _validated_jobs(checked)
     return ValidateResponse(
-        message=f"{len(jobs)} valid jobs", data=ValidateData(jobs=jobs, errors=[])
+        message=f"{len(jobs)} valid jobs",
+        data=ValidateData.model_validate({"jobs": jobs, "errors": []}),
     )
 
 
