@@ -21,6 +21,7 @@ from neuroferry.engine import (
     in_container,
     starts_own_container,
 )
+from neuroferry.errors import InvalidInput
 from neuroferry.stores import open_store
 
 from .helpers import Harness, Session, schema_problems, tree
@@ -145,7 +146,12 @@ def test_a_command_that_writes_nothing_fails(session: Session, harness: MakeHarn
 
 def test_an_image_needs_a_container_runtime(session: Session, harness: MakeHarness) -> None:
     spec = with_command(session, "compress %INPUT_SOURCE", image="ghcr.io/lab/compress")
-    job = harness(spec)
+    with pytest.raises(InvalidInput) as refused:  # at submit time
+        harness(spec)
+    assert "ecephys.image: the command runs in the image ghcr.io/lab/compress" in str(refused.value)
+    # submitted while the service had a runtime, run after it lost it: the task says so
+    job = harness(spec, container_runtime="docker")
+    job.settings = job.settings.model_copy(update={"container_runtime": None})
     job.run_until("modality_transformation_settings")
     with pytest.raises(TaskFailed) as info:
         job.call("compress_data", item="ecephys", params=_item(job, "ecephys"))

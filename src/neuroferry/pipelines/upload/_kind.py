@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from datetime import datetime
 from typing import Any
 
@@ -13,8 +14,10 @@ from neuroferry.engine import (
     TaskDef,
     lock_key,
     named_destination,
+    starts_own_container,
     task_maker,
 )
+from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload._models import Task, UploadJobSpec, transformation_of
 from neuroferry.pipelines.upload._paths import check_source_path, staging_root
 from neuroferry.pipelines.upload._presets import check_preset, merge_preset
@@ -98,6 +101,28 @@ def _with_job_settings(settings: dict[str, Any], **values: Any) -> dict[str, Any
     return {**settings, "job_settings": {**(settings.get("job_settings") or {}), **values}}
 
 
+def _check_container(task: Task | None, settings: Settings, where: str) -> None:
+    """Refuse, at submit time, a command transformation that runs in an image when this
+    service has no container runtime to run it with."""
+    if task is None or task.skip_task or transformation_of(task) != "command":
+        return
+    if not task.image or settings.container_runtime is not None:
+        return
+    try:
+        words = shlex.split(task.command_script or "")
+    except ValueError:  # the task says what is wrong with the script
+        return
+    if words and starts_own_container(words):
+        return
+    raise InvalidInput(
+        f"{where}.image: the command runs in the image {task.image}, but this service has "
+        "no container "
+        "runtime configured (FERRY_CONTAINER_RUNTIME: apptainer, singularity or docker); "
+        "ask an admin, or give a command_script that runs without an image",
+        [{"field": f"{where}.image", "message": "no container runtime is configured here"}],
+    )
+
+
 def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
     """The job's name (the asset name), each task's settings and the job's summary.
 
@@ -158,6 +183,7 @@ def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
     for modality in job.modalities:
         abbreviation = modality.abbreviation
         task = job.tasks.modality_transformation_settings.get(abbreviation)
+        _check_container(task, settings, f"tasks.modality_transformation_settings.{abbreviation}")
         transformations[abbreviation] = _with_job_settings(
             _settings(task),
             input_source=sources[abbreviation],
