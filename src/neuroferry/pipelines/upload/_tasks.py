@@ -20,6 +20,7 @@ from neuroferry import __version__
 from neuroferry.engine import (
     EMAIL_KEY,
     AssetClaim,
+    Skipped,
     TaskContext,
     TaskFailed,
     command_words,
@@ -106,7 +107,11 @@ def _walk(folder: Path) -> Iterator[Path]:
             yield Path(root, name)
 
 
-def _notify(ctx: TaskContext, event: str, state: str, **facts: Any) -> dict[str, Any]:
+def _notify(ctx: TaskContext, event: str, state: str, **facts: Any) -> dict[str, Any] | Skipped:
+    if not ctx.config.smtp_host:
+        reason = "no SMTP server is configured (FERRY_SMTP_HOST): no e-mail can be sent"
+        ctx.log.info("the %s e-mail: %s", event, reason)
+        return Skipped(reason, {"sent": False})
     job = {
         "id": ctx.job_id,
         "name": ctx.name,
@@ -146,7 +151,7 @@ def _input_source(settings: dict[str, Any]) -> str | None:
 # -- the tasks, in the order they run -------------------------------------------------------
 
 
-def send_job_start_email(ctx: TaskContext) -> dict[str, Any]:
+def send_job_start_email(ctx: TaskContext) -> dict[str, Any] | Skipped:
     """E-mail the job's owner that the job started, if they asked for ``begin`` e-mails."""
     return _notify(ctx, "begin", "running")
 
@@ -750,7 +755,7 @@ def remove_source_folders(ctx: TaskContext) -> dict[str, Any]:
     return {"removed": removed}
 
 
-def send_job_end_email(ctx: TaskContext) -> dict[str, Any]:
+def send_job_end_email(ctx: TaskContext) -> dict[str, Any] | Skipped:
     """E-mail the job's owner that the job ended, if they asked for ``end`` e-mails."""
     upload = ctx.upstream.get("upload_data_to_s3") or {}
     return _notify(
