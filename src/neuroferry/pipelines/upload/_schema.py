@@ -40,17 +40,15 @@ def _organization(value: Any, where: str) -> Any:
         value = value.get("abbreviation") or value.get("name")
     if isinstance(value, str) and value.strip():
         text = value.strip()
-        found = Organization.from_abbreviation(text) or Organization.from_name(text)
-        if found is None:
-            folded = text.casefold()
-            found = next(
-                (
-                    o
-                    for o in Organization.ALL
-                    if o.name.casefold() == folded or (o.abbreviation or "").casefold() == folded
-                ),
-                None,
-            )
+        folded = text.casefold()
+        for kind in Organization.ALL:  # the organizations' classes: their fields' defaults
+            fields = kind.model_fields
+            names = (fields["name"].default, fields["abbreviation"].default or "")
+            if folded in (n.casefold() for n in names if n):
+                found = kind()
+                break
+        else:
+            found = None
         if found is not None:
             return found
     raise InvalidInput(
