@@ -10,6 +10,25 @@ from typing import Any
 
 SUBJECT = {"subject_id": "700001", "species": {"name": "Mus musculus"}, "sex": "Female"}
 PROCEDURES = {"subject_id": "700001", "subject_procedures": [{"procedure_type": "Surgery"}]}
+DESCRIPTION = {
+    "object_type": "Data description",
+    "schema_version": "2.4.2",
+    "subject_id": "700001",
+    "creation_time": "2025-04-01T14:30:15Z",
+    "name": "ecephys_700001_2025-04-01_14-30-15",
+    "institution": {"name": "Allen Institute for Neural Dynamics", "abbreviation": "AIND"},
+    "funding_source": [{"funder": {"name": "Allen Institute for Neural Dynamics"}}],
+    "investigators": [{"name": "Jane Doe"}],
+    "data_level": "raw",
+    "project_name": "Ephys Platform",
+    "modalities": [
+        {"name": "Extracellular electrophysiology", "abbreviation": "ecephys"},
+        {"name": "Behavior", "abbreviation": "behavior"},
+        {"name": "Behavior videos", "abbreviation": "behavior-videos"},
+    ],
+}
+"""The session's own data description (the facts a request does not carry: institution,
+funding, investigators); uploaded as it is."""
 
 
 def make_session(root: Path) -> Path:
@@ -21,6 +40,7 @@ def make_session(root: Path) -> Path:
         "behavior/trials.csv": b"trial,choice\n1,left\n2,right\n",
         "behavior/empty.txt": b"",
         "behavior-videos/face.mp4": os.urandom(300_000),
+        "metadata/data_description.json": json.dumps(DESCRIPTION).encode(),
         "metadata/subject.json": json.dumps(SUBJECT).encode(),
         "metadata/procedures.json": json.dumps(PROCEDURES).encode(),
         "metadata/session.json": json.dumps({"session_type": "test"}).encode(),

@@ -13,6 +13,7 @@ import hmac
 import os
 import secrets
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +51,26 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# -- Ctrl-C -------------------------------------------------------------------------------
+
+
+def _keep_ctrl_c() -> None:
+    """Put back Python's SIGINT handler where an import replaced it (dask-jobqueue's
+    runner module turns Ctrl-C into ``sys.exit()``, which pytest counts as one failed
+    test and goes on): Ctrl-C stops the run."""
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    _keep_ctrl_c()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _keep_ctrl_c()
 
 
 # -- isolation ------------------------------------------------------------------------

@@ -10,7 +10,15 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from neuroferry.config import Settings
-from neuroferry.engine import JobKind, PreparedJob, Reschedule, TaskContext, TaskDef, TaskFailed
+from neuroferry.engine import (
+    JobKind,
+    PreparedJob,
+    Reschedule,
+    Skipped,
+    TaskContext,
+    TaskDef,
+    TaskFailed,
+)
 
 HERE = "ferry_toy_tasks"
 
@@ -129,6 +137,11 @@ KIND = JobKind(
 def not_json(ctx: TaskContext) -> dict[str, Any]:
     """A task with a bug: a set in its result."""
     return {"files": {"a", "b"}}
+
+
+def nothing_to_do(ctx: TaskContext) -> Skipped:
+    """A task that finds it cannot act here."""
+    return Skipped("no SMTP server is configured", {"sent": False})
 
 
 def reads_catalog(ctx: TaskContext) -> dict[str, Any]:

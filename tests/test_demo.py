@@ -17,7 +17,7 @@ import pytest
 from _rig import running_rig
 from conftest import free_port
 from neuroferry.config import get_settings
-from neuroferry.demo import CSV_COLUMNS, PROJECT, SUBJECT, seed_demo
+from neuroferry.demo import CSV_COLUMNS, PROJECT, metadata_files, seed_demo
 from neuroferry.engine import get_kind
 from neuroferry.pipelines.upload import UploadJobSpec, validate_upload_job
 from neuroferry.services import Services
@@ -45,6 +45,9 @@ def _job_from_csv(path: Path) -> dict[str, object]:
     return {**plain, "modalities": modalities}
 
 
+SUBJECT = json.loads(metadata_files()["metadata/subject.json"])
+
+
 def test_seed_demo_is_idempotent_and_its_job_validates(database_url, tmp_path):
     settings = get_settings(database_url=database_url, store_url=(tmp_path / "lake").as_uri())
     services = Services.start(settings, orchestrate=False)
@@ -66,24 +69,42 @@ def test_seed_demo_is_idempotent_and_its_job_validates(database_url, tmp_path):
             "behavior/trials.csv",
             "metadata/subject.json",
             "metadata/procedures.json",
+            "metadata/data_description.json",
         ):
             assert f"{session}/{rel}" in files
+        # every metadata file the demo writes validates with aind-data-schema
+        from aind_data_schema.core.data_description import DataDescription
+        from aind_data_schema.core.procedures import Procedures
+        from aind_data_schema.core.subject import Subject
+
+        for name, model in (
+            ("subject", Subject),
+            ("procedures", Procedures),
+            ("data_description", DataDescription),
+        ):
+            model.model_validate_json((first.session / f"metadata/{name}.json").read_bytes())
         assert {"demo_job.json", "demo_jobs.csv"} <= files
         assert all(len(data) < 1024 * 1024 for data, _ in before.values())
         assert json.loads((first.session / "metadata/subject.json").read_text()) == SUBJECT
 
         request = json.loads(first.job_file.read_text())
         assert request == {"upload_jobs": [first.job]}
+        # a valid body for the original service's own model
+        core = pytest.importorskip("aind_data_transfer_service.models.core")
+        core.SubmitJobRequestV2.model_validate(request)
         spec = UploadJobSpec.model_validate(first.job)
         assert spec.project_name == PROJECT and spec.s3_bucket == "default"
         assert [m.abbreviation for m in spec.modalities] == ["ecephys", "behavior"]
-        assert spec.metadata_dir == str(first.session / "metadata")
+        assert spec.metadata_folder() == str(first.session / "metadata")
         assert spec.asset_name == first.asset == ASSET
 
         with first.csv_file.open(newline="") as f:
             assert tuple(next(csv.reader(f))) == CSV_COLUMNS
         from_csv = validate_upload_job(_job_from_csv(first.csv_file))
-        assert from_csv.model_dump() == spec.model_dump()
+        # the same job: the spreadsheet gives the folders in columns, the request in tasks
+        assert from_csv.asset_name == spec.asset_name
+        assert from_csv.input_sources() == spec.input_sources()
+        assert from_csv.metadata_folder() == spec.metadata_folder()
 
         from neuroferry.engine import job_type_history
         from neuroferry.pipelines.upload import list_projects
@@ -164,5 +185,6 @@ def test_ferry_serve_demo_says_what_to_do_next(tmp_path):
     assert "created the first user, 'admin'" in output
     assert f"ferry jobs submit {home / 'demo' / 'demo_jobs.csv'} --wait" in output
     assert f"http://127.0.0.1:{port}/" in output
+    assert f"export FERRY_URL=http://127.0.0.1:{port}" in output  # not the default port
     assert (home / "demo" / "demo_job.json").is_file()
     assert (home / "token.json").is_file()

@@ -82,6 +82,44 @@ def _detail(response: httpx.Response) -> str:
     return str(detail)
 
 
+SERVICE_URL_FILE = "service.url"
+"""The file in FERRY_HOME where a running ``ferry serve`` leaves its address."""
+
+
+def write_service_url(home: Path, url: str) -> Path | None:
+    """Leave ``url`` in ``{home}/service.url`` for ferry commands to find while the service
+    runs; the file, or None if it cannot be written."""
+    path = home / SERVICE_URL_FILE
+    try:
+        path.write_text(url + "\n", encoding="utf-8")
+    except OSError:
+        return None
+    return path
+
+
+def remove_service_url(path: Path | None, url: str) -> None:
+    """Remove the file :func:`write_service_url` wrote, unless another service's since."""
+    if path is None:
+        return
+    try:
+        if path.read_text(encoding="utf-8").strip() == url:
+            path.unlink()
+    except OSError:
+        pass
+
+
+def service_url(settings: Settings) -> str:
+    """The service's address: ``FERRY_URL`` if set, else that of a ``ferry serve``
+    running with the same FERRY_HOME, else the default."""
+    if "url" in settings.model_fields_set:
+        return settings.url
+    try:
+        found = (settings.home / SERVICE_URL_FILE).read_text(encoding="utf-8").strip()
+    except OSError:
+        return settings.url
+    return found if found.startswith(("http://", "https://")) else settings.url
+
+
 class Client:
     """The REST API of one service (``FERRY_URL``) with one user's token."""
 
@@ -89,7 +127,7 @@ class Client:
         self, url: str | None = None, token: str | None = None, settings: Settings | None = None
     ) -> None:
         settings = settings or get_settings()
-        self.url = (url or settings.url).rstrip("/")
+        self.url = (url or service_url(settings)).rstrip("/")
         self.token = find_token(token, settings)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         self._http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
@@ -587,6 +625,12 @@ class Client:
         """Add a project name (admins)."""
         added: dict[str, Any] = self.request("POST", "/projects", {"name": name})
         return added
+
+    def projects_set(self, name: str, facts: Mapping[str, Any]) -> dict[str, Any]:
+        """Set a project's facts (``institution``, ``funding_source``, ``investigators``;
+        admins); the ones not given are kept."""
+        found: dict[str, Any] = self.request("PUT", f"/projects/{quote(name, safe='')}", facts)
+        return found
 
     def projects_remove(self, name: str) -> None:
         """Remove a project name (admins)."""

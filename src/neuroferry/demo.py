@@ -51,23 +51,76 @@ CSV_COLUMNS = (
 )
 """The columns of the demo spreadsheet, as the original service's spreadsheets name them."""
 
-SUBJECT = {
-    "subject_id": SUBJECT_ID,
-    "species": {"name": "Mus musculus"},
-    "sex": "Female",
-    "date_of_birth": "2024-10-01",
-    "genotype": "wt/wt",
-}
-PROCEDURES = {
-    "subject_id": SUBJECT_ID,
-    "subject_procedures": [
-        {
-            "procedure_type": "Surgery",
-            "start_date": "2024-12-02",
-            "procedures": [{"procedure_type": "Headframe"}, {"procedure_type": "Craniotomy"}],
-        }
-    ],
-}
+INVESTIGATOR = "Demo Scientist"
+DEMO_DESTINATIONS = ("open", "private")
+"""The original service's other ``s3_bucket`` names; ``ferry serve --demo`` configures
+them (next to ``default``) unless FERRY_DESTINATIONS does."""
+
+
+def metadata_files() -> dict[str, bytes]:
+    """The demo session's ``subject.json``, ``procedures.json`` and
+    ``data_description.json``, built with aind-data-schema's models (valid by
+    construction)."""
+    from datetime import UTC, date, datetime
+
+    from aind_data_schema.components.identifiers import Person
+    from aind_data_schema.components.subjects import MouseSubject, Sex
+    from aind_data_schema.components.surgery_procedures import Headframe
+    from aind_data_schema.core.data_description import DataDescription, Funding
+    from aind_data_schema.core.procedures import Procedures, Surgery
+    from aind_data_schema.core.subject import Subject
+    from aind_data_schema_models.modalities import Modality
+    from aind_data_schema_models.organizations import Organization
+    from aind_data_schema_models.species import Species, Strain
+
+    subject = Subject(
+        subject_id=SUBJECT_ID,
+        subject_details=MouseSubject(
+            sex=Sex.FEMALE,
+            date_of_birth=date(2024, 10, 1),
+            strain=Strain.C57BL_6J,
+            species=Species.HOUSE_MOUSE,
+            genotype="wt/wt",
+            source=Organization.JAX,
+        ),
+    )
+    procedures = Procedures(
+        subject_id=SUBJECT_ID,
+        subject_procedures=[
+            Surgery(
+                start_date=date(2024, 12, 2),
+                experimenters=[INVESTIGATOR],
+                procedures=[Headframe(headframe_type="Demo headframe")],
+            )
+        ],
+    )
+    acquired = datetime.fromisoformat(ACQ_DATETIME).replace(tzinfo=UTC)
+    description = DataDescription(
+        name=f"{PLATFORM}_{SUBJECT_ID}_{acquired:%Y-%m-%d_%H-%M-%S}",
+        subject_id=SUBJECT_ID,
+        creation_time=acquired,
+        institution=Organization.OTHER,
+        funding_source=[Funding(funder=Organization.OTHER)],
+        investigators=[Person(name=INVESTIGATOR)],
+        project_name=PROJECT,
+        modalities=[Modality.from_abbreviation(m) for m in MODALITIES],
+        data_level="raw",
+    )
+    return {
+        f"metadata/{name}.json": (model.model_dump_json(indent=2) + "\n").encode()
+        for name, model in (
+            ("subject", subject),
+            ("procedures", procedures),
+            ("data_description", description),
+        )
+    }
+
+
+def add_demo_destinations(settings: Settings) -> None:
+    """Configure the destinations ``open`` and ``private`` (folders beside the default
+    store) unless the settings name them."""
+    for name in DEMO_DESTINATIONS:
+        settings.destinations.setdefault(name, (settings.home / f"lake-{name}").as_uri())
 
 
 @dataclass(frozen=True)
@@ -151,8 +204,7 @@ def _session_files() -> dict[str, bytes]:
         ),
         "behavior/trials.csv": ("\n".join(trials) + "\n").encode(),
         "behavior/running_speed.csv": ("\n".join(speed) + "\n").encode(),
-        "metadata/subject.json": _json_bytes(SUBJECT),
-        "metadata/procedures.json": _json_bytes(PROCEDURES),
+        **metadata_files(),
     }
 
 
@@ -170,7 +222,9 @@ def _write_if_changed(path: Path, data: bytes) -> None:
 
 
 def demo_job(session: Path) -> dict[str, Any]:
-    """The upload job of the demo session (an entry of ``upload_jobs``)."""
+    """The upload job of the demo session (an entry of ``upload_jobs``), shaped as the
+    original service's ``SubmitJobRequestV2`` wants it: the folders in the tasks'
+    ``job_settings``."""
     from neuroferry.pipelines.upload import find_modality, find_platform
 
     platform = find_platform(PLATFORM)
@@ -182,18 +236,23 @@ def demo_job(session: Path) -> dict[str, Any]:
         "acq_datetime": ACQ_DATETIME,
         "s3_bucket": "default",
         "modalities": [
-            {
-                "name": find_modality(m).name,
-                "abbreviation": find_modality(m).abbreviation,
-                "input_source": str(session / m),
-            }
+            {"name": find_modality(m).name, "abbreviation": find_modality(m).abbreviation}
             for m in MODALITIES
         ],
-        "metadata_dir": str(session / "metadata"),
+        "tasks": {
+            "modality_transformation_settings": {
+                find_modality(m).abbreviation: {"job_settings": {"input_source": str(session / m)}}
+                for m in MODALITIES
+            },
+            "gather_preliminary_metadata": {
+                "job_settings": {"metadata_dir": str(session / "metadata")}
+            },
+        },
     }
 
 
 def _csv_bytes(job: dict[str, Any]) -> bytes:
+    tasks = job["tasks"]
     row = {
         "job_type": job["job_type"],
         "project_name": job["project_name"],
@@ -201,11 +260,15 @@ def _csv_bytes(job: dict[str, Any]) -> bytes:
         "subject_id": job["subject_id"],
         "acq_datetime": job["acq_datetime"],
         "s3_bucket": job["s3_bucket"],
-        "metadata_dir": job["metadata_dir"],
+        "metadata_dir": tasks["gather_preliminary_metadata"]["job_settings"]["metadata_dir"],
     }
+    transformations = tasks["modality_transformation_settings"]
     for i, modality in enumerate(job["modalities"]):
-        row[f"modality{i}"] = modality["abbreviation"]
-        row[f"modality{i}.input_source"] = modality["input_source"]
+        abbreviation = modality["abbreviation"]
+        row[f"modality{i}"] = abbreviation
+        row[f"modality{i}.input_source"] = transformations[abbreviation]["job_settings"][
+            "input_source"
+        ]
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, lineterminator="\n")
     writer.writeheader()

@@ -16,6 +16,10 @@ class FerryError(Exception):
     #: HTTP status used by the web layer; 4xx for the caller's mistakes.
     status_code = 500
 
+    #: Keys the web layer adds to the JSON error body (the original service's
+    #: ``message`` and ``data`` on the routes its scripts call); None: none.
+    envelope: dict[str, Any] | None = None
+
 
 class ConfigError(FerryError, ValueError):
     """The configuration (environment, ``ferry.toml``) is invalid."""

@@ -120,5 +120,26 @@ def test_projects(admin, user):
     ferry(["projects", "add", "Ephys Platform"], env=admin, check=2)  # exists already
     listed = json.loads(ferry(["projects", "list", "-f", "json"], env=user, check=0).stdout)
     assert [p["name"] for p in listed] == ["Ephys Platform"]
+    set_ = ferry(
+        [
+            "projects",
+            "set",
+            "Ephys Platform",
+            "--institution",
+            "AIND",
+            "--funder",
+            "NIMH:R01-123",
+            "--investigator",
+            "Jane Doe",
+        ],
+        env=admin,
+        check=0,
+    )
+    assert "institution AIND; funding NIMH; investigators Jane Doe" in set_.stdout
+    [listed] = json.loads(ferry(["projects", "list", "-f", "json"], env=user, check=0).stdout)
+    assert listed["funding_source"] == [{"funder": "NIMH", "grant_number": "R01-123"}]
+    bad = ferry(["projects", "set", "Ephys Platform", "--institution", "Hogwarts"], env=admin)
+    assert bad.returncode == 2 and "not an organization" in bad.stderr
+    ferry(["projects", "set", "Ephys Platform"], env=admin, check=2)  # nothing to set
     ferry(["projects", "remove", "Ephys Platform"], env=admin, check=0)
     assert "no project 'x'" in ferry(["projects", "remove", "x"], env=admin, check=3).stderr

@@ -57,6 +57,12 @@ def test_a_result_that_is_not_json_fails_its_task_saying_what_and_where(
     )
 
 
+def test_a_task_may_end_skipped_with_its_reason(settings: Settings) -> None:
+    outcome = _run(settings, "nothing_to_do", task="send_job_end_email")
+    assert outcome["state"] == "skipped"
+    assert outcome["result"] == {"sent": False, "reason": "no SMTP server is configured"}
+
+
 def test_a_cluster_task_gets_no_catalog(settings: Settings) -> None:
     outcome = _run(settings, "reads_catalog", task="register")
     assert outcome["state"] == "failed"

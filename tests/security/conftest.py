@@ -93,6 +93,12 @@ def hostile(
     with _database(request, home) as url:
         engine = make_engine(url)
         upgrade(engine)
+        # the project the tests' uploads name, with the facts their data descriptions need
+        from neuroferry.pipelines.upload import add_project, set_project_facts
+
+        add_project(engine, "Ephys Platform", None)
+        facts = {"institution": "AIND", "funding_source": ["AIND"], "investigators": ["Jane Doe"]}
+        set_project_facts(engine, "Ephys Platform", facts)
         tokens = {}
         for name, role in USERS.items():
             user = create_user(engine, name, role, f"{name}@lab.example.org", f"{name}-pw-secret")

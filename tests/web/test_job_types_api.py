@@ -172,6 +172,24 @@ def test_projects_modalities_platforms(api):
     assert again.status_code == 422 and "exists already" in again.json()["detail"]
     names = [p["name"] for p in api.http.get("/api/v2/projects", headers=user).json()["projects"]]
     assert names == ["Ephys Platform"]
+
+    # the facts uploads write into data descriptions: admins set them, checked
+    facts = {"institution": "Allen Institute for Neural Dynamics", "investigators": ["Jane Doe"]}
+    path = "/api/v2/projects/Ephys%20Platform"
+    assert api.http.put(path, json=facts, headers=user).status_code == 403
+    set_ = api.http.put(path, json=facts, headers=admin)
+    assert set_.status_code == 200, set_.text
+    assert set_.json()["institution"] == "AIND" and set_.json()["investigators"] == ["Jane Doe"]
+    funding = {"funding_source": [{"funder": "NIMH", "grant_number": "R01"}]}
+    both = api.http.put(path, json=funding, headers=admin).json()
+    assert both["institution"] == "AIND"  # the facts not given are kept
+    assert both["funding_source"] == [{"funder": "NIMH", "grant_number": "R01"}]
+    wrong = api.http.put(path, json={"institution": "Hogwarts"}, headers=admin)
+    assert wrong.status_code == 422 and "institution: 'Hogwarts'" in wrong.json()["detail"]
+    cleared = api.http.put(path, json={"investigators": None}, headers=admin).json()
+    assert cleared["investigators"] is None
+    missing = api.http.put("/api/v2/projects/nope", json=facts, headers=admin)
+    assert missing.status_code == 404
     removed = api.http.delete("/api/v2/projects/Ephys%20Platform", headers=admin)
     assert removed.status_code == 204
 

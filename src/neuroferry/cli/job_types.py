@@ -210,8 +210,17 @@ def projects_list_command(fmt: str = FORMAT, token: str | None = TOKEN) -> None:
         typer.echo("no projects listed: uploads may give any project name", err=True)
         return
     print_table(
-        ["name", "added", "by"],
-        [[p["name"], when(p["created"]), p.get("created_by") or ""] for p in found],
+        ["name", "added", "by", "institution", "investigators"],
+        [
+            [
+                p["name"],
+                when(p["created"]),
+                p.get("created_by") or "",
+                p.get("institution") or "",
+                ", ".join(p.get("investigators") or []),
+            ]
+            for p in found
+        ],
     )
 
 
@@ -222,6 +231,48 @@ def projects_add_command(
     """Add a project name (admins); once one is listed, uploads must give a listed one."""
     added = client_for(token).projects_add(name)
     typer.echo(f"added project {added['name']}")
+
+
+@projects_app.command("set")
+def projects_set_command(
+    name: str = typer.Argument(..., help="The project's name."),
+    institution: str | None = typer.Option(
+        None, "--institution", help="An organization's name or abbreviation, e.g. AIND."
+    ),
+    funder: list[str] = typer.Option(
+        [],
+        "--funder",
+        help="A funding source: FUNDER[:GRANT_NUMBER]; repeat for several (replaces them).",
+    ),
+    investigator: list[str] = typer.Option(
+        [], "--investigator", help="An investigator's name; repeat for several (replaces them)."
+    ),
+    token: str | None = TOKEN,
+) -> None:
+    """Set the facts uploads write into the project's data descriptions (admins):
+    institution, funding sources, investigators. Facts not given are kept."""
+    facts: dict[str, Any] = {}
+    if institution is not None:
+        facts["institution"] = institution
+    if funder:
+        sources = []
+        for given in funder:
+            who, _, grant = given.partition(":")
+            sources.append({"funder": who.strip(), "grant_number": grant.strip() or None})
+        facts["funding_source"] = sources
+    if investigator:
+        facts["investigators"] = investigator
+    if not facts:
+        raise typer.BadParameter(
+            "give --institution, --funder or --investigator", param_hint="options"
+        )
+    found = client_for(token).projects_set(name, facts)
+    funders = ", ".join(f["funder"] for f in found.get("funding_source") or [])
+    typer.echo(
+        f"project {found['name']}: institution {found.get('institution') or '-'}; "
+        f"funding {funders or '-'}; investigators "
+        f"{', '.join(found.get('investigators') or []) or '-'}"
+    )
 
 
 @projects_app.command("remove")

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
     from neuroferry.services import Services
 
 
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
 def _describe_executor(services: Services) -> str:
     if services.executor is None:
         return "none here: jobs run in `ferry orchestrator` processes"
@@ -24,6 +27,29 @@ def _describe_executor(services: Services) -> str:
         f"{status.get('kind')} Dask cluster at {status.get('address')}, "
         f"{status.get('workers')} workers"
     )
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """Exit with a clear line, before anything starts, if ``host:port`` is taken."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                typer.echo(
+                    f"error: port {port} on {host} is taken (another `ferry serve`?). "
+                    f"Choose another with --port (or FERRY_PORT), then set FERRY_URL to "
+                    f"http://{host}:PORT for ferry commands in other shells",
+                    err=True,
+                )
+            else:
+                typer.echo(f"error: cannot listen on {host}:{port}: {exc.strerror}", err=True)
+            raise typer.Exit(3) from exc
 
 
 def _refuse_a_lost_database(settings: Settings) -> None:
@@ -68,6 +94,7 @@ def serve(
 
     from neuroferry import __version__
     from neuroferry.auth import ensure_first_admin
+    from neuroferry.client import remove_service_url, write_service_url
     from neuroferry.config import get_settings
     from neuroferry.db import interrupt_statements, redact
     from neuroferry.redaction import install_log_redaction
@@ -76,6 +103,11 @@ def serve(
 
     overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
     settings = get_settings(**overrides)
+    _refuse_a_taken_port(settings.host, settings.port)
+    if demo:
+        from neuroferry.demo import add_demo_destinations
+
+        add_demo_destinations(settings)
     install_log_redaction(settings)
     # errors here are one clear line, before listening
     _refuse_a_lost_database(settings)
@@ -100,6 +132,11 @@ def serve(
         " or an API token)\n"
         f"  health    {base}/api/v2/health, API docs {base}/docs"
     )
+    if base != DEFAULT_URL:
+        typer.echo(
+            f"  ferry commands in other shells find this service while it runs; elsewhere, "
+            f"set\n    export FERRY_URL={base}"
+        )
     if demo:
         from neuroferry.demo import seed_demo
 
@@ -118,11 +155,13 @@ def serve(
         timeout_graceful_shutdown=round(grace) + _ANSWER_SECONDS,
     )
     server = _server_class()(config, services.engine, grace)
+    url_file = write_service_url(settings.home, base)
     try:
         server.run()
     except KeyboardInterrupt:  # uvicorn raises the signal it stopped on again, once done
         pass
     finally:
+        remove_service_url(url_file, base)
         # requests that outlived the shutdown may still start statements: none may run
         interrupt_statements(services.engine, for_good=True)
     if not server.started:

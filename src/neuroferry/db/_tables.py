@@ -231,6 +231,8 @@ projects = Table(
     Column("name", String(256), nullable=False, unique=True),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("created_by", String(128), nullable=True),
+    #: institution, funding_source, investigators: written into the data descriptions
+    Column("facts", JSON_DOCUMENT, nullable=True),
 )
 
 #: The modalities and platforms uploads may name (``list`` is ``modality`` or

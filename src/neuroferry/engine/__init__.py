@@ -19,6 +19,7 @@ from neuroferry.engine._commands import (
 from neuroferry.engine._context import (
     Cancelled,
     Reschedule,
+    Skipped,
     TaskContext,
     TaskFailed,
     TaskInstance,
@@ -128,6 +129,7 @@ __all__ = [
     "Orchestrator",
     "PreparedJob",
     "Reschedule",
+    "Skipped",
     "TaskContext",
     "TaskDef",
     "TaskFailed",

@@ -262,7 +262,7 @@ def _upstreams(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> dict[int,
 class Outcome:
     """How one run of a task ended."""
 
-    state: str  # succeeded | failed | cancelled | up_for_reschedule
+    state: str  # succeeded | skipped | failed | cancelled | up_for_reschedule
     result: Any = None
     error: str | None = None
     after: float = 0.0

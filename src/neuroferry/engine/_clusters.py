@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+import signal
+import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +119,14 @@ def _resources_arg(resources: Mapping[str, float]) -> str:
     return ",".join(f"{name}={amount:.0f}" for name, amount in resources.items())
 
 
+def _keep_ctrl_c(handler: Any) -> None:
+    """Put back the SIGINT handler that importing dask-jobqueue replaced (its runner
+    module makes Ctrl-C a bare ``sys.exit()``)."""
+    main = threading.current_thread() is threading.main_thread()
+    if main and handler is not None and signal.getsignal(signal.SIGINT) is not handler:
+        signal.signal(signal.SIGINT, handler)
+
+
 def _lsf_walltime(walltime: str) -> str:
     """LSF's ``-W`` takes ``[hours:]minutes``; ``[D-]HH:MM:SS`` is rounded up to a minute."""
     text = walltime.strip()
@@ -146,6 +156,7 @@ def make_cluster(
     """
     if settings.cluster is None:
         raise ConfigError("no HPC scheduler configured; set cluster to slurm, pbs or lsf")
+    ctrl_c = signal.getsignal(signal.SIGINT)
     try:
         import dask
         from dask_jobqueue.lsf import LSFCluster
@@ -156,6 +167,8 @@ def make_cluster(
             f"cluster = {settings.cluster!r} needs dask-jobqueue; "
             'install it with: pip install "neuroferry[hpc]"'
         ) from exc
+    finally:
+        _keep_ctrl_c(ctrl_c)
 
     resources = worker_resources(settings)
     walltime = settings.cluster_walltime

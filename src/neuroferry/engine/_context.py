@@ -58,6 +58,16 @@ _not_cancelled: dict[tuple[str, int], float] = {}
 job's other tasks here do not look again until :data:`CANCEL_CHECK` seconds later."""
 
 
+@dataclass(frozen=True)
+class Skipped:
+    """Return this from a task that found it has nothing it can do here (an e-mail with no
+    SMTP server configured): the task ends ``skipped``, its result holds ``reason`` (and
+    ``result``'s keys), and the tasks after it run as after a success."""
+
+    reason: str
+    result: Mapping[str, Any] = field(default_factory=dict)
+
+
 def log_key(job_id: int, task: str, map_index: int, attempt: int) -> str:
     """Where a task instance's log for one attempt lies in the log store."""
     instance = task if map_index < 0 else f"{task}/{map_index}"

@@ -19,6 +19,7 @@ from neuroferry.config import Settings
 from neuroferry.engine._context import (
     Cancelled,
     Reschedule,
+    Skipped,
     TaskContext,
     TaskFailed,
     TaskInstance,
@@ -201,6 +202,11 @@ def run_task(call: TaskCall) -> dict[str, Any]:
                 "after": returned.after,
                 "saved_state": dict(returned.state),
             }
+        elif isinstance(returned, Skipped):
+            result = {**returned.result, "reason": returned.reason}
+            check_result(task, result)
+            logger.info("skipped: %s", returned.reason)
+            outcome = {"state": "skipped", "result": result}
         else:
             check_result(task, returned)  # results are stored as JSON: fail here, not later
             outcome = {"state": "succeeded", "result": returned}

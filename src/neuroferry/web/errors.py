@@ -93,6 +93,8 @@ async def ferry_error(request: Request, exc: Exception) -> Response:
     content: dict[str, Any] = {"detail": str(exc), "error": type(exc).__name__}
     if problems:
         content["problems"] = problems
+    if exc.envelope:
+        content = {**exc.envelope, **content}
     return JSONResponse(status_code=exc.status_code, content=content)
 
 

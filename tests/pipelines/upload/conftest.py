@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from neuroferry.catalog import Catalog
 from neuroferry.config import get_settings
+from neuroferry.db import make_engine, upgrade
 from neuroferry.grants import access_for
 from neuroferry.pipelines.upload import UploadJobSpec, prepare
 
-from .helpers import PROCEDURES, SESSION, SUBJECT, Harness, MakeTree, Session
+from .helpers import PROCEDURES, SESSION, SUBJECT, Harness, MakeTree, Session, record_project
 
 
 @pytest.fixture
@@ -43,8 +45,19 @@ def session(tmp_path: Path, make_tree: MakeTree) -> Session:
 
 
 @pytest.fixture
-def harness() -> Callable[..., Harness]:
-    """Prepare a job from a spec (with settings overrides) and return its harness."""
+def project_catalog(tmp_path: Path) -> Iterator[Catalog]:
+    """A catalog whose database records the sessions' project with its facts."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'projects.db'}")
+    upgrade(engine)
+    record_project(engine)
+    yield Catalog(engine)
+    engine.dispose()
+
+
+@pytest.fixture
+def harness(project_catalog: Catalog) -> Callable[..., Harness]:
+    """Prepare a job from a spec (with settings overrides) and return its harness; its
+    local tasks get a catalog whose database records the project (tests may replace it)."""
 
     def make(spec: dict[str, Any], *, user: str | None = None, **settings: Any) -> Harness:
         """``user``: the job's owner, an ordinary user of that name (default: no owner)."""
@@ -53,6 +66,7 @@ def harness() -> Callable[..., Harness]:
         access = access_for(config, user, "user") if user else None
         job = Harness(config, validated.model_dump(mode="json"), prepare(validated, config))
         job.access = access
+        job.catalog = project_catalog
         return job
 
     return make

@@ -14,7 +14,7 @@ from neuroferry.config import Settings
 from neuroferry.engine import PreparedJob, TaskContext, TaskInstance
 from neuroferry.engine._kinds import import_function
 from neuroferry.grants import Access
-from neuroferry.pipelines.upload import KIND
+from neuroferry.pipelines.upload import KIND, add_project, set_project_facts
 from neuroferry.stores import open_store
 
 MakeTree = Callable[[Path, dict[str, bytes]], Path]
@@ -22,6 +22,42 @@ NEEDS_DATABASE = {"check_asset_owner"}
 
 SUBJECT = {"subject_id": "123456", "sex": "Female", "genotype": "wt/wt"}
 PROCEDURES = {"subject_id": "123456", "subject_procedures": [{"procedure_type": "Surgery"}]}
+PROJECT = "Ephys Platform"
+FACTS = {
+    "institution": "AIND",
+    "funding_source": [{"funder": "AIND", "grant_number": None, "fundee": ["Jane Doe"]}],
+    "investigators": ["Jane Doe"],
+}
+"""The facts of the sessions' project record, written into their data descriptions."""
+
+
+def schema_problems(name: str, data: bytes) -> list[str]:
+    """What aind-data-schema finds wrong in the metadata file ``name`` (empty: valid)."""
+    from aind_data_schema.core.data_description import DataDescription
+    from aind_data_schema.core.procedures import Procedures
+    from aind_data_schema.core.processing import Processing
+    from aind_data_schema.core.subject import Subject
+    from pydantic import ValidationError
+
+    models: dict[str, Any] = {
+        "data_description.json": DataDescription,
+        "processing.json": Processing,
+        "subject.json": Subject,
+        "procedures.json": Procedures,
+    }
+    try:
+        models[name].model_validate_json(data)
+    except ValidationError as exc:
+        return [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+    return []
+
+
+def record_project(engine: Any, name: str = PROJECT, facts: dict[str, Any] | None = None) -> None:
+    """Add the project ``name`` with ``facts`` (default :data:`FACTS`) to the database."""
+    add_project(engine, name, "admin")
+    set_project_facts(engine, name, FACTS if facts is None else facts)
+
+
 SESSION = {"session_start_time": "2024-06-19T10:00:00", "rig_id": "rig-7"}
 
 

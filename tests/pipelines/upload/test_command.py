@@ -21,9 +21,10 @@ from neuroferry.engine import (
     in_container,
     starts_own_container,
 )
+from neuroferry.errors import InvalidInput
 from neuroferry.stores import open_store
 
-from .helpers import Harness, Session, tree
+from .helpers import Harness, Session, schema_problems, tree
 
 MakeHarness = Callable[..., Harness]
 
@@ -107,8 +108,16 @@ def test_a_command_compresses_a_modality_and_its_output_is_uploaded(
     job.run("check_metadata_files")
     job.run("copy_derivatives_folder")
     job.run("gather_final_metadata")
-    processing = json.loads((job.staging / "processing.json").read_text())
-    assert processing["processing_pipeline"]["data_processes"] == [step]
+    written = (job.staging / "processing.json").read_bytes()
+    assert schema_problems("processing.json", written) == []
+    processing = json.loads(written)
+    [process] = processing["data_processes"]
+    assert process["process_type"] == "Compression" and process["stage"] == "Processing"
+    assert process["code"]["url"] == sys.executable
+    assert process["code"]["parameters"] == run["settings"]
+    assert process["experimenters"] == ["scientist@example.org"]
+    assert process["output_path"] == step["output_location"]
+    assert process["start_date_time"] <= process["end_date_time"]
 
     job.run("upload_data_to_s3")
     uploaded = tree(Path(open_store(job.destination).local_root or ""))
@@ -137,7 +146,12 @@ def test_a_command_that_writes_nothing_fails(session: Session, harness: MakeHarn
 
 def test_an_image_needs_a_container_runtime(session: Session, harness: MakeHarness) -> None:
     spec = with_command(session, "compress %INPUT_SOURCE", image="ghcr.io/lab/compress")
-    job = harness(spec)
+    with pytest.raises(InvalidInput) as refused:  # at submit time
+        harness(spec)
+    assert "ecephys.image: the command runs in the image ghcr.io/lab/compress" in str(refused.value)
+    # submitted while the service had a runtime, run after it lost it: the task says so
+    job = harness(spec, container_runtime="docker")
+    job.settings = job.settings.model_copy(update={"container_runtime": None})
     job.run_until("modality_transformation_settings")
     with pytest.raises(TaskFailed) as info:
         job.call("compress_data", item="ecephys", params=_item(job, "ecephys"))

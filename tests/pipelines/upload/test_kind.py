@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,7 @@ def test_tasks_in_the_original_order_with_placements_and_mapping() -> None:
     assert local == {
         "send_job_start_email",
         "check_asset_owner",
+        "gather_preliminary_metadata",  # reads the project's record and the catalog
         "register_data_asset",
         "run_analyses",
         "send_job_end_email",
@@ -104,17 +106,17 @@ def test_prepare_the_full_submitted_job() -> None:
     }
     gather = ts["gather_preliminary_metadata"]["job_settings"]
     assert gather["metadata_dir"] == "/data/rig/s700001/metadata"
+    acquired = datetime(2025, 4, 1, 14, 30, 15).astimezone()  # naive: the service's zone
     assert gather["data_description"] == {
         "name": asset,
         "subject_id": "700001",
-        "creation_time": "2025-04-01T14:30:15",
-        "modalities": [
-            {"name": "Extracellular electrophysiology", "abbreviation": "ecephys"},
-            {"name": "Behavior videos", "abbreviation": "behavior-videos"},
-        ],
+        "creation_time": acquired.isoformat(),
+        "modalities": ["ecephys", "behavior-videos"],
         "project_name": "Ephys Platform",
-        "platform": {"name": "Electrophysiology platform", "abbreviation": "ecephys"},
-        "data_level": "raw",
+    }
+    assert prepared.summary["platform"] == {
+        "name": "Electrophysiology platform",
+        "abbreviation": "ecephys",
     }
     transformations = ts["modality_transformation_settings"]["job_settings"]
     assert transformations["ecephys"]["image_version"] == "1.2.0"

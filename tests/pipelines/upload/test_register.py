@@ -4,7 +4,7 @@ analysis jobs a job asks for."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +13,6 @@ from pydantic import BaseModel, ConfigDict
 
 from neuroferry.catalog import Catalog
 from neuroferry.config import Settings
-from neuroferry.db import make_engine, upgrade
 from neuroferry.engine import JobKind, PreparedJob, TaskDef, TaskFailed, _kinds
 from neuroferry.errors import InvalidInput
 
@@ -24,11 +23,8 @@ ASSET = "ecephys_123456_2024-06-19_10-00-00"
 
 
 @pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'ferry.db'}")
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
+def catalog(project_catalog: Catalog) -> Catalog:
+    return project_catalog
 
 
 class AnalysisSpec(BaseModel):
@@ -95,6 +91,7 @@ def test_the_catalog_document_is_read_back_from_the_destination(
         "procedures",
         "session",
         "processing",
+        "upload_job",  # what neuroferry adds: never in the uploaded files
     }
     assert document["subject"] == SUBJECT and document["procedures"] == PROCEDURES
     assert document["data_description"]["name"] == ASSET

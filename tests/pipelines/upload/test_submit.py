@@ -34,7 +34,10 @@ CONVERT = {
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     (tmp_path / "rig" / "ecephys").mkdir(parents=True)
-    return Settings(home=tmp_path / "home", source_roots=[tmp_path / "rig"])
+    # a runtime to run the job types' images with (without one they are refused)
+    return Settings(
+        home=tmp_path / "home", source_roots=[tmp_path / "rig"], container_runtime="docker"
+    )
 
 
 def _request(settings: Settings, **job: Any) -> dict[str, Any]:
@@ -164,3 +167,20 @@ def test_commands_not_from_preset() -> None:
         "tasks.modality_transformation_settings.SPIM.command_script",
         "tasks.upload_data_to_s3.image",
     ]
+
+
+def test_an_image_without_a_container_runtime_is_refused_at_submit(engine, settings) -> None:
+    """Not at run time: a command in an image needs FERRY_CONTAINER_RUNTIME."""
+    bare = settings.model_copy(update={"container_runtime": None})
+    put_job_type(engine, "upload", "convert", CONVERT, "admin")
+    with pytest.raises(InvalidInput) as info:
+        check_upload_jobs(engine, bare, _request(bare, job_type="convert"), user=ALICE)
+    [problem] = info.value.problems
+    assert problem["field"] == "tasks.modality_transformation_settings.ecephys.image"
+    assert "no container runtime" in str(info.value) and "lab/convert" in str(info.value)
+    # a script that starts its own container needs none from the service
+    own = copy.deepcopy(CONVERT)
+    own["modality_transformation_settings"]["ecephys"]["command_script"] = "docker run x"
+    put_job_type(engine, "upload", "own", own, "admin")
+    [checked] = check_upload_jobs(engine, bare, _request(bare, job_type="own"), user=ALICE)
+    assert checked.spec.tasks.modality_transformation_settings["ecephys"].image == "lab/convert"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,22 +13,19 @@ import pytest
 
 from _smtp import SMTPServer
 from neuroferry.catalog import Catalog
-from neuroferry.db import make_engine, upgrade
-from neuroferry.engine import TaskFailed
+from neuroferry.engine import Skipped, TaskFailed
+from neuroferry.pipelines.upload import set_project_facts
 from neuroferry.stores import open_store
 
-from .helpers import PROCEDURES, SESSION, SUBJECT, Harness, Session, tree
+from .helpers import FACTS, PROCEDURES, SESSION, SUBJECT, Harness, Session, schema_problems, tree
 
 MakeHarness = Callable[..., Harness]
 ASSET = "ecephys_123456_2024-06-19_10-00-00"
 
 
 @pytest.fixture
-def catalog(tmp_path: Path) -> Iterator[Catalog]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'ferry.db'}")
-    upgrade(engine)
-    yield Catalog(engine)
-    engine.dispose()
+def catalog(project_catalog: Catalog) -> Catalog:
+    return project_catalog
 
 
 def test_the_whole_upload_on_a_session(
@@ -44,6 +42,7 @@ def test_the_whole_upload_on_a_session(
     for name in ("ecephys", "behavior", "behavior-videos", "derivatives"):
         for rel, data in session.files[name].items():
             assert uploaded.pop(f"{name}/{rel}") == data
+    uploaded_metadata = dict(uploaded)
     metadata = {k: json.loads(v) for k, v in uploaded.items()}
     assert set(metadata) == {
         "data_description.json",
@@ -81,7 +80,9 @@ def test_the_whole_upload_on_a_session(
     assert document["location"] == dest
     assert document["subject"] == SUBJECT and document["procedures"] == PROCEDURES
     assert document["data_description"]["subject_id"] == "123456"
-    assert document["processing"]["processing_pipeline"]["data_processes"] == []
+    assert document["processing"]["data_processes"] == []  # every modality copied
+    for name in ("data_description.json", "processing.json"):  # the files neuroferry wrote
+        assert schema_problems(name, uploaded_metadata[name]) == []
     assert results["register_data_asset"]["analyses"] == {}
     assert results["run_analyses"] == {}  # nothing to map over
 
@@ -89,7 +90,9 @@ def test_the_whole_upload_on_a_session(
     assert not job.staging.exists()
     assert results["remove_source_folders"] is None
     assert tree(session.folder("ecephys")) == session.files["ecephys"]
-    assert results["send_job_end_email"] == {"sent": False}
+    # no SMTP server configured: the e-mail task ends skipped, saying why
+    ended = results["send_job_end_email"]
+    assert isinstance(ended, Skipped) and "FERRY_SMTP_HOST" in ended.reason
 
 
 def test_upload_files_count(session: Session, harness: MakeHarness, catalog: Catalog) -> None:
@@ -202,6 +205,7 @@ def test_preliminary_metadata(session: Session, harness: MakeHarness) -> None:
     job.run_until("create_staging_folder")
     result = job.run("gather_preliminary_metadata")
     assert result["copied"] == ["procedures.json", "session.json", "subject.json"]
+    assert result["written"] == ["data_description.json"] and result["missing"] == []
     staged = tree(job.staging)
     assert set(staged) == {
         "data_description.json",
@@ -210,33 +214,135 @@ def test_preliminary_metadata(session: Session, harness: MakeHarness) -> None:
         "subject.json",
     }  # not notes.txt, not old/rig.json
     assert staged["subject.json"] == session.files["metadata"]["subject.json"]
+    assert schema_problems("data_description.json", staged["data_description.json"]) == []
     description = json.loads(staged["data_description.json"])
-    assert description == {
-        "name": ASSET,
-        "subject_id": "123456",
-        "creation_time": "2024-06-19T10:00:00",
-        "modalities": [
-            {"name": "Extracellular electrophysiology", "abbreviation": "ecephys"},
-            {"name": "Behavior", "abbreviation": "behavior"},
-            {"name": "Behavior videos", "abbreviation": "behavior-videos"},
-        ],
-        "project_name": "Ephys Platform",
-        "platform": {"name": "Electrophysiology platform", "abbreviation": "ecephys"},
-        "data_level": "raw",
-    }
+    assert description["name"] == ASSET and description["subject_id"] == "123456"
+    assert description["creation_time"].startswith("2024-06-19T10:00:00")
+    assert [m["abbreviation"] for m in description["modalities"]] == [
+        "ecephys",
+        "behavior",
+        "behavior-videos",
+    ]
+    assert description["project_name"] == "Ephys Platform"
+    assert description["data_level"] == "raw" and "platform" not in description
+    # the facts a request does not carry come from the project's record
+    assert description["institution"]["abbreviation"] == FACTS["institution"]
+    assert description["investigators"] == [{"object_type": "Person", "name": "Jane Doe"}] or [
+        p["name"] for p in description["investigators"]
+    ] == ["Jane Doe"]
+    assert [f["funder"]["abbreviation"] for f in description["funding_source"]] == ["AIND"]
 
 
-def test_a_data_description_in_the_metadata_folder_is_kept_with_the_jobs_facts(
+def _valid_description() -> bytes:
+    """A data description a user made with aind-data-schema, as its ``model_dump_json``
+    writes it (``creation_time`` ends in ``Z``)."""
+    from aind_data_schema.components.identifiers import Person
+    from aind_data_schema.core.data_description import DataDescription, Funding
+    from aind_data_schema_models.modalities import Modality
+    from aind_data_schema_models.organizations import Organization
+
+    model = DataDescription(
+        creation_time=datetime(2024, 6, 19, 10, 0, tzinfo=UTC),
+        institution=Organization.AIND,
+        funding_source=[Funding(funder=Organization.NIMH)],
+        investigators=[Person(name="Ada Lovelace")],
+        project_name="Ephys Platform",
+        modalities=[Modality.ECEPHYS],
+        data_level="raw",
+        subject_id="123456",
+    )
+    return model.model_dump_json(indent=3).encode()
+
+
+def test_a_users_data_description_is_uploaded_byte_for_byte(
+    session: Session, harness: MakeHarness, catalog: Catalog
+) -> None:
+    given = _valid_description()
+    assert b'"creation_time": "2024-06-19T10:00:00Z"' in given
+    assert schema_problems("data_description.json", given) == []
+    (session.folder("metadata") / "data_description.json").write_bytes(given)
+    job = harness(session.spec())
+    job.catalog = catalog
+    job.run_until("register_data_asset")
+    assert (job.staging / "data_description.json").read_bytes() == given
+    uploaded = Path(open_store(job.destination).local_root or "") / "data_description.json"
+    assert uploaded.read_bytes() == given
+    # what neuroferry adds goes to the catalog, not into the user's file
+    document = catalog.find({"name": ASSET})[0]
+    assert document["data_description"] == json.loads(given)
+    assert document["upload_job"]["platform"]["abbreviation"] == "ecephys"
+
+
+def test_a_missing_project_fact_stops_the_job_before_anything_moves(
+    session: Session, harness: MakeHarness, catalog: Catalog
+) -> None:
+    set_project_facts(catalog.engine, "Ephys Platform", {"investigators": None})
+    job = harness(session.spec())
+    job.catalog = catalog
+    job.run_until("gather_preliminary_metadata")
+    assert not (job.staging / "data_description.json").exists()
+    with pytest.raises(TaskFailed) as info:
+        job.run("check_metadata_files")
+    message = str(info.value)
+    assert "data_description.json: investigators: missing" in message
+    assert "ferry projects set" in message and "metadata_dir" in message
+    assert (
+        not Path(open_store(job.destination, create=True).local_root or "")
+        .joinpath("data_description.json")
+        .exists()
+    )
+
+
+def test_a_project_without_a_record_names_where_to_add_it(
     session: Session, harness: MakeHarness
 ) -> None:
-    (session.folder("metadata") / "data_description.json").write_text(
-        json.dumps({"funding_source": ["NIH"], "subject_id": "999", "data_level": "derived"})
-    )
-    job = harness(session.spec())
+    job = harness(session.spec(project_name="Unrecorded"))
     job.run_until("gather_preliminary_metadata")
-    description = json.loads((job.staging / "data_description.json").read_text())
-    assert description["funding_source"] == ["NIH"]
-    assert description["subject_id"] == "123456" and description["data_level"] == "raw"
+    with pytest.raises(TaskFailed) as info:
+        job.run("check_metadata_files")
+    message = str(info.value)
+    assert "institution: missing" in message
+    assert "project 'Unrecorded' has no record" in message and "ferry projects add" in message
+
+
+def test_subject_and_procedures_come_from_the_catalog(
+    session: Session, harness: MakeHarness, catalog: Catalog, caplog: pytest.LogCaptureFixture
+) -> None:
+    for name in ("subject.json", "procedures.json"):
+        (session.folder("metadata") / name).unlink()
+    older = {"subject_id": "123456", "sex": "Male"}
+    catalog.upsert(
+        {
+            "name": "earlier_asset",
+            "data_description": {"creation_time": "2024-05-01T10:00:00Z"},
+            "subject": SUBJECT,
+            "procedures": PROCEDURES,
+        },
+        None,
+    )
+    catalog.upsert(
+        {"name": "older", "data_description": {"creation_time": "2023-01-01"}, "subject": older},
+        None,
+    )
+    catalog.upsert({"name": "someone else", "subject": {"subject_id": "999"}}, None)
+    spec = session.spec()
+    spec["tasks"]["gather_preliminary_metadata"]["job_settings"]["session_settings"] = {
+        "job_settings": {"job_settings_name": "Bergamo"}
+    }
+    job = harness(spec)
+    job.catalog = catalog
+    assert any("session_settings ignored" in note for note in job.summary["notes"])
+    job.run_until("create_staging_folder")
+    with caplog.at_level("INFO"):
+        result = job.run("gather_preliminary_metadata")
+    assert result["from_catalog"] == {
+        "subject.json": "earlier_asset",
+        "procedures.json": "earlier_asset",
+    }
+    assert result["ignored"] == ["session_settings"]
+    assert "job_settings session_settings ignored" in caplog.text
+    assert json.loads((job.staging / "subject.json").read_text()) == SUBJECT
+    assert json.loads((job.staging / "procedures.json").read_text()) == PROCEDURES
 
 
 def test_without_a_metadata_folder_only_the_data_description(
@@ -332,28 +438,59 @@ def test_a_skipped_transformation_still_uploads_the_folder(
     assert results["upload_data_to_s3"]["parts"]["behavior"]["files_copied"] == 1
 
 
-def test_final_metadata_keeps_the_earlier_processing_steps(
+def test_a_users_processing_file_is_uploaded_as_it_is(
+    session: Session, harness: MakeHarness, catalog: Catalog
+) -> None:
+    given = b'{"processing_pipeline": {"data_processes": []}, "notes": "rig"}'
+    (session.folder("metadata") / "processing.json").write_bytes(given)
+    job = harness(session.spec())
+    job.catalog = catalog
+    job.run_until("compress_data")
+    step = {
+        "name": "Compression",
+        "code_url": "https://example.org/compress",
+        "code_version": "1.0",
+        "parameters": {"level": 3},
+        "start_date_time": "2024-06-19T12:00:00+00:00",
+        "end_date_time": "2024-06-19T12:05:00+00:00",
+    }
+    job.results["compress_data"]["ecephys"]["processing"] = step
+    result = job.run("gather_final_metadata")
+    assert result["file"] is None
+    assert (job.staging / "processing.json").read_bytes() == given
+    for task in ("copy_derivatives_folder", "upload_data_to_s3", "register_data_asset"):
+        job.run(task)
+    [process] = catalog.find({"name": ASSET})[0]["upload_job"]["data_processes"]
+    assert process["code"]["version"] == "1.0" and process["code"]["parameters"] == {"level": 3}
+
+
+def test_final_metadata_lists_a_data_process_per_transformation(
     session: Session, harness: MakeHarness
 ) -> None:
-    earlier = {"name": "Spike sorting", "start_date_time": "2024-06-19T12:00:00"}
-    (session.folder("metadata") / "processing.json").write_text(
-        json.dumps({"processing_pipeline": {"data_processes": [earlier]}, "notes": "rig"})
-    )
     job = harness(session.spec())
     job.run_until("compress_data")
-    job.results["compress_data"]["ecephys"]["processing"] = {"name": "Compression"}
+    step = {
+        "name": "Compression",
+        "code_url": "https://example.org/compress",
+        "code_version": "1.0",
+        "parameters": {"level": 3},
+        "start_date_time": "2024-06-19T12:00:00+00:00",
+        "end_date_time": "2024-06-19T12:05:00+00:00",
+    }
+    job.results["compress_data"]["ecephys"]["processing"] = step
+    job.results["compress_data"]["behavior"]["processing"] = {**step, "name": "tidy"}
     result = job.run("gather_final_metadata")
-    assert result["data_processes"] == 2
-    processing = json.loads((job.staging / "processing.json").read_text())
-    assert processing["notes"] == "rig"
-    pipeline = processing["processing_pipeline"]
-    assert pipeline["data_processes"] == [earlier, {"name": "Compression"}]
-    assert pipeline["processor_full_name"] == "scientist@example.org"
-    assert pipeline["pipeline_version"].startswith("neuroferry ")
-    assert processing["upload_job"]["destination"] == job.destination
-    job.run("gather_final_metadata")  # again, as after a crash: the same two steps
-    again = json.loads((job.staging / "processing.json").read_text())
-    assert again["processing_pipeline"]["data_processes"] == [earlier, {"name": "Compression"}]
+    written = (job.staging / "processing.json").read_bytes()
+    assert schema_problems("processing.json", written) == []
+    processes = json.loads(written)["data_processes"]
+    assert [(p["process_type"], p["name"]) for p in processes] == [
+        ("Compression", "Compression"),
+        ("Other", "tidy"),
+    ]
+    assert processes[0]["start_date_time"].startswith("2024-06-19T12:00:00")
+    assert len(result["data_processes"]) == 2
+    job.run("gather_final_metadata")  # again, as after a crash: the same file
+    assert (job.staging / "processing.json").read_bytes() == written
 
 
 # -- clean-up ---------------------------------------------------------------------------------

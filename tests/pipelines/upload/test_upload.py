@@ -19,7 +19,7 @@ from neuroferry.db import make_engine, upgrade
 from neuroferry.engine import Cancelled, TaskFailed, cancel_key
 from neuroferry.stores import open_store
 
-from .helpers import SUBJECT, Harness, Session, tree
+from .helpers import SUBJECT, Harness, Session, record_project, tree
 
 MakeHarness = Callable[..., Harness]
 ASSET = "ecephys_123456_2024-06-19_10-00-00"
@@ -91,6 +91,7 @@ def test_the_upload_to_s3_and_its_registration(
 ) -> None:
     engine = make_engine(f"sqlite:///{tmp_path / 'ferry.db'}")
     upgrade(engine)
+    record_project(engine)
     job = harness(session.spec(), destinations={"default": f"{s3_env}/lake"})
     job.catalog = Catalog(engine)
     assert job.destination == f"{s3_env}/lake/{ASSET}"

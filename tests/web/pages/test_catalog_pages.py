@@ -38,6 +38,8 @@ from neuroferry.web.pages.catalog import parse_query
                         "$or": [
                             {"data_description.platform.abbreviation": "SmartSPIM"},
                             {"data_description.platform.name": "SmartSPIM"},
+                            {"upload_job.platform.abbreviation": "SmartSPIM"},
+                            {"upload_job.platform.name": "SmartSPIM"},
                         ]
                     },
                     {

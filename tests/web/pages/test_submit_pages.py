@@ -82,8 +82,14 @@ def test_a_valid_sheet_is_previewed_submitted_and_its_job_followed(portal, page_
     (data_dir / "probe.dat").write_bytes(b"\x01\x02" * 4096)
     sid = subject()
     asset = f"ecephys_{sid}_2025-03-04_05-06-07"
+    # the session's own data description: the facts a sheet does not carry
+    metadata = tmp_path / "session" / "metadata"
+    metadata.mkdir()
+    (metadata / "data_description.json").write_text(
+        json.dumps({"subject_id": sid, "project_name": "Ephys Platform", "institution": "AIND"})
+    )
     sheet = xlsx(
-        HEADER,
+        [*HEADER, "metadata_dir"],
         [
             "default",
             "Ephys Platform",
@@ -92,6 +98,7 @@ def test_a_valid_sheet_is_previewed_submitted_and_its_job_followed(portal, page_
             sid,
             "ECEPHYS",
             str(data_dir),
+            str(metadata),
         ],
     )
     page = page_as("alice")

@@ -22,6 +22,7 @@ from neuroferry.pipelines.upload._models import (
     transformation_of,
     validate_upload_job,
 )
+from neuroferry.pipelines.upload._schema import PROJECT_FACTS, MissingFacts, check_project_facts
 from neuroferry.pipelines.upload._sheets import (
     SheetError,
     SheetJob,
@@ -47,9 +48,11 @@ from neuroferry.pipelines.upload._terms import (
     allowed_terms,
     delete_project,
     delete_term,
+    find_project,
     list_projects,
     list_terms,
     put_term,
+    set_project_facts,
 )
 from neuroferry.pipelines.upload._vocab import (
     MODALITIES,
@@ -65,6 +68,7 @@ __all__ = [
     "MODALITIES",
     "NOTIFICATION_TYPES",
     "PLATFORMS",
+    "PROJECT_FACTS",
     "SETTABLE_TASKS",
     "TASKS",
     "TASK_NAMES",
@@ -72,6 +76,7 @@ __all__ = [
     "VOCAB_LISTS",
     "AllowedTerms",
     "CheckedJob",
+    "MissingFacts",
     "Modality",
     "Platform",
     "Project",
@@ -89,6 +94,7 @@ __all__ = [
     "add_project",
     "allowed_terms",
     "asset_name",
+    "check_project_facts",
     "check_upload_jobs",
     "column_key",
     "delete_project",
@@ -96,12 +102,14 @@ __all__ = [
     "destination_base",
     "find_modality",
     "find_platform",
+    "find_project",
     "job_upload_template",
     "list_projects",
     "list_terms",
     "parse_job_sheet",
     "prepare",
     "put_term",
+    "set_project_facts",
     "submit_upload_jobs",
     "transformation_of",
     "validate_upload_job",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+from datetime import datetime
 from typing import Any
 
 from neuroferry.config import Settings
@@ -12,8 +14,10 @@ from neuroferry.engine import (
     TaskDef,
     lock_key,
     named_destination,
+    starts_own_container,
     task_maker,
 )
+from neuroferry.errors import InvalidInput
 from neuroferry.pipelines.upload._models import Task, UploadJobSpec, transformation_of
 from neuroferry.pipelines.upload._paths import check_source_path, staging_root
 from neuroferry.pipelines.upload._presets import check_preset, merge_preset
@@ -26,7 +30,8 @@ TASKS: tuple[TaskDef, ...] = (
     _task("check_s3_folder_exists", "check_asset_owner"),
     _task("check_source_folders_exist", "check_asset_owner"),
     _task("create_staging_folder", "check_s3_folder_exists", "check_source_folders_exist"),
-    _task("gather_preliminary_metadata", "create_staging_folder"),
+    # local: it reads the project's record and the catalog (the metadata service)
+    _task("gather_preliminary_metadata", "create_staging_folder", placement="local"),
     _task("check_metadata_files", "gather_preliminary_metadata"),
     _task("copy_derivatives_folder", "create_staging_folder"),
     _task("modality_transformation_settings", "create_staging_folder"),
@@ -67,6 +72,17 @@ TASK_NAMES: tuple[str, ...] = tuple(t.name for t in TASKS)
 DEFAULT_TASK_SETTINGS: dict[str, Task] = {"remove_source_folders": Task(skip_task=True)}
 """Settings used for a task the request does not configure (otherwise ``Task()``)."""
 
+GATHER_SETTINGS = frozenset({"metadata_dir", "data_description", "ignored"})
+"""The ``gather_preliminary_metadata`` job settings neuroferry acts on; the others (the
+original's metadata-service settings) are reported as ignored."""
+
+
+def creation_time(acquired: datetime) -> datetime:
+    """The data description's ``creation_time``: ``acq_datetime``, in the service's local
+    time zone when it gives none."""
+    return acquired if acquired.tzinfo is not None else acquired.astimezone()
+
+
 CODE_OCEAN_SETTINGS = frozenset({"pipeline_monitor_settings", "capsule_id", "pipeline_id"})
 """Keys of the original service's Code Ocean pipeline settings, which neuroferry does not run."""
 
@@ -83,6 +99,28 @@ def _settings(task: Task | None, default: Task | None = None) -> dict[str, Any]:
 
 def _with_job_settings(settings: dict[str, Any], **values: Any) -> dict[str, Any]:
     return {**settings, "job_settings": {**(settings.get("job_settings") or {}), **values}}
+
+
+def _check_container(task: Task | None, settings: Settings, where: str) -> None:
+    """Refuse, at submit time, a command transformation that runs in an image when this
+    service has no container runtime to run it with."""
+    if task is None or task.skip_task or transformation_of(task) != "command":
+        return
+    if not task.image or settings.container_runtime is not None:
+        return
+    try:
+        words = shlex.split(task.command_script or "")
+    except ValueError:  # the task says what is wrong with the script
+        return
+    if words and starts_own_container(words):
+        return
+    raise InvalidInput(
+        f"{where}.image: the command runs in the image {task.image}, but this service has "
+        "no container "
+        "runtime configured (FERRY_CONTAINER_RUNTIME: apptainer, singularity or docker); "
+        "ask an admin, or give a command_script that runs without an image",
+        [{"field": f"{where}.image", "message": "no container runtime is configured here"}],
+    )
 
 
 def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
@@ -120,20 +158,19 @@ def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
         metadata_dir=metadata_dir,
         derivatives_dir=derivatives_dir,
     )
+    given = (task_settings["gather_preliminary_metadata"].get("job_settings") or {}).keys()
+    ignored = sorted(set(given) - GATHER_SETTINGS)
     task_settings["gather_preliminary_metadata"] = _with_job_settings(
         task_settings["gather_preliminary_metadata"],
         metadata_dir=metadata_dir,
         data_description={
             "name": asset,
             "subject_id": job.subject_id,
-            "creation_time": job.acq_datetime.isoformat(),
-            "modalities": [
-                {"name": m.name, "abbreviation": m.abbreviation} for m in job.modalities
-            ],
+            "creation_time": creation_time(job.acq_datetime).isoformat(),
+            "modalities": [m.abbreviation for m in job.modalities],
             "project_name": job.project_name,
-            "platform": job.platform.model_dump() if job.platform else None,
-            "data_level": "raw",
         },
+        ignored=ignored,
     )
     derivatives = _with_job_settings(
         task_settings["copy_derivatives_folder"], input_source=derivatives_dir
@@ -146,6 +183,7 @@ def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
     for modality in job.modalities:
         abbreviation = modality.abbreviation
         task = job.tasks.modality_transformation_settings.get(abbreviation)
+        _check_container(task, settings, f"tasks.modality_transformation_settings.{abbreviation}")
         transformations[abbreviation] = _with_job_settings(
             _settings(task),
             input_source=sources[abbreviation],
@@ -156,6 +194,12 @@ def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
     )
 
     notes: list[str] = []
+    if ignored:
+        notes.append(
+            f"tasks.gather_preliminary_metadata.job_settings: {', '.join(ignored)} "
+            "ignored: neuroferry gathers subject and procedures from its catalog and the "
+            "metadata_dir, and acts on no other metadata-service setting"
+        )
     if asset != job.computed_asset_name:
         notes.append(
             f"s3_prefix {asset!r} is used as the asset's name instead of "
@@ -182,6 +226,7 @@ def prepare(job: UploadJobSpec, settings: Settings) -> PreparedJob:
         "destination_name": job.s3_bucket or "default",
         "staging_dir": str(staging_root(settings)),
         "project_name": job.project_name,
+        "platform": job.platform.model_dump() if job.platform else None,
         "subject_id": job.subject_id,
         "modalities": list(sources),
         "job_type": job.job_type,

@@ -18,9 +18,9 @@ from typing import Any
 
 from neuroferry import __version__
 from neuroferry.engine import (
-    DESTINATION_KEY,
     EMAIL_KEY,
     AssetClaim,
+    Skipped,
     TaskContext,
     TaskFailed,
     command_words,
@@ -43,13 +43,16 @@ from neuroferry.notify import notify_job
 from neuroferry.pipelines.upload._metadata import (
     DATA_DESCRIPTION,
     PROCESSING,
-    json_object,
     json_problem,
     metadata_files,
     write_file,
     write_json,
 )
 from neuroferry.pipelines.upload._paths import removable_folder, source_file, source_folder
+from neuroferry.pipelines.upload._schema import MissingFacts, data_process
+from neuroferry.pipelines.upload._schema import data_description as build_data_description
+from neuroferry.pipelines.upload._schema import processing as build_processing
+from neuroferry.pipelines.upload._terms import find_project
 from neuroferry.pipelines.upload._transfer import Part, count, upload_parts
 from neuroferry.stores import Store, fd_real_path, list_store, open_store, read_confined
 
@@ -104,7 +107,11 @@ def _walk(folder: Path) -> Iterator[Path]:
             yield Path(root, name)
 
 
-def _notify(ctx: TaskContext, event: str, state: str, **facts: Any) -> dict[str, Any]:
+def _notify(ctx: TaskContext, event: str, state: str, **facts: Any) -> dict[str, Any] | Skipped:
+    if not ctx.config.smtp_host:
+        reason = "no SMTP server is configured (FERRY_SMTP_HOST): no e-mail can be sent"
+        ctx.log.info("the %s e-mail: %s", event, reason)
+        return Skipped(reason, {"sent": False})
     job = {
         "id": ctx.job_id,
         "name": ctx.name,
@@ -144,7 +151,7 @@ def _input_source(settings: dict[str, Any]) -> str | None:
 # -- the tasks, in the order they run -------------------------------------------------------
 
 
-def send_job_start_email(ctx: TaskContext) -> dict[str, Any]:
+def send_job_start_email(ctx: TaskContext) -> dict[str, Any] | Skipped:
     """E-mail the job's owner that the job started, if they asked for ``begin`` e-mails."""
     return _notify(ctx, "begin", "running")
 
@@ -221,18 +228,48 @@ def create_staging_folder(ctx: TaskContext) -> dict[str, Any]:
     return {"staging": str(staging)}
 
 
-def gather_preliminary_metadata(ctx: TaskContext) -> dict[str, Any]:
-    """Write ``data_description.json`` to the staging folder and copy every ``*.json`` of
-    the metadata folder (``subject.json``, ``procedures.json`` …) next to it.
+CATALOG_METADATA = ("subject", "procedures")
+"""The documents gathered from the catalog (the metadata service) for the job's
+``subject_id`` when the metadata folder has none."""
 
-    A ``data_description.json`` in the metadata folder is kept, with the fields the job
-    knows (name, subject, time, modalities, project, platform, data level) set from the job.
-    """
+
+def _from_catalog(ctx: TaskContext, key: str, subject_id: str) -> dict[str, Any] | None:
+    """The ``key`` document (``subject``, ``procedures``) the catalog holds for
+    ``subject_id``, from the newest acquisition (``data_description.creation_time``) among
+    the assets the job's owner may see."""
+    found = ctx.catalog.find(
+        {f"{key}.subject_id": subject_id, "data_description.creation_time": {"$exists": True}},
+        projection={key: 1, "name": 1},
+        sort=[("data_description.creation_time", -1)],
+        limit=1,
+        viewer=owner_of_job(ctx.db, ctx.owner_id),
+    )
+    for doc in found:
+        value = doc.get(key)
+        if isinstance(value, dict) and value:
+            return {"document": value, "asset": doc.get("name")}
+    return None
+
+
+def gather_preliminary_metadata(ctx: TaskContext) -> dict[str, Any]:
+    """Copy every ``*.json`` of the metadata folder (``data_description.json``,
+    ``subject.json``, ``procedures.json`` …) to the staging folder byte for byte; take
+    ``subject.json`` and ``procedures.json`` the folder lacks from the catalog (the newest
+    asset of the same subject the job's owner may see); write ``data_description.json``
+    (aind-data-schema's model) from the job and its project's record unless the folder
+    has one. Facts missing for it are returned for ``check_metadata_files`` to report."""
     staging = _staging(ctx)
     settings = ctx.job_settings
     description = dict(settings.get("data_description") or {})
     if not description:
         raise TaskFailed("the task's settings have no data_description; submit the job again")
+    ignored = list(settings.get("ignored") or [])
+    if ignored:
+        ctx.log.warning(
+            "job_settings %s ignored: neuroferry gathers subject and procedures from its "
+            "catalog and the metadata_dir only",
+            ", ".join(ignored),
+        )
     metadata_dir = settings.get("metadata_dir")
     copied: list[str] = []
     if metadata_dir:
@@ -240,40 +277,78 @@ def gather_preliminary_metadata(ctx: TaskContext) -> dict[str, Any]:
         for path in metadata_files(folder):
             source_file("metadata_dir", path, ctx.grants)  # a symlink out is refused
             data = _read_source("metadata_dir", path, folder)  # checked again, once open
-            if path.name == DATA_DESCRIPTION:
-                given = json_object(data, path)
-                replaced = sorted(
-                    k for k in description if k in given and given[k] != description[k]
-                )
-                if replaced:
-                    ctx.log.info("%s: the job sets %s", path, ", ".join(replaced))
-                description = {**given, **description}
-                continue
             write_file(staging / path.name, data)
             copied.append(path.name)
-        for expected in ("subject.json", "procedures.json"):
-            if expected not in copied:
-                ctx.log.warning("%s has no %s", folder, expected)
-    write_json(staging / DATA_DESCRIPTION, description)
-    ctx.log.info("wrote %s; copied %s", DATA_DESCRIPTION, ", ".join(copied) or "nothing")
+    from_catalog: dict[str, str | None] = {}
+    subject_id = str(description.get("subject_id") or "")
+    for key in CATALOG_METADATA:
+        file = f"{key}.json"
+        if file in copied:
+            continue
+        found = _from_catalog(ctx, key, subject_id) if subject_id else None
+        if found is None:
+            ctx.log.warning("no %s: not in the metadata folder, nor in the catalog", file)
+            continue
+        write_json(staging / file, found["document"])
+        from_catalog[file] = found["asset"]
+        ctx.log.info("%s: from the catalog (asset %s)", file, found["asset"])
+    missing: list[str] = []
+    written: list[str] = []
+    if DATA_DESCRIPTION in copied:
+        ctx.log.info("%s: the metadata folder's, as it is", DATA_DESCRIPTION)
+    else:
+        project_name = str(description.get("project_name") or "")
+        project = find_project(ctx.db, project_name) if project_name else None
+        try:
+            data = build_data_description(
+                name=str(description["name"]),
+                subject_id=subject_id,
+                creation_time=datetime.fromisoformat(str(description["creation_time"])),
+                modalities=[_abbreviation(m) for m in description.get("modalities") or []],
+                project_name=project_name,
+                facts=project.facts if project is not None else {},
+                project_known=project is not None,
+            )
+        except MissingFacts as exc:
+            missing = exc.lines or [str(exc)]
+            (staging / DATA_DESCRIPTION).unlink(missing_ok=True)  # from an earlier attempt
+            ctx.log.warning("%s cannot be written: %s", DATA_DESCRIPTION, "; ".join(missing))
+        else:
+            write_file(staging / DATA_DESCRIPTION, data)
+            written.append(DATA_DESCRIPTION)
+    ctx.log.info(
+        "copied %s; wrote %s", ", ".join(copied) or "nothing", ", ".join(written) or "nothing"
+    )
     return {
         "staging": str(staging),
         "metadata_dir": metadata_dir,
         "copied": copied,
-        "files": sorted([DATA_DESCRIPTION, *copied]),
+        "from_catalog": from_catalog,
+        "written": [*written, *from_catalog],
+        "missing": missing,
+        "ignored": ignored,
+        "files": sorted({*copied, *written, *from_catalog}),
     }
 
 
+def _abbreviation(value: Any) -> str:
+    return str(value.get("abbreviation")) if isinstance(value, dict) else str(value)
+
+
 def check_metadata_files(ctx: TaskContext) -> dict[str, Any]:
-    """Fail unless ``data_description.json`` is in the staging folder and every ``*.json``
-    there is a JSON object; the error names each file, line and column."""
+    """Fail, before anything moves, if ``data_description.json`` could not be written
+    (naming each missing fact and where to give it), or if a ``*.json`` in the staging
+    folder is not a JSON object (naming the file, line and column)."""
     staging = _staging(ctx)
+    gathered = ctx.upstream.get("gather_preliminary_metadata") or {}
+    missing = list(gathered.get("missing") or [])
+    if missing:
+        raise TaskFailed(f"{DATA_DESCRIPTION} cannot be written: " + "; ".join(missing))
     if not (staging / DATA_DESCRIPTION).is_file():
         raise TaskFailed(
             f"{staging / DATA_DESCRIPTION} is missing; gather_preliminary_metadata writes "
             "it (was that task skipped?)"
         )
-    gathered = ctx.upstream.get("gather_preliminary_metadata") or {}
     metadata_dir = gathered.get("metadata_dir")
     from_metadata_dir = set(gathered.get("copied") or ())
     problems: list[str] = []
@@ -410,6 +485,7 @@ def _run_command(ctx: TaskContext, modality: str, source: Path) -> dict[str, Any
         "output_location": str(output),
         "processing": {
             "name": job_settings.get("process_name") or "Compression",
+            "notes": f"modality {modality}",
             "code_url": image or words[0],
             "code_version": version,
             "parameters": job_settings,
@@ -422,40 +498,31 @@ def _run_command(ctx: TaskContext, modality: str, source: Path) -> dict[str, Any
 
 
 def gather_final_metadata(ctx: TaskContext) -> dict[str, Any]:
-    """Write ``processing.json`` to the staging folder: the processing steps of the
-    metadata folder's ``processing.json`` (if any) followed by each transformation's."""
+    """Write ``processing.json`` (aind-data-schema's model) to the staging folder: one
+    data process per modality's transformation (code, version, parameters, start and
+    end). A ``processing.json`` of the metadata folder is uploaded as it is instead; the
+    transformations are then recorded in the catalog only."""
     staging = _staging(ctx)
     results = ctx.upstream.get("compress_data") or {}
     order = list(_modality_settings(ctx))
-    steps = [
-        r["processing"]
+    experimenter = str(ctx.spec.get("user_email") or "neuroferry")
+    processes = [
+        data_process(r["processing"], experimenter)
         for _, r in sorted(results.items(), key=lambda kv: _position(order, kv[0]))
         if isinstance(r, dict) and isinstance(r.get("processing"), dict)
     ]
     gathered = ctx.upstream.get("gather_preliminary_metadata") or {}
-    base: dict[str, Any] = {}
-    metadata_dir = gathered.get("metadata_dir")
-    if metadata_dir and (Path(metadata_dir) / PROCESSING).is_file():
-        folder = source_folder("metadata_dir", str(metadata_dir), ctx.grants)
-        path = source_file("metadata_dir", folder / PROCESSING, ctx.grants)
-        base = json_object(_read_source("metadata_dir", folder / PROCESSING, folder), path)
-    pipeline = dict(base.get("processing_pipeline") or {})
-    earlier = list(pipeline.get("data_processes") or [])
-    pipeline["data_processes"] = earlier + steps
-    pipeline.setdefault("processor_full_name", ctx.spec.get("user_email") or "neuroferry")
-    pipeline.setdefault("pipeline_version", f"neuroferry {__version__}")
-    document = {
-        **base,
-        "processing_pipeline": pipeline,
-        "upload_job": {
-            "id": ctx.job_id,
-            "job_type": ctx.spec.get("job_type"),
-            "destination": ctx.summary.get(DESTINATION_KEY),
-        },
-    }
-    write_json(staging / PROCESSING, document)
-    ctx.log.info("wrote %s with %d processing steps", PROCESSING, len(pipeline["data_processes"]))
-    return {"file": str(staging / PROCESSING), "data_processes": len(pipeline["data_processes"])}
+    if PROCESSING in (gathered.get("copied") or ()):
+        ctx.log.info(
+            "%s: the metadata folder's, as it is; %d transformations are recorded in the "
+            "catalog (upload_job.data_processes)",
+            PROCESSING,
+            len(processes),
+        )
+        return {"file": None, "data_processes": processes}
+    write_file(staging / PROCESSING, build_processing(processes))
+    ctx.log.info("wrote %s with %d data processes", PROCESSING, len(processes))
+    return {"file": str(staging / PROCESSING), "data_processes": processes}
 
 
 def upload_data_to_s3(ctx: TaskContext) -> dict[str, Any]:
@@ -540,6 +607,18 @@ def register_data_asset(ctx: TaskContext) -> dict[str, Any]:
             document[key] = value
     if "data_description" not in document:
         raise missing
+    # what neuroferry adds goes here, never into the uploaded files
+    final = ctx.upstream.get("gather_final_metadata") or {}
+    upload_job: dict[str, Any] = {
+        "id": ctx.job_id,
+        "job_type": ctx.spec.get("job_type"),
+        "platform": ctx.summary.get("platform"),
+        "project_name": ctx.summary.get("project_name"),
+        "neuroferry_version": __version__,
+    }
+    if final.get("file") is None and final.get("data_processes"):
+        upload_job["data_processes"] = final["data_processes"]
+    document["upload_job"] = upload_job
     try:
         doc_id, inserted = ctx.catalog.upsert(
             document, owner_of_job(ctx.catalog.engine, ctx.owner_id)
@@ -676,7 +755,7 @@ def remove_source_folders(ctx: TaskContext) -> dict[str, Any]:
     return {"removed": removed}
 
 
-def send_job_end_email(ctx: TaskContext) -> dict[str, Any]:
+def send_job_end_email(ctx: TaskContext) -> dict[str, Any] | Skipped:
     """E-mail the job's owner that the job ended, if they asked for ``end`` e-mails."""
     upload = ctx.upstream.get("upload_data_to_s3") or {}
     return _notify(

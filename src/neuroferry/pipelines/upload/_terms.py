@@ -5,7 +5,7 @@ the database and edited by admins; the lists start as the package's ``MODALITIES
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal, NamedTuple
 
@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from neuroferry.db import NAME, NAME_RULE, meta, no_nul, projects, transaction, utc, vocab_terms
 from neuroferry.errors import InvalidInput, NotFound
+from neuroferry.pipelines.upload._schema import PROJECT_FACTS, check_project_facts
 from neuroferry.pipelines.upload._vocab import _LEGACY_MODALITIES, MODALITIES, PLATFORMS, _fold
 
 VocabList = Literal["modality", "platform"]
@@ -214,20 +215,56 @@ class Project:
     name: str
     created: datetime
     created_by: str | None = None
+    facts: dict[str, Any] = field(default_factory=dict)
+    """``institution``, ``funding_source``, ``investigators``: written into the data
+    descriptions of the project's assets."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "created": self.created.isoformat(),
             "created_by": self.created_by,
+            **{k: self.facts.get(k) for k in PROJECT_FACTS},
         }
+
+
+def _project(row: RowMapping) -> Project:
+    return Project(row["name"], utc(row["created"]), row["created_by"], dict(row["facts"] or {}))
 
 
 def list_projects(engine: Engine) -> list[Project]:
     """The project names uploads may give, by name; none means any name is allowed."""
     with transaction(engine) as conn:
         rows = conn.execute(select(projects).order_by(projects.c.name)).mappings().all()
-    return [Project(r["name"], utc(r["created"]), r["created_by"]) for r in rows]
+    return [_project(r) for r in rows]
+
+
+def find_project(engine: Engine, name: str) -> Project | None:
+    """The project record named ``name``, if there is one."""
+    with transaction(engine) as conn:
+        row = conn.execute(select(projects).where(projects.c.name == name)).mappings().first()
+    return _project(row) if row is not None else None
+
+
+def set_project_facts(engine: Engine, name: str, facts: dict[str, Any]) -> Project:
+    """Set the facts of project ``name`` that are given (``institution``,
+    ``funding_source``, ``investigators``; None clears one), checked with
+    aind-data-schema's vocabularies; NotFound lists the known projects."""
+    no_nul("name", name)
+    checked = check_project_facts({k: v for k, v in facts.items() if v is not None})
+    with transaction(engine) as conn:
+        row = conn.execute(select(projects).where(projects.c.name == name)).mappings().first()
+        if row is None:
+            known = ", ".join(p.name for p in list_projects(engine))
+            raise NotFound(f"no project {name!r}; known projects: {known or 'none'}")
+        merged = dict(row["facts"] or {})
+        for key in facts:
+            merged.pop(key, None)
+        merged.update(checked)
+        conn.execute(update(projects).where(projects.c.name == name).values(facts=merged))
+    found = find_project(engine, name)
+    assert found is not None
+    return found
 
 
 def add_project(engine: Engine, name: str, user_name: str | None) -> Project:

@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
+from neuroferry import __version__
 from neuroferry.auth import User
 from neuroferry.config import Settings
 from neuroferry.engine import (
@@ -30,7 +31,7 @@ from neuroferry.engine import (
     retry_job,
     submit_jobs,
 )
-from neuroferry.errors import InvalidInput
+from neuroferry.errors import FerryError, InvalidInput
 from neuroferry.pipelines.upload import SheetLimits, check_upload_jobs, submit_upload_jobs
 from neuroferry.services import Services
 from neuroferry.web._deps import current_user, services
@@ -77,20 +78,43 @@ class SubmittedJob(BaseModel):
     url: str
 
 
+class SubmitData(BaseModel):
+    jobs: list[SubmittedJob]
+    responses: list[dict[str, Any]] = Field(
+        description="the original service's key: one entry per job created (id, name, url)"
+    )
+    errors: list[Any] = Field(description="the original service's key: always empty here")
+
+
 class SubmitResponse(BaseModel):
     message: str
-    data: dict[str, list[SubmittedJob]]
+    data: SubmitData
 
 
 class ValidatedJob(BaseModel):
+    """A checked job: its asset ``name``, spreadsheet ``row`` and the ``job`` as it would
+    run; the job's own fields are repeated at the top level, as the original service's
+    ``data.jobs`` entries hold them."""
+
+    model_config = ConfigDict(extra="allow")
+
     name: str
     row: int | None = None
     job: dict[str, Any]
 
 
+class ValidateData(BaseModel):
+    """The checked jobs; with the original service's keys beside them (``validate_json``:
+    ``version``, ``model_json``, ``validated_model_json``; ``validate_csv``: ``errors``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    jobs: list[ValidatedJob]
+
+
 class ValidateResponse(BaseModel):
     message: str
-    data: dict[str, list[ValidatedJob]]
+    data: ValidateData
 
 
 class JobOut(BaseModel):
@@ -151,20 +175,36 @@ def submit(
 ) -> SubmitResponse:
     """Create every upload job of the request, or none: each is validated, its job type's
     preset applied, and refused if the same asset is already queued or running."""
-    created = submit_upload_jobs(
-        held.engine, held.settings, body.model_dump(exclude_none=True), user
-    )
+    try:
+        created = submit_upload_jobs(
+            held.engine, held.settings, body.model_dump(exclude_none=True), user
+        )
+    except FerryError as exc:
+        exc.envelope = {
+            "message": "There were validation errors",
+            "data": {"responses": [], "errors": _errors(exc)},
+        }
+        raise
     held.wake()
     jobs = [SubmittedJob(id=i, name=n, url=_job_url(request, i)) for i, n in created]
-    return SubmitResponse(message=f"submitted {len(jobs)} jobs", data={"jobs": jobs})
+    return SubmitResponse(
+        message=f"submitted {len(jobs)} jobs",
+        data=SubmitData(jobs=jobs, responses=[j.model_dump() for j in jobs], errors=[]),
+    )
 
 
-def _validated(checked: list[Any]) -> ValidateResponse:
-    jobs = [
-        ValidatedJob(name=c.name, row=c.row, job=c.spec.model_dump(mode="json", exclude_none=True))
-        for c in checked
-    ]
-    return ValidateResponse(message=f"{len(jobs)} valid jobs", data={"jobs": jobs})
+def _errors(exc: FerryError) -> list[Any]:
+    """The problems of ``exc`` for the original service's ``data.errors``."""
+    problems = exc.problems if isinstance(exc, InvalidInput) else []
+    return list(problems) or [str(exc)]
+
+
+def _validated_jobs(checked: list[Any]) -> list[ValidatedJob]:
+    jobs = []
+    for c in checked:
+        job = c.spec.model_dump(mode="json", exclude_none=True)
+        jobs.append(ValidatedJob(**{**job, "name": c.name, "row": c.row, "job": job}))
+    return jobs
 
 
 @router.post("/validate_json", response_model=ValidateResponse, summary="Check upload jobs")
@@ -176,7 +216,31 @@ def validate_json(
     """What ``submit_jobs`` would check, without creating anything: the jobs as they would
     run, or 422 with every problem by job and field."""
     request = body.model_dump(exclude_none=True)
-    return _validated(check_upload_jobs(held.engine, held.settings, request, user=user))
+    sent = body.model_dump(exclude_unset=True)
+    try:
+        checked = check_upload_jobs(held.engine, held.settings, request, user=user)
+    except FerryError as exc:
+        exc.envelope = {
+            "message": "There were validation errors",
+            "data": {"version": __version__, "model_json": sent, "errors": _errors(exc)},
+        }
+        raise
+    jobs = _validated_jobs(checked)
+    validated = {
+        **{k: v for k, v in request.items() if k != "upload_jobs"},
+        "upload_jobs": [j.job for j in jobs],
+    }
+    return ValidateResponse(
+        message=f"{len(jobs)} valid jobs",
+        data=ValidateData.model_validate(
+            {
+                "jobs": jobs,
+                "version": __version__,
+                "model_json": sent,
+                "validated_model_json": validated,
+            }
+        ),
+    )
 
 
 @router.post("/validate_csv", response_model=ValidateResponse, summary="Check a job spreadsheet")
@@ -187,6 +251,17 @@ async def validate_csv(
 ) -> ValidateResponse:
     """Parse a spreadsheet (one upload job per row) and check its jobs: the jobs, or 422
     with every problem by row and column."""
+    try:
+        return await _check_sheet(file, held, user)
+    except FerryError as exc:
+        exc.envelope = {
+            "message": "There were errors",
+            "data": {"jobs": [], "errors": _errors(exc)},
+        }
+        raise
+
+
+async def _check_sheet(file: UploadFile, held: Services, user: User) -> ValidateResponse:
     from neuroferry.pipelines.upload import parse_job_sheet
 
     name, data = await read_sheet(file, held.settings)
@@ -206,7 +281,11 @@ async def validate_csv(
     checked = await asyncio.to_thread(
         lambda: check_upload_jobs(held.engine, held.settings, request, rows, user=user)
     )
-    return _validated(checked)
+    jobs = _validated_jobs(checked)
+    return ValidateResponse(
+        message=f"{len(jobs)} valid jobs",
+        data=ValidateData.model_validate({"jobs": jobs, "errors": []}),
+    )
 
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"

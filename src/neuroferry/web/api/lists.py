@@ -4,6 +4,7 @@ give; admins change the lists."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Depends, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -11,15 +12,18 @@ from sqlalchemy import Engine
 
 from neuroferry.auth import User
 from neuroferry.pipelines.upload import (
+    PROJECT_FACTS,
     Project,
     VocabList,
     VocabTerm,
     add_project,
+    check_project_facts,
     delete_project,
     delete_term,
     list_projects,
     list_terms,
     put_term,
+    set_project_facts,
 )
 from neuroferry.services import Services
 from neuroferry.web._deps import admin_user, current_user, services
@@ -34,23 +38,46 @@ def _engine(held: Services = Depends(services)) -> Engine:
 # -- projects ---------------------------------------------------------------------------
 
 
+class ProjectFacts(BaseModel):
+    """What uploads write into the data descriptions of the project's assets (checked
+    against aind-data-schema's organizations); null clears a fact."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    institution: str | None = Field(
+        None, description="an organization's name or abbreviation", examples=["AIND"]
+    )
+    funding_source: list[dict[str, Any]] | None = Field(
+        None,
+        description="[{funder, grant_number, fundee: [names]}], funder an organization",
+        examples=[[{"funder": "AIND", "grant_number": None, "fundee": ["Jane Doe"]}]],
+    )
+    investigators: list[str] | None = Field(None, examples=[["Jane Doe"]])
+
+
 class ProjectOut(BaseModel):
     name: str
     created: datetime
     created_by: str | None
+    institution: str | None = None
+    funding_source: list[dict[str, Any]] | None = None
+    investigators: list[str] | None = None
 
     @classmethod
     def of(cls, project: Project) -> ProjectOut:
-        return cls(name=project.name, created=project.created, created_by=project.created_by)
+        return cls(
+            name=project.name,
+            created=project.created,
+            created_by=project.created_by,
+            **{k: project.facts.get(k) for k in PROJECT_FACTS},
+        )
 
 
 class ProjectList(BaseModel):
     projects: list[ProjectOut] = Field(description="none: any project name is allowed")
 
 
-class NewProject(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NewProject(ProjectFacts):
     name: str = Field(min_length=1, max_length=256, examples=["Ephys Platform"])
 
 
@@ -68,7 +95,26 @@ def projects(engine: Engine = Depends(_engine), _user: User = Depends(current_us
 def new_project(
     body: NewProject, engine: Engine = Depends(_engine), admin: User = Depends(admin_user)
 ) -> ProjectOut:
-    return ProjectOut.of(add_project(engine, body.name, admin.name))
+    facts = body.model_dump(include=set(PROJECT_FACTS), exclude_none=True)
+    if facts:
+        check_project_facts(facts)  # refused before the project is added
+    project = add_project(engine, body.name, admin.name)
+    if facts:
+        project = set_project_facts(engine, project.name, facts)
+    return ProjectOut.of(project)
+
+
+@router.put("/projects/{name}", response_model=ProjectOut, summary="Set a project's facts (admins)")
+def put_project_facts(
+    name: str,
+    body: ProjectFacts,
+    engine: Engine = Depends(_engine),
+    _admin: User = Depends(admin_user),
+) -> ProjectOut:
+    """Set the facts given in the body (the others are kept; null clears one)."""
+    return ProjectOut.of(
+        set_project_facts(engine, name, body.model_dump(include=body.model_fields_set))
+    )
 
 
 @router.delete(

@@ -34,7 +34,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "name": ("name",),
     "subject": ("data_description.subject_id", "subject.subject_id"),
     "subject_id": ("data_description.subject_id", "subject.subject_id"),
-    "platform": ("data_description.platform.abbreviation", "data_description.platform.name"),
+    # data descriptions of aind-data-schema 1.x held the platform; neuroferry's uploads
+    # record it beside the uploaded files, under upload_job
+    "platform": (
+        "data_description.platform.abbreviation",
+        "data_description.platform.name",
+        "upload_job.platform.abbreviation",
+        "upload_job.platform.name",
+    ),
     "project": ("data_description.project_name",),
     "project_name": ("data_description.project_name",),
     "modality": (
@@ -173,6 +180,7 @@ class Asset:
             self.doc,
             "data_description.platform.abbreviation",
             "data_description.platform.name",
+            "upload_job.platform.abbreviation",
             "platform",
         )
 
