@@ -425,10 +425,10 @@ def render_slice(
         raise NotFound(f"level {level} of {volume.name} is not a readable array: {exc}") from exc
     real = _positive_shape(list(array.shape))
     lead = (0,) if volume.time_axis else ()
-    if len(real) != 3 + len(lead):
+    if len(real) != 4 + len(lead):
         raise InvalidInput(
             f"level {level} of {volume.name} is not a readable volume: its array has shape "
-            f"{list(array.shape)}, not {3 + len(lead)} positive sizes"
+            f"{list(array.shape)}, not {4 + len(lead)} positive sizes"
         )
     channels, depth, height, width = real[-4:]
     if height * width > MAX_PLANE:
