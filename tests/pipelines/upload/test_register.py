@@ -170,6 +170,23 @@ def test_a_metadata_file_whose_name_cannot_be_a_field_is_left_out(
     assert "session" in document and not any(k.startswith("rig") for k in document)
 
 
+@pytest.mark.parametrize("field", ["image", "ingest", "type"])
+def test_a_metadata_file_naming_a_field_of_the_ingest_job_is_refused(
+    session: Session, harness: MakeHarness, catalog: Catalog, field: str
+) -> None:
+    # an image.json would make the upload look like an OME-Zarr volume the portal serves
+    image = {"format": "ome-zarr", "levels": [{"path": "0", "shape": [1, 1, 1, 16, 16]}]}
+    (session.folder("metadata") / f"{field}.json").write_text(json.dumps(image))
+    job = harness(session.spec())
+    job.catalog = catalog
+    job.run_until("upload_data_to_s3")
+    with pytest.raises(TaskFailed) as info:
+        job.call("register_data_asset")
+    assert f"{field}.json name catalog fields that only the ingest job writes" in str(info.value)
+    assert "image, ingest, type" in str(info.value)
+    assert catalog.count({"name": ASSET}) == 0
+
+
 def test_analyses_are_started_for_the_registered_asset(
     session: Session, harness: MakeHarness, catalog: Catalog, analysis_kind: None
 ) -> None:

@@ -160,3 +160,42 @@ def test_the_zarr_is_served_with_ranges_and_cors_to_its_owner_only(portal, volum
         refused = portal.api("GET", f"{base}/{escape}", who="bob")
         assert refused.status_code in (404, 422), (escape, refused.status_code)
         assert refused.json()["error"] in ("UnsafePath", "NotFound"), escape
+
+
+def test_only_documents_of_the_ingest_job_are_volumes_and_bad_shapes_are_told(
+    portal, page_as, volume
+):
+    made = portal.api("GET", f"/volumes/{quote(volume)}/zarr/zarr.json", who="bob")
+    assert made.status_code == 200
+    found = portal.api("POST", "/catalog/find", json={"filter": {"name": volume}})
+    location = found.json()["documents"][0]["location"]  # real OME-Zarr data
+    image = {"format": "ome-zarr", "levels": [{"path": "0", "shape": [1, 1, 1, 16, 16]}]}
+    uploaded = f"upload{secrets.randbelow(10**6)}"  # what an upload's image.json could write
+    malformed = f"malformed{secrets.randbelow(10**6)}"
+    bad_image = {**image, "levels": [{"path": "0", "shape": ["x", 1, 1, 1, 1]}]}
+    docs = [
+        {"name": uploaded, "location": location, "image": image},
+        {
+            "name": malformed,
+            "location": location,
+            "type": "ome-zarr",
+            "ingest": {"job_id": 1},
+            "image": bad_image,
+        },
+    ]
+    answer = portal.api("PUT", "/catalog", json=docs, params={"owner": "bob"})
+    assert answer.status_code == 200, answer.text
+
+    for key in ("zarr.json", "0/zarr.json"):
+        refused = portal.api("GET", f"/volumes/{uploaded}/zarr/{key}", who="bob")
+        assert refused.status_code == 404 and "no OME-Zarr volume" in refused.json()["detail"]
+    page = page_as("bob")
+    assert page.goto(f"/catalog/{uploaded}").status == 200
+    assert page.locator("#volume").count() == 0
+    assert page.request.get(f"/catalog/{uploaded}/slice.png").status == 404
+
+    assert page.goto(f"/catalog/{malformed}").status == 200
+    expect(page.get_by_role("heading", name="Not a readable volume")).to_be_visible()
+    assert "level 0: those levels are not a readable volume" in page.content()
+    bad = page.request.get(f"/catalog/{malformed}/slice.png")
+    assert bad.status == 422 and "not a readable volume" in bad.text()

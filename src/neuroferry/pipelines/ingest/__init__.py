@@ -48,6 +48,7 @@ from neuroferry.pipelines.ingest._service import (
 )
 from neuroferry.pipelines.ingest._volumes import (
     RangeNotSatisfiable,
+    TooLarge,
     VolumeAsset,
     is_volume,
     read_object,
@@ -80,6 +81,7 @@ __all__ = [
     "Shard",
     "SourceConfig",
     "TiffParams",
+    "TooLarge",
     "Unit",
     "VolumeAsset",
     "VoxelSize",

@@ -36,6 +36,10 @@ SLICE_SIDE = 1024
 """The longest side of a slice of the asset page's viewer, in pixels."""
 CACHE_ENTRIES = 256
 """Rendered slices kept in memory."""
+MAX_RESPONSE = 64 * 1024 * 1024
+"""The most bytes of an object one response carries; larger parts are asked for by range."""
+MAX_SLICE_BYTES = 128 * 1024 * 1024
+"""The most bytes of array data read to render one slice (all channels, after striding)."""
 
 _KEY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
 
@@ -60,12 +64,17 @@ class VolumeAsset:
         return not isinstance(axes, list) or "t" in axes
 
     def shape(self, level: int) -> list[int]:
-        """The level's shape (t, c, z, y, x), with t 1 for arrays without the axis."""
-        shape = self.levels[level].get("shape")
-        if not isinstance(shape, list):
+        """The level's shape (t, c, z, y, x), with t 1 for arrays without the axis; empty
+        when the document's shape is not a list of positive integers."""
+        found = _positive_shape(self.levels[level].get("shape"))
+        if not found:
             return []
-        found = [int(n) for n in shape]
         return found if self.time_axis else [1, *found]
+
+    @property
+    def paths(self) -> list[str]:
+        """The paths of its levels inside the volume."""
+        return [str(lv.get("path", i)) for i, lv in enumerate(self.levels)]
 
     def renderable(self, level: int) -> bool:
         """Whether a slice of the level is small enough to render."""
@@ -73,11 +82,25 @@ class VolumeAsset:
         return len(shape) == 5 and shape[3] * shape[4] <= MAX_PLANE
 
 
+def _positive_shape(shape: Any) -> list[int]:
+    """``shape`` as a list of positive integers, or empty when it is not one."""
+    if not isinstance(shape, list | tuple) or not shape:
+        return []
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape):
+        return []
+    return [int(n) for n in shape]
+
+
 def is_volume(doc: Mapping[str, Any]) -> bool:
-    """Whether a catalog document is an OME-Zarr volume neuroferry can show."""
+    """Whether a catalog document is an OME-Zarr volume neuroferry can show: one written by
+    the ingest job's register step (``type`` ``ome-zarr``, an ``ingest`` block and the
+    ``image`` facts; an upload may not set these fields, see
+    :data:`neuroferry.pipelines.upload._tasks.RESERVED_FIELDS`)."""
     image = doc.get("image")
     return (
-        isinstance(image, Mapping)
+        doc.get("type") == "ome-zarr"
+        and isinstance(doc.get("ingest"), Mapping)
+        and isinstance(image, Mapping)
         and image.get("format") == "ome-zarr"
         and isinstance(doc.get("location"), str)
         and isinstance(image.get("levels"), list)
@@ -121,6 +144,14 @@ def volume_key(path: str) -> str:
     if key.split("/")[0].startswith(".ferry"):
         raise UnsafePath(f"{path!r} is not part of the volume")
     return key
+
+
+def _served(volume: VolumeAsset, key: str) -> bool:
+    """Whether ``key`` is an object a viewer reads: a ``zarr.json``, or a key under one of
+    the volume's levels or its ``labels`` group."""
+    if key.rsplit("/", 1)[-1] == "zarr.json":
+        return True
+    return any(key.startswith(f"{prefix}/") for prefix in (*volume.paths, "labels"))
 
 
 def _store(volume: VolumeAsset, settings: Settings) -> Store:
@@ -201,18 +232,45 @@ def _unsatisfiable(header: str, size: int) -> tuple[int, int]:
     raise RangeNotSatisfiable(f"Range {header!r} lies outside the object of {size} bytes", size)
 
 
+class TooLarge(InvalidInput):
+    """The bytes asked for are more than one response carries."""
+
+    status_code = 413
+
+
 def read_object(
-    volume: VolumeAsset, key: str, settings: Settings, range_header: str | None = None
+    volume: VolumeAsset,
+    key: str,
+    settings: Settings,
+    range_header: str | None = None,
+    *,
+    body: bool = True,
 ) -> Piece:
-    """The object ``key`` of the volume, or the part a ``Range`` header asks for."""
+    """The object ``key`` of the volume, or the part a ``Range`` header asks for; without
+    ``body`` (HEAD) only its size and tag (no byte is read). Only the OME-Zarr's own
+    objects are served (``zarr.json`` files, keys under a level or ``labels``); TooLarge
+    (413) for more than :data:`MAX_RESPONSE` bytes at once."""
     key = volume_key(key)
+    if not _served(volume, key):
+        raise NotFound(
+            f"{volume.name} has no object {key!r}; a volume serves its zarr.json files and "
+            f"the keys under its levels ({', '.join(volume.paths)}) or labels"
+        )
     store = _store(volume, settings)
     _inside(store, key, volume.name)
     try:
         entry = store.head(key)
         wanted = parse_range(range_header, entry.size)
         start, end = wanted if wanted is not None else (0, entry.size)
-        data = store.get_range(key, start, end) if wanted is not None else store.get(key)
+        if not body:
+            return Piece(b"", start, end, entry.size, entry.etag)
+        if end - start > MAX_RESPONSE:
+            raise TooLarge(
+                f"{key!r} of {volume.name}: {end - start} bytes asked for, at most "
+                f"{MAX_RESPONSE} are sent at once; ask for parts with a Range header "
+                f"(bytes=START-END)"
+            )
+        data = store.get_range(key, start, end) if end > start else b""
     except StoreNotFound as exc:
         raise NotFound(f"{volume.name} has no object {key!r}") from exc
     return Piece(data, start, start + len(data), entry.size, entry.etag)
@@ -335,16 +393,16 @@ def render_slice(
     if not 0 <= level < len(levels):
         raise NotFound(f"{volume.name} has levels 0 to {len(levels) - 1}, not {level}")
     shape = volume.shape(level)
+    if len(shape) != 5:
+        raise InvalidInput(
+            f"level {level} of {volume.name} is not a readable volume: its catalog document "
+            "gives no shape of positive sizes (t, c, z, y, x or c, z, y, x)"
+        )
     if not volume.renderable(level):
         raise InvalidInput(
             f"level {level} of {volume.name} is too large to render a slice of "
-            f"({shape[3] if len(shape) == 5 else '?'} x {shape[4] if len(shape) == 5 else '?'}"
-            f" voxels); choose a lower resolution level"
+            f"({shape[3]} x {shape[4]} voxels); choose a lower resolution level"
         )
-    depth = shape[2]
-    z = depth // 2 if z is None else z
-    if not 0 <= z < depth:
-        raise InvalidInput(f"z: level {level} has slices 0 to {depth - 1}, not {z}")
     store = _store(volume, settings)
     try:
         tag = store.head("zarr.json").etag or ""
@@ -361,9 +419,34 @@ def render_slice(
     ome = _attributes(store)
     path = str(levels[level].get("path", level))
     volume_key(path)
-    array = zarr.open_array(store=zarr_store(store), path=path, mode="r")
-    step = max(1, -(-max(shape[3], shape[4]) // side))
+    try:
+        array = zarr.open_array(store=zarr_store(store), path=path, mode="r")
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as exc:
+        raise NotFound(f"level {level} of {volume.name} is not a readable array: {exc}") from exc
+    real = _positive_shape(list(array.shape))
     lead = (0,) if volume.time_axis else ()
+    if len(real) != 4 + len(lead):
+        raise InvalidInput(
+            f"level {level} of {volume.name} is not a readable volume: its array has shape "
+            f"{list(array.shape)}, not {4 + len(lead)} positive sizes"
+        )
+    channels, depth, height, width = real[-4:]
+    if height * width > MAX_PLANE:
+        raise InvalidInput(
+            f"level {level} of {volume.name} is too large to render a slice of "
+            f"({height} x {width} voxels); choose a lower resolution level"
+        )
+    z = depth // 2 if z is None else z
+    if not 0 <= z < depth:
+        raise InvalidInput(f"z: level {level} has slices 0 to {depth - 1}, not {z}")
+    step = max(1, -(-max(height, width) // side))
+    needed = channels * -(-height // step) * -(-width // step) * array.dtype.itemsize
+    if needed > MAX_SLICE_BYTES:
+        raise InvalidInput(
+            f"level {level} of {volume.name} is too large to render a slice of ({channels} "
+            f"channels of {height} x {width} {array.dtype}: {needed} bytes, at most "
+            f"{MAX_SLICE_BYTES}); choose a lower resolution level"
+        )
     planes = np.asarray(
         array[(*lead, slice(None), z, slice(None, None, step), slice(None, None, step))]
     )

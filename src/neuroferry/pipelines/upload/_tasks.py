@@ -57,6 +57,9 @@ from neuroferry.pipelines.upload._transfer import Part, count, upload_parts
 from neuroferry.stores import Store, fd_real_path, list_store, open_store, read_confined
 
 ANALYSIS_KIND = "analysis"
+RESERVED_FIELDS = frozenset({"image", "ingest", "type"})
+"""Catalog fields the ingest job writes (a volume's facts, which the portal serves): an
+upload's metadata files may not set them."""
 SCRATCH = ".scratch"
 """The staging folder's sub-folder of the commands' HOME and TMPDIR folders (one per
 modality; never uploaded)."""
@@ -597,6 +600,13 @@ def register_data_asset(ctx: TaskContext) -> dict[str, Any]:
     if PROCESSING not in files:
         files.append(PROCESSING)
     document: dict[str, Any] = {"name": name, "location": location}
+    reserved = sorted(f for f in files if f.removesuffix(".json") in RESERVED_FIELDS)
+    if reserved:
+        raise TaskFailed(
+            f"{location}: the metadata file(s) {', '.join(reserved)} name catalog fields "
+            f"that only the ingest job writes ({', '.join(sorted(RESERVED_FIELDS))}); "
+            "rename them and upload again"
+        )
     for file in files:
         key = file.removesuffix(".json")
         if not key or "." in key or key.startswith("$") or key in document:

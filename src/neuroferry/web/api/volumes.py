@@ -48,6 +48,7 @@ def preflight(name: str, key: str) -> Response:
     responses={
         200: {"content": {"application/octet-stream": {}}},
         206: {"description": "The range asked for", "content": {"application/octet-stream": {}}},
+        413: {"description": "More bytes asked for than one response carries (64 MiB)"},
         416: {"description": "The range lies outside the object"},
     },
 )
@@ -60,12 +61,14 @@ async def volume_object(
     user: User = Depends(current_user),
 ) -> Response:
     """Object ``key`` of the volume asset ``name`` (``zarr.json``, ``0/zarr.json``,
-    ``0/c/0/0/0/0/0`` …); 404 for an asset the caller may not read."""
+    ``0/c/0/0/0/0/0`` …); 404 for an asset the caller may not read or a key that is not
+    part of its OME-Zarr; 413 for more than 64 MiB at once (ask for parts with ``Range``).
+    HEAD reads no byte of the object."""
 
     def read() -> Response:
         volume = volume_asset(held.catalog, name, user)
         try:
-            piece = read_object(volume, key, held.settings, range_)
+            piece = read_object(volume, key, held.settings, range_, body=request.method != "HEAD")
         except RangeNotSatisfiable as exc:
             return Response(
                 str(exc),
@@ -73,6 +76,8 @@ async def volume_object(
                 headers={**CORS, "Content-Range": f"bytes */{exc.size}"},
             )
         headers = {**CORS, "Accept-Ranges": "bytes", "Cache-Control": "private, no-cache"}
+        if request.method == "HEAD":  # its size, without reading it
+            headers["Content-Length"] = str(piece.end - piece.start)
         if piece.etag:
             headers["ETag"] = f'"{piece.etag}"'
         if piece.partial:

@@ -329,18 +329,22 @@ class LevelView:
         return text
 
 
-def _levels(doc: Mapping[str, Any]) -> list[LevelView]:
+def _levels(doc: Mapping[str, Any]) -> tuple[list[LevelView], list[int]]:
+    """The levels of a volume asset that can be shown, and those whose shape in the
+    document is no list of positive sizes (not readable)."""
     from neuroferry.pipelines.ingest import VolumeAsset, is_volume
 
     if not is_volume(doc):
-        return []
+        return [], []
     volume = VolumeAsset(str(doc.get("name")), str(doc["location"]), doc["image"])
-    found = []
+    found, unreadable = [], []
     for level in range(len(volume.levels)):
         shape = volume.shape(level)
         if len(shape) == 5:
             found.append(LevelView(level, shape, volume.renderable(level)))
-    return found
+        else:
+            unreadable.append(level)
+    return found, unreadable
 
 
 @router.get("/catalog/{name}")
@@ -356,7 +360,7 @@ def asset_page(
     if not found:
         raise NotFound(f"no asset named {name!r} in the catalog; search for it on the catalog page")
     asset = Asset(found[0])
-    levels = _levels(found[0])
+    levels, unreadable = _levels(found[0])
     zarr_url = str(request.url_for("volume_object", name=name, key="zarr.json"))
     return render(
         request,
@@ -366,6 +370,7 @@ def asset_page(
         levels=levels,
         zarr_url=zarr_url.removesuffix("zarr.json") if levels else None,
         shown=next((lv for lv in reversed(levels) if lv.renderable), None),
+        unreadable=unreadable,
     )
 
 
