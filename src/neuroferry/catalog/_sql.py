@@ -30,6 +30,7 @@ __all__ = [
     "regex_guard",
     "register_sqlite_functions",
     "sort_clauses",
+    "sort_key_values",
 ]
 
 
@@ -55,6 +56,13 @@ def sort_clauses(
         for key in root.at_path(_split(path)).sort_keys():
             clauses.append(key.asc() if direction == 1 else key.desc())
     return clauses
+
+
+def sort_key_values(path: str, body: ColumnElement[Any], dialect: str) -> list[ColumnElement[Any]]:
+    """The sort key of one path, as the values ``sort_clauses`` orders by: its type's
+    rank (2 numbers, 3 strings, see ``parse_sort``), then the number (SQLite: or the
+    string), then on PostgreSQL the string."""
+    return list(_root(body, dialect).at_path(_split(path)).sort_keys())
 
 
 def path_value(path: str, body: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:
