@@ -1,7 +1,8 @@
 """The catalog's documents: insert, upsert by name, get, delete, find, count, distinct.
 
-Filters are compiled to SQL (see ``_sql.py``); only the projection of the documents found
-and the unwinding of ``distinct`` values happen in Python.
+Filters are compiled to SQL (see ``_sql.py``), and so is the unwinding of ``distinct``
+values along their path (but for a path with a number part); the projection of the
+documents found happens in Python.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from neuroferry.catalog._indexes import (
 from neuroferry.catalog._projection import parse_projection
 from neuroferry.catalog._sql import (
     filter_clause,
+    path_values,
     regex_guard,
     register_sqlite_functions,
     sort_clauses,
@@ -537,19 +539,33 @@ class Catalog:
             raise QueryError(f"distinct needs a dotted field path, got {field!r}")
         parts = field.split(".")
         seen: dict[str, Any] = {}
+        spread = path_values(field, documents.c.body, self.dialect)
         with self.engine.connect() as conn:
             where = self._where(filter, conn, viewer)
-            found = conn.execute(select(documents.c.body).where(where))
-            for body in found.scalars():
-                for value in values_at(body, parts):
-                    for item in value if isinstance(value, list) else [value]:
-                        seen.setdefault(_identity(item), item)
-                        if len(seen) > self.max_distinct:
-                            raise QueryError(
-                                f"{field} has more than {self.max_distinct} distinct values "
-                                f"among the matching documents; at most {self.max_distinct} "
-                                "are returned (setting catalog_max_distinct): narrow the filter"
-                            )
+            if spread is None:  # a number part: unwound here
+                found = conn.execute(select(documents.c.body).where(where)).scalars()
+                values: Iterable[Any] = (
+                    item
+                    for body in found
+                    for value in values_at(body, parts)
+                    for item in (value if isinstance(value, list) else [value])
+                )
+            else:
+                joins, value, present = spread
+                source: Any = documents
+                for rows, on in joins:
+                    source = source.join(rows, on)
+                stmt = select(value).select_from(source).where(where, present).distinct()
+                found = conn.execute(stmt).scalars()
+                values = (json.loads(v) if self.dialect == "sqlite" else v for v in found)
+            for item in values:
+                seen.setdefault(_identity(item), item)
+                if len(seen) > self.max_distinct:
+                    raise QueryError(
+                        f"{field} has more than {self.max_distinct} distinct values "
+                        f"among the matching documents; at most {self.max_distinct} "
+                        "are returned (setting catalog_max_distinct): narrow the filter"
+                    )
         return list(seen.values())
 
 
