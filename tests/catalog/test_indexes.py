@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+from datetime import UTC, datetime
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import insert, select, text
 
 from neuroferry.catalog import Catalog
 from neuroferry.catalog._filter import parse_filter
@@ -184,3 +187,33 @@ def test_a_filter_on_name_finds_the_documents_by_the_name_column(tmp_path):
 
 def _names(catalog, filter):
     return sorted(d["name"] for d in catalog.find(filter))
+
+
+def test_an_index_declared_during_a_write_finds_its_documents(catalog):
+    """A write under way when an index is declared: the declaration waits for it (or the
+    write sees the declaration), so the index never misses the written documents."""
+    row = {"id": "w1", "name": "w1", "location": None, "location_key": None, "body": {}}
+    row["body"] = {"_id": "w1", "name": "w1", "x": 5}
+    done = threading.Event()
+
+    def declare():
+        catalog.create_index("x")
+        done.set()
+
+    with catalog.engine.connect() as conn:
+        trans = conn.begin()
+        now = datetime.now(UTC)
+        conn.execute(insert(documents).values(**row, created=now, modified=now))
+        catalog._reindex(conn, [row])  # the index is not declared yet: no values
+        declaring = threading.Thread(target=declare)
+        declaring.start()
+        declaring.join(timeout=1.0)
+        trans.commit()
+    declaring.join()
+    assert done.is_set()
+    assert [i["ready"] for i in catalog.indexes()] == [True]
+    with catalog.engine.connect() as conn:
+        indexed = catalog._indexed(conn)
+        where = catalog._where({"x": 5}, conn, None)
+        assert indexed == {"x"}
+        assert conn.execute(select(documents.c.id).where(where)).scalars().all() == ["w1"]
