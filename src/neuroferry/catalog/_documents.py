@@ -20,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Select,
     and_,
     delete,
     event,
@@ -37,7 +38,7 @@ from neuroferry.catalog._indexes import (
     check_index_path,
     index_rows,
     name_prefilters,
-    prefilters,
+    prefilter_sets,
     sort_candidates,
     sort_prefilter,
     values_at,
@@ -402,7 +403,7 @@ class Catalog:
         with regex_guard(owned):
             clause = filter_clause(node, documents.c.body, self.dialect)
         mine = [] if owned is None else [owned]
-        indexed = prefilters(node, self._indexed(conn), documents.c.id)
+        indexed = _narrow(conn, prefilter_sets(node, self._indexed(conn)))
         return and_(*mine, *name_prefilters(node, documents.c.name), *indexed, clause)
 
     def delete(self, doc_id: str) -> None:
@@ -490,7 +491,7 @@ class Catalog:
                 bound = _sort_bound(tuple(found))
                 if bound is None:
                     return []
-                return [sort_prefilter(path, bound[0], bound[1], documents.c.id)]
+                return _narrow(conn, [sort_prefilter(path, bound[0], bound[1])])
         return []
 
     def hidden_from(
@@ -567,6 +568,33 @@ class Catalog:
                         "are returned (setting catalog_max_distinct): narrow the filter"
                     )
         return list(seen.values())
+
+
+#: A set of ids from the index that has at most this many is read first and given to
+#: the query as a list: the documents are then looked up by id, whatever the planner
+#: thinks of the sets' sizes.
+NARROW_IDS = 10_000
+
+
+def _narrow(conn: Connection, sets: Sequence[Any]) -> list[ColumnElement[bool]]:
+    """Conditions on the documents' ids from sets of ids (selects on the index): the
+    ids of the sets no larger than :data:`NARROW_IDS`, read and intersected here, or
+    when every set is larger, each set as a sub-query (all are necessary conditions)."""
+    small: set[str] | None = None
+    for ids in sets:
+        found = conn.execute(_limited(ids, NARROW_IDS + 1)).scalars().all()
+        if len(found) <= NARROW_IDS:
+            small = set(found) if small is None else small & set(found)
+    if small is None:
+        return [documents.c.id.in_(ids) for ids in sets]
+    return [documents.c.id.in_(sorted(small))]
+
+
+def _limited(ids: Any, most: int) -> Any:
+    if isinstance(ids, Select):
+        return ids.limit(most)
+    inner = ids.subquery()
+    return select(inner.c.doc_id).limit(most)
 
 
 def _sort_bound(key: tuple[Any, ...]) -> tuple[str, float | str] | None:

@@ -25,7 +25,17 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, false, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    CompoundSelect,
+    Select,
+    and_,
+    false,
+    intersect,
+    or_,
+    select,
+    union,
+)
 
 from neuroferry.catalog._filter import (
     All,
@@ -50,11 +60,9 @@ from neuroferry.errors import QueryError
 #: Strings are indexed by their first this many characters (a B-tree entry has a bounded
 #: size); longer ones are narrowed by that prefix and decided by the filter.
 TEXT_PREFIX = 256
-#: Kinds of a single value, and their multikey forms.
-SINGLE = "nsbzoaw"
-MULTI = SINGLE.upper()
 
 Cond = ColumnElement[bool]
+Ids = Select[Any] | CompoundSelect[Any]  # a select of document ids
 
 
 def check_index_path(path: str) -> str:
@@ -312,78 +320,102 @@ def _row_tests(conditions: Sequence[Condition], each_order: bool = False) -> lis
 
 
 def _rows(path: str, test: Cond) -> Select[Any]:
-    return select(values_table.c.doc_id).where(values_table.c.path == path, test)
+    """The ids of the documents with a row at ``path`` that passes ``test``: a sub-query
+    of its own (never correlated, also inside a select from the value table)."""
+    stmt = select(values_table.c.doc_id).where(values_table.c.path == path, test)
+    return stmt.correlate(None)
 
 
-def _field(field: Field, indexed: set[str], doc_id: ColumnElement[Any]) -> list[Cond]:
-    found: list[Cond] = []
+def _field(field: Field, indexed: set[str]) -> list[Ids]:
+    found: list[Ids] = []
     if field.path in indexed:
         for test in _row_tests(field.conditions) or []:
-            found.append(doc_id.in_(_rows(field.path, test)))
+            found.append(_rows(field.path, test))
         orders = [
             c
             for c in field.conditions
             if isinstance(c, Compare) and c.op in ("$gt", "$gte", "$lt", "$lte")
         ]
         if len(orders) > 1 and (single := _range(orders)) is not None:
-            each = [_order_rows(c.op, c.value) for c in orders]
-            multi = [
-                doc_id.in_(_rows(field.path, and_(t, values_table.c.kind.in_(list(MULTI)))))
-                for t in each
-                if t is not None
-            ]
-            found.append(or_(doc_id.in_(_rows(field.path, single)), and_(*multi)))
+            # one sub-query: the single values in the range, and the documents with
+            # several values with one on each side of every bound
+            bounds = [b for b in (_order_bound(c.op, c.value) for c in orders) if b is not None]
+            first, *rest = [and_(values_table.c.kind == k.upper(), test) for k, test in bounds]
+            multi = _rows(field.path, first).where(
+                *(values_table.c.doc_id.in_(_rows(field.path, test)) for test in rest)
+            )
+            found.append(union(_rows(field.path, single), multi))
     for cond in field.conditions:
         if isinstance(cond, ElemMatch):
-            found += _elem_match(field.path, cond.query, indexed, doc_id)
+            found += _elem_match(field.path, cond.query, indexed)
         elif isinstance(cond, ElemMatchValue) and field.path in indexed:
             # an element that is an array is looked into: rows of kind "a" may match
             for test in _row_tests(cond.conditions, each_order=True) or []:
-                found.append(doc_id.in_(_rows(field.path, or_(test, _kinds("a")))))
+                found.append(_rows(field.path, or_(test, _kinds("a"))))
     return found
 
 
-def _elem_match(
-    path: str, query: Node, indexed: set[str], doc_id: ColumnElement[Any]
-) -> list[Cond]:
+def _elem_match(path: str, query: Node, indexed: set[str]) -> list[Ids]:
     """Pre-conditions of ``{path: {"$elemMatch": query}}``: a field of the query at
     ``path.field`` has a row that passes, or the path goes through nested arrays there
     (kind ``w``: the element may be an array, which the query looks into)."""
     fields = [query] if isinstance(query, Field) else []
     if isinstance(query, And):
         fields = [c for c in query.children if isinstance(c, Field)]
-    found: list[Cond] = []
+    found: list[Ids] = []
     for field in fields:
         inner = f"{path}.{field.path}"
         if inner not in indexed:
             continue
         for test in _row_tests(field.conditions, each_order=True) or []:
-            found.append(doc_id.in_(_rows(inner, or_(test, _kinds("w")))))
+            found.append(_rows(inner, or_(test, _kinds("w"))))
     return found
 
 
-def _node(node: Node, indexed: set[str], doc_id: ColumnElement[Any]) -> list[Cond]:
+def _node(node: Node, indexed: set[str]) -> list[Ids]:
     if isinstance(node, Field):
-        return _field(node, indexed, doc_id)
+        return _field(node, indexed)
     if isinstance(node, And):
-        return [c for child in node.children for c in _node(child, indexed, doc_id)]
+        return [c for child in node.children for c in _node(child, indexed)]
     if isinstance(node, Or):
-        branches = [_node(child, indexed, doc_id) for child in node.children]
+        branches = [_node(child, indexed) for child in node.children]
         if branches and all(branches):
-            return [or_(*(and_(*b) for b in branches))]
+            return [union(*(_all_of(b) for b in branches))]
     return []
 
 
-def prefilters(node: Node, indexed: set[str], doc_id: ColumnElement[Any]) -> list[Any]:
-    """Necessary conditions on ``doc_id`` that the value table answers, for the fields on
-    indexed paths of the filter's top level, of its ``$and`` and of ``$or`` whose every
-    branch has one; ``$elemMatch`` of fields on indexed paths (``path.field``) too."""
+def _all_of(sets: Sequence[Ids]) -> Select[Any]:
+    """The ids in every one of the sets, as one select."""
+    if len(sets) == 1:
+        return _plain(sets[0])
+    both = intersect(*(_plain(s) for s in sets)).subquery()
+    return select(both.c.doc_id)
+
+
+def _plain(ids: Ids) -> Select[Any]:
+    """A select usable inside a compound one (SQLite takes no parenthesized compound)."""
+    if isinstance(ids, Select):
+        return ids
+    inner = ids.subquery()
+    return select(inner.c.doc_id)
+
+
+def prefilter_sets(node: Node, indexed: set[str]) -> list[Ids]:
+    """Sets of document ids (selects from the value table) that every document matching
+    the filter is in, for the fields on indexed paths of the filter's top level, of its
+    ``$and`` and of ``$or`` whose every branch has one; ``$elemMatch`` of fields on
+    indexed paths (``path.field``) too."""
     if isinstance(node, MatchAll) or not indexed:
         return []
-    return _node(node, indexed, doc_id)
+    return _node(node, indexed)
 
 
-def sort_prefilter(path: str, kind: str, bound: float | str, doc_id: ColumnElement[Any]) -> Cond:
+def prefilters(node: Node, indexed: set[str], doc_id: ColumnElement[Any]) -> list[Any]:
+    """:func:`prefilter_sets` as conditions on ``doc_id``."""
+    return [doc_id.in_(ids) for ids in prefilter_sets(node, indexed)]
+
+
+def sort_prefilter(path: str, kind: str, bound: float | str) -> Select[Any]:
     """For a descending sort on ``path``: documents whose sort key is at least ``bound``
     (a number, or a string) have a row at least as large, or one of a later type."""
     if kind == "n":
@@ -392,7 +424,7 @@ def sort_prefilter(path: str, kind: str, bound: float | str, doc_id: ColumnEleme
     else:
         at_least = and_(_kinds("s"), values_table.c.text >= str(bound)[:TEXT_PREFIX])
         later = "boaw"
-    return doc_id.in_(_rows(path, or_(at_least, _kinds(later))))
+    return _rows(path, or_(at_least, _kinds(later)))
 
 
 def sort_candidates(path: str, kind: str, how_many: int) -> Select[Any]:

@@ -242,9 +242,7 @@ class _SqliteRef(_Ref):
 
     def spread(self) -> tuple[Any, _Ref]:
         text = self.json_value()
-        listed = sa.case(
-            (self.is_type("array"), text), else_=sa.literal("[", sa.Text) + text + "]"
-        )
+        listed = sa.case((self.is_type("array"), text), else_=sa.literal("[", sa.Text) + text + "]")
         rows = sa.func.json_each(listed).table_valued("key", "value", "type", "atom").alias()
         return rows, _EachRef(rows)
 
