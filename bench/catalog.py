@@ -238,15 +238,45 @@ def bench_catalog(label: str, url: str, n: int, repeat: int) -> dict[str, Any]:
     return out
 
 
+def bench_peers(n: int, repeat: int, with_mongomock: bool) -> dict[str, Any]:
+    """mongomock and the Python scan on the same documents, held in memory."""
+    docs = list(make_docs(n))
+    out: dict[str, Any] = {"mongomock": {}, "python": {}}
+    collection = None
+    if with_mongomock:
+        collection = mongomock.MongoClient().db.docs
+        t0 = time.perf_counter()
+        collection.insert_many(docs)
+        print(f"mongomock: loaded in {time.perf_counter() - t0:.0f} s", flush=True)
+    for name in QUERIES:
+        if collection is not None:
+            ms, answer = p50_ms(run_mongomock(collection, name), repeat)
+            out["mongomock"][name] = {"p50_ms": round(ms, 2), "answer": answer}
+            print(f"  peers {name:11} mongomock {ms:9.1f} ms ({_show(answer)})", flush=True)
+        ms2, answer2 = p50_ms(python_scan(docs, name), repeat)
+        out["python"][name] = {"p50_ms": round(ms2, 2), "answer": answer2}
+        print(f"  peers {name:11} python {ms2:9.1f} ms ({_show(answer2)})", flush=True)
+    out["mongomock"] = out["mongomock"] or None
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=15, help="timed runs per query (ours)")
     parser.add_argument("--peer-repeat", type=int, default=3, help="timed runs per peer query")
     parser.add_argument("--out", type=Path, default=Path("bench/.data/catalog.json"))
-    parser.add_argument("--only", choices=["sqlite", "postgresql"], help="one database, no peers")
+    parser.add_argument(
+        "--only",
+        choices=["sqlite", "postgresql", "peers"],
+        help="one database (no peers), or the peers alone",
+    )
     parser.add_argument("--no-mongomock", action="store_true", help="peers: the Python scan only")
     args = parser.parse_args(argv)
+    if args.only == "peers":
+        peers = bench_peers(args.docs, args.peer_repeat, not args.no_mongomock)
+        print(json.dumps(peers, indent=2))
+        return 0
     if args.only:
         url = f"sqlite:///{tempfile.mkdtemp()}/bench.db" if args.only == "sqlite" else None
         with contextlib.ExitStack() as stack:
@@ -261,23 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     with scratch_postgres() as url:
         results["postgresql"] = bench_catalog("postgresql", url, args.docs, args.repeat)
 
-    docs = list(make_docs(args.docs))
-    results["mongomock"], results["python"] = {}, {}
-    collection = None
-    if not args.no_mongomock:
-        collection = mongomock.MongoClient().db.docs
-        t0 = time.perf_counter()
-        collection.insert_many(docs)
-        print(f"mongomock: loaded in {time.perf_counter() - t0:.0f} s", flush=True)
-    for name in QUERIES:
-        if collection is not None:
-            ms, answer = p50_ms(run_mongomock(collection, name), args.peer_repeat)
-            results["mongomock"][name] = {"p50_ms": round(ms, 2), "answer": answer}
-        ms2, answer2 = p50_ms(python_scan(docs, name), args.peer_repeat)
-        results["python"][name] = {"p50_ms": round(ms2, 2), "answer": answer2}
-        print(f"  peers {name:11} python {ms2:9.1f} ms ({_show(answer2)})", flush=True)
-    results["mongomock"] = results["mongomock"] or None
-
+    results.update(bench_peers(args.docs, args.peer_repeat, not args.no_mongomock))
     print(f"\n{args.docs:,} documents; p50 in ms; ratio = neuroferry / peer (≤ 1.00 faster)")
     print(
         "| query | db | unindexed | indexed | mongomock | python scan | ratio idx/mongomock"
