@@ -326,6 +326,13 @@ def _rows(path: str, test: Cond) -> Select[Any]:
     return stmt.correlate(None)
 
 
+def _rows_any(path: str, tests: Sequence[Cond]) -> Ids:
+    """The ids of the documents with a row at ``path`` that passes one of the tests: a
+    union, each part answered by a B-tree range (an OR would make the databases read
+    every row of the path)."""
+    return union(*(_rows(path, test) for test in tests))
+
+
 def _field(field: Field, indexed: set[str]) -> list[Ids]:
     found: list[Ids] = []
     if field.path in indexed:
@@ -351,7 +358,7 @@ def _field(field: Field, indexed: set[str]) -> list[Ids]:
         elif isinstance(cond, ElemMatchValue) and field.path in indexed:
             # an element that is an array is looked into: rows of kind "a" may match
             for test in _row_tests(cond.conditions, each_order=True) or []:
-                found.append(_rows(field.path, or_(test, _kinds("a"))))
+                found.append(_rows_any(field.path, [test, _kinds("a")]))
     return found
 
 
@@ -368,7 +375,7 @@ def _elem_match(path: str, query: Node, indexed: set[str]) -> list[Ids]:
         if inner not in indexed:
             continue
         for test in _row_tests(field.conditions, each_order=True) or []:
-            found.append(_rows(inner, or_(test, _kinds("w"))))
+            found.append(_rows_any(inner, [test, _kinds("w")]))
     return found
 
 
@@ -415,7 +422,7 @@ def prefilters(node: Node, indexed: set[str], doc_id: ColumnElement[Any]) -> lis
     return [doc_id.in_(ids) for ids in prefilter_sets(node, indexed)]
 
 
-def sort_prefilter(path: str, kind: str, bound: float | str) -> Select[Any]:
+def sort_prefilter(path: str, kind: str, bound: float | str) -> Ids:
     """For a descending sort on ``path``: documents whose sort key is at least ``bound``
     (a number, or a string) have a row at least as large, or one of a later type."""
     if kind == "n":
@@ -424,7 +431,7 @@ def sort_prefilter(path: str, kind: str, bound: float | str) -> Select[Any]:
     else:
         at_least = and_(_kinds("s"), values_table.c.text >= str(bound)[:TEXT_PREFIX])
         later = "boaw"
-    return _rows(path, or_(at_least, _kinds(later)))
+    return _rows_any(path, [at_least, _kinds(later)])
 
 
 def sort_candidates(path: str, kind: str, how_many: int) -> Select[Any]:

@@ -96,8 +96,9 @@ catalog_index_values = Table(
     Column("kind", String(1), nullable=False),
     Column("num", Float, nullable=True),
     Column("text", Text().with_variant(Text(collation="C"), "postgresql"), nullable=True),
-    Index("ix_catalog_index_values_num", "path", "kind", "num"),
-    Index("ix_catalog_index_values_text", "path", "kind", "text"),
+    # doc_id last: the sets of ids are read from the indexes alone
+    Index("ix_catalog_index_values_num", "path", "kind", "num", "doc_id"),
+    Index("ix_catalog_index_values_text", "path", "kind", "text", "doc_id"),
     Index("ix_catalog_index_values_doc", "doc_id"),
 )
 

@@ -1,6 +1,7 @@
 """Catalog index values typed for ranges, prefixes, presence and $elemMatch: a kind for
 every value (nulls, objects and arrays too, upper case for a document's several values),
-strings cut to 256 characters and compared by code point, and a ``ready`` flag on each
+strings cut to 256 characters and compared by code point, the document id last in the
+value indexes (sets of ids read from the index alone), and a ``ready`` flag on each
 declared index (false while it is being filled).
 
 The values of the declared indexes are computed again from the documents. The rules are
@@ -48,6 +49,13 @@ def upgrade() -> None:
     documents = sa.table(
         "catalog_documents", sa.column("id", sa.String()), sa.column("body", sa.JSON())
     )
+    for name in ("num", "text"):  # doc_id last: sets of ids read from the index alone
+        op.drop_index(f"ix_catalog_index_values_{name}", table_name="catalog_index_values")
+        op.create_index(
+            f"ix_catalog_index_values_{name}",
+            "catalog_index_values",
+            ["path", "kind", name, "doc_id"],
+        )
     paths = list(conn.execute(sa.text("SELECT path FROM catalog_indexes")).scalars())
     conn.execute(sa.delete(values))
     if not paths:
@@ -72,6 +80,11 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    for name in ("num", "text"):
+        op.drop_index(f"ix_catalog_index_values_{name}", table_name="catalog_index_values")
+        op.create_index(
+            f"ix_catalog_index_values_{name}", "catalog_index_values", ["path", "kind", name]
+        )
     with op.batch_alter_table("catalog_indexes") as batch:
         batch.drop_column("ready")
 
