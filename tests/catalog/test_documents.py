@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import text
+
+from neuroferry.catalog._indexes import values_at
 from neuroferry.errors import Forbidden, InvalidInput, NotFound, QueryError
 
 SESSIONS = [
@@ -127,6 +133,48 @@ def test_distinct_unwinds_arrays_and_keeps_types_apart(filled):
 def test_bad_queries_are_query_errors(filled, kwargs, message):
     with pytest.raises(QueryError, match=message):
         filled.find(**kwargs)
+
+
+_SCALARS = st.none() | st.booleans() | st.sampled_from([1, 1.0, 2.5, "a", "b", "é"])
+_VALUES = st.recursive(
+    _SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from("xy"), inner),
+    max_leaves=6,
+)
+
+
+def _canonical(values):
+    """The values as sorted JSON texts, numbers as floats (1 and 1.0 are one value)."""
+
+    def norm(v):
+        if isinstance(v, list):
+            return [norm(i) for i in v]
+        if isinstance(v, dict):
+            return {k: norm(i) for k, i in v.items()}
+        return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+    return sorted(json.dumps(norm(v), sort_keys=True) for v in values)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(docs=st.lists(st.dictionaries(st.sampled_from("xy"), _VALUES, max_size=2), max_size=6))
+def test_distinct_in_sql_finds_the_values_mongodb_unwinds(catalog, docs):
+    with catalog.engine.begin() as conn:
+        conn.execute(text("DELETE FROM catalog_documents"))
+    catalog.import_documents([{**doc, "name": f"d{i}"} for i, doc in enumerate(docs)])
+    for path in ("x", "x.y", "y.x.y", "x.1"):
+        seen = {}
+        for doc in docs:
+            for value in values_at(doc, path.split(".")):
+                for item in value if isinstance(value, list) else [value]:
+                    key = json.dumps(item, sort_keys=True)
+                    if isinstance(item, int | float) and not isinstance(item, bool):
+                        key = repr(float(item))
+                    seen.setdefault(key, item)
+        found = catalog.distinct(path)
+        assert _canonical(found) == _canonical(seen.values()), (path, found)
 
 
 def test_distinct_needs_a_field(filled):

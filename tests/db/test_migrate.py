@@ -154,3 +154,57 @@ def test_going_back_from_0012_keeps_the_documents_index_values(database_url):
         kept = conn.execute(select(func.count()).select_from(catalog_index_values)).scalar()
     assert kept == 1
     engine.dispose()
+
+
+def test_0013_types_the_values_of_the_declared_indexes_again(database_url):
+    """Migration 0013 computes the index values again in their typed form (several
+    values in upper case, objects and nulls too) and marks the declared indexes ready."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, text
+
+    from neuroferry.db import catalog_index_values, documents
+
+    engine = make_engine(database_url)
+    assert upgrade(engine, "0012") == "0012"
+    now = datetime.now(UTC)
+    body = {"_id": "d1", "name": "d1", "x": [1, "a", {"y": None}], "z": None}
+    with engine.begin() as conn:
+        conn.execute(
+            insert(documents),
+            [{"id": "d1", "name": "d1", "created": now, "modified": now, "body": body}],
+        )
+        conn.execute(
+            text("INSERT INTO catalog_indexes (path, created) VALUES ('x', :t)"), {"t": now}
+        )
+        conn.execute(
+            text("INSERT INTO catalog_indexes (path, created) VALUES ('z', :t)"), {"t": now}
+        )
+        conn.execute(
+            text(
+                "INSERT INTO catalog_index_values (doc_id, path, kind, num) "
+                "VALUES ('d1', 'x', 'n', 1)"
+            )
+        )
+    assert upgrade(engine) == head_revision()
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(
+                catalog_index_values.c.path,
+                catalog_index_values.c.kind,
+                catalog_index_values.c.num,
+                catalog_index_values.c.text,
+            )
+        ).all()
+        ready = conn.execute(text("SELECT ready FROM catalog_indexes")).scalars().all()
+    assert sorted(rows, key=repr) == sorted(
+        [
+            ("x", "N", 1.0, None),
+            ("x", "S", None, "a"),
+            ("x", "O", None, None),
+            ("z", "z", None, None),
+        ],
+        key=repr,
+    )
+    assert ready == [True, True]
+    engine.dispose()

@@ -1,7 +1,8 @@
 """The catalog's documents: insert, upsert by name, get, delete, find, count, distinct.
 
-Filters are compiled to SQL (see ``_sql.py``); only the projection of the documents found
-and the unwinding of ``distinct`` values happen in Python.
+Filters are compiled to SQL (see ``_sql.py``), and so is the unwinding of ``distinct``
+values along their path (but for a path with a number part); the projection of the
+documents found happens in Python.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Select,
     and_,
     delete,
     event,
@@ -36,15 +38,19 @@ from neuroferry.catalog._indexes import (
     check_index_path,
     index_rows,
     name_prefilters,
-    prefilters,
+    prefilter_sets,
+    sort_candidates,
+    sort_prefilter,
     values_at,
 )
 from neuroferry.catalog._projection import parse_projection
 from neuroferry.catalog._sql import (
     filter_clause,
+    path_values,
     regex_guard,
     register_sqlite_functions,
     sort_clauses,
+    sort_key_values,
 )
 from neuroferry.db import catalog_index_values, catalog_indexes, documents
 from neuroferry.errors import Forbidden, InvalidInput, NotFound, QueryError
@@ -307,12 +313,23 @@ class Catalog:
     # -- indexes --------------------------------------------------------------------------
 
     @staticmethod
-    def _indexed(conn: Connection) -> set[str]:
-        return set(conn.execute(select(catalog_indexes.c.path)).scalars())
+    def _indexed(conn: Connection, ready: bool = True) -> set[str]:
+        """The declared paths: those filters may use (``ready``), or every one that
+        writes keep up to date."""
+        stmt = select(catalog_indexes.c.path)
+        if ready:
+            stmt = stmt.where(catalog_indexes.c.ready)
+        return set(conn.execute(stmt).scalars())
 
     def _reindex(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        """Bring the index values of freshly written documents up to date."""
-        paths = self._indexed(conn)
+        """Bring the index values of freshly written documents up to date.
+
+        On PostgreSQL, the declared paths are read under a lock that a declaration waits
+        for (until this transaction ends): an index declared meanwhile either is seen
+        here or finds these documents when it fills (see :meth:`create_index`)."""
+        if self.dialect == "postgresql":
+            conn.execute(text(f"LOCK TABLE {catalog_indexes.name} IN SHARE MODE"))
+        paths = self._indexed(conn, ready=False)
         if not paths:
             return
         ids = [row["id"] for row in rows]
@@ -322,21 +339,42 @@ class Catalog:
             conn.execute(insert(catalog_index_values), values)
 
     def create_index(self, path: str, created_by: str | None = None) -> bool:
-        """Declare an index on a dotted path and fill it; False if it was declared already."""
+        """Declare an index on a dotted path and fill it; False if it was declared already.
+
+        The declaration is committed first, not ready: every write from then on keeps
+        the index's values (on PostgreSQL it waits for the writes under way to end, see
+        :meth:`_reindex`). Then the documents are read and the index filled, and only
+        then do filters use it. A declaration left not ready (a fill that failed) is
+        filled again by the next call."""
         check_index_path(path)
+        try:
+            with self.engine.begin() as conn:
+                found = conn.execute(
+                    select(catalog_indexes.c.ready).where(catalog_indexes.c.path == path)
+                ).first()
+                if found is not None and found.ready:
+                    return False
+                if found is None:
+                    conn.execute(
+                        insert(catalog_indexes).values(
+                            path=path,
+                            created=datetime.now(UTC),
+                            created_by=created_by,
+                            ready=False,
+                        )
+                    )
+        except IntegrityError:  # declared by another process meanwhile
+            return False
         with self.engine.begin() as conn:
-            if path in self._indexed(conn):
-                return False
-            conn.execute(
-                insert(catalog_indexes).values(
-                    path=path, created=datetime.now(UTC), created_by=created_by
-                )
-            )
+            conn.execute(delete(catalog_index_values).where(catalog_index_values.c.path == path))
             rows = conn.execute(select(documents.c.id, documents.c.body)).yield_per(BATCH)
             for batch in rows.partitions():
                 values = [v for doc_id, body in batch for v in index_rows(doc_id, body, [path])]
                 if values:
                     conn.execute(insert(catalog_index_values), values)
+            conn.execute(
+                update(catalog_indexes).where(catalog_indexes.c.path == path).values(ready=True)
+            )
             # fresh statistics, or the planner may not see that the new rows are selective
             conn.execute(text(f"ANALYZE {catalog_index_values.name}"))
         return True
@@ -365,7 +403,7 @@ class Catalog:
         with regex_guard(owned):
             clause = filter_clause(node, documents.c.body, self.dialect)
         mine = [] if owned is None else [owned]
-        indexed = prefilters(node, self._indexed(conn), documents.c.id)
+        indexed = _narrow(conn, prefilter_sets(node, self._indexed(conn)))
         return and_(*mine, *name_prefilters(node, documents.c.name), *indexed, clause)
 
     def delete(self, doc_id: str) -> None:
@@ -404,16 +442,57 @@ class Catalog:
         _check_page(skip, limit)
         shape = parse_projection(projection)
         body = documents.c.body
-        order = sort_clauses(parse_sort(sort), body, self.dialect)
+        keys = parse_sort(sort)
+        order = [*sort_clauses(keys, body, self.dialect), documents.c.id]
         with self.engine.connect() as conn:
             where = self._where(filter, conn, viewer)
-            stmt = select(body).where(where).order_by(*order, documents.c.id)
+            if limit and keys and keys[0][1] == -1 and keys[0][0] in self._indexed(conn):
+                where = and_(where, *self._top(conn, where, order, keys[0][0], skip + limit))
+            stmt = select(body).where(where).order_by(*order)
             if skip:
                 stmt = stmt.offset(skip)
             if limit:
                 stmt = stmt.limit(limit)
             found = [dict(doc) for doc in conn.execute(stmt).scalars()]
         return [shape.apply(doc) for doc in found] if shape else found
+
+    def _top(
+        self,
+        conn: Connection,
+        where: ColumnElement[bool],
+        order: list[ColumnElement[Any]],
+        path: str,
+        count: int,
+    ) -> list[ColumnElement[bool]]:
+        """For the first ``count`` documents of a sort whose first key is ``path``
+        descending, an indexed path: a pre-condition that they all meet, or none.
+
+        The documents with the largest numbers and strings at ``path`` (from the index)
+        are sorted exactly; when ``count`` of them match, each of the first ``count``
+        of all has a sort key at least that of the last of those (whose key is then a
+        bound on the value table, see ``sort_prefilter``). Otherwise, nothing narrows."""
+        key = sort_key_values(path, documents.c.body, self.dialect)
+        for how_many in (4 * count + 64, 64 * count + 1024):
+            ids = {
+                doc_id
+                for kind in ("n", "s")
+                for doc_id in conn.execute(sort_candidates(path, kind, how_many)).scalars()
+            }
+            if len(ids) < count:
+                return []  # too few values at the path: nothing to gain
+            found = conn.execute(
+                select(*key)
+                .where(documents.c.id.in_(sorted(ids)), where)
+                .order_by(*order)
+                .offset(count - 1)
+                .limit(1)
+            ).first()
+            if found is not None:
+                bound = _sort_bound(tuple(found))
+                if bound is None:
+                    return []
+                return _narrow(conn, [sort_prefilter(path, bound[0], bound[1])])
+        return []
 
     def hidden_from(
         self, viewer: Person | None, *, at: Sequence[str] = (), under: Sequence[str] = ()
@@ -461,20 +540,73 @@ class Catalog:
             raise QueryError(f"distinct needs a dotted field path, got {field!r}")
         parts = field.split(".")
         seen: dict[str, Any] = {}
+        spread = path_values(field, documents.c.body, self.dialect)
         with self.engine.connect() as conn:
             where = self._where(filter, conn, viewer)
-            found = conn.execute(select(documents.c.body).where(where))
-            for body in found.scalars():
-                for value in values_at(body, parts):
-                    for item in value if isinstance(value, list) else [value]:
-                        seen.setdefault(_identity(item), item)
-                        if len(seen) > self.max_distinct:
-                            raise QueryError(
-                                f"{field} has more than {self.max_distinct} distinct values "
-                                f"among the matching documents; at most {self.max_distinct} "
-                                "are returned (setting catalog_max_distinct): narrow the filter"
-                            )
+            if spread is None:  # a number part: unwound here
+                found = conn.execute(select(documents.c.body).where(where)).scalars()
+                values: Iterable[Any] = (
+                    item
+                    for body in found
+                    for value in values_at(body, parts)
+                    for item in (value if isinstance(value, list) else [value])
+                )
+            else:
+                joins, value, present = spread
+                source: Any = documents
+                for rows, on in joins:
+                    source = source.join(rows, on)
+                stmt = select(value).select_from(source).where(where, present).distinct()
+                found = conn.execute(stmt).scalars()
+                values = (json.loads(v) if self.dialect == "sqlite" else v for v in found)
+            for item in values:
+                seen.setdefault(_identity(item), item)
+                if len(seen) > self.max_distinct:
+                    raise QueryError(
+                        f"{field} has more than {self.max_distinct} distinct values "
+                        f"among the matching documents; at most {self.max_distinct} "
+                        "are returned (setting catalog_max_distinct): narrow the filter"
+                    )
         return list(seen.values())
+
+
+#: A set of ids from the index that has at most this many is read first and given to
+#: the query as a list: the documents are then looked up by id, whatever the planner
+#: thinks of the sets' sizes.
+NARROW_IDS = 10_000
+
+
+def _narrow(conn: Connection, sets: Sequence[Any]) -> list[ColumnElement[bool]]:
+    """Conditions on the documents' ids from sets of ids (selects on the index): the
+    ids of the sets no larger than :data:`NARROW_IDS`, read and intersected here, or
+    when every set is larger, each set as a sub-query (all are necessary conditions)."""
+    small: set[str] | None = None
+    for ids in sets:
+        found = conn.execute(_limited(ids, NARROW_IDS + 1)).scalars().all()
+        if len(found) <= NARROW_IDS:
+            small = set(found) if small is None else small & set(found)
+    if small is None:
+        return [documents.c.id.in_(ids) for ids in sets]
+    return [documents.c.id.in_(sorted(small))]
+
+
+def _limited(ids: Any, most: int) -> Any:
+    if isinstance(ids, Select):
+        return ids.limit(most)
+    inner = ids.subquery()
+    return select(inner.c.doc_id).limit(most)
+
+
+def _sort_bound(key: tuple[Any, ...]) -> tuple[str, float | str] | None:
+    """The kind and value of a sort key (rank, scalar[, text]) that is a number or a
+    string, as ``sort_key_values`` gives it; None for any other."""
+    rank, scalar = key[0], key[1]
+    if rank == 2 and isinstance(scalar, int | float) and not isinstance(scalar, bool):
+        return "n", float(scalar)
+    if rank == 3:
+        found = key[2] if len(key) > 2 else scalar
+        return ("s", found) if isinstance(found, str) else None
+    return None
 
 
 def _identity(value: Any) -> str:

@@ -838,6 +838,11 @@ def compiled_re2(pattern: str) -> Any:
     return re2.compile(pattern, _RE2_OPTIONS)
 
 
+def parse_regex(pattern: str, options: str) -> tuple[list[tuple[Any, Any]], int]:
+    """A pattern parsed by Python's regex parser: its items and its flags."""
+    return _parse_regex(pattern, options)
+
+
 def _parse_regex(pattern: str, options: str) -> tuple[list[tuple[Any, Any]], int]:
     try:
         parsed = _sre.parse(pattern, regex_flags(options))

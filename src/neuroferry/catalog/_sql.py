@@ -13,8 +13,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql.elements import ColumnElement
 
-from neuroferry.catalog._filter import MatchAll, Node, check_path
-from neuroferry.catalog._sql_common import _node, _Ref
+from neuroferry.catalog._filter import MatchAll, Node, check_path, is_index
+from neuroferry.catalog._sql_common import _node, _path_rows, _Ref
 from neuroferry.catalog._sql_postgres import _PgRef
 from neuroferry.catalog._sql_sqlite import (
     _check_sqlite_parses,
@@ -27,9 +27,11 @@ from neuroferry.errors import ConfigError
 __all__ = [
     "filter_clause",
     "path_value",
+    "path_values",
     "regex_guard",
     "register_sqlite_functions",
     "sort_clauses",
+    "sort_key_values",
 ]
 
 
@@ -55,6 +57,32 @@ def sort_clauses(
         for key in root.at_path(_split(path)).sort_keys():
             clauses.append(key.asc() if direction == 1 else key.desc())
     return clauses
+
+
+def sort_key_values(path: str, body: ColumnElement[Any], dialect: str) -> list[ColumnElement[Any]]:
+    """The sort key of one path, as the values ``sort_clauses`` orders by: its type's
+    rank (2 numbers, 3 strings, see ``parse_sort``), then the number (SQLite: or the
+    string), then on PostgreSQL the string."""
+    return list(_root(body, dialect).at_path(_split(path)).sort_keys())
+
+
+def path_values(
+    path: str, body: ColumnElement[Any], dialect: str
+) -> tuple[list[tuple[Any, ColumnElement[bool]]], ColumnElement[Any], ColumnElement[bool]] | None:
+    """The values at a dotted path of each row's JSON ``body`` as rows: arrays of
+    objects along the path are traversed and an array at its end unwound, as MongoDB's
+    ``distinct`` does. Table-valued functions to join, in order, after ``body``'s table
+    (each with its ON condition), the value as JSON (``jsonb`` on PostgreSQL, JSON text
+    on SQLite) and a condition for the WHERE clause; None for a path with a number part
+    (which indexes arrays and is also a key: two ways at each such part)."""
+    parts = _split(path)
+    if any(is_index(part) for part in parts):
+        return None
+    joins, item, where = _path_rows(_root(body, dialect), parts)
+    value = item.json_value()
+    if dialect == "postgresql":
+        value = sa.type_coerce(value, JSONB())
+    return joins, value, where
 
 
 def path_value(path: str, body: ColumnElement[Any], dialect: str) -> ColumnElement[Any]:

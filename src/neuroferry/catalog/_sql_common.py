@@ -209,6 +209,11 @@ class _Ref(ABC):
         it can hold the part (an object, or an array for an index)."""
 
     @abstractmethod
+    def spread(self) -> tuple[Any, _Ref]:
+        """A table-valued function of this value's elements when it is an array,
+        otherwise of this value alone, and its row as a reference."""
+
+    @abstractmethod
     def any_element(self, test: Test) -> Cond:
         """For an array: some element passes ``test``."""
 
@@ -296,6 +301,23 @@ def _chain(root: _Ref, parts: Sequence[str], present: Test, missing: bool, is_ob
     for rows, on in rest:
         chain = chain.join(rows, on, isouter=missing)
     return _or(*outside, _exists(chain, _and(first_ok, where), [rows for rows, _ in joins]))
+
+
+def _path_rows(root: _Ref, parts: Sequence[str]) -> tuple[list[tuple[Any, Cond]], _Ref, Cond]:
+    """The values at ``parts`` below the document ``root``, arrays of objects along the
+    way traversed and an array at the end unwound (``distinct``'s meaning, for paths
+    without number parts): table-valued functions to join one after the other, each with
+    its ON condition, the value of each joined row, and the condition it must meet."""
+    joins: list[tuple[Any, Cond]] = []
+    holder, value = root, root
+    for k, part in enumerate(parts):
+        if k:
+            rows, holder, holder_ok = value.holders(index=False)
+            joins.append((rows, holder_ok))
+        value = holder.lookup(part)
+    rows, item = value.spread()
+    joins.append((rows, TRUE))
+    return joins, item, value.there()
 
 
 # -- filters --------------------------------------------------------------------------------

@@ -154,6 +154,10 @@ class _PgRef(_Ref):
         kinds = ("object", "array") if index else ("object",)
         return rows, holder, _or(*(holder.is_type(kind) for kind in kinds))
 
+    def spread(self) -> tuple[Any, _Ref]:
+        rows, holder, _ = self.holders(index=False)
+        return rows, holder
+
     def any_element(self, test: Test) -> Cond:
         array = sa.case((self.is_type("array"), self.x), else_=sa.null())
         elements = sa.func.jsonb_array_elements(array).table_valued(sa.column("value", JSONB))

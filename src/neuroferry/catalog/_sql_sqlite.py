@@ -240,6 +240,12 @@ class _SqliteRef(_Ref):
         holder = _EachRef(rows)
         return rows, holder.as_path(), holder.type_.in_([_c(kind) for kind in kinds])
 
+    def spread(self) -> tuple[Any, _Ref]:
+        text = self.json_value()
+        listed = sa.case((self.is_type("array"), text), else_=sa.literal("[", sa.Text) + text + "]")
+        rows = sa.func.json_each(listed).table_valued("key", "value", "type", "atom").alias()
+        return rows, _EachRef(rows)
+
     def with_key(self, key: str, present: Test, missing: bool) -> Cond:
         return self.as_path().with_key(key, present, missing)
 

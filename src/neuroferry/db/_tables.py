@@ -17,6 +17,7 @@ from sqlalchemy import (
     Text,
     func,
     text,
+    true,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -73,11 +74,15 @@ catalog_indexes = Table(
     Column("path", String(512), primary_key=True),
     Column("created", DateTime(timezone=True), nullable=False),
     Column("created_by", String(128), nullable=True),
+    # false while the values are being filled: writes keep it up, filters do not use it
+    Column("ready", Boolean, nullable=False, server_default=true()),
 )
 
 #: The values of the documents at the declared index paths, one row per value (arrays
-#: count element by element, as in a MongoDB multikey index): what makes equality,
-#: ``$in`` and number range filters on those paths fast on both databases.
+#: count element by element, as in a MongoDB multikey index), typed by ``kind`` (see
+#: ``catalog/_indexes.py``): what makes equality, ranges, string prefixes, ``$exists``,
+#: ``$elemMatch`` and sorts on those paths fast on both databases. Strings compare by code
+#: point (``COLLATE "C"`` on PostgreSQL), as in MongoDB.
 catalog_index_values = Table(
     "catalog_index_values",
     metadata,
@@ -88,11 +93,12 @@ catalog_index_values = Table(
         ForeignKey("catalog_documents.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("kind", String(1), nullable=False),  # n number, s string, b boolean
+    Column("kind", String(1), nullable=False),
     Column("num", Float, nullable=True),
-    Column("text", Text, nullable=True),
-    Index("ix_catalog_index_values_num", "path", "kind", "num"),
-    Index("ix_catalog_index_values_text", "path", "kind", "text"),
+    Column("text", Text().with_variant(Text(collation="C"), "postgresql"), nullable=True),
+    # doc_id last: the sets of ids are read from the indexes alone
+    Index("ix_catalog_index_values_num", "path", "kind", "num", "doc_id"),
+    Index("ix_catalog_index_values_text", "path", "kind", "text", "doc_id"),
     Index("ix_catalog_index_values_doc", "doc_id"),
 )
 
