@@ -156,8 +156,8 @@ def test_going_back_from_0012_keeps_the_documents_index_values(database_url):
     engine.dispose()
 
 
-def test_0013_types_the_values_of_the_declared_indexes_again(database_url):
-    """Migration 0013 computes the index values again in their typed form (several
+def test_0016_types_the_values_of_the_declared_indexes_again(database_url):
+    """Migration 0016 computes the index values again in their typed form (several
     values in upper case, objects and nulls too) and marks the declared indexes ready."""
     from datetime import UTC, datetime
 
@@ -166,7 +166,7 @@ def test_0013_types_the_values_of_the_declared_indexes_again(database_url):
     from neuroferry.db import catalog_index_values, documents
 
     engine = make_engine(database_url)
-    assert upgrade(engine, "0012") == "0012"
+    assert upgrade(engine, "0015") == "0015"
     now = datetime.now(UTC)
     body = {"_id": "d1", "name": "d1", "x": [1, "a", {"y": None}], "z": None}
     with engine.begin() as conn:
