@@ -11,7 +11,14 @@ import pytest
 
 from neuroferry import redaction
 from neuroferry.config import Settings
-from neuroferry.redaction import REDACTED, install_log_redaction, redact, secret_values
+from neuroferry.redaction import (
+    REDACTED,
+    hide_userinfo,
+    install_log_redaction,
+    redact,
+    secret_values,
+    shown_url,
+)
 
 TOKEN = "nf_" + "Ab3-_x" * 7
 
@@ -104,3 +111,39 @@ def test_every_log_record_of_the_process_is_redacted(
     assert lines[1] == f"db password {REDACTED} and {REDACTED}"
     assert lines[3] == f"an error: {REDACTED} refused"
     assert f"ValueError: {REDACTED} in a traceback" in text
+
+
+SLASHED_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        (
+            f"'s3://AKIAIOSFODNN7EXAMPLE:{SLASHED_SECRET}@bucket-x/in/d.txt' holds",
+            "'s3://[credentials]@bucket-x/in/d.txt' holds",
+        ),
+        (
+            "s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI%2FK7MDENG%2FbPxRfiCYEXAMPLEKEY@bucket-x/d",
+            "s3://[credentials]@bucket-x/d",
+        ),
+        ("see https://KEY:sec/ret@host/x here", "see https://[credentials]@host/x here"),
+        ("https://KEY:sec%2Fret%40host/x", "https://[credentials]@host/x"),
+        ("https://KEY:sec%252Fret%2540host/x", "https://[credentials]@host/x"),
+        ("s3://bucket/plain/key.txt", "s3://bucket/plain/key.txt"),
+    ],
+)
+def test_a_urls_user_and_password_are_hidden_whatever_they_hold(text: str, shown: str) -> None:
+    assert hide_userinfo(text) == shown
+
+
+def test_a_url_holding_an_at_sign_is_never_shown() -> None:
+    for url in (
+        f"s3://AKIAIOSFODNN7EXAMPLE:{SLASHED_SECRET}@bucket-x/in/d.txt",
+        "s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI%2FK7MDENG%2FbPxRfiCYEXAMPLEKEY@bucket-x/d",
+        "https://KEY:sec/ret@host/x",
+        "s3://KEY:sec%252Fret%2540bucket-x/x",
+    ):
+        assert shown_url(url) is None
+    assert shown_url("s3://bucket-x/in%20put/d.txt") == "s3://bucket-x/in put/d.txt"
+    assert shown_url("s3://bucket-x/" + "k" * 300, limit=20) == "s3://bucket-x/kkkkkk..."

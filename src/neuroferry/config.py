@@ -160,6 +160,10 @@ class Settings(BaseSettings):
     dropbox_refresh: float = Field(0.5, gt=0)
     """Seconds between updates of the running drop-box jobs' certificates, dataset status
     files and ``end.txt``."""
+    dropbox_bypass_max_bytes: int = Field(100 << 30, ge=1)
+    """Most bytes of data one storage-bypass submission may have copied into the
+    drop-box (100 GiB by default); a submission naming more is refused before anything
+    is copied, its certificate naming the total and this limit."""
     presign_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
     """Seconds a presigned URL of a drop-box file lasts unless its request asks for less
     (at most 7 days, S3's own limit)."""

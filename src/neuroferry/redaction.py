@@ -77,6 +77,35 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return TOKEN_PATTERN.sub(REDACTED, text)
 
 
+_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s'\"<>]*@")
+CREDENTIALS = "[credentials]"
+
+
+def hide_userinfo(text: str) -> str:
+    """``text`` with whatever stands in a URL between ``://`` and its last ``@`` (a user
+    and password, whatever characters they hold, ``/`` included) replaced by
+    ``[credentials]``; an encoded ``@`` (``%40``) counts too, the text then shown
+    decoded."""
+    shown = _USERINFO.sub(rf"\1{CREDENTIALS}@", text)
+    once = unquote(shown)
+    for decoded in (once, unquote(once)):  # encoded once, or twice
+        if _USERINFO.search(decoded):
+            shown = _USERINFO.sub(rf"\1{CREDENTIALS}@", decoded)
+    return shown
+
+
+def shown_url(value: str, limit: int = 200) -> str | None:
+    """A URL as a message others may read repeats it: decoded, shortened to ``limit``
+    characters; None when it holds ``@`` (raw, decoded once or twice), which may be a
+    user and password however they are written: such a URL is never repeated."""
+    text = value.strip()
+    decoded = unquote(text)
+    if "@" in text or "@" in decoded or "@" in unquote(decoded):
+        return None
+    shown = hide_userinfo(decoded)
+    return shown if len(shown) <= limit else f"{shown[:limit]}..."
+
+
 # -- every log record of the process -----------------------------------------------------
 
 _installed: dict[str, Any] = {"secrets": frozenset()}

@@ -7,6 +7,7 @@ reach, or missing data are refused with a certificate, and nothing runs."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 from collections.abc import Iterator
@@ -26,7 +27,7 @@ from test_dropbox_awscli import aws_command
 from _rig import running_rig
 from conftest import S3Server, free_port, run_s3_server
 from neuroferry.auth import create_user
-from neuroferry.db import dropbox_bypass
+from neuroferry.db import dropbox_bypass, dropbox_submissions
 from neuroferry.dropbox import (
     Bypass,
     add_group,
@@ -133,14 +134,33 @@ def test_bypass_reads_another_store_and_writes_results_to_its_resultpath(
     ]
 
 
+SECRET_PARTS = ("wJalrXUtnFEMI", "K7MDENG", "bPxRfiCYEXAMPLEKEY", "AKIAIOSFODNN7EXAMPLE", "sec/ret")
+SLASHED = {
+    "slash": "s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY@bucket-x/in/d.txt",
+    "slash_encoded": (
+        "s3://AKIAIOSFODNN7EXAMPLE:wJalrXUtnFEMI%2FK7MDENG%2FbPxRfiCYEXAMPLEKEY@bucket-x/in/d.txt"
+    ),
+    "slash_https": "https://KEY:sec/ret@host/x",
+}
+
+
+def leaks(text: str) -> bool:
+    """Whether ``text`` shows any part of the secrets in :data:`SLASHED`."""
+    return any(part in text for part in SECRET_PARTS)
+
+
 def refused(box: Box, folder: str) -> str:
     wait_for(lambda: box.exists(end_key(folder)), f"end.txt of {folder}")
     return box.text(certificate_key(folder))
 
 
 def test_bad_bypasses_get_a_certificate_and_nothing_runs(
-    rig_box: tuple[Box, Any], elsewhere: S3Server, s3_server: S3Server
+    rig_box: tuple[Box, Any],
+    elsewhere: S3Server,
+    s3_server: S3Server,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO, logger="neuroferry")
     box, _ = rig_box
     data = elsewhere.make_bucket()
     theirs = s3_server.make_bucket()  # the service's key reaches it, the group's does not
@@ -217,6 +237,17 @@ def test_bad_bypasses_get_a_certificate_and_nothing_runs(
             },
         ),
     }
+    # secrets holding '/' (raw, encoded, or in an https:// URL) are never repeated
+    for name, url in SLASHED.items():
+        cases[name] = ("user1", {"dataname": url, "configname": f"s3://{data}/c.json"})
+        cases[f"result_{name}"] = (
+            "user1",
+            {
+                "dataname": "user1/inputs/d.txt",
+                "configname": "user1/configs/c.json",
+                "resultpath": url,
+            },
+        )
     box.put("user4/configs/c.json", "{}")
     box.put("user4/inputs/d.txt", "x\n")
     for name, (group, fields) in cases.items():
@@ -227,9 +258,17 @@ def test_bad_bypasses_get_a_certificate_and_nothing_runs(
     }
     assert "is gopher://; storage bypass reads and writes s3:// URLs only" in certs["scheme"]
     assert "is file://; storage bypass reads and writes s3:// URLs only" in certs["file"]
-    assert "holds credentials, a port, a query or a fragment" in certs["creds"]
-    assert "https://[credentials]@example.org/d.txt is https://" in certs["https_creds"]
+    assert "'dataname[0]': the URL holds '@'" in certs["creds"]
+    assert "'dataname[0]': the URL holds '@'" in certs["https_creds"]
+    for name in SLASHED:
+        assert "'dataname[0]': the URL holds '@'" in certs[name], certs[name]
+        assert "'resultpath': the URL holds '@'" in certs[f"result_{name}"]
     assert all(GROUP_SECRET not in cert for cert in certs.values())
+    assert all(not leaks(cert) for cert in certs.values()), certs
+    with box.rig.engine.connect() as conn:
+        errors = [r.error or "" for r in conn.execute(select(dropbox_submissions))]
+    assert len(errors) >= len(cases) and not any(leaks(e) for e in errors)
+    assert "the URL holds '@'" in caplog.text and not leaks(caplog.text)
     assert "segment '..'" in certs["climb"]
     assert "is not a valid bucket name" in certs["bucket"]
     assert f"cannot be found: ['s3://{data}/in/nope.txt']" in certs["missing"]
@@ -314,3 +353,48 @@ def test_a_local_folder_dropbox_bypasses_to_another_store_too(
         lines = [p for p in written if p.endswith("lines.json")]
         assert len(lines) == 1
         assert json.loads(theirs.get(lines[0])) == {"label": "here", "d.txt": 2.0}
+
+
+def test_bypass_data_over_the_limit_is_refused_before_anything_is_copied(
+    tmp_path: Path, elsewhere: S3Server
+) -> None:
+    folder = tmp_path / "box"
+    folder.mkdir()
+    url = "sqlite:///" + str(tmp_path / "ferry.db")
+    with running_rig(url, dropbox_poll=0.1, dropbox_bypass_max_bytes=10) as rig:
+        admin = create_user(rig.engine, "admin", "admin")
+        publish_dropbox(rig.engine, rig.settings, admin, BOX, "count-lines", str(folder))
+        add_group(rig.engine, rig.settings, admin, "user1", BOX, [])
+        signed = Bypass(elsewhere.endpoint, "us-east-1", GROUP_KEY, GROUP_SECRET)
+        set_group_bypass(rig.engine, rig.settings, admin, BOX, "user1", signed)
+        rig.start()
+        box = Box(rig, open_store(str(folder)), folder.as_uri())
+        bucket = elsewhere.make_bucket()
+        theirs = open_s3_with(
+            bucket,
+            endpoint=elsewhere.endpoint,
+            region="us-east-1",
+            access_key_id=GROUP_KEY,
+            secret_access_key=GROUP_SECRET,
+            settings=rig.settings,
+        )
+        theirs.put("in/a.txt", b"1\n2\n3\n")  # 6 bytes: within the limit alone
+        theirs.put("in/b.txt", b"4\n5\n6\n")  # 12 in all: more than 10
+        theirs.put("c.json", b"{}")
+        for name, names in (("big", ["in/a.txt", "in/b.txt"]), ("small", ["in/a.txt"])):
+            box.submit(
+                f"user1/submissions/{name}_submit.json",
+                {
+                    "dataname": [f"s3://{bucket}/{n}" for n in names],
+                    "configname": f"s3://{bucket}/c.json",
+                    "timestamp": name,
+                },
+            )
+        big = f"user1/results/job__{BOX}_big"
+        cert = refused(box, big)
+        assert "'dataname' names 12 bytes of data (12 B), more than the 10 bytes" in cert, cert
+        assert "setting dropbox_bypass_max_bytes" in cert and "Nothing was run." in cert
+        assert not [e for e in box.store.list(f"{big}/bypass_inputs/")]
+        small = f"user1/results/job__{BOX}_small"
+        wait_for(lambda: box.exists(end_key(small)), "end.txt of the small job")
+        assert "| STATUS: SUCCESS |" in box.text(certificate_key(small))

@@ -13,7 +13,14 @@ import pytest
 from conftest import S3Server
 from neuroferry.config import get_settings
 from neuroferry.errors import InvalidInput, StoreError
-from neuroferry.stores import check_bucket, copy_object, open_s3_with, open_store, presign
+from neuroferry.stores import (
+    TooLarge,
+    check_bucket,
+    copy_object,
+    open_s3_with,
+    open_store,
+    presign,
+)
 from neuroferry.stores._foreign import COPY_PART
 
 
@@ -29,6 +36,11 @@ def test_an_object_is_copied_in_parts_to_another_store(store_url: str) -> None:
     assert dest.get("out/empty") == b""
     with pytest.raises(StoreError):
         copy_object(src, "in/none", dest, "out/none")
+    # a cap: nothing is written for an object bigger than it
+    with pytest.raises(TooLarge, match=f"in/big.bin has {len(data)} bytes, more than the 100"):
+        copy_object(src, "in/big.bin", dest, "out/capped.bin", max_bytes=100)
+    assert not [e for e in dest.list("out/capped")]
+    assert copy_object(src, "in/big.bin", dest, "out/fits.bin", max_bytes=len(data)) == len(data)
 
 
 def test_only_object_stores_have_presigned_urls(tmp_path) -> None:

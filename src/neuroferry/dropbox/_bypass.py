@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import posixpath
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,8 +44,10 @@ from neuroferry.errors import (
     UnsafePath,
     first_line,
 )
+from neuroferry.redaction import shown_url
 from neuroferry.stores import (
     Store,
+    TooLarge,
     check_bucket,
     check_endpoint,
     check_key,
@@ -234,12 +235,21 @@ def parse_s3_url(field: str, value: Any, *, prefix: bool = False) -> tuple[str, 
     example = "s3://bucket/results" if prefix else "s3://bucket/inputs/data.bin"
     if not isinstance(value, str) or not value.strip():
         raise Rejected(1, f"'{field}' must be an s3:// URL (got {value!r})", f"give e.g. {example}")
+    shown = shown_url(value)
+    if shown is None:
+        # maybe user:secret@ (whose secret may hold '/'): never repeated where the
+        # group's members, the service's log or the API may show it
+        raise Rejected(
+            1,
+            f"'{field}': the URL holds '@' (as credentials do: user:secret@), so it is "
+            "refused and not repeated here; storage bypass URLs hold no credentials",
+            "give s3://BUCKET/KEY alone (objects whose names hold '@' cannot be named "
+            "for storage bypass); your group's endpoint and key are registered by the "
+            "drop-box's administrator",
+        )
     text = unquote(value.strip())
     if text != unquote(text):
-        raise Rejected(1, f"'{field}': {value!r} is encoded twice", f"give e.g. {example}")
-    # credentials in the URL are not repeated where others may read them
-    shown = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)[^/?#]*@", r"\1[credentials]@", text)
-    shown = shown if len(shown) <= 200 else f"{shown[:200]}..."
+        raise Rejected(1, f"'{field}': {shown} is encoded twice", f"give e.g. {example}")
     try:
         parts = urlsplit(text)
     except ValueError as exc:  # e.g. an unclosed "[" in the host
@@ -256,7 +266,8 @@ def parse_s3_url(field: str, value: Any, *, prefix: bool = False) -> tuple[str, 
     if "@" in parts.netloc or ":" in parts.netloc or "?" in text or "#" in text:
         raise Rejected(
             1,
-            f"'{field}': {shown} holds credentials, a port, a query or a fragment",
+            # not repeated: what stands before a ':' may be a key, after it a secret
+            f"'{field}': the URL holds credentials, a port, a query or a fragment",
             "give s3://BUCKET/KEY alone; your group's endpoint and key are registered by "
             "the drop-box's administrator",
         )
@@ -399,10 +410,11 @@ def check_bypass_inputs(plan: BypassPlan, settings: Settings) -> Store | None:
         return None
     store = plan.access.open(plan.input_bucket, "", settings)
     missing = []
+    total = 0
     for key in plan.inputs:
         url = f"s3://{plan.input_bucket}/{key}"
         try:
-            store.head(key)
+            total += store.head(key).size
         except NotFound:
             missing.append(url)
         except FerryError as exc:
@@ -413,7 +425,27 @@ def check_bypass_inputs(plan: BypassPlan, settings: Settings) -> Store | None:
             f"'dataname' field refers to data that cannot be found: {missing}",
             "upload the data there, or correct the URLs",
         )
+    if total > settings.dropbox_bypass_max_bytes:
+        raise Rejected(
+            2,
+            f"'dataname' names {total} bytes of data ({_bytes(total)}), more than the "
+            f"{settings.dropbox_bypass_max_bytes} bytes "
+            f"({_bytes(settings.dropbox_bypass_max_bytes)}) storage bypass copies for one "
+            "submission",
+            "split the data over several submissions, or ask the drop-box's administrator "
+            "(setting dropbox_bypass_max_bytes)",
+        )
     return store
+
+
+def _bytes(size: int) -> str:
+    """``3.2 GiB``: a size as people read it."""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
 
 
 def check_result_path(plan: BypassPlan, settings: Settings, job_dir: str) -> None:
@@ -429,15 +461,24 @@ def check_result_path(plan: BypassPlan, settings: Settings, job_dir: str) -> Non
 
 
 def stage_inputs(
-    plan: BypassPlan, source: Store, box_store: Store, folder: str
+    plan: BypassPlan, source: Store, box_store: Store, folder: str, max_bytes: int
 ) -> list[tuple[str, str]]:
-    """Copy the data into the job's folder; (dataname, staged key) per dataset."""
+    """Copy the data into the job's folder, at most ``max_bytes`` in all (data that grew
+    since it was checked is refused too); (dataname, staged key) per dataset."""
     assert plan.inputs is not None
     staged = []
+    left = max_bytes
     for key, dataname in zip(plan.inputs, plan.datanames, strict=True):
         target = f"{folder}/{STAGED}/{key}"
         try:
-            copy_object(source, key, box_store, target)
+            left -= copy_object(source, key, box_store, target, max_bytes=left)
+        except TooLarge:
+            raise Rejected(
+                2,
+                f"'dataname' names more than the {max_bytes} bytes ({_bytes(max_bytes)}) "
+                "storage bypass copies for one submission (the data grew while it was copied)",
+                "split the data over several submissions",
+            ) from None
         except NotFound:
             raise Rejected(
                 2, f"'dataname' field refers to data that cannot be found: [{dataname!r}]", ""

@@ -12,6 +12,7 @@ from typing import Any
 import yaml
 
 from neuroferry.errors import NotFound, UnsafePath, first_line
+from neuroferry.redaction import hide_userinfo, shown_url
 from neuroferry.stores import Store, check_key
 
 MAX_FILE_BYTES = 1 << 20
@@ -99,9 +100,10 @@ def _inside_group(field: str, value: Any, group: str) -> str:
         )
     path = value.strip()
     if path.startswith("s3://") or "://" in path:
+        shown = shown_url(path) or "the URL given"
         raise Rejected(
             1,
-            f"'{field}': {path} is a URL, while the other input is a path in your group's "
+            f"'{field}': {shown} is a URL, while the other input is a path in your group's "
             "folder; storage bypass reads every dataname and the configname as s3:// URLs "
             "of one bucket",
             f"give them all as paths in {group}/ or all as s3:// URLs of one bucket",
@@ -320,7 +322,8 @@ def read_config(store: Store, config: str, slog: SetupLog) -> tuple[dict[str, An
         )
     if (found := _location(values)) is not None:
         where, value = found
-        shown = value if len(value) <= 60 else f"{value[:60]}..."
+        shown = hide_userinfo(value)
+        shown = shown if len(shown) <= 60 else f"{shown[:60]}..."
         raise Rejected(
             2,
             f"config file {config}: parameter {where} ({shown!r}) is a URL or an absolute "

@@ -84,7 +84,7 @@ from neuroferry.engine import (
 from neuroferry.errors import FerryError, InvalidInput, NotFound, first_line
 from neuroferry.grants import Access
 from neuroferry.pipelines.analysis import code_identity, get_analysis, validate_parameters
-from neuroferry.redaction import redact, secret_values
+from neuroferry.redaction import hide_userinfo, redact, secret_values
 from neuroferry.stores import Entry, Store, open_store
 
 log = logging.getLogger(__name__)
@@ -387,7 +387,10 @@ class Watch:
             if plan is not None:
                 check_result_path(plan, self.settings, posixpath.basename(folder))
                 if source is not None:
-                    keys = [k for _, k in stage_inputs(plan, source, store, folder)]
+                    staged = stage_inputs(
+                        plan, source, store, folder, self.settings.dropbox_bypass_max_bytes
+                    )
+                    keys = [k for _, k in staged]
                     slog.internal("bypass", f"{len(keys)} dataset(s) copied for the job")
                 kept["bypass"] = {
                     "staged": f"{folder}/{STAGED}/" if source is not None else None,
@@ -467,7 +470,7 @@ class Watch:
         for value, shown in places:
             if value:
                 text = text.replace(value, shown)
-        return redact(text, secret_values(self.settings))
+        return redact(hide_userinfo(text), secret_values(self.settings))
 
     def _row(self, row_id: int) -> dict[str, Any]:
         with self.engine.connect() as conn:
@@ -791,6 +794,8 @@ class Watch:
         exc: Rejected,
     ) -> None:
         where = ("init", "check_existence", "submit")[exc.step - 1]
+        # a URL's user and password never reach the certificate, the database or the log
+        exc = Rejected(exc.step, hide_userinfo(exc.problem), hide_userinfo(exc.advice))
         slog.internal(where, f"INPUT ERROR: {exc.problem}")
         slog.add(
             f"[Job Manager] STEP {exc.step}/{len(STEPS)} ({STEPS[exc.step - 1]}): FAILED. "

@@ -3,6 +3,7 @@ transfer (sync) engine. No other package imports obstore."""
 
 from neuroferry.stores._confine import check_fd, fd_real_path, open_confined, read_confined
 from neuroferry.stores._foreign import (
+    TooLarge,
     check_bucket,
     check_endpoint,
     copy_object,
@@ -37,6 +38,7 @@ __all__ = [
     "SyncOptions",
     "SyncProgress",
     "SyncReport",
+    "TooLarge",
     "check_bucket",
     "check_endpoint",
     "check_fd",

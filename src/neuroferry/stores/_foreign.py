@@ -106,11 +106,19 @@ def open_s3_with(
     return ObstoreStore(url, raw)
 
 
-def copy_object(src: Store, key: str, dest: Store, dest_key: str) -> int:
+class TooLarge(InvalidInput):
+    """An object bigger than a copy may be."""
+
+
+def copy_object(
+    src: Store, key: str, dest: Store, dest_key: str, *, max_bytes: int | None = None
+) -> int:
     """Copy one object from ``src`` to ``dest``, streamed (in parts when large); its
-    size."""
+    size. :class:`TooLarge`, nothing written, for one of more than ``max_bytes``."""
     source, target = backed(src), backed(dest)
     size = source.head(key).size
+    if max_bytes is not None and size > max_bytes:
+        raise TooLarge(f"{key} has {size} bytes, more than the {max_bytes} a copy may have")
     with target._translated("write", dest_key), obstore.open_writer(target.raw, dest_key) as out:
         for start in range(0, size, COPY_PART):
             out.write(source.get_range(key, start, min(size, start + COPY_PART)))
