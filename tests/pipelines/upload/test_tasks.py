@@ -286,6 +286,7 @@ def test_a_missing_project_fact_stops_the_job_before_anything_moves(
     message = str(info.value)
     assert "data_description.json: investigators: missing" in message
     assert "ferry projects set" in message and "metadata_dir" in message
+    assert "/projects page" in message
     assert (
         not Path(open_store(job.destination, create=True).local_root or "")
         .joinpath("data_description.json")

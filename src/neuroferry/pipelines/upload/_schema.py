@@ -18,9 +18,9 @@ PROJECT_FACTS = ("institution", "funding_source", "investigators")
 ``data_description.json`` in the job's ``metadata_dir``)."""
 
 WHERE_FACTS = (
-    "an admin sets it on the project's record (`ferry projects set`, or "
-    "PUT /api/v2/projects/{name}), or put a complete data_description.json in the job's "
-    "metadata_dir"
+    "an admin sets it on the project's record (the portal's /projects page, "
+    "`ferry projects set`, or PUT /api/v2/projects/{name}), or put a complete "
+    "data_description.json in the job's metadata_dir"
 )
 
 
@@ -151,8 +151,9 @@ def data_description(
         WHERE_FACTS
         if project_known
         else (
-            f"project {project_name!r} has no record: an admin adds it (`ferry projects add`) "
-            "and sets its facts, or put a complete data_description.json in the job's metadata_dir"
+            f"project {project_name!r} has no record: an admin adds it (the portal's "
+            "/projects page or `ferry projects add`) and sets its facts, or put a complete "
+            "data_description.json in the job's metadata_dir"
         )
     )
     values: dict[str, Any] = {

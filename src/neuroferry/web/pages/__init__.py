@@ -16,6 +16,7 @@ from neuroferry.web.pages import (
     job,
     job_types,
     jobs,
+    projects,
     sign_in,
     submit,
     tokens,
@@ -51,6 +52,7 @@ router.include_router(home.router)
 router.include_router(sign_in.router)
 router.include_router(tokens.router)
 router.include_router(users.router)
+router.include_router(projects.router)
 router.include_router(jobs.router)
 router.include_router(job.router)
 router.include_router(submit.router)
