@@ -177,7 +177,7 @@ def read_group_file(files: GroupFiles, path: str) -> bytes:
     if real is None or group_root is None:
         return files.store.get(key)
     try:  # checked on the open file: a link swapped in since is not followed out
-        return read_confined(real, group_root)
+        return read_confined(real, group_root, MAX_READ_BYTES)
     except UnsafePath:
         raise Forbidden(f"path: {path} leads outside the group's folder") from None
 

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from neuroferry.errors import UnsafePath
+from neuroferry.errors import InvalidInput, UnsafePath
 
 _PROC_FD = Path("/proc/self/fd")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -84,7 +84,15 @@ def open_folder_confined(path: Path, root: Path) -> tuple[int, Path]:
         raise
 
 
-def read_confined(path: Path, root: Path) -> bytes:
-    """The bytes of the file at ``path``, checked as :func:`open_confined` does."""
+def read_confined(path: Path, root: Path, limit: int | None = None) -> bytes:
+    """The bytes of the file at ``path``, checked as :func:`open_confined` does;
+    :class:`InvalidInput` for a file of more than ``limit`` bytes (never read whole)."""
     with open_confined(path, root) as f:
-        return f.read()
+        if limit is None:
+            return f.read()
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise InvalidInput(
+            f"{path} has more than {limit} bytes ({limit / 2**20:g} MiB), the most it may have"
+        )
+    return data

@@ -149,23 +149,24 @@ def test_the_record_task_writes_each_record_once(catalog: Catalog, tmp_path: Pat
     assert doc == {"_id": doc["_id"], **provenance_record(result, 7)}
 
 
-def test_every_run_starts_in_an_empty_private_results_folder() -> None:
+def test_every_run_starts_in_an_empty_private_results_folder(tmp_path: Path) -> None:
     from neuroferry.pipelines.analysis._wrapper import _scratch_folder
 
     with _scratch_folder(None) as first:
+        assert list(first.iterdir()) == [first / "results"]
         assert list((first / "results").iterdir()) == []
         assert oct(first.stat().st_mode & 0o777) == "0o700"
-    with _scratch_folder(None) as second:  # left as found: kept for the next run
-        assert second == first and list((second / "results").iterdir()) == []
+    assert not first.exists()  # left empty: removed
+    with _scratch_folder(None) as second:  # never the folder of an earlier run
+        assert second != first and list((second / "results").iterdir()) == []
         (second / "results" / "out.txt").write_text("made")
         (second / "stray.txt").write_text("left beside the results")
-    assert not second.exists()  # files left: removed
+    assert not second.exists()  # files left: removed whole
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "file.txt").write_text("not the run's")
     with _scratch_folder(None) as third:
-        assert third != second and list(third.iterdir()) == [third / "results"]
-        assert list((third / "results").iterdir()) == []
         (third / "results").rmdir()
-        (third / "results").symlink_to(second.parent)  # a link is never kept
+        (third / "results").symlink_to(kept)  # a link is removed, not what it leads to
     assert not third.exists()
-    with _scratch_folder(None) as fourth:
-        assert fourth != third and (fourth / "results").is_dir()
-        assert not (fourth / "results").is_symlink()
+    assert (kept / "file.txt").read_text() == "not the run's"

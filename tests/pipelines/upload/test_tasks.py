@@ -372,6 +372,21 @@ def test_invalid_metadata_names_the_file_line_and_column(
     assert f"{session.folder('metadata') / 'rig.json'}: holds a JSON list, not an object" in message
 
 
+def test_a_metadata_file_over_the_limit_is_refused_unread(
+    session: Session, harness: MakeHarness
+) -> None:
+    from neuroferry.pipelines.upload._tasks import MAX_METADATA_BYTES
+
+    big = session.folder("metadata") / "zz_big.json"
+    with big.open("wb") as f:  # sparse: no disk space, but larger than the limit
+        f.truncate(MAX_METADATA_BYTES + 1)
+    job = harness(session.spec())
+    job.run_until("create_staging_folder")
+    with pytest.raises(TaskFailed, match=r"metadata_dir: .*zz_big\.json has more than 67108864"):
+        job.run("gather_preliminary_metadata")
+    assert not (job.staging / "zz_big.json").exists()
+
+
 def test_missing_data_description_fails_the_check(session: Session, harness: MakeHarness) -> None:
     job = harness(session.spec())
     job.run_until("create_staging_folder")

@@ -26,8 +26,6 @@ import resource
 import shutil
 import socket
 import tempfile
-import threading
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -206,49 +204,21 @@ def _outputs(analysis: Analysis, returned: Any) -> Any:
         ) from None
 
 
-class _Kept:
-    """A scratch folder kept for its thread's next run; removed when the thread (or the
-    process) ends. A process killed outright (SIGKILL) leaves it behind: two empty
-    folders in the temporary folder."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.remove = weakref.finalize(self, shutil.rmtree, path, True)
-
-
-_kept = threading.local()
-
-
-def _left_empty(folder: Path) -> bool:
-    """Whether ``folder`` holds its ``results`` folder (a folder, not a link) and nothing
-    else, and that holds nothing."""
-    with os.scandir(folder) as entries:
-        found = [(e.name, e.is_dir(follow_symlinks=False)) for e in entries]
-    if found != [("results", True)]:
-        return False
-    with os.scandir(folder / "results") as entries:
-        return next(entries, None) is None
-
-
 @contextlib.contextmanager
 def _scratch_folder(parent: Path | None) -> Iterator[Path]:
-    """A private folder holding an empty ``results`` folder, removed afterwards. One that
-    a run leaves as it found it (it made no files) is kept for the thread's next run:
-    making and removing two folders costs a short task more than its run."""
-    kept: _Kept | None = getattr(_kept, "folder", None) if parent is None else None
-    _kept.folder = None  # taken: a run inside this one gets a folder of its own
-    if kept is None:
-        kept = _Kept(Path(tempfile.mkdtemp(prefix="ferry-analysis-", dir=parent)))
-        (kept.path / "results").mkdir()
-    unchanged = False
+    """A private folder holding an empty ``results`` folder, removed afterwards: one left
+    empty (a short task's usual case) with two ``rmdir`` calls, anything else whole. Never
+    used for a second run: what a run leaves running cannot reach the next one's files."""
+    folder = Path(tempfile.mkdtemp(prefix="ferry-analysis-", dir=parent))
+    (folder / "results").mkdir()
     try:
-        yield kept.path
-        unchanged = _left_empty(kept.path)
+        yield folder
     finally:
-        if unchanged and parent is None and getattr(_kept, "folder", None) is None:
-            _kept.folder = kept
-        else:
-            kept.remove()
+        try:
+            os.rmdir(folder / "results")
+            os.rmdir(folder)
+        except OSError:
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_task(

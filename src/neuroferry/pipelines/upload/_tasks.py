@@ -93,11 +93,16 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+MAX_METADATA_BYTES = 64 * 2**20
+"""The most bytes one file of a ``metadata_dir`` may have (it is read into memory)."""
+
+
 def _read_source(label: str, path: Path, root: Path) -> bytes:
-    """The bytes of a file read from the source folder ``root`` (its checked real path),
-    checked once open: a file that resolves outside ``root`` is refused, never read."""
+    """The bytes of a metadata file read from the source folder ``root`` (its checked
+    real path), checked once open: a file that resolves outside ``root`` is refused, never
+    read, and one of more than :data:`MAX_METADATA_BYTES` is refused too."""
     try:
-        return read_confined(path, root)
+        return read_confined(path, root, MAX_METADATA_BYTES)
     except FerryError as exc:
         raise TaskFailed(f"{label}: {exc}") from exc
     except OSError as exc:
