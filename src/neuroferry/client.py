@@ -13,6 +13,7 @@ import httpx
 
 from neuroferry.config import Settings, get_settings
 from neuroferry.errors import (
+    ConfigError,
     Conflict,
     FerryError,
     Forbidden,
@@ -87,14 +88,27 @@ SERVICE_URL_FILE = "service.url"
 
 
 def write_service_url(home: Path, url: str) -> Path | None:
-    """Leave ``url`` in ``{home}/service.url`` for ferry commands to find while the service
-    runs; the file, or None if it cannot be written."""
+    """Leave ``url`` and this process's id in ``{home}/service.url`` for ferry commands to
+    find while the service runs; the file, or None if it cannot be written."""
     path = home / SERVICE_URL_FILE
     try:
-        path.write_text(url + "\n", encoding="utf-8")
+        path.write_text(f"{url}\n{os.getpid()}\n", encoding="utf-8")
     except OSError:
         return None
     return path
+
+
+def _running_service(path: Path) -> str | None:
+    """The address in a ``service.url`` file, if the process that wrote it still runs and
+    the address is a plain http(s) URL."""
+    try:
+        url, pid = path.read_text(encoding="utf-8").split()
+        os.kill(int(pid), 0)  # the service that wrote it died (kill -9): its port is free
+        parsed = httpx.URL(url)
+    except (OSError, ValueError, httpx.InvalidURL):
+        return None
+    plain = parsed.scheme in ("http", "https") and parsed.host and not parsed.userinfo
+    return url if plain and not parsed.query and parsed.path in ("", "/") else None
 
 
 def remove_service_url(path: Path | None, url: str) -> None:
@@ -102,7 +116,7 @@ def remove_service_url(path: Path | None, url: str) -> None:
     if path is None:
         return
     try:
-        if path.read_text(encoding="utf-8").strip() == url:
+        if path.read_text(encoding="utf-8").split()[:1] == [url]:
             path.unlink()
     except OSError:
         pass
@@ -113,11 +127,7 @@ def service_url(settings: Settings) -> str:
     running with the same FERRY_HOME, else the default."""
     if "url" in settings.model_fields_set:
         return settings.url
-    try:
-        found = (settings.home / SERVICE_URL_FILE).read_text(encoding="utf-8").strip()
-    except OSError:
-        return settings.url
-    return found if found.startswith(("http://", "https://")) else settings.url
+    return _running_service(settings.home / SERVICE_URL_FILE) or settings.url
 
 
 class Client:
@@ -130,7 +140,10 @@ class Client:
         self.url = (url or service_url(settings)).rstrip("/")
         self.token = find_token(token, settings)
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-        self._http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        try:
+            self._http = httpx.Client(base_url=self.url, headers=headers, timeout=60)
+        except httpx.InvalidURL as exc:
+            raise ConfigError(f"FERRY_URL: {self.url} is not a usable address: {exc}") from None
 
     def _unavailable(self, exc: Exception) -> ServiceUnavailable:
         return ServiceUnavailable(
@@ -159,6 +172,8 @@ class Client:
             response = self._http.request(method, f"/api/v2{path}", **kwargs)
         except httpx.TransportError as exc:
             raise self._unavailable(exc) from exc
+        except httpx.InvalidURL as exc:
+            raise ConfigError(f"FERRY_URL: {self.url} is not a usable address: {exc}") from None
         return self._check(response)
 
     def request(self, method: str, path: str, body: Any = None, **kwargs: Any) -> Any:

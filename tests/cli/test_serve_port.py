@@ -54,3 +54,37 @@ def test_commands_find_the_running_service_unless_ferry_url_is_set(
     assert written.exists()
     remove_service_url(written, "http://127.0.0.1:8123")
     assert not written.exists()
+
+
+def test_a_service_url_left_by_a_dead_service_or_not_an_address_is_not_used(
+    tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.delenv("FERRY_URL", raising=False)
+    found = tmp_path / SERVICE_URL_FILE
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    found.write_text(f"http://127.0.0.1:8123\n{dead}\n")  # killed: its port may be anyone's
+    assert service_url(get_settings(home=tmp_path)) == "http://127.0.0.1:8000"
+    for bad in ("http://::1:8123", "http://u:p@127.0.0.1:1", "ftp://127.0.0.1:1", "junk"):
+        found.write_text(f"{bad}\n{os.getpid()}\n")
+        assert service_url(get_settings(home=tmp_path)) == "http://127.0.0.1:8000", bad
+    found.write_text(f"http://[::1]:8123\n{os.getpid()}\n")
+    assert service_url(get_settings(home=tmp_path)) == "http://[::1]:8123"
+
+
+def test_a_bad_ferry_url_is_a_clear_error(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
+    env |= {"FERRY_HOME": str(tmp_path), "FERRY_URL": "http://::1:8123", "FERRY_TOKEN": "x"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "neuroferry", "jobs", "list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "FERRY_URL: http://::1:8123 is not a usable address" in proc.stderr

@@ -186,6 +186,13 @@ def test_projects_modalities_platforms(api):
     assert both["funding_source"] == [{"funder": "NIMH", "grant_number": "R01"}]
     wrong = api.http.put(path, json={"institution": "Hogwarts"}, headers=admin)
     assert wrong.status_code == 422 and "institution: 'Hogwarts'" in wrong.json()["detail"]
+    for bad, field in [
+        ({"investigators": ["a\u0000b"]}, "investigators[0]"),
+        ({"funding_source": [{"funder": "NIMH", "fundee": ["x\ny"]}]}, "funding_source[0]"),
+        ({"funding_source": [{"funder": "NIMH", "grant_number": {"a": 1}}]}, "grant_number"),
+    ]:
+        refused = api.http.put(path, json=bad, headers=admin)
+        assert refused.status_code == 422 and field in refused.json()["detail"], refused.text
     cleared = api.http.put(path, json={"investigators": None}, headers=admin).json()
     assert cleared["investigators"] is None
     missing = api.http.put("/api/v2/projects/nope", json=facts, headers=admin)

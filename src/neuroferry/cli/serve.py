@@ -122,7 +122,8 @@ def serve(
             f"created the first user, 'admin'; its API token is in {token_file}, "
             "where ferry commands find it"
         )
-    base = f"http://{settings.host}:{settings.port}"
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host  # IPv6
+    base = f"http://{host}:{settings.port}"
     typer.echo(
         f"neuroferry {__version__} on {base}\n"
         f"  database  {redact(settings.database_url)}\n"

@@ -882,7 +882,9 @@ class Watch:
                 with self.engine.connect() as conn:
                     found = conn.execute(
                         select(jobs.c.id, jobs.c.spec).where(
-                            jobs.c.kind == "analysis", jobs.c.created >= since
+                            jobs.c.kind == "analysis",
+                            jobs.c.owner_id == box.owner_id,  # a drop-box's jobs only
+                            jobs.c.created >= since,
                         )
                     ).all()
                 job_id = next((i for i, spec in found if spec.get("results") == results), None)

@@ -57,12 +57,22 @@ def _organization(value: Any, where: str) -> Any:
     )
 
 
+def _text(value: Any, where: str, what: str) -> str:
+    """A one-line text of at most 256 characters, stripped."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(f"{where}: give {what}")
+    if len(value) > 256 or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput(
+            f"{where}: give {what} on one line, without control characters, "
+            "of at most 256 characters"
+        )
+    return value.strip()
+
+
 def _person(value: Any, where: str) -> dict[str, Any]:
     if isinstance(value, Mapping) and isinstance(value.get("name"), str):
         value = value["name"]
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(f"{where}: give a person's name")
-    return {"name": value.strip()}
+    return {"name": _text(value, where, "a person's name")}
 
 
 def check_project_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
@@ -98,8 +108,11 @@ def check_project_facts(facts: Mapping[str, Any]) -> dict[str, Any]:
                 "funder": _organization(source["funder"], f"{where}.funder").abbreviation
                 or _organization(source["funder"], f"{where}.funder").name
             }
-            if source.get("grant_number") is not None:
-                item["grant_number"] = str(source["grant_number"])
+            grant = source.get("grant_number")
+            if grant is not None:
+                if isinstance(grant, int) and not isinstance(grant, bool):
+                    grant = str(grant)
+                item["grant_number"] = _text(grant, f"{where}.grant_number", "a grant number")
             fundee = source.get("fundee")
             if fundee is not None:
                 if not isinstance(fundee, list):
