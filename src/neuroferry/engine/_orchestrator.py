@@ -363,7 +363,9 @@ class Orchestrator:
         call.local = {
             "db": self.engine,
             "catalog": self.catalog,
-            "submit_job": self._submitter(claim.owner_id),
+            "submit_job": self._submitter(
+                claim.owner_id, self._job_access.get(claim.instance.job_id)
+            ),
             "owner_id": claim.owner_id,
         }
         future: Future[Any] = self._pool.submit(run_task, call)
@@ -405,10 +407,18 @@ class Orchestrator:
         largest = {k: max(r.get(k, 0.0) for r in declared) for k in set().union(*declared)}
         return resources_for(image_resources, largest) or None
 
-    def _submitter(self, owner_id: int | None) -> Callable[..., int]:
+    def _submitter(self, owner_id: int | None, confined: Access | None) -> Callable[..., int]:
+        """How a local task submits a job: its owner's, confined as the task's job is."""
+
         def submit(kind: str, spec: dict[str, Any]) -> int:
-            new = NewJob(kind, spec)
-            job_id = submit_jobs(self.engine, [new], owner_id=owner_id, settings=self.settings)
+            new = NewJob(kind, spec, access=confined)
+            job_id = submit_jobs(
+                self.engine,
+                [new],
+                owner_id=owner_id,
+                settings=self.settings,
+                confine=confined is not None,
+            )
             self.wake()
             return job_id[0]
 
