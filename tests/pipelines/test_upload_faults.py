@@ -75,15 +75,18 @@ def upload_task(engine: Any, job_id: int) -> dict[str, Any]:
     return next(t for t in job_tasks(engine, job_id) if t["name"] == "upload_data_to_s3")
 
 
-def wait_mid_upload(engine: Any, job_id: int, objects: Path) -> None:
+def wait_mid_upload(engine: Any, job_id: int, objects: Path, log_store: Any) -> str:
+    """Wait until the upload has sent some files and its log has been written (a running
+    task's log is first written within FIRST_WRITE seconds); its log."""
     deadline = time.monotonic() + 120
     while True:
         running = upload_task(engine, job_id)["state"] == "running"
         chunks = objects / "ecephys" / "chunks"
         done = len(list(chunks.iterdir())) if chunks.exists() else 0
-        if running and done >= 20:
+        log = read_log(engine, log_store, job_id, "upload_data_to_s3") if running else ""
+        if running and done >= 20 and log:
             assert done < FILES, "the upload finished before it could be interrupted"
-            return
+            return log
         assert time.monotonic() < deadline, get_job(engine, job_id)
         time.sleep(0.02)
 
@@ -112,7 +115,8 @@ def test_kill_9_of_the_service_mid_upload_loses_nothing(setup: Any) -> None:
     job_id = submit_job(
         engine, "upload", upload_spec(session, "lab"), owner_id=None, settings=settings
     )
-    wait_mid_upload(engine, job_id, objects)
+    log_store = open_store(settings.log_store_url)
+    wait_mid_upload(engine, job_id, objects, log_store)
     service.kill()
     before = stored(objects)
     assert upload_task(engine, job_id)["state"] == "running"  # as the dead service left it
@@ -125,7 +129,6 @@ def test_kill_9_of_the_service_mid_upload_loses_nothing(setup: Any) -> None:
     assert upload["attempt"] == 2
     kept = sum(1 for k in before if k.startswith("ecephys/chunks/"))
     assert upload["result"]["files_skipped"] >= kept
-    log_store = open_store(settings.log_store_url)
     assert "attempt 2" in read_log(engine, log_store, job_id, "upload_data_to_s3")
     assert "attempt 1" in read_log(engine, log_store, job_id, "upload_data_to_s3", attempt=1)
 
@@ -136,9 +139,8 @@ def test_kill_9_of_a_dask_worker_mid_upload_loses_nothing(setup: Any) -> None:
     job_id = submit_job(
         engine, "upload", upload_spec(session, "lab"), owner_id=None, settings=settings
     )
-    wait_mid_upload(engine, job_id, objects)
     log_store = open_store(settings.log_store_url)
-    header = read_log(engine, log_store, job_id, "upload_data_to_s3").splitlines()[0]
+    header = wait_mid_upload(engine, job_id, objects, log_store).splitlines()[0]
     pid = int(header.split(" on ", 1)[1].split(":")[1].split()[0].rstrip(","))
     assert pid in service.children()
     os.kill(pid, signal.SIGKILL)

@@ -191,8 +191,10 @@ class _LogFlusher:
                 handler.flush()
 
 
-FIRST_WRITE = 1.0
-"""Seconds after a task starts at which its log is first written (if it still runs)."""
+FIRST_WRITE = 0.25
+"""Seconds after a task starts at which its log is first written (if it still runs): a
+task of a few milliseconds writes its log once, at its end; a longer one shows its log
+(and where it runs) almost at once."""
 _FLUSHER = _LogFlusher()
 
 
