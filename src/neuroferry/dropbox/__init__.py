@@ -14,6 +14,7 @@ from neuroferry.dropbox._bypass import (
 from neuroferry.dropbox._files import (
     GroupFiles,
     SubmitFile,
+    check_path,
     delete_group_file,
     group_files,
     list_group_files,
@@ -72,6 +73,7 @@ __all__ = [
     "add_group",
     "certificate_key",
     "check_name",
+    "check_path",
     "dataset_names",
     "delete_group_file",
     "end_key",

@@ -30,6 +30,7 @@ from neuroferry.dropbox import (
     END_MARKER,
     Dropbox,
     GroupFiles,
+    check_path,
     group_files,
     list_dropboxes,
     list_group_files,
@@ -37,7 +38,6 @@ from neuroferry.dropbox import (
     read_group_file,
     submit,
 )
-from neuroferry.dropbox._files import check_path
 from neuroferry.errors import Forbidden, InvalidInput, NotFound
 from neuroferry.services import Services
 from neuroferry.web._deps import services
